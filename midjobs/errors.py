@@ -1,0 +1,119 @@
+"""
+Exceptions that cross the wire, with the errno values the protocol carries.
+
+A method raises :class:`CallError` for a failure the caller should see with an
+errno, and :class:`ValidationErrors` for bad arguments.  The RPC layer turns
+the first into JSON-RPC error -32001 and the second into -32602
+(``PROTOCOL.md``); the job layer records both in the job's ``exc_info``.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any, Iterable, Iterator
+
+#: The daemon's own errno values, beside those of :mod:`errno`.
+ENOMETHOD = 201
+ENOTAUTHENTICATED = 207
+
+_OWN_ERRNO_NAMES = {ENOMETHOD: "ENOMETHOD", ENOTAUTHENTICATED: "ENOTAUTHENTICATED"}
+
+
+def errno_name(code: int | None) -> str | None:
+    """
+    The symbolic name of an errno value: ``EINVAL`` for 22, ``ENOMETHOD`` for 201.
+    """
+    if code is None:
+        return None
+    return _OWN_ERRNO_NAMES.get(code) or errno.errorcode.get(code)
+
+
+class CallError(Exception):
+    """
+    A method failed in a way its caller should see.
+
+    @ivar errmsg: the human-readable reason.
+    @ivar errno: an :mod:`errno` value (default ``EFAULT``), or one of the
+        daemon's own (:data:`ENOMETHOD`, :data:`ENOTAUTHENTICATED`).
+    @ivar extra: any JSON value that tells the caller more.
+    """
+
+    def __init__(self, errmsg: str, errno: int = errno.EFAULT, extra: Any = None) -> None:
+        super().__init__(errmsg, errno, extra)
+        self.errmsg = errmsg
+        self.errno = errno
+        self.extra = extra
+
+    def __str__(self) -> str:
+        name = errno_name(self.errno)
+        return f"[{name}] {self.errmsg}" if name else self.errmsg
+
+    def __repr__(self) -> str:
+        return f"CallError({self.errmsg!r}, {self.errno!r}, {self.extra!r})"
+
+
+class ValidationError(CallError):
+    """
+    One bad argument: C{attribute} names it (dotted, like C{data.sleep}).
+    """
+
+    def __init__(self, attribute: str, errmsg: str, errno: int = errno.EINVAL) -> None:
+        super().__init__(errmsg, errno)
+        self.attribute = attribute
+
+    def __str__(self) -> str:
+        return f"[{errno_name(self.errno)}] {self.attribute}: {self.errmsg}"
+
+    def __repr__(self) -> str:
+        return f"ValidationError({self.attribute!r}, {self.errmsg!r}, {self.errno!r})"
+
+
+class ValidationErrors(CallError):
+    """
+    Several bad arguments at once, reported together.
+
+    Collect with :meth:`add` and raise with :meth:`check`; ``extra`` on the
+    wire is the list of C{[attribute, errmsg, errno]}.
+    """
+
+    def __init__(self, errors: Iterable[ValidationError] = ()) -> None:
+        self.errors: list[ValidationError] = list(errors)
+        super().__init__(self._message(), errno.EINVAL)
+
+    def _message(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+    def add(self, attribute: str, errmsg: str, errno: int = errno.EINVAL) -> None:
+        self.errors.append(ValidationError(attribute, errmsg, errno))
+        self.errmsg = self._message()
+        self.args = (self.errmsg, self.errno, None)
+
+    def check(self) -> None:
+        """
+        Raise C{self} if any error was added.
+        """
+        if self.errors:
+            raise self
+
+    @property
+    def extra(self) -> list[list[Any]]:  # type: ignore[override]
+        return [[e.attribute, e.errmsg, e.errno] for e in self.errors]
+
+    @extra.setter
+    def extra(self, value: Any) -> None:
+        pass
+
+    def __iter__(self) -> Iterator[ValidationError]:
+        return iter(self.errors)
+
+    def __len__(self) -> int:
+        return len(self.errors)
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __str__(self) -> str:
+        return self.errmsg
+
+    def __repr__(self) -> str:
+        return f"ValidationErrors({self.errors!r})"
