@@ -1,0 +1,142 @@
+"""
+Checking a call's arguments against the method's signature and type hints.
+
+A method's parameters after C{self} (and the session and job the daemon
+passes) are what callers send in C{params}.  A call with too many or too few
+arguments, or one whose value does not match a simple annotation (C{int},
+C{str}, C{bool}, C{float}, C{list}, C{dict}, unions of them and C{None}),
+fails with :class:`~midjobs.errors.ValidationErrors` before the method runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from typing import Any, Callable, Sequence
+
+import attrs
+
+from .errors import ValidationErrors
+
+__all__ = ["Signature", "signature_of"]
+
+_SIMPLE_TYPES: dict[Any, tuple[type, ...]] = {
+    int: (int,),
+    float: (int, float),
+    str: (str,),
+    bool: (bool,),
+    list: (list,),
+    dict: (dict,),
+    type(None): (type(None),),
+}
+
+
+def _accepted_types(annotation: Any) -> tuple[type, ...] | None:
+    """
+    The Python types a JSON value may have for C{annotation}; C{None} for "any".
+    """
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return None
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        accepted: tuple[type, ...] = ()
+        for member in typing.get_args(annotation):
+            member_types = _accepted_types(member)
+            if member_types is None:
+                return None
+            accepted += member_types
+        return accepted
+    if origin is not None:
+        annotation = origin
+    return _SIMPLE_TYPES.get(annotation)
+
+
+def _fits(value: Any, accepted: tuple[type, ...] | None) -> bool:
+    if accepted is None:
+        return True
+    if isinstance(value, bool):
+        # A JSON boolean is no number, although Python's bool is an int.
+        return bool in accepted
+    return isinstance(value, accepted)
+
+
+def _type_name(accepted: tuple[type, ...]) -> str:
+    names = {int: "integer", float: "number", str: "string", bool: "boolean",
+             list: "array", dict: "object", type(None): "null"}
+    return " or ".join(dict.fromkeys(names[t] for t in accepted))
+
+
+@attrs.frozen
+class _Parameter:
+    name: str
+    required: bool
+    accepted: tuple[type, ...] | None
+
+
+@attrs.frozen
+class Signature:
+    """
+    The caller-visible parameters of a method.
+    """
+
+    parameters: tuple[_Parameter, ...]
+    variadic: bool
+
+    def check(self, params: Sequence[Any], prefix: str = "") -> None:
+        """
+        Raise L{ValidationErrors} unless C{params} fit the parameters.
+        """
+        errors = ValidationErrors()
+        required = sum(p.required for p in self.parameters)
+        if len(params) < required or (not self.variadic and len(params) > len(self.parameters)):
+            most = "any number of" if self.variadic else str(len(self.parameters))
+            expected = str(required) if required == len(self.parameters) and not self.variadic else f"{required} to {most}"
+            errors.add(prefix or "params", f"Expected {expected} arguments, got {len(params)}")
+            errors.check()
+        for parameter, value in zip(self.parameters, params):
+            if not _fits(value, parameter.accepted):
+                errors.add(f"{prefix}{parameter.name}", f"Not a valid {_type_name(parameter.accepted)}")
+        errors.check()
+
+    def to_wire(self) -> list[dict[str, Any]]:
+        """
+        The parameters as ``core.get_methods`` shows them.
+        """
+        return [
+            {
+                "name": p.name,
+                "required": p.required,
+                "type": _type_name(p.accepted).split(" or ") if p.accepted else None,
+            }
+            for p in self.parameters
+        ]
+
+
+def signature_of(func: Callable[..., Any], skip: int) -> Signature:
+    """
+    The signature of C{func} without its first C{skip} parameters.
+
+    C{skip} counts C{self} and whatever the daemon passes before the caller's
+    arguments (the session, the job).
+    """
+    hints = typing.get_type_hints(func)
+    parameters = []
+    variadic = False
+    for parameter in list(inspect.signature(func).parameters.values())[skip:]:
+        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            variadic = True
+            continue
+        if parameter.kind not in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            continue
+        parameters.append(
+            _Parameter(
+                name=parameter.name,
+                required=parameter.default is inspect.Parameter.empty,
+                accepted=_accepted_types(hints.get(parameter.name, inspect.Parameter.empty)),
+            )
+        )
+    return Signature(tuple(parameters), variadic)

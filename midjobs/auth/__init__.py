@@ -1,0 +1,75 @@
+"""
+Authentication on L{twisted.cred}: one L{Portal} for WebSocket and HTTP alike.
+
+Build it with L{make_portal}, then log in with any credentials a checker on it
+accepts (C{UsernamePassword}, L{PeerCredentials}); the avatar is an L{IUser}.
+More kinds of login are added with C{portal.registerChecker(...)}: a checker
+yields an L{AvatarId} and the L{Realm} turns it into a L{User}.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+from twisted.cred.credentials import ICredentials
+from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred
+
+from midjobs.auth.avatar import LOGIN_PASSWORD, UNIX_SOCKET, AvatarId, User
+from midjobs.auth.checkers import PasswordChecker, PeerCredentialsChecker
+from midjobs.auth.credentials import PeerCredentials, peer_credentials
+from midjobs.auth.hashing import hash_password, verify_password
+from midjobs.auth.interfaces import IPeerCredentials, IUser
+from midjobs.auth.realm import Realm
+from midjobs.auth.roles import BUILTIN_ROLES, FULL_ADMIN, READONLY_ADMIN
+from midjobs.auth.users import UserStore
+
+__all__ = [
+    "BUILTIN_ROLES",
+    "FULL_ADMIN",
+    "LOGIN_PASSWORD",
+    "READONLY_ADMIN",
+    "UNIX_SOCKET",
+    "AvatarId",
+    "IPeerCredentials",
+    "IUser",
+    "PasswordChecker",
+    "PeerCredentials",
+    "PeerCredentialsChecker",
+    "Realm",
+    "User",
+    "UserStore",
+    "default_trusted_uids",
+    "hash_password",
+    "login",
+    "make_portal",
+    "peer_credentials",
+    "verify_password",
+]
+
+
+def default_trusted_uids() -> set[int]:
+    """
+    The UNIX-socket peers trusted without login: root and the daemon's own uid.
+    """
+    return {0, os.getuid()}
+
+
+def make_portal(users: UserStore, trusted_uids: Iterable[int]) -> Portal:
+    """
+    A portal that checks passwords against C{users} and trusts UNIX-socket
+    peers whose uid is in C{trusted_uids}.
+    """
+    return Portal(Realm(users), [PasswordChecker(users), PeerCredentialsChecker(trusted_uids)])
+
+
+def login(portal: Portal, credentials: ICredentials, mind: object = None) -> Deferred[User]:
+    """
+    Log in and fire with the L{IUser} avatar.
+
+    Fails with L{twisted.cred.error.UnauthorizedLogin} for bad credentials, or
+    L{twisted.cred.error.UnhandledCredentials} if no checker takes them.
+    """
+    d = portal.login(credentials, mind, IUser)
+    return d.addCallback(lambda result: result[1])

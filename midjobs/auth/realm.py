@@ -1,0 +1,58 @@
+"""
+The realm: turns an L{AvatarId} into the L{User} avatar with its current roles.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Generator
+
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import IRealm
+from twisted.internet.defer import Deferred, inlineCallbacks
+from zope.interface import implementer
+from zope.interface.interface import InterfaceClass
+
+from midjobs.auth.avatar import UNIX_SOCKET, AvatarId, User
+from midjobs.auth.interfaces import IUser
+from midjobs.auth.roles import FULL_ADMIN
+from midjobs.auth.users import UserStore
+
+__all__ = ["Realm"]
+
+AvatarTuple = tuple[InterfaceClass, User, Callable[[], None]]
+
+
+def _logout() -> None:
+    """
+    Nothing to release: a session drops its avatar when it ends.
+    """
+
+
+@implementer(IRealm)
+class Realm:
+    """
+    Gives L{IUser} avatars.
+
+    A trusted UNIX-socket peer is C{root} with C{FULL_ADMIN}; any other login
+    gets the roles stored for its user now, and fails with
+    L{UnauthorizedLogin} if that user has since been deleted or locked.
+    """
+
+    def __init__(self, users: UserStore) -> None:
+        self._users = users
+
+    @inlineCallbacks
+    def requestAvatar(
+        self, avatarId: AvatarId, mind: object, *interfaces: InterfaceClass
+    ) -> Generator[Deferred[Any], Any, AvatarTuple]:
+        if IUser not in interfaces:
+            raise NotImplementedError("this realm only gives IUser avatars")
+        if not isinstance(avatarId, AvatarId):
+            raise TypeError(f"expected an AvatarId from the checker, got {avatarId!r}")
+        if avatarId.credentials_type == UNIX_SOCKET:
+            return IUser, User(avatarId.username, frozenset({FULL_ADMIN}), UNIX_SOCKET), _logout
+        user = yield self._users.get_by_username(avatarId.username)
+        if user is None or user["locked"]:
+            raise UnauthorizedLogin(f"user {avatarId.username!r} is gone or locked")
+        avatar = User(user["username"], frozenset(user["roles"]), avatarId.credentials_type)
+        return IUser, avatar, _logout

@@ -1,0 +1,35 @@
+"""
+The midjobs client: a Twisted WebSocket (JSON-RPC 2.0) client for the daemon.
+
+    d = connect("ws+unix:///var/lib/midjobs/midjobs.sock")
+    d.addCallback(lambda client: client.call_job("core.job_test", {"sleep": 1}))
+
+The wire contract is C{PROTOCOL.md}; C{midclt} is the command line tool on top.
+"""
+
+from ._client import Client, connect
+from ._errors import (
+    ClientCallError,
+    ClientConnectFailed,
+    ClientConnectionLost,
+    ClientError,
+    ClientValidationErrors,
+    JobAborted,
+    JSONRPCError,
+)
+from ._types import EventCallback, JobCallback, JobRecord
+
+__all__ = [
+    "connect",
+    "Client",
+    "ClientError",
+    "ClientConnectFailed",
+    "ClientConnectionLost",
+    "ClientCallError",
+    "ClientValidationErrors",
+    "JSONRPCError",
+    "JobAborted",
+    "EventCallback",
+    "JobCallback",
+    "JobRecord",
+]

@@ -1,0 +1,119 @@
+"""
+The daemon's settings: embedded defaults, overridden by a TOML file, overridden by the command line.
+
+``etc/midjobs.toml`` shows every key with its default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+
+import attrs
+
+from .paths import SOCKET_NAME, default_state_dir
+
+__all__ = ["ConfigError", "Settings", "DEFAULT_LISTEN"]
+
+DEFAULT_LISTEN = "tcp:6000:interface=127.0.0.1"
+
+
+class ConfigError(ValueError):
+    """
+    The configuration file cannot be read or holds a bad value.
+    """
+
+
+def _str_list(value: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{key} must be a list of strings")
+    return tuple(value)
+
+
+def _positive_int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be a positive integer")
+    return value
+
+
+def _str(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key} must be a non-empty string")
+    return value
+
+
+#: Each known key: its TOML table, name, the Settings field it sets, and its check.
+_KEYS = {
+    ("daemon", "listen"): ("listen", _str_list),
+    ("daemon", "socket"): ("socket", _str),
+    ("daemon", "state_dir"): ("state_dir", _str),
+    ("daemon", "plugins"): ("plugins", _str_list),
+    ("jobs", "keep_finished"): ("keep_finished_jobs", _positive_int),
+    ("jobs", "threads"): ("threads", _positive_int),
+}
+
+
+@attrs.frozen
+class Settings:
+    """
+    Everything the daemon reads at start.
+
+    @ivar listen: Twisted server endpoint strings, one listener each.
+    @ivar socket: the local UNIX socket (default C{<state_dir>/midjobs.sock}).
+    @ivar state_dir: where the daemon keeps its database, job logs and socket.
+    @ivar plugins: Python modules whose C{Service} classes are loaded.
+    @ivar keep_finished_jobs: how many finished jobs stay listed.
+    @ivar threads: the most thread jobs (and other blocking calls) running at once.
+    """
+
+    listen: tuple[str, ...] = (DEFAULT_LISTEN,)
+    socket: str | None = None
+    state_dir: str = attrs.field(factory=default_state_dir)
+    plugins: tuple[str, ...] = ()
+    keep_finished_jobs: int = 1000
+    threads: int = 32
+
+    @property
+    def socket_path(self) -> str:
+        return self.socket or os.path.join(self.state_dir, SOCKET_NAME)
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir)
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str]) -> Settings:
+        """
+        Settings from a TOML file, defaults for what it leaves out.
+
+        @raise ConfigError: the file is missing, not TOML, or has an unknown
+            key or a bad value.
+        """
+        try:
+            with open(path, "rb") as f:
+                document = tomllib.load(f)
+        except OSError as e:
+            raise ConfigError(f"Cannot read {path}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path} is not valid TOML: {e}") from None
+        return cls().updated_from(document, str(path))
+
+    def updated_from(self, document: Mapping[str, Any], source: str = "configuration") -> Settings:
+        changes: dict[str, Any] = {}
+        for table, values in document.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{source}: [{table}] must be a table")
+            for name, value in values.items():
+                if (table, name) not in _KEYS:
+                    raise ConfigError(f"{source}: unknown key {table}.{name}")
+                field, check = _KEYS[(table, name)]
+                changes[field] = check(value, f"{source}: {table}.{name}")
+        return attrs.evolve(self, **changes)
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """
+        These settings with the command line's values (those not C{None}) on top.
+        """
+        return attrs.evolve(self, **{k: v for k, v in changes.items() if v is not None})

@@ -1,0 +1,44 @@
+"""
+The Klein app behind every listener.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from autobahn.twisted.resource import WebSocketResource
+from klein import Klein
+from twisted.web.server import Site
+
+from ..rpc import RpcServerFactory
+
+if TYPE_CHECKING:
+    from ..middleware import Middleware
+
+__all__ = ["HttpApp", "make_site"]
+
+
+class HttpApp:
+    """
+    The routes of one daemon: C{/api/current} (the WebSocket).
+    """
+
+    app = Klein()
+
+    def __init__(self, middleware: Middleware) -> None:
+        self.middleware = middleware
+        self.rpc_factory = RpcServerFactory(middleware)
+        self.websocket = WebSocketResource(self.rpc_factory)
+
+    @app.route("/api/current")
+    def api_current(self, request: Any) -> Any:
+        return self.websocket
+
+
+def make_site(middleware: Middleware) -> Site:
+    """
+    The twisted.web site to serve on each listener.
+    """
+    site = Site(HttpApp(middleware).app.resource())
+    site.displayTracebacks = False
+    return site

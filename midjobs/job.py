@@ -1,0 +1,545 @@
+"""
+Jobs: calls that run for a while, report progress and can be waited on or aborted.
+
+A :class:`Job` is made by the middleware for each call of a method marked
+:func:`~midjobs.service.job`, and handed to the :class:`JobsQueue`, which starts
+it as soon as its lock allows.  Async job methods run as a Deferred made with
+C{Deferred.fromCoroutine} (aborting cancels it); plain ones run in the
+reactor's thread pool, and everything they touch on the job is safe to call
+from that thread.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import errno
+import threading
+import traceback
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadable import isInIOThread
+
+from . import wire_json
+from .errors import CallError, ValidationErrors
+from .pipe import Pipes
+
+if TYPE_CHECKING:
+    from .service import JobOptions
+
+__all__ = ["Job", "JobAborted", "JobState", "JobsQueue", "PipeNotOpen"]
+
+log = Logger()
+
+#: A job that wants events: called with the job and "added" or "changed".
+ChangeListener = Callable[["Job", str], None]
+
+
+class JobState(enum.Enum):
+    """
+    Where a job is in its life; the value is the name on the wire.
+    """
+
+    WAITING = "WAITING"
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    ABORTED = "ABORTED"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.SUCCESS, JobState.FAILED, JobState.ABORTED)
+
+
+class JobAborted(CallError):
+    """
+    The job was aborted; C{errmsg} says why.
+    """
+
+    def __init__(self, reason: str = "Job aborted") -> None:
+        super().__init__(reason, errno.ECANCELED)
+
+
+class PipeNotOpen(CallError, ValueError):
+    """
+    The job needs a pipe its caller did not open.
+    """
+
+    def __init__(self, pipe: str) -> None:
+        CallError.__init__(self, f"Pipe {pipe!r} is not open", errno.EINVAL)
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _in_thread() -> bool:
+    return not isInIOThread()
+
+
+def logs_excerpt(text: str, lines: int = 10) -> str:
+    """
+    The first and last C{lines} lines of a log, with a count of those between.
+    """
+    all_lines = text.splitlines()
+    if len(all_lines) <= 2 * lines:
+        return "\n".join(all_lines)
+    skipped = len(all_lines) - 2 * lines
+    return "\n".join(all_lines[:lines] + [f"... {skipped} more lines ..."] + all_lines[-lines:])
+
+
+class Job:
+    """
+    One call of a job method.
+
+    The method receives its Job and reports through it: L{set_progress},
+    L{set_description}, C{logs_fd}, C{pipes}.  Callers wait with L{wait} (a
+    Deferred) or, from a thread, L{wait_sync}, and may L{abort} it.
+
+    @ivar id: the job's number, assigned when it is queued.
+    @ivar aborted: a C{threading.Event} set when the job is aborted; thread
+        jobs watch it (C{job.aborted.wait(1)} sleeps a second unless aborted).
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        method: str,
+        options: JobOptions,
+        run: Callable[..., Any],
+        arguments: Sequence[Any],
+        *,
+        is_async: bool,
+        leading: Sequence[Any] = (),
+        pipes: Pipes | None = None,
+        credentials: dict[str, Any] | None = None,
+        owner: Any = None,
+        logs_dir: Path | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._run = run
+        self._leading = list(leading)
+        self._is_async = is_async
+        self._logs_dir = logs_dir
+        self._deferred: Deferred[Any] | None = None
+        self._waiters: list[Deferred[None]] = []
+        self._finished_event = threading.Event()
+        self._error: BaseException | None = None
+        self._progress_listeners: list[Callable[[dict[str, Any]], None]] = []
+
+        self.id: int = 0
+        self.method = method
+        self.options = options
+        self.arguments = list(arguments)
+        self.owner = owner
+        self.credentials = credentials
+        self.pipes = pipes or Pipes()
+        self.lock_name = options.lock_name(self.arguments)
+        self.message_ids: list[Any] = []
+        self.description: str | None = (
+            options.description(*self.arguments) if options.description else None
+        )
+        self.progress: dict[str, Any] = {"percent": 0, "description": "", "extra": None}
+        self.state = JobState.WAITING
+        self.result: Any = None
+        self.result_encoding_error: str | None = None
+        self.error: str | None = None
+        self.exception: str | None = None
+        self.exc_info: dict[str, Any] | None = None
+        self.time_started = _now()
+        self.time_finished: datetime.datetime | None = None
+        self.logs_path: str | None = None
+        self.logs_fd: Any = None
+        self.logs_excerpt: str | None = None
+        self.aborted = threading.Event()
+        self.on_change: ChangeListener | None = None
+        self.on_finish: Callable[[Job], None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.method} {self.state.value}>"
+
+    # The job's own reports.
+
+    def set_progress(
+        self, percent: float | None = None, description: str | None = None, extra: Any = None
+    ) -> None:
+        """
+        Report how far the job is: C{percent} (0 to 100, stored as an int),
+        a C{description} of the current step, and any C{extra} JSON value.
+
+        Arguments left C{None} keep their value.  Only a real change sends an
+        event.  Safe to call from the job's thread.
+        """
+        if _in_thread():
+            self._reactor.callFromThread(self.set_progress, percent, description, extra)
+            return
+        progress = dict(self.progress)
+        if percent is not None:
+            progress["percent"] = max(0, min(100, int(percent)))
+        if description is not None:
+            progress["description"] = description
+        if extra is not None:
+            progress["extra"] = extra
+        if progress != self.progress:
+            self.progress = progress
+            for listener in list(self._progress_listeners):
+                listener(progress)
+            self._changed()
+
+    def set_description(self, description: str | None) -> None:
+        """
+        Change what the job says it is doing.  Safe to call from the job's thread.
+        """
+        if _in_thread():
+            self._reactor.callFromThread(self.set_description, description)
+            return
+        if description != self.description:
+            self.description = description
+            self._changed()
+
+    def check_pipe(self, pipe: str) -> None:
+        """
+        Make sure the caller opened C{pipe} (C{"input"} or C{"output"}).
+
+        @raise PipeNotOpen: (a C{ValueError}) it did not.
+        """
+        if getattr(self.pipes, pipe, None) is None:
+            raise PipeNotOpen(pipe)
+
+    # Waiting.
+
+    def wait(self, timeout: float | None = None, raise_error: bool = False) -> Deferred[Any]:
+        """
+        A Deferred that fires with the job's result when it ends.
+
+        @param timeout: give up after this many seconds (C{TimeoutError}); the
+            job goes on.
+        @param raise_error: fail with the job's error if it failed or was
+            aborted, instead of firing with C{None}.  A C{CallError} (and its
+            subclasses, such as C{ValidationErrors}) keeps its class.
+        """
+        waiter: Deferred[None] = Deferred(lambda d: self._waiters.remove(d))
+        if self.state.finished:
+            waiter.callback(None)
+        else:
+            self._waiters.append(waiter)
+        result: Deferred[Any] = waiter.addCallback(lambda _: self._outcome(raise_error))
+        if timeout is not None:
+            result.addTimeout(timeout, self._reactor)
+        return result
+
+    def wait_sync(self, timeout: float | None = None, raise_error: bool = False) -> Any:
+        """
+        L{wait} for a thread job: block the calling thread until the job ends.
+
+        @raise TimeoutError: it did not end in C{timeout} seconds.
+        @raise RuntimeError: called on the reactor thread, which must never block.
+        """
+        if not _in_thread():
+            raise RuntimeError("wait_sync would block the reactor: use wait()")
+        if not self._finished_event.wait(timeout):
+            raise TimeoutError(f"Job {self.id} did not end in {timeout} seconds")
+        return self._outcome(raise_error)
+
+    def _outcome(self, raise_error: bool) -> Any:
+        if raise_error and self.state in (JobState.FAILED, JobState.ABORTED):
+            if isinstance(self._error, CallError):
+                raise self._error
+            raise CallError(self.error or "Job failed")
+        return self.result
+
+    # Nesting.
+
+    async def wrap(self, subjob: Job) -> Any:
+        """
+        Wait for C{subjob}, copying its progress to this job, and return its
+        result (raising its error).
+        """
+        self._follow(subjob)
+        try:
+            return await subjob.wait(raise_error=True)
+        finally:
+            subjob._progress_listeners.remove(self._copy_progress)
+
+    def wrap_sync(self, subjob: Job) -> Any:
+        """
+        L{wrap} for a thread job.
+        """
+        self._reactor.callFromThread(self._follow, subjob)
+        try:
+            return subjob.wait_sync(raise_error=True)
+        finally:
+            self._reactor.callFromThread(subjob._progress_listeners.remove, self._copy_progress)
+
+    def _follow(self, subjob: Job) -> None:
+        subjob._progress_listeners.append(self._copy_progress)
+        self._copy_progress(subjob.progress)
+
+    def _copy_progress(self, progress: dict[str, Any]) -> None:
+        self.set_progress(progress["percent"], progress["description"], progress["extra"])
+
+    # Life cycle, driven by the queue.
+
+    def abort(self, reason: str = "Job aborted") -> None:
+        """
+        Stop the job: a waiting one ends at once, a running async one has its
+        Deferred cancelled, a running thread one sees C{aborted} set.  Blocked
+        pipe reads and writes fail.  The job ends L{JobState.ABORTED}.
+        """
+        if _in_thread():
+            self._reactor.callFromThread(self.abort, reason)
+            return
+        if self.state.finished or self.aborted.is_set():
+            return
+        self.aborted.set()
+        self._error = JobAborted(reason)
+        log.info("Job {job_id} ({method}) aborting: {reason}", job_id=self.id, method=self.method, reason=reason)
+        if self.state is JobState.WAITING:
+            self._finish(JobState.ABORTED)
+            return
+        self.pipes.abort(self._error)
+        if self._deferred is not None and self._is_async:
+            self._deferred.cancel()
+
+    def start(self) -> None:
+        """
+        Run the method; called by the queue once the job's lock is free.
+        """
+        self.state = JobState.RUNNING
+        log.info("Job {job_id} ({method}) started", job_id=self.id, method=self.method)
+        if self.options.logs and self._logs_dir is not None:
+            self._logs_dir.mkdir(parents=True, exist_ok=True)
+            path = self._logs_dir / f"{self.id}.log"
+            self.logs_fd = open(path, "wb", buffering=0)
+            self.logs_path = str(path)
+        self._changed()
+        args = [*self._leading, self, *self.arguments]
+        if self._is_async:
+            try:
+                self._deferred = Deferred.fromCoroutine(self._run(*args))
+            except BaseException:
+                self._deferred = Deferred()
+                self._deferred.errback()
+        else:
+            pool = self._reactor.getThreadPool()
+            self._deferred = deferToThreadPool(self._reactor, pool, self._run, *args)
+        self._deferred.addCallbacks(self._succeeded, self._failed)
+
+    def _succeeded(self, result: Any) -> None:
+        if self.aborted.is_set():
+            self._finish(JobState.ABORTED)
+            return
+        try:
+            wire_json.dumps(result)
+        except (TypeError, ValueError) as e:
+            self.result_encoding_error = str(e)
+            result = None
+        self.result = result
+        if self.progress["percent"] != 100:
+            self.progress = {**self.progress, "percent": 100}
+        self._finish(JobState.SUCCESS)
+
+    def _failed(self, failure: Failure) -> None:
+        if self.aborted.is_set() or failure.check(CancelledError):
+            if not isinstance(self._error, JobAborted):
+                self._error = JobAborted()
+            self._finish(JobState.ABORTED)
+            return
+        error = failure.value
+        self._error = error
+        self.error = str(error)
+        self.exception = "".join(
+            traceback.format_exception(type(error), error, failure.getTracebackObject())
+        )
+        self.exc_info = {
+            "repr": repr(error),
+            "type": "VALIDATION" if isinstance(error, ValidationErrors) else type(error).__name__,
+            "errno": getattr(error, "errno", None),
+            "extra": getattr(error, "extra", None),
+        }
+        if self.logs_fd is not None:
+            self.logs_fd.write(self.exception.encode("utf-8", "replace"))
+        if isinstance(error, CallError):
+            log.warn(
+                "Job {job_id} ({method}) failed: {error}", job_id=self.id, method=self.method, error=self.error
+            )
+        else:
+            log.failure("Job {job_id} ({method}) failed", failure, job_id=self.id, method=self.method)
+        self._finish(JobState.FAILED)
+
+    def _finish(self, state: JobState) -> None:
+        if state is JobState.ABORTED:
+            self.error = str(self._error.errmsg if isinstance(self._error, CallError) else "Job aborted")
+            self.exc_info = {"repr": repr(self._error), "type": "JobAborted", "errno": errno.ECANCELED, "extra": None}
+        self.state = state
+        self.time_finished = _now()
+        self._close_logs()
+        if state is JobState.SUCCESS:
+            self.pipes.close()
+        else:
+            self.pipes.abort(self._error or CallError(self.error or "Job failed"))
+        log.info(
+            "Job {job_id} ({method}) ended {state}", job_id=self.id, method=self.method, state=state.value
+        )
+        self._finished_event.set()
+        self._changed()
+        if self.on_finish is not None:
+            self.on_finish(self)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _close_logs(self) -> None:
+        if self.logs_fd is None:
+            return
+        self.logs_fd.close()
+        self.logs_fd = None
+        with open(self.logs_path, "rb") as f:  # type: ignore[arg-type]
+            self.logs_excerpt = logs_excerpt(f.read().decode("utf-8", "replace"))
+
+    def _changed(self, kind: str = "changed") -> None:
+        if self.on_change is not None and not self.options.transient:
+            self.on_change(self, kind)
+
+    def to_record(self, raw_result: bool = True) -> dict[str, Any]:
+        """
+        The job as ``core.get_jobs`` shows it (``PROTOCOL.md``).
+        """
+        return {
+            "id": self.id,
+            "message_ids": list(self.message_ids),
+            "method": self.method,
+            "arguments": self.arguments,
+            "transient": self.options.transient,
+            "description": self.description,
+            "abortable": self.options.abortable,
+            "logs_path": self.logs_path,
+            "logs_excerpt": self.logs_excerpt,
+            "progress": self.progress,
+            "result": self.result,
+            "result_encoding_error": self.result_encoding_error,
+            "error": self.error,
+            "exception": self.exception,
+            "exc_info": self.exc_info,
+            "state": self.state.value,
+            "time_started": self.time_started,
+            "time_finished": self.time_finished,
+            "credentials": self.credentials,
+        }
+
+
+class JobsQueue:
+    """
+    Every job the daemon knows, and the order in which waiting jobs start.
+
+    A job without a lock starts at once; jobs sharing a lock start one at a
+    time, first come first served.  The newest C{keep_finished} finished jobs
+    stay listed.
+    """
+
+    def __init__(self, on_change: ChangeListener | None = None, keep_finished: int = 1000) -> None:
+        self._on_change = on_change
+        self._keep_finished = keep_finished
+        self._jobs: dict[int, Job] = {}
+        self._finished: deque[int] = deque()
+        self._waiting: list[Job] = []
+        self._locks: dict[str, Job] = {}
+        self._scheduling = False
+        self._reschedule = False
+        self.next_id = 1
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def __iter__(self) -> Iterator[Job]:
+        return (job for job in list(self._jobs.values()) if not job.options.transient)
+
+    def get(self, job_id: int) -> Job:
+        """
+        The job numbered C{job_id}.
+
+        @raise CallError: C{ENOENT}, there is none.
+        """
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise CallError(f"Job {job_id} does not exist", errno.ENOENT) from None
+
+    def add(self, job: Job) -> Job:
+        """
+        Queue C{job}, or return the job it must share with (see C{lock_queue_size}).
+
+        @raise CallError: C{EBUSY}, the lock is held and its queue size is 0.
+        """
+        size = job.options.lock_queue_size
+        if job.lock_name is not None and size is not None:
+            waiting = [j for j in self._waiting if j.lock_name == job.lock_name]
+            if size == 0 and (job.lock_name in self._locks or waiting):
+                raise CallError("This job is already being performed", errno.EBUSY)
+            if size and len(waiting) >= size:
+                return waiting[-1]
+        job.id = self.next_id
+        self.next_id += 1
+        job.on_change = self._on_change
+        job.on_finish = self._job_finished
+        self._jobs[job.id] = job
+        self._waiting.append(job)
+        job._changed("added")
+        self._schedule()
+        return job
+
+    def _schedule(self) -> None:
+        if self._scheduling:
+            self._reschedule = True
+            return
+        self._scheduling = True
+        try:
+            self._reschedule = True
+            while self._reschedule:
+                self._reschedule = False
+                self._start_ready()
+        finally:
+            self._scheduling = False
+
+    def _start_ready(self) -> None:
+        ready, waiting, blocked = [], [], set()
+        for job in self._waiting:
+            lock = job.lock_name
+            if lock is not None and (lock in self._locks or lock in blocked):
+                blocked.add(lock)
+                waiting.append(job)
+                continue
+            if lock is not None:
+                self._locks[lock] = job
+            ready.append(job)
+        self._waiting = waiting
+        for job in ready:
+            if job.state is JobState.WAITING:
+                job.start()
+
+    def _job_finished(self, job: Job) -> None:
+        if job in self._waiting:
+            self._waiting.remove(job)
+        if job.lock_name is not None and self._locks.get(job.lock_name) is job:
+            del self._locks[job.lock_name]
+        if job.options.transient:
+            del self._jobs[job.id]
+        else:
+            self._finished.append(job.id)
+            while len(self._finished) > self._keep_finished:
+                self._jobs.pop(self._finished.popleft(), None)
+        self._schedule()
+
+    def abort_all(self, reason: str) -> None:
+        """
+        Abort every job that has not ended (the daemon is stopping).
+        """
+        for job in list(self._jobs.values()):
+            if not job.state.finished:
+                job.abort(reason)

@@ -1,0 +1,287 @@
+"""
+The middleware: the registry of services and methods, and the one way to call them.
+
+Everything that calls a method goes through L{Middleware}: the WebSocket
+sessions and the HTTP routes with L{Middleware.call_from} (which checks the
+caller may), and services calling each other with L{Middleware.call} or, from
+a thread, L{Middleware.call_sync}.
+"""
+
+from __future__ import annotations
+
+import errno
+import inspect
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+import attrs
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadable import isInIOThread
+
+from .arguments import Signature, signature_of
+from .errors import ENOMETHOD, ENOTAUTHENTICATED, CallError
+from .events import EventHub
+from .job import Job, JobsQueue
+from .pipe import Pipe, Pipes
+from .service import MethodSpec, Service, method_spec
+
+if TYPE_CHECKING:
+    from twisted.cred.portal import Portal
+
+    from .auth.users import UserStore
+    from .interfaces import ISession
+
+__all__ = ["Method", "Middleware", "MethodNotFound", "NotAuthenticated"]
+
+log = Logger()
+
+
+class MethodNotFound(CallError):
+    """
+    No such method, or a private one the caller may not see.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Method {name!r} does not exist", ENOMETHOD)
+
+
+class NotAuthenticated(CallError):
+    def __init__(self) -> None:
+        super().__init__("Not authenticated", ENOTAUTHENTICATED)
+
+
+@attrs.frozen
+class Method:
+    """
+    One exposed method: C{namespace.name} and how to run it.
+    """
+
+    name: str
+    run: Callable[..., Any]
+    spec: MethodSpec
+    signature: Signature
+    is_async: bool
+
+    @property
+    def doc(self) -> str | None:
+        return inspect.getdoc(self.run)
+
+    def leading(self, app: ISession | None) -> list[Any]:
+        """
+        What the daemon passes before the caller's arguments (not the job).
+        """
+        return [app] if self.spec.pass_app else []
+
+
+class Middleware:
+    """
+    The services, their methods, the jobs queue and the event hub of one daemon.
+
+    @ivar state_dir: where the daemon keeps its files.
+    @ivar portal: the C{twisted.cred} portal every login goes through.
+    @ivar users: the user accounts.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        state_dir: Path,
+        *,
+        portal: Portal | None = None,
+        users: UserStore | None = None,
+        keep_finished_jobs: int = 1000,
+        settings: Any = None,
+    ) -> None:
+        self.reactor = reactor
+        self.state_dir = state_dir
+        self.portal = portal
+        self.users = users
+        self.settings = settings
+        self.events = EventHub()
+        self.events.register("core.get_jobs", "Jobs as they are added, change and end.")
+        self.jobs = JobsQueue(on_change=self._job_changed, keep_finished=keep_finished_jobs)
+        self.services: dict[str, Service] = {}
+        self.methods: dict[str, Method] = {}
+
+    # The registry.
+
+    def add_service(self, service_class: type[Service]) -> Service:
+        """
+        Instantiate C{service_class} and expose its methods.
+
+        @raise ValueError: its namespace is taken.
+        """
+        namespace = service_class.namespace
+        if namespace in self.services:
+            raise ValueError(f"Service namespace {namespace!r} is already registered")
+        service = service_class(self)
+        self.services[namespace] = service
+        for name, func in service_class.exposed_methods():
+            spec = method_spec(func)
+            skip = 1 + spec.pass_app + (spec.job is not None)
+            self.methods[f"{namespace}.{name}"] = Method(
+                name=f"{namespace}.{name}",
+                run=getattr(service, name),
+                spec=spec,
+                signature=signature_of(func, skip),
+                is_async=inspect.iscoroutinefunction(func),
+            )
+        return service
+
+    def add_services(self, service_classes: Iterable[type[Service]]) -> None:
+        for service_class in service_classes:
+            self.add_service(service_class)
+
+    def method(self, name: str, app: ISession | None = None) -> Method:
+        """
+        The method C{name} as C{app} may see it.
+
+        @raise MethodNotFound: there is none, or it is private and C{app} did
+            not ask for private methods.
+        """
+        method = self.methods.get(name)
+        if method is None or (method.spec.private and app is not None and not app.private_methods):
+            raise MethodNotFound(name)
+        return method
+
+    async def start(self) -> None:
+        """
+        Run each service's C{setup}, in the order they were added.
+        """
+        for service in self.services.values():
+            await service.setup()
+
+    async def stop(self, reason: str = "The daemon stopped while this job was running") -> None:
+        """
+        Abort the jobs that have not ended and stop the services.
+        """
+        self.jobs.abort_all(reason)
+        for service in reversed(list(self.services.values())):
+            await service.stop()
+
+    # Calling.
+
+    def call_from(
+        self,
+        app: ISession,
+        name: str,
+        params: Sequence[Any],
+        *,
+        pipes: Pipes | None = None,
+        message_id: Any = None,
+    ) -> Deferred[Any]:
+        """
+        Call C{name} for a client session, checking that it may.
+
+        @return: a Deferred firing with the result, or the L{Job} for a job method.
+        @raise MethodNotFound: see L{method}.
+        @raise NotAuthenticated: the session must log in first.
+        """
+        method = self.method(name, app)
+        if app.user is None and not method.spec.no_auth_required:
+            raise NotAuthenticated()
+        return self._call(method, params, app, pipes, message_id)
+
+    def call(
+        self, name: str, *params: Any, app: ISession | None = None, pipes: Pipes | None = None
+    ) -> Deferred[Any]:
+        """
+        Call C{name} from within the daemon (no access checks).
+
+        A job method's Deferred fires with its L{Job} once it is queued::
+
+            job = await self.middleware.call("core.job_test", {"sleep": 1})
+            result = await job.wait(raise_error=True)
+        """
+        try:
+            return self._call(self.method(name), params, app, pipes, None)
+        except Exception as e:
+            return fail(e)
+
+    def call_sync(
+        self, name: str, *params: Any, app: ISession | None = None, pipes: Pipes | None = None
+    ) -> Any:
+        """
+        L{call} from a thread job: block that thread until the result (or the
+        L{Job}) is there.
+
+        @raise RuntimeError: called on the reactor thread, which must never block.
+        """
+        if isInIOThread():
+            raise RuntimeError("call_sync would block the reactor: use call()")
+        return blockingCallFromThread(self.reactor, self.call, name, *params, app=app, pipes=pipes)
+
+    def _call(
+        self,
+        method: Method,
+        params: Sequence[Any],
+        app: ISession | None,
+        pipes: Pipes | None,
+        message_id: Any,
+    ) -> Deferred[Any]:
+        params = list(params)
+        method.signature.check(params)
+        leading = method.leading(app)
+        if method.spec.job is not None:
+            return succeed(self._queue_job(method, params, leading, app, pipes, message_id))
+        if method.is_async:
+            return Deferred.fromCoroutine(method.run(*leading, *params))
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), method.run, *leading, *params)
+
+    def _queue_job(
+        self,
+        method: Method,
+        params: list[Any],
+        leading: list[Any],
+        app: ISession | None,
+        pipes: Pipes | None,
+        message_id: Any,
+    ) -> Job:
+        options = method.spec.job
+        assert options is not None
+        user = app.user if app is not None else None
+        job = Job(
+            self.reactor,
+            method.name,
+            options,
+            method.run,
+            params,
+            is_async=method.is_async,
+            leading=leading,
+            pipes=pipes,
+            credentials=user.to_credentials() if user is not None else None,
+            owner=user,
+            logs_dir=self.state_dir / "jobs",
+        )
+        if options.check_pipes:
+            for pipe in options.pipes:
+                job.check_pipe(pipe)
+        if message_id is not None:
+            job.message_ids.append(message_id)
+        queued = self.jobs.add(job)
+        if queued is not job and message_id is not None:
+            queued.message_ids.append(message_id)
+        return queued
+
+    def pipe(self, buffered: bool = False) -> Pipe:
+        """
+        A new pipe for a job's C{Pipes}.
+
+        @param buffered: spool to a temporary file, so that the writer never
+            waits for the reader and the reader may start at any time.
+        """
+        return Pipe(self.reactor, buffered=buffered)
+
+    # Events.
+
+    def send_event(self, name: str, msg: str, id: Any = None, fields: dict[str, Any] | None = None) -> None:
+        """
+        Send a C{collection_update} to the subscribers of C{name}.
+        """
+        self.events.send(name, msg, id, fields)
+
+    def _job_changed(self, job: Job, kind: str) -> None:
+        if self.events.has_subscribers("core.get_jobs"):
+            self.events.send("core.get_jobs", kind, job.id, job.to_record())

@@ -1,0 +1,193 @@
+"""
+C{core.*}: the job system's own methods, options and events.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+from twisted.internet.task import deferLater
+
+from ..errors import CallError, ValidationErrors
+from ..events import UnknownEvent
+from ..interfaces import ISession
+from ..job import Job
+from ..query import filter_list
+from ..service import Service, job, no_auth_required, pass_app
+
+_SESSION_OPTIONS = ("legacy_jobs", "private_methods", "py_exceptions")
+
+
+def _job_test_lock(args: list[Any]) -> str | None:
+    data = args[0] if args else None
+    return data.get("lock") if isinstance(data, dict) else None
+
+
+class CoreService(Service):
+    namespace = "core"
+
+    @no_auth_required
+    async def ping(self) -> str:
+        """
+        Answer C{"pong"}: the daemon is there.
+        """
+        return "pong"
+
+    @no_auth_required
+    @pass_app
+    async def set_options(self, app: ISession, options: dict) -> dict:
+        """
+        Set options of this connection and return the three now in force.
+
+        C{legacy_jobs} (default true): a job method answers with its job id at
+        once; false makes it answer with the job's result when it ends.
+        C{private_methods} (default false): show private methods.
+        C{py_exceptions}: accepted and ignored.
+        """
+        errors = ValidationErrors()
+        for name, value in options.items():
+            if name not in _SESSION_OPTIONS:
+                errors.add(f"options.{name}", "Unknown option")
+            elif not isinstance(value, bool):
+                errors.add(f"options.{name}", "Not a valid boolean")
+        errors.check()
+        app.set_options(options)
+        return app.options()
+
+    @pass_app
+    async def subscribe(self, app: ISession, name: str) -> str:
+        """
+        Subscribe to the event C{name} (C{*} for all); return the subscription id.
+        """
+        try:
+            return app.subscribe(name)
+        except UnknownEvent:
+            raise CallError(f"Event {name!r} does not exist", errno.ENOENT) from None
+
+    @pass_app
+    async def unsubscribe(self, app: ISession, id: str) -> None:
+        """
+        End the subscription C{id}.
+        """
+        if not app.unsubscribe(id):
+            raise CallError(f"Subscription {id!r} does not exist", errno.ENOENT)
+
+    async def get_jobs(self, filters: list | None = None, options: dict | None = None) -> Any:
+        """
+        The jobs, as records, filtered and shaped by C{filters} and C{options}
+        (the query language of the protocol).  Finished jobs stay listed, the
+        newest 1000 of them.
+        """
+        return filter_list((j.to_record() for j in self.middleware.jobs), filters, options)
+
+    async def job_abort(self, id: int) -> None:
+        """
+        Abort the job C{id}.  Only abortable jobs can be aborted.
+        """
+        target = self.middleware.jobs.get(id)
+        if not target.options.abortable and not target.state.finished:
+            raise CallError("Job is not abortable", errno.EINVAL)
+        target.abort()
+
+    @job()
+    async def job_wait(self, job: Job, id: int) -> Any:
+        """
+        Wait for the job C{id}, mirroring its progress; end as it ends.
+        """
+        return await job.wrap(self.middleware.jobs.get(id))
+
+    @job(lock=_job_test_lock, abortable=True, pipes=["input"], check_pipes=False)
+    async def job_test(self, job: Job, data: dict | None = None) -> bool:
+        """
+        A job for trying things out.  C{data} may hold C{sleep} (seconds to
+        run, reporting progress each second), C{lock} (a lock name to take),
+        C{description} (to set) and C{error} (a message to fail with at the end).
+        When an input pipe is given, the job reads it to the end first.
+        Returns C{True}.
+        """
+        data = data or {}
+        errors = ValidationErrors()
+        sleep = data.get("sleep", 0)
+        if isinstance(sleep, bool) or not isinstance(sleep, (int, float)) or sleep < 0:
+            errors.add("data.sleep", "Must be a non-negative number")
+        for key in data.keys() - {"sleep", "lock", "description", "error"}:
+            errors.add(f"data.{key}", "Unknown key")
+        errors.check()
+        if data.get("description"):
+            job.set_description(str(data["description"]))
+        if job.pipes.input is not None:
+            while await job.pipes.input.read(1024 * 1024):
+                pass
+        reactor = self.middleware.reactor
+        elapsed = 0.0
+        while elapsed < sleep:
+            step = min(1.0, sleep - elapsed)
+            await deferLater(reactor, step, lambda: None)
+            elapsed += step
+            job.set_progress(100 * elapsed / sleep)
+        if data.get("error"):
+            raise CallError(str(data["error"]))
+        return True
+
+    @job()
+    @pass_app
+    async def bulk(self, app: ISession | None, job: Job, method: str, params: list, description: str | None = None) -> list:
+        """
+        Call C{method} once for each argument list in C{params}, one after
+        another, and return a status for each: C{{"result", "error"}} (and
+        C{"job_id"} when the method is a job).  The bulk job itself succeeds;
+        check each status.  C{description} is formatted with each call's
+        arguments for the progress description.
+        """
+        statuses: list[dict[str, Any]] = []
+        for i, call_params in enumerate(params):
+            step = f"{i} / {len(params)}"
+            if description is not None:
+                try:
+                    step += ": " + description.format(*call_params)
+                except (IndexError, KeyError, ValueError):
+                    step += ": " + description
+            job.set_progress(100 * i / len(params), step)
+            status: dict[str, Any] = {"result": None, "error": None}
+            try:
+                if not isinstance(call_params, list):
+                    raise CallError("Each item of params must be an argument list", errno.EINVAL)
+                if app is not None:
+                    outcome = await self.middleware.call_from(app, method, call_params)
+                else:
+                    outcome = await self.middleware.call(method, *call_params)
+                if isinstance(outcome, Job):
+                    status["job_id"] = outcome.id
+                    outcome = await outcome.wait(raise_error=True)
+                status["result"] = outcome
+            except Exception as e:
+                status["error"] = e.errmsg if isinstance(e, CallError) else str(e)
+            statuses.append(status)
+        job.set_progress(100, f"{len(params)} / {len(params)}")
+        return statuses
+
+    @pass_app
+    async def get_methods(self, app: ISession | None) -> dict:
+        """
+        The methods this connection may see, by name: their description,
+        arguments, job options and decorations.
+        """
+        methods = {}
+        for name, method in sorted(self.middleware.methods.items()):
+            spec = method.spec
+            if spec.private and (app is None or not app.private_methods):
+                continue
+            methods[name] = {
+                "description": method.doc,
+                "accepts": method.signature.to_wire(),
+                "job": spec.job is not None,
+                "job_options": spec.job.to_wire() if spec.job else None,
+                "uploadable": spec.job is not None and "input" in spec.job.pipes,
+                "downloadable": spec.job is not None and "output" in spec.job.pipes,
+                "private": spec.private,
+                "pass_app": spec.pass_app,
+                "no_auth_required": spec.no_auth_required,
+                "roles": list(spec.roles),
+            }
+        return methods

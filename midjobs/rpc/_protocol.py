@@ -1,0 +1,139 @@
+"""
+The WebSocket protocol: one message in, one call to the middleware, one answer out.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+
+from ..auth import login, peer_credentials
+from ..job import Job
+from ._jsonrpc import TOO_MANY_CONCURRENT_CALLS, Request, RpcError, error_for, parse_request, result_response
+from ._session import Session
+
+if TYPE_CHECKING:
+    from ..middleware import Middleware
+
+__all__ = ["RpcProtocol", "RpcServerFactory"]
+
+log = Logger()
+
+#: Largest message before and after login (PROTOCOL.md).
+MAX_MESSAGE_ANONYMOUS = 8 * 1024
+MAX_MESSAGE_AUTHENTICATED = 64 * 1024
+#: Calls one connection may have in flight.
+MAX_CALLS_IN_FLIGHT = 20
+
+
+class RpcProtocol(WebSocketServerProtocol):
+    """
+    JSON-RPC 2.0 over one WebSocket connection.
+    """
+
+    factory: RpcServerFactory
+    session: Session
+
+    def onConnect(self, request: Any) -> Deferred[None]:
+        self._limit_messages(MAX_MESSAGE_ANONYMOUS)
+        self.session = Session(
+            self.factory.middleware,
+            self.transport.getPeer(),
+            self._send_text,
+            lambda: self._limit_messages(MAX_MESSAGE_AUTHENTICATED),
+        )
+        self._in_flight = 0
+        return ensureDeferred(self._trust_local_peer())
+
+    async def _trust_local_peer(self) -> None:
+        """
+        Log in a UNIX-socket peer whose uid the daemon trusts (DESIGN.md).
+        """
+        credentials = peer_credentials(self.transport)
+        portal = self.factory.middleware.portal
+        if credentials is None or portal is None:
+            return
+        try:
+            user = await login(portal, credentials)
+        except Exception:
+            return
+        self.session.login(user)
+
+    def _limit_messages(self, size: int) -> None:
+        self.maxMessagePayloadSize = size
+        self.maxFramePayloadSize = size
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        session = getattr(self, "session", None)
+        if session is not None:
+            session.closed()
+
+    def _send_text(self, text: str) -> None:
+        if self.session.open:
+            self.sendMessage(text.encode("utf-8"), isBinary=False)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        try:
+            request = parse_request(payload)
+        except RpcError as e:
+            self._send_text(e.response())
+            return
+        if self._in_flight >= MAX_CALLS_IN_FLIGHT:
+            if not request.is_notification:
+                self._send_text(
+                    RpcError(
+                        TOO_MANY_CONCURRENT_CALLS,
+                        f"Maximum number of concurrent calls ({MAX_CALLS_IN_FLIGHT}) has exceeded",
+                        id=request.id,
+                    ).response()
+                )
+            return
+        self._in_flight += 1
+        d = ensureDeferred(self._answer(request))
+        d.addErrback(lambda f: log.failure("Unhandled error answering {method}", f, method=request.method))
+
+    async def _answer(self, request: Request) -> None:
+        try:
+            try:
+                result = await self._call(request)
+                response = result_response(request.response_id, result)
+            except RpcError as e:
+                response = e.response()
+            except Exception as e:
+                response = error_for(e, request.response_id).response()
+            if not request.is_notification:
+                self._send_text(response)
+        finally:
+            self._in_flight -= 1
+
+    async def _call(self, request: Request) -> Any:
+        middleware = self.factory.middleware
+        result = await middleware.call_from(
+            self.session, request.method, request.params, message_id=request.response_id
+        )
+        if isinstance(result, Job):
+            if self.session.legacy_jobs or request.is_notification:
+                return result.id
+            return await result.wait(raise_error=True)
+        return result
+
+
+class RpcServerFactory(WebSocketServerFactory):
+    """
+    Makes an L{RpcProtocol} for each WebSocket connection to the middleware.
+    """
+
+    protocol = RpcProtocol
+
+    def __init__(self, middleware: Middleware, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.middleware = middleware
+        self.setProtocolOptions(
+            maxMessagePayloadSize=MAX_MESSAGE_ANONYMOUS,
+            maxFramePayloadSize=MAX_MESSAGE_ANONYMOUS,
+            autoPingInterval=30,
+            autoPingTimeout=60,
+        )

@@ -1,0 +1,107 @@
+"""
+The state of one WebSocket connection: who is logged in, its options, its subscriptions.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from zope.interface import implementer
+
+from ..events import ISubscriber
+from ..interfaces import ISession
+
+if TYPE_CHECKING:
+    from ..middleware import Middleware
+
+__all__ = ["Session"]
+
+
+@implementer(ISession, ISubscriber)
+class Session:
+    """
+    A WebSocket connection as the middleware sees it.
+
+    @ivar legacy_jobs: a job method answers with its id at once (C{True},
+        the default) or with its result when it ends.
+    @ivar private_methods: private methods are visible.
+    @ivar py_exceptions: accepted and ignored (midjobs never pickles exceptions).
+    """
+
+    def __init__(
+        self,
+        middleware: Middleware,
+        peer: Any,
+        send: Callable[[str], None],
+        on_login: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.middleware = middleware
+        self.peer = peer
+        self.user: Any = None
+        self.legacy_jobs = True
+        self.private_methods = False
+        self.py_exceptions = False
+        self._send = send
+        self._on_login = on_login
+        self.open = True
+
+    def __repr__(self) -> str:
+        who = self.user.username if self.user is not None else "anonymous"
+        return f"<Session {who}@{self.peer}>"
+
+    # ISession
+
+    def login(self, user: Any) -> None:
+        self.user = user
+        self._on_login()
+
+    def logout(self) -> None:
+        self.user = None
+
+    def options(self) -> dict[str, bool]:
+        return {
+            "legacy_jobs": self.legacy_jobs,
+            "private_methods": self.private_methods,
+            "py_exceptions": self.py_exceptions,
+        }
+
+    def set_options(self, options: dict[str, bool]) -> None:
+        for name in ("legacy_jobs", "private_methods", "py_exceptions"):
+            if name in options:
+                setattr(self, name, bool(options[name]))
+
+    # Subscriptions.
+
+    def subscribe(self, name: str) -> str:
+        return self.middleware.events.subscribe(self, name)
+
+    def unsubscribe(self, subscription_id: str) -> bool:
+        if not self.middleware.events.owns(self, subscription_id):
+            return False
+        self.middleware.events.unsubscribe(subscription_id)
+        return True
+
+    def closed(self) -> None:
+        """
+        The connection went away: its subscriptions end; its jobs go on.
+        """
+        self.open = False
+        self.middleware.events.unsubscribe_all(self)
+
+    # ISubscriber
+
+    def may_see(self, name: str, fields: dict[str, Any] | None) -> bool:
+        return self.user is not None
+
+    def send_event(self, payload: str) -> None:
+        if self.open:
+            self._send(payload)
+
+    def subscription_ended(self, name: str, error: dict[str, Any] | None) -> None:
+        from .. import wire_json
+
+        self.send_event(
+            wire_json.dumps(
+                {"jsonrpc": "2.0", "method": "notify_unsubscribed", "params": {"collection": name, "error": error}}
+            )
+        )

@@ -1,0 +1,233 @@
+"""
+Services and the decorators that describe their methods.
+
+A service groups methods under a namespace::
+
+    class CoreService(Service):
+        namespace = "core"
+
+        @job(lock="rebuild", abortable=True)
+        async def rebuild(self, job, data: dict | None = None) -> bool:
+            ...
+
+Every public method becomes ``core.<name>``; the decorators below say how it
+may be called.  The middleware reads them through :func:`method_spec`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Sequence, TypeVar
+
+import attrs
+
+if TYPE_CHECKING:
+    from .middleware import Middleware
+
+__all__ = [
+    "JobOptions",
+    "MethodSpec",
+    "Service",
+    "job",
+    "method_spec",
+    "no_auth_required",
+    "pass_app",
+    "private",
+    "roles",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_SPEC_ATTRIBUTE = "__midjobs_method__"
+
+
+@attrs.frozen
+class JobOptions:
+    """
+    How a method runs as a job: the arguments of :func:`job`.
+    """
+
+    lock: str | Callable[[list[Any]], str | None] | None = None
+    lock_queue_size: int | None = 5
+    logs: bool = False
+    pipes: tuple[str, ...] = ()
+    check_pipes: bool = True
+    transient: bool = False
+    description: Callable[..., str | None] | None = None
+    abortable: bool = False
+    read_roles: tuple[str, ...] = ()
+
+    def lock_name(self, args: Sequence[Any]) -> str | None:
+        """
+        The name of the lock a job with these arguments takes, if any.
+        """
+        if callable(self.lock):
+            return self.lock(list(args))
+        return self.lock
+
+    def to_wire(self) -> dict[str, Any]:
+        """
+        The options as ``core.get_methods`` shows them.
+        """
+        return {
+            "lock": self.lock if isinstance(self.lock, str) else None,
+            "lock_queue_size": self.lock_queue_size,
+            "logs": self.logs,
+            "pipes": list(self.pipes),
+            "check_pipes": self.check_pipes,
+            "transient": self.transient,
+            "abortable": self.abortable,
+            "read_roles": list(self.read_roles),
+        }
+
+
+@attrs.frozen
+class MethodSpec:
+    """
+    What the decorators said about one method.
+    """
+
+    job: JobOptions | None = None
+    private: bool = False
+    pass_app: bool = False
+    no_auth_required: bool = False
+    roles: tuple[str, ...] = ()
+
+
+def method_spec(func: Callable[..., Any]) -> MethodSpec:
+    """
+    The decorators' description of C{func} (defaults when it has none).
+    """
+    return getattr(func, _SPEC_ATTRIBUTE, None) or MethodSpec()
+
+
+def _amend(func: F, **changes: Any) -> F:
+    target = getattr(func, "__func__", func)
+    setattr(target, _SPEC_ATTRIBUTE, attrs.evolve(method_spec(target), **changes))
+    return func
+
+
+def job(
+    lock: str | Callable[[list[Any]], str | None] | None = None,
+    lock_queue_size: int | None = 5,
+    logs: bool = False,
+    pipes: Sequence[str] | None = None,
+    check_pipes: bool = True,
+    transient: bool = False,
+    description: Callable[..., str | None] | None = None,
+    abortable: bool = False,
+    read_roles: Sequence[str] | None = None,
+) -> Callable[[F], F]:
+    """
+    Run the decorated method as a job: a call returns at once with a job id.
+
+    The method receives the :class:`~midjobs.job.Job` as its first argument
+    after C{self} (and after the session, with :func:`pass_app`).
+
+    @param lock: jobs holding the same lock run one at a time, in the order
+        they were called.  A string, or a callable of the call's argument list
+        returning the lock name (or C{None} for no lock).
+    @param lock_queue_size: how many jobs may wait for the lock.  Beyond it, a
+        call returns the last waiting job with that lock instead of queueing a
+        new one.  C{0} makes a call fail with C{EBUSY} while the lock is held;
+        C{None} queues without limit.
+    @param logs: open C{job.logs_fd}, a file the job may write its log to.
+    @param pipes: the pipes the caller must open: C{"input"} (an upload),
+        C{"output"} (a download).
+    @param check_pipes: refuse a call without those pipes.  Jobs that can run
+        both ways set it to C{False} and call C{job.check_pipe} themselves.
+    @param transient: the job sends no events and is not listed.
+    @param description: a callable of the call's arguments returning the
+        job's initial description.
+    @param abortable: C{core.job_abort} may abort the job.
+    @param read_roles: roles that may see the job besides its owner.
+    """
+    options = JobOptions(
+        lock=lock,
+        lock_queue_size=lock_queue_size,
+        logs=logs,
+        pipes=tuple(pipes or ()),
+        check_pipes=check_pipes,
+        transient=transient,
+        description=description,
+        abortable=abortable,
+        read_roles=tuple(read_roles or ()),
+    )
+    for pipe in options.pipes:
+        if pipe not in ("input", "output"):
+            raise ValueError(f"unknown pipe {pipe!r}: pipes are 'input' and 'output'")
+
+    def decorate(func: F) -> F:
+        return _amend(func, job=options)
+
+    return decorate
+
+
+def private(func: F) -> F:
+    """
+    Hide the method from connections that did not set C{private_methods}.
+    """
+    return _amend(func, private=True)
+
+
+def pass_app(func: F) -> F:
+    """
+    Give the method the calling session as its first argument after C{self}.
+
+    The session is C{None} when the daemon itself calls the method.
+    """
+    return _amend(func, pass_app=True)
+
+
+def no_auth_required(func: F) -> F:
+    """
+    Let connections that have not logged in call the method.
+    """
+    return _amend(func, no_auth_required=True)
+
+
+def roles(*names: str) -> Callable[[F], F]:
+    """
+    The roles allowed to call the method (besides full administrators).
+    """
+
+    def decorate(func: F) -> F:
+        return _amend(func, roles=tuple(names))
+
+    return decorate
+
+
+class Service:
+    """
+    A group of methods under C{namespace}.
+
+    Subclasses set C{namespace} and define methods; every method whose name
+    does not start with C{_} and is not defined here is exposed as
+    C{<namespace>.<name>}.  C{setup} runs once when the daemon starts.
+    """
+
+    namespace: ClassVar[str]
+
+    def __init__(self, middleware: Middleware) -> None:
+        self.middleware = middleware
+
+    async def setup(self) -> None:
+        """
+        Prepare the service; the daemon starts serving once all have run.
+        """
+
+    def stop(self) -> Any:
+        """
+        Release what the service holds when the daemon stops; may return a Deferred.
+        """
+        return None
+
+    @classmethod
+    def exposed_methods(cls) -> Iterator[tuple[str, Callable[..., Any]]]:
+        """
+        The exposed methods of the class, by name.
+        """
+        for name, member in inspect.getmembers(cls, inspect.isfunction):
+            if name.startswith("_") or hasattr(Service, name):
+                continue
+            yield name, member

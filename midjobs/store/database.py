@@ -1,0 +1,136 @@
+"""
+Open the daemon's SQLite database and migrate its schema.
+
+The pool has one connection in one thread: SQLite allows one writer at a time,
+so serialising every statement in that thread costs nothing and rules out
+C{SQLITE_BUSY} between our own connections.  Nothing here touches SQLite on the
+reactor thread.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import time
+from typing import Sequence
+
+from twisted.enterprise.adbapi import ConnectionPool, Transaction
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorCore
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+__all__ = ["DEFAULT_BUSY_TIMEOUT_MS", "close_database", "ensure_schema", "open_database"]
+
+log = Logger()
+
+#: How long a statement waits for a lock held by another process.
+DEFAULT_BUSY_TIMEOUT_MS = 5000
+
+_SCHEMA_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    name TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    applied REAL NOT NULL
+)
+"""
+
+
+def _configure_connection(connection: sqlite3.Connection, busy_timeout_ms: int, path: str) -> None:
+    """
+    Set the pragmas every connection needs; adbapi calls this after each connect.
+    """
+    connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
+    if mode.lower() != "wal":
+        # An in-memory database cannot use WAL; anything else is worth knowing.
+        log.info("database {path} uses journal mode {mode}", path=path, mode=mode)
+    connection.execute("PRAGMA foreign_keys = ON")
+
+
+def open_database(
+    path: str,
+    *,
+    busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+    reactor: IReactorCore | None = None,
+) -> ConnectionPool:
+    """
+    A one-connection pool on the SQLite database at C{path} (created if missing).
+
+    Connections use WAL journaling, enforce foreign keys and wait up to
+    C{busy_timeout_ms} for locks.  The pool starts with the reactor; stop it
+    with L{close_database}.
+    """
+    return ConnectionPool(
+        "sqlite3",
+        path,
+        check_same_thread=False,
+        cp_min=1,
+        cp_max=1,
+        cp_noisy=False,
+        cp_openfun=functools.partial(
+            _configure_connection, busy_timeout_ms=busy_timeout_ms, path=path
+        ),
+        cp_reactor=reactor,
+    )
+
+
+def close_database(pool: ConnectionPool) -> Deferred[None]:
+    """
+    Close the pool's connection in the pool's own thread, then stop the pool.
+    """
+    if not pool.running:
+        pool.close()
+        return succeed(None)
+
+    def close_connection() -> None:
+        connection = pool.connections.pop(pool.threadID(), None)
+        if connection is not None:
+            connection.close()
+
+    def stop(result: object) -> object:
+        pool.close()
+        return result
+
+    # The pool keeps the reactor it was built with; the result is delivered there.
+    d: Deferred[None] = deferToThreadPool(pool._reactor, pool.threadpool, close_connection)
+    d.addBoth(stop)
+    return d
+
+
+def _migrate(txn: Transaction, name: str, statements: Sequence[str]) -> int:
+    txn.execute(_SCHEMA_VERSION_TABLE)
+    # Take the write lock before reading the version, so two processes cannot
+    # both apply the same statements.
+    txn.execute("BEGIN IMMEDIATE")
+    txn.execute("SELECT version FROM schema_version WHERE name = ?", (name,))
+    row = txn.fetchone()
+    version = row[0] if row else 0
+    if version > len(statements):
+        raise RuntimeError(
+            f"schema {name!r} is at version {version}, newer than this code ({len(statements)})"
+        )
+    pending = statements[version:]
+    for statement in pending:
+        txn.execute(statement)
+    if pending:
+        txn.execute(
+            "INSERT INTO schema_version (name, version, applied) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET version = excluded.version, applied = excluded.applied",
+            (name, len(statements), time.time()),
+        )
+    return len(pending)
+
+
+def ensure_schema(pool: ConnectionPool, name: str, statements: Sequence[str]) -> Deferred[int]:
+    """
+    Bring the schema part C{name} up to date; fire with how many statements ran.
+
+    C{statements} is the part's whole history, one SQL statement per item:
+    only ever append to it.  The table C{schema_version} records how many of
+    them a database has seen, and the missing ones run in one transaction.
+    """
+    statements = tuple(statements)
+    d: Deferred[int] = pool.runInteraction(_migrate, name, statements)
+    return d
+

@@ -1,0 +1,125 @@
+"""
+Fixtures: a real daemon listening on 127.0.0.1 (port 0) and on a UNIX socket,
+and real clients connected to it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import attrs
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from midjobs.client import Client, connect
+from midjobs.config import Settings
+from midjobs.daemon import Daemon
+
+TESTS = Path(__file__).parent
+#: The test-only services (thread jobs, pipes, failures), loaded as a --plugin.
+SAMPLE_SERVICES = "sample_services"
+
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+
+@attrs.frozen
+class RunningDaemon:
+    daemon: Daemon
+    state_dir: Path
+    socket_path: str
+    port: int
+
+    @property
+    def middleware(self) -> Any:
+        return self.daemon.middleware
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/api/current"
+
+    @property
+    def unix_url(self) -> str:
+        return f"ws+unix://{self.socket_path}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def short_tmp() -> Any:
+    """
+    A directory with a short path, for UNIX sockets (108 bytes at most).
+    """
+    path = tempfile.mkdtemp(prefix="mj")
+    yield Path(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, short_tmp: Path) -> Settings:
+    return Settings(
+        listen=("tcp:0:interface=127.0.0.1",),
+        state_dir=str(tmp_path / "state"),
+        socket=str(short_tmp / "midjobs.sock"),
+        plugins=(SAMPLE_SERVICES,),
+    )
+
+
+@pytest_twisted.async_yield_fixture
+async def daemon(settings: Settings) -> AsyncIterator[RunningDaemon]:
+    """
+    A daemon started in this process, torn down after the test.
+    """
+    service = Daemon(settings, reactor)
+    service.startService()
+    await service.ready
+    port = service.listeners[0].port.getHost().port
+    yield RunningDaemon(service, Path(settings.state_dir), settings.socket_path, port)
+    await service.stopService()
+
+
+ADMIN = ("admin", "s3cret-pass")
+USER = ("alice", "alice-pass")
+
+
+@pytest_twisted.async_yield_fixture
+async def admin_client(daemon: RunningDaemon) -> AsyncIterator[Client]:
+    """
+    A WebSocket client over TCP, logged in as a full administrator.
+    """
+    await daemon.middleware.users.create(
+        {"username": ADMIN[0], "password": ADMIN[1], "roles": ["FULL_ADMIN"]}
+    )
+    client = await connect(daemon.ws_url, reactor=reactor)
+    assert await client.login(*ADMIN)
+    yield client
+    await client.close()
+
+
+@pytest_twisted.async_yield_fixture
+async def anonymous_client(daemon: RunningDaemon) -> AsyncIterator[Client]:
+    """
+    A WebSocket client over TCP that has not logged in.
+    """
+    client = await connect(daemon.ws_url, reactor=reactor)
+    yield client
+    await client.close()
+
+
+def subprocess_env() -> dict[str, str]:
+    """
+    The environment for midclt and twistd run as subprocesses of the tests.
+    """
+    env = dict(os.environ)
+    root = str(TESTS.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, str(TESTS), env.get("PYTHONPATH")]))
+    env.pop("COLUMNS", None)
+    return env
