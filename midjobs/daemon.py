@@ -26,7 +26,7 @@ from .http import make_site
 from .middleware import Middleware
 from .plugins import BUILTIN_SERVICES
 from .service import Service as MidjobsService
-from .store import open_database
+from .store import close_database, open_database
 
 __all__ = ["Daemon", "Listener", "load_service_classes"]
 
@@ -159,7 +159,7 @@ class Daemon(MultiService):
         if self.middleware is not None:
             await self.middleware.stop()
         if self._database is not None:
-            self._database.close()
+            await close_database(self._database)
 
     def stopService(self) -> Deferred[None]:
         return ensureDeferred(self._stop())

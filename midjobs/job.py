@@ -122,7 +122,7 @@ class Job:
         owner: Any = None,
         logs_dir: Path | None = None,
     ) -> None:
-        self._reactor = reactor
+        self.reactor = reactor
         self._run = run
         self._leading = list(leading)
         self._is_async = is_async
@@ -177,7 +177,7 @@ class Job:
         event.  Safe to call from the job's thread.
         """
         if _in_thread():
-            self._reactor.callFromThread(self.set_progress, percent, description, extra)
+            self.reactor.callFromThread(self.set_progress, percent, description, extra)
             return
         progress = dict(self.progress)
         if percent is not None:
@@ -197,7 +197,7 @@ class Job:
         Change what the job says it is doing.  Safe to call from the job's thread.
         """
         if _in_thread():
-            self._reactor.callFromThread(self.set_description, description)
+            self.reactor.callFromThread(self.set_description, description)
             return
         if description != self.description:
             self.description = description
@@ -231,7 +231,7 @@ class Job:
             self._waiters.append(waiter)
         result: Deferred[Any] = waiter.addCallback(lambda _: self._outcome(raise_error))
         if timeout is not None:
-            result.addTimeout(timeout, self._reactor)
+            result.addTimeout(timeout, self.reactor)
         return result
 
     def wait_sync(self, timeout: float | None = None, raise_error: bool = False) -> Any:
@@ -271,11 +271,11 @@ class Job:
         """
         L{wrap} for a thread job.
         """
-        self._reactor.callFromThread(self._follow, subjob)
+        self.reactor.callFromThread(self._follow, subjob)
         try:
             return subjob.wait_sync(raise_error=True)
         finally:
-            self._reactor.callFromThread(subjob._progress_listeners.remove, self._copy_progress)
+            self.reactor.callFromThread(subjob._progress_listeners.remove, self._copy_progress)
 
     def _follow(self, subjob: Job) -> None:
         subjob._progress_listeners.append(self._copy_progress)
@@ -293,7 +293,7 @@ class Job:
         pipe reads and writes fail.  The job ends L{JobState.ABORTED}.
         """
         if _in_thread():
-            self._reactor.callFromThread(self.abort, reason)
+            self.reactor.callFromThread(self.abort, reason)
             return
         if self.state.finished or self.aborted.is_set():
             return
@@ -327,8 +327,8 @@ class Job:
                 self._deferred = Deferred()
                 self._deferred.errback()
         else:
-            pool = self._reactor.getThreadPool()
-            self._deferred = deferToThreadPool(self._reactor, pool, self._run, *args)
+            pool = self.reactor.getThreadPool()
+            self._deferred = deferToThreadPool(self.reactor, pool, self._run, *args)
         self._deferred.addCallbacks(self._succeeded, self._failed)
 
     def _succeeded(self, result: Any) -> None:

@@ -216,11 +216,10 @@ class Service:
         Prepare the service; the daemon starts serving once all have run.
         """
 
-    def stop(self) -> Any:
+    async def stop(self) -> None:
         """
-        Release what the service holds when the daemon stops; may return a Deferred.
+        Release what the service holds when the daemon stops.
         """
-        return None
 
     @classmethod
     def exposed_methods(cls) -> Iterator[tuple[str, Callable[..., Any]]]:
