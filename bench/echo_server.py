@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from twisted.internet import reactor
 
-    factory = WebSocketServerFactory(f"ws://{args.interface}:{args.port}")
+    factory = WebSocketServerFactory()
     factory.protocol = EchoRpcProtocol
     port = reactor.listenTCP(args.port, factory, interface=args.interface)  # type: ignore[attr-defined]
     print(f"listening {port.getHost().port}", flush=True)

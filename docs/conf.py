@@ -18,6 +18,7 @@ html_static_path = []
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented_params"
 autodoc_typehints_format = "short"
 autodoc_preserve_defaults = True
 
@@ -82,5 +83,24 @@ def epytext_to_rest(app, what, name, obj, options, lines):
     lines[:] = _convert_markup("\n".join(converted)).split("\n")
 
 
+_ATTRS_DEFAULT = re.compile(r"attr_dict\['(\w+)'\]\.default")
+
+
+def attrs_defaults(app, what, name, obj, options, signature, return_annotation):
+    """Show an attrs class's real defaults, not the generated ``attr_dict[...]``."""
+    if not signature or "attr_dict[" not in signature:
+        return None
+    import attrs
+
+    defaults = {f.name: f.default for f in attrs.fields(obj)} if attrs.has(obj) else {}
+
+    def default(match):
+        value = defaults.get(match.group(1))
+        return "..." if isinstance(value, attrs.Factory) else repr(value)
+
+    return _ATTRS_DEFAULT.sub(default, signature), return_annotation
+
+
 def setup(app):
     app.connect("autodoc-process-docstring", epytext_to_rest)
+    app.connect("autodoc-process-signature", attrs_defaults)

@@ -189,8 +189,11 @@ class Pipe:
 
         @return: a L{Deferred} that fires with L{None} when fewer than
             C{high_water} bytes are buffered (at once if that is already so,
-            and always at once for a buffered or discarded pipe); it fails if
-            the pipe breaks meanwhile.  L{IConsumer} callers may ignore it.
+            and always at once for a buffered or discarded pipe).  If the
+            pipe breaks meanwhile it fails for a caller already waiting on
+            it; one nobody waits on fires with L{None} instead of logging an
+            unhandled error, so L{IConsumer} callers may ignore it (the next
+            write raises).
         @raise PipeError: the pipe is closed; or the abort reason if it broke.
         """
         self._check_reactor_thread("write", "pipe.w.write()")

@@ -62,17 +62,31 @@ def connect(
     except ValueError:
         return fail()
     client = Client(reactor, call_timeout=call_timeout)
-    factory = WebSocketClientFactory(url=url, reactor=reactor)
-    factory.protocol = lambda: ClientProtocol(client)
+    factory = _ClientFactory(client, url=url, reactor=reactor)
     # Our own timeout covers the handshake: Autobahn's rounds to whole seconds.
     factory.setProtocolOptions(openHandshakeTimeout=0)
 
     async def open_() -> Client:
-        protocol = await endpoint.connect(factory)
+        protocol: ClientProtocol = await endpoint.connect(factory)
         await protocol.opened
         return client
 
     return Deferred.fromCoroutine(open_()).addTimeout(timeout, reactor)
+
+
+class _ClientFactory(WebSocketClientFactory):
+    """
+    Makes the one L{ClientProtocol} of a L{Client}.
+    """
+
+    def __init__(self, client: Client, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._client = client
+
+    def buildProtocol(self, addr: Any) -> ClientProtocol:
+        protocol = ClientProtocol(self._client)
+        protocol.factory = self
+        return protocol
 
 
 @attrs.define(eq=False)
@@ -203,13 +217,13 @@ class Client:
     def _notified(self, method: str, params: Any) -> None:
         if not isinstance(params, dict):
             return
-        collection = params.get("collection")
+        collection = params.get("collection", "")
         if method == "collection_update":
-            fields = params.get("fields")
+            msg, id_, fields = params.get("msg", ""), params.get("id"), params.get("fields") or {}
             for sub in list(self._subscriptions):
                 if sub.matches(collection):
                     try:
-                        sub.callback(params.get("msg"), collection, params.get("id"), fields)
+                        sub.callback(msg, collection, id_, fields)
                     except Exception:
                         _log.failure("event callback for {name} failed", name=sub.name)
         elif method == "notify_unsubscribed":
@@ -229,11 +243,14 @@ class Client:
             self._send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": list(params)})
         except Exception:
             return fail()
-        d: Deferred[Any] = Deferred(lambda _: self._pending.pop(request_id, None))
+        d: Deferred[Any] = Deferred(lambda _: self._forget(request_id))
         self._pending[request_id] = d
         if self.call_timeout is not None:
             d.addTimeout(self.call_timeout, self._reactor)
         return d
+
+    def _forget(self, request_id: int) -> None:
+        self._pending.pop(request_id, None)
 
     def notify(self, method: str, *params: Any) -> None:
         """

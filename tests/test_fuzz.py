@@ -1,0 +1,553 @@
+"""
+Fuzzing the WebSocket JSON-RPC endpoint of a live daemon with hypothesis.
+
+How hypothesis meets pytest-twisted here: a plain (synchronous) pytest test
+sets up the daemon and one WebSocket connection through the usual fixtures,
+then calls an inner function decorated with C{@given}.  Each hypothesis
+example is a batch of messages; the inner function sends the batch on that
+one connection and checks the answers, driving the reactor with
+C{pytest_twisted.blockon} (the test runs in pytest-twisted's main greenlet,
+the reactor in its own).  So hypothesis draws and shrinks as usual, no
+C{.example()} is ever used, and the whole run shares one live daemon and one
+connection.  Settings are deterministic: C{derandomize=True},
+C{database=None}, no deadline.
+
+The oracle, L{expectation}, reads each message's text as the daemon must
+(PROTOCOL.md): not JSON gets -32700 with a null id; JSON that is no valid
+request gets -32600 (with the request's id when it has a valid one); a
+notification gets nothing; a request gets exactly one answer with its id,
+a result or an error whose code is one of PROTOCOL.md's (-32601 for a
+method that does not exist).  L{test_parser_agrees_with_oracle} checks the
+oracle against the daemon's own parser, in process, on many more messages.
+
+What the generator leaves out, and why:
+  - invalid UTF-8 and oversized frames end the connection by design
+    (tests/test_rpc.py covers them);
+  - NaN and Infinity, nesting deeper than Python's recursion limit and
+    out-of-range C{$date} values are known daemon bugs with their own
+    xfail tests in tests/test_rpc.py;
+  - methods that block until aborted (C{sample.thread_wait_abort}) and
+    numeric arguments that would make a job sleep, loop or allocate without
+    bound are drawn from small ranges only;
+  - C{user.create/update/delete} (they would slow every example down with
+    password hashing, or lock the test's own account out).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import attrs
+import pytest
+import pytest_twisted
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from midjobs.rpc._jsonrpc import RpcError, parse_request
+from test_rpc import (
+    ERROR_CODES,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    RawProtocol,
+    check_error,
+    check_event,
+    check_result,
+    connect_raw,
+    is_response,
+    login,
+)
+from conftest import ADMIN
+
+#: Batches per connection; each holds up to MAX_BATCH messages.
+EXAMPLES = 200
+MAX_BATCH = 12
+#: The longest one batch may take to be answered.
+BATCH_TIMEOUT = 30
+
+FUZZ_SETTINGS = settings(
+    derandomize=True,
+    database=None,
+    deadline=None,
+    max_examples=EXAMPLES,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+        # The daemon and the connection are meant to be shared by every example.
+        HealthCheck.function_scoped_fixture,
+    ],
+)
+
+
+STATS = Counter()
+import atexit
+atexit.register(lambda: print(STATS))
+# The oracle.
+
+
+@attrs.frozen
+class Expectation:
+    """
+    What the daemon must do with one message.
+
+    @ivar answered: it gets exactly one answer (else none).
+    @ivar id: the id of that answer.
+    @ivar codes: the error codes it may carry.
+    @ivar result_allowed: it may be a success.
+    """
+
+    answered: bool
+    id: Any = None
+    codes: frozenset[int] = frozenset()
+    result_allowed: bool = False
+
+
+NO_ANSWER = Expectation(answered=False)
+
+
+def _valid_id(value: Any) -> bool:
+    return value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def expectation(text: str, known_methods: frozenset[str]) -> Expectation:
+    """
+    What PROTOCOL.md says the daemon does with the text frame C{text}.
+    """
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return Expectation(True, None, frozenset({PARSE_ERROR}))
+    if not isinstance(message, dict):
+        return Expectation(True, None, frozenset({INVALID_REQUEST}))
+    if "id" in message and not _valid_id(message["id"]):
+        return Expectation(True, None, frozenset({INVALID_REQUEST}))
+    request_id = message.get("id")
+    method = message.get("method")
+    if (
+        message.get("jsonrpc") != "2.0"
+        or not isinstance(method, str)
+        or not method
+        or not isinstance(message.get("params", []), list)
+    ):
+        return Expectation(True, request_id, frozenset({INVALID_REQUEST}))
+    if "id" not in message:
+        return NO_ANSWER
+    if method not in known_methods:
+        return Expectation(True, request_id, frozenset({METHOD_NOT_FOUND}))
+    return Expectation(True, request_id, ERROR_CODES - {PARSE_ERROR, INVALID_REQUEST}, result_allowed=True)
+
+
+def id_key(value: Any) -> tuple[str, Any]:
+    """
+    A request id as a dictionary key in which C{1} and C{"1"} differ.
+    """
+    return (type(value).__name__, value)
+
+
+# The generator.
+
+SAFE_TEXT = st.text(st.characters(codec="utf-8"), max_size=12)
+KEYS = SAFE_TEXT.filter(lambda key: key != "sleep")
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**64), 2**64)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | SAFE_TEXT
+)
+EXTENDED = (
+    st.integers(-6 * 10**13, 2 * 10**14).map(lambda ms: {"$date": ms})
+    | st.dates().map(lambda d: {"$type": "date", "$value": d.isoformat()})
+    | st.times().map(lambda t: {"$time": t.strftime("%H:%M:%S")})
+    | st.lists(st.integers(-5, 5) | SAFE_TEXT, max_size=3).map(lambda items: {"$set": items})
+)
+VALUES = st.recursive(
+    SCALARS | EXTENDED,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(KEYS, children, max_size=3),
+    max_leaves=6,
+)
+#: Values with no number anywhere: safe for methods whose numbers are durations or counts.
+NON_NUMERIC = st.recursive(
+    st.none() | st.booleans() | SAFE_TEXT,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(KEYS, children, max_size=3),
+    max_leaves=4,
+)
+SMALL_DURATION = st.sampled_from([0, 0.0, 0.001, 0.01])
+SMALL_COUNT = st.integers(0, 3)
+
+FILTERS = st.lists(
+    st.tuples(
+        st.sampled_from(["id", "state", "method", "progress.percent", "message_ids", "nope", ""]),
+        st.sampled_from(["=", "!=", ">", "<=", "in", "nin", "rin", "^", "$", "C=", "~", "bogus"]),
+        SCALARS | st.lists(SCALARS, max_size=2),
+    ).map(list)
+    | st.lists(VALUES, max_size=3),
+    max_size=3,
+)
+OPTIONS = st.fixed_dictionaries(
+    {},
+    optional={
+        "select": st.lists(st.sampled_from(["id", "state", "progress.percent", "nope"]) | SAFE_TEXT, max_size=3),
+        "order_by": st.lists(st.sampled_from(["id", "-id", "nulls_first:state", "method"]) | SAFE_TEXT, max_size=2),
+        "offset": st.integers(-2, 5),
+        "limit": st.integers(-2, 5),
+        "count": st.booleans(),
+        "get": st.booleans(),
+        "extra": st.dictionaries(st.just("raw_result"), st.booleans()),
+    },
+) | VALUES
+JOB_TEST_DATA = st.fixed_dictionaries(
+    {},
+    optional={
+        "sleep": SMALL_DURATION | st.sampled_from([-1, "x", True, None]),
+        "lock": st.sampled_from(["fuzz-a", "fuzz-b", None, 5]),
+        "description": SAFE_TEXT,
+        "error": SAFE_TEXT,
+        "other": VALUES,
+    },
+)
+CREDENTIALS = st.sampled_from(["", ADMIN[0], "nobody"]), st.sampled_from(["", "wrong", ADMIN[1]])
+
+
+def _params(*items: st.SearchStrategy[Any]) -> st.SearchStrategy[list[Any]]:
+    return st.tuples(*items).map(list)
+
+
+#: Arguments that fit each method (or nearly).  Methods marked bounded get only
+#: these and non-numeric junk; the others also get any list of values.
+FITTING: dict[str, st.SearchStrategy[list[Any]]] = {
+    "core.ping": st.just([]),
+    "core.get_jobs": _params(FILTERS, OPTIONS) | _params(FILTERS) | st.just([]),
+    "core.set_options": _params(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "legacy_jobs": st.booleans(),
+                "private_methods": st.booleans(),
+                "py_exceptions": st.booleans(),
+                "bogus": st.booleans(),
+            },
+        )
+    ),
+    "core.subscribe": _params(st.sampled_from(["core.get_jobs", "*", "core.get_jobs:x", "nope", ""]) | SAFE_TEXT),
+    "core.unsubscribe": _params(SAFE_TEXT | st.uuids().map(str)),
+    "core.get_methods": st.just([]),
+    "core.job_abort": _params(st.integers(0, 40)),
+    "core.job_wait": _params(st.integers(0, 40)),
+    "core.job_test": _params(JOB_TEST_DATA) | st.just([]),
+    "core.bulk": _params(
+        st.sampled_from(["sample.add", "sample.echo", "sample.fail", "core.job_test", "no.such"]),
+        st.lists(st.lists(st.integers(-3, 3) | SAFE_TEXT, max_size=2), max_size=3),
+    ),
+    "auth.login": _params(*CREDENTIALS),
+    "auth.login_ex": _params(
+        st.fixed_dictionaries(
+            {"mechanism": st.sampled_from(["PASSWORD_PLAIN", "OTHER"]), "username": CREDENTIALS[0], "password": CREDENTIALS[1]}
+        )
+    ),
+    "auth.logout": st.just([]),
+    "auth.me": st.just([]),
+    "user.query": _params(FILTERS) | st.just([]),
+    "sample.echo": _params(VALUES) | st.just([]),
+    "sample.add": _params(st.integers(-(2**70), 2**70), st.integers(-(2**70), 2**70)),
+    "sample.blocking_add": _params(st.integers(-100, 100), st.integers(-100, 100)),
+    "sample.secret": st.just([]),
+    "sample.fail": _params(SAFE_TEXT),
+    "sample.invalid": st.just([]),
+    "sample.crash": st.just([]),
+    "sample.unserialisable": st.just([]),
+    "sample.thread_job": _params(SMALL_COUNT) | st.just([0]),
+    "sample.thread_nested": _params(SMALL_DURATION),
+    "sample.thread_nested_fail": st.just([]),
+    "sample.async_nested": _params(SMALL_DURATION),
+    "sample.failing_job": _params(SAFE_TEXT),
+    "sample.invalid_job": st.just([]),
+    "sample.nested_invalid": st.just([]),
+    "sample.logging_job": _params(SMALL_COUNT),
+    "sample.exclusive": _params(SMALL_DURATION),
+    "sample.transient_job": st.just([]),
+    "sample.described": _params(SAFE_TEXT),
+    "sample.sleepy_thread": _params(SMALL_DURATION),
+}
+#: Methods whose numbers (or dictionaries) are durations, counts or nested calls.
+BOUNDED = frozenset(
+    {
+        "core.job_test", "core.bulk", "core.job_wait", "sample.thread_job", "sample.thread_nested",
+        "sample.async_nested", "sample.logging_job", "sample.exclusive", "sample.sleepy_thread",
+    }
+)
+#: Names that are no method, or not one a client may call.
+BOGUS_METHODS = [
+    "nope", "core.nope", "core.", "core", ".ping", "core.ping.x", "CORE.PING", "core.setup", "core.stop",
+    "core._job_test_lock", "sample.thread_wait_abort.x", "auth", "a.b.c", "\u00e9.\u00e9",
+]
+#: The methods drawn most: every one of FITTING but those that hash a password or log out.
+_RARE = ("auth.login", "auth.login_ex", "auth.logout")
+REAL_METHODS = st.sampled_from([name for name in FITTING if name not in _RARE] * 4 + list(_RARE))
+#: Six in eight draws are real methods, one a bogus name, one any text.
+METHODS = st.one_of(*[REAL_METHODS] * 6, st.sampled_from(BOGUS_METHODS), SAFE_TEXT)
+
+
+@st.composite
+def request_parts(draw: st.DrawFn) -> dict[str, Any]:
+    """
+    A well-formed request, without its id.
+    """
+    method = draw(METHODS)
+    fitting = FITTING.get(method)
+    if fitting is None:
+        params = draw(st.lists(VALUES, max_size=3))
+    elif method in BOUNDED:
+        params = draw(fitting | st.lists(NON_NUMERIC, max_size=3))
+    else:
+        params = draw(fitting | st.lists(VALUES, max_size=3))
+    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+    if params or not draw(st.booleans()):
+        message["params"] = params
+    return message
+
+
+VALID_IDS = st.integers(-(2**63), 2**63) | SAFE_TEXT | st.none()
+BAD_IDS = (
+    st.floats(allow_nan=False, allow_infinity=False)
+    | st.booleans()
+    | st.lists(st.integers(), max_size=2)
+    | st.dictionaries(KEYS, st.integers(), max_size=2)
+)
+
+
+def _without(message: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in message.items() if k != key}
+
+
+@st.composite
+def malformed(draw: st.DrawFn) -> Any:
+    """
+    Something JSON that is no valid request: one thing wrong with a request, or no object at all.
+    """
+    message = {**draw(request_parts()), "id": draw(VALID_IDS)}
+    if draw(st.booleans()):
+        message = _without(message, "id")
+    change = draw(st.sampled_from(["jsonrpc", "method", "params", "id", "batch", "scalar"]))
+    if change == "jsonrpc":
+        return (
+            _without(message, "jsonrpc")
+            if draw(st.booleans())
+            else {**message, "jsonrpc": draw(st.sampled_from(["1.0", "2", 2.0, 2, None, "2.0 "]) | SAFE_TEXT)}
+        )
+    if change == "method":
+        return (
+            _without(message, "method")
+            if draw(st.booleans())
+            else {**message, "method": draw(st.just("") | st.integers() | st.none() | st.lists(SAFE_TEXT, max_size=2) | st.booleans())}
+        )
+    if change == "params":
+        return {**message, "params": draw(st.none() | st.booleans() | st.integers() | SAFE_TEXT | st.dictionaries(KEYS, VALUES, max_size=3))}
+    if change == "id":
+        return {**message, "id": draw(BAD_IDS)}
+    if change == "batch":
+        return draw(st.lists(st.just(message) | VALUES, max_size=3))
+    return draw(SCALARS)
+
+
+NOT_JSON = (
+    SAFE_TEXT
+    | st.sampled_from(["{", "}", "[", "{'a': 1}", '{"jsonrpc": "2.0",}', "undefined", "nan", "\x00", "{}{}"])
+)
+
+
+@st.composite
+def frame(draw: st.DrawFn) -> str:
+    """
+    The text of one frame: a request, a notification, malformed JSON-RPC, or not JSON at all.
+    """
+    kind = draw(st.sampled_from(["request"] * 5 + ["notification"] * 2 + ["malformed"] * 2 + ["broken", "text"]))
+    if kind == "request":
+        return json.dumps({**draw(request_parts()), "id": draw(VALID_IDS)}, ensure_ascii=draw(st.booleans()))
+    if kind == "notification":
+        return json.dumps(draw(request_parts()))
+    if kind == "malformed":
+        return json.dumps(draw(malformed()))
+    if kind == "broken":
+        # A request cut short, or with garbage after it.
+        text = json.dumps({**draw(request_parts()), "id": draw(VALID_IDS)})
+        if draw(st.booleans()):
+            return text[: draw(st.integers(0, max(0, len(text) - 1)))]
+        return text + draw(st.sampled_from([",", "}", "x", " {}", "]"]))
+    return draw(NOT_JSON)
+
+
+BATCHES = st.lists(frame(), min_size=1, max_size=MAX_BATCH)
+
+
+# Sending a batch and checking the answers.
+
+
+@attrs.define
+class Fuzzer:
+    """
+    One connection of the live daemon, fed one batch at a time.
+    """
+
+    conn: RawProtocol
+    known_methods: frozenset[str]
+    sentinel: int = 2**80
+    sent: int = 0
+    jobs_checked: int = 0
+
+    async def exchange(self, batch: list[str]) -> None:
+        expected: dict[tuple[str, Any], list[Expectation]] = {}
+        frames = []
+        for text in batch:
+            expect = expectation(text, self.known_methods)
+            if expect.answered and expect.id is not None and id_key(expect.id) in expected:
+                # Two requests with one id in flight: their answers could not be told apart.
+                continue
+            if expect.answered:
+                expected.setdefault(id_key(expect.id), []).append(expect)
+            frames.append(text)
+        self.sentinel += 1
+        sentinel = self.sentinel
+        expected[id_key(sentinel)] = [Expectation(True, sentinel, frozenset({-32000}), result_allowed=True)]
+        wanted = Counter({key: len(items) for key, items in expected.items()})
+        received: list[Any] = []
+        start = len(self.conn.messages)
+
+        def complete(message: Any) -> bool:
+            if is_response(message):
+                received.append(message)
+            got = Counter(id_key(m["id"]) for m in received)
+            return all(got[key] >= count for key, count in wanted.items())
+
+        done = self.conn.wait_new(complete, timeout=BATCH_TIMEOUT)
+        for text in frames:
+            self.conn.send_text(text)
+            e = expectation(text, self.known_methods)
+            STATS["notification" if not e.answered else "answered"] += 1
+        self.conn.send_json({"jsonrpc": "2.0", "id": sentinel, "method": "core.ping"})
+        self.sent += len(frames) + 1
+        try:
+            await done
+        except Exception as e:
+            missing = wanted - Counter(id_key(m["id"]) for m in received)
+            raise AssertionError(f"no answer for {dict(missing)} after {frames!r}: {e!r}") from None
+
+        got = Counter(id_key(m["id"]) for m in received)
+        assert got == wanted, (got, wanted, frames)
+        for response in received:
+            STATS[("result", response.get("id") == sentinel) if "result" in response else response["error"]["code"]] += 1
+            if "error" in response and response["error"]["code"] == -32001: STATS[response["error"]["data"]["errname"]] += 1
+            allowed = expected[id_key(response["id"])]
+            if "result" in response:
+                assert any(e.result_allowed for e in allowed), (response, frames)
+                check_result(response, response["id"])
+            else:
+                code = response.get("error", {}).get("code")
+                assert any(code in e.codes for e in allowed), (response, allowed, frames)
+                check_error(response, response["id"], code)
+        for message in self.conn.messages[start:]:
+            if is_response(message):
+                continue
+            if message.get("method") == "collection_update":
+                check_event(message)
+            else:
+                assert message.get("method") == "notify_unsubscribed", message
+                assert set(message["params"]) == {"collection", "error"}, message
+        assert not self.conn.not_strict_json, self.conn.not_strict_json
+        assert not self.conn.closed_with.called, self.conn.closed_with
+
+
+async def still_serving(daemon: Any, fuzzer: Fuzzer) -> None:
+    """
+    The fuzzed connection is open; a fresh one gets "pong"; a job still runs to SUCCESS.
+    """
+    assert not fuzzer.conn.closed_with.called
+    fresh = await connect_raw(daemon.ws_url)
+    try:
+        assert await fresh.call("core.ping") == "pong"
+    finally:
+        await fresh.close()
+    # Over the UNIX socket, the trusted peer needs no (slow) password check.
+    local = await connect_raw(daemon.unix_url)
+    try:
+        await local.call("core.set_options", {"legacy_jobs": False})
+        fuzzer.jobs_checked += 1
+        request_id = f"after-batch-{fuzzer.jobs_checked}"
+        response = await local.request("core.job_test", [{"description": "after a batch"}], id=request_id)
+        assert check_result(response, request_id) is True
+        [record] = await local.call("core.get_jobs", [["message_ids", "rin", request_id]])
+        assert record["state"] == "SUCCESS"
+    finally:
+        await local.close()
+
+
+@pytest_twisted.async_yield_fixture
+async def admin_fuzzer(daemon, admin_client):
+    """
+    One connection logged in as the administrator, shared by every example.
+    """
+    conn = await login(await connect_raw(daemon.ws_url))
+    fuzzer = Fuzzer(conn, frozenset(daemon.middleware.methods))
+    yield fuzzer
+    await conn.close()
+
+
+@pytest_twisted.async_yield_fixture
+async def anonymous_fuzzer(daemon, admin_client):
+    """
+    One connection that has not logged in (until a fuzzed auth.login does), shared by every example.
+    """
+    conn = await connect_raw(daemon.ws_url)
+    fuzzer = Fuzzer(conn, frozenset(daemon.middleware.methods))
+    yield fuzzer
+    await conn.close()
+
+
+@FUZZ_SETTINGS
+@given(batch=BATCHES)
+@pytest_twisted.ensureDeferred
+async def test_fuzz_logged_in(daemon, admin_fuzzer, batch):
+    """
+    Random batches on one logged-in connection: every request is answered
+    exactly once as PROTOCOL.md says, notifications never; the daemon still serves.
+    """
+    await admin_fuzzer.exchange(batch)
+    await still_serving(daemon, admin_fuzzer)
+
+
+@FUZZ_SETTINGS
+@given(batch=BATCHES)
+@pytest_twisted.ensureDeferred
+async def test_fuzz_anonymous(daemon, anonymous_fuzzer, batch):
+    """
+    The same on a connection that starts without a login.
+    """
+    await anonymous_fuzzer.exchange(batch)
+    await still_serving(daemon, anonymous_fuzzer)
+
+
+# The oracle against the daemon's own parser, in process.
+
+
+@settings(derandomize=True, database=None, deadline=None, max_examples=1000)
+@given(frame())
+def test_parser_agrees_with_oracle(text: str) -> None:
+    """
+    The daemon's parser makes of each frame what the oracle says: parse
+    error, invalid request (with the same id), notification or request.
+    """
+    expect = expectation(text, frozenset())
+    try:
+        request = parse_request(text.encode("utf-8"))
+    except RpcError as e:
+        assert expect.answered and e.code in expect.codes, (text, e.code, expect)
+        assert e.code in (PARSE_ERROR, INVALID_REQUEST)
+        assert id_key(e.id) == id_key(expect.id), (text, e.id, expect)
+        return
+    if request.is_notification:
+        assert expect == NO_ANSWER, (text, expect)
+    else:
+        assert expect.answered and METHOD_NOT_FOUND in expect.codes, (text, expect)
+        assert id_key(request.id) == id_key(expect.id), (text, request.id, expect)

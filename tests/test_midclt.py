@@ -1,0 +1,138 @@
+"""
+midclt as a user runs it: a subprocess against a live daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.utils import getProcessOutputAndValue
+
+from conftest import ADMIN, subprocess_env
+
+#: The console script the package installs, beside this Python.
+MIDCLT = str(Path(sys.executable).parent / "midclt")
+
+
+async def midclt(*args: str, stdin: bytes = b"") -> tuple[str, str, int]:
+    """
+    Run midclt; return its stdout, stderr and exit code.
+    """
+    out, err, code = await getProcessOutputAndValue(
+        MIDCLT, args, env=subprocess_env(), reactor=reactor, stdinBytes=stdin
+    )
+    return out.decode(), err.decode(), code
+
+
+def logged_in(daemon: Any) -> list[str]:
+    return ["-u", daemon.ws_url, "-U", ADMIN[0], "-P", ADMIN[1]]
+
+
+@pytest.fixture
+def admin(admin_client: Any) -> Any:
+    """
+    The admin user exists (made by admin_client).
+    """
+    return admin_client
+
+
+@pytest_twisted.ensureDeferred
+async def test_call_job_draws_progress_and_prints_result(daemon: Any, admin: Any) -> None:
+    out, err, code = await midclt(*logged_in(daemon), "call", "--job", "core.job_test", '{"sleep": 1.5}')
+    assert code == 0, err
+    assert out == "True\n"
+    lines = err.splitlines()
+    assert "Status: (none)" in lines
+    assert "Total Progress: [" + "#" * 40 + "] 100.00%" in lines
+    assert any(line.startswith("Total Progress: [" + "#" * 26 + "_" * 14 + "] 66.") for line in lines)
+
+
+@pytest_twisted.ensureDeferred
+async def test_call_prints_job_id_without_job_flag(daemon: Any, admin: Any) -> None:
+    out, err, code = await midclt(*logged_in(daemon), "call", "core.job_test")
+    assert code == 0, err
+    assert out == "1\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_unix_socket_needs_no_login(daemon: Any) -> None:
+    out, err, code = await midclt(
+        "-u", daemon.unix_url, "call", "user.create",
+        '{"username": "bob", "password": "pw-bob", "roles": ["FULL_ADMIN"]}',
+    )
+    assert code == 0, err
+    assert '"username": "bob"' in out and "pw-bob" not in out
+    out, err, code = await midclt("-u", daemon.unix_url, "call", "core.get_jobs", "[]", '{"count": true}')
+    assert (out, code) == ("0\n", 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_ping_and_plain_results(daemon: Any, admin: Any) -> None:
+    assert await midclt("-u", daemon.ws_url, "ping") == ("pong\n", "", 0)
+    out, err, code = await midclt(*logged_in(daemon), "call", "sample.echo", "plain words")
+    assert (out, code) == ("plain words\n", 0)
+    out, err, code = await midclt(*logged_in(daemon), "call", "sample.echo", '{"a": [1, 2]}')
+    assert (out, code) == ('{"a": [1, 2]}\n', 0)
+    out, err, code = await midclt(*logged_in(daemon), "call", "sample.echo", "-", stdin=b'[true, null]\n')
+    assert (out, code) == ("[true, null]\n", 0)
+    out, err, code = await midclt(*logged_in(daemon), "call", "-q", "sample.echo", "7")
+    assert (out, code) == ("", 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_errors_exit_1_with_the_reason(daemon: Any, admin: Any) -> None:
+    out, err, code = await midclt(*logged_in(daemon), "call", "sample.fail", "went wrong")
+    assert code == 1 and out == ""
+    assert "went wrong" in err
+    out, err, code = await midclt(*logged_in(daemon), "call", "--job", "sample.failing_job", "job broke")
+    assert code == 1 and "job broke" in err and "Traceback" in err
+    out, err, code = await midclt("-u", daemon.ws_url, "call", "core.get_jobs")
+    assert code == 1 and "Not authenticated" in err
+    out, err, code = await midclt("-u", daemon.ws_url, "-U", ADMIN[0], "-P", "wrong", "call", "core.ping")
+    assert code == 1 and err
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_daemon(short_tmp: Any) -> None:
+    out, err, code = await midclt("-u", f"ws+unix://{short_tmp}/nothing.sock", "call", "core.ping")
+    assert code == 1
+    assert err.strip() == "Failed to run middleware call. Daemon not running?"
+
+
+@pytest_twisted.ensureDeferred
+async def test_job_print_description(daemon: Any, admin: Any) -> None:
+    out, err, code = await midclt(
+        *logged_in(daemon), "call", "--job", "--job-print", "description", "sample.thread_job", "3"
+    )
+    assert code == 0, err
+    assert out == "done\n"
+    assert [line for line in err.splitlines() if line.startswith("step")] == ["step 1", "step 2", "step 3"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_subscribe_prints_events(daemon: Any, admin_client: Any, monkeypatch: Any) -> None:
+    hub = daemon.middleware.events
+    subscribed: Deferred[None] = Deferred()
+
+    def subscribe(subscriber: Any, name: str) -> str:
+        subscription_id = type(hub).subscribe(hub, subscriber, name)
+        if not subscribed.called:
+            subscribed.callback(None)
+        return subscription_id
+
+    monkeypatch.setattr(hub, "subscribe", subscribe)
+    watching = Deferred.fromCoroutine(midclt(*logged_in(daemon), "subscribe", "-n", "2", "core.get_jobs"))
+    await subscribed
+    await admin_client.call("core.job_test")
+    out, err, code = await watching
+    assert code == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [e["msg"] for e in events] == ["added", "changed"]
+    assert events[0]["collection"] == "core.get_jobs" and events[0]["fields"]["state"] == "WAITING"
