@@ -3,8 +3,8 @@ Benchmark of issue 2: trivial jobs through the daemon against a bare echo server
 
 N trivial jobs (C{core.job_test} with no params, so no sleep) are called and
 awaited to SUCCESS from C{--clients} concurrent WebSocket clients, one call in
-flight per client, against a midjobs daemon; then the same N calls go to a bare
-Autobahn JSON-RPC echo server (C{bench/echo_server.py}), in the same run.
+flight per client, against a midjobs daemon.  In the same run, just before, the
+same N calls go to a bare Autobahn JSON-RPC echo server (C{bench/echo_server.py}).
 
     /work/venv/bin/python bench/jobs.py [--count 20000] [--clients 32] [--profile daemon.pstats]
 
@@ -15,10 +15,12 @@ template per request and C{json.loads} per answer).  Each daemon client logs in
 when the job ends, with its result (C{True} for SUCCESS).
 
 Reported: calls per second for both servers and their ratio (target: the
-daemon at >= 50% of the echo rate), the daemon's RSS before the run, after N/2
-and after N jobs and its peak (VmHWM), the echo server's peak, the CPU each
-process used during the timed window (a generator near 100% of one core is the
-bottleneck, and is flagged), and one JSON line with every figure.
+daemon at >= 50% of the echo rate), also by tenths of the run; the CPU each
+process used during the timed window, as a share of a core and per call (a
+generator near 100% of one core is the bottleneck, and is flagged; so is a
+machine busy with other work); the daemon's RSS idle, before the run, after N/2
+and after N jobs, and its peak (VmHWM) (target: no growth from N/2 to N); the
+echo server's; and one JSON line with every figure.  See bench/README.md.
 
 C{--profile FILE} runs the daemon under cProfile (slower: not for the figures)
 and prints its top functions.
@@ -54,6 +56,8 @@ GROWTH_TOLERANCE = 0.05
 GROWTH_SLACK_MIB = 1.0
 #: Other processes using more than this share of a core make the rates unreliable.
 BUSY_MACHINE = 0.25
+
+_MISSING = object()
 
 
 # Processes.
@@ -173,12 +177,10 @@ class LoadProtocol(WebSocketClientProtocol):
     def _next_setup(self) -> None:
         if self.setup:
             method, params, _ = self.setup[0]
-            self._send_call(json.dumps({"jsonrpc": "2.0", "id": 0, "method": method, "params": params}).encode())
+            request = {"jsonrpc": "2.0", "id": 0, "method": method, "params": params}
+            self.sendMessage(json.dumps(request).encode(), isBinary=False)
         else:
             self.run.client_ready()
-
-    def _send_call(self, payload: bytes) -> None:
-        self.sendMessage(payload, isBinary=False)
 
     def start(self, share: int) -> None:
         self.remaining = share
@@ -202,7 +204,7 @@ class LoadProtocol(WebSocketClientProtocol):
                 return
             self._next_setup()
             return
-        if message.get("id") != self.next_id or message.get("result", run) != run.expected:
+        if message.get("id") != self.next_id or message.get("result", _MISSING) != run.expected:
             run.fail(f"call {self.next_id} answered {message!r}")
             return
         self.remaining -= 1

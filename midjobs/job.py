@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
+from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadable import isInIOThread
@@ -129,7 +130,6 @@ class Job:
         self._logs_dir = logs_dir
         self._deferred: Deferred[Any] | None = None
         self._waiters: list[Deferred[None]] = []
-        self._finished_event = threading.Event()
         self._error: BaseException | None = None
         self._progress_listeners: list[Callable[[dict[str, Any]], None]] = []
 
@@ -243,9 +243,10 @@ class Job:
         """
         if not _in_thread():
             raise RuntimeError("wait_sync would block the reactor: use wait()")
-        if not self._finished_event.wait(timeout):
-            raise TimeoutError(f"Job {self.id} did not end in {timeout} seconds")
-        return self._outcome(raise_error)
+        try:
+            return blockingCallFromThread(self.reactor, self.wait, timeout, raise_error)
+        except DeferredTimeoutError:
+            raise TimeoutError(f"Job {self.id} did not end in {timeout} seconds") from None
 
     def _outcome(self, raise_error: bool) -> Any:
         if raise_error and self.state in (JobState.FAILED, JobState.ABORTED):
@@ -312,7 +313,7 @@ class Job:
         Run the method; called by the queue once the job's lock is free.
         """
         self.state = JobState.RUNNING
-        log.info("Job {job_id} ({method}) started", job_id=self.id, method=self.method)
+        log.debug("Job {job_id} ({method}) started", job_id=self.id, method=self.method)
         if self.options.logs and self._logs_dir is not None:
             self._logs_dir.mkdir(parents=True, exist_ok=True)
             path = self._logs_dir / f"{self.id}.log"
@@ -387,7 +388,6 @@ class Job:
         log.info(
             "Job {job_id} ({method}) ended {state}", job_id=self.id, method=self.method, state=state.value
         )
-        self._finished_event.set()
         self._changed()
         if self.on_finish is not None:
             self.on_finish(self)

@@ -96,6 +96,7 @@ class Middleware:
     ) -> None:
         self.reactor = reactor
         self.state_dir = state_dir
+        self.logs_dir = state_dir / "jobs"
         self.portal = portal
         self.users = users
         self.settings = settings
@@ -253,7 +254,7 @@ class Middleware:
             pipes=pipes,
             credentials=user.to_credentials() if user is not None else None,
             owner=user,
-            logs_dir=self.state_dir / "jobs",
+            logs_dir=self.logs_dir,
         )
         if options.check_pipes:
             for pipe in options.pipes:

@@ -18,7 +18,7 @@ import time
 from typing import Any, Generator, Mapping
 
 from twisted.enterprise.adbapi import ConnectionPool, Transaction
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredSemaphore, inlineCallbacks
 from twisted.internet.threads import deferToThread
 
 from midjobs.auth.hashing import hash_password, verify_password
@@ -158,6 +158,18 @@ def _dummy_hash() -> str:
     return hash_password(secrets.token_urlsafe(32))
 
 
+#: scrypt takes 16 MiB and a few dozen milliseconds a hash: a burst of logins
+#: waits here rather than taking a thread and its memory each.
+_hashing = DeferredSemaphore(2)
+
+
+def _hash_in_thread(function: Any, *args: Any) -> Deferred[Any]:
+    """
+    Run a password-hashing C{function} in a thread, at most two at once.
+    """
+    return _hashing.run(deferToThread, function, *args)
+
+
 def _check_against(password: str, encoded: str | None) -> bool:
     if encoded is None:
         verify_password(password, _dummy_hash())
@@ -224,7 +236,7 @@ class UserStore:
             f"SELECT {_COLUMNS}, password_hash FROM users WHERE username = ?", (username,)
         )
         encoded = rows[0][-1] if rows else None
-        matches = yield deferToThread(_check_against, password, encoded)
+        matches = yield _hash_in_thread(_check_against, password, encoded)
         if not matches:
             return None
         return _row_to_user(rows[0][:-1])
@@ -246,7 +258,7 @@ class UserStore:
                 errors.add("username", _TAKEN, errno.EEXIST)
         errors.check()
 
-        password_hash = yield deferToThread(hash_password, clean["password"])
+        password_hash = yield _hash_in_thread(hash_password, clean["password"])
         id_ = yield self._pool.runInteraction(
             self._insert,
             clean["username"],
@@ -292,7 +304,7 @@ class UserStore:
 
         columns: dict[str, Any] = {}
         if "password" in clean:
-            columns["password_hash"] = yield deferToThread(hash_password, clean["password"])
+            columns["password_hash"] = yield _hash_in_thread(hash_password, clean["password"])
         for key in ("username", "full_name"):
             if key in clean:
                 columns[key] = clean[key]
