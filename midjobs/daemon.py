@@ -18,7 +18,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import quoteStringArgument, serverFromString
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import Logger
+from .logs import logger, set_level
 
 from .auth import UserStore, default_trusted_uids, make_portal
 from .config import Settings
@@ -30,7 +30,7 @@ from .store import close_database, open_database
 
 __all__ = ["Daemon", "Listener", "load_service_classes"]
 
-log = Logger()
+log = logger(__name__)
 
 ENTRY_POINT_GROUP = "midjobs.services"
 
@@ -126,6 +126,7 @@ class Daemon(MultiService):
     async def _start(self) -> Daemon:
         settings = self.settings
         state_dir = settings.state_path
+        set_level(settings.log_level)
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.reactor.suggestThreadPoolSize(settings.threads)
         self._database = open_database(str(state_dir / "midjobs.db"))

@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
-from twisted.logger import Logger
+from twisted.logger import LogLevel
+
+from .logs import logger
 from twisted.python.failure import Failure
 from twisted.python.threadable import isInIOThread
 
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Job", "JobAborted", "JobState", "JobsQueue", "PipeNotOpen"]
 
-log = Logger()
+log = logger(__name__)
 
 #: A job that wants events: called with the job and "added" or "changed".
 ChangeListener = Callable[["Job", str], None]
@@ -371,7 +373,9 @@ class Job:
                 "Job {job_id} ({method}) failed: {error}", job_id=self.id, method=self.method, error=self.error
             )
         else:
-            log.failure("Job {job_id} ({method}) failed", failure, job_id=self.id, method=self.method)
+            log.failure(
+                "Job {job_id} ({method}) failed", failure, LogLevel.error, job_id=self.id, method=self.method
+            )
         self._finish(JobState.FAILED)
 
     def _finish(self, state: JobState) -> None:
@@ -385,8 +389,12 @@ class Job:
             self.pipes.close()
         else:
             self.pipes.abort(self._error or CallError(self.error or "Job failed"))
-        log.info(
-            "Job {job_id} ({method}) ended {state}", job_id=self.id, method=self.method, state=state.value
+        log.emit(
+            LogLevel.debug if state is JobState.SUCCESS else LogLevel.info,
+            "Job {job_id} ({method}) ended {state}",
+            job_id=self.id,
+            method=self.method,
+            state=state.value,
         )
         self._changed()
         if self.on_finish is not None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
-from twisted.logger import Logger
+from .logs import logger
 from twisted.python.threadable import isInIOThread
 
 from .arguments import Signature, signature_of
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Method", "Middleware", "MethodNotFound", "NotAuthenticated"]
 
-log = Logger()
+log = logger(__name__)
 
 
 class MethodNotFound(CallError):

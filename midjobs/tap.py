@@ -10,6 +10,7 @@ from twisted.python import usage
 
 from .config import ConfigError, Settings
 from .daemon import Daemon
+from .logs import LEVELS
 
 
 class Options(usage.Options):
@@ -34,6 +35,13 @@ class Options(usage.Options):
             "(default: /var/lib/midjobs for root, else $XDG_STATE_HOME/midjobs or ~/.local/state/midjobs).",
         ],
         ["config", "c", None, "A TOML configuration file (see etc/midjobs.toml)."],
+        [
+            "log-level",
+            None,
+            None,
+            "The least severe events to log: debug, info (default), warn, error or critical; "
+            "debug adds every job's start and successful end.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -68,9 +76,12 @@ class Options(usage.Options):
             socket=self["socket"],
             state_dir=os.path.abspath(self["state-dir"]) if self["state-dir"] else None,
             plugins=(*base.plugins, *self["plugin"]) if self["plugin"] else None,
+            log_level=self["log-level"],
         )
 
     def postOptions(self) -> None:
+        if self["log-level"] is not None and self["log-level"] not in LEVELS:
+            raise usage.UsageError(f"--log-level must be one of {', '.join(LEVELS)}")
         self.settings()
 
 

@@ -61,6 +61,7 @@ async def test_twistd_midjobs_end_to_end(tmp_path: Path, short_tmp: Path) -> Non
         "--state-dir", str(tmp_path / "state"),
         "--listen", "tcp:0:interface=127.0.0.1",
         "--socket", str(socket),
+        "--log-level", "debug",
         path=tmp_path,
     )
     port = await process.ready
@@ -82,6 +83,7 @@ async def test_twistd_midjobs_end_to_end(tmp_path: Path, short_tmp: Path) -> Non
     process.transport.signalProcess(signal.SIGTERM)
     assert await process.ended == -signal.SIGTERM
     log = process.output.decode()
+    assert "Job 1 (core.job_test) started" in log
     assert "Job 1 (core.job_test) ended SUCCESS" in log
     assert "Received SIGTERM" in log and "Main loop terminated." in log
 

@@ -8,14 +8,14 @@ from typing import Any
 
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.logger import Logger
+from ..logs import logger
 
 from ..auth import login
 from ..errors import ValidationErrors
 from ..interfaces import ISession
 from ..service import Service, no_auth_required, pass_app
 
-log = Logger()
+log = logger(__name__)
 
 #: Longest username or password a login looks at.
 _MAX_SECRET = 1024

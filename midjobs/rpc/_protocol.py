@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.logger import Logger
+from ..logs import logger
 
 from ..auth import login, peer_credentials
 from ..job import Job
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RpcProtocol", "RpcServerFactory"]
 
-log = Logger()
+log = logger(__name__)
 
 #: Largest message before and after login (PROTOCOL.md).
 MAX_MESSAGE_ANONYMOUS = 8 * 1024

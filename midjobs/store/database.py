@@ -18,11 +18,11 @@ from twisted.enterprise.adbapi import ConnectionPool, Transaction
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorCore
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
+from ..logs import logger
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT_MS", "close_database", "ensure_schema", "open_database"]
 
-log = Logger()
+log = logger(__name__)
 
 #: How long a statement waits for a lock held by another process.
 DEFAULT_BUSY_TIMEOUT_MS = 5000
