@@ -11,8 +11,11 @@ import attrs
 from zope.interface import Interface
 
 from . import wire_json
+from .logs import logger
 
 __all__ = ["EventHub", "ISubscriber", "Subscription", "UnknownEvent"]
+
+log = logger(__name__)
 
 
 class ISubscriber(Interface):
@@ -28,11 +31,6 @@ class ISubscriber(Interface):
     def send_event(payload: str) -> None:
         """
         Deliver one serialised C{collection_update} notification.
-        """
-
-    def subscription_ended(name: str, error: dict[str, Any] | None) -> None:
-        """
-        The daemon ended a subscription to C{name} (``notify_unsubscribed``).
         """
 
 
@@ -133,4 +131,7 @@ class EventHub:
                 continue
             if subscriber.may_see(name, fields):
                 delivered.add(subscriber)
-                subscriber.send_event(payload)
+                try:
+                    subscriber.send_event(payload)
+                except Exception:
+                    log.failure("Sending {name} to {subscriber} failed", name=name, subscriber=subscriber)

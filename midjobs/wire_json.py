@@ -44,7 +44,10 @@ def from_wire(obj: dict[str, Any]) -> Any:
     """
     if len(obj) == 1:
         if "$date" in obj and isinstance(obj["$date"], (int, float)):
-            return _EPOCH + datetime.timedelta(milliseconds=obj["$date"])
+            try:
+                return _EPOCH + datetime.timedelta(milliseconds=obj["$date"])
+            except OverflowError:
+                raise ValueError(f"$date out of range: {obj['$date']}") from None
         if "$time" in obj and isinstance(obj["$time"], str):
             return datetime.time.fromisoformat(obj["$time"])
         if "$set" in obj and isinstance(obj["$set"], list):
@@ -61,13 +64,18 @@ def dumps(value: Any) -> str:
     """
     Serialise C{value} with the extended forms.
     """
-    return json.dumps(value, default=to_wire, separators=(",", ":"))
+    return json.dumps(value, default=to_wire, separators=(",", ":"), allow_nan=False)
 
 
 def loads(text: str | bytes) -> Any:
     """
     Parse C{text}, turning extended forms back into Python values.
 
-    @raise ValueError: C{text} is not JSON.
+    @raise ValueError: C{text} is not JSON (C{NaN} and C{Infinity} are not),
+        or an extended value is out of range.
     """
-    return json.loads(text, object_hook=from_wire)
+    return json.loads(text, object_hook=from_wire, parse_constant=_reject_constant)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")

@@ -5,6 +5,7 @@ C{core.*}: the job system's own methods, options and events.
 from __future__ import annotations
 
 import errno
+import os
 from typing import Any
 
 from twisted.internet.task import deferLater
@@ -13,10 +14,17 @@ from ..errors import CallError, ValidationErrors
 from ..events import UnknownEvent
 from ..interfaces import ISession
 from ..job import Job
+from ..pipe import Pipes
 from ..query import filter_list
-from ..service import Service, job, no_auth_required, pass_app
+from ..service import Service, job, no_auth_required, pass_app, private
 
 _SESSION_OPTIONS = ("legacy_jobs", "private_methods", "py_exceptions")
+
+#: How long the token of a download URL lives, in seconds (PROTOCOL.md).
+DOWNLOAD_TOKEN_TTL = 300
+
+#: How much of a log file is read at once for a download.
+_LOG_BLOCK = 256 * 1024
 
 
 def _job_test_lock(args: list[Any]) -> str | None:
@@ -95,6 +103,8 @@ class CoreService(Service):
         """
         Wait for the job C{id}, mirroring its progress; end as it ends.
         """
+        if id == job.id:
+            raise CallError("A job cannot wait for itself", errno.EINVAL)
         return await job.wrap(self.middleware.jobs.get(id))
 
     @job(lock=_job_test_lock, abortable=True, pipes=["input"], check_pipes=False)
@@ -166,6 +176,83 @@ class CoreService(Service):
             statuses.append(status)
         job.set_progress(100, f"{len(params)} / {len(params)}")
         return statuses
+
+    @pass_app
+    async def download(
+        self, app: ISession | None, method: str, args: list, filename: str, buffered: bool = False
+    ) -> list:
+        """
+        Start the job C{method(*args)} with an output pipe and return
+        C{[job_id, "/_download/<job_id>?auth_token=<token>"]}.
+
+        The token is single-use, bound to that job, and lives 300 s.  The
+        download must begin within 60 s (C{buffered} false: the job writes
+        only as fast as the client reads) or 3600 s (C{buffered} true: the
+        job writes to a spool at its own pace; wait for it to end, then
+        download); after that the job's output is dropped and the URL
+        answers 410.  C{filename} is the name the browser is told to save as.
+        """
+        target = self.middleware.method(method, app)
+        if target.spec.job is None or "output" not in target.spec.job.pipes:
+            raise CallError(f"{method} does not write an output pipe: it cannot be downloaded", errno.EINVAL)
+
+        def start(pipes: Pipes) -> Any:
+            assert app is not None
+            return self.middleware.call_from(app, method, args, pipes=pipes)
+
+        return await self._start_download(app, start, filename, buffered)
+
+    @pass_app
+    async def job_download_logs(self, app: ISession | None, id: int, filename: str, buffered: bool = False) -> str:
+        """
+        A download URL (as L{download} makes) for the log file of job C{id}.
+        """
+        target = self.middleware.jobs.get(id)
+        if not target.logs_path or not os.path.exists(target.logs_path):
+            raise CallError(f"Job {id} has no logs", errno.ENOENT)
+
+        def start(pipes: Pipes) -> Any:
+            return self.middleware.call("core.read_job_logs", id, app=app, pipes=pipes)
+
+        _, url = await self._start_download(app, start, filename, buffered)
+        return url
+
+    @private
+    @job(pipes=["output"])
+    def read_job_logs(self, job: Job, id: int) -> int:
+        """
+        Write the log file of job C{id} to this job's output pipe; return its size.
+        """
+        path = self.middleware.jobs.get(id).logs_path
+        if not path:
+            raise CallError(f"Job {id} has no logs", errno.ENOENT)
+        size = 0
+        with open(path, "rb") as logs:
+            while block := logs.read(_LOG_BLOCK):
+                job.pipes.output.w.write(block)
+                size += len(block)
+        job.pipes.output.w.close()
+        return size
+
+    async def _start_download(self, app: ISession | None, start: Any, filename: str, buffered: bool) -> list:
+        if app is None or app.user is None:
+            raise CallError("A download needs a logged-in caller", errno.EPERM)
+        pipe = self.middleware.pipe(buffered)
+        try:
+            started = await start(Pipes(output=pipe))
+            if not isinstance(started, Job) or started.pipes.output is not pipe:
+                raise CallError("The job's output goes to another download (it was already queued)", errno.EBUSY)
+        except BaseException as e:
+            pipe.abort(e)
+            raise
+        token = self.middleware.tokens.create(
+            app.user, DOWNLOAD_TOKEN_TTL, attrs={"filename": filename}, single_use=True, job_id=started.id
+        )
+        self.middleware.downloads.add(started.id, pipe, filename, buffered)
+        return [started.id, f"/_download/{started.id}?auth_token={token}"]
+
+    async def stop(self) -> None:
+        self.middleware.downloads.stop()
 
     @pass_app
     async def get_methods(self, app: ISession | None) -> dict:

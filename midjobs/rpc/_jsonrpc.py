@@ -79,6 +79,8 @@ def parse_request(payload: bytes) -> Request:
         message = wire_json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise RpcError(PARSE_ERROR, str(e)) from None
+    except RecursionError:
+        raise RpcError(PARSE_ERROR, "JSON nested too deeply") from None
     if isinstance(message, list):
         raise RpcError(INVALID_REQUEST, "Batch requests are not supported")
     if not isinstance(message, dict):

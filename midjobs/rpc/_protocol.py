@@ -72,8 +72,16 @@ class RpcProtocol(WebSocketServerProtocol):
             session.closed()
 
     def _send_text(self, text: str) -> None:
-        if self.session.open:
+        if not self.session.open:
+            return
+        # Autobahn applies the incoming size limit to outgoing messages too;
+        # the limit is the client's, not ours.
+        limit = self.maxMessagePayloadSize
+        self.maxMessagePayloadSize = 0
+        try:
             self.sendMessage(text.encode("utf-8"), isBinary=False)
+        finally:
+            self.maxMessagePayloadSize = limit
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         try:
@@ -136,4 +144,6 @@ class RpcServerFactory(WebSocketServerFactory):
             maxFramePayloadSize=MAX_MESSAGE_ANONYMOUS,
             autoPingInterval=30,
             autoPingTimeout=60,
+            # Close an oversized message's connection with 1009 and a reason.
+            failByDrop=False,
         )

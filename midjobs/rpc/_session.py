@@ -96,12 +96,3 @@ class Session:
     def send_event(self, payload: str) -> None:
         if self.open:
             self._send(payload)
-
-    def subscription_ended(self, name: str, error: dict[str, Any] | None) -> None:
-        from .. import wire_json
-
-        self.send_event(
-            wire_json.dumps(
-                {"jsonrpc": "2.0", "method": "notify_unsubscribed", "params": {"collection": name, "error": error}}
-            )
-        )
