@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import attrs
 
-from .errors import ValidationErrors
+from .errors import ValidationError, ValidationErrors
 
 __all__ = ["Signature", "signature_of"]
 
@@ -87,17 +87,18 @@ class Signature:
         """
         Raise L{ValidationErrors} unless C{params} fit the parameters.
         """
-        errors = ValidationErrors()
         required = sum(p.required for p in self.parameters)
         if len(params) < required or (not self.variadic and len(params) > len(self.parameters)):
             most = "any number of" if self.variadic else str(len(self.parameters))
             expected = str(required) if required == len(self.parameters) and not self.variadic else f"{required} to {most}"
-            errors.add(prefix or "params", f"Expected {expected} arguments, got {len(params)}")
-            errors.check()
-        for parameter, value in zip(self.parameters, params):
-            if not _fits(value, parameter.accepted):
-                errors.add(f"{prefix}{parameter.name}", f"Not a valid {_type_name(parameter.accepted)}")
-        errors.check()
+            raise ValidationErrors([ValidationError(prefix or "params", f"Expected {expected} arguments, got {len(params)}")])
+        wrong = [
+            ValidationError(f"{prefix}{parameter.name}", f"Not a valid {_type_name(parameter.accepted)}")
+            for parameter, value in zip(self.parameters, params)
+            if not _fits(value, parameter.accepted)
+        ]
+        if wrong:
+            raise ValidationErrors(wrong)
 
     def to_wire(self) -> list[dict[str, Any]]:
         """

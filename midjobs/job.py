@@ -78,6 +78,10 @@ class PipeNotOpen(CallError, ValueError):
         CallError.__init__(self, f"Pipe {pipe!r} is not open", errno.EINVAL)
 
 
+#: Results that always have a JSON form.
+_PLAIN_RESULTS = frozenset({bool, int, str, type(None)})
+
+
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
@@ -338,11 +342,12 @@ class Job:
         if self.aborted.is_set():
             self._finish(JobState.ABORTED)
             return
-        try:
-            wire_json.dumps(result)
-        except (TypeError, ValueError) as e:
-            self.result_encoding_error = str(e)
-            result = None
+        if type(result) not in _PLAIN_RESULTS:
+            try:
+                wire_json.dumps(result)
+            except (TypeError, ValueError) as e:
+                self.result_encoding_error = str(e)
+                result = None
         self.result = result
         if self.progress["percent"] != 100:
             self.progress = {**self.progress, "percent": 100}

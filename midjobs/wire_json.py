@@ -64,7 +64,7 @@ def dumps(value: Any) -> str:
     """
     Serialise C{value} with the extended forms.
     """
-    return json.dumps(value, default=to_wire, separators=(",", ":"), allow_nan=False)
+    return _encoder.encode(value)
 
 
 def loads(text: str | bytes) -> Any:
@@ -74,8 +74,14 @@ def loads(text: str | bytes) -> Any:
     @raise ValueError: C{text} is not JSON (C{NaN} and C{Infinity} are not),
         or an extended value is out of range.
     """
-    return json.loads(text, object_hook=from_wire, parse_constant=_reject_constant)
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode("utf-8")
+    return _decoder.decode(text)
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+_encoder = json.JSONEncoder(default=to_wire, separators=(",", ":"), allow_nan=False)
+_decoder = json.JSONDecoder(object_hook=from_wire, parse_constant=_reject_constant)

@@ -10,7 +10,7 @@ from typing import Any
 
 from twisted.internet.task import deferLater
 
-from ..errors import CallError, ValidationErrors
+from ..errors import CallError, ValidationError, ValidationErrors
 from ..events import UnknownEvent
 from ..interfaces import ISession
 from ..job import Job
@@ -30,6 +30,17 @@ _LOG_BLOCK = 256 * 1024
 def _job_test_lock(args: list[Any]) -> str | None:
     data = args[0] if args else None
     return data.get("lock") if isinstance(data, dict) else None
+
+
+def _check_job_test_data(data: dict[str, Any], sleep: Any) -> None:
+    errors = [
+        ValidationError(f"data.{key}", "Unknown key")
+        for key in data.keys() - {"sleep", "lock", "description", "error"}
+    ]
+    if isinstance(sleep, bool) or not isinstance(sleep, (int, float)) or sleep < 0:
+        errors.append(ValidationError("data.sleep", "Must be a non-negative number"))
+    if errors:
+        raise ValidationErrors(errors)
 
 
 class CoreService(Service):
@@ -117,13 +128,8 @@ class CoreService(Service):
         Returns C{True}.
         """
         data = data or {}
-        errors = ValidationErrors()
         sleep = data.get("sleep", 0)
-        if isinstance(sleep, bool) or not isinstance(sleep, (int, float)) or sleep < 0:
-            errors.add("data.sleep", "Must be a non-negative number")
-        for key in data.keys() - {"sleep", "lock", "description", "error"}:
-            errors.add(f"data.{key}", "Unknown key")
-        errors.check()
+        _check_job_test_data(data, sleep)
         if data.get("description"):
             job.set_description(str(data["description"]))
         if job.pipes.input is not None:
