@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import attrs
 
+from .logs import LEVELS
 from .paths import SOCKET_NAME, default_state_dir
 
 __all__ = ["ConfigError", "Settings", "DEFAULT_LISTEN"]
@@ -44,14 +45,29 @@ def _str(value: Any, key: str) -> str:
     return value
 
 
+def _absolute_paths(value: Any, key: str) -> tuple[str, ...]:
+    paths = _str_list(value, key)
+    if not paths or not all(os.path.isabs(p) and "\0" not in p for p in paths):
+        raise ConfigError(f"{key} must be a non-empty list of absolute paths")
+    return tuple(os.path.normpath(p) for p in paths)
+
+
+def _log_level(value: Any, key: str) -> str:
+    if value not in LEVELS:
+        raise ConfigError(f"{key} must be one of {', '.join(LEVELS)}")
+    return value
+
+
 #: Each known key: its TOML table, name, the Settings field it sets, and its check.
 _KEYS = {
     ("daemon", "listen"): ("listen", _str_list),
     ("daemon", "socket"): ("socket", _str),
     ("daemon", "state_dir"): ("state_dir", _str),
     ("daemon", "plugins"): ("plugins", _str_list),
+    ("daemon", "log_level"): ("log_level", _log_level),
     ("jobs", "keep_finished"): ("keep_finished_jobs", _positive_int),
     ("jobs", "threads"): ("threads", _positive_int),
+    ("filesystem", "roots"): ("filesystem_roots", _absolute_paths),
 }
 
 
@@ -66,6 +82,8 @@ class Settings:
     @ivar plugins: Python modules whose C{Service} classes are loaded.
     @ivar keep_finished_jobs: how many finished jobs stay listed.
     @ivar threads: the most thread jobs (and other blocking calls) running at once.
+    @ivar filesystem_roots: the directories C{filesystem.*} may touch, as
+        configured; empty for the default (see L{filesystem_root_paths}).
     """
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
@@ -74,6 +92,8 @@ class Settings:
     plugins: tuple[str, ...] = ()
     keep_finished_jobs: int = 1000
     threads: int = 32
+    log_level: str = "info"
+    filesystem_roots: tuple[str, ...] = ()
 
     @property
     def socket_path(self) -> str:
@@ -82,6 +102,14 @@ class Settings:
     @property
     def state_path(self) -> Path:
         return Path(self.state_dir)
+
+    @property
+    def filesystem_root_paths(self) -> tuple[str, ...]:
+        """
+        The directories C{filesystem.*} may touch: C{filesystem_roots}, or
+        C{<state_dir>/files} when none are configured.
+        """
+        return self.filesystem_roots or (os.path.join(self.state_dir, "files"),)
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> Settings:

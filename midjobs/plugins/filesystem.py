@@ -1,0 +1,566 @@
+"""
+C{filesystem.*}: files under the configured roots, uploaded and downloaded through job pipes.
+
+Every path is checked by L{Roots} before anything is touched: it must be
+absolute, and both the real path of its parent directory and its own real
+path (through C{..} and every symlink) must lie inside one of the roots
+(C{[filesystem] roots}, default C{<state_dir>/files}).  Anything else is
+refused with C{EPERM}.  Directories are then opened from the root down, one
+component at a time with C{O_NOFOLLOW}, so a directory swapped for a symlink
+after the check is refused too instead of being followed.
+
+Writes are atomic: the upload goes to a temporary file beside the target,
+which is fsynced and renamed over the target only once the whole upload has
+arrived.  A broken upload, an abort or an error removes the temporary file
+and leaves the target as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import os
+import secrets
+import stat as stat_module
+from typing import Any, Iterator, Sequence
+
+import attrs
+from twisted.logger import Logger
+
+from ..errors import CallError, ValidationErrors
+from ..job import Job, JobAborted
+from ..pipe import Pipe
+from ..progress import JobProgressBuffer
+from ..query import filter_list
+from ..service import Service, job
+
+__all__ = ["FilesystemService", "Roots"]
+
+log = Logger()
+
+#: How much of a file C{filesystem.get} sends at once.
+GET_CHUNK = 64 * 1024
+#: How much of an upload C{filesystem.put} takes from its pipe at once.
+PUT_CHUNK = 1024 * 1024
+#: The mode of a new file written without C{options.mode}.
+DEFAULT_MODE = 0o644
+#: The suffix of the temporary files that uploads are written to.
+TEMP_SUFFIX = ".midjobs-tmp"
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_NOT_NAMES = ("", ".", "..")
+
+
+def _os_error(e: OSError, path: str) -> CallError:
+    return CallError(f"{path}: {e.strerror or e}", e.errno or errno.EFAULT)
+
+
+@contextlib.contextmanager
+def _os_errors(path: str) -> Iterator[None]:
+    """
+    Turn an C{OSError} into a L{CallError} naming C{path}, with its errno.
+    """
+    try:
+        yield
+    except OSError as e:
+        raise _os_error(e, path) from None
+
+
+def _file_type(mode: int) -> str:
+    if stat_module.S_ISREG(mode):
+        return "FILE"
+    if stat_module.S_ISDIR(mode):
+        return "DIRECTORY"
+    if stat_module.S_ISLNK(mode):
+        return "SYMLINK"
+    return "OTHER"
+
+
+def _mtime(st: os.stat_result) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(st.st_mtime, datetime.timezone.utc)
+
+
+def _within(real: str, root: str) -> bool:
+    return real == root or real.startswith(root.rstrip("/") + "/")
+
+
+@attrs.frozen
+class Located:
+    """
+    A path that passed the checks of L{Roots.locate}.
+
+    @ivar path: the path as the caller gave it.
+    @ivar real: its real path: C{..} and every symlink resolved.
+    @ivar parent: the real path of the directory holding its last component,
+        or L{None} when the path is a root itself.
+    @ivar name: its last component as given (possibly a symlink), or C{""}
+        when the path is a root itself.
+    """
+
+    path: str
+    real: str
+    parent: str | None
+    name: str
+
+
+class Roots:
+    """
+    The directories the C{filesystem} service may touch, and the checks every
+    path goes through.
+    """
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = tuple(os.path.normpath(p) for p in paths)
+
+    def real_roots(self) -> list[str]:
+        """
+        The real paths of the roots (resolved at each call: a root may be
+        created or moved after the daemon started).
+        """
+        return [os.path.realpath(p) for p in self.paths]
+
+    def root_of(self, real: str) -> str | None:
+        """
+        The real root that contains the real path C{real}, or L{None}.
+        """
+        for root in self.real_roots():
+            if _within(real, root):
+                return root
+        return None
+
+    def _refuse(self, path: str, why: str) -> CallError:
+        return CallError(
+            f"{path!r} {why}: only paths under {', '.join(self.paths)} are allowed", errno.EPERM
+        )
+
+    def locate(self, path: str, *, write: bool = False) -> Located:
+        """
+        Check C{path} and say where it really is.
+
+        @param write: the path is to be written: it must name a file (its
+            last component is not C{""}, C{.} or C{..}); the caller must not
+            follow a final symlink (see L{open_target}).
+        @raise CallError: C{EPERM}, the path is relative or resolves outside
+            the roots; C{EINVAL}, it holds a NUL byte or names no file to write.
+        """
+        if not isinstance(path, str) or not os.path.isabs(path):
+            raise self._refuse(str(path), "is not an absolute path")
+        if "\0" in path:
+            raise CallError(f"{path!r} contains a NUL byte", errno.EINVAL)
+        head, name = os.path.split(path)
+        real = os.path.realpath(path)
+        if write and name in _NOT_NAMES:
+            raise CallError(f"{path!r} does not name a file", errno.EINVAL)
+        if real in self.real_roots() and os.path.normpath(path) in (*self.paths, real):
+            return Located(path, real, None, "")
+        if name in _NOT_NAMES:
+            # ".." and "." are followed like the kernel does: what counts is where they lead.
+            parent, name = os.path.split(real)
+        else:
+            parent = os.path.realpath(head)
+        if self.root_of(parent) is None or self.root_of(real) is None:
+            raise self._refuse(path, "resolves outside the filesystem roots")
+        return Located(path, real, parent, name)
+
+    def open_dir(self, real_dir: str) -> int:
+        """
+        Open the directory C{real_dir} (a real path inside a root) from its
+        root down, refusing to follow any symlink on the way.
+
+        @return: a file descriptor the caller closes.
+        @raise CallError: C{EPERM}, C{real_dir} is outside the roots or a
+            component was replaced by a symlink; the errno of the C{OSError}
+            (C{ENOENT}, C{ENOTDIR}) otherwise.
+        """
+        root = self.root_of(real_dir)
+        if root is None:
+            raise self._refuse(real_dir, "resolves outside the filesystem roots")
+        relative = os.path.relpath(real_dir, root)
+        with _os_errors(real_dir):
+            fd = os.open(root, _DIR_FLAGS)
+            if relative == ".":
+                return fd
+            for part in relative.split(os.sep):
+                try:
+                    next_fd = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+                except OSError as e:
+                    if e.errno == errno.ELOOP:
+                        raise self._refuse(real_dir, "changed into a symbolic link while being opened") from None
+                    raise
+                finally:
+                    os.close(fd)
+                fd = next_fd
+        return fd
+
+    @contextlib.contextmanager
+    def parent_dir(self, located: Located) -> Iterator[int]:
+        """
+        The opened directory holding C{located}'s last component.
+        """
+        if located.parent is None:
+            raise CallError(f"{located.path!r} is a filesystem root", errno.EISDIR)
+        fd = self.open_dir(located.parent)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+
+def _stat_dict(st: os.stat_result) -> dict[str, Any]:
+    return {
+        "type": _file_type(st.st_mode),
+        "size": st.st_size,
+        "mode": stat_module.S_IMODE(st.st_mode),
+        "uid": st.st_uid,
+        "gid": st.st_gid,
+        "mtime": _mtime(st),
+    }
+
+
+def _put_options(options: dict | None) -> tuple[bool, int | None]:
+    options = options or {}
+    errors = ValidationErrors()
+    for key in sorted(options.keys() - {"append", "mode"}):
+        errors.add(f"options.{key}", "Unknown option")
+    append = options.get("append", False)
+    if not isinstance(append, bool):
+        errors.add("options.append", "Must be a boolean")
+    mode = options.get("mode")
+    if mode is not None and (isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777):
+        errors.add("options.mode", "Must be an integer from 0 to 0o7777 (4095)")
+    errors.check()
+    return append, mode
+
+
+def upload_name(filename: str | None) -> str:
+    """
+    The name an uploaded file is written under: the last component of
+    C{filename} (after any C{/} or C{\\}).
+
+    @raise CallError: C{EINVAL}, no usable name is left.
+    """
+    if filename is None:
+        raise CallError("An uploaded file has no file name", errno.EINVAL)
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    if name in _NOT_NAMES or "\0" in name:
+        raise CallError(f"{filename!r} is not a valid file name", errno.EINVAL)
+    return name
+
+
+def _copy_fd(source: int, target: int) -> None:
+    """
+    Copy what C{source} holds from its offset to C{target}.
+    """
+    try:
+        while os.copy_file_range(source, target, PUT_CHUNK):
+            pass
+        return
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+    while data := os.read(source, PUT_CHUNK):
+        _write_all(target, data)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class AtomicFile:
+    """
+    A file written under a temporary name beside its target and renamed over
+    it only on L{commit}.
+
+    Opening it refuses a target that is a symlink (C{EPERM}), a directory
+    (C{EISDIR}) or not a regular file (C{EINVAL}).  With C{append}, the
+    target's content is copied to the temporary file first.  The mode is
+    C{mode}, else the existing file's, else L{DEFAULT_MODE}.
+    """
+
+    def __init__(self, dir_fd: int, name: str, path: str, *, mode: int | None, append: bool) -> None:
+        self._dir_fd = dir_fd
+        self.name = name
+        self.path = path
+        existing = self._existing()
+        self._owner = (existing.st_uid, existing.st_gid) if existing is not None else None
+        if mode is None:
+            mode = stat_module.S_IMODE(existing.st_mode) if existing is not None else DEFAULT_MODE
+        self.mode = mode
+        self.temp_name = f".{name[:32]}.{secrets.token_hex(8)}{TEMP_SUFFIX}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with _os_errors(path):
+            self._fd: int | None = os.open(self.temp_name, flags, 0o600, dir_fd=dir_fd)
+        try:
+            if append and existing is not None:
+                self._copy_existing()
+        except BaseException:
+            self.discard()
+            raise
+
+    def _existing(self) -> os.stat_result | None:
+        try:
+            st = os.stat(self.name, dir_fd=self._dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise _os_error(e, self.path) from None
+        if stat_module.S_ISLNK(st.st_mode):
+            raise CallError(f"{self.path!r} is a symbolic link: refusing to write through it", errno.EPERM)
+        if stat_module.S_ISDIR(st.st_mode):
+            raise CallError(f"{self.path!r} is a directory", errno.EISDIR)
+        if not stat_module.S_ISREG(st.st_mode):
+            raise CallError(f"{self.path!r} is not a regular file", errno.EINVAL)
+        return st
+
+    def _copy_existing(self) -> None:
+        assert self._fd is not None
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        with _os_errors(self.path):
+            source = os.open(self.name, flags, dir_fd=self._dir_fd)
+            try:
+                if not stat_module.S_ISREG(os.fstat(source).st_mode):
+                    raise CallError(f"{self.path!r} is not a regular file", errno.EINVAL)
+                _copy_fd(source, self._fd)
+            finally:
+                os.close(source)
+
+    def write(self, data: bytes | memoryview) -> None:
+        assert self._fd is not None
+        with _os_errors(self.path):
+            _write_all(self._fd, data)
+
+    def commit(self) -> None:
+        """
+        Give the file its mode (and the replaced file's owner, where allowed),
+        fsync it, rename it over the target and fsync the directory.
+        """
+        fd = self._fd
+        assert fd is not None
+        try:
+            with _os_errors(self.path):
+                os.fchmod(fd, self.mode)
+                if self._owner is not None:
+                    with contextlib.suppress(PermissionError):
+                        os.fchown(fd, *self._owner)
+                os.fsync(fd)
+                self._fd = None
+                os.close(fd)
+                os.rename(self.temp_name, self.name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+                os.fsync(self._dir_fd)
+        except BaseException:
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        """
+        Remove the temporary file (the target stays as it was).
+        """
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.temp_name, dir_fd=self._dir_fd)
+
+
+def _receive(job: Job, pipe: Pipe, target: AtomicFile, report: Any) -> int:
+    """
+    Copy C{pipe} to C{target} until EOF, reporting with C{report(bytes)}.
+    The pipe raises if the upload broke or the job was aborted.
+    """
+    buffer = bytearray(PUT_CHUNK)
+    view = memoryview(buffer)
+    done = 0
+    while n := pipe.r.readinto(buffer):
+        if job.aborted.is_set():
+            raise JobAborted()
+        target.write(view[:n])
+        done += n
+        report(done)
+    if job.aborted.is_set():
+        raise JobAborted()
+    return done
+
+
+class FilesystemService(Service):
+    """
+    Files under the configured roots (C{[filesystem] roots}).
+    """
+
+    namespace = "filesystem"
+
+    def __init__(self, middleware: Any) -> None:
+        super().__init__(middleware)
+        settings = middleware.settings
+        self._default_root = settings is None or not settings.filesystem_roots
+        if settings is not None:
+            paths = settings.filesystem_root_paths
+        else:
+            paths = (os.path.join(str(middleware.state_dir), "files"),)
+        self.roots = Roots(paths)
+
+    async def setup(self) -> None:
+        if self._default_root:
+            root = self.roots.paths[0]
+            if not os.path.isdir(root):
+                os.makedirs(root, mode=0o700, exist_ok=True)
+                os.chmod(root, 0o700)
+            return
+        for root in self.roots.paths:
+            if not os.path.isdir(root):
+                log.warn("Filesystem root {root} does not exist", root=root)
+
+    @job(pipes=["input"], abortable=True, description=lambda path, options=None: f"Uploading {path}")
+    def put(self, job: Job, path: str, options: dict | None = None) -> int:
+        """
+        Write the upload to C{path}, atomically: the file changes only once the
+        whole upload has arrived, and not at all if it breaks.
+
+        C{options}: C{append} (add to the end of the file instead of replacing
+        it) and C{mode} (the permission bits; default: those of the existing
+        file, else 0o644).  Refuses a C{path} that is a symlink or a directory.
+        Returns the number of bytes uploaded.
+        """
+        append, mode = _put_options(options)
+        located = self.roots.locate(path, write=True)
+        progress = JobProgressBuffer(job)
+        with self.roots.parent_dir(located) as dir_fd:
+            target = AtomicFile(dir_fd, located.name, path, mode=mode, append=append)
+            try:
+                done = _receive(
+                    job,
+                    job.pipes.input,  # type: ignore[arg-type]
+                    target,
+                    lambda n: progress.set_progress(None, f"{n} bytes written", {"bytes": n}),
+                )
+                target.commit()
+            except BaseException:
+                target.discard()
+                raise
+            finally:
+                progress.flush()
+        return done
+
+    @job(pipes=["input"], abortable=True, description=lambda directory: f"Uploading files to {directory}")
+    def put_files(self, job: Job, directory: str) -> list:
+        """
+        Write every uploaded file into C{directory} (which must exist), under
+        the last component of its file name, each atomically as C{put} does.
+        A file name that is empty, C{.}, C{..}, holds a NUL byte or comes twice
+        fails the job.  Files completed before a failure stay.  Returns the
+        paths written.
+        """
+        located = self.roots.locate(directory)
+        dir_fd = self.roots.open_dir(located.real)
+        progress = JobProgressBuffer(job)
+        written: list[str] = []
+        names: set[str] = set()
+        total = 0
+        try:
+            for pipe in job.pipes.inputs:  # type: ignore[union-attr]
+                name = upload_name(pipe.filename)
+                if name in names:
+                    raise CallError(f"{name!r} was uploaded twice", errno.EINVAL)
+                names.add(name)
+                path = os.path.join(located.real, name)
+                target = AtomicFile(dir_fd, name, path, mode=None, append=False)
+
+                def report(n: int, name: str = name) -> None:
+                    progress.set_progress(
+                        None, f"{name}: {n} bytes written", {"bytes": total + n, "files": len(written)}
+                    )
+
+                try:
+                    total += _receive(job, pipe, target, report)
+                    target.commit()
+                except BaseException:
+                    target.discard()
+                    raise
+                written.append(path)
+                progress.set_progress(None, f"{len(written)} files written", {"bytes": total, "files": len(written)})
+        finally:
+            os.close(dir_fd)
+            progress.flush()
+        return written
+
+    @job(pipes=["output"], abortable=True, description=lambda path: f"Downloading {path}")
+    def get(self, job: Job, path: str) -> int:
+        """
+        Send the file C{path} to the output pipe (a download), reporting the
+        percentage sent.  Returns the number of bytes sent.
+        """
+        located = self.roots.locate(path)
+        if located.parent is None or located.real in self.roots.real_roots():
+            raise CallError(f"{path!r} is a directory", errno.EISDIR)
+        real_parent, real_name = os.path.split(located.real)
+        dir_fd = self.roots.open_dir(real_parent)
+        try:
+            with _os_errors(path):
+                fd = os.open(real_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+        output = job.pipes.output.w  # type: ignore[union-attr]
+        progress = JobProgressBuffer(job)
+        done = 0
+        try:
+            with _os_errors(path):
+                st = os.fstat(fd)
+                if stat_module.S_ISDIR(st.st_mode):
+                    raise CallError(f"{path!r} is a directory", errno.EISDIR)
+                if not stat_module.S_ISREG(st.st_mode):
+                    raise CallError(f"{path!r} is not a regular file", errno.EINVAL)
+                os.set_blocking(fd, True)
+                size = st.st_size
+                while chunk := os.read(fd, GET_CHUNK):
+                    if job.aborted.is_set():
+                        raise JobAborted()
+                    output.write(chunk)
+                    done += len(chunk)
+                    percent = 100 * done / size if size else None
+                    progress.set_progress(percent, f"{done} of {size} bytes sent", {"bytes": done})
+        finally:
+            os.close(fd)
+            progress.flush()
+        output.close()
+        return done
+
+    def stat(self, path: str) -> dict:
+        """
+        What C{path} is: C{type} (C{FILE}, C{DIRECTORY}, C{SYMLINK} or
+        C{OTHER}; a symlink is not followed), C{size}, C{mode} (the permission
+        bits), C{uid}, C{gid}, C{mtime} and C{realpath} (where it leads).
+        """
+        located = self.roots.locate(path)
+        with _os_errors(path):
+            if located.parent is None:
+                st = os.stat(located.real)
+            else:
+                with self.roots.parent_dir(located) as dir_fd:
+                    st = os.stat(located.name, dir_fd=dir_fd, follow_symlinks=False)
+        return {**_stat_dict(st), "realpath": located.real}
+
+    def listdir(self, path: str, filters: list | None = None, options: dict | None = None) -> Any:
+        """
+        The entries of the directory C{path}, each C{{"name", "path", "type",
+        "size", "mode", "uid", "gid", "mtime"}} (symlinks are not followed),
+        queried with C{filters} and C{options} as C{core.get_jobs} is.
+        """
+        located = self.roots.locate(path)
+        fd = self.roots.open_dir(located.real)
+        entries = []
+        try:
+            with _os_errors(path), os.scandir(fd) as scan:
+                for entry in scan:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    entries.append(
+                        {"name": entry.name, "path": os.path.join(located.real, entry.name), **_stat_dict(st)}
+                    )
+        finally:
+            os.close(fd)
+        entries.sort(key=lambda e: e["name"])
+        return filter_list(entries, filters, options)
