@@ -39,6 +39,12 @@ def _positive_int(value: Any, key: str) -> int:
     return value
 
 
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false")
+    return value
+
+
 def _str(value: Any, key: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{key} must be a non-empty string")
@@ -67,6 +73,9 @@ _KEYS = {
     ("daemon", "log_level"): ("log_level", _log_level),
     ("jobs", "keep_finished"): ("keep_finished_jobs", _positive_int),
     ("jobs", "threads"): ("threads", _positive_int),
+    ("jobs", "history"): ("job_history", _bool),
+    ("jobs", "keep_days"): ("keep_days", _positive_int),
+    ("jobs", "keep_records"): ("keep_records", _positive_int),
     ("filesystem", "roots"): ("filesystem_roots", _absolute_paths),
 }
 
@@ -82,6 +91,10 @@ class Settings:
     @ivar plugins: Python modules whose C{Service} classes are loaded.
     @ivar keep_finished_jobs: how many finished jobs stay listed.
     @ivar threads: the most thread jobs (and other blocking calls) running at once.
+    @ivar job_history: keep job history in the database, so that finished
+        jobs, their results and logs outlive a restart.
+    @ivar keep_days: how many days finished jobs stay in the history.
+    @ivar keep_records: the most jobs the history holds.
     @ivar filesystem_roots: the directories C{filesystem.*} may touch, as
         configured; empty for the default (see L{filesystem_root_paths}).
     """
@@ -92,6 +105,9 @@ class Settings:
     plugins: tuple[str, ...] = ()
     keep_finished_jobs: int = 1000
     threads: int = 32
+    job_history: bool = True
+    keep_days: int = 30
+    keep_records: int = 100000
     log_level: str = "info"
     filesystem_roots: tuple[str, ...] = ()
 

@@ -8,9 +8,13 @@ first connection finds everything ready.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import importlib.metadata
 import inspect
+import os
+import sqlite3
+import sys
 from types import ModuleType
 from typing import Any, Iterable
 
@@ -26,7 +30,7 @@ from .http import make_site
 from .middleware import Middleware
 from .plugins import BUILTIN_SERVICES
 from .service import Service as MidjobsService
-from .store import close_database, open_database
+from .store import JobHistory, SQLiteJobStore, close_database, open_database
 
 __all__ = ["Daemon", "Listener", "load_service_classes"]
 
@@ -111,6 +115,7 @@ class Daemon(MultiService):
         self.listeners: list[Listener] = []
         self.ready: Deferred[Daemon] = Deferred()
         self._database: Any = None
+        self._history: JobHistory | None = None
 
     def startService(self) -> None:
         Service.startService(self)
@@ -118,10 +123,18 @@ class Daemon(MultiService):
         d.addCallbacks(self.ready.callback, self._failed_to_start)
 
     def _failed_to_start(self, failure: Any) -> None:
-        log.failure("midjobs could not start", failure)
+        if failure.check(OSError, sqlite3.Error):
+            # The state directory or disk, not the code: one line says it all.
+            log.critical("midjobs could not start: {reason}", reason=_state_error(failure.value, self.settings))
+        else:
+            log.failure("midjobs could not start", failure)
         self.ready.errback(failure)
         if self.reactor.running:
             self.reactor.stop()
+        else:
+            self.reactor.callWhenRunning(self.reactor.stop)
+        # twistd itself always exits 0: once it is done, exit 1 instead.
+        atexit.register(_exit_with, 1)
 
     async def _start(self) -> Daemon:
         settings = self.settings
@@ -129,7 +142,13 @@ class Daemon(MultiService):
         set_level(settings.log_level)
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.reactor.suggestThreadPoolSize(settings.threads)
-        self._database = open_database(str(state_dir / "midjobs.db"))
+        database_path = str(state_dir / "midjobs.db")
+        self._database = open_database(database_path)
+        if settings.job_history:
+            store = SQLiteJobStore(self._database, self.reactor, reader=open_database(database_path))
+            self._history = await JobHistory.open(
+                store, self.reactor, state_dir / "jobs", keep_days=settings.keep_days, keep_records=settings.keep_records
+            )
         users = UserStore(self._database)
         middleware = Middleware(
             self.reactor,
@@ -138,6 +157,8 @@ class Daemon(MultiService):
             users=users,
             keep_finished_jobs=settings.keep_finished_jobs,
             settings=settings,
+            job_store=self._history.store if self._history is not None else None,
+            first_job_id=self._history.next_id if self._history is not None else 1,
         )
         middleware.add_services(BUILTIN_SERVICES)
         middleware.add_services(load_service_classes(settings.plugins))
@@ -159,8 +180,28 @@ class Daemon(MultiService):
         await MultiService.stopService(self)  # type: ignore[misc]
         if self.middleware is not None:
             await self.middleware.stop()
+        if self._history is not None:
+            await self._history.stop()
         if self._database is not None:
             await close_database(self._database)
 
     def stopService(self) -> Deferred[None]:
         return ensureDeferred(self._stop())
+
+
+def _state_error(error: Exception, settings: Settings) -> str:
+    """
+    What went wrong with the state directory or its database, in one line.
+    """
+    if isinstance(error, sqlite3.Error):
+        return f"cannot use the database {settings.state_path / 'midjobs.db'}: {error}"
+    assert isinstance(error, OSError)
+    reason = error.strerror or str(error)
+    where = f" ({error.filename})" if error.filename else ""
+    return f"cannot use the state directory {settings.state_dir}: {reason}{where}"
+
+
+def _exit_with(status: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

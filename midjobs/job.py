@@ -20,7 +20,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
 from twisted.logger import LogLevel
@@ -35,6 +35,7 @@ from .pipe import Pipes
 
 if TYPE_CHECKING:
     from .service import JobOptions
+    from .store import IJobStore
 
 __all__ = ["Job", "JobAborted", "JobState", "JobsQueue", "PipeNotOpen"]
 
@@ -42,6 +43,9 @@ log = logger(__name__)
 
 #: A job that wants events: called with the job and "added" or "changed".
 ChangeListener = Callable[["Job", str], None]
+
+#: Records a job's final record (its second argument) before the job tells of its end.
+EndRecorder = Callable[["Job", dict[str, Any]], Deferred[Any]]
 
 
 class JobState(enum.Enum):
@@ -166,9 +170,20 @@ class Job:
         self.aborted = threading.Event()
         self.on_change: ChangeListener | None = None
         self.on_finish: Callable[[Job], None] | None = None
+        #: Set by a queue that records jobs: the end waits until it is recorded.
+        self.on_ending: EndRecorder | None = None
+        self._ending = False
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.method} {self.state.value}>"
+
+    @property
+    def ending(self) -> bool:
+        """
+        The job has stopped: it is finished, or its end is being recorded
+        (until then its C{state} is the one it ran in and no one is told).
+        """
+        return self._ending
 
     # The job's own reports.
 
@@ -302,7 +317,7 @@ class Job:
         if _in_thread():
             self.reactor.callFromThread(self.abort, reason)
             return
-        if self.state.finished or self.aborted.is_set():
+        if self.state.finished or self._ending or self.aborted.is_set():
             return
         self.aborted.set()
         self._error = JobAborted(reason)
@@ -387,8 +402,8 @@ class Job:
         if state is JobState.ABORTED:
             self.error = str(self._error.errmsg if isinstance(self._error, CallError) else "Job aborted")
             self.exc_info = {"repr": repr(self._error), "type": "JobAborted", "errno": errno.ECANCELED, "extra": None}
-        self.state = state
-        self.time_finished = _now()
+        self._ending = True
+        time_finished = _now()
         self._close_logs()
         if state is JobState.SUCCESS:
             self.pipes.close()
@@ -401,6 +416,20 @@ class Job:
             method=self.method,
             state=state.value,
         )
+        if self.on_ending is None:
+            self._end(state, time_finished)
+            return
+        record = self.to_record()
+        record["state"] = state.value
+        record["time_finished"] = time_finished
+        self.on_ending(self, record).addBoth(lambda _: self._end(state, time_finished))
+
+    def _end(self, state: JobState, time_finished: datetime.datetime) -> None:
+        """
+        Tell of the job's end: its state, the last event, the queue, the waiters.
+        """
+        self.state = state
+        self.time_finished = time_finished
         self._changed()
         if self.on_finish is not None:
             self.on_finish(self)
@@ -454,11 +483,20 @@ class JobsQueue:
     A job without a lock starts at once; jobs sharing a lock start one at a
     time, first come first served.  The newest C{keep_finished} finished jobs
     stay listed.
+
+    With a C{store} (an L{IJobStore}), every job that is not transient is
+    recorded before it is announced or started, its changes are recorded in
+    batches, and its final record before its end is told.
     """
 
-    def __init__(self, on_change: ChangeListener | None = None, keep_finished: int = 1000) -> None:
+    def __init__(
+        self, on_change: ChangeListener | None = None, keep_finished: int = 1000, store: IJobStore | None = None
+    ) -> None:
         self._on_change = on_change
         self._keep_finished = keep_finished
+        self.store = store
+        #: The jobs being recorded, each with the Deferreds waiting for it to be announced.
+        self._recording: dict[int, list[Deferred[Job]]] = {}
         self._jobs: dict[int, Job] = {}
         self._finished: deque[int] = deque()
         self._waiting: list[Job] = []
@@ -484,10 +522,13 @@ class JobsQueue:
         except KeyError:
             raise CallError(f"Job {job_id} does not exist", errno.ENOENT) from None
 
-    def add(self, job: Job) -> Job:
+    def add(self, job: Job) -> Deferred[Job]:
         """
-        Queue C{job}, or return the job it must share with (see C{lock_queue_size}).
+        Queue C{job}, or find the job it must share with (see C{lock_queue_size}).
 
+        @return: a Deferred firing with the job once it is recorded and
+            announced (listed, its "added" event sent, started if it can),
+            or failing with a C{CallError} (C{EIO}) if it cannot be recorded.
         @raise CallError: C{EBUSY}, the lock is held and its queue size is 0.
         """
         size = job.options.lock_queue_size
@@ -496,16 +537,70 @@ class JobsQueue:
             if size == 0 and (job.lock_name in self._locks or waiting):
                 raise CallError("This job is already being performed", errno.EBUSY)
             if size and len(waiting) >= size:
-                return waiting[-1]
+                return self._announced(waiting[-1])
         job.id = self.next_id
         self.next_id += 1
         job.on_change = self._on_change
         job.on_finish = self._job_finished
-        self._jobs[job.id] = job
         self._waiting.append(job)
-        job._changed("added")
+        if self.store is None or job.options.transient:
+            self._announce(job)
+            return succeed(job)
+        job.on_change = self._job_changed
+        job.on_ending = self._record_end
+        self._recording[job.id] = []
+        announced = self._announced(job)
+        self.store.record_created(job.to_record()).addCallbacks(
+            self._recorded, self._not_recorded, callbackArgs=(job,), errbackArgs=(job,)
+        )
+        return announced
+
+    def _announced(self, job: Job) -> Deferred[Job]:
+        waiters = self._recording.get(job.id)
+        if waiters is None:
+            return succeed(job)
+        d: Deferred[Job] = Deferred()
+        waiters.append(d)
+        return d
+
+    def _announce(self, job: Job) -> None:
+        self._jobs[job.id] = job
+        if not job.ending:
+            job._changed("added")
+            self._schedule()
+
+    def _recorded(self, _: object, job: Job) -> None:
+        waiters = self._recording.pop(job.id)
+        self._announce(job)
+        for waiter in waiters:
+            waiter.callback(job)
+
+    def _not_recorded(self, failure: Failure, job: Job) -> None:
+        waiters = self._recording.pop(job.id)
+        if job in self._waiting:
+            self._waiting.remove(job)
+        error = CallError(f"The job could not be recorded: {failure.getErrorMessage()}", errno.EIO)
+        log.error("Job {job_id} ({method}) refused: {error}", job_id=job.id, method=job.method, error=error.errmsg)
+        job.pipes.abort(error)
+        for waiter in waiters:
+            waiter.errback(error)
         self._schedule()
-        return job
+
+    def _job_changed(self, job: Job, kind: str) -> None:
+        if kind == "changed" and not job.ending:
+            self.store.record_changed(job.id, job.to_record)  # type: ignore[union-attr]
+        if self._on_change is not None:
+            self._on_change(job, kind)
+
+    def _record_end(self, job: Job, record: dict[str, Any]) -> Deferred[Any]:
+        d = self.store.record_finished(record)  # type: ignore[union-attr]
+        d.addErrback(
+            lambda f: log.error(
+                "Job {job_id} ({method}) ended {state}, but its end could not be recorded: {error}",
+                job_id=job.id, method=job.method, state=record["state"], error=f.getErrorMessage(),
+            )
+        )
+        return d
 
     def _schedule(self) -> None:
         if self._scheduling:
@@ -524,6 +619,12 @@ class JobsQueue:
         ready, waiting, blocked = [], [], set()
         for job in self._waiting:
             lock = job.lock_name
+            if job.ending or job.id in self._recording:
+                # Not recorded yet: it keeps its place in its lock's line.
+                if lock is not None and not job.ending:
+                    blocked.add(lock)
+                waiting.append(job)
+                continue
             if lock is not None and (lock in self._locks or lock in blocked):
                 blocked.add(lock)
                 waiting.append(job)
@@ -553,6 +654,7 @@ class JobsQueue:
         """
         Abort every job that has not ended (the daemon is stopping).
         """
-        for job in list(self._jobs.values()):
+        recording = [job for job in self._waiting if job.id in self._recording]
+        for job in [*self._jobs.values(), *recording]:
             if not job.state.finished:
                 job.abort(reason)

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import attrs
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
 from .logs import logger
 from twisted.python.threadable import isInIOThread
 
 from .arguments import Signature, signature_of
+from .auth.tokens import TokenStore, token_store_of
 from .errors import ENOMETHOD, ENOTAUTHENTICATED, CallError
 from .events import EventHub
 from .job import Job, JobsQueue
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
     from .auth.users import UserStore
     from .interfaces import ISession
+    from .store import IJobStore
 
 __all__ = ["Method", "Middleware", "MethodNotFound", "NotAuthenticated"]
 
@@ -93,6 +95,8 @@ class Middleware:
         users: UserStore | None = None,
         keep_finished_jobs: int = 1000,
         settings: Any = None,
+        job_store: IJobStore | None = None,
+        first_job_id: int = 1,
     ) -> None:
         self.reactor = reactor
         self.state_dir = state_dir
@@ -102,7 +106,18 @@ class Middleware:
         self.settings = settings
         self.events = EventHub()
         self.events.register("core.get_jobs", "Jobs as they are added, change and end.")
-        self.jobs = JobsQueue(on_change=self._job_changed, keep_finished=keep_finished_jobs)
+        #: Where jobs are recorded (C{None}: the newest are kept in memory only).
+        self.job_store = job_store
+        self.jobs = JobsQueue(on_change=self._job_changed, keep_finished=keep_finished_jobs, store=job_store)
+        self.jobs.next_id = first_job_id
+        #: The short-lived tokens; the portal's token checker uses the same store.
+        tokens = token_store_of(portal)
+        self.tokens: TokenStore = tokens if tokens is not None else TokenStore(reactor)
+        # Imported here: the job layer does not depend on the HTTP package.
+        from .http._download import Downloads
+
+        #: The downloads that core.download prepared and /_download serves.
+        self.downloads = Downloads(reactor)
         self.services: dict[str, Service] = {}
         self.methods: dict[str, Method] = {}
 
@@ -226,7 +241,7 @@ class Middleware:
         method.signature.check(params)
         leading = method.leading(app)
         if method.spec.job is not None:
-            return succeed(self._queue_job(method, params, leading, app, pipes, message_id))
+            return self._queue_job(method, params, leading, app, pipes, message_id)
         if method.is_async:
             return Deferred.fromCoroutine(method.run(*leading, *params))
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), method.run, *leading, *params)
@@ -239,7 +254,7 @@ class Middleware:
         app: ISession | None,
         pipes: Pipes | None,
         message_id: Any,
-    ) -> Job:
+    ) -> Deferred[Job]:
         options = method.spec.job
         assert options is not None
         user = app.user if app is not None else None
@@ -262,8 +277,8 @@ class Middleware:
         if message_id is not None:
             job.message_ids.append(message_id)
         queued = self.jobs.add(job)
-        if queued is not job and message_id is not None:
-            queued.message_ids.append(message_id)
+        if message_id is not None:
+            queued.addCallback(_shared_with, job, message_id)
         return queued
 
     def pipe(self, buffered: bool = False) -> Pipe:
@@ -286,3 +301,12 @@ class Middleware:
     def _job_changed(self, job: Job, kind: str) -> None:
         if self.events.has_subscribers("core.get_jobs"):
             self.events.send("core.get_jobs", kind, job.id, job.to_record())
+
+
+def _shared_with(queued: Job, job: Job, message_id: Any) -> Job:
+    """
+    Add the request's id to the job it was queued behind (C{lock_queue_size}).
+    """
+    if queued is not job:
+        queued.message_ids.append(message_id)
+    return queued

@@ -23,6 +23,17 @@ from midjobs.auth.hashing import hash_password, verify_password
 from midjobs.auth.interfaces import IPeerCredentials, IUser
 from midjobs.auth.realm import Realm
 from midjobs.auth.roles import BUILTIN_ROLES, FULL_ADMIN, READONLY_ADMIN
+from midjobs.auth.tokens import (
+    TOKEN,
+    ITokenCredentials,
+    InvalidToken,
+    Token,
+    TokenChecker,
+    TokenCredentials,
+    TokenStore,
+    origin_of,
+    token_store_of,
+)
 from midjobs.auth.users import UserStore
 
 __all__ = [
@@ -30,21 +41,30 @@ __all__ = [
     "FULL_ADMIN",
     "LOGIN_PASSWORD",
     "READONLY_ADMIN",
+    "TOKEN",
     "UNIX_SOCKET",
     "AvatarId",
     "IPeerCredentials",
+    "ITokenCredentials",
+    "InvalidToken",
     "IUser",
     "PasswordChecker",
     "PeerCredentials",
     "PeerCredentialsChecker",
     "Realm",
+    "Token",
+    "TokenChecker",
+    "TokenCredentials",
+    "TokenStore",
     "User",
     "UserStore",
     "default_trusted_uids",
     "hash_password",
     "login",
     "make_portal",
+    "origin_of",
     "peer_credentials",
+    "token_store_of",
     "verify_password",
 ]
 
@@ -56,12 +76,15 @@ def default_trusted_uids() -> set[int]:
     return {0, os.getuid()}
 
 
-def make_portal(users: UserStore, trusted_uids: Iterable[int]) -> Portal:
+def make_portal(users: UserStore, trusted_uids: Iterable[int], tokens: TokenStore | None = None) -> Portal:
     """
-    A portal that checks passwords against C{users} and trusts UNIX-socket
-    peers whose uid is in C{trusted_uids}.
+    A portal that checks passwords against C{users}, trusts UNIX-socket
+    peers whose uid is in C{trusted_uids}, and accepts the tokens of
+    C{tokens} (a new L{TokenStore} if not given; L{token_store_of} finds it).
     """
-    return Portal(Realm(users), [PasswordChecker(users), PeerCredentialsChecker(trusted_uids)])
+    checkers = [PasswordChecker(users), PeerCredentialsChecker(trusted_uids)]
+    checkers.append(TokenChecker(tokens if tokens is not None else TokenStore()))
+    return Portal(Realm(users), checkers)
 
 
 def login(portal: Portal, credentials: ICredentials, mind: object = None) -> Deferred[User]:

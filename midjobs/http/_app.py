@@ -8,9 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.resource import WebSocketResource
 from klein import Klein
+from twisted.internet.defer import Deferred
 from twisted.web.server import Site
 
 from ..rpc import RpcServerFactory
+from ._upload import upload_request_factory
+from ._download import serve_download
 
 if TYPE_CHECKING:
     from ..middleware import Middleware
@@ -34,6 +37,10 @@ class HttpApp:
     def api_current(self, request: Any) -> Any:
         return self.websocket
 
+    @app.route("/_download/<int:job_id>", methods=["GET"])
+    def download(self, request: Any, job_id: int) -> Any:
+        return Deferred.fromCoroutine(serve_download(self.middleware, request, job_id))
+
 
 def make_site(middleware: Middleware) -> Site:
     """
@@ -41,4 +48,6 @@ def make_site(middleware: Middleware) -> Site:
     """
     site = Site(HttpApp(middleware).app.resource())
     site.displayTracebacks = False
+    # POST /_upload streams its body to a job: see _upload.UploadRequest.
+    site.requestFactory = upload_request_factory(middleware)
     return site

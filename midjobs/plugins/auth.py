@@ -10,7 +10,7 @@ from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from ..logs import logger
 
-from ..auth import login
+from ..auth import TokenCredentials, login, origin_of
 from ..errors import ValidationErrors
 from ..interfaces import ISession
 from ..service import Service, no_auth_required, pass_app
@@ -19,6 +19,9 @@ log = logger(__name__)
 
 #: Longest username or password a login looks at.
 _MAX_SECRET = 1024
+
+#: Longest life of a token from auth.generate_token, in seconds.
+_MAX_TOKEN_TTL = 86400
 
 
 def user_info(user: Any) -> dict[str, Any]:
@@ -77,6 +80,50 @@ class AuthService(Service):
         app.login(user)
         log.info("{username} logged in from {peer}", username=user.username, peer=app.peer)
         return user
+
+    @pass_app
+    async def generate_token(
+        self,
+        app: ISession,
+        ttl: int = 600,
+        attrs: dict | None = None,
+        match_origin: bool = False,
+        single_use: bool = False,
+    ) -> str:
+        """
+        A token that logs in as this connection's user (C{auth.login_with_token}),
+        valid for C{ttl} seconds (at most a day).  C{attrs} are kept with it;
+        C{match_origin} makes it valid only from this connection's host;
+        C{single_use} makes its first use its last.
+        """
+        errors = ValidationErrors()
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 < ttl <= _MAX_TOKEN_TTL:
+            errors.add("generate_token.ttl", f"Must be an integer from 1 to {_MAX_TOKEN_TTL}")
+        if attrs is not None and not isinstance(attrs, dict):
+            errors.add("generate_token.attrs", "Must be an object")
+        errors.check()
+        origin = origin_of(app.peer) if match_origin else None
+        return self.middleware.tokens.create(
+            app.user, ttl, attrs=attrs or {}, single_use=single_use, match_origin=origin
+        )
+
+    @no_auth_required
+    @pass_app
+    async def login_with_token(self, app: ISession, token: str) -> bool:
+        """
+        Log the connection in with a token from C{auth.generate_token}; C{True} if it worked.
+        """
+        if not token or len(token) > _MAX_SECRET:
+            log.info("Failed token login from {peer}", peer=app.peer)
+            return False
+        try:
+            user = await login(self.middleware.portal, TokenCredentials(token, origin=origin_of(app.peer)))
+        except UnauthorizedLogin:
+            log.info("Failed token login from {peer}", peer=app.peer)
+            return False
+        app.login(user)
+        log.info("{username} logged in with a token from {peer}", username=user.username, peer=app.peer)
+        return True
 
     @no_auth_required
     @pass_app

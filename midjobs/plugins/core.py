@@ -95,10 +95,17 @@ class CoreService(Service):
     async def get_jobs(self, filters: list | None = None, options: dict | None = None) -> Any:
         """
         The jobs, as records, filtered and shaped by C{filters} and C{options}
-        (the query language of the protocol).  Finished jobs stay listed, the
-        newest 1000 of them.
+        (the query language of the protocol).  Finished jobs stay listed: from
+        the job history (C{[jobs] keep_days}, C{keep_records}), or, without
+        one, the newest C{[jobs] keep_finished} of them.
         """
-        return filter_list((j.to_record() for j in self.middleware.jobs), filters, options)
+        from ..store import query_jobs
+
+        records = [j.to_record() for j in self.middleware.jobs]
+        store = self.middleware.job_store
+        if store is None:
+            return filter_list(records, filters, options)
+        return await query_jobs(records, store, filters, options)
 
     async def job_abort(self, id: int) -> None:
         """

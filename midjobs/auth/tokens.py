@@ -1,0 +1,268 @@
+"""
+Short-lived tokens: a secret that stands for a logged-in user for a while.
+
+A L{TokenStore} hands out random tokens (C{auth.generate_token}, the URL of
+C{core.download}) and remembers, in memory, whose they are, until when, and
+what they may be used for.  A token is presented as L{TokenCredentials} to the
+portal, where the L{TokenChecker} vouches for its user with an L{AvatarId} of
+kind L{TOKEN}; the realm then gives that user's current roles.
+
+Expiry follows the reactor's clock.  Nothing is scheduled: expired tokens are
+pruned whenever the store is used, so a store never leaves a pending call.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import secrets
+from typing import Any, Final, Mapping
+
+import attrs
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import ICredentials
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.defer import Deferred, fail, succeed
+from zope.interface import Attribute, implementer
+
+from midjobs.auth.avatar import UNIX_SOCKET, AvatarId
+from midjobs.auth.interfaces import IUser
+
+__all__ = [
+    "TOKEN",
+    "ITokenCredentials",
+    "InvalidToken",
+    "Token",
+    "TokenAvatarId",
+    "TokenChecker",
+    "TokenCredentials",
+    "TokenStore",
+    "origin_of",
+    "token_store_of",
+]
+
+#: Logged in with a token.
+TOKEN: Final = "TOKEN"
+
+#: Longest token string looked at; a real one is 43 characters.
+MAX_TOKEN_LENGTH: Final = 256
+
+
+class InvalidToken(Exception):
+    """
+    The token is unknown, expired, used up, or presented out of its scope.
+    """
+
+
+def origin_of(address: object) -> str:
+    """
+    Where a connection comes from, as a token remembers it: the peer's host
+    for TCP, C{"unix"} for a UNIX socket.
+    """
+    host = getattr(address, "host", None)
+    if isinstance(host, str):
+        return host
+    if type(address).__name__ == "UNIXAddress":
+        return "unix"
+    return repr(address)
+
+
+@attrs.frozen
+class Token:
+    """
+    What the store knows of one token.
+
+    @ivar user: the L{IUser} avatar the token was made for.
+    @ivar expires: the reactor time at which it stops being valid.
+    @ivar attributes: what its creator attached (a JSON-ready dict).
+    @ivar single_use: the first use removes it.
+    @ivar job_id: the one job download it is for, or L{None} for a login token.
+    @ivar origin: the only origin (L{origin_of}) it may come from, or L{None}.
+    """
+
+    value: str = attrs.field(repr=False)
+    user: IUser
+    expires: float
+    attributes: Mapping[str, Any] = attrs.field(factory=dict)
+    single_use: bool = False
+    job_id: int | None = None
+    origin: str | None = None
+
+
+class TokenStore:
+    """
+    The live tokens of one daemon, in memory.
+
+    @ivar clock: an L{IReactorTime} whose C{seconds()} is the time tokens
+        expire by (the reactor; a C{task.Clock} in tests).
+    """
+
+    def __init__(self, clock: Any = None) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
+        self._tokens: dict[str, Token] = {}
+        self._expiries: list[tuple[float, int, str]] = []
+        self._sequence = itertools.count()
+
+    def __len__(self) -> int:
+        self._prune()
+        return len(self._tokens)
+
+    def create(
+        self,
+        user: IUser,
+        ttl: float,
+        *,
+        attrs: Mapping[str, Any] | None = None,
+        single_use: bool = False,
+        job_id: int | None = None,
+        match_origin: str | None = None,
+    ) -> str:
+        """
+        A new token for C{user}, valid for C{ttl} seconds.
+
+        @param attrs: attributes to keep with the token.
+        @param single_use: the first successful use removes it.
+        @param job_id: bind it to downloading this job's output; such a token
+            is good for nothing else (not for a login).
+        @param match_origin: accept it only from this origin (L{origin_of}).
+        @raise ValueError: C{ttl} is not positive.
+        """
+        if not ttl > 0:
+            raise ValueError("A token needs a positive time to live")
+        self._prune()
+        value = secrets.token_urlsafe(32)
+        expires = self.clock.seconds() + ttl
+        self._tokens[value] = Token(
+            value=value,
+            user=user,
+            expires=expires,
+            attributes=dict(attrs or {}),
+            single_use=single_use,
+            job_id=job_id,
+            origin=match_origin,
+        )
+        heapq.heappush(self._expiries, (expires, next(self._sequence), value))
+        return value
+
+    def lookup(self, value: str) -> Token | None:
+        """
+        The live token C{value}, whatever its scope, or L{None}.  Does not use it.
+        """
+        self._prune()
+        if not isinstance(value, str) or len(value) > MAX_TOKEN_LENGTH:
+            return None
+        return self._tokens.get(value)
+
+    def check(self, value: str, *, job_id: int | None = None, origin: str | None = None) -> Token:
+        """
+        The token C{value}, if it may be used for C{job_id} (L{None}: a
+        login) from C{origin}.  Does not use it.
+
+        @raise InvalidToken: it may not.
+        """
+        token = self.lookup(value)
+        if token is None:
+            raise InvalidToken("Invalid or expired token")
+        if token.job_id != job_id:
+            raise InvalidToken("The token is not for this use")
+        if token.origin is not None and token.origin != origin:
+            raise InvalidToken("The token is not valid from this origin")
+        return token
+
+    def consume(self, value: str, *, job_id: int | None = None, origin: str | None = None) -> Token:
+        """
+        L{check} the token and use it: a single-use token is removed.
+
+        @raise InvalidToken: it may not be used so.
+        """
+        token = self.check(value, job_id=job_id, origin=origin)
+        if token.single_use:
+            del self._tokens[value]
+        return token
+
+    def revoke(self, value: str) -> bool:
+        """
+        Forget the token C{value}; whether it was there.
+        """
+        return self._tokens.pop(value, None) is not None
+
+    def _prune(self) -> None:
+        now = self.clock.seconds()
+        expiries = self._expiries
+        while expiries and expiries[0][0] <= now:
+            _, _, value = heapq.heappop(expiries)
+            token = self._tokens.get(value)
+            if token is not None and token.expires <= now:
+                del self._tokens[value]
+
+
+class ITokenCredentials(ICredentials):
+    """
+    A token from L{TokenStore}, presented for a login or for one download.
+    """
+
+    token = Attribute("The token string.")
+    job_id = Attribute(
+        "The job whose download the token is presented for (C{int}), or C{None} "
+        "for a login.  A token made for one of them is refused for the other."
+    )
+    origin = Attribute(
+        "Where the request comes from (L{origin_of}), or C{None} if unknown; "
+        "checked against a token made with C{match_origin}."
+    )
+
+
+@implementer(ITokenCredentials)
+@attrs.frozen
+class TokenCredentials:
+    token: str = attrs.field(repr=False)
+    job_id: int | None = None
+    origin: str | None = None
+
+
+@attrs.frozen
+class TokenAvatarId(AvatarId):
+    """
+    The avatar id of a token login: the token's user, and whether that user was
+    a trusted UNIX-socket peer (whose rights come from the socket, not the store).
+    """
+
+    trusted_peer: bool = False
+
+
+@implementer(ICredentialsChecker)
+class TokenChecker:
+    """
+    Accepts a live token used within its scope, and uses it up if single-use.
+
+    @ivar store: the L{TokenStore} it checks against.
+    """
+
+    credentialInterfaces = (ITokenCredentials,)
+
+    def __init__(self, store: TokenStore) -> None:
+        self.store = store
+
+    def requestAvatarId(self, credentials: ITokenCredentials) -> Deferred[AvatarId]:
+        try:
+            token = self.store.consume(
+                credentials.token,
+                job_id=getattr(credentials, "job_id", None),
+                origin=getattr(credentials, "origin", None),
+            )
+        except InvalidToken as e:
+            return fail(UnauthorizedLogin(str(e)))
+        user = token.user
+        return succeed(
+            TokenAvatarId(user.username, TOKEN, trusted_peer=user.credentials_type == UNIX_SOCKET)
+        )
+
+
+def token_store_of(portal: Any) -> TokenStore | None:
+    """
+    The store of the L{TokenChecker} registered on C{portal}, if there is one.
+    """
+    checker = getattr(portal, "checkers", {}).get(ITokenCredentials)
+    return checker.store if isinstance(checker, TokenChecker) else None

@@ -1,0 +1,319 @@
+"""
+C{GET /_download/<job_id>?auth_token=...}: a job's output pipe, streamed to the client.
+
+C{core.download} starts a job with an output pipe, makes a single-use token
+bound to that job and records a L{PendingDownload} in the middleware's
+L{Downloads}.  The route below checks the token through the portal, claims the
+download and hands the pipe to the response with L{Pipe.deliver_to}: the pipe
+is the response's push producer, so a slow client pauses the job's writes.
+
+A download that breaks (the job fails, the daemon stops) never ends like a
+complete file: the connection is aborted without the last chunk.  A client
+that goes away breaks the pipe, so the job's next write fails.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+import urllib.parse
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from twisted.cred.error import LoginFailed, UnauthorizedLogin
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from ..auth import TokenCredentials, login, origin_of
+from ..pipe import Pipe, PipeBrokenError
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IDelayedCall
+
+    from ..middleware import Middleware
+
+__all__ = [
+    "DownloadGone",
+    "DownloadNotBegun",
+    "DownloadResource",
+    "Downloads",
+    "PendingDownload",
+    "content_disposition",
+    "safe_filename",
+    "serve_download",
+]
+
+log = Logger()
+
+#: The name a download gets when its own name leaves nothing usable.
+DEFAULT_FILENAME = "download"
+
+
+class DownloadGone(Exception):
+    """
+    The download was not begun before its deadline (HTTP 410).
+    """
+
+
+class DownloadNotBegun(PipeBrokenError):
+    """
+    Nobody began the download in time: the job's output pipe is broken with this.
+    """
+
+
+@attrs.define(eq=False)
+class PendingDownload:
+    """
+    A download C{core.download} prepared and nobody has begun yet.
+
+    @ivar deadline: the clock time by which it must begin.
+    @ivar expired: the deadline passed; the pipe was aborted.
+    """
+
+    job_id: int
+    pipe: Pipe
+    filename: str
+    buffered: bool
+    deadline: float
+    timer: IDelayedCall | None = None
+    expired: bool = False
+
+
+class Downloads:
+    """
+    The downloads waiting to begin, by job id.
+
+    Each must begin within C{unbuffered_deadline} or C{buffered_deadline}
+    seconds; past it the job's output pipe is aborted (a job blocked writing
+    to it fails instead of waiting forever) and its URL answers 410 for
+    another C{forget_after} seconds.
+
+    @ivar clock: the L{IReactorTime} the deadlines run on.
+    """
+
+    unbuffered_deadline: float = 60.0
+    buffered_deadline: float = 3600.0
+    forget_after: float = 3600.0
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self._pending: dict[int, PendingDownload] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, job_id: int, pipe: Pipe, filename: str, buffered: bool) -> PendingDownload:
+        """
+        Expect the download of C{pipe}, the output of job C{job_id}.
+        """
+        self._forget_expired()
+        previous = self._pending.pop(job_id, None)
+        if previous is not None:
+            self._drop(previous, DownloadNotBegun("Another download of this job was prepared"))
+        delay = self.buffered_deadline if buffered else self.unbuffered_deadline
+        download = PendingDownload(job_id, pipe, filename, buffered, self.clock.seconds() + delay)
+        download.timer = self.clock.callLater(delay, self._expire, download, delay)
+        self._pending[job_id] = download
+        return download
+
+    def get(self, job_id: int) -> PendingDownload | None:
+        """
+        The download of job C{job_id} waiting to begin (perhaps expired), or L{None}.
+        """
+        return self._pending.get(job_id)
+
+    def claim(self, job_id: int) -> PendingDownload:
+        """
+        Begin the download of job C{job_id}: it is no longer pending.
+
+        @raise KeyError: there is none.
+        @raise DownloadGone: its deadline passed.
+        """
+        download = self._pending[job_id]
+        if download.expired:
+            raise DownloadGone(f"The download of job {job_id} was not begun in time")
+        del self._pending[job_id]
+        if download.timer is not None and download.timer.active():
+            download.timer.cancel()
+        download.timer = None
+        return download
+
+    def stop(self) -> None:
+        """
+        The daemon stops: drop every download not begun and release its pipe.
+        """
+        pending, self._pending = self._pending, {}
+        for download in pending.values():
+            self._drop(download, DownloadNotBegun("The daemon stopped before the download began"))
+
+    def _expire(self, download: PendingDownload, delay: float) -> None:
+        download.timer = None
+        download.expired = True
+        log.info("The download of job {job_id} was not begun in time", job_id=download.job_id)
+        download.pipe.abort(DownloadNotBegun(f"The download did not begin within {delay:g} seconds"))
+
+    def _drop(self, download: PendingDownload, reason: Exception) -> None:
+        if download.timer is not None and download.timer.active():
+            download.timer.cancel()
+        download.timer = None
+        download.pipe.abort(reason)
+
+    def _forget_expired(self) -> None:
+        now = self.clock.seconds()
+        for job_id, download in list(self._pending.items()):
+            if download.expired and download.deadline + self.forget_after <= now:
+                del self._pending[job_id]
+
+
+def _ascii_fallback(name: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", name)
+    return "".join(
+        ch if ord(ch) < 128 else "_" for ch in decomposed if not unicodedata.combining(ch)
+    )
+
+
+def safe_filename(name: str) -> str:
+    """
+    C{name} made harmless as a file name: no quotes, backslashes, path
+    separators, control or invisible formatting characters, at most 255
+    UTF-8 bytes, never empty, C{.} or C{..}.
+    """
+    cleaned = []
+    for ch in name:
+        if ch in "/\\":
+            cleaned.append("_")
+        elif ch == '"' or unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+            continue
+        else:
+            cleaned.append(ch)
+    result = "".join(cleaned).strip()
+    while len(result.encode("utf-8")) > 255:
+        result = result[:-1]
+    if result in ("", ".", ".."):
+        return DEFAULT_FILENAME
+    return result
+
+
+def content_disposition(filename: str) -> bytes:
+    """
+    The C{Content-Disposition} value for an attachment named C{filename}
+    (RFC 6266): C{filename="..."} with an ASCII name, and for a non-ASCII name
+    also C{filename*=UTF-8''...}, which clients that know it prefer.
+    """
+    name = safe_filename(filename)
+    fallback = safe_filename(_ascii_fallback(name))
+    value = f'attachment; filename="{fallback}"'
+    if fallback != name:
+        encoded = urllib.parse.quote(name, safe="!#$&+-.^_`|~", encoding="utf-8")
+        value += f"; filename*=UTF-8''{encoded}"
+    return value.encode("ascii")
+
+
+def _plain(request: Any, code: int, message: str) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+    request.setHeader(b"Cache-Control", b"no-store")
+    if code == 401:
+        request.setHeader(b"WWW-Authenticate", b'Token realm="midjobs"')
+    return message.encode("utf-8") + b"\n"
+
+
+async def serve_download(middleware: Middleware, request: Any, job_id: int) -> Any:
+    """
+    Answer C{GET /_download/<job_id>?auth_token=...}.
+
+    401 without a live token; 404 if job C{job_id} has no download waiting;
+    410 if it was not begun in time; 401 if the token is not for that job,
+    was used already, or its user is gone.  Otherwise a L{DownloadResource}
+    that streams the job's output.
+    """
+    if request.method != b"GET":
+        request.setHeader(b"Allow", b"GET")
+        return _plain(request, 405, "Only GET is allowed")
+    values = (request.args or {}).get(b"auth_token") or []
+    if len(values) != 1 or not values[0]:
+        return _plain(request, 401, "Give one auth_token")
+    try:
+        token = values[0].decode("ascii")
+    except UnicodeDecodeError:
+        return _plain(request, 401, "Invalid or expired token")
+    if middleware.tokens.lookup(token) is None or middleware.portal is None:
+        return _plain(request, 401, "Invalid or expired token")
+    pending = middleware.downloads.get(job_id)
+    if pending is None:
+        return _plain(request, 404, f"Job {job_id} has no download")
+    if pending.expired:
+        return _plain(request, 410, f"The download of job {job_id} was not begun in time")
+    origin = origin_of(request.getClientAddress())
+    try:
+        user = await login(middleware.portal, TokenCredentials(token, job_id=job_id, origin=origin))
+    except (UnauthorizedLogin, LoginFailed):
+        return _plain(request, 401, "Invalid or expired token")
+    try:
+        download = middleware.downloads.claim(job_id)
+    except KeyError:
+        return _plain(request, 404, f"Job {job_id} has no download")
+    except DownloadGone as e:
+        return _plain(request, 410, str(e))
+    log.info(
+        "{username} began downloading job {job_id} as {filename!r}",
+        username=user.username,
+        job_id=job_id,
+        filename=download.filename,
+    )
+    return DownloadResource(download)
+
+
+def _abort_connection(request: Any) -> None:
+    channel = getattr(request, "channel", None)
+    transport = getattr(channel, "transport", None) or getattr(request, "transport", None)
+    if transport is None:
+        return
+    abort = getattr(transport, "abortConnection", None)
+    if abort is not None:
+        abort()
+    else:
+        transport.loseConnection()
+
+
+class DownloadResource(Resource):
+    """
+    Streams one claimed download: the pipe is the response's producer.
+    """
+
+    isLeaf = True
+
+    def __init__(self, download: PendingDownload) -> None:
+        super().__init__()
+        self._download = download
+
+    def render_GET(self, request: Any) -> Any:
+        download = self._download
+        lost: list[Failure] = []
+        request.notifyFinish().addErrback(lost.append)
+        request.setHeader(b"Content-Type", b"application/octet-stream")
+        request.setHeader(b"Content-Disposition", content_disposition(download.filename))
+        request.setHeader(b"Cache-Control", b"no-store")
+        delivered = download.pipe.deliver_to(request)
+        delivered.addCallbacks(self._complete, self._broken, (request, lost), None, (request, lost))
+        return NOT_DONE_YET
+
+    def _complete(self, _: None, request: Any, lost: list[Failure]) -> None:
+        log.info("Job {job_id}: download complete", job_id=self._download.job_id)
+        if not lost:
+            request.finish()
+
+    def _broken(self, failure: Failure, request: Any, lost: list[Failure]) -> None:
+        job_id = self._download.job_id
+        if lost:
+            log.info("Job {job_id}: the client went away mid-download", job_id=job_id)
+        elif not request.startedWriting:
+            # Nothing sent yet: there is still time for an honest status.
+            log.info("Job {job_id}: no download, the job failed: {reason}", job_id=job_id, reason=failure.value)
+            request.responseHeaders.removeHeader(b"Content-Disposition")
+            request.write(_plain(request, 500, f"The job failed: {failure.value}"))
+            request.finish()
+        else:
+            log.info("Job {job_id}: download cut off: {reason}", job_id=job_id, reason=failure.value)
+            _abort_connection(request)

@@ -1,0 +1,37 @@
+"""
+The caller of one HTTP request, as the middleware sees it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zope.interface import implementer
+
+from ..interfaces import ISession
+
+__all__ = ["HttpSession"]
+
+
+@implementer(ISession)
+class HttpSession:
+    """
+    An L{ISession} that lives as long as one HTTP request: its user is the
+    one the request's credentials logged in; it never sees private methods.
+    """
+
+    private_methods = False
+
+    def __init__(self, peer: Any, user: Any = None) -> None:
+        self.peer = peer
+        self.user: Any = user
+
+    def __repr__(self) -> str:
+        who = self.user.username if self.user is not None else "anonymous"
+        return f"<HttpSession {who}@{self.peer}>"
+
+    def login(self, user: Any) -> None:
+        self.user = user
+
+    def logout(self) -> None:
+        self.user = None

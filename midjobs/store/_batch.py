@@ -1,0 +1,134 @@
+"""
+Group commit: many writes, one transaction.
+
+A L{WriteBatch} collects writes keyed by what they write (a job id), keeps
+only the newest value of each key, and hands them to a write function in one
+go.  At most one write is in flight; whatever arrives meanwhile waits for it
+and goes out next, together.  A durable write (one the caller waits for) is
+flushed as soon as the reactor has handled the events at hand, so the writes
+of jobs created in the same burst share a transaction; other writes wait up
+to C{interval} seconds, so a burst of progress events costs one write.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Hashable
+
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.python.failure import Failure
+
+from ..logs import logger
+from ._interfaces import StoreClosed
+
+__all__ = ["WriteBatch"]
+
+log = logger(__name__)
+
+
+class WriteBatch:
+    """
+    Pending writes, flushed together by C{write(values)}.
+
+    @param write: called on the reactor thread with the pending values in
+        the order their keys were first written; returns a Deferred that
+        fires once they are durable.
+    @param interval: how long a write nobody waits for may wait.
+    """
+
+    def __init__(
+        self, reactor: Any, write: Callable[[list[Any]], Deferred[None]], interval: float = 0.2
+    ) -> None:
+        self._reactor = reactor
+        self._write = write
+        self.interval = interval
+        self._pending: dict[Hashable, Any] = {}
+        self._waiters: list[Deferred[None]] = []
+        self._in_flight: Deferred[None] | None = None
+        self._call: IDelayedCall | None = None
+        self._call_soon = False
+        self._closed = False
+        #: How many flushes and how many values went out (for tests and benchmarks).
+        self.flushes = 0
+        self.written = 0
+
+    def pending(self, key: Hashable) -> Any:
+        """
+        The value waiting to be written for C{key}, or C{None}.
+        """
+        return self._pending.get(key)
+
+    def add(self, key: Hashable, value: Any, durable: bool) -> Deferred[None] | None:
+        """
+        Write C{value} for C{key}, replacing any value still pending for it.
+
+        @return: for a durable write, a Deferred that fires once it (and
+            everything written before it) is durable, or fails with the
+            write's error; otherwise C{None}.
+        """
+        if self._closed:
+            return fail(StoreClosed("The job store is closed")) if durable else None
+        self._pending[key] = value
+        if not durable:
+            self._schedule(self.interval)
+            return None
+        d: Deferred[None] = Deferred()
+        self._waiters.append(d)
+        self._schedule(0)
+        return d
+
+    def _schedule(self, delay: float) -> None:
+        if self._in_flight is not None:
+            return  # The end of the write in flight schedules the next one.
+        if self._call is not None:
+            if delay or self._call_soon:
+                return
+            self._call.cancel()
+        self._call_soon = not delay
+        self._call = self._reactor.callLater(delay, self._flush)
+
+    def _flush(self) -> None:
+        self._call = None
+        if not self._pending:
+            return
+        values = list(self._pending.values())
+        waiters, self._waiters = self._waiters, []
+        self._pending = {}
+        self.flushes += 1
+        self.written += len(values)
+        self._in_flight = maybeDeferred(self._write, values)
+        self._in_flight.addBoth(self._flushed, waiters, len(values))
+
+    def _flushed(self, result: Any, waiters: list[Deferred[None]], count: int) -> None:
+        self._in_flight = None
+        if isinstance(result, Failure):
+            log.failure("{count} job record(s) could not be written", result, count=count)
+            for waiter in waiters:
+                waiter.errback(result)
+        else:
+            for waiter in waiters:
+                waiter.callback(None)
+        if self._waiters:
+            self._flush()
+        elif self._pending:
+            self._schedule(self.interval)
+
+    def close(self) -> Deferred[None]:
+        """
+        Refuse new writes, write what is pending, and fire when nothing is left.
+        """
+        self._closed = True
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
+        return self._drain()
+
+    def _drain(self) -> Deferred[None]:
+        if self._in_flight is not None:
+            done: Deferred[None] = Deferred()
+            self._in_flight.addBoth(lambda _: done.callback(None))
+            return done.addCallback(lambda _: self._drain())
+        if self._pending:
+            self._flush()
+            return self._drain()
+        return succeed(None)

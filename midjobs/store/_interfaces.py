@@ -1,0 +1,113 @@
+"""
+What the job layer needs from a job history store.
+
+The daemon ships one implementation, L{midjobs.store.jobs.SQLiteJobStore}.
+Anything that provides L{IJobStore} can take its place (a PostgreSQL store
+shared by several daemons, for one), because the queue, the middleware and
+C{core.get_jobs} only ever call these methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Container
+
+from zope.interface import Attribute, Interface
+
+__all__ = ["IJobStore", "JobRecord", "StoreClosed"]
+
+#: A job as C{core.get_jobs} shows it (C{Job.to_record()}, ``PROTOCOL.md``).
+JobRecord = dict[str, Any]
+
+
+class StoreClosed(Exception):
+    """
+    A write came after L{IJobStore.stop}.
+    """
+
+
+class IJobStore(Interface):
+    """
+    Durable job records: every non-transient job from its creation to its end.
+
+    All methods are called on the reactor thread and never block it: they
+    return Deferreds and do their I/O elsewhere.  Writes are applied in the
+    order they are made, and the Deferreds of writes fire in that order.
+    """
+
+    flush_interval = Attribute(
+        "The most seconds a change given to L{record_changed} waits before it is written (a float)."
+    )
+
+    def setup() -> Any:
+        """
+        Create or migrate what the store needs.  A Deferred firing with C{None}.
+        """
+
+    def last_id() -> Any:
+        """
+        A Deferred firing with the highest job id ever stored (C{0} for none),
+        including the ids of records since pruned: the next job is numbered
+        above it, so ids are never given twice.
+        """
+
+    def abort_unfinished(error: str) -> Any:
+        """
+        Record every job stored as C{WAITING} or C{RUNNING} as C{ABORTED} with
+        C{error}, C{time_finished} now and, if it kept logs, its
+        C{logs_excerpt}.  Called at start, before any job is queued: such jobs
+        were cut off when the daemon stopped.  A Deferred firing with how many
+        there were.
+        """
+
+    def record_created(record: JobRecord) -> Any:
+        """
+        Store a new job.  A Deferred firing with C{None} once the record is
+        durable (committed), or failing if it cannot be; the job must not be
+        announced or started before.
+        """
+
+    def record_changed(job_id: int, record: Callable[[], JobRecord]) -> None:
+        """
+        Note that job C{job_id} changed (state, progress, description).
+
+        C{record} is called to build the record when it is written, at most
+        L{flush_interval} seconds later and together with other writes, so a
+        burst of changes costs one record.  Nobody waits for it; a change
+        noted after L{record_finished} for the same job is ignored.
+        """
+
+    def record_finished(record: JobRecord) -> Any:
+        """
+        Store the final record of a job (C{state} C{SUCCESS}, C{FAILED} or
+        C{ABORTED}).  A Deferred firing with C{None} once it is durable, with
+        the job's log file (C{logs_path}) flushed to disk first; the end of a
+        job must not be told before.
+        """
+
+    def query(filters: Any, options: Any, exclude_ids: Container[int]) -> Any:
+        """
+        The stored records that match C{filters}, leaving out the ids in
+        C{exclude_ids} (the jobs the caller has fresher records of).
+
+        C{filters} are already valid (``PROTOCOL.md``), C{options} a
+        L{midjobs.query.QueryOptions}.  With C{options.count}, a Deferred
+        firing with the number of matches.  Otherwise a Deferred firing with
+        a list of records in id order that contains at least every match that
+        could be among the first C{options.offset + options.limit} rows in
+        C{options.order_by} order (all matches when there is no limit): the
+        caller merges them with its own and applies C{options} to the whole.
+        """
+
+    def prune(finished_before: float, max_records: int) -> Any:
+        """
+        Delete the finished jobs that ended before C{finished_before} (seconds
+        since the epoch), then the oldest finished ones until at most
+        C{max_records} remain.  A Deferred firing with the ids of the deleted
+        jobs that kept logs, whose log files the caller deletes.
+        """
+
+    def stop() -> Any:
+        """
+        Write what is pending and refuse further writes (L{StoreClosed}).
+        A Deferred firing once everything is written.
+        """

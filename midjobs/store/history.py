@@ -1,0 +1,150 @@
+"""
+Job history across restarts: the store's start-up, its retention, and queries
+over the jobs in memory and those stored.
+
+L{JobHistory.open} readies a store when the daemon starts: jobs it recorded
+as C{WAITING} or C{RUNNING} were cut off and become C{ABORTED}, and the next
+job id follows the highest ever given.  While the daemon runs, finished jobs
+older than C{keep_days} or beyond the newest C{keep_records} are pruned in
+the background, with their log files.  L{query_jobs} answers C{core.get_jobs}
+over the union of memory (fresh records of recent jobs) and the store.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
+
+from ..logs import logger
+from ..query import QueryOptions, compile_filters, filter_list, validate_options
+from ._interfaces import IJobStore, JobRecord
+
+__all__ = ["CUT_OFF", "JobHistory", "query_jobs"]
+
+log = logger(__name__)
+
+#: The error of a job that was running when the daemon stopped or died.
+CUT_OFF = "The daemon stopped while this job was running"
+
+#: Seconds between two prunings.
+PRUNE_INTERVAL = 3600.0
+
+_DAY = 86400.0
+
+
+class JobHistory:
+    """
+    A job store opened for a running daemon, and the pruning of old jobs.
+
+    @ivar store: the L{IJobStore}.
+    @ivar next_id: the id the daemon's first job gets.
+    """
+
+    def __init__(
+        self, store: IJobStore, reactor: Any, logs_dir: Path, *, keep_days: float, keep_records: int
+    ) -> None:
+        self.store = store
+        self.next_id = 1
+        self._reactor = reactor
+        self._logs_dir = logs_dir
+        self.keep_days = keep_days
+        self.keep_records = keep_records
+        self._loop: LoopingCall | None = None
+        self._pruning: Deferred[Any] | None = None
+
+    @classmethod
+    async def open(
+        cls, store: IJobStore, reactor: Any, logs_dir: Path, *, keep_days: float, keep_records: int
+    ) -> JobHistory:
+        """
+        Set C{store} up, mark the jobs it holds as cut off, learn the next id,
+        and start pruning (the first time at once, in the background).
+        """
+        history = cls(store, reactor, logs_dir, keep_days=keep_days, keep_records=keep_records)
+        await store.setup()
+        aborted = await store.abort_unfinished(CUT_OFF)
+        if aborted:
+            log.warn("{count} job(s) were cut off when the daemon last stopped: now ABORTED", count=aborted)
+        history.next_id = await store.last_id() + 1
+        history.start()
+        return history
+
+    def start(self) -> None:
+        self._loop = LoopingCall(self._prune_in_background)
+        self._loop.clock = self._reactor
+        self._loop.start(PRUNE_INTERVAL, now=True)
+
+    def _prune_in_background(self) -> Deferred[Any]:
+        self._pruning = self.prune()
+        self._pruning.addErrback(lambda f: log.failure("Pruning the job history failed", f))
+        return self._pruning
+
+    def prune(self, now: float | None = None) -> Deferred[list[int]]:
+        """
+        Delete the jobs past retention and their logs now; fire with their ids that had logs.
+        """
+        if now is None:
+            now = time.time()
+        d = self.store.prune(now - self.keep_days * _DAY, self.keep_records)
+        d.addCallback(self._delete_logs)
+        return d
+
+    def _delete_logs(self, job_ids: list[int]) -> Deferred[list[int]]:
+        if not job_ids:
+            return succeed(job_ids)
+        paths = [self._logs_dir / f"{job_id}.log" for job_id in job_ids]
+        d = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), _unlink_all, paths)
+        d.addCallback(lambda _: job_ids)
+        log.info("Pruned the logs of {count} old job(s)", count=len(job_ids))
+        return d
+
+    async def stop(self) -> None:
+        """
+        Stop pruning and write what is pending.
+        """
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        if self._pruning is not None and not self._pruning.called:
+            await self._pruning
+        await self.store.stop()
+
+
+def _unlink_all(paths: Iterable[Path]) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warn("Cannot delete {path}: {error}", path=str(path), error=e.strerror)
+
+
+def _by_id(record: Mapping[str, Any]) -> int:
+    return record["id"]
+
+
+async def query_jobs(
+    records: Sequence[JobRecord],
+    store: IJobStore,
+    filters: Sequence[Any] | None,
+    options: Mapping[str, Any] | None,
+) -> Any:
+    """
+    C{filter_list} over C{records} (the jobs in memory) and the stored jobs
+    that are not among them, as if they were one list in id order.
+    """
+    compile_filters(filters)  # Bad filters or options fail before the store is asked.
+    opts: QueryOptions = validate_options(options)
+    exclude = frozenset(record["id"] for record in records)
+    stored = await store.query(filters, opts, exclude)
+    if opts.count:
+        return filter_list(records, filters, {"count": True}) + stored
+    rows = list(heapq.merge(sorted(records, key=_by_id), stored, key=_by_id))
+    return filter_list(rows, filters, opts)

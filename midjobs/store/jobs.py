@@ -1,0 +1,350 @@
+"""
+Job history in SQLite: the embedded L{IJobStore}.
+
+One row per non-transient job, keyed by its id.  The record itself is kept as
+its wire JSON (``PROTOCOL.md``); copies of the fields that queries and
+retention look for sit in indexed columns beside it.
+
+Writes go through a L{WriteBatch} to the daemon's one-connection pool, so
+every burst of writes is one transaction and SQL never runs on the reactor
+thread.  Reads may use a second pool on the same file: in WAL mode a reader
+never waits for the writer, so a long scan does not hold back the commits
+that jobs wait for.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any, Callable, Container, Iterator
+
+from twisted.enterprise.adbapi import ConnectionPool, Transaction
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+
+from .. import wire_json
+from ..job import JobAborted, logs_excerpt
+from ..logs import logger
+from ..query import QueryOptions
+from ._batch import WriteBatch
+from ._interfaces import IJobStore, JobRecord
+from ._sqlquery import translate
+from .database import close_database, ensure_schema
+
+__all__ = ["JOBS_SCHEMA", "SQLiteJobStore"]
+
+log = logger(__name__)
+
+#: The schema history of the C{jobs} part (see L{ensure_schema}): only append.
+JOBS_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        method TEXT NOT NULL,
+        state TEXT NOT NULL,
+        time_started REAL,
+        time_finished REAL,
+        logs_path TEXT,
+        record TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS jobs_method_state ON jobs (method, state, id)",
+    "CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, id)",
+    "CREATE INDEX IF NOT EXISTS jobs_time_finished ON jobs (time_finished)",
+)
+
+_UPSERT = (
+    "INSERT INTO jobs (id, method, state, time_started, time_finished, logs_path, record) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+    "state = excluded.state, time_started = excluded.time_started, "
+    "time_finished = excluded.time_finished, logs_path = excluded.logs_path, record = excluded.record"
+)
+
+_FINISHED = frozenset({"SUCCESS", "FAILED", "ABORTED"})
+
+#: Rows read from a cursor at once, and deleted by one pruning transaction.
+_FETCH = 256
+_PRUNE_BATCH = 2000
+
+#: A row as the writer thread gets it: the record as columns, its JSON, and a log to sync.
+_Row = tuple[int, str, str, "float | None", "float | None", "str | None", str]
+
+
+def _seconds(value: Any) -> float | None:
+    """
+    A record's time as the column holds it: the wire's milliseconds, in seconds.
+    """
+    if value is None:
+        return None
+    return wire_json.to_wire(value)["$date"] / 1000
+
+
+def _plain(value: Any) -> Any:
+    """
+    A JSON-safe copy of C{value}: what has no wire form becomes its C{repr}.
+    """
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    try:
+        return wire_json.to_wire(value)
+    except TypeError:
+        return repr(value)
+
+
+def encode(record: JobRecord) -> str:
+    """
+    The stored form of C{record}: its wire JSON.  A value the wire cannot
+    carry (an internal call's argument, say) is stored as its C{repr}.
+    """
+    try:
+        return wire_json.dumps(record)
+    except (TypeError, ValueError):
+        return wire_json.dumps(_plain(record))
+
+
+def row_of(record: JobRecord) -> _Row:
+    return (
+        record["id"],
+        record["method"],
+        record["state"],
+        _seconds(record["time_started"]),
+        _seconds(record["time_finished"]),
+        record["logs_path"],
+        encode(record),
+    )
+
+
+def _sync_file(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _decode(job_id: int, text: str) -> JobRecord | None:
+    try:
+        return wire_json.loads(text)
+    except ValueError:
+        log.warn("The stored record of job {job_id} is not valid JSON; it is skipped", job_id=job_id)
+        return None
+
+
+@implementer(IJobStore)
+class SQLiteJobStore:
+    """
+    L{IJobStore} on the daemon's SQLite database.
+
+    @param pool: the one-connection pool from L{midjobs.store.open_database};
+        every write goes through it.
+    @param reader: another such pool on the same file for queries, or
+        C{None} to read through C{pool}.  The store closes it when it stops.
+    @param flush_interval: how long a change nobody waits for may wait.
+    """
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        reactor: Any,
+        *,
+        reader: ConnectionPool | None = None,
+        flush_interval: float = 0.2,
+    ) -> None:
+        self._pool = pool
+        self._reader = reader or pool
+        self._own_reader = reader is not None
+        self._batch = WriteBatch(reactor, self._write, flush_interval)
+
+    @property
+    def flush_interval(self) -> float:
+        return self._batch.interval
+
+    @property
+    def batch(self) -> WriteBatch:
+        return self._batch
+
+    def setup(self) -> Deferred[int]:
+        return ensure_schema(self._pool, "jobs", JOBS_SCHEMA)
+
+    # Start-up.
+
+    def last_id(self) -> Deferred[int]:
+        return self._pool.runInteraction(self._last_id)
+
+    @staticmethod
+    def _last_id(txn: Transaction) -> int:
+        txn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'")
+        row = txn.fetchone()
+        sequence = row[0] if row else 0
+        txn.execute("SELECT MAX(id) FROM jobs")
+        highest = txn.fetchone()[0] or 0
+        return max(sequence, highest)
+
+    def abort_unfinished(self, error: str) -> Deferred[int]:
+        return self._pool.runInteraction(self._abort_unfinished, error, time.time())
+
+    @staticmethod
+    def _abort_unfinished(txn: Transaction, error: str, now: float) -> int:
+        txn.execute("SELECT id, record FROM jobs WHERE state IN ('WAITING', 'RUNNING') ORDER BY id")
+        rows = txn.fetchall()
+        aborted = JobAborted(error)
+        when = wire_json.from_wire({"$date": int(now * 1000)})
+        updates = []
+        for job_id, text in rows:
+            record = _decode(job_id, text)
+            if record is None:
+                continue
+            record.update(
+                state="ABORTED",
+                error=error,
+                exc_info={"repr": repr(aborted), "type": "JobAborted", "errno": aborted.errno, "extra": None},
+                time_finished=when,
+            )
+            if record.get("logs_path"):
+                try:
+                    with open(record["logs_path"], "rb") as f:
+                        record["logs_excerpt"] = logs_excerpt(f.read().decode("utf-8", "replace"))
+                except OSError:
+                    pass
+            updates.append(("ABORTED", _seconds(when), encode(record), job_id))
+        txn.executemany("UPDATE jobs SET state = ?, time_finished = ?, record = ? WHERE id = ?", updates)
+        return len(updates)
+
+    # Writes.
+
+    def record_created(self, record: JobRecord) -> Deferred[None]:
+        return self._batch.add(record["id"], record, durable=True)  # type: ignore[return-value]
+
+    def record_changed(self, job_id: int, record: Callable[[], JobRecord]) -> None:
+        pending = self._batch.pending(job_id)
+        if isinstance(pending, dict) and pending["state"] in _FINISHED:
+            return
+        self._batch.add(job_id, record, durable=False)
+
+    def record_finished(self, record: JobRecord) -> Deferred[None]:
+        return self._batch.add(record["id"], record, durable=True)  # type: ignore[return-value]
+
+    def _write(self, values: list[JobRecord | Callable[[], JobRecord]]) -> Deferred[None]:
+        rows = []
+        for value in values:
+            record = value() if callable(value) else value
+            rows.append(row_of(record))
+        return self._pool.runInteraction(self._write_rows, rows)
+
+    @staticmethod
+    def _write_rows(txn: Transaction, rows: list[_Row]) -> None:
+        # The log of a job that ended is on disk before its end is recorded.
+        for row in rows:
+            if row[5] is not None and row[2] in _FINISHED:
+                _sync_file(row[5])
+        txn.executemany(_UPSERT, rows)
+
+    def stop(self) -> Deferred[None]:
+        d = self._batch.close()
+        if self._own_reader:
+            d.addCallback(lambda _: close_database(self._reader))
+        return d
+
+    # Reads.
+
+    def query(self, filters: Any, options: QueryOptions, exclude_ids: Container[int]) -> Deferred[Any]:
+        return self._reader.runInteraction(self._query, filters, options, exclude_ids)
+
+    @staticmethod
+    def _query(txn: Transaction, filters: Any, options: QueryOptions, exclude_ids: Container[int]) -> Any:
+        sql = translate(filters, options)
+        residual = sql.residual
+        if options.count and residual is None:
+            txn.execute(f"SELECT id FROM jobs {sql.where}", sql.params)
+            return sum(1 for rows in _batches(txn) for (job_id,) in rows if job_id not in exclude_ids)
+        need: int | None = None
+        if sql.ordered and not options.count:
+            if options.get:
+                need = options.offset + 1
+            elif options.limit:
+                need = options.offset + options.limit
+        txn.execute(f"SELECT id, record FROM jobs {sql.where} {sql.order}", sql.params)
+        found: list[JobRecord] = []
+        count = 0
+        for rows in _batches(txn):
+            for job_id, text in rows:
+                if job_id in exclude_ids:
+                    continue
+                record = _decode(job_id, text)
+                if record is None or (residual is not None and not residual(record)):
+                    continue
+                if options.count:
+                    count += 1
+                    continue
+                found.append(record)
+                if need is not None and len(found) >= need:
+                    break
+            else:
+                continue
+            break
+        if options.count:
+            return count
+        if sql.ordered and options.order_by:
+            found.sort(key=_record_id)
+        return found
+
+    # Retention.
+
+    def prune(self, finished_before: float, max_records: int) -> Deferred[list[int]]:
+        return Deferred.fromCoroutine(self._prune(finished_before, max_records))
+
+    async def _prune(self, finished_before: float, max_records: int) -> list[int]:
+        with_logs: list[int] = []
+        while True:
+            deleted, logs = await self._pool.runInteraction(self._prune_batch, finished_before, max_records)
+            with_logs.extend(logs)
+            if deleted < _PRUNE_BATCH:
+                return with_logs
+
+    @staticmethod
+    def _prune_batch(txn: Transaction, finished_before: float, max_records: int) -> tuple[int, list[int]]:
+        """
+        Delete at most L{_PRUNE_BATCH} jobs: those too old, then the oldest of too many.
+        """
+        txn.execute(
+            "SELECT id, logs_path FROM jobs WHERE time_finished IS NOT NULL AND time_finished < ? "
+            "ORDER BY time_finished LIMIT ?",
+            (finished_before, _PRUNE_BATCH),
+        )
+        victims = txn.fetchall()
+        txn.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id, _ in victims])
+        room = _PRUNE_BATCH - len(victims)
+        if room:
+            txn.execute("SELECT COUNT(*) FROM jobs")
+            excess = txn.fetchone()[0] - max_records
+            if excess > 0:
+                txn.execute(
+                    "SELECT id, logs_path FROM jobs WHERE state IN ('SUCCESS', 'FAILED', 'ABORTED') "
+                    "ORDER BY id LIMIT ?",
+                    (min(excess, room),),
+                )
+                oldest = txn.fetchall()
+                txn.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id, _ in oldest])
+                victims += oldest
+        return len(victims), [job_id for job_id, logs_path in victims if logs_path]
+
+
+def _batches(txn: Transaction) -> Iterator[list[Any]]:
+    while rows := txn.fetchmany(_FETCH):
+        yield rows
+
+
+def _record_id(record: JobRecord) -> int:
+    return record["id"]
