@@ -41,8 +41,9 @@ __all__ = ["Job", "JobAborted", "JobState", "JobsQueue", "PipeNotOpen"]
 
 log = logger(__name__)
 
-#: A job that wants events: called with the job and "added" or "changed".
-ChangeListener = Callable[["Job", str], None]
+#: A job that wants events: called with the job and "added" or "changed" (and,
+#: for an event held back until the job was recorded, its record at the time).
+ChangeListener = Callable[..., None]
 
 #: Records a job's final record (its second argument) before the job tells of its end.
 EndRecorder = Callable[["Job", dict[str, Any]], Deferred[Any]]
@@ -484,9 +485,11 @@ class JobsQueue:
     time, first come first served.  The newest C{keep_finished} finished jobs
     stay listed.
 
-    With a C{store} (an L{IJobStore}), every job that is not transient is
-    recorded before it is announced or started, its changes are recorded in
-    batches, and its final record before its end is told.
+    With a C{store} (an L{IJobStore}), each job that is not transient is
+    recorded as it is queued, and nobody hears of it (its id, its events, its
+    listing) before that record is durable: its events wait until then.  Its
+    changes are recorded in batches, and its final record before its end is
+    told.
     """
 
     def __init__(
@@ -495,8 +498,10 @@ class JobsQueue:
         self._on_change = on_change
         self._keep_finished = keep_finished
         self.store = store
-        #: The jobs being recorded, each with the Deferreds waiting for it to be announced.
-        self._recording: dict[int, list[Deferred[Job]]] = {}
+        #: The jobs whose creation is being recorded: who waits for it, and the events held back.
+        self._recording: dict[int, tuple[list[Deferred[Job]], list[tuple[str, dict[str, Any]]]]] = {}
+        #: The jobs that could not be recorded: never listed, no events.
+        self._unlisted: set[int] = set()
         self._jobs: dict[int, Job] = {}
         self._finished: deque[int] = deque()
         self._waiting: list[Job] = []
@@ -510,6 +515,13 @@ class JobsQueue:
 
     def __iter__(self) -> Iterator[Job]:
         return (job for job in list(self._jobs.values()) if not job.options.transient)
+
+    def listed(self) -> Iterator[Job]:
+        """
+        The jobs ``core.get_jobs`` lists: not transient, and recorded if there is a store.
+        """
+        hidden = self._recording.keys() | self._unlisted
+        return (job for job in list(self._jobs.values()) if not job.options.transient and job.id not in hidden)
 
     def get(self, job_id: int) -> Job:
         """
@@ -526,9 +538,9 @@ class JobsQueue:
         """
         Queue C{job}, or find the job it must share with (see C{lock_queue_size}).
 
-        @return: a Deferred firing with the job once it is recorded and
-            announced (listed, its "added" event sent, started if it can),
-            or failing with a C{CallError} (C{EIO}) if it cannot be recorded.
+        @return: a Deferred firing with the job once it may be told of: once
+            it is recorded if there is a store.  It fails with a C{CallError}
+            (C{EIO}) if the job cannot be recorded; the job is then aborted.
         @raise CallError: C{EBUSY}, the lock is held and its queue size is 0.
         """
         size = job.options.lock_queue_size
@@ -537,70 +549,86 @@ class JobsQueue:
             if size == 0 and (job.lock_name in self._locks or waiting):
                 raise CallError("This job is already being performed", errno.EBUSY)
             if size and len(waiting) >= size:
-                return self._announced(waiting[-1])
+                return self.recorded(waiting[-1])
         job.id = self.next_id
         self.next_id += 1
         job.on_change = self._on_change
         job.on_finish = self._job_finished
+        recorded: Deferred[None] | None = None
+        if self.store is not None and job.options.transient:
+            self.store.note_id(job.id)
+        elif self.store is not None:
+            job.on_change = self._job_changed
+            job.on_ending = self._record_end
+            self._recording[job.id] = ([], [])
+            # Before it starts, so that its first record comes first.
+            recorded = self.store.record_created(job.to_record())
+        self._jobs[job.id] = job
         self._waiting.append(job)
-        if self.store is None or job.options.transient:
-            self._announce(job)
+        job._changed("added")
+        self._schedule()
+        if recorded is None:
             return succeed(job)
-        job.on_change = self._job_changed
-        job.on_ending = self._record_end
-        self._recording[job.id] = []
-        announced = self._announced(job)
-        self.store.record_created(job.to_record()).addCallbacks(
-            self._recorded, self._not_recorded, callbackArgs=(job,), errbackArgs=(job,)
-        )
+        announced = self.recorded(job)
+        recorded.addCallbacks(self._creation_recorded, self._not_recorded, callbackArgs=(job,), errbackArgs=(job,))
         return announced
 
-    def _announced(self, job: Job) -> Deferred[Job]:
-        waiters = self._recording.get(job.id)
-        if waiters is None:
+    def recorded(self, job: Job) -> Deferred[Job]:
+        """
+        A Deferred firing with C{job} once its creation is durable and it may
+        be told of (at once if it is, or if there is no store).
+        """
+        recording = self._recording.get(job.id)
+        if recording is None:
             return succeed(job)
         d: Deferred[Job] = Deferred()
-        waiters.append(d)
+        recording[0].append(d)
         return d
 
-    def _announce(self, job: Job) -> None:
-        self._jobs[job.id] = job
-        if not job.ending:
-            job._changed("added")
-            self._schedule()
-
-    def _recorded(self, _: object, job: Job) -> None:
-        waiters = self._recording.pop(job.id)
-        self._announce(job)
+    def _creation_recorded(self, _: object, job: Job) -> None:
+        waiters, events = self._recording.pop(job.id)
+        if self._on_change is not None:
+            for kind, record in events:
+                self._on_change(job, kind, record)  # type: ignore[call-arg]
         for waiter in waiters:
             waiter.callback(job)
 
     def _not_recorded(self, failure: Failure, job: Job) -> None:
-        waiters = self._recording.pop(job.id)
-        if job in self._waiting:
-            self._waiting.remove(job)
+        waiters, _ = self._recording.pop(job.id)
+        self._unlisted.add(job.id)
         error = CallError(f"The job could not be recorded: {failure.getErrorMessage()}", errno.EIO)
         log.error("Job {job_id} ({method}) refused: {error}", job_id=job.id, method=job.method, error=error.errmsg)
-        job.pipes.abort(error)
+        job.abort(error.errmsg)
         for waiter in waiters:
             waiter.errback(error)
-        self._schedule()
 
     def _job_changed(self, job: Job, kind: str) -> None:
         if kind == "changed" and not job.ending:
             self.store.record_changed(job.id, job.to_record)  # type: ignore[union-attr]
-        if self._on_change is not None:
-            self._on_change(job, kind)
+        if self._on_change is None or job.id in self._unlisted:
+            return
+        recording = self._recording.get(job.id)
+        if recording is not None:
+            recording[1].append((kind, job.to_record()))
+            return
+        self._on_change(job, kind)
 
     def _record_end(self, job: Job, record: dict[str, Any]) -> Deferred[Any]:
         d = self.store.record_finished(record)  # type: ignore[union-attr]
-        d.addErrback(
-            lambda f: log.error(
-                "Job {job_id} ({method}) ended {state}, but its end could not be recorded: {error}",
-                job_id=job.id, method=job.method, state=record["state"], error=f.getErrorMessage(),
-            )
-        )
+        d.addErrback(self._end_not_recorded, job, record["state"])
         return d
+
+    def _end_not_recorded(self, failure: Failure, job: Job, state: str) -> None:
+        from .store import StoreClosed
+
+        if failure.check(StoreClosed):
+            # A thread job that ended after the daemon stopped: it reads as cut off at the next start.
+            log.info("Job {job_id} ({method}) ended {state} after the job store closed", job_id=job.id, method=job.method, state=state)
+            return
+        log.error(
+            "Job {job_id} ({method}) ended {state}, but its end could not be recorded: {error}",
+            job_id=job.id, method=job.method, state=state, error=failure.getErrorMessage(),
+        )
 
     def _schedule(self) -> None:
         if self._scheduling:
@@ -619,10 +647,7 @@ class JobsQueue:
         ready, waiting, blocked = [], [], set()
         for job in self._waiting:
             lock = job.lock_name
-            if job.ending or job.id in self._recording:
-                # Not recorded yet: it keeps its place in its lock's line.
-                if lock is not None and not job.ending:
-                    blocked.add(lock)
+            if job.ending:  # aborted while waiting: its end is being recorded
                 waiting.append(job)
                 continue
             if lock is not None and (lock in self._locks or lock in blocked):
@@ -642,8 +667,9 @@ class JobsQueue:
             self._waiting.remove(job)
         if job.lock_name is not None and self._locks.get(job.lock_name) is job:
             del self._locks[job.lock_name]
-        if job.options.transient:
+        if job.options.transient or job.id in self._unlisted:
             del self._jobs[job.id]
+            self._unlisted.discard(job.id)
         else:
             self._finished.append(job.id)
             while len(self._finished) > self._keep_finished:
@@ -654,7 +680,6 @@ class JobsQueue:
         """
         Abort every job that has not ended (the daemon is stopping).
         """
-        recording = [job for job in self._waiting if job.id in self._recording]
-        for job in [*self._jobs.values(), *recording]:
+        for job in list(self._jobs.values()):
             if not job.state.finished:
                 job.abort(reason)

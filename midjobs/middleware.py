@@ -298,9 +298,9 @@ class Middleware:
         """
         self.events.send(name, msg, id, fields)
 
-    def _job_changed(self, job: Job, kind: str) -> None:
+    def _job_changed(self, job: Job, kind: str, record: dict[str, Any] | None = None) -> None:
         if self.events.has_subscribers("core.get_jobs"):
-            self.events.send("core.get_jobs", kind, job.id, job.to_record())
+            self.events.send("core.get_jobs", kind, job.id, record or job.to_record())
 
 
 def _shared_with(queued: Job, job: Job, message_id: Any) -> Job:

@@ -10,7 +10,9 @@ import errno
 import hashlib
 import io
 import os
+import sys
 import urllib.parse
+from pathlib import Path
 from typing import Any, Callable
 
 import attrs
@@ -25,6 +27,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 
+from conftest import subprocess_env
 from download_services import BLOCK, gate, pattern_sha256
 from midjobs.auth import (
     TOKEN,
@@ -39,7 +42,13 @@ from midjobs.auth import (
 from midjobs.auth.tokens import TokenAvatarId, origin_of
 from midjobs.client import ClientCallError, JSONRPCError, connect
 from midjobs.client._download import DownloadError, download
-from midjobs.http._download import Downloads, DownloadNotBegun, content_disposition, safe_filename
+from midjobs.http._download import (
+    DownloadGone,
+    DownloadNotBegun,
+    Downloads,
+    content_disposition,
+    safe_filename,
+)
 from midjobs.pipe import Pipe, PipeBrokenError
 
 MiB = 1024 * 1024
@@ -81,7 +90,9 @@ class HashSink:
         self.size += len(data)
 
 
-async def start_download(client: Any, method: str, args: list, filename: str = "out.bin", buffered: bool = False) -> tuple[int, str]:
+async def start_download(
+    client: Any, method: str, args: list, filename: str = "out.bin", buffered: bool = False
+) -> tuple[int, str]:
     job_id, path = await client.call("core.download", method, args, filename, buffered)
     assert path.startswith(f"/_download/{job_id}?auth_token=")
     return job_id, path
@@ -196,7 +207,9 @@ async def test_wget_content_disposition(daemon: Any, admin_client: Any, tmp_path
     ],
 )
 @pytest_twisted.ensureDeferred
-async def test_wget_saves_the_sanitised_name(daemon: Any, admin_client: Any, tmp_path: Any, filename: str, saved: str) -> None:
+async def test_wget_saves_the_sanitised_name(
+    daemon: Any, admin_client: Any, tmp_path: Any, filename: str, saved: str
+) -> None:
     job_id, path = await start_download(admin_client, "dl.thread_write", [1000], filename)
     before = set(os.listdir(tmp_path))
     code, err = await wget(daemon, path, tmp_path / "wget" / "in")
@@ -346,7 +359,8 @@ class RawGet(Protocol):
 @pytest_twisted.ensureDeferred
 async def test_client_disconnecting_fails_the_job(daemon: Any, admin_client: Any) -> None:
     job_id, path = await start_download(admin_client, "dl.thread_write", [512 * MiB])
-    client = await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", daemon.port), RawGet(path, 2 * MiB))
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", daemon.port)
+    client = await connectProtocol(endpoint, RawGet(path, 2 * MiB))
     await timeout(client.aborted)
     assert client.data.startswith(b"HTTP/1.1 200 OK\r\n")
     job = await ended(daemon, job_id)
@@ -370,7 +384,9 @@ async def test_job_failing_mid_download_cuts_the_response(daemon: Any, admin_cli
 
 
 @pytest_twisted.ensureDeferred
-async def test_wget_fails_when_the_job_fails_mid_download(daemon: Any, admin_client: Any, tmp_path: Any) -> None:
+async def test_wget_fails_when_the_job_fails_mid_download(
+    daemon: Any, admin_client: Any, tmp_path: Any
+) -> None:
     job_id, path = await start_download(admin_client, "dl.fail_after", [3 * MiB, "broken"], "partial.bin")
     code, err = await wget(daemon, path, tmp_path / "wget")
     assert code != 0
@@ -516,8 +532,8 @@ async def test_buffered_download_follows_a_running_job(daemon: Any, admin_client
 
 @pytest_twisted.ensureDeferred
 async def test_job_download_logs(daemon: Any, admin_client: Any) -> None:
-    assert await admin_client.call_job("sample.logging_job", 2000) == 2000
-    logged = [j for j in daemon.middleware.jobs if j.method == "sample.logging_job"][-1]
+    logged = await ended(daemon, await admin_client.call("sample.logging_job", 2000))
+    assert logged.result == 2000
     url = await admin_client.call("core.job_download_logs", logged.id, "job.log")
     reader_id = int(url.split("/")[2].split("?")[0])
     assert reader_id != logged.id
@@ -529,8 +545,7 @@ async def test_job_download_logs(daemon: Any, admin_client: Any) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_job_download_logs_buffered_with_wget(daemon: Any, admin_client: Any, tmp_path: Any) -> None:
-    await admin_client.call_job("sample.logging_job", 3)
-    logged = [j for j in daemon.middleware.jobs if j.method == "sample.logging_job"][-1]
+    logged = await ended(daemon, await admin_client.call("sample.logging_job", 3))
     url = await admin_client.call("core.job_download_logs", logged.id, "logs of job.txt", True)
     code, err = await wget(daemon, url, tmp_path / "wget")
     assert code == 0, err
@@ -539,8 +554,7 @@ async def test_job_download_logs_buffered_with_wget(daemon: Any, admin_client: A
 
 @pytest_twisted.ensureDeferred
 async def test_job_download_logs_without_logs(daemon: Any, admin_client: Any) -> None:
-    await admin_client.call_job("sample.thread_job", 1)
-    plain = [j for j in daemon.middleware.jobs if j.method == "sample.thread_job"][-1]
+    plain = await ended(daemon, await admin_client.call("sample.thread_job", 1))
     for job_id in (plain.id, 99999):
         with pytest.raises(ClientCallError) as info:
             await admin_client.call("core.job_download_logs", job_id, "x.log")
@@ -550,9 +564,13 @@ async def test_job_download_logs_without_logs(daemon: Any, admin_client: Any) ->
 # What core.download refuses.
 
 
-@pytest.mark.parametrize("method, args", [("sample.add", [1, 2]), ("dl.no_output", []), ("core.job_test", [{}])])
+@pytest.mark.parametrize(
+    "method, args", [("sample.add", [1, 2]), ("dl.no_output", []), ("core.job_test", [{}])]
+)
 @pytest_twisted.ensureDeferred
-async def test_methods_without_an_output_pipe_are_refused(daemon: Any, admin_client: Any, method: str, args: list) -> None:
+async def test_methods_without_an_output_pipe_are_refused(
+    daemon: Any, admin_client: Any, method: str, args: list
+) -> None:
     jobs_before = len(daemon.middleware.jobs)
     with pytest.raises(ClientCallError) as info:
         await admin_client.call("core.download", method, args, "x")
@@ -602,7 +620,10 @@ async def test_trusted_unix_peer_downloads_over_tcp(daemon: Any) -> None:
         ("", 'attachment; filename="download"'),
         ("..", 'attachment; filename="download"'),
         ("résumé.pdf", "attachment; filename=\"resume.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9.pdf"),
-        ("日本語 file.txt", "attachment; filename=\"___ file.txt\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC%E8%AA%9E%20file.txt"),
+        (
+            "日本語 file.txt",
+            "attachment; filename=\"___ file.txt\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC%E8%AA%9E%20file.txt",
+        ),
         ("😀/\"x\".txt", "attachment; filename=\"__x.txt\"; filename*=UTF-8''%F0%9F%98%80_x.txt"),
     ],
 )
@@ -740,7 +761,7 @@ def test_token_store_scope() -> None:
     assert store.check(local, origin="10.0.0.1")
     assert store.revoke(local) and not store.revoke(local)
     assert store.lookup("x" * 1000) is None
-    assert "token" not in repr(store.lookup(many)).lower().replace("token(", "")
+    assert many not in repr(store.lookup(many))
 
 
 def test_origin_of() -> None:
@@ -779,12 +800,49 @@ def test_downloads_registry() -> None:
     assert isinstance(fast.failure.value, DownloadNotBegun)
     assert isinstance(fast.failure.value, PipeBrokenError)
     assert downloads.get(1).expired and slow.failure is None and kept.failure is None
-    with pytest.raises(Exception) as info:
+    with pytest.raises(DownloadGone):
         downloads.claim(1)
-    assert "not begun in time" in str(info.value)
     with pytest.raises(KeyError):
         downloads.claim(42)
     downloads.stop()
     assert len(downloads) == 0
     assert isinstance(slow.failure.value, DownloadNotBegun)
     assert clock.getDelayedCalls() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_the_daemon_drops_downloads_not_begun(daemon: Any, admin_client: Any) -> None:
+    downloads = daemon.middleware.downloads
+
+    def deadlines() -> list[Any]:
+        return [c for c in reactor.getDelayedCalls() if getattr(c.func, "__self__", None) is downloads]
+
+    job_id, path = await start_download(admin_client, "dl.thread_write", [1000], buffered=True)
+    job = await ended(daemon, job_id)
+    assert len(deadlines()) == 1
+    await daemon.middleware.services["core"].stop()
+    assert deadlines() == [] and len(downloads) == 0
+    assert isinstance(job.pipes.output.failure.value, DownloadNotBegun)
+    assert (await fetch(daemon, path))[0] == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_midclt_and_wget_as_in_the_design(daemon: Any, tmp_path: Any) -> None:
+    """
+    C{wget --content-disposition "http://host:port"$(midclt call core.download ... | cut -d '"' -f 2)}:
+    midclt on the UNIX socket (a trusted peer, no login), wget over TCP.
+    """
+    midclt = Path(sys.executable).parent / "midclt"
+    command = (
+        f'wget -q --content-disposition "{daemon.http_url}"'
+        f"$({midclt} -u {daemon.unix_url} call core.download dl.thread_write '[1234567]' 'design.bin'"
+        " | cut -d '\"' -f 2)"
+    )
+    out, err, code = await timeout(
+        getProcessOutputAndValue(
+            "/bin/sh", ["-c", command], env=subprocess_env(), path=str(tmp_path), reactor=reactor
+        )
+    )
+    assert code == 0, err
+    saved = tmp_path / "design.bin"
+    assert hashlib.sha256(saved.read_bytes()).hexdigest() == pattern_sha256(1234567)

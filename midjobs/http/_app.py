@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 from twisted.web.server import Site
 
 from ..rpc import RpcServerFactory
-from ._upload import upload_request_factory
+from ._request import upload_request_factory
 from ._download import serve_download
 
 if TYPE_CHECKING:
@@ -39,6 +39,9 @@ class HttpApp:
 
     @app.route("/_download/<int:job_id>", methods=["GET"])
     def download(self, request: Any, job_id: int) -> Any:
+        """
+        Stream the output of job C{job_id} that C{core.download} prepared.
+        """
         return Deferred.fromCoroutine(serve_download(self.middleware, request, job_id))
 
 
@@ -48,6 +51,6 @@ def make_site(middleware: Middleware) -> Site:
     """
     site = Site(HttpApp(middleware).app.resource())
     site.displayTracebacks = False
-    # POST /_upload streams its body to a job: see _upload.UploadRequest.
+    # POST /_upload streams its body to a job: see _request.UploadRequest.
     site.requestFactory = upload_request_factory(middleware)
     return site

@@ -9,10 +9,10 @@ L{twisted.cred} portal as the WebSocket.  On the UNIX socket, a request
 without credentials is tried as its peer (L{PeerCredentials}), so local
 trust works over HTTP as it does for C{midclt}.
 
-API keys and single-use tokens get their own credentials interfaces here; a
-checker for them is registered on the portal by whoever stores them.  Until
-then the portal answers L{UnhandledCredentials}, which is a 401 like any
-other failed login.
+Tokens are L{midjobs.auth.tokens.TokenCredentials} for a login (bound to no
+job), checked with the request's origin.  API keys get their credentials
+interface here; until a checker for them is registered on the portal, it
+answers L{UnhandledCredentials}, which is a 401 like any other failed login.
 """
 
 from __future__ import annotations
@@ -28,13 +28,12 @@ from twisted.cred.portal import Portal
 from zope.interface import Attribute, implementer
 
 from ..auth import login, peer_credentials
+from ..auth.tokens import TokenCredentials, origin_of
 
 __all__ = [
     "APIKeyCredentials",
     "AuthenticationFailed",
     "IAPIKey",
-    "IToken",
-    "TokenCredentials",
     "authenticate",
     "credentials_from",
 ]
@@ -48,14 +47,6 @@ class IAPIKey(ICredentials):
     key = Attribute("The key as the client sent it (C{str}).")
 
 
-class IToken(ICredentials):
-    """
-    A token, sent as C{Authorization: Token <token>} or C{?auth_token=<token>}.
-    """
-
-    token = Attribute("The token as the client sent it (C{str}).")
-
-
 @implementer(IAPIKey)
 @attrs.frozen(repr=False)
 class APIKeyCredentials:
@@ -63,15 +54,6 @@ class APIKeyCredentials:
 
     def __repr__(self) -> str:
         return "APIKeyCredentials(<secret>)"
-
-
-@implementer(IToken)
-@attrs.frozen(repr=False)
-class TokenCredentials:
-    token: str
-
-    def __repr__(self) -> str:
-        return "TokenCredentials(<secret>)"
 
 
 class AuthenticationFailed(Exception):
@@ -105,6 +87,7 @@ def credentials_from(request: Any) -> ICredentials | None:
     The credentials C{request} carries, or L{None} if it carries none.
 
     The C{Authorization} header wins over the C{auth_token} query argument.
+    A token is a login token (bound to no job), from the request's origin.
 
     @raise AuthenticationFailed: a header or argument is there but malformed,
         or names a scheme PROTOCOL.md does not know.
@@ -124,13 +107,17 @@ def credentials_from(request: Any) -> ICredentials | None:
             return _basic(value)
         if scheme == b"bearer":
             return APIKeyCredentials(_text(value, "API key"))
-        return TokenCredentials(_text(value, "token"))
+        return _token(_text(value, "token"), request)
     tokens = (request.args or {}).get(b"auth_token")
     if tokens:
         if len(tokens) > 1 or not tokens[0]:
             raise AuthenticationFailed("Give one non-empty auth_token")
-        return TokenCredentials(_text(tokens[0], "auth_token"))
+        return _token(_text(tokens[0], "auth_token"), request)
     return None
+
+
+def _token(token: str, request: Any) -> TokenCredentials:
+    return TokenCredentials(token, origin=origin_of(request.getClientAddress()))
 
 
 async def authenticate(portal: Portal | None, request: Any) -> Any:

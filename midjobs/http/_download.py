@@ -310,7 +310,9 @@ class DownloadResource(Resource):
             log.info("Job {job_id}: the client went away mid-download", job_id=job_id)
         elif not request.startedWriting:
             # Nothing sent yet: there is still time for an honest status.
-            log.info("Job {job_id}: no download, the job failed: {reason}", job_id=job_id, reason=failure.value)
+            log.info(
+                "Job {job_id}: no download, the job failed: {reason}", job_id=job_id, reason=failure.value
+            )
             request.responseHeaders.removeHeader(b"Content-Disposition")
             request.write(_plain(request, 500, f"The job failed: {failure.value}"))
             request.finish()

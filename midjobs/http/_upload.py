@@ -1,31 +1,26 @@
 """
-C{POST /_upload}: a multipart body streamed straight into a job's input pipes.
+One C{POST /_upload}: a multipart body streamed straight into a job's input pipes.
 
-twisted.web reads a whole request body (into memory or a temporary file)
-before any resource sees the request, so the upload is not a resource: the
-site's request factory makes L{UploadRequest}s, which take over C{POST
-/_upload} as soon as its headers are in.  The hooks, all called by
-L{twisted.web.http.HTTPChannel}:
+L{Upload} is driven by the L{UploadRequest<midjobs.http._request.UploadRequest>}
+that twisted.web makes for the request: L{Upload.headers_received} once the
+headers are in, L{Upload.data_received} for each piece of the (de-chunked)
+body, L{Upload.body_received} at its end, L{Upload.connection_lost}.
 
-  - C{gotLength}, right after the headers: log in from the headers (the body
-    waits, the socket paused), set up the multipart parser and I{not} create
-    C{request.content}.  C{Expect: 100-continue} is answered only after a
-    good login, so a client that waits for it never sends a refused body;
-  - C{handleContentChunk}, for each piece of the (de-chunked) body: feed the
-    C{multipart.PushMultipartParser} and write file parts to the pipes;
-  - C{requestReceived}, once the body ended: answer C{{"job_id": N}};
-  - C{connectionLost}: fail the pipes if the body had not ended.
-
-The parts (PROTOCOL.md): C{data} (JSON C{{"method", "params"}}) first, then
-one to five C{file} parts.  The job starts when the first file's headers
-arrive, with that file as its input pipe; every later file is added to
-C{job.pipes.inputs}.  The connection is registered as the producer of the
+Once the headers are in, the caller logs in (the socket paused meanwhile);
+C{Expect: 100-continue} is answered only after a good login, so a client
+that waits for it never sends a refused body.  The body then goes through a
+C{multipart.PushMultipartParser}: C{data} (JSON C{{"method", "params"}})
+first, then one to five C{file} parts (PROTOCOL.md).  The job starts when the
+first file's headers arrive, with that file as its input pipe; every later
+file is added to C{job.pipes.inputs}.  The connection is the producer of the
 pipe being written, so a full pipe pauses the socket: memory stays bounded
 whatever the size of the files, and the upload goes as fast as the job reads.
+The answer, C{{"job_id": N}}, comes once the body ended and the last pipe was
+closed.
 
-A refused upload (see L{STATUS}) is answered at once with
-C{{"error": reason}} and C{Connection: close}; the part of the body that the
-client still sends is discarded for a short while so that it can read the
+A refused upload (see L{STATUS}) is answered at once with C{{"error":
+reason}}; if the body had not ended, with C{Connection: close}, and what the
+client still sends is dropped for a short while so that it can read the
 answer, then the connection is closed.  An upload that breaks after the job
 started (a bad body, a client gone, a sixth file) fails the job's inputs with
 L{UploadInterrupted}: the job's next read raises, it never sees a short file.
@@ -36,39 +31,29 @@ from __future__ import annotations
 import errno
 import json
 from collections import deque
-from io import BytesIO
-from typing import Any, Iterator
-from urllib.parse import parse_qs
+from typing import TYPE_CHECKING, Any, Iterator
 
 from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import server
-from twisted.web.http import datetimeToString
-from twisted.web.iweb import INonQueuedRequestFactory
 from zope.interface import implementer
 
 from ..errors import CallError
 from ..job import Job, JobState
+from ..logs import logger
 from ..middleware import Method, MethodNotFound, Middleware, NotAuthenticated
 from ..pipe import InputPipes, Pipe, PipeBrokenError, Pipes
 from ._auth import AuthenticationFailed, authenticate
 from ._session import HttpSession
 
-__all__ = [
-    "MAX_FILES",
-    "UPLOAD_PATH",
-    "UploadInterrupted",
-    "UploadRequest",
-    "upload_request_factory",
-]
+if TYPE_CHECKING:
+    from ._request import UploadRequest
 
-log = Logger()
+__all__ = ["MAX_FILES", "STATUS", "Upload", "UploadInterrupted"]
 
-#: The path the upload is served at.
-UPLOAD_PATH = b"/_upload"
+log = logger(__name__)
+
 #: The most C{file} parts one upload may carry.
 MAX_FILES = 5
 #: The largest C{data} part (it is held in memory to be parsed).
@@ -116,14 +101,14 @@ class _Refused(Exception):
         self.reason = reason
 
 
-def _request_target(request: server.Request, command: bytes, uri: bytes, version: bytes) -> None:
+def _stopped(job: Job) -> bool:
     """
-    Set what twisted.web sets in C{requestReceived}, from the request line.
+    Whether C{job} failed or was aborted, even if its end is still being
+    recorded (then its C{state} is still C{RUNNING}, but its error is known).
     """
-    request.method, request.uri, request.clientproto = command, uri, version
-    path, question, query = uri.partition(b"?")
-    request.path = path
-    request.args = parse_qs(query, 1) if question else {}
+    if job.state in (JobState.FAILED, JobState.ABORTED) or job.aborted.is_set():
+        return True
+    return bool(getattr(job, "ending", False)) and job.error is not None
 
 
 @implementer(IPushProducer)
@@ -133,7 +118,7 @@ class _PipeProducer:
     and resumes it, and tells it when the pipe broke.
     """
 
-    def __init__(self, upload: _Upload, pipe: Pipe) -> None:
+    def __init__(self, upload: Upload, pipe: Pipe) -> None:
         self.upload = upload
         self.pipe = pipe
         self.paused = False
@@ -150,24 +135,24 @@ class _PipeProducer:
         self.upload._pipe_broke(self.pipe)
 
 
-class _Upload:
+class Upload:
     """
     One upload, from its headers to its answer.
 
-    Body chunks queue in C{_chunks} only while the upload is busy (logging
-    in, starting the job); then the socket is paused, so the queue holds at
-    most what one read brought.  L{_run} feeds them to the parser and
-    handles its events, one at a time, so that it can stop in the middle of
-    a chunk and go on once the job has started.
+    Body chunks queue in C{_chunks} only while the caller logs in; the
+    socket is paused then, so the queue holds at most what one read brought.
+    L{_run} feeds them to the parser and handles its events one at a time,
+    so that it can stop anywhere and go on later.  The job's start does not
+    hold the body back (the pipe does, once full); only the answer waits for
+    the job's id.
     """
 
-    def __init__(self, request: UploadRequest, middleware: Middleware, length: int | None) -> None:
+    def __init__(self, request: UploadRequest, middleware: Middleware) -> None:
         self._request = request
         self._middleware = middleware
         self._reactor = middleware.reactor
         self._channel = request.channel
         self._transport = request.channel.transport
-        self._length = length
         self._connected = True
 
         self._pauses: set[object] = set()
@@ -202,6 +187,7 @@ class _Upload:
         self._pipe: Pipe | None = None
         self._producer: _PipeProducer | None = None
         self._files = 0
+        self._starting = False
         self._job: Job | None = None
 
     # -- from the request ---------------------------------------------------
@@ -219,7 +205,7 @@ class _Upload:
         self._busy = True
         self._pause("login")
         d = Deferred.fromCoroutine(authenticate(self._middleware.portal, request))
-        d.addCallbacks(self._logged_in, self._login_failed)
+        d.addCallbacks(self._logged_in, self._login_failed).addErrback(self._crashed)
 
     def data_received(self, data: bytes) -> None:
         self._received += len(data)
@@ -329,6 +315,8 @@ class _Upload:
                     self._part_data(event)
         except _Refused as refusal:
             self._refuse(refusal.status, refusal.reason)
+        except Exception:
+            self._crashed(Failure())
         finally:
             self._running = False
         # Pausing the transport takes effect at the next read: the one being
@@ -349,8 +337,8 @@ class _Upload:
             self._part = "data"
             return
         if segment.name != "file":
-            which = "second" if self._segments == 2 else "each later"
-            raise _Refused(405, f'The {which} part must be "file", not {segment.name!r}')
+            which = "The second part" if self._segments == 2 else f"Part {self._segments}"
+            raise _Refused(405, f'{which} must be "file", not {segment.name!r}')
         if self._files == MAX_FILES:
             raise _Refused(405, f"At most {MAX_FILES} files can be uploaded at once")
         self._files += 1
@@ -426,7 +414,13 @@ class _Upload:
             raise _Refused(405, "No part found in the body")
         if not self._files:
             raise _Refused(405, 'No "file" part after "data"')
+        if self._starting:
+            # Answered when the job's id is known (or the call failed).
+            self._busy = True
+            return
         assert self._inputs is not None and self._job is not None
+        if _stopped(self._job):
+            raise _Refused(412, self._job_failure(self._job))
         self._inputs_done = True
         self._inputs.finish()
         self._answered = True
@@ -444,11 +438,17 @@ class _Upload:
     # -- the job --------------------------------------------------------------
 
     def _start_job(self, pipe: Pipe) -> None:
+        """
+        Call the method with C{pipe} as the job's first input.
+
+        The upload goes on streaming while the call's Deferred is pending
+        (the middleware may record the job first): the pipe holds the data
+        back.  Only the answer waits for the job's id.
+        """
         assert self._method is not None and self._session is not None
         self._inputs = InputPipes(pipe)
         self._feed(pipe)
-        self._busy = True
-        self._pause("start")
+        self._starting = True
         try:
             d = self._middleware.call_from(
                 self._session, self._method.name, self._params, pipes=Pipes(inputs=self._inputs)
@@ -456,13 +456,12 @@ class _Upload:
         except Exception:
             self._call_failed(Failure())
             return
-        d.addCallbacks(self._job_started, self._call_failed)
+        d.addCallbacks(self._job_started, self._call_failed).addErrback(self._crashed)
 
     def _job_started(self, job: Any) -> None:
+        self._starting = False
         if self._answered:
             return
-        self._busy = False
-        self._resume("start")
         if not isinstance(job, Job) or job.pipes.inputs is not self._inputs:
             # A job queued behind an equal one (lock_queue_size) has no pipes of ours.
             self._refuse(412, "The method did not start a job for this upload")
@@ -474,12 +473,18 @@ class _Upload:
             job_id=job.id,
             method=job.method,
         )
+        if _stopped(job):
+            # It failed while its start was being recorded.
+            self._refuse(412, self._job_failure(job))
+            return
         job.wait().addCallback(self._job_ended)
-        self._run()
+        if self._busy:
+            # The body ended before the job's id was known.
+            self._busy = False
+            self._run()
 
     def _call_failed(self, failure: Failure) -> None:
-        self._busy = False
-        self._resume("start")
+        self._starting = False
         error = failure.value
         if isinstance(error, NotAuthenticated):
             status = 401
@@ -502,15 +507,27 @@ class _Upload:
             return
         self._refuse(412, self._job_failure(job))
 
+    def _crashed(self, failure: Failure) -> None:
+        """
+        A bug: say so, rather than leave the client waiting.
+        """
+        log.failure("Upload from {peer} failed", failure, peer=self._peer())
+        self._refuse(500, "Internal error")
+
     def _job_failure(self, job: Job) -> str:
-        return f"Job {job.id} ({job.method}) {job.state.value.lower()} while uploading: {job.error or 'no reason given'}"
+        if job.state.finished:
+            how = job.state.value.lower()
+        else:
+            # Its end is being recorded, or it is being aborted: its error is known.
+            how = "aborted" if job.aborted.is_set() else "failed"
+        return f"Job {job.id} ({job.method}) {how} while uploading: {job.error or 'no reason given'}"
 
     def _pipe_broke(self, pipe: Pipe) -> None:
-        if self._answered or (self._job is None and self._busy):
+        if self._answered or self._starting:
             # While the job starts, its end is told by _job_started or _call_failed.
             return
         job = self._job
-        if job is not None and job.state.finished:
+        if job is not None and _stopped(job):
             self._refuse(412, self._job_failure(job))
             return
         reason = pipe.failure.getErrorMessage() if pipe.failure is not None else "the pipe broke"
@@ -650,68 +667,3 @@ class _Upload:
             name = f" {self._pipe.filename!r}" if self._pipe.filename else ""
             where = f"in file {self._files}{name}, " + where
         return f"The client disconnected before the upload ended ({where})"
-
-
-class UploadRequest(server.Request):
-    """
-    A twisted.web request that streams C{POST /_upload} (see the module
-    docstring) and is an ordinary L{server.Request} for everything else.
-
-    @ivar upload: the upload this request is, or L{None}.
-    """
-
-    def __init__(self, channel: Any, *args: Any, middleware: Middleware, **kwargs: Any) -> None:
-        super().__init__(channel, *args, **kwargs)
-        self._middleware = middleware
-        self.upload: _Upload | None = None
-
-    def gotLength(self, length: int | None) -> None:
-        channel = self.channel
-        command = getattr(channel, "_command", None)
-        uri = getattr(channel, "_path", None)
-        if command != b"POST" or uri is None or uri.partition(b"?")[0] != UPLOAD_PATH:
-            super().gotLength(length)
-            return
-        _request_target(self, command, uri, getattr(channel, "_version", b"HTTP/1.0"))
-        self.site = channel.site
-        self.setHeader(b"Server", server.version)
-        self.setHeader(b"Date", datetimeToString())
-        # Nothing of the body goes here: it streams to the job.
-        self.content = BytesIO()
-        self.upload = _Upload(self, self._middleware, length)
-        self.upload.headers_received()
-
-    def handleContentChunk(self, data: bytes) -> None:
-        if self.upload is None:
-            super().handleContentChunk(data)
-        else:
-            self.upload.data_received(data)
-
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        if self.upload is None:
-            super().requestReceived(command, path, version)
-            return
-        _request_target(self, command, path, version)
-        self.upload.body_received()
-
-    def connectionLost(self, reason: Failure) -> None:
-        super().connectionLost(reason)
-        if self.upload is not None:
-            self.upload.connection_lost(reason)
-
-
-@implementer(INonQueuedRequestFactory)
-class _UploadRequestFactory:
-    def __init__(self, middleware: Middleware) -> None:
-        self._middleware = middleware
-
-    def __call__(self, channel: Any) -> UploadRequest:
-        return UploadRequest(channel, middleware=self._middleware)
-
-
-def upload_request_factory(middleware: Middleware) -> Any:
-    """
-    The C{requestFactory} for a L{server.Site}: L{UploadRequest}s that call
-    C{middleware}.
-    """
-    return _UploadRequestFactory(middleware)

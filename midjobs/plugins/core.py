@@ -101,7 +101,7 @@ class CoreService(Service):
         """
         from ..store import query_jobs
 
-        records = [j.to_record() for j in self.middleware.jobs]
+        records = [j.to_record() for j in self.middleware.jobs.listed()]
         store = self.middleware.job_store
         if store is None:
             return filter_list(records, filters, options)
@@ -216,7 +216,9 @@ class CoreService(Service):
         return await self._start_download(app, start, filename, buffered)
 
     @pass_app
-    async def job_download_logs(self, app: ISession | None, id: int, filename: str, buffered: bool = False) -> str:
+    async def job_download_logs(
+        self, app: ISession | None, id: int, filename: str, buffered: bool = False
+    ) -> str:
         """
         A download URL (as L{download} makes) for the log file of job C{id}.
         """
@@ -254,7 +256,9 @@ class CoreService(Service):
         try:
             started = await start(Pipes(output=pipe))
             if not isinstance(started, Job) or started.pipes.output is not pipe:
-                raise CallError("The job's output goes to another download (it was already queued)", errno.EBUSY)
+                raise CallError(
+                    "The job's output goes to another download (it was already queued)", errno.EBUSY
+                )
         except BaseException as e:
             pipe.abort(e)
             raise

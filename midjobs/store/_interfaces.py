@@ -76,6 +76,12 @@ class IJobStore(Interface):
         noted after L{record_finished} for the same job is ignored.
         """
 
+    def note_id(job_id: int) -> None:
+        """
+        A job that is not stored (a transient one) took C{job_id}: keep it
+        from being given again after a restart.  Written with the next batch.
+        """
+
     def record_finished(record: JobRecord) -> Any:
         """
         Store the final record of a job (C{state} C{SUCCESS}, C{FAILED} or

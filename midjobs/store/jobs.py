@@ -19,6 +19,7 @@ import os
 import time
 from typing import Any, Callable, Container, Iterator
 
+import attrs
 from twisted.enterprise.adbapi import ConnectionPool, Transaction
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
@@ -67,8 +68,16 @@ _FINISHED = frozenset({"SUCCESS", "FAILED", "ABORTED"})
 _FETCH = 256
 _PRUNE_BATCH = 2000
 
-#: A row as the writer thread gets it: the record as columns, its JSON, and a log to sync.
+#: A row as the writer thread gets it: the record as columns, and its JSON.
 _Row = tuple[int, str, str, "float | None", "float | None", "str | None", str]
+
+#: The key under which the batch holds the highest id taken by a job that is not stored.
+_TAKEN = "taken id"
+
+
+@attrs.frozen
+class _Taken:
+    job_id: int
 
 
 def _seconds(value: Any) -> float | None:
@@ -236,20 +245,33 @@ class SQLiteJobStore:
     def record_finished(self, record: JobRecord) -> Deferred[None]:
         return self._batch.add(record["id"], record, durable=True)  # type: ignore[return-value]
 
-    def _write(self, values: list[JobRecord | Callable[[], JobRecord]]) -> Deferred[None]:
+    def note_id(self, job_id: int) -> None:
+        self._batch.add(_TAKEN, _Taken(job_id), durable=False)
+
+    def _write(self, values: list[Any]) -> Deferred[None]:
         rows = []
+        taken = 0
         for value in values:
+            if isinstance(value, _Taken):
+                taken = value.job_id
+                continue
             record = value() if callable(value) else value
             rows.append(row_of(record))
-        return self._pool.runInteraction(self._write_rows, rows)
+        return self._pool.runInteraction(self._write_rows, rows, taken)
 
     @staticmethod
-    def _write_rows(txn: Transaction, rows: list[_Row]) -> None:
+    def _write_rows(txn: Transaction, rows: list[_Row], taken: int) -> None:
         # The log of a job that ended is on disk before its end is recorded.
         for row in rows:
             if row[5] is not None and row[2] in _FINISHED:
                 _sync_file(row[5])
         txn.executemany(_UPSERT, rows)
+        if taken:
+            txn.execute(
+                "INSERT INTO sqlite_sequence (name, seq) SELECT 'jobs', 0 "
+                "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'jobs')"
+            )
+            txn.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'jobs'", (taken,))
 
     def stop(self) -> Deferred[None]:
         d = self._batch.close()
