@@ -1,8 +1,10 @@
 """
-The midjobs client: a Twisted WebSocket (JSON-RPC 2.0) client for the daemon.
+The midjobs client: a Twisted WebSocket (JSON-RPC 2.0) client for the daemon::
 
     d = connect("ws+unix:///var/lib/midjobs/midjobs.sock")
     d.addCallback(lambda client: client.call_job("core.job_test", {"sleep": 1}))
+
+L{upload} and L{download} move files through the daemon's HTTP routes with treq.
 
 The wire contract is C{PROTOCOL.md}; C{midclt} is the command line tool on top.
 """
@@ -17,10 +19,17 @@ from ._errors import (
     JobAborted,
     JSONRPCError,
 )
+from ._download import DownloadError, download
 from ._types import EventCallback, JobCallback, JobRecord
+from ._upload import UploadError, UploadFile, upload
 
 __all__ = [
     "connect",
+    "upload",
+    "download",
+    "UploadError",
+    "UploadFile",
+    "DownloadError",
     "Client",
     "ClientError",
     "ClientConnectFailed",
