@@ -30,7 +30,7 @@ from twisted.internet.testing import StringTransport
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 
-from midjobs.client._upload import UploadError, upload
+from midjobs.client import ClientCallError, UploadError, connect, upload
 from midjobs.config import Settings
 from midjobs.errors import CallError
 from midjobs.http import make_site
@@ -422,6 +422,26 @@ async def test_treq_helper(daemon: RunningDaemon, admin: Any, tmp_path: Path) ->
         ["memory.txt", "text/plain", sha256(memory_content), len(memory_content)],
         ["noname", "application/octet-stream", sha256(b""), 0],
     ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_treq_helper_waits_for_the_job(daemon: RunningDaemon, admin: Any) -> None:
+    client = await connect(daemon.ws_url, reactor=reactor)
+    try:
+        assert await client.login(*ADMIN)
+        content = os.urandom(MiB)
+        result = await upload(
+            daemon.http_url, "upload.hash", [], [("w.bin", io.BytesIO(content))], auth=ADMIN, reactor=reactor, wait=client
+        )
+        assert result == [["w.bin", "application/octet-stream", sha256(content), len(content)]]
+        with pytest.raises(ClientCallError) as caught:
+            await upload(
+                daemon.http_url, "core.job_test", [{"sleep": 0.3, "error": "refused"}], [("x", io.BytesIO(b"x"))],
+                auth=ADMIN, reactor=reactor, wait=client,
+            )
+        assert caught.value.reason.endswith("refused")
+    finally:
+        await client.close()
 
 
 class Unseekable(io.RawIOBase):

@@ -129,15 +129,14 @@ def upload(
     api_key: str | None = None,
     client: Any = None,
     reactor: Any = None,
-) -> Deferred[int]:
+    wait: Any = None,
+) -> Deferred[Any]:
     """
     Start job C{method(*params)} with C{files} as its input pipes.
 
     The job reads the first file from C{job.pipes.input} and all of them by
     iterating C{job.pipes.inputs}.  This returns once the daemon has handed
-    every file to the job; to wait for the job's result, call C{core.get_jobs}
-    or C{core.job_wait} over a WebSocket L{midjobs.client.Client} (the upload
-    itself has no way to wait).
+    every file to the job, or, with C{wait}, once the job has ended.
 
     @param url: the daemon's base URL, C{http://host:port} (a URL ending in
         C{/_upload} works too).
@@ -149,8 +148,12 @@ def upload(
     @param api_key: an API key (C{Authorization: Bearer}).
     @param client: a C{treq.client.HTTPClient} to use instead of making one.
     @param reactor: the reactor for a client made here (the global one by default).
-    @return: fires with the job id; fails with L{UploadError} for any answer
-        other than 200, or if no answer came.
+    @param wait: a logged-in L{midjobs.client.Client} through which to wait
+        for the job (with C{core.job_wait}); HTTP alone cannot follow a job.
+    @return: fires with the job id, or with C{wait} the job's result; fails
+        with L{UploadError} for any answer other than 200, or if no answer
+        came, and with the job's error (L{ClientCallError}, L{JobAborted})
+        when C{wait} is given and the job did not succeed.
     """
     import treq
     from treq.client import HTTPClient
@@ -172,7 +175,7 @@ def upload(
         client = HTTPClient(Agent(reactor, pool=owned_pool))
     target = _upload_url(url)
 
-    async def run() -> int:
+    async def run() -> Any:
         # treq puts the plain fields before the files: "data" comes first.
         try:
             response = await client.post(target, headers=headers, data=[("data", data)], files=fields)
@@ -201,6 +204,8 @@ def upload(
         job_id = answer.get("job_id") if isinstance(answer, dict) else None
         if not isinstance(job_id, int):
             raise UploadError(200, f"The answer holds no job id: {text[:200]!r}")
+        if wait is not None:
+            return await wait.call_job("core.job_wait", job_id)
         return job_id
 
     d = Deferred.fromCoroutine(run())
