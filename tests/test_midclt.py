@@ -136,3 +136,26 @@ async def test_subscribe_prints_events(daemon: Any, admin_client: Any, monkeypat
     events = [json.loads(line) for line in out.splitlines()]
     assert [e["msg"] for e in events] == ["added", "changed"]
     assert events[0]["collection"] == "core.get_jobs" and events[0]["fields"]["state"] == "WAITING"
+
+
+@pytest_twisted.ensureDeferred
+async def test_documented_roundtrip_script(daemon: Any, admin: Any, tmp_path: Path) -> None:
+    """
+    The complete script in docs/scripting.rst works as printed.
+    """
+    local = tmp_path / "backup.tar"
+    local.write_bytes(bytes(range(256)) * 40_000)
+    remote = daemon.state_dir / "files" / "backup.tar"
+    script = str(Path(__file__).parent.parent / "docs" / "examples" / "roundtrip.py")
+    out, err, code = await getProcessOutputAndValue(
+        sys.executable,
+        [script, daemon.http_url, *ADMIN, str(local), str(remote)],
+        env=subprocess_env(),
+        reactor=reactor,
+    )
+    assert code == 0, err
+    assert out.decode().splitlines() == [
+        f"uploaded {local.stat().st_size} bytes to {remote}",
+        f"downloaded {local.stat().st_size} bytes (job 3); identical: True",
+    ]
+    assert remote.read_bytes() == local.read_bytes()

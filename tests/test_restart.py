@@ -211,7 +211,6 @@ async def test_killed_during_a_burst_of_job_creation(tmp_path: Path, short_tmp: 
     for job_id in succeeded:
         assert jobs[job_id] == told.records[job_id]
     # Each new-style answer was the end of a job that is SUCCESS.
-    print("STATS", len(given), len(told.records), len(succeeded), len(quick.results), len(jobs), sorted({j["state"] for j in jobs.values()}), sum(b.lost for b in bursts) + quick.lost)
     quick_jobs = [j for j in jobs.values() if j["method"] == "core.job_test" and j["arguments"] == [{}]]
     assert sum(1 for j in quick_jobs if j["state"] == "SUCCESS") >= len(quick.results)
     await stop(process)
