@@ -58,6 +58,9 @@ log = logger(__name__)
 MAX_FILES = 5
 #: The largest C{data} part (it is held in memory to be parsed).
 MAX_DATA_SIZE = 1024 * 1024
+#: Bytes read from the socket at a time while an upload's body streams
+#: (Twisted reads 64 KiB otherwise).
+UPLOAD_READ_SIZE = 1024 * 1024
 #: How much body may come before the first part starts (a multipart
 #: preamble); past it, the body is taken for something else than multipart.
 MAX_PREAMBLE = 64 * 1024
@@ -154,6 +157,11 @@ class Upload:
         self._channel = request.channel
         self._transport = request.channel.transport
         self._connected = True
+        # Large reads while the body streams: each read costs a trip through
+        # the parser and the pipe, whatever its size.
+        self._read_size = getattr(self._transport, "bufferSize", None)
+        if self._read_size is not None:
+            self._transport.bufferSize = UPLOAD_READ_SIZE
 
         self._pauses: set[object] = set()
         self._transport_paused = False
@@ -217,10 +225,15 @@ class Upload:
 
     def body_received(self) -> None:
         self._body_done = True
+        self._restore_read_size()
         if self._answered:
             self._end_linger()
             return
         self._run()
+
+    def _restore_read_size(self) -> None:
+        if self._read_size is not None:
+            self._transport.bufferSize = self._read_size
 
     def connection_lost(self, reason: Failure) -> None:
         self._connected = False
@@ -287,10 +300,10 @@ class Upload:
         try:
             while not self._answered and not self._busy:
                 if self._events is None:
+                    if not self._segments and self._preamble > MAX_PREAMBLE:
+                        raise _Refused(405, f"No part found in the first {MAX_PREAMBLE} bytes of the body")
                     if self._chunks:
                         assert self._parser is not None
-                        if not self._segments and self._preamble > MAX_PREAMBLE:
-                            raise _Refused(405, f"No part found in the first {MAX_PREAMBLE} bytes of the body")
                         chunk = self._chunks.popleft()
                         if not self._segments:
                             self._preamble += len(chunk)
