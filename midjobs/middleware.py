@@ -9,7 +9,6 @@ a thread, L{Middleware.call_sync}.
 
 from __future__ import annotations
 
-import errno
 import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -108,7 +107,12 @@ class Middleware:
         self.events.register("core.get_jobs", "Jobs as they are added, change and end.")
         #: Where jobs are recorded (C{None}: the newest are kept in memory only).
         self.job_store = job_store
-        self.jobs = JobsQueue(on_change=self._job_changed, keep_finished=keep_finished_jobs, store=job_store)
+        self.jobs = JobsQueue(
+            on_change=self._job_changed,
+            keep_finished=keep_finished_jobs,
+            store=job_store,
+            listening=lambda: self.events.has_subscribers("core.get_jobs"),
+        )
         self.jobs.next_id = first_job_id
         #: The short-lived tokens; the portal's token checker uses the same store.
         tokens = token_store_of(portal)

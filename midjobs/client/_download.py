@@ -15,12 +15,13 @@ import urllib.parse
 from typing import Any, BinaryIO
 
 from twisted.internet.defer import Deferred
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
+from twisted.web.client import ResponseFailed
+
+from ._http import read_prefix, with_client
 
 __all__ = ["DownloadError", "download"]
 
 #: The most of an error response's body kept as its reason.
-_MAX_REASON = 4096
 
 
 class DownloadError(Exception):
@@ -67,34 +68,19 @@ def download(
         early (the file then holds a partial body the caller must discard).
     """
     import treq
-    from treq.client import HTTPClient
 
-    owned_pool = None
-    if client is None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
-        owned_pool = HTTPConnectionPool(reactor, persistent=False)
-        client = HTTPClient(Agent(reactor, pool=owned_pool))
     url = _url(base_url, path_or_url)
 
-    async def run() -> int:
+    async def run(client: Any) -> int:
         try:
             response = await client.get(url)
         except Exception as e:
             raise DownloadError(None, f"No response from {url.decode()}: {e}") from e
         if response.code != 200:
-            body = bytearray()
-
-            def keep(data: bytes) -> None:
-                if len(body) < _MAX_REASON:
-                    body.extend(data[: _MAX_REASON - len(body)])
-
             try:
-                await treq.collect(response, keep)
+                body = await read_prefix(response)
             except Exception:
-                pass
+                body = b""
             text = body.decode("utf-8", "replace").strip()
             phrase = response.phrase.decode("latin-1") if response.phrase else ""
             raise DownloadError(response.code, text or phrase)
@@ -114,11 +100,4 @@ def download(
             raise DownloadError(200, f"The download was cut short after {size} of {length} bytes")
         return size
 
-    d = Deferred.fromCoroutine(run())
-    if owned_pool is not None:
-
-        def close_pool(result: Any) -> Any:
-            return owned_pool.closeCachedConnections().addBoth(lambda _: result)
-
-        d.addBoth(close_pool)
-    return d
+    return with_client(client, reactor, run)

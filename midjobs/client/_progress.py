@@ -11,7 +11,7 @@ again on each change.
 from __future__ import annotations
 
 import shutil
-from typing import Any, TextIO
+from typing import TextIO
 
 from ._types import JobRecord
 

@@ -19,12 +19,13 @@ from base64 import b64encode
 from typing import Any, BinaryIO, Iterable, Sequence, Union
 
 from twisted.internet.defer import Deferred
-from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
+from twisted.web.client import FileBodyProducer
+
+from ._http import read_prefix, with_client
 
 __all__ = ["UploadError", "UploadFile", "upload"]
 
 #: The most of an error response's body kept as its reason.
-_MAX_REASON = 4096
 #: How much of a file is read at once.
 _READ_SIZE = 256 * 1024
 
@@ -155,9 +156,6 @@ def upload(
         came, and with the job's error (L{ClientCallError}, L{JobAborted})
         when C{wait} is given and the job did not succeed.
     """
-    import treq
-    from treq.client import HTTPClient
-
     headers = {b"Accept": [b"application/json"]}
     authorization = _authorization(auth, token, api_key)
     if authorization is not None:
@@ -165,33 +163,20 @@ def upload(
     fields = _file_fields(files)
     data = json.dumps({"method": method, "params": list(params)})
 
-    owned_pool = None
-    if client is None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
-        owned_pool = HTTPConnectionPool(reactor, persistent=False)
-        client = HTTPClient(Agent(reactor, pool=owned_pool))
     target = _upload_url(url)
 
-    async def run() -> Any:
+    async def run(client: Any) -> Any:
         # treq puts the plain fields before the files: "data" comes first.
         try:
             response = await client.post(target, headers=headers, data=[("data", data)], files=fields)
         except Exception as e:
             raise UploadError(None, f"No answer from {target.decode()}: {e}") from e
-        body = bytearray()
-
-        def keep(chunk: bytes) -> None:
-            if len(body) < _MAX_REASON:
-                body.extend(chunk[: _MAX_REASON - len(body)])
-
         try:
-            await treq.collect(response, keep)
+            body = await read_prefix(response)
         except Exception as e:
             if response.code == 200:
                 raise UploadError(200, f"The answer was cut short: {e}") from e
+            body = b""
         text = body.decode("utf-8", "replace").strip()
         try:
             answer = json.loads(text)
@@ -208,11 +193,4 @@ def upload(
             return await wait.call_job("core.job_wait", job_id)
         return job_id
 
-    d = Deferred.fromCoroutine(run())
-    if owned_pool is not None:
-
-        def close_pool(result: Any) -> Any:
-            return owned_pool.closeCachedConnections().addBoth(lambda _: result)
-
-        d.addBoth(close_pool)
-    return d
+    return with_client(client, reactor, run)

@@ -70,16 +70,24 @@ class AuthService(Service):
 
     async def _login(self, app: ISession, username: str, password: str) -> Any:
         if not username or not password or len(username) > _MAX_SECRET or len(password) > _MAX_SECRET:
-            log.info("Failed login from {peer}", peer=app.peer)
-            return None
+            return self._failed(app, "password")
+        return await self._log_in(app, UsernamePassword(username.encode(), password.encode()), "password")
+
+    async def _log_in(self, app: ISession, credentials: Any, kind: str) -> Any:
+        """
+        Log C{app} in through the portal; the user, or C{None} if refused.
+        """
         try:
-            user = await login(self.middleware.portal, UsernamePassword(username.encode(), password.encode()))
+            user = await login(self.middleware.portal, credentials)
         except UnauthorizedLogin:
-            log.info("Failed login from {peer}", peer=app.peer)
-            return None
+            return self._failed(app, kind)
         app.login(user)
-        log.info("{username} logged in from {peer}", username=user.username, peer=app.peer)
+        log.info("{username} logged in with a {kind} from {peer}", username=user.username, kind=kind, peer=app.peer)
         return user
+
+    @staticmethod
+    def _failed(app: ISession, kind: str) -> None:
+        log.info("Failed {kind} login from {peer}", kind=kind, peer=app.peer)
 
     @pass_app
     async def generate_token(
@@ -114,16 +122,9 @@ class AuthService(Service):
         Log the connection in with a token from C{auth.generate_token}; C{True} if it worked.
         """
         if not token or len(token) > _MAX_SECRET:
-            log.info("Failed token login from {peer}", peer=app.peer)
-            return False
-        try:
-            user = await login(self.middleware.portal, TokenCredentials(token, origin=origin_of(app.peer)))
-        except UnauthorizedLogin:
-            log.info("Failed token login from {peer}", peer=app.peer)
-            return False
-        app.login(user)
-        log.info("{username} logged in with a token from {peer}", username=user.username, peer=app.peer)
-        return True
+            return self._failed(app, "token") is not None
+        credentials = TokenCredentials(token, origin=origin_of(app.peer))
+        return await self._log_in(app, credentials, "token") is not None
 
     @no_auth_required
     @pass_app
