@@ -12,7 +12,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
-from midjobs.client import Client, ClientCallError, ClientValidationErrors, JobAborted, connect
+from midjobs.client import Client, ClientCallError, ClientValidationErrors, connect
 
 from conftest import ADMIN
 
