@@ -493,9 +493,15 @@ class JobsQueue:
     """
 
     def __init__(
-        self, on_change: ChangeListener | None = None, keep_finished: int = 1000, store: IJobStore | None = None
+        self,
+        on_change: ChangeListener | None = None,
+        keep_finished: int = 1000,
+        store: IJobStore | None = None,
+        listening: Callable[[], bool] | None = None,
     ) -> None:
         self._on_change = on_change
+        #: Whether C{on_change} wants events now: held events keep their record only then.
+        self._listening = listening or (lambda: on_change is not None)
         self._keep_finished = keep_finished
         self.store = store
         #: The jobs whose creation is being recorded: who waits for it, and the events held back.
@@ -561,17 +567,17 @@ class JobsQueue:
             job.on_change = self._job_changed
             job.on_ending = self._record_end
             self._recording[job.id] = ([], [])
-            # Before it starts, so that its first record comes first.
-            recorded = self.store.record_created(job.to_record())
+            # Before it starts, so that its first record comes first (built when written).
+            recorded = self.store.record_created(job.id, job.to_record)
         self._jobs[job.id] = job
         self._waiting.append(job)
         job._changed("added")
         self._schedule()
         if recorded is None:
             return succeed(job)
-        announced = self.recorded(job)
-        recorded.addCallbacks(self._creation_recorded, self._not_recorded, callbackArgs=(job,), errbackArgs=(job,))
-        return announced
+        return recorded.addCallbacks(
+            self._creation_recorded, self._not_recorded, callbackArgs=(job,), errbackArgs=(job,)
+        )
 
     def recorded(self, job: Job) -> Deferred[Job]:
         """
@@ -585,15 +591,21 @@ class JobsQueue:
         recording[0].append(d)
         return d
 
-    def _creation_recorded(self, _: object, job: Job) -> None:
+    def _creation_recorded(self, _: object, job: Job) -> Job | Deferred[Job]:
         waiters, events = self._recording.pop(job.id)
         if self._on_change is not None:
             for kind, record in events:
                 self._on_change(job, kind, record)  # type: ignore[call-arg]
         for waiter in waiters:
             waiter.callback(job)
+        if job.ending:
+            # It ended already (its end is being recorded, often in this very
+            # write): the caller hears of the job once it has ended, as it
+            # would have without a store.
+            return job.wait().addBoth(lambda _: job)
+        return job
 
-    def _not_recorded(self, failure: Failure, job: Job) -> None:
+    def _not_recorded(self, failure: Failure, job: Job) -> Failure:
         waiters, _ = self._recording.pop(job.id)
         self._unlisted.add(job.id)
         error = CallError(f"The job could not be recorded: {failure.getErrorMessage()}", errno.EIO)
@@ -601,17 +613,18 @@ class JobsQueue:
         job.abort(error.errmsg)
         for waiter in waiters:
             waiter.errback(error)
+        return Failure(error)
 
     def _job_changed(self, job: Job, kind: str) -> None:
         if kind == "changed" and not job.ending:
             self.store.record_changed(job.id, job.to_record)  # type: ignore[union-attr]
-        if self._on_change is None or job.id in self._unlisted:
-            return
         recording = self._recording.get(job.id)
         if recording is not None:
-            recording[1].append((kind, job.to_record()))
-            return
-        self._on_change(job, kind)
+            # Told once the job is recorded (with its record of now, if anyone listens).
+            if self._on_change is not None and self._listening():
+                recording[1].append((kind, job.to_record()))
+        elif self._on_change is not None and job.id not in self._unlisted:
+            self._on_change(job, kind)
 
     def _record_end(self, job: Job, record: dict[str, Any]) -> Deferred[Any]:
         d = self.store.record_finished(record)  # type: ignore[union-attr]

@@ -281,7 +281,8 @@ class Middleware:
         if message_id is not None:
             job.message_ids.append(message_id)
         queued = self.jobs.add(job)
-        if message_id is not None:
+        if message_id is not None and not job.id:
+            # Not queued: it shares the job queued before it (lock_queue_size).
             queued.addCallback(_shared_with, job, message_id)
         return queued
 

@@ -286,7 +286,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteJobStore]:
 async def test_store_queries_equal_filter_list(store: SQLiteJobStore) -> None:
     records = synthetic(240)
     for record in records:
-        store.record_created(record)
+        store.record_created(record["id"], record)
     await store.record_finished(records[-1])
     # Memory holds fresher records of some jobs (they won over the stored ones).
     memory = [dict(records[i], progress={"percent": 100, "description": "fresh", "extra": None}, state="SUCCESS")
@@ -356,7 +356,7 @@ async def test_store_ids_and_cut_off_jobs(store: SQLiteJobStore, tmp_path: Path)
     log.write_text("".join(f"line {i}\n" for i in range(30)))
     records[4]["logs_path"] = str(log)
     for record in records:
-        store.record_created(record)
+        store.record_created(record["id"], record)
     await store.record_finished(records[-1])
     assert await store.last_id() == 12
     unfinished = [r["id"] for r in records if r["state"] in ("WAITING", "RUNNING")]
@@ -378,7 +378,7 @@ async def test_store_ids_and_cut_off_jobs(store: SQLiteJobStore, tmp_path: Path)
 async def test_unstorable_values_are_stored_as_their_repr(store: SQLiteJobStore) -> None:
     record = synthetic(1)[0]
     record["arguments"] = [object, {"x": float("nan")}]
-    await store.record_created(record)
+    await store.record_created(record["id"], record)
     [row] = await store.query([], validate_options({}), ())
     assert row["arguments"][0] == repr(object) and row["arguments"][1] == {"x": "nan"}
 

@@ -59,11 +59,13 @@ class IJobStore(Interface):
         there were.
         """
 
-    def record_created(record: JobRecord) -> Any:
+    def record_created(job_id: int, record: JobRecord | Callable[[], JobRecord]) -> Any:
         """
-        Store a new job.  A Deferred firing with C{None} once the record is
-        durable (committed), or failing if it cannot be; the job must not be
-        announced or started before.
+        Store the new job C{job_id}.  C{record} is its record, or a function
+        that builds it when it is written (the newest state is stored then).
+
+        A Deferred firing with C{None} once the record is durable (committed),
+        or failing if it cannot be: nobody may hear of the job before.
         """
 
     def record_changed(job_id: int, record: Callable[[], JobRecord]) -> None:

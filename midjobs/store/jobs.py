@@ -14,6 +14,8 @@ that jobs wait for.
 
 from __future__ import annotations
 
+import datetime
+import functools
 import math
 import os
 import time
@@ -55,12 +57,23 @@ JOBS_SCHEMA = (
     "CREATE INDEX IF NOT EXISTS jobs_time_finished ON jobs (time_finished)",
 )
 
-_UPSERT = (
-    "INSERT INTO jobs (id, method, state, time_started, time_finished, logs_path, record) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-    "state = excluded.state, time_started = excluded.time_started, "
-    "time_finished = excluded.time_finished, logs_path = excluded.logs_path, record = excluded.record"
-)
+
+@functools.lru_cache(maxsize=64)
+def _upsert(rows: int) -> str:
+    """
+    One statement that writes C{rows} rows: the writer thread then gives up
+    the GIL for SQLite once per batch, not once per row.
+    """
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows)
+    return (
+        f"INSERT INTO jobs (id, method, state, time_started, time_finished, logs_path, record) VALUES {values} "
+        "ON CONFLICT (id) DO UPDATE SET state = excluded.state, time_started = excluded.time_started, "
+        "time_finished = excluded.time_finished, logs_path = excluded.logs_path, record = excluded.record"
+    )
+
+
+#: The most rows one statement writes (SQLite allows 32766 variables).
+_MAX_ROWS = 500
 
 _FINISHED = frozenset({"SUCCESS", "FAILED", "ABORTED"})
 
@@ -87,6 +100,13 @@ def _seconds(value: Any) -> float | None:
     if value is None:
         return None
     return wire_json.to_wire(value)["$date"] / 1000
+
+
+def _date(value: Any) -> Any:
+    """
+    A time in its wire form (what C{wire_json} would write), if it is a datetime.
+    """
+    return wire_json.to_wire(value) if isinstance(value, datetime.datetime) else value
 
 
 def _plain(value: Any) -> Any:
@@ -119,14 +139,20 @@ def encode(record: JobRecord) -> str:
 
 
 def row_of(record: JobRecord) -> _Row:
+    """
+    The columns of C{record}'s row.  Its times go to the JSON and to their
+    columns from one conversion.
+    """
+    started, finished = _date(record["time_started"]), _date(record["time_finished"])
+    body = dict(record, time_started=started, time_finished=finished)
     return (
         record["id"],
         record["method"],
         record["state"],
-        _seconds(record["time_started"]),
-        _seconds(record["time_finished"]),
+        started["$date"] / 1000 if isinstance(started, dict) else None,
+        finished["$date"] / 1000 if isinstance(finished, dict) else None,
         record["logs_path"],
-        encode(record),
+        encode(body),
     )
 
 
@@ -233,13 +259,13 @@ class SQLiteJobStore:
 
     # Writes.
 
-    def record_created(self, record: JobRecord) -> Deferred[None]:
-        return self._batch.add(record["id"], record, durable=True)  # type: ignore[return-value]
+    def record_created(self, job_id: int, record: JobRecord | Callable[[], JobRecord]) -> Deferred[None]:
+        return self._batch.add(job_id, record, durable=True)  # type: ignore[return-value]
 
     def record_changed(self, job_id: int, record: Callable[[], JobRecord]) -> None:
         pending = self._batch.pending(job_id)
-        if isinstance(pending, dict) and pending["state"] in _FINISHED:
-            return
+        if pending is not None and (callable(pending) or pending["state"] in _FINISHED):
+            return  # What is pending builds the newest record, or is the last one.
         self._batch.add(job_id, record, durable=False)
 
     def record_finished(self, record: JobRecord) -> Deferred[None]:
@@ -249,23 +275,27 @@ class SQLiteJobStore:
         self._batch.add(_TAKEN, _Taken(job_id), durable=False)
 
     def _write(self, values: list[Any]) -> Deferred[None]:
-        rows = []
+        records = []
         taken = 0
         for value in values:
             if isinstance(value, _Taken):
                 taken = value.job_id
-                continue
-            record = value() if callable(value) else value
-            rows.append(row_of(record))
-        return self._pool.runInteraction(self._write_rows, rows, taken)
+            else:
+                # Built here, on the reactor thread; encoded in the writer's
+                # thread, while the reactor waits for I/O.
+                records.append(value() if callable(value) else value)
+        return self._pool.runInteraction(self._write_rows, records, taken)
 
     @staticmethod
-    def _write_rows(txn: Transaction, rows: list[_Row], taken: int) -> None:
+    def _write_rows(txn: Transaction, records: list[JobRecord], taken: int) -> None:
+        rows = [row_of(record) for record in records]
         # The log of a job that ended is on disk before its end is recorded.
         for row in rows:
             if row[5] is not None and row[2] in _FINISHED:
                 _sync_file(row[5])
-        txn.executemany(_UPSERT, rows)
+        for start in range(0, len(rows), _MAX_ROWS):
+            chunk = rows[start : start + _MAX_ROWS]
+            txn.execute(_upsert(len(chunk)), [value for row in chunk for value in row])
         if taken:
             txn.execute(
                 "INSERT INTO sqlite_sequence (name, seq) SELECT 'jobs', 0 "
@@ -275,6 +305,12 @@ class SQLiteJobStore:
 
     def stop(self) -> Deferred[None]:
         d = self._batch.close()
+        d.addCallback(
+            lambda _: log.info(
+                "Job store: {written} record(s) written in {flushes} transaction(s)",
+                written=self._batch.written, flushes=self._batch.flushes,
+            )
+        )
         if self._own_reader:
             d.addCallback(lambda _: close_database(self._reader))
         return d
@@ -300,7 +336,7 @@ class SQLiteJobStore:
         txn.execute(f"SELECT id, record FROM jobs {sql.where} {sql.order}", sql.params)
         found: list[JobRecord] = []
         count = 0
-        for rows in _batches(txn):
+        for rows in _batches(txn, need or _FETCH):
             for job_id, text in rows:
                 if job_id in exclude_ids:
                     continue
@@ -363,9 +399,15 @@ class SQLiteJobStore:
         return len(victims), [job_id for job_id, logs_path in victims if logs_path]
 
 
-def _batches(txn: Transaction) -> Iterator[list[Any]]:
-    while rows := txn.fetchmany(_FETCH):
+def _batches(txn: Transaction, first: int = _FETCH) -> Iterator[list[Any]]:
+    """
+    The rows of the last query, C{first} at once, then ever more (so that a
+    query that needs few rows reads few).
+    """
+    size = first
+    while rows := txn.fetchmany(size):
         yield rows
+        size = min(size * 2, _FETCH * 4)
 
 
 def _record_id(record: JobRecord) -> int:
