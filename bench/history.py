@@ -45,7 +45,7 @@ sys.path.insert(0, BENCH_DIR)
 sys.path.insert(0, os.path.dirname(BENCH_DIR))
 
 import jobs as jobs_bench  # noqa: E402  (bench/jobs.py)
-from jobs import HOST, PASSWORD, USERNAME, Server, free_port, proc_cpu  # noqa: E402
+from jobs import HOST, PASSWORD, USERNAME, Server, free_port  # noqa: E402
 
 METHODS = [f"app{i}.task" for i in range(5)]
 STATES = ["SUCCESS"] * 90 + ["FAILED"] * 8 + ["ABORTED"] * 2

@@ -275,20 +275,19 @@ class SQLiteJobStore:
         self._batch.add(_TAKEN, _Taken(job_id), durable=False)
 
     def _write(self, values: list[Any]) -> Deferred[None]:
-        records = []
+        rows = []
         taken = 0
         for value in values:
             if isinstance(value, _Taken):
                 taken = value.job_id
             else:
-                # Built here, on the reactor thread; encoded in the writer's
-                # thread, while the reactor waits for I/O.
-                records.append(value() if callable(value) else value)
-        return self._pool.runInteraction(self._write_rows, records, taken)
+                # Encoded here, on the reactor thread: a record holds the
+                # job's own values (its result), which only this thread may read.
+                rows.append(row_of(value() if callable(value) else value))
+        return self._pool.runInteraction(self._write_rows, rows, taken)
 
     @staticmethod
-    def _write_rows(txn: Transaction, records: list[JobRecord], taken: int) -> None:
-        rows = [row_of(record) for record in records]
+    def _write_rows(txn: Transaction, rows: list[_Row], taken: int) -> None:
         # The log of a job that ended is on disk before its end is recorded.
         for row in rows:
             if row[5] is not None and row[2] in _FINISHED:
