@@ -39,6 +39,8 @@ import tempfile
 import time
 from typing import Any
 
+from procstats import free_port, print_profile, proc_status, system_busy  # noqa: E402  (bench/procstats.py)
+
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import defer
 from twisted.internet.task import deferLater, react
@@ -63,25 +65,6 @@ _MISSING = object()
 # Processes.
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def proc_status(pid: int) -> dict[str, float]:
-    """
-    VmRSS and VmHWM of C{pid}, in MiB.
-    """
-    out: dict[str, float] = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                key, value = line.split(":", 1)
-                out[key] = int(value.split()[0]) / 1024  # kB -> MiB
-    return out
-
-
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -92,15 +75,6 @@ def proc_cpu(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-def system_busy() -> float:
-    """
-    CPU seconds all processes on the machine have used so far (all CPUs, not idle or iowait).
-    """
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    return (sum(values) - values[3] - values[4]) / _TICKS
 
 
 class Server:
@@ -556,16 +530,6 @@ def report(args: argparse.Namespace, echo: dict[str, Any], daemon: dict[str, Any
     }
     print(json.dumps(figures))
     return figures
-
-
-def print_profile(path: str, top: int) -> None:
-    import pstats
-
-    stats = pstats.Stats(path)
-    stats.strip_dirs()
-    for key in ("tottime", "cumulative"):
-        print(f"\n--- daemon profile: top {top} by {key} ---")
-        stats.sort_stats(key).print_stats(top)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

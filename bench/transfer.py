@@ -49,6 +49,8 @@ import tempfile
 import time
 from typing import Any
 
+from procstats import free_port, print_profile, proc_status, system_busy  # noqa: E402  (bench/procstats.py)
+
 from twisted.internet import threads
 from twisted.internet.task import LoopingCall, deferLater, react
 
@@ -122,25 +124,6 @@ def make_file(path: str, size: int) -> None:
 # Processes.
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def proc_status(pid: int) -> dict[str, float]:
-    """
-    VmRSS and VmHWM of C{pid}, in MiB.
-    """
-    out: dict[str, float] = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                key, value = line.split(":", 1)
-                out[key] = int(value.split()[0]) / 1024
-    return out
-
-
 def reset_peak(pid: int) -> bool:
     """
     Reset the VmHWM of C{pid} to its current RSS (Linux >= 4.0); whether that worked.
@@ -164,18 +147,6 @@ def proc_cpu(pid: int) -> tuple[float, float, int]:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return int(fields[11]) / _TICKS, int(fields[12]) / _TICKS, int(fields[7])
-
-
-def system_busy() -> float:
-    """
-    CPU seconds every process on the machine has used so far: not idle nor
-    iowait, nor interrupts (the loopback's network stack runs there, for
-    whichever process sends).
-    """
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    # user nice system idle iowait irq softirq steal guest guest_nice
-    return (sum(values[:8]) - values[3] - values[4] - values[5] - values[6]) / _TICKS
 
 
 def _die_with_parent() -> None:
@@ -741,16 +712,6 @@ def report(
     figures["rss_ok"] = growth_max <= MAX_GROWTH_MIB
     print(json.dumps(figures))
     return figures
-
-
-def print_profile(path: str, top: int) -> None:
-    import pstats
-
-    stats = pstats.Stats(path)
-    stats.strip_dirs()
-    for key in ("tottime", "cumulative"):
-        print(f"\n--- daemon profile: top {top} by {key} ---")
-        stats.sort_stats(key).print_stats(top)
 
 
 # Main.
