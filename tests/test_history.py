@@ -8,6 +8,7 @@ with a fake clock.
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 import time
@@ -22,7 +23,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
 from midjobs import wire_json
-from midjobs.client import ClientCallError, connect
+from midjobs.client import ClientCallError, connect, download
 from midjobs.config import Settings
 from midjobs.daemon import Daemon
 from midjobs.query import filter_list, validate_options
@@ -143,6 +144,11 @@ async def test_finished_jobs_outlive_a_restart(settings: Settings, restartable: 
     assert Path(kept["logs_path"]).read_text().splitlines()[-1] == "line 24"
     # Ids go on after the highest ever given, the transient job's (never stored) included.
     assert await client.call("core.job_test") == 7
+    # The log of a job from before the restart downloads like any other.
+    url = await client.call("core.job_download_logs", logs, "job.log")
+    copy = io.BytesIO()
+    await download(second.http_url, url, copy, reactor=reactor)
+    assert copy.getvalue() == Path(kept["logs_path"]).read_bytes()
     await client.close()
 
 

@@ -8,7 +8,9 @@ import errno
 import os
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
+from twisted.internet.threads import blockingCallFromThread
 
 from ..errors import CallError, ValidationError, ValidationErrors
 from ..events import UnknownEvent
@@ -222,9 +224,7 @@ class CoreService(Service):
         """
         A download URL (as L{download} makes) for the log file of job C{id}.
         """
-        target = self.middleware.jobs.get(id)
-        if not target.logs_path or not os.path.exists(target.logs_path):
-            raise CallError(f"Job {id} has no logs", errno.ENOENT)
+        await self._logs_path(id)
 
         def start(pipes: Pipes) -> Any:
             return self.middleware.call("core.read_job_logs", id, app=app, pipes=pipes)
@@ -232,15 +232,25 @@ class CoreService(Service):
         _, url = await self._start_download(app, start, filename, buffered)
         return url
 
+    async def _logs_path(self, id: int) -> str:
+        """
+        The log file of job C{id}, from memory or from the job history.
+
+        @raise CallError: C{ENOENT}, no such job, or it has no log file.
+        """
+        record = await self.get_jobs([["id", "=", id]], {"get": True, "select": ["logs_path"]})
+        path = record.get("logs_path")
+        if not path or not os.path.exists(path):
+            raise CallError(f"Job {id} has no logs", errno.ENOENT)
+        return path
+
     @private
     @job(pipes=["output"])
     def read_job_logs(self, job: Job, id: int) -> int:
         """
         Write the log file of job C{id} to this job's output pipe; return its size.
         """
-        path = self.middleware.jobs.get(id).logs_path
-        if not path:
-            raise CallError(f"Job {id} has no logs", errno.ENOENT)
+        path = blockingCallFromThread(self.middleware.reactor, lambda: Deferred.fromCoroutine(self._logs_path(id)))
         size = 0
         with open(path, "rb") as logs:
             while block := logs.read(_LOG_BLOCK):
