@@ -703,16 +703,9 @@ class Pipe:
             delivered.errback(failure)
 
 
-class PipeReader(io.RawIOBase):
+class _PipeEnd(io.RawIOBase):
     """
-    The blocking reading end of a L{Pipe}, for a job in a worker thread.
-
-    C{read(n)} waits for C{n} bytes or EOF, like a buffered file;
-    C{readinto} returns as soon as some bytes are there; C{read()} and
-    C{readall()} read to EOF; lines are found without reading byte by byte.
-    A broken pipe raises its abort reason.  C{close()} discards the rest of
-    the stream (L{Pipe.discard}).  Called in the reactor thread, a call that
-    would block raises L{RuntimeError}.
+    One blocking end of a L{Pipe}, as a file object.
     """
 
     def __init__(self, pipe: Pipe) -> None:
@@ -723,6 +716,19 @@ class PipeReader(io.RawIOBase):
         # A pipe end is closed explicitly, or by Pipes.close() when the job
         # ends: never by the garbage collector, in whatever thread it runs.
         pass
+
+
+class PipeReader(_PipeEnd):
+    """
+    The blocking reading end of a L{Pipe}, for a job in a worker thread.
+
+    C{read(n)} waits for C{n} bytes or EOF, like a buffered file;
+    C{readinto} returns as soon as some bytes are there; C{read()} and
+    C{readall()} read to EOF; lines are found without reading byte by byte.
+    A broken pipe raises its abort reason.  C{close()} discards the rest of
+    the stream (L{Pipe.discard}).  Called in the reactor thread, a call that
+    would block raises L{RuntimeError}.
+    """
 
     def readable(self) -> bool:
         return True
@@ -759,7 +765,7 @@ class PipeReader(io.RawIOBase):
         super().close()
 
 
-class PipeWriter(io.RawIOBase):
+class PipeWriter(_PipeEnd):
     """
     The blocking writing end of a L{Pipe}, for a job in a worker thread.
 
@@ -768,14 +774,6 @@ class PipeWriter(io.RawIOBase):
     (L{Pipe.close}).  Called in the reactor thread, a write that would block
     raises L{RuntimeError}.
     """
-
-    def __init__(self, pipe: Pipe) -> None:
-        super().__init__()
-        self._pipe = pipe
-
-    def __del__(self) -> None:
-        # See PipeReader.__del__.
-        pass
 
     def writable(self) -> bool:
         return True
