@@ -32,20 +32,18 @@ import argparse
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from typing import Any
 
+from servers import HOST, Server  # noqa: E402  (bench/servers.py)
 from procstats import free_port, print_profile, proc_status, system_busy  # noqa: E402  (bench/procstats.py)
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import defer
-from twisted.internet.task import deferLater, react
+from twisted.internet.task import react
 
-HOST = "127.0.0.1"
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 USERNAME = "bench"
 PASSWORD = "bench-password-not-secret"
@@ -75,57 +73,6 @@ def proc_cpu(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-class Server:
-    """
-    A server subprocess: its log file, its pid, and a way to end it.
-    """
-
-    def __init__(self, name: str, argv: list[str], log_path: str) -> None:
-        self.name = name
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return "".join(f.readlines()[-lines:])
-        except OSError:
-            return ""
-
-    async def wait_listening(self, reactor: Any, port: int, paths: tuple[str, ...] = (), timeout: float = 30) -> None:
-        """
-        Poll until C{port} accepts a connection and every one of C{paths} exists.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if all(os.path.exists(p) for p in paths):
-                try:
-                    socket.create_connection((HOST, port), timeout=0.5).close()
-                    return
-                except OSError:
-                    pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} not listening on {HOST}:{port} after {timeout}s:\n{self.log_tail()}")
-            await deferLater(reactor, 0.05, lambda: None)
-
-    def stop(self, timeout: float = 60) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 # The load generator.

@@ -35,13 +35,10 @@ the figures) and prints its top functions.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,12 +46,12 @@ import tempfile
 import time
 from typing import Any
 
+from servers import HOST, Server  # noqa: E402  (bench/servers.py)
 from procstats import free_port, print_profile, proc_status, system_busy  # noqa: E402  (bench/procstats.py)
 
 from twisted.internet import threads
 from twisted.internet.task import LoopingCall, deferLater, react
 
-HOST = "127.0.0.1"
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 USERNAME = "bench"
 PASSWORD = "bench-password-not-secret"
@@ -137,7 +134,6 @@ def reset_peak(pid: int) -> bool:
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
-PR_SET_PDEATHSIG = 1
 
 
 def proc_cpu(pid: int) -> tuple[float, float, int]:
@@ -147,73 +143,6 @@ def proc_cpu(pid: int) -> tuple[float, float, int]:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return int(fields[11]) / _TICKS, int(fields[12]) / _TICKS, int(fields[7])
-
-
-def _die_with_parent() -> None:
-    """
-    In a child, before exec: get SIGTERM if this benchmark dies (Linux), so
-    that no server outlives it.
-    """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-
-
-class Server:
-    """
-    A server subprocess, its log, and a way to end it.
-    """
-
-    def __init__(self, name: str, argv: list[str], log_path: str, env: dict[str, str] | None = None) -> None:
-        self.name = name
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            preexec_fn=_die_with_parent,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return "".join(f.readlines()[-lines:])
-        except OSError:
-            return ""
-
-    async def wait_listening(self, reactor: Any, port: int, paths: tuple[str, ...] = (), timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if all(os.path.exists(p) for p in paths):
-                try:
-                    socket.create_connection((HOST, port), timeout=0.5).close()
-                    return
-                except OSError:
-                    pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} not listening on {HOST}:{port} after {timeout}s:\n{self.log_tail()}")
-            await deferLater(reactor, 0.05, lambda: None)
-
-    def stop(self, timeout: float = 60) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 class RssSampler:
