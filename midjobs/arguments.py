@@ -19,7 +19,10 @@ import attrs
 
 from .errors import ValidationError, ValidationErrors
 
-__all__ = ["Signature", "signature_of"]
+__all__ = ["REDACTED", "Signature", "at_path", "signature_of"]
+
+#: What a secret argument is shown as wherever a call is recorded.
+REDACTED = "********"
 
 _SIMPLE_TYPES: dict[Any, tuple[type, ...]] = {
     int: (int,),
@@ -100,6 +103,22 @@ class Signature:
         if wrong:
             raise ValidationErrors(wrong)
 
+    def at_path(self, params: Sequence[Any], path: str, change: Callable[[Any], Any]) -> list[Any]:
+        """
+        A copy of C{params} whose values at C{path} are replaced by
+        C{change(value)}; C{params} itself is left as it is.
+
+        A path is a parameter's name, then keys (or list indexes) into its
+        value; C{*} stands for every item.  Parts of a path the call does not
+        have are skipped.
+        """
+        name, *keys = path.split(".")
+        copy = list(params)
+        for index, parameter in enumerate(self.parameters[: len(copy)]):
+            if parameter.name == name:
+                copy[index] = at_path(copy[index], keys, change)
+        return copy
+
     def to_wire(self) -> list[dict[str, Any]]:
         """
         The parameters as ``core.get_methods`` shows them.
@@ -141,3 +160,24 @@ def signature_of(func: Callable[..., Any], skip: int) -> Signature:
             )
         )
     return Signature(tuple(parameters), variadic)
+
+
+def at_path(value: Any, keys: Sequence[str], change: Callable[[Any], Any]) -> Any:
+    """
+    A copy of C{value} with C{change} applied at C{keys} (see L{Signature.at_path}).
+    """
+    if not keys:
+        return change(value)
+    key, rest = keys[0], keys[1:]
+    if isinstance(value, dict):
+        if key == "*":
+            return {k: at_path(v, rest, change) for k, v in value.items()}
+        if key in value:
+            return {**value, key: at_path(value[key], rest, change)}
+    elif isinstance(value, list):
+        if key == "*":
+            return [at_path(item, rest, change) for item in value]
+        if key.isdigit() and int(key) < len(value):
+            index = int(key)
+            return [*value[:index], at_path(value[index], rest, change), *value[index + 1 :]]
+    return value

@@ -5,15 +5,15 @@ Event fan-out: who is subscribed to what, and delivering each event once per sub
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import attrs
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 from . import wire_json
 from .logs import logger
 
-__all__ = ["EventHub", "ISubscriber", "Subscription", "UnknownEvent"]
+__all__ = ["EventHub", "EventSource", "ISubscriber", "Subscription", "UnknownEvent"]
 
 log = logger(__name__)
 
@@ -23,10 +23,9 @@ class ISubscriber(Interface):
     One end that receives events: a WebSocket session.
     """
 
-    def may_see(name: str, fields: dict[str, Any] | None) -> bool:
-        """
-        Whether the event C{name} about C{fields} may go to this subscriber.
-        """
+    user = Attribute(
+        "Who is subscribed: an L{midjobs.auth.IUser}, or C{None} (who sees nothing)."
+    )
 
     def send_event(payload: str) -> None:
         """
@@ -38,6 +37,30 @@ class UnknownEvent(KeyError):
     """
     Nobody offers an event of that name.
     """
+
+
+#: Whether a user may see one event: C{(user, name, fields)}.
+EventFilter = Callable[[Any, str, "dict[str, Any] | None"], bool]
+
+
+@attrs.frozen
+class EventSource:
+    """
+    An event the daemon offers, and the rules of subscribing to it.
+
+    @ivar description: what the event tells.
+    @ivar may_see: whether a user may see one event of it (everyone logged
+        in, if C{None}).
+    @ivar prepare: checks a subscription before it is made (it may fail with
+        a L{midjobs.errors.CallError}): C{await prepare(session, name)}.
+    @ivar subscribed: runs once a subscription is made, for example to send
+        the new subscriber what came before: C{subscribed(subscriber, name)}.
+    """
+
+    description: str
+    may_see: EventFilter | None = None
+    prepare: Callable[[Any, str], Awaitable[None]] | None = None
+    subscribed: Callable[[Any, str], None] | None = None
 
 
 @attrs.frozen
@@ -56,21 +79,55 @@ class EventHub:
     """
 
     def __init__(self) -> None:
-        self._events: dict[str, str] = {}
+        self._events: dict[str, EventSource] = {}
         self._subscriptions: dict[str, Subscription] = {}
         self._by_name: dict[str, dict[str, Subscription]] = {}
 
-    def register(self, name: str, description: str) -> None:
+    def register(
+        self,
+        name: str,
+        description: str,
+        *,
+        may_see: EventFilter | None = None,
+        prepare: Callable[[Any, str], Awaitable[None]] | None = None,
+        subscribed: Callable[[Any, str], None] | None = None,
+    ) -> None:
         """
-        Offer the event C{name}.
+        Offer the event C{name}, and C{name:<argument>} events (see L{EventSource}).
         """
-        self._events[name] = description
+        self._events[name] = EventSource(description, may_see, prepare, subscribed)
 
     def events(self) -> dict[str, str]:
         """
         The offered events and their descriptions.
         """
-        return dict(self._events)
+        return {name: source.description for name, source in self._events.items()}
+
+    def _source(self, name: str) -> EventSource | None:
+        return self._events.get(name.split(":", 1)[0])
+
+    def allows(self, user: Any, name: str, fields: dict[str, Any] | None) -> bool:
+        """
+        Whether C{user} may see the event C{name} about C{fields}.
+        """
+        if user is None:
+            return False
+        source = self._source(name)
+        return source is None or source.may_see is None or source.may_see(user, name, fields)
+
+    async def prepare(self, session: Any, name: str) -> None:
+        """
+        Check that C{session} may subscribe to C{name}.
+
+        @raise UnknownEvent: C{name} is neither C{*} nor an offered event.
+        """
+        if name == "*":
+            return
+        source = self._source(name)
+        if source is None:
+            raise UnknownEvent(name)
+        if source.prepare is not None:
+            await source.prepare(session, name)
 
     def subscribe(self, subscriber: Any, name: str) -> str:
         """
@@ -78,11 +135,14 @@ class EventHub:
 
         @raise UnknownEvent: C{name} is neither C{*} nor an offered event.
         """
-        if name != "*" and name.split(":", 1)[0] not in self._events:
+        source = self._source(name)
+        if name != "*" and source is None:
             raise UnknownEvent(name)
         subscription = Subscription(str(uuid.uuid4()), name, subscriber)
         self._subscriptions[subscription.id] = subscription
         self._by_name.setdefault(name, {})[subscription.id] = subscription
+        if source is not None and source.subscribed is not None:
+            source.subscribed(subscriber, name)
         return subscription.id
 
     def unsubscribe(self, subscription_id: str) -> Subscription | None:
@@ -120,18 +180,30 @@ class EventHub:
         targets = [*self._by_name.get(name, {}).values(), *self._by_name.get("*", {}).values()]
         if not targets:
             return
-        params: dict[str, Any] = {"msg": msg, "collection": name, "id": id}
-        if fields is not None:
-            params["fields"] = fields
-        payload = wire_json.dumps({"jsonrpc": "2.0", "method": "collection_update", "params": params})
+        payload = _notification(name, msg, id, fields)
         delivered = set()
         for subscription in targets:
             subscriber = subscription.subscriber
             if subscriber in delivered:
                 continue
-            if subscriber.may_see(name, fields):
+            if self.allows(subscriber.user, name, fields):
                 delivered.add(subscriber)
                 try:
                     subscriber.send_event(payload)
                 except Exception:
                     log.failure("Sending {name} to {subscriber} failed", name=name, subscriber=subscriber)
+
+    def send_to(self, subscriber: Any, name: str, msg: str, id: Any = None, fields: dict[str, Any] | None = None) -> None:
+        """
+        Send one C{collection_update} to C{subscriber} alone (what came
+        before it subscribed, say).
+        """
+        if self.allows(subscriber.user, name, fields):
+            subscriber.send_event(_notification(name, msg, id, fields))
+
+
+def _notification(name: str, msg: str, id: Any, fields: dict[str, Any] | None) -> str:
+    params: dict[str, Any] = {"msg": msg, "collection": name, "id": id}
+    if fields is not None:
+        params["fields"] = fields
+    return wire_json.dumps({"jsonrpc": "2.0", "method": "collection_update", "params": params})

@@ -133,6 +133,7 @@ class Job:
         credentials: dict[str, Any] | None = None,
         owner: Any = None,
         logs_dir: Path | None = None,
+        recorded_arguments: Sequence[Any] | None = None,
     ) -> None:
         self.reactor = reactor
         self._run = run
@@ -148,6 +149,8 @@ class Job:
         self.method = method
         self.options = options
         self.arguments = list(arguments)
+        #: The arguments as records show them: with secrets redacted.
+        self.recorded_arguments = self.arguments if recorded_arguments is None else list(recorded_arguments)
         self.owner = owner
         self.credentials = credentials
         self.pipes = pipes or Pipes()
@@ -458,7 +461,7 @@ class Job:
             "id": self.id,
             "message_ids": list(self.message_ids),
             "method": self.method,
-            "arguments": self.arguments,
+            "arguments": self.recorded_arguments,
             "transient": self.options.transient,
             "description": self.description,
             "abortable": self.options.abortable,

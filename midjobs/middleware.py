@@ -10,6 +10,7 @@ a thread, L{Middleware.call_sync}.
 from __future__ import annotations
 
 import inspect
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
@@ -19,7 +20,11 @@ from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
 from .logs import logger
 from twisted.python.threadable import isInIOThread
 
-from .arguments import Signature, signature_of
+from .access import AccessDenied, check_job_access, may_call, may_see_job, visible_jobs_filter
+from .arguments import REDACTED, Signature, signature_of
+from .auth.avatar import UNIX_SOCKET
+from .auth.gate import LoginGate
+from .auth.throttle import LoginThrottle
 from .auth.tokens import TokenStore, token_store_of
 from .errors import ENOMETHOD, ENOTAUTHENTICATED, CallError
 from .events import EventHub
@@ -104,7 +109,11 @@ class Middleware:
         self.users = users
         self.settings = settings
         self.events = EventHub()
-        self.events.register("core.get_jobs", "Jobs as they are added, change and end.")
+        self.events.register(
+            "core.get_jobs",
+            "Jobs as they are added, change and end.",
+            may_see=lambda user, name, fields: fields is None or self.may_see_job(user, fields),
+        )
         #: Where jobs are recorded (C{None}: the newest are kept in memory only).
         self.job_store = job_store
         self.jobs = JobsQueue(
@@ -117,6 +126,10 @@ class Middleware:
         #: The short-lived tokens; the portal's token checker uses the same store.
         tokens = token_store_of(portal)
         self.tokens: TokenStore = tokens if tokens is not None else TokenStore(reactor)
+        #: Every login goes through it, throttled (C{None} without a portal).
+        self.logins = LoginGate(portal, LoginThrottle(reactor)) if portal is not None else None
+        #: The logged-in WebSocket sessions, so a change to a user reaches them at once.
+        self.sessions: weakref.WeakSet[ISession] = weakref.WeakSet()
         # Imported here: the job layer does not depend on the HTTP package.
         from .http._download import Downloads
 
@@ -200,9 +213,27 @@ class Middleware:
         @raise NotAuthenticated: the session must log in first.
         """
         method = self.method(name, app)
-        if app.user is None and not method.spec.no_auth_required:
-            raise NotAuthenticated()
+        self.check_call(app, method)
         return self._call(method, params, app, pipes, message_id)
+
+    def check_call(self, app: ISession, method: Method) -> None:
+        """
+        Check that C{app} may call C{method} (L{midjobs.access}); log a refusal.
+
+        @raise NotAuthenticated: the session must log in first.
+        @raise AccessDenied: its user's roles do not allow the call.
+        """
+        if may_call(app.user, method.spec):
+            return
+        if app.user is None:
+            raise NotAuthenticated()
+        log.warn(
+            "{username} from {peer} may not call {method}",
+            username=app.user.username,
+            peer=app.peer,
+            method=method.name,
+        )
+        raise AccessDenied()
 
     def call(
         self, name: str, *params: Any, app: ISession | None = None, pipes: Pipes | None = None
@@ -274,6 +305,7 @@ class Middleware:
             credentials=user.to_credentials() if user is not None else None,
             owner=user,
             logs_dir=self.logs_dir,
+            recorded_arguments=self.redact(method, params) if method.spec.secrets or method.spec.forwards else None,
         )
         if options.check_pipes:
             for pipe in options.pipes:
@@ -285,6 +317,92 @@ class Middleware:
             # Not queued: it shares the job queued before it (lock_queue_size).
             queued.addCallback(_shared_with, job, message_id)
         return queued
+
+    def redact(self, method: Method, params: Sequence[Any]) -> list[Any]:
+        """
+        C{params} as a record of the call shows them: the method's secret
+        arguments (L{midjobs.service.secret}), and those of the calls it
+        forwards (L{midjobs.service.forwards}), replaced by C{REDACTED}.
+        """
+        spec = method.spec
+        redacted = list(params)
+        for path in spec.secrets:
+            redacted = method.signature.at_path(redacted, path, _redacted)
+        if spec.forwards is not None:
+            target_parameter, arguments = spec.forwards
+            names = [p.name for p in method.signature.parameters]
+            index = names.index(target_parameter) if target_parameter in names else len(params)
+            target = self.methods.get(params[index]) if index < len(params) and isinstance(params[index], str) else None
+            if target is None:
+                # Forwarded to no known method: nothing tells its secrets apart.
+                return method.signature.at_path(redacted, arguments, _redacted)
+
+            def forwarded(args: Any) -> Any:
+                return self.redact(target, args) if isinstance(args, list) else _redacted(args)
+
+            redacted = method.signature.at_path(redacted, arguments, forwarded)
+        return redacted
+
+    def user_changed(self, username: str, roles: Iterable[str] | None) -> None:
+        """
+        The stored user C{username} now has C{roles}, or is gone or locked
+        (C{None}): its logged-in sessions get the new roles, or lose their
+        login, at once.  A UNIX-socket peer's rights do not come from the
+        store and stay.
+        """
+        for session in list(self.sessions):
+            user = session.user
+            if user is None or user.username != username or user.credentials_type == UNIX_SOCKET:
+                continue
+            if roles is None:
+                log.info("{session} logged out: its user is gone or locked", session=session)
+                session.logout()
+            else:
+                session.user = attrs.evolve(user, roles=frozenset(roles))
+
+    # Access to jobs.
+
+    def read_roles_of(self, method_name: str) -> tuple[str, ...]:
+        """
+        The C{read_roles} of the job method C{method_name} (none if it is gone).
+        """
+        method = self.methods.get(method_name)
+        if method is None or method.spec.job is None:
+            return ()
+        return method.spec.job.read_roles
+
+    def may_see_job(self, user: Any, record: Any) -> bool:
+        """
+        Whether C{user} may see the job whose record (or L{Job}) is C{record}.
+        """
+        if isinstance(record, Job):
+            return may_see_job(user, record.credentials, record.options.read_roles)
+        return may_see_job(user, record.get("credentials"), self.read_roles_of(record.get("method", "")))
+
+    def check_job_access(self, app: ISession | None, record: Any, *, change: bool = False) -> None:
+        """
+        Raise L{midjobs.access.JobAccessDenied} unless the caller C{app} may
+        read (or, with C{change}, abort) the job of C{record} (a record or a
+        L{Job}).  The daemon itself (C{app} C{None}) may do anything.
+        """
+        if app is None or app.user is None:
+            return
+        if isinstance(record, Job):
+            credentials, read_roles = record.credentials, record.options.read_roles
+        else:
+            credentials, read_roles = record.get("credentials"), self.read_roles_of(record.get("method", ""))
+        check_job_access(app.user, credentials, read_roles, change=change)
+
+    def visible_jobs_filter(self, user: Any) -> list[Any]:
+        """
+        The C{core.get_jobs} filters that keep the jobs C{user} may see.
+        """
+        readable = (
+            name
+            for name, method in self.methods.items()
+            if method.spec.job is not None and not user.roles.isdisjoint(method.spec.job.read_roles)
+        )
+        return visible_jobs_filter(user, readable)
 
     def pipe(self, buffered: bool = False) -> Pipe:
         """
@@ -306,6 +424,10 @@ class Middleware:
     def _job_changed(self, job: Job, kind: str, record: dict[str, Any] | None = None) -> None:
         if self.events.has_subscribers("core.get_jobs"):
             self.events.send("core.get_jobs", kind, job.id, record or job.to_record())
+
+
+def _redacted(value: Any) -> str:
+    return REDACTED
 
 
 def _shared_with(queued: Job, job: Job, message_id: Any) -> Job:

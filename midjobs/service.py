@@ -28,12 +28,16 @@ __all__ = [
     "JobOptions",
     "MethodSpec",
     "Service",
+    "forwards",
     "job",
     "method_spec",
     "no_auth_required",
+    "no_authz_required",
     "pass_app",
     "private",
+    "read_only",
     "roles",
+    "secret",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -91,7 +95,11 @@ class MethodSpec:
     private: bool = False
     pass_app: bool = False
     no_auth_required: bool = False
+    no_authz_required: bool = False
+    read_only: bool = False
     roles: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()
+    forwards: tuple[str, str] | None = None
 
 
 def method_spec(func: Callable[..., Any]) -> MethodSpec:
@@ -186,6 +194,23 @@ def no_auth_required(func: F) -> F:
     return _amend(func, no_auth_required=True)
 
 
+def no_authz_required(func: F) -> F:
+    """
+    Let every logged-in user call the method, whatever their roles.
+
+    Methods without this, L{roles} or L{read_only} are for full
+    administrators only.
+    """
+    return _amend(func, no_authz_required=True)
+
+
+def read_only(func: F) -> F:
+    """
+    The method changes nothing: C{READONLY_ADMIN} may call it.
+    """
+    return _amend(func, read_only=True)
+
+
 def roles(*names: str) -> Callable[[F], F]:
     """
     The roles allowed to call the method (besides full administrators).
@@ -193,6 +218,38 @@ def roles(*names: str) -> Callable[[F], F]:
 
     def decorate(func: F) -> F:
         return _amend(func, roles=tuple(names))
+
+    return decorate
+
+
+def secret(*paths: str) -> Callable[[F], F]:
+    """
+    Arguments that hold secrets, hidden wherever the call is recorded (a
+    job's C{arguments}, its events, the history, C{system.debug}).
+
+    A path is a parameter's name, then keys into it: C{"password"},
+    C{"data.password"}; C{*} stands for every item of a list or every value
+    of a dict: C{"params.*.password"}.
+    """
+    for path in paths:
+        if not path or any(not part for part in path.split(".")):
+            raise ValueError(f"Not an argument path: {path!r}")
+
+    def decorate(func: F) -> F:
+        return _amend(func, secrets=method_spec(func).secrets + paths)
+
+    return decorate
+
+
+def forwards(method: str, arguments: str) -> Callable[[F], F]:
+    """
+    The call passes the argument lists at the path C{arguments} (as for
+    L{secret}) to the method named by its parameter C{method}, as
+    C{core.bulk} does: the secrets in them are that method's, hidden alike.
+    """
+
+    def decorate(func: F) -> F:
+        return _amend(func, forwards=(method, arguments))
 
     return decorate
 

@@ -42,6 +42,7 @@ from zope.interface import implementer
 from ..errors import CallError
 from ..job import Job, JobState
 from ..logs import logger
+from ..access import AccessDenied
 from ..middleware import Method, MethodNotFound, Middleware, NotAuthenticated
 from ..pipe import InputPipes, Pipe, PipeBrokenError, Pipes
 from ._auth import AuthenticationFailed, authenticate
@@ -407,6 +408,10 @@ class Upload:
             method = self._middleware.method(name, self._session)
         except MethodNotFound as e:
             raise _Refused(422, e.errmsg) from None
+        try:
+            self._middleware.check_call(self._session, method)
+        except AccessDenied as e:
+            raise _Refused(403, e.errmsg) from None
         options = method.spec.job
         if options is None:
             raise _Refused(412, f"Method {name!r} is not a job: it takes no upload")

@@ -16,9 +16,10 @@ from ..errors import CallError, ValidationError, ValidationErrors
 from ..events import UnknownEvent
 from ..interfaces import ISession
 from ..job import Job
+from ..log_events import JobLogEvents
 from ..pipe import Pipes
 from ..query import filter_list
-from ..service import Service, job, no_auth_required, pass_app, private
+from ..service import Service, forwards, job, no_auth_required, no_authz_required, pass_app, private
 
 _SESSION_OPTIONS = ("legacy_jobs", "private_methods", "py_exceptions")
 
@@ -76,16 +77,21 @@ class CoreService(Service):
         app.set_options(options)
         return app.options()
 
+    @no_authz_required
     @pass_app
     async def subscribe(self, app: ISession, name: str) -> str:
         """
         Subscribe to the event C{name} (C{*} for all); return the subscription id.
+        Each event goes only to those who may see it (their own jobs, for
+        users without administrative roles).
         """
         try:
+            await self.middleware.events.prepare(app, name)
             return app.subscribe(name)
         except UnknownEvent:
             raise CallError(f"Event {name!r} does not exist", errno.ENOENT) from None
 
+    @no_authz_required
     @pass_app
     async def unsubscribe(self, app: ISession, id: str) -> None:
         """
@@ -94,38 +100,54 @@ class CoreService(Service):
         if not app.unsubscribe(id):
             raise CallError(f"Subscription {id!r} does not exist", errno.ENOENT)
 
-    async def get_jobs(self, filters: list | None = None, options: dict | None = None) -> Any:
+    @no_authz_required
+    @pass_app
+    async def get_jobs(self, app: ISession | None, filters: list | None = None, options: dict | None = None) -> Any:
         """
         The jobs, as records, filtered and shaped by C{filters} and C{options}
         (the query language of the protocol).  Finished jobs stay listed: from
         the job history (C{[jobs] keep_days}, C{keep_records}), or, without
-        one, the newest C{[jobs] keep_finished} of them.
+        one, the newest C{[jobs] keep_finished} of them.  Users without
+        administrative roles see only the jobs they started, and those of
+        methods whose C{read_roles} they hold.
         """
         from ..store import query_jobs
 
+        if app is not None and app.user is not None:
+            visible = self.middleware.visible_jobs_filter(app.user)
+            if visible:
+                filters = [*visible, *(filters or [])]
         records = [j.to_record() for j in self.middleware.jobs.listed()]
         store = self.middleware.job_store
         if store is None:
             return filter_list(records, filters, options)
         return await query_jobs(records, store, filters, options)
 
-    async def job_abort(self, id: int) -> None:
+    @no_authz_required
+    @pass_app
+    async def job_abort(self, app: ISession | None, id: int) -> None:
         """
-        Abort the job C{id}.  Only abortable jobs can be aborted.
+        Abort the job C{id}.  Only abortable jobs can be aborted, by the user
+        who started them or a full administrator.
         """
         target = self.middleware.jobs.get(id)
+        self.middleware.check_job_access(app, target, change=True)
         if not target.options.abortable and not target.state.finished:
             raise CallError("Job is not abortable", errno.EINVAL)
         target.abort()
 
+    @no_authz_required
     @job()
-    async def job_wait(self, job: Job, id: int) -> Any:
+    @pass_app
+    async def job_wait(self, app: ISession | None, job: Job, id: int) -> Any:
         """
         Wait for the job C{id}, mirroring its progress; end as it ends.
         """
         if id == job.id:
             raise CallError("A job cannot wait for itself", errno.EINVAL)
-        return await job.wrap(self.middleware.jobs.get(id))
+        target = self.middleware.jobs.get(id)
+        self.middleware.check_job_access(app, target)
+        return await job.wrap(target)
 
     @job(lock=_job_test_lock, abortable=True, pipes=["input"], check_pipes=False)
     async def job_test(self, job: Job, data: dict | None = None) -> bool:
@@ -155,6 +177,8 @@ class CoreService(Service):
             raise CallError(str(data["error"]))
         return True
 
+    @no_authz_required
+    @forwards("method", "params.*")
     @job()
     @pass_app
     async def bulk(self, app: ISession | None, job: Job, method: str, params: list, description: str | None = None) -> list:
@@ -192,6 +216,8 @@ class CoreService(Service):
         job.set_progress(100, f"{len(params)} / {len(params)}")
         return statuses
 
+    @no_authz_required
+    @forwards("method", "args")
     @pass_app
     async def download(
         self, app: ISession | None, method: str, args: list, filename: str, buffered: bool = False
@@ -217,6 +243,7 @@ class CoreService(Service):
 
         return await self._start_download(app, start, filename, buffered)
 
+    @no_authz_required
     @pass_app
     async def job_download_logs(
         self, app: ISession | None, id: int, filename: str, buffered: bool = False
@@ -224,7 +251,7 @@ class CoreService(Service):
         """
         A download URL (as L{download} makes) for the log file of job C{id}.
         """
-        await self._logs_path(id)
+        await self._logs_path(id, app)
 
         def start(pipes: Pipes) -> Any:
             return self.middleware.call("core.read_job_logs", id, app=app, pipes=pipes)
@@ -232,13 +259,18 @@ class CoreService(Service):
         _, url = await self._start_download(app, start, filename, buffered)
         return url
 
-    async def _logs_path(self, id: int) -> str:
+    async def _logs_path(self, id: int, app: ISession | None = None) -> str:
         """
-        The log file of job C{id}, from memory or from the job history.
+        The log file of job C{id}, from memory or from the job history, if
+        C{app} may read it.
 
-        @raise CallError: C{ENOENT}, no such job, or it has no log file.
+        @raise CallError: C{ENOENT}, no such job, or it has no log file;
+            C{EPERM}, C{app} may not read the job.
         """
-        record = await self.get_jobs([["id", "=", id]], {"get": True, "select": ["logs_path"]})
+        record = await self.get_jobs(
+            None, [["id", "=", id]], {"get": True, "select": ["logs_path", "credentials", "method"]}
+        )
+        self.middleware.check_job_access(app, record)
         path = record.get("logs_path")
         if not path or not os.path.exists(path):
             raise CallError(f"Job {id} has no logs", errno.ENOENT)
@@ -278,9 +310,15 @@ class CoreService(Service):
         self.middleware.downloads.add(started.id, pipe, filename, buffered)
         return [started.id, f"/_download/{started.id}?auth_token={token}"]
 
+    async def setup(self) -> None:
+        self._log_events = JobLogEvents(self.middleware)
+        self._log_events.register()
+
     async def stop(self) -> None:
+        self._log_events.stop()
         self.middleware.downloads.stop()
 
+    @no_authz_required
     @pass_app
     async def get_methods(self, app: ISession | None) -> dict:
         """
@@ -302,6 +340,8 @@ class CoreService(Service):
                 "private": spec.private,
                 "pass_app": spec.pass_app,
                 "no_auth_required": spec.no_auth_required,
+                "no_authz_required": spec.no_authz_required,
+                "read_only": spec.read_only,
                 "roles": list(spec.roles),
             }
         return methods

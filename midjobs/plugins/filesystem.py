@@ -33,7 +33,7 @@ from ..job import Job, JobAborted
 from ..pipe import Pipe
 from ..progress import JobProgressBuffer
 from ..query import filter_list
-from ..service import Service, job
+from ..service import Service, job, read_only, roles
 
 __all__ = ["FilesystemService", "Roots"]
 
@@ -412,6 +412,7 @@ class FilesystemService(Service):
             if not os.path.isdir(root):
                 log.warn("Filesystem root {root} does not exist", root=root)
 
+    @roles("FILESYSTEM_WRITE")
     @job(pipes=["input"], abortable=True, description=lambda path, options=None: f"Uploading {path}")
     def put(self, job: Job, path: str, options: dict | None = None) -> int:
         """
@@ -443,6 +444,7 @@ class FilesystemService(Service):
                 progress.flush()
         return done
 
+    @roles("FILESYSTEM_WRITE")
     @job(pipes=["input"], abortable=True, description=lambda directory: f"Uploading files to {directory}")
     def put_files(self, job: Job, directory: str) -> list:
         """
@@ -485,6 +487,8 @@ class FilesystemService(Service):
             progress.flush()
         return written
 
+    @roles("FILESYSTEM_READ")
+    @read_only
     @job(pipes=["output"], abortable=True, description=lambda path: f"Downloading {path}")
     def get(self, job: Job, path: str) -> int:
         """
@@ -526,6 +530,8 @@ class FilesystemService(Service):
         output.close()
         return done
 
+    @roles("FILESYSTEM_READ")
+    @read_only
     def stat(self, path: str) -> dict:
         """
         What C{path} is: C{type} (C{FILE}, C{DIRECTORY}, C{SYMLINK} or
@@ -541,6 +547,8 @@ class FilesystemService(Service):
                     st = os.stat(located.name, dir_fd=dir_fd, follow_symlinks=False)
         return {**_stat_dict(st), "realpath": located.real}
 
+    @roles("FILESYSTEM_READ")
+    @read_only
     def listdir(self, path: str, filters: list | None = None, options: dict | None = None) -> Any:
         """
         The entries of the directory C{path}, each C{{"name", "path", "type",

@@ -25,7 +25,7 @@ from twisted.internet.threads import blockingCallFromThread
 from .. import wire_json
 from ..job import Job, JobAborted
 from ..progress import JobProgressBuffer
-from ..service import Service, job
+from ..service import Service, job, read_only
 
 __all__ = ["SystemService", "redacted"]
 
@@ -121,6 +121,7 @@ class SystemService(Service):
         self._started = time.monotonic()
         self._boot_time = datetime.datetime.now(datetime.timezone.utc)
 
+    @read_only
     async def info(self) -> dict:
         """
         The daemon: C{version} (of midjobs), C{boot_time} (when the daemon
@@ -156,6 +157,7 @@ class SystemService(Service):
     def _jobs(self) -> str:
         return _lenient_dumps([job.to_record() for job in self.middleware.jobs])
 
+    @read_only
     @job(pipes=["output"], abortable=True, description=lambda: "Collecting debug information")
     def debug(self, job: Job) -> None:
         """

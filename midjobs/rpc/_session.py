@@ -53,10 +53,12 @@ class Session:
 
     def login(self, user: Any) -> None:
         self.user = user
+        self.middleware.sessions.add(self)
         self._on_login()
 
     def logout(self) -> None:
         self.user = None
+        self.middleware.sessions.discard(self)
 
     def options(self) -> dict[str, bool]:
         return {
@@ -86,12 +88,10 @@ class Session:
         The connection went away: its subscriptions end; its jobs go on.
         """
         self.open = False
+        self.middleware.sessions.discard(self)
         self.middleware.events.unsubscribe_all(self)
 
     # ISubscriber
-
-    def may_see(self, name: str, fields: dict[str, Any] | None) -> bool:
-        return self.user is not None
 
     def send_event(self, payload: str) -> None:
         if self.open:

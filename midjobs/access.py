@@ -1,0 +1,134 @@
+"""
+Who may do what: call a method, see a job, act on a job.
+
+The rules, in one place:
+
+  - C{FULL_ADMIN} may do everything.
+  - A method is callable by every logged-in user if it is marked
+    L{no_authz_required<midjobs.service.no_authz_required>}, by
+    C{READONLY_ADMIN} if it is L{read_only<midjobs.service.read_only>}, and by
+    the holders of any of its L{roles<midjobs.service.roles>}.  Anything else
+    is for full administrators.
+  - Full and read-only administrators see every job.  Any other user sees the
+    jobs their own credentials started and the jobs of methods whose
+    C{read_roles} they hold; that holds for C{core.get_jobs} events too.
+  - Jobs the daemon started itself belong to nobody.
+  - Reading a job (waiting for it, its logs) needs seeing it; changing it
+    (aborting it) needs owning it, or full administrative privileges.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any, Iterable, Mapping
+
+from .auth.roles import READONLY_ADMIN
+from .errors import CallError
+from .service import MethodSpec
+
+__all__ = [
+    "AccessDenied",
+    "JobAccessDenied",
+    "may_call",
+    "may_see_job",
+    "check_job_access",
+    "sees_every_job",
+    "visible_jobs_filter",
+]
+
+NOT_OWNER = "Job is not owned by current session"
+INTERNAL_JOB = "Only users with full administrative privileges can access internally ran jobs"
+
+
+class AccessDenied(CallError):
+    """
+    The caller may not call this method (errno C{EACCES}).
+    """
+
+    def __init__(self) -> None:
+        super().__init__("Not authorized", errno.EACCES)
+
+
+class JobAccessDenied(CallError):
+    """
+    The caller may not see or act on this job (errno C{EPERM}).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, errno.EPERM)
+
+
+def may_call(user: Any, spec: MethodSpec) -> bool:
+    """
+    Whether C{user} (an L{midjobs.auth.IUser}, or C{None} before login) may
+    call a method described by C{spec}.
+    """
+    if spec.no_auth_required:
+        return True
+    if user is None:
+        return False
+    if user.is_full_admin or spec.no_authz_required:
+        return True
+    if spec.read_only and READONLY_ADMIN in user.roles:
+        return True
+    return not user.roles.isdisjoint(spec.roles)
+
+
+def sees_every_job(user: Any) -> bool:
+    """
+    Whether C{user} sees every job: full and read-only administrators.
+    """
+    return user.is_full_admin or READONLY_ADMIN in user.roles
+
+
+def _owner_of(credentials: Mapping[str, Any] | None) -> str | None:
+    if not credentials:
+        return None
+    data = credentials.get("data")
+    return data.get("username") if isinstance(data, Mapping) else None
+
+
+def may_see_job(user: Any, credentials: Mapping[str, Any] | None, read_roles: Iterable[str]) -> bool:
+    """
+    Whether C{user} may see a job started with C{credentials} (the record's
+    C{credentials}) of a method with C{read_roles}.
+    """
+    if sees_every_job(user):
+        return True
+    owner = _owner_of(credentials)
+    if owner is not None and owner == user.username:
+        return True
+    return not user.roles.isdisjoint(read_roles)
+
+
+def check_job_access(
+    user: Any, credentials: Mapping[str, Any] | None, read_roles: Iterable[str], *, change: bool
+) -> None:
+    """
+    Raise L{JobAccessDenied} unless C{user} may read (or, with C{change},
+    abort) a job started with C{credentials} of a method with C{read_roles}.
+    """
+    if user.is_full_admin:
+        return
+    owner = _owner_of(credentials)
+    if owner is not None and owner == user.username:
+        return
+    if not change and may_see_job(user, credentials, read_roles):
+        return
+    raise JobAccessDenied(INTERNAL_JOB if owner is None else NOT_OWNER)
+
+
+def visible_jobs_filter(user: Any, readable_methods: Iterable[str]) -> list[Any]:
+    """
+    The C{core.get_jobs} filters that keep only the jobs C{user} may see:
+    none for those who see every job.
+
+    @param readable_methods: the methods whose C{read_roles} C{user} holds.
+    """
+    if sees_every_job(user):
+        return []
+    mine = ["credentials.data.username", "=", user.username]
+    readable = sorted(readable_methods)
+    if not readable:
+        return [mine]
+    return [["OR", [mine, ["method", "in", readable]]]]

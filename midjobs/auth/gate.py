@@ -1,0 +1,86 @@
+"""
+The one way in: every login, over the WebSocket or HTTP, passes the
+L{LoginGate}, which throttles failed attempts before the portal sees them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.cred.credentials import ICredentials
+from twisted.cred.error import LoginFailed, UnauthorizedLogin
+from twisted.cred.portal import Portal
+
+from ..logs import logger
+from .interfaces import IPeerCredentials, IUser
+from .throttle import Key, LoginThrottle
+
+__all__ = ["LoginGate", "LoginThrottled"]
+
+log = logger(__name__)
+
+#: Longest user name remembered by the throttle; longer ones are cut.
+_MAX_NAME = 256
+
+
+class LoginThrottled(UnauthorizedLogin):
+    """
+    Too many failed logins from this source or for this user: try later.
+    """
+
+
+def _username(credentials: ICredentials) -> str | None:
+    name = getattr(credentials, "username", None)
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    return name[:_MAX_NAME] if isinstance(name, str) and name else None
+
+
+class LoginGate:
+    """
+    Logs in through C{portal}, counting failures in C{throttle}.
+
+    Credentials that carry no secret (a UNIX-socket peer's) pass unthrottled.
+    """
+
+    def __init__(self, portal: Portal, throttle: LoginThrottle) -> None:
+        self.portal = portal
+        self.throttle = throttle
+
+    async def login(self, credentials: ICredentials, source: str, kind: str) -> IUser:
+        """
+        The avatar of C{credentials}, presented from C{source} (the peer's
+        host, L{midjobs.auth.origin_of}); C{kind} names the mechanism in logs.
+
+        @raise LoginThrottled: the source or the user must wait.
+        @raise UnauthorizedLogin: the portal refused the credentials.
+        @raise UnhandledCredentials: no checker takes them.
+        """
+        if IPeerCredentials.providedBy(credentials):
+            return await self._login(credentials)
+        username = _username(credentials)
+        keys: list[Key] = [("source", source)]
+        if username is not None:
+            keys.append(("user", username))
+        wait = self.throttle.wait(keys)
+        if wait:
+            log.warn(
+                "Refused a {kind} login for {username} from {source}: too many failures, {wait:.0f} s to wait",
+                kind=kind,
+                username=username,
+                source=source,
+                wait=wait,
+            )
+            raise LoginThrottled("Too many failed logins: try again later")
+        try:
+            user = await self._login(credentials)
+        except (UnauthorizedLogin, LoginFailed):
+            self.throttle.failed(keys)
+            log.info("Failed {kind} login for {username} from {source}", kind=kind, username=username, source=source)
+            raise
+        log.info("{username} logged in with a {kind} from {source}", username=user.username, kind=kind, source=source)
+        return user
+
+    async def _login(self, credentials: ICredentials) -> IUser:
+        _, avatar, _ = await self.portal.login(credentials, None, IUser)
+        return avatar
