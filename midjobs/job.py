@@ -171,7 +171,9 @@ class Job:
         self.logs_path: str | None = None
         self.logs_fd: Any = None
         self.logs_excerpt: str | None = None
-        self.aborted = threading.Event()
+        # A thread job watches its event from its own thread; an async job's
+        # is made only if someone asks for it (on the reactor thread).
+        self._aborted: threading.Event | None = None if is_async else threading.Event()
         self.on_change: ChangeListener | None = None
         self.on_finish: Callable[[Job], None] | None = None
         #: Set by a queue that records jobs: the end waits until it is recorded.
@@ -180,6 +182,22 @@ class Job:
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.method} {self.state.value}>"
+
+    @property
+    def aborted(self) -> threading.Event:
+        """
+        Set when the job is aborted (see the class docstring).
+        """
+        if self._aborted is None:
+            self._aborted = threading.Event()
+        return self._aborted
+
+    @property
+    def was_aborted(self) -> bool:
+        """
+        Whether L{abort} was called.
+        """
+        return self._aborted is not None and self._aborted.is_set()
 
     @property
     def ending(self) -> bool:
@@ -321,7 +339,7 @@ class Job:
         if _in_thread():
             self.reactor.callFromThread(self.abort, reason)
             return
-        if self.state.finished or self._ending or self.aborted.is_set():
+        if self.state.finished or self._ending or self.was_aborted:
             return
         self.aborted.set()
         self._error = JobAborted(reason)
@@ -358,7 +376,7 @@ class Job:
         self._deferred.addCallbacks(self._succeeded, self._failed)
 
     def _succeeded(self, result: Any) -> None:
-        if self.aborted.is_set():
+        if self.was_aborted:
             self._finish(JobState.ABORTED)
             return
         if type(result) not in _PLAIN_RESULTS:
@@ -373,7 +391,7 @@ class Job:
         self._finish(JobState.SUCCESS)
 
     def _failed(self, failure: Failure) -> None:
-        if self.aborted.is_set() or failure.check(CancelledError):
+        if self.was_aborted or failure.check(CancelledError):
             if not isinstance(self._error, JobAborted):
                 self._error = JobAborted()
             self._finish(JobState.ABORTED)

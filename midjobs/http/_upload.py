@@ -110,7 +110,7 @@ def _stopped(job: Job) -> bool:
     Whether C{job} failed or was aborted, even if its end is still being
     recorded (then its C{state} is still C{RUNNING}, but its error is known).
     """
-    if job.state in (JobState.FAILED, JobState.ABORTED) or job.aborted.is_set():
+    if job.state in (JobState.FAILED, JobState.ABORTED) or job.was_aborted:
         return True
     return bool(getattr(job, "ending", False)) and job.error is not None
 
@@ -537,7 +537,7 @@ class Upload:
             how = job.state.value.lower()
         else:
             # Its end is being recorded, or it is being aborted: its error is known.
-            how = "aborted" if job.aborted.is_set() else "failed"
+            how = "aborted" if job.was_aborted else "failed"
         return f"Job {job.id} ({job.method}) {how} while uploading: {job.error or 'no reason given'}"
 
     def _pipe_broke(self, pipe: Pipe) -> None:
