@@ -350,15 +350,25 @@ class Middleware:
         login, at once.  A UNIX-socket peer's rights do not come from the
         store and stay.
         """
+
+        def stored_user(user: Any) -> bool:
+            return user.username == username and user.credentials_type != UNIX_SOCKET
+
+        if roles is None:
+            self.log_out(stored_user, "its user is gone or locked")
+            return
         for session in list(self.sessions):
-            user = session.user
-            if user is None or user.username != username or user.credentials_type == UNIX_SOCKET:
-                continue
-            if roles is None:
-                log.info("{session} logged out: its user is gone or locked", session=session)
+            if session.user is not None and stored_user(session.user):
+                session.user = attrs.evolve(session.user, roles=frozenset(roles))
+
+    def log_out(self, which: Callable[[Any], bool], reason: str) -> None:
+        """
+        Log out the sessions whose user C{which(user)} picks, at once.
+        """
+        for session in list(self.sessions):
+            if session.user is not None and which(session.user):
+                log.info("{session} logged out: {reason}", session=session, reason=reason)
                 session.logout()
-            else:
-                session.user = attrs.evolve(user, roles=frozenset(roles))
 
     # Access to jobs.
 

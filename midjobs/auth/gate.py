@@ -5,8 +5,6 @@ L{LoginGate}, which throttles failed attempts before the portal sees them.
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.cred.credentials import ICredentials
 from twisted.cred.error import LoginFailed, UnauthorizedLogin
 from twisted.cred.portal import Portal

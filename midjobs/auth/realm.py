@@ -34,8 +34,9 @@ class Realm:
     Gives L{IUser} avatars.
 
     A trusted UNIX-socket peer is C{root} with C{FULL_ADMIN}; any other login
-    gets the roles stored for its user now, and fails with
-    L{UnauthorizedLogin} if that user has since been deleted or locked.
+    (password, token, API key) gets the roles stored for its user now, and
+    fails with L{UnauthorizedLogin} if that user has since been deleted or
+    locked.  The avatar id's C{credentials_data} goes to the avatar as it is.
     """
 
     def __init__(self, users: UserStore) -> None:
@@ -51,11 +52,15 @@ class Realm:
             raise TypeError(f"expected an AvatarId from the checker, got {avatarId!r}")
         if avatarId.credentials_type == UNIX_SOCKET:
             return IUser, User(avatarId.username, frozenset({FULL_ADMIN}), UNIX_SOCKET), _logout
+        data = avatarId.credentials_data
         if getattr(avatarId, "trusted_peer", False):
             # A token a trusted peer made: its rights, not a stored user's.
-            return IUser, User(avatarId.username, frozenset({FULL_ADMIN}), avatarId.credentials_type), _logout
+            avatar = User(
+                avatarId.username, frozenset({FULL_ADMIN}), avatarId.credentials_type, credentials_data=data
+            )
+            return IUser, avatar, _logout
         user = yield self._users.get_by_username(avatarId.username)
         if user is None or user["locked"]:
             raise UnauthorizedLogin(f"user {avatarId.username!r} is gone or locked")
-        avatar = User(user["username"], frozenset(user["roles"]), avatarId.credentials_type)
+        avatar = User(user["username"], frozenset(user["roles"]), avatarId.credentials_type, credentials_data=data)
         return IUser, avatar, _logout

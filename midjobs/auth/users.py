@@ -187,6 +187,14 @@ class UserStore:
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
 
+    @property
+    def pool(self) -> ConnectionPool:
+        """
+        The database pool the accounts live in, for stores of what belongs
+        to a user (L{midjobs.auth.api_keys.ApiKeyStore}).
+        """
+        return self._pool
+
     def setup(self) -> Deferred[int]:
         """
         Create or migrate the C{users} table.
@@ -331,6 +339,9 @@ class UserStore:
     def delete(self, id: int) -> Deferred[None]:
         """
         Remove a user; fails with C{CallError(ENOENT)} if there is none.
+
+        What refers to the user with C{ON DELETE CASCADE} (their API keys)
+        goes with it, in the same statement.
         """
 
         def delete(txn: Transaction) -> None:

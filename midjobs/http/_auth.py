@@ -10,9 +10,10 @@ without credentials is tried as its peer (L{PeerCredentials}), so local
 trust works over HTTP as it does for C{midclt}.
 
 Tokens are L{midjobs.auth.tokens.TokenCredentials} for a login (bound to no
-job), checked with the request's origin.  API keys get their credentials
-interface here; until a checker for them is registered on the portal, it
-answers L{UnhandledCredentials}, which is a 401 like any other failed login.
+job), checked with the request's origin.  API keys are
+L{midjobs.auth.api_keys.APIKeyCredentials}, naming no user.  Credentials
+no checker on the portal handles answer L{UnhandledCredentials}, which is a
+401 like any other failed login.
 """
 
 from __future__ import annotations
@@ -21,13 +22,12 @@ import binascii
 from base64 import b64decode
 from typing import Any
 
-import attrs
 from twisted.cred.credentials import ICredentials, UsernamePassword
 from twisted.cred.error import LoginFailed, UnauthorizedLogin, UnhandledCredentials
-from twisted.cred.portal import Portal
-from zope.interface import Attribute, implementer
 
-from ..auth import login, peer_credentials
+from ..auth import peer_credentials
+from ..auth.gate import LoginGate, LoginThrottled
+from ..auth.api_keys import APIKeyCredentials, IAPIKey
 from ..auth.tokens import TokenCredentials, origin_of
 
 __all__ = [
@@ -37,23 +37,6 @@ __all__ = [
     "authenticate",
     "credentials_from",
 ]
-
-
-class IAPIKey(ICredentials):
-    """
-    An API key, sent as C{Authorization: Bearer <key>}.
-    """
-
-    key = Attribute("The key as the client sent it (C{str}).")
-
-
-@implementer(IAPIKey)
-@attrs.frozen(repr=False)
-class APIKeyCredentials:
-    key: str
-
-    def __repr__(self) -> str:
-        return "APIKeyCredentials(<secret>)"
 
 
 class AuthenticationFailed(Exception):
@@ -120,9 +103,10 @@ def _token(token: str, request: Any) -> TokenCredentials:
     return TokenCredentials(token, origin=origin_of(request.getClientAddress()))
 
 
-async def authenticate(portal: Portal | None, request: Any) -> Any:
+async def authenticate(logins: LoginGate | None, request: Any) -> Any:
     """
-    Log the caller of C{request} in and return the L{midjobs.auth.IUser} avatar.
+    Log the caller of C{request} in through C{logins} and return the
+    L{midjobs.auth.IUser} avatar.
 
     Needs only what is known once the headers are in: C{requestHeaders},
     C{args} (the query) and C{channel.transport} (for a UNIX-socket peer).
@@ -137,10 +121,12 @@ async def authenticate(portal: Portal | None, request: Any) -> Any:
         credentials = peer_credentials(getattr(channel, "transport", None))
         if credentials is None:
             raise AuthenticationFailed("Authentication required")
-    if portal is None:
+    if logins is None:
         raise AuthenticationFailed("This daemon accepts no logins")
     try:
-        return await login(portal, credentials)
+        return await logins.login(credentials, origin_of(request.getClientAddress()), "HTTP login")
+    except LoginThrottled as e:
+        raise AuthenticationFailed(str(e)) from None
     except UnhandledCredentials:
         raise AuthenticationFailed("This kind of credentials is not accepted here") from None
     except (UnauthorizedLogin, LoginFailed):

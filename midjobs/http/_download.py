@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from ..auth import TokenCredentials, login, origin_of
+from ..auth import TokenCredentials, origin_of
 from ..pipe import Pipe, PipeBrokenError
 
 if TYPE_CHECKING:
@@ -238,7 +238,7 @@ async def serve_download(middleware: Middleware, request: Any, job_id: int) -> A
         token = values[0].decode("ascii")
     except UnicodeDecodeError:
         return _plain(request, 401, "Invalid or expired token")
-    if middleware.tokens.lookup(token) is None or middleware.portal is None:
+    if middleware.tokens.lookup(token) is None or middleware.logins is None:
         return _plain(request, 401, "Invalid or expired token")
     pending = middleware.downloads.get(job_id)
     if pending is None:
@@ -247,7 +247,7 @@ async def serve_download(middleware: Middleware, request: Any, job_id: int) -> A
         return _plain(request, 410, f"The download of job {job_id} was not begun in time")
     origin = origin_of(request.getClientAddress())
     try:
-        user = await login(middleware.portal, TokenCredentials(token, job_id=job_id, origin=origin))
+        user = await middleware.logins.login(TokenCredentials(token, job_id=job_id, origin=origin), origin, "download token")
     except (UnauthorizedLogin, LoginFailed):
         return _plain(request, 401, "Invalid or expired token")
     try:

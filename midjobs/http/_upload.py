@@ -213,7 +213,7 @@ class Upload:
         self._parser = self._make_parser()
         self._busy = True
         self._pause("login")
-        d = Deferred.fromCoroutine(authenticate(self._middleware.portal, request))
+        d = Deferred.fromCoroutine(authenticate(self._middleware.logins, request))
         d.addCallbacks(self._logged_in, self._login_failed).addErrback(self._crashed)
 
     def data_received(self, data: bytes) -> None:

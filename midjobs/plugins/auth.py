@@ -7,18 +7,18 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.cred.credentials import UsernamePassword
-from twisted.cred.error import UnauthorizedLogin
-from ..logs import logger
+from twisted.cred.error import LoginFailed
 
-from ..auth import TokenCredentials, login, origin_of
+from ..auth import APIKeyCredentials, TokenCredentials, origin_of
 from ..errors import ValidationErrors
 from ..interfaces import ISession
-from ..service import Service, no_auth_required, pass_app
+from ..service import Service, no_auth_required, no_authz_required, pass_app, secret
 
-log = logger(__name__)
-
-#: Longest username or password a login looks at.
-_MAX_SECRET = 1024
+#: The fields each C{auth.login_ex} mechanism needs, all strings.
+_MECHANISMS = {
+    "PASSWORD_PLAIN": ("username", "password"),
+    "API_KEY_PLAIN": ("username", "api_key"),
+}
 
 #: Longest life of a token from auth.generate_token, in seconds.
 _MAX_TOKEN_TTL = 86400
@@ -40,27 +40,35 @@ class AuthService(Service):
     namespace = "auth"
 
     @no_auth_required
+    @secret("data.password", "data.api_key")
     @pass_app
     async def login_ex(self, app: ISession, data: dict) -> dict:
         """
         Log the connection in.  C{data} is C{{"mechanism": "PASSWORD_PLAIN",
-        "username": ..., "password": ...}}.  Returns C{{"response_type":
-        "SUCCESS", "user_info": ...}} or C{{"response_type": "AUTH_ERR"}}.
+        "username": ..., "password": ...}} or C{{"mechanism": "API_KEY_PLAIN",
+        "username": ..., "api_key": ...}} (a key of that user).  Returns
+        C{{"response_type": "SUCCESS", "user_info": ...}} or
+        C{{"response_type": "AUTH_ERR"}}.
         """
         errors = ValidationErrors()
         mechanism = data.get("mechanism")
-        if mechanism != "PASSWORD_PLAIN":
+        fields = _MECHANISMS.get(mechanism) if isinstance(mechanism, str) else None
+        if fields is None:
             errors.add("login_ex.mechanism", f"Unsupported mechanism: {mechanism!r}")
-        for key in ("username", "password"):
+        for key in fields or _MECHANISMS["PASSWORD_PLAIN"]:
             if not isinstance(data.get(key), str):
                 errors.add(f"login_ex.{key}", "A string is required")
         errors.check()
-        user = await self._login(app, data["username"], data["password"])
+        if mechanism == "API_KEY_PLAIN":
+            user = await self._login_with_api_key(app, data["api_key"], data["username"])
+        else:
+            user = await self._login(app, data["username"], data["password"])
         if user is None:
             return {"response_type": "AUTH_ERR"}
         return {"response_type": "SUCCESS", "user_info": user_info(user), "authenticator": "LEVEL_1"}
 
     @no_auth_required
+    @secret("password")
     @pass_app
     async def login(self, app: ISession, username: str, password: str) -> bool:
         """
@@ -69,26 +77,32 @@ class AuthService(Service):
         return await self._login(app, username, password) is not None
 
     async def _login(self, app: ISession, username: str, password: str) -> Any:
-        if not username or not password or len(username) > _MAX_SECRET or len(password) > _MAX_SECRET:
-            return self._failed(app, "password")
         return await self._log_in(app, UsernamePassword(username.encode(), password.encode()), "password")
 
     async def _log_in(self, app: ISession, credentials: Any, kind: str) -> Any:
         """
-        Log C{app} in through the portal; the user, or C{None} if refused.
+        Log C{app} in through the throttled portal; the user, or C{None} if refused.
         """
         try:
-            user = await login(self.middleware.portal, credentials)
-        except UnauthorizedLogin:
-            return self._failed(app, kind)
+            user = await self.middleware.logins.login(credentials, origin_of(app.peer), kind)
+        except LoginFailed:
+            return None
         app.login(user)
-        log.info("{username} logged in with a {kind} from {peer}", username=user.username, kind=kind, peer=app.peer)
         return user
 
-    @staticmethod
-    def _failed(app: ISession, kind: str) -> None:
-        log.info("Failed {kind} login from {peer}", kind=kind, peer=app.peer)
+    @no_auth_required
+    @secret("api_key")
+    @pass_app
+    async def login_with_api_key(self, app: ISession, api_key: str) -> bool:
+        """
+        Log the connection in with a key from C{api_key.create}; C{True} if it worked.
+        """
+        return await self._login_with_api_key(app, api_key) is not None
 
+    async def _login_with_api_key(self, app: ISession, api_key: str, username: str | None = None) -> Any:
+        return await self._log_in(app, APIKeyCredentials(api_key, username), "API-key")
+
+    @no_authz_required
     @pass_app
     async def generate_token(
         self,
@@ -116,13 +130,12 @@ class AuthService(Service):
         )
 
     @no_auth_required
+    @secret("token")
     @pass_app
     async def login_with_token(self, app: ISession, token: str) -> bool:
         """
         Log the connection in with a token from C{auth.generate_token}; C{True} if it worked.
         """
-        if not token or len(token) > _MAX_SECRET:
-            return self._failed(app, "token") is not None
         credentials = TokenCredentials(token, origin=origin_of(app.peer))
         return await self._log_in(app, credentials, "token") is not None
 
@@ -135,6 +148,7 @@ class AuthService(Service):
         app.logout()
         return True
 
+    @no_authz_required
     @pass_app
     async def me(self, app: ISession) -> dict:
         """
