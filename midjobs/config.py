@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import attrs
+from twisted.internet.endpoints import quoteStringArgument
 
 from .logs import LEVELS
 from .paths import SOCKET_NAME, default_state_dir
@@ -51,6 +52,12 @@ def _str(value: Any, key: str) -> str:
     return value
 
 
+def _absolute_path(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not os.path.isabs(value) or "\0" in value:
+        raise ConfigError(f"{key} must be an absolute path")
+    return os.path.normpath(value)
+
+
 def _absolute_paths(value: Any, key: str) -> tuple[str, ...]:
     paths = _str_list(value, key)
     if not paths or not all(os.path.isabs(p) and "\0" not in p for p in paths):
@@ -62,6 +69,16 @@ def _log_level(value: Any, key: str) -> str:
     if value not in LEVELS:
         raise ConfigError(f"{key} must be one of {', '.join(LEVELS)}")
     return value
+
+
+def _origins(value: Any, key: str) -> tuple[str, ...]:
+    # Imported here: the origin check lives with the WebSocket protocol.
+    from .rpc._origin import Origin
+
+    try:
+        return tuple(str(Origin.parse(origin)) for origin in _str_list(value, key))
+    except ValueError as e:
+        raise ConfigError(f"{key}: {e}") from None
 
 
 #: Each known key: its TOML table, name, the Settings field it sets, and its check.
@@ -77,7 +94,37 @@ _KEYS = {
     ("jobs", "keep_days"): ("keep_days", _positive_int),
     ("jobs", "keep_records"): ("keep_records", _positive_int),
     ("filesystem", "roots"): ("filesystem_roots", _absolute_paths),
+    ("tls", "certificate"): ("tls_certificate", _absolute_path),
+    ("tls", "private_key"): ("tls_private_key", _absolute_path),
+    ("http", "allowed_origins"): ("allowed_origins", _origins),
 }
+
+
+def _endpoint_keywords(description: str) -> tuple[str, set[str]]:
+    """
+    The type of a Twisted endpoint string and the names of its keyword
+    arguments, read as L{twisted.internet.endpoints.serverFromString} does:
+    fields split at C{:}, a keyword before the first C{=} of a field, and a
+    backslash escapes the next character.
+    """
+    fields: list[tuple[str, bool]] = []  # (text before any "=", whether "=" came)
+    current, equals, escaped = "", False, False
+    for char in description:
+        if escaped:
+            escaped = False
+            if not equals:
+                current += char
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            fields.append((current, equals))
+            current, equals = "", False
+        elif char == "=":
+            equals = True
+        elif not equals:
+            current += char
+    fields.append((current, equals))
+    return fields[0][0], {name for name, keyword in fields[1:] if keyword}
 
 
 @attrs.frozen
@@ -97,6 +144,12 @@ class Settings:
     @ivar keep_records: the most jobs the history holds.
     @ivar filesystem_roots: the directories C{filesystem.*} may touch, as
         configured; empty for the default (see L{filesystem_root_paths}).
+    @ivar tls_certificate: the PEM file of the certificate for C{ssl:}
+        listeners that name no files (see L{listen_endpoints}).
+    @ivar tls_private_key: the PEM file of its private key (default: the
+        certificate's file, which then holds both).
+    @ivar allowed_origins: the web origins (C{https://host[:port]}) whose
+        pages may open the WebSocket, besides the daemon's own.
     """
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
@@ -110,6 +163,9 @@ class Settings:
     keep_records: int = 100000
     log_level: str = "info"
     filesystem_roots: tuple[str, ...] = ()
+    tls_certificate: str | None = None
+    tls_private_key: str | None = None
+    allowed_origins: tuple[str, ...] = ()
 
     @property
     def socket_path(self) -> str:
@@ -126,6 +182,39 @@ class Settings:
         C{<state_dir>/files} when none are configured.
         """
         return self.filesystem_roots or (os.path.join(self.state_dir, "files"),)
+
+    def listen_endpoints(self) -> tuple[str, ...]:
+        """
+        The endpoint strings to listen on: L{listen}, with each C{ssl:} one
+        completed from the configuration.  One that names neither
+        C{privateKey} nor C{certKey} gets L{tls_private_key} and
+        L{tls_certificate}; one that names only C{certKey} gets
+        L{tls_private_key}.  One that names C{privateKey} is left as it is
+        (without C{certKey}, its file holds the certificate too).
+
+        @raise ConfigError: an C{ssl:} endpoint lacks a file that is not
+            configured either.
+        """
+        return tuple(self._with_tls(description) for description in self.listen)
+
+    def _with_tls(self, description: str) -> str:
+        kind, keywords = _endpoint_keywords(description)
+        if kind.lower() != "ssl" or "privateKey" in keywords:
+            return description
+        if "certKey" in keywords:
+            if self.tls_private_key is None:
+                raise ConfigError(
+                    f"the listener {description} names a certKey but no privateKey: add privateKey= "
+                    "to it, or set [tls] private_key in the configuration (or --tls-private-key)"
+                )
+            return f"{description}:privateKey={quoteStringArgument(self.tls_private_key)}"
+        if self.tls_certificate is None:
+            raise ConfigError(
+                f"the listener {description} needs a TLS certificate: set [tls] certificate "
+                "and private_key in the configuration, or give --tls-certificate and --tls-private-key"
+            )
+        key = quoteStringArgument(self.tls_private_key or self.tls_certificate)
+        return f"{description}:privateKey={key}:certKey={quoteStringArgument(self.tls_certificate)}"
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> Settings:

@@ -1,7 +1,8 @@
 """
 The daemon as a Twisted service: the middleware and one listener per endpoint.
 
-L{Daemon} is what C{twistd midjobs} runs.  On start it opens the state
+L{Daemon} is what C{twistd midjobs} runs.  On start it reads the
+endpoints (and the TLS certificates of C{ssl:} ones), opens the state
 directory and database, sets up the services, and only then listens, so the
 first connection finds everything ready.
 """
@@ -21,41 +22,68 @@ from typing import Any, Iterable
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import quoteStringArgument, serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from .logs import logger, set_level
 
 from .auth import UserStore, default_trusted_uids, make_portal
-from .config import Settings
+from .config import ConfigError, Settings
 from .http import make_site
 from .middleware import Middleware
 from .plugins import BUILTIN_SERVICES
 from .service import Service as MidjobsService
 from .store import JobHistory, SQLiteJobStore, close_database, open_database
 
-__all__ = ["Daemon", "Listener", "load_service_classes"]
+__all__ = ["Daemon", "Listener", "load_service_classes", "server_endpoint"]
 
 log = logger(__name__)
 
 ENTRY_POINT_GROUP = "midjobs.services"
 
 
+def server_endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
+    """
+    The server endpoint C{description} names; an C{ssl:} one has read its
+    certificate and key.
+
+    @raise ConfigError: C{description} is no endpoint string, or names
+        certificate or key files that cannot be read or used.
+    """
+    try:
+        return serverFromString(reactor, description)
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        reason = f"{e.strerror or e}{where}"
+    except Exception as e:
+        reason = str(e) or type(e).__name__
+        if type(e).__module__.startswith("OpenSSL"):
+            reason = f"the TLS certificate or private key is not usable: {reason}"
+    raise ConfigError(f"cannot listen on {description}: {reason}")
+
+
 class Listener(Service):
     """
-    Listens on one endpoint string while running.
+    Listens on one endpoint while running.
 
+    @ivar description: the endpoint string.
     @ivar port: the listening port once L{listening} has fired.
     """
 
-    def __init__(self, reactor: Any, description: str, factory: Any) -> None:
+    def __init__(
+        self, reactor: Any, description: str, factory: Any, endpoint: IStreamServerEndpoint | None = None
+    ) -> None:
+        """
+        @param endpoint: the endpoint C{description} names, if already made.
+        """
         self._reactor = reactor
         self.description = description
         self.factory = factory
+        self._endpoint = endpoint
         self.port: IListeningPort | None = None
         self.listening: Deferred[IListeningPort] | None = None
 
     def startService(self) -> None:
         super().startService()
-        endpoint = serverFromString(self._reactor, self.description)
+        endpoint = self._endpoint or serverFromString(self._reactor, self.description)
         self.listening = endpoint.listen(self.factory)
         self.listening.addCallback(self._listened)
 
@@ -123,7 +151,9 @@ class Daemon(MultiService):
         d.addCallbacks(self.ready.callback, self._failed_to_start)
 
     def _failed_to_start(self, failure: Any) -> None:
-        if failure.check(OSError, sqlite3.Error):
+        if failure.check(ConfigError):
+            log.critical("midjobs could not start: {reason}", reason=str(failure.value))
+        elif failure.check(OSError, sqlite3.Error):
             # The state directory or disk, not the code: one line says it all.
             log.critical("midjobs could not start: {reason}", reason=_state_error(failure.value, self.settings))
         else:
@@ -140,6 +170,10 @@ class Daemon(MultiService):
         settings = self.settings
         state_dir = settings.state_path
         set_level(settings.log_level)
+        # Bad endpoints or certificates stop the start before anything is touched.
+        socket = quoteStringArgument(settings.socket_path)
+        descriptions = [*settings.listen_endpoints(), f"unix:{socket}:mode=600:lockfile=1"]
+        endpoints = [(d, server_endpoint(self.reactor, d)) for d in descriptions]
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.reactor.suggestThreadPoolSize(settings.threads)
         database_path = str(state_dir / "midjobs.db")
@@ -166,9 +200,8 @@ class Daemon(MultiService):
         self.middleware = middleware
 
         site = make_site(middleware)
-        socket = quoteStringArgument(settings.socket_path)
-        for description in [*settings.listen, f"unix:{socket}:mode=600:lockfile=1"]:
-            listener = Listener(self.reactor, description, site)
+        for description, endpoint in endpoints:
+            listener = Listener(self.reactor, description, site, endpoint)
             self.listeners.append(listener)
             listener.setServiceParent(self)
         for listener in self.listeners:

@@ -13,6 +13,10 @@ from .daemon import Daemon
 from .logs import LEVELS
 
 
+def _absolute(path: str | None) -> str | None:
+    return os.path.abspath(path) if path else None
+
+
 class Options(usage.Options):
     """
     twistd midjobs [options]
@@ -22,7 +26,8 @@ class Options(usage.Options):
     longdesc = (
         "Run the midjobs daemon: JSON-RPC over a WebSocket at /api/current, "
         "uploads at /_upload and downloads at /_download, on every --listen "
-        "endpoint and on the local UNIX socket.  Command-line options win over "
+        "endpoint and on the local UNIX socket; over TLS (HTTPS and WSS) on "
+        "ssl: endpoints.  Command-line options win over "
         "the --config file, which wins over the embedded defaults."
     )
     optParameters = [
@@ -35,6 +40,18 @@ class Options(usage.Options):
             "(default: /var/lib/midjobs for root, else $XDG_STATE_HOME/midjobs or ~/.local/state/midjobs).",
         ],
         ["config", "c", None, "A TOML configuration file (see etc/midjobs.toml)."],
+        [
+            "tls-certificate",
+            None,
+            None,
+            "The PEM certificate file for ssl: endpoints that name no files of their own.",
+        ],
+        [
+            "tls-private-key",
+            None,
+            None,
+            "The PEM private key of --tls-certificate (default: in the certificate's file).",
+        ],
         [
             "log-level",
             None,
@@ -52,7 +69,8 @@ class Options(usage.Options):
     def opt_listen(self, endpoint: str) -> None:
         """
         Listen on a Twisted server endpoint string; repeatable
-        (default: tcp:6000:interface=127.0.0.1).
+        (default: tcp:6000:interface=127.0.0.1).  An ssl: endpoint serves HTTPS
+        and WSS with --tls-certificate unless it names its own.
         """
         self["listen"].append(endpoint)
 
@@ -74,9 +92,11 @@ class Options(usage.Options):
         return base.with_overrides(
             listen=tuple(self["listen"]) or None,
             socket=self["socket"],
-            state_dir=os.path.abspath(self["state-dir"]) if self["state-dir"] else None,
+            state_dir=_absolute(self["state-dir"]),
             plugins=(*base.plugins, *self["plugin"]) if self["plugin"] else None,
             log_level=self["log-level"],
+            tls_certificate=_absolute(self["tls-certificate"]),
+            tls_private_key=_absolute(self["tls-private-key"]),
         )
 
     def postOptions(self) -> None:

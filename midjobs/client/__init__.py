@@ -5,6 +5,9 @@ The midjobs client: a Twisted WebSocket (JSON-RPC 2.0) client for the daemon::
     d.addCallback(lambda client: client.call_job("core.job_test", {"sleep": 1}))
 
 L{upload} and L{download} move files through the daemon's HTTP routes with treq.
+Over TLS (C{wss://}, C{https://}) the server's certificate is verified
+against the system's authorities, or those of a C{ca_file}; C{insecure}
+turns the verification off.
 
 The wire contract is C{PROTOCOL.md}; C{midclt} is the command line tool on top.
 """
@@ -20,6 +23,7 @@ from ._errors import (
     JSONRPCError,
 )
 from ._download import DownloadError, download
+from ._endpoint import ClientTLSError
 from ._types import EventCallback, JobCallback, JobRecord
 from ._upload import UploadError, UploadFile, upload
 
@@ -33,6 +37,7 @@ __all__ = [
     "Client",
     "ClientError",
     "ClientConnectFailed",
+    "ClientTLSError",
     "ClientConnectionLost",
     "ClientCallError",
     "ClientValidationErrors",

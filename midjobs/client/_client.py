@@ -11,10 +11,11 @@ import attrs
 from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from midjobs import wire_json
 
-from ._endpoint import client_endpoint
+from ._endpoint import ClientTLSError, client_endpoint, tls_failure_reason
 from ._errors import (
     ClientCallError,
     ClientConnectionLost,
@@ -38,6 +39,7 @@ def connect(
     reactor: Any = None,
     timeout: float = 10,
     insecure: bool = False,
+    ca_file: str | None = None,
     call_timeout: float | None = None,
 ) -> Deferred[Client]:
     """
@@ -47,18 +49,22 @@ def connect(
         C{ws+unix:///path/to/midjobs.sock}.
     @param timeout: seconds for the connection and the handshake together.
     @param insecure: for C{wss://}, do not verify the server's certificate.
+    @param ca_file: for C{wss://}, a PEM file of the certificate authorities
+        to trust instead of the system's (for a daemon whose certificate a
+        private CA signed, or a self-signed one).
     @param call_timeout: the new client's L{Client.call_timeout}.
     @return: fires with a connected L{Client}; fails with Twisted's
         C{ConnectError} family (refused, no such socket, timeout...),
-        L{ClientConnectFailed} if the handshake fails, or C{ValueError}
-        for a bad URI.
+        L{ClientTLSError} if the TLS handshake fails (the certificate
+        could not be verified), L{ClientConnectFailed} if the WebSocket
+        handshake fails, or C{ValueError} for a bad URI or C{ca_file}.
     """
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
     try:
-        endpoint, url = client_endpoint(uri, reactor, timeout=timeout, insecure=insecure)
+        endpoint, url = client_endpoint(uri, reactor, timeout=timeout, insecure=insecure, ca_file=ca_file)
     except ValueError:
         return fail()
     client = Client(reactor, call_timeout=call_timeout)
@@ -84,9 +90,23 @@ class _ClientFactory(WebSocketClientFactory):
         self._client = client
 
     def buildProtocol(self, addr: Any) -> ClientProtocol:
-        protocol = ClientProtocol(self._client)
+        protocol = _Protocol(self._client)
         protocol.factory = self
         return protocol
+
+
+class _Protocol(ClientProtocol):
+    """
+    A L{ClientProtocol} that tells a failed TLS handshake apart from other
+    ways the opening can fail.
+    """
+
+    def connectionLost(self, reason: Failure) -> None:
+        if not self.opened.called:
+            tls = tls_failure_reason(reason)
+            if tls is not None:
+                self.opened.errback(ClientTLSError(f"TLS handshake failed: {tls}"))
+        super().connectionLost(reason)
 
 
 @attrs.define(eq=False)

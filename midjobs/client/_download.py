@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 from twisted.internet.defer import Deferred
 from twisted.web.client import ResponseFailed
 
-from ._http import read_prefix, with_client
+from ._http import http_url, no_answer_reason, read_prefix, with_client
 
 __all__ = ["DownloadError", "download"]
 
@@ -44,7 +44,7 @@ class DownloadError(Exception):
 
 def _url(base_url: str, path_or_url: str) -> bytes:
     parts = urllib.parse.urlsplit(path_or_url)
-    url = path_or_url if parts.scheme else urllib.parse.urljoin(base_url, path_or_url)
+    url = path_or_url if parts.scheme else urllib.parse.urljoin(http_url(base_url), path_or_url)
     return url.encode("ascii")
 
 
@@ -55,14 +55,21 @@ def download(
     *,
     reactor: Any = None,
     client: Any = None,
+    insecure: bool = False,
+    ca_file: str | None = None,
 ) -> Deferred[int]:
     """
     GET C{path_or_url} (a path such as C{core.download} returns, resolved
     against C{base_url}, or a full URL) and write the body to C{file_obj}.
 
+    @param base_url: the daemon's base URL, C{http://host:port} or
+        C{https://host:port} (or the C{ws://}/C{wss://} URL of its WebSocket).
     @param file_obj: anything with a C{write(bytes)} method.
     @param reactor: the reactor for a client made here (the global one by default).
     @param client: a C{treq.client.HTTPClient} to use instead of making one.
+    @param insecure: over C{https://}, do not verify the server's certificate.
+    @param ca_file: over C{https://}, trust the certificate authorities of
+        this PEM file instead of the system's.
     @return: fires with the number of bytes written; fails with
         L{DownloadError} for a status other than 200 or a body that ended
         early (the file then holds a partial body the caller must discard).
@@ -75,7 +82,7 @@ def download(
         try:
             response = await client.get(url)
         except Exception as e:
-            raise DownloadError(None, f"No response from {url.decode()}: {e}") from e
+            raise DownloadError(None, f"No response from {url.decode()}: {no_answer_reason(e)}") from e
         if response.code != 200:
             try:
                 body = await read_prefix(response)
@@ -100,4 +107,4 @@ def download(
             raise DownloadError(200, f"The download was cut short after {size} of {length} bytes")
         return size
 
-    return with_client(client, reactor, run)
+    return with_client(client, reactor, run, insecure=insecure, ca_file=ca_file)

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO, Iterable, Sequence, Union
 from twisted.internet.defer import Deferred
 from twisted.web.client import FileBodyProducer
 
-from ._http import read_prefix, with_client
+from ._http import http_url, no_answer_reason, read_prefix, with_client
 
 __all__ = ["UploadError", "UploadFile", "upload"]
 
@@ -54,7 +54,7 @@ class UploadError(Exception):
 
 
 def _upload_url(url: str) -> bytes:
-    return urllib.parse.urljoin(url, "/_upload").encode("ascii")
+    return urllib.parse.urljoin(http_url(url), "/_upload").encode("ascii")
 
 
 def _authorization(auth: tuple[str, str] | None, token: str | None, api_key: str | None) -> bytes | None:
@@ -131,6 +131,8 @@ def upload(
     client: Any = None,
     reactor: Any = None,
     wait: Any = None,
+    insecure: bool = False,
+    ca_file: str | None = None,
 ) -> Deferred[Any]:
     """
     Start job C{method(*params)} with C{files} as its input pipes.
@@ -139,8 +141,9 @@ def upload(
     iterating C{job.pipes.inputs}.  This returns once the daemon has handed
     every file to the job, or, with C{wait}, once the job has ended.
 
-    @param url: the daemon's base URL, C{http://host:port} (a URL ending in
-        C{/_upload} works too).
+    @param url: the daemon's base URL, C{http://host:port} or
+        C{https://host:port} (a URL ending in C{/_upload}, or the
+        C{ws://}/C{wss://} URL of its WebSocket, works too).
     @param files: one to five files, each a binary file object, C{(filename,
         file)} or C{(filename, content_type, file)}.  A file object that can
         seek is sent with its length; one that cannot is streamed chunked.
@@ -151,6 +154,9 @@ def upload(
     @param reactor: the reactor for a client made here (the global one by default).
     @param wait: a logged-in L{midjobs.client.Client} through which to wait
         for the job (with C{core.job_wait}); HTTP alone cannot follow a job.
+    @param insecure: over C{https://}, do not verify the server's certificate.
+    @param ca_file: over C{https://}, trust the certificate authorities of
+        this PEM file instead of the system's.
     @return: fires with the job id, or with C{wait} the job's result; fails
         with L{UploadError} for any answer other than 200, or if no answer
         came, and with the job's error (L{ClientCallError}, L{JobAborted})
@@ -170,7 +176,7 @@ def upload(
         try:
             response = await client.post(target, headers=headers, data=[("data", data)], files=fields)
         except Exception as e:
-            raise UploadError(None, f"No answer from {target.decode()}: {e}") from e
+            raise UploadError(None, f"No answer from {target.decode()}: {no_answer_reason(e)}") from e
         try:
             body = await read_prefix(response)
         except Exception as e:
@@ -193,4 +199,4 @@ def upload(
             return await wait.call_job("core.job_wait", job_id)
         return job_id
 
-    return with_client(client, reactor, run)
+    return with_client(client, reactor, run, insecure=insecure, ca_file=ca_file)

@@ -1,8 +1,8 @@
 """
 C{midclt}: call the midjobs daemon from the command line.
 
-    midclt [-u URI] [-U USER] [-P PASSWORD] [-K API_KEY] [-t SECONDS] [--insecure]
-           {call,ping,subscribe} ...
+    midclt [-u URI] [-U USER] [-P PASSWORD] [-K API_KEY] [-t SECONDS]
+           [--insecure | --ssl-ca FILE] {call,ping,subscribe} ...
 
 Exit status: 0 on success, 1 on any failure (printed on stderr), 130 on Ctrl-C.
 """
@@ -25,6 +25,7 @@ from midjobs import wire_json
 from midjobs.paths import default_socket_path
 
 from ._client import Client, connect
+from ._endpoint import ClientTLSError
 from ._errors import ClientCallError, ClientConnectFailed, ClientConnectionLost, JobAborted, JSONRPCError
 from ._progress import ProgressDisplay
 
@@ -82,7 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-K", "--api-key", metavar="API_KEY", help="log in with an API key")
     parser.add_argument("-t", "--timeout", type=float, metavar="SECONDS",
                         help="timeout for connecting and for each call")
-    parser.add_argument("--insecure", action="store_true", help="do not verify the wss:// server certificate")
+    tls = parser.add_mutually_exclusive_group()
+    tls.add_argument("--insecure", action="store_true", help="do not verify the wss:// server certificate")
+    tls.add_argument("--ssl-ca", metavar="FILE",
+                     help="verify the wss:// server certificate against the CA certificates of this PEM file "
+                          "instead of the system's")
     commands = parser.add_subparsers(dest="command", metavar="{call,ping,subscribe}", required=True)
 
     call = commands.add_parser("call", help="call a method and print its result")
@@ -157,7 +162,7 @@ class _Run:
         uri = opts.uri or default_uri()
         try:
             client = await connect(uri, reactor=reactor, timeout=opts.timeout or 10,
-                                   insecure=opts.insecure, call_timeout=opts.timeout)
+                                   insecure=opts.insecure, ca_file=opts.ssl_ca, call_timeout=opts.timeout)
         except Exception as e:
             if not self.stopping:
                 _err(self._connect_failure(uri, e))
@@ -181,6 +186,9 @@ class _Run:
             return _NOT_RUNNING
         if isinstance(e, (net_error.TimeoutError, DeferredTimeoutError)):
             return f"Failed to connect to {uri}: timed out"
+        if isinstance(e, ClientTLSError):
+            return (f"Failed to connect to {uri}: {e} (give --ssl-ca FILE to trust the CA that signed "
+                    "the daemon's certificate, or --insecure to skip the check)")
         if isinstance(e, ClientConnectFailed):
             return f"Failed to connect to {uri}: {e}"
         return f"Failed to connect to {uri}: {e or type(e).__name__}"

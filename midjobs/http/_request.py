@@ -12,6 +12,9 @@ L{twisted.web.http.HTTPChannel} calls on its request:
   - C{handleContentChunk}, for each piece of the body, de-chunked;
   - C{requestReceived}, once the body ended (instead of C{process()});
   - C{connectionLost}.
+
+Every response, the upload's or another's, gets the security headers of
+L{midjobs.http._headers} just before its headers go out (L{UploadRequest.write}).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from twisted.web.iweb import INonQueuedRequestFactory
 from zope.interface import implementer
 
 from ..middleware import Middleware
+from ._headers import add_security_headers
 from ._upload import Upload
 
 __all__ = ["UPLOAD_PATH", "UploadRequest", "upload_request_factory"]
@@ -49,6 +53,7 @@ class UploadRequest(server.Request):
     """
     A twisted.web request that streams C{POST /_upload} (see the module
     docstring) and is an ordinary L{server.Request} for everything else.
+    Every response it sends carries the security headers.
 
     @ivar upload: the upload this request is, or L{None}.
     """
@@ -86,6 +91,15 @@ class UploadRequest(server.Request):
             return
         _request_target(self, command, path, version)
         self.upload.body_received()
+
+    def write(self, data: bytes) -> None:
+        """
+        Write C{data}; the first write (C{finish} makes one too) adds the
+        security headers to those of the response, which it sends.
+        """
+        if not self.startedWriting:
+            add_security_headers(self)
+        super().write(data)
 
     def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)

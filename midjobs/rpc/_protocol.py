@@ -1,5 +1,9 @@
 """
 The WebSocket protocol: one message in, one call to the middleware, one answer out.
+
+The handshake is refused with 403 when a browser page from another origin
+opens it (L{OriginPolicy}); its HTTP errors carry the security headers of
+every other response.
 """
 
 from __future__ import annotations
@@ -7,12 +11,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import ISSLTransport
 from ..logs import logger
 
 from ..auth import login, peer_credentials
 from ..job import Job
 from ._jsonrpc import TOO_MANY_CONCURRENT_CALLS, Request, RpcError, error_for, parse_request, result_response
+from ._origin import OriginPolicy
 from ._session import Session
 
 if TYPE_CHECKING:
@@ -37,7 +44,19 @@ class RpcProtocol(WebSocketServerProtocol):
     factory: RpcServerFactory
     session: Session
 
+    @property
+    def _secure(self) -> bool:
+        """
+        Whether the connection is TLS (an C{ssl:} listener).
+        """
+        return self.transport is not None and ISSLTransport.providedBy(self.transport)
+
     def onConnect(self, request: Any) -> Deferred[None]:
+        """
+        Accept the handshake unless its C{Origin} is refused; start the
+        session, logged in already for a trusted local peer.
+        """
+        self._check_origin(request)
         self._limit_messages(MAX_MESSAGE_ANONYMOUS)
         self.session = Session(
             self.factory.middleware,
@@ -47,6 +66,34 @@ class RpcProtocol(WebSocketServerProtocol):
         )
         self._in_flight = 0
         return ensureDeferred(self._trust_local_peer())
+
+    def _check_origin(self, request: Any) -> None:
+        """
+        Refuse the handshake of a page from a foreign origin (see L{OriginPolicy}).
+
+        @raise ConnectionDeny: 403, the C{Origin} is not allowed.
+        """
+        headers = request.headers
+        origin, host = headers.get("origin"), headers.get("host")
+        if self.factory.origins.allows(origin, host, self._secure):
+            return
+        log.warn(
+            "Refused a WebSocket from {peer}: origin {origin!r} is not allowed for host {host!r}",
+            peer=request.peer,
+            origin=origin,
+            host=host,
+        )
+        raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "Origin not allowed")
+
+    def sendHttpErrorResponse(self, code: int, reason: str, responseHeaders: Any = None) -> None:
+        """
+        Refuse the handshake with HTTP C{code}, with the security headers.
+        """
+        # Imported here: midjobs.http imports this package.
+        from ..http._headers import security_header_lines
+
+        headers = [*(responseHeaders or ()), *security_header_lines(self._secure)]
+        super().sendHttpErrorResponse(code, reason, headers)
 
     async def _trust_local_peer(self) -> None:
         """
@@ -132,6 +179,9 @@ class RpcProtocol(WebSocketServerProtocol):
 class RpcServerFactory(WebSocketServerFactory):
     """
     Makes an L{RpcProtocol} for each WebSocket connection to the middleware.
+
+    @ivar origins: the C{Origin} check of the handshakes, from the
+        middleware's settings (C{allowed_origins}).
     """
 
     protocol = RpcProtocol
@@ -139,7 +189,13 @@ class RpcServerFactory(WebSocketServerFactory):
     def __init__(self, middleware: Middleware, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.middleware = middleware
+        settings = getattr(middleware, "settings", None)
+        self.origins = OriginPolicy.from_strings(getattr(settings, "allowed_origins", ()))
         self.setProtocolOptions(
+            # The origin check is RpcProtocol's (a 403 for any it refuses),
+            # "null" included; no status page for a GET without Upgrade.
+            allowNullOrigin=True,
+            webStatus=False,
             maxMessagePayloadSize=MAX_MESSAGE_ANONYMOUS,
             maxFramePayloadSize=MAX_MESSAGE_ANONYMOUS,
             autoPingInterval=30,
