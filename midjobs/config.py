@@ -150,6 +150,8 @@ class Settings:
         certificate's file, which then holds both).
     @ivar allowed_origins: the web origins (C{https://host[:port]}) whose
         pages may open the WebSocket, besides the daemon's own.
+    @ivar config_file: the absolute path of the TOML file these settings
+        were read from, if any (C{config.save} backs it up).
     """
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
@@ -166,6 +168,7 @@ class Settings:
     tls_certificate: str | None = None
     tls_private_key: str | None = None
     allowed_origins: tuple[str, ...] = ()
+    config_file: str | None = None
 
     @property
     def socket_path(self) -> str:
@@ -231,7 +234,7 @@ class Settings:
             raise ConfigError(f"Cannot read {path}: {e.strerror}") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path} is not valid TOML: {e}") from None
-        return cls().updated_from(document, str(path))
+        return attrs.evolve(cls().updated_from(document, str(path)), config_file=os.path.abspath(path))
 
     def updated_from(self, document: Mapping[str, Any], source: str = "configuration") -> Settings:
         changes: dict[str, Any] = {}

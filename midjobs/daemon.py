@@ -31,7 +31,7 @@ from .http import make_site
 from .middleware import Middleware
 from .plugins import BUILTIN_SERVICES
 from .service import Service as MidjobsService
-from .store import JobHistory, SQLiteJobStore, close_database, open_database
+from .store import JobHistory, SQLiteJobStore, apply_pending_restore, close_database, open_database
 
 __all__ = ["Daemon", "Listener", "load_service_classes", "server_endpoint"]
 
@@ -176,6 +176,7 @@ class Daemon(MultiService):
         endpoints = [(d, server_endpoint(self.reactor, d)) for d in descriptions]
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.reactor.suggestThreadPoolSize(settings.threads)
+        apply_pending_restore(state_dir)
         database_path = str(state_dir / "midjobs.db")
         self._database = open_database(database_path)
         if settings.job_history:

@@ -4,22 +4,42 @@ Embedded storage: an SQLite database behind one L{ConnectionPool} thread.
 Every module that keeps state (users, job history, logs) shares the pool that
 L{open_database} returns and adds its tables with L{ensure_schema}.  Job
 history goes through L{IJobStore}; L{SQLiteJobStore} is the embedded one.
+L{backup} makes configuration backups of the database, checks uploaded ones
+and restores them at the next start (L{apply_pending_restore}).
 """
 
 from midjobs.store._interfaces import IJobStore, JobRecord, StoreClosed
+from midjobs.store.backup import (
+    BackupError,
+    SchemaPart,
+    apply_pending_restore,
+    backup_database,
+    check_database,
+    read_backup,
+    stage_restore,
+    write_backup,
+)
 from midjobs.store.database import close_database, ensure_schema, open_database
 from midjobs.store.history import CUT_OFF, JobHistory, query_jobs
 from midjobs.store.jobs import SQLiteJobStore
 
 __all__ = [
+    "BackupError",
     "CUT_OFF",
     "IJobStore",
     "JobHistory",
     "JobRecord",
     "SQLiteJobStore",
+    "SchemaPart",
     "StoreClosed",
+    "apply_pending_restore",
+    "backup_database",
+    "check_database",
     "close_database",
     "ensure_schema",
     "open_database",
     "query_jobs",
+    "read_backup",
+    "stage_restore",
+    "write_backup",
 ]
