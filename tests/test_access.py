@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import errno
 import sqlite3
-from pathlib import Path
 from typing import Any, AsyncIterator
 
+import attrs
 import pytest
 import pytest_twisted
 import treq
@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.utils import getProcessOutputAndValue
 
-from conftest import ADMIN, SAMPLE_SERVICES, RunningDaemon
+from conftest import RunningDaemon
 from midjobs.arguments import REDACTED
 from midjobs.client import ClientCallError, connect
 from midjobs.config import Settings
@@ -39,13 +39,8 @@ def password_of(username: str) -> str:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, short_tmp: Path) -> Settings:
-    return Settings(
-        listen=("tcp:0:interface=127.0.0.1",),
-        state_dir=str(tmp_path / "state"),
-        socket=str(short_tmp / "midjobs.sock"),
-        plugins=(SAMPLE_SERVICES, "access_services"),
-    )
+def settings(settings: Settings) -> Settings:
+    return attrs.evolve(settings, plugins=(*settings.plugins, "access_services"))
 
 
 @pytest_twisted.async_yield_fixture
