@@ -295,3 +295,34 @@ def test_allowed_origins_configuration(tmp_path: Path) -> None:
     config.write_text('[http]\nallowed_origins = "https://ui.example.com"\n')
     with pytest.raises(ConfigError, match="http.allowed_origins must be a list of strings"):
         Settings.from_toml(config)
+
+
+# -- the access log -------------------------------------------------------------
+
+
+class _Lines:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write(self, line: str) -> None:
+        self.lines.append(line)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest_twisted.ensureDeferred
+async def test_access_log_hides_tokens(daemon: RunningDaemon, admin_client: Any) -> None:
+    import treq
+
+    site = daemon.daemon.listeners[0].factory
+    log = _Lines()
+    site._logFile = log
+    job_id, url = await admin_client.call("core.download", "system.debug", [], "debug.txz")
+    token = url.rsplit("=", 1)[1]
+    response = await treq.get(daemon.http_url + url, reactor=reactor)
+    await response.content()
+    assert response.code == 200
+    [line] = [line for line in log.lines if f"/_download/{job_id}" in line]
+    assert token not in line
+    assert f"/_download/{job_id}?auth_token=<hidden> HTTP/1.1" in line

@@ -12,6 +12,8 @@ from twisted.internet.defer import Deferred
 from twisted.web.server import Site
 
 from ..rpc import RpcServerFactory
+from ..web import StaticFiles, index_page
+from ._access_log import access_log_line
 from ._request import upload_request_factory
 from ._download import serve_download
 
@@ -23,7 +25,9 @@ __all__ = ["HttpApp", "make_site"]
 
 class HttpApp:
     """
-    The routes of one daemon: C{/api/current} (the WebSocket).
+    The routes of one daemon: C{/api/current} (the WebSocket),
+    C{/_download/<id>}, and the web task manager (C{/} and C{/static/...}).
+    C{POST /_upload} never reaches the app: see L{upload_request_factory}.
     """
 
     app = Klein()
@@ -32,6 +36,8 @@ class HttpApp:
         self.middleware = middleware
         self.rpc_factory = RpcServerFactory(middleware)
         self.websocket = WebSocketResource(self.rpc_factory)
+        self.static_files = StaticFiles()
+        self.index_page = index_page(self.static_files)
 
     @app.route("/api/current")
     def api_current(self, request: Any) -> Any:
@@ -44,12 +50,26 @@ class HttpApp:
         """
         return Deferred.fromCoroutine(serve_download(self.middleware, request, job_id))
 
+    @app.route("/", methods=["GET", "HEAD"])
+    def index(self, request: Any) -> Any:
+        """
+        The web task manager's page.
+        """
+        return self.index_page
+
+    @app.route("/static/", branch=True, methods=["GET", "HEAD"])
+    def static(self, request: Any) -> Any:
+        """
+        The page's scripts, style sheets and images.
+        """
+        return self.static_files
+
 
 def make_site(middleware: Middleware) -> Site:
     """
     The twisted.web site to serve on each listener.
     """
-    site = Site(HttpApp(middleware).app.resource())
+    site = Site(HttpApp(middleware).app.resource(), logFormatter=access_log_line)
     site.displayTracebacks = False
     # POST /_upload streams its body to a job: see _request.UploadRequest.
     site.requestFactory = upload_request_factory(middleware)

@@ -1,0 +1,86 @@
+/**
+ * Turning wire values into text for people.
+ * @module format
+ */
+
+/**
+ * The milliseconds since the epoch of a wire datetime (`{"$date": ms}`), or null.
+ * @param {unknown} value
+ * @returns {number | null}
+ */
+export function dateMs(value) {
+  if (value && typeof value === "object" && typeof value.$date === "number") {
+    return value.$date;
+  }
+  return null;
+}
+
+const pad = (n) => String(n).padStart(2, "0");
+
+/**
+ * A local date and time, `YYYY-MM-DD HH:MM:SS`.
+ * @param {number | null} ms
+ * @returns {string}
+ */
+export function formatTime(ms) {
+  if (ms === null) return "";
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+/**
+ * A duration such as `4 s`, `3 min 05 s` or `2 h 03 min`.
+ * @param {number | null} ms
+ * @returns {string}
+ */
+export function formatDuration(ms) {
+  if (ms === null || !Number.isFinite(ms)) return "";
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${pad(s % 60)} s`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ${pad(Math.floor(s / 60) % 60)} min`;
+  return `${Math.floor(s / 86400)} d ${pad(Math.floor(s / 3600) % 24)} h`;
+}
+
+/**
+ * How long a job ran, or has been running (null before it started).
+ * @param {{time_started?: unknown, time_finished?: unknown, state?: string}} job
+ * @param {number} [now]
+ * @returns {number | null}
+ */
+export function jobDuration(job, now = Date.now()) {
+  const started = dateMs(job.time_started);
+  if (started === null || job.state === "WAITING") return null;
+  const finished = dateMs(job.time_finished);
+  return (finished ?? now) - started;
+}
+
+/**
+ * A byte count such as `1.5 MiB`.
+ * @param {number} n
+ * @returns {string}
+ */
+export function formatBytes(n) {
+  const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  let value = n;
+  while (value >= 1024 && i < units.length - 1) {
+    value /= 1024;
+    i += 1;
+  }
+  return i === 0 ? `${n} bytes` : `${value.toFixed(value < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+/**
+ * JSON for reading: indented, datetimes as ISO text.
+ * @param {unknown} value
+ * @returns {string}
+ */
+export function displayJson(value) {
+  if (value === undefined) return "";
+  return JSON.stringify(value, (key, v) => {
+    const ms = dateMs(v);
+    return ms === null ? v : new Date(ms).toISOString();
+  }, 2);
+}

@@ -1,0 +1,234 @@
+/**
+ * The task manager's page: one connection, the login, the views and the
+ * routes between them (`#jobs`, `#job/<id>`, `#upload`, `#download`).
+ * @module main
+ */
+
+import { DownloadView } from "./download.js";
+import { byId, setText } from "./dom.js";
+import { JobDetailView } from "./jobdetail.js";
+import { JobListView } from "./joblist.js";
+import { JobStore } from "./jobstore.js";
+import { ConnectionLost, RpcClient } from "./rpc.js";
+import { LoginRefused, Session } from "./session.js";
+import { UploadView } from "./upload.js";
+
+const VIEWS = ["login", "jobs", "job", "upload", "download"];
+
+class App {
+  constructor() {
+    this.rpc = new RpcClient(RpcClient.defaultUrl());
+    this.session = new Session(this.rpc);
+    this.store = new JobStore(this.rpc);
+    this.list = new JobListView(this.store);
+    this.detail = new JobDetailView(this.rpc, this.store);
+    this.upload = new UploadView(this.session, this.store);
+    this.download = new DownloadView(this.rpc, this.store);
+    /** Whether the user is logged in (on this connection, or on the one being restored). */
+    this.loggedIn = false;
+    /** @type {string | null} */
+    this.view = null;
+    this.e = {
+      nav: byId("nav"),
+      who: byId("who"),
+      whoName: byId("who-name"),
+      connection: byId("connection"),
+      connectionText: byId("connection-text"),
+      reconnect: /** @type {HTMLButtonElement} */ (byId("reconnect-now")),
+      loginForm: /** @type {HTMLFormElement} */ (byId("login-form")),
+      username: /** @type {HTMLInputElement} */ (byId("login-username")),
+      password: /** @type {HTMLInputElement} */ (byId("login-password")),
+      loginError: byId("login-error"),
+      loginSubmit: /** @type {HTMLButtonElement} */ (byId("login-submit")),
+    };
+
+    this.rpc.addEventListener("state", (event) => {
+      this.connectionChanged(/** @type {CustomEvent} */ (event).detail).catch(() => {});
+    });
+    this.e.loginForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.login();
+    });
+    byId("logout").addEventListener("click", () => this.logout());
+    this.e.reconnect.addEventListener("click", () => this.rpc.reconnectNow());
+    window.addEventListener("hashchange", () => this.route());
+    window.addEventListener("online", () => this.rpc.reconnectNow());
+    this.rpc.connect();
+  }
+
+  /**
+   * @param {{state: string, attempt: number, delay?: number}} detail
+   */
+  async connectionChanged({ state, attempt, delay }) {
+    document.body.dataset.connection = state;
+    if (state === "reconnecting") {
+      const seconds = delay !== undefined ? Math.max(1, Math.round(delay / 1000)) : 0;
+      this.banner(
+        delay !== undefined
+          ? `Connection lost. Reconnecting in ${seconds} s (attempt ${attempt})…`
+          : `Reconnecting (attempt ${attempt})…`,
+        true,
+      );
+      return;
+    }
+    if (state === "connecting") {
+      this.banner("Connecting…", false);
+      return;
+    }
+    // Open: log back in with the kept token, if there is one.
+    const wasIn = this.loggedIn;
+    if (this.session.hasToken) {
+      if (wasIn) this.banner("Reconnected; logging back in…", false);
+      let resumed = false;
+      try {
+        resumed = await this.session.resume();
+      } catch (error) {
+        if (error instanceof ConnectionLost) return;
+      }
+      if (resumed) {
+        this.banner(null);
+        await this.enter(wasIn);
+        return;
+      }
+    }
+    this.banner(null);
+    if (wasIn) await this.leave("Your session has expired: log in again.");
+    else this.showLogin();
+  }
+
+  /**
+   * @param {string | null} text null hides the banner
+   * @param {boolean} [retry] offer "Retry now"
+   */
+  banner(text, retry = false) {
+    this.e.connection.hidden = text === null;
+    setText(this.e.connectionText, text ?? "");
+    this.e.reconnect.hidden = !retry;
+  }
+
+  async login() {
+    const username = this.e.username.value.trim();
+    const password = this.e.password.value;
+    // The password goes to the daemon once and is kept nowhere.
+    this.e.password.value = "";
+    setText(this.e.loginError, "");
+    if (!username || !password) {
+      setText(this.e.loginError, "Give a user name and a password.");
+      return;
+    }
+    this.e.loginSubmit.disabled = true;
+    try {
+      await this.session.login(username, password);
+      await this.enter(false);
+    } catch (error) {
+      let message = `Could not log in: ${error.message}`;
+      if (error instanceof LoginRefused) message = "Wrong user name or password.";
+      if (error instanceof ConnectionLost) message = "Not connected to the daemon: try again once the connection is back.";
+      setText(this.e.loginError, message);
+      this.e.password.focus();
+    } finally {
+      this.e.loginSubmit.disabled = false;
+    }
+  }
+
+  /**
+   * The connection is logged in: show the jobs (again).
+   * @param {boolean} reconnected the page was logged in before the connection was lost
+   */
+  async enter(reconnected) {
+    this.loggedIn = true;
+    document.body.dataset.auth = "in";
+    setText(this.e.whoName, this.session.username ?? "");
+    this.e.who.hidden = false;
+    this.e.nav.hidden = false;
+    this.route();
+    try {
+      if (reconnected) {
+        this.store.forgetWatched();
+        await this.rpc.resubscribe();
+        await this.store.load();
+        await this.store.refreshWatched();
+      } else {
+        await this.store.start();
+      }
+      const methods = await this.rpc.call("core.get_methods");
+      this.upload.setMethods(methods);
+      this.download.setMethods(methods);
+      document.body.dataset.ready = "true";
+    } catch (error) {
+      // A lost connection: the next one logs in and loads again.
+      if (!(error instanceof ConnectionLost)) this.banner(`Could not load the jobs: ${error.message}`);
+    }
+  }
+
+  async logout() {
+    await this.leave(null);
+    await this.session.logout();
+  }
+
+  /**
+   * Back to the login form, forgetting the jobs.
+   * @param {string | null} message why
+   */
+  async leave(message) {
+    this.loggedIn = false;
+    this.detail.hide();
+    this.upload.job.stop();
+    this.download.job.stop();
+    await this.store.stop();
+    await this.rpc.unsubscribeAll();
+    this.session.forget();
+    this.showLogin();
+    setText(this.e.loginError, message ?? "");
+  }
+
+  showLogin() {
+    this.loggedIn = false;
+    document.body.dataset.auth = "out";
+    delete document.body.dataset.ready;
+    this.e.who.hidden = true;
+    this.e.nav.hidden = true;
+    this.show("login");
+  }
+
+  /** Show the view the URL's fragment names. */
+  route() {
+    if (!this.loggedIn) {
+      this.show("login");
+      return;
+    }
+    const hash = decodeURIComponent(location.hash.slice(1));
+    const job = /^job\/(\d+)$/.exec(hash);
+    if (job) {
+      this.show("job");
+      this.detail.show(Number(job[1]));
+      return;
+    }
+    this.detail.hide();
+    this.show(hash === "upload" || hash === "download" ? hash : "jobs");
+  }
+
+  /** @param {string} name */
+  show(name) {
+    if (this.view === name) return;
+    for (const view of VIEWS) byId(`view-${view}`).hidden = view !== name;
+    for (const link of this.e.nav.querySelectorAll("a")) {
+      if (link.dataset.view === name || (name === "job" && link.dataset.view === "jobs")) {
+        link.setAttribute("aria-current", "page");
+      } else {
+        link.removeAttribute("aria-current");
+      }
+    }
+    const first = this.view === null;
+    this.view = name;
+    document.body.dataset.view = name;
+    if (name === "login") {
+      this.e.username.focus();
+    } else if (!first) {
+      // Tell keyboard and screen-reader users where they are now.
+      byId(`view-${name}`).querySelector("h1")?.focus();
+    }
+  }
+}
+
+new App();
