@@ -381,13 +381,19 @@ class Middleware:
             return ()
         return method.spec.job.read_roles
 
+    def _owner_and_readers(self, record: Any) -> tuple[Any, tuple[str, ...]]:
+        """
+        The C{credentials} and C{read_roles} of a job, from its record or its L{Job}.
+        """
+        if isinstance(record, Job):
+            return record.credentials, record.options.read_roles
+        return record.get("credentials"), self.read_roles_of(record.get("method", ""))
+
     def may_see_job(self, user: Any, record: Any) -> bool:
         """
         Whether C{user} may see the job whose record (or L{Job}) is C{record}.
         """
-        if isinstance(record, Job):
-            return may_see_job(user, record.credentials, record.options.read_roles)
-        return may_see_job(user, record.get("credentials"), self.read_roles_of(record.get("method", "")))
+        return may_see_job(user, *self._owner_and_readers(record))
 
     def check_job_access(self, app: ISession | None, record: Any, *, change: bool = False) -> None:
         """
@@ -397,11 +403,7 @@ class Middleware:
         """
         if app is None or app.user is None:
             return
-        if isinstance(record, Job):
-            credentials, read_roles = record.credentials, record.options.read_roles
-        else:
-            credentials, read_roles = record.get("credentials"), self.read_roles_of(record.get("method", ""))
-        check_job_access(app.user, credentials, read_roles, change=change)
+        check_job_access(app.user, *self._owner_and_readers(record), change=change)
 
     def visible_jobs_filter(self, user: Any) -> list[Any]:
         """
