@@ -139,6 +139,17 @@ async def test_subscribe_prints_events(daemon: Any, admin_client: Any, monkeypat
 
 
 @pytest_twisted.ensureDeferred
+async def test_subscribe_follows_a_job_log(daemon: Any, admin_client: Any) -> None:
+    job_id = await admin_client.call("sample.logging_job", 3)
+    await admin_client.call_job("core.job_wait", job_id)
+    out, err, code = await midclt(*logged_in(daemon), "subscribe", "-n", "1", f"core.job_log:{job_id}")
+    assert code == 0, err
+    [event] = [json.loads(line) for line in out.splitlines()]
+    assert event["collection"] == f"core.job_log:{job_id}"
+    assert event["fields"] == {"data": "line 0\nline 1\nline 2\n"}
+
+
+@pytest_twisted.ensureDeferred
 async def test_documented_roundtrip_script(daemon: Any, admin: Any, tmp_path: Path) -> None:
     """
     The complete script in docs/scripting.rst works as printed.
