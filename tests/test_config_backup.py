@@ -3,7 +3,7 @@ Configuration backups: C{config.save} downloaded with treq and wget,
 C{config.upload} fed by curl, every kind of bad backup refused without a
 trace, and the restore at the next start of C{twistd midjobs}.
 
-The restore functions of L{midjobs.store.backup} are also driven directly,
+The restore functions of L{midjobs.store.restore} are also driven directly,
 on state directories left as a crash would leave them.
 """
 
@@ -40,16 +40,8 @@ from midjobs.client import Client, ClientCallError, connect, download
 from midjobs.config import Settings
 from midjobs.daemon import Daemon
 from midjobs.job import JobState
-from midjobs.store.backup import (
-    BACKUP_SUFFIX,
-    CONFIG_NAME,
-    DATABASE_NAME,
-    MEMBER_LIMITS,
-    PENDING_DIR,
-    RESTORED_CONFIG_NAME,
-    apply_pending_restore,
-    scratch_directory,
-)
+from midjobs.store.backup import CONFIG_NAME, DATABASE_NAME, MEMBER_LIMITS
+from midjobs.store.restore import BACKUP_SUFFIX, PENDING_DIR, RESTORED_CONFIG_NAME, apply_pending_restore, scratch_directory
 from test_history import LastRecords
 from test_twistd import Twistd, twistd
 

@@ -4,7 +4,7 @@ C{config.*}: configuration backups to download, and restores to upload.
 C{config.save} streams a tar of the daemon's database (a consistent copy
 made with SQLite's online backup API) and its configuration file;
 C{config.upload} checks such a tar and stages it, so that the next start of
-the daemon restores it.  The work is done by L{midjobs.store.backup}.
+the daemon restores it.  The work is done by L{midjobs.store.backup} and L{midjobs.store.restore}.
 """
 
 from __future__ import annotations
@@ -24,17 +24,8 @@ from ..job import Job, JobAborted
 from ..logs import logger
 from ..progress import JobProgressBuffer
 from ..service import Service, job
-from ..store.backup import (
-    CONFIG_NAME,
-    DATABASE_NAME,
-    MEMBER_LIMITS,
-    BackupError,
-    SchemaPart,
-    backup_database,
-    scratch_directory,
-    stage_restore,
-    write_backup,
-)
+from ..store.backup import CONFIG_NAME, DATABASE_NAME, MEMBER_LIMITS, BackupError, SchemaPart, backup_database, write_backup
+from ..store.restore import scratch_directory, stage_restore
 from ..store.jobs import JOBS_SCHEMA
 
 __all__ = ["SCHEMA_PARTS", "ConfigService", "check_config"]

@@ -9,16 +9,8 @@ and restores them at the next start (L{apply_pending_restore}).
 """
 
 from midjobs.store._interfaces import IJobStore, JobRecord, StoreClosed
-from midjobs.store.backup import (
-    BackupError,
-    SchemaPart,
-    apply_pending_restore,
-    backup_database,
-    check_database,
-    read_backup,
-    stage_restore,
-    write_backup,
-)
+from midjobs.store.backup import BackupError, SchemaPart, backup_database, check_database, read_backup, write_backup
+from midjobs.store.restore import apply_pending_restore, stage_restore
 from midjobs.store.database import close_database, ensure_schema, open_database
 from midjobs.store.history import CUT_OFF, JobHistory, query_jobs
 from midjobs.store.jobs import SQLiteJobStore
