@@ -10,7 +10,7 @@ the first into JSON-RPC error -32001 and the second into -32602
 from __future__ import annotations
 
 import errno
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 #: The daemon's own errno values, beside those of :mod:`errno`.
 ENOMETHOD = 201
@@ -87,6 +87,25 @@ class ValidationErrors(CallError):
         self.errors.append(ValidationError(attribute, errmsg, errno))
         self.errmsg = self._message()
         self.args = (self.errmsg, self.errno, None)
+
+    def add_field_errors(self, data: object, allowed: Iterable[str], required: Iterable[str] = ()) -> bool:
+        """
+        Add what is wrong with the shape of C{data}, an object argument:
+        not an object, a field not in C{allowed}, a C{required} one missing.
+
+        @return: whether C{data} is an object (whose fields may be checked on).
+        """
+        if not isinstance(data, Mapping):
+            self.add("data", "Expected an object")
+            return False
+        allowed = frozenset(allowed)
+        for key in data:
+            if key not in allowed:
+                self.add(str(key), "Field was not expected")
+        for key in required:
+            if key not in data:
+                self.add(key, "Field is required")
+        return True
 
     def check(self) -> None:
         """

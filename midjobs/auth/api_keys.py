@@ -199,16 +199,10 @@ def _validate(data: object) -> tuple[dict[str, Any], ValidationErrors]:
     checked in the transaction that adds the key.
     """
     errors = ValidationErrors()
-    if not isinstance(data, Mapping):
-        errors.add("data", "Expected an object")
+    if not errors.add_field_errors(data, _FIELDS, ("name", "username")):
         return {}, errors
+    assert isinstance(data, Mapping)
     clean: dict[str, Any] = {}
-    for key in data:
-        if key not in _FIELDS:
-            errors.add(str(key), "Field was not expected")
-    for key in ("name", "username"):
-        if key not in data:
-            errors.add(key, "Field is required")
     if "name" in data:
         name = data["name"]
         if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME_LENGTH:

@@ -69,17 +69,10 @@ def _validate(data: object, *, creating: bool) -> tuple[dict[str, Any], Validati
     Uniqueness of the username needs the database and is checked by the caller.
     """
     errors = ValidationErrors()
-    if not isinstance(data, Mapping):
-        errors.add("data", "Expected an object")
+    if not errors.add_field_errors(data, _FIELDS, ("username", "password") if creating else ()):
         return {}, errors
+    assert isinstance(data, Mapping)
     clean: dict[str, Any] = {}
-    for key in data:
-        if key not in _FIELDS:
-            errors.add(str(key), "Field was not expected")
-    if creating:
-        for key in ("username", "password"):
-            if key not in data:
-                errors.add(key, "Field is required")
 
     if "username" in data:
         username = data["username"]
