@@ -97,6 +97,9 @@ _KEYS = {
     ("tls", "certificate"): ("tls_certificate", _absolute_path),
     ("tls", "private_key"): ("tls_private_key", _absolute_path),
     ("http", "allowed_origins"): ("allowed_origins", _origins),
+    ("auth", "login_attempts"): ("login_attempts", _positive_int),
+    ("auth", "login_window"): ("login_window", _positive_int),
+    ("auth", "login_cooldown"): ("login_cooldown", _positive_int),
 }
 
 
@@ -150,6 +153,11 @@ class Settings:
         certificate's file, which then holds both).
     @ivar allowed_origins: the web origins (C{https://host[:port]}) whose
         pages may open the WebSocket, besides the daemon's own.
+    @ivar login_attempts: failed logins from one address, or for one user
+        name, within C{login_window} seconds, after which further attempts
+        fail at once for C{login_cooldown} seconds.
+    @ivar login_window: see C{login_attempts}.
+    @ivar login_cooldown: see C{login_attempts}.
     @ivar config_file: the absolute path of the TOML file these settings
         were read from, if any (C{config.save} backs it up).
     """
@@ -168,6 +176,9 @@ class Settings:
     tls_certificate: str | None = None
     tls_private_key: str | None = None
     allowed_origins: tuple[str, ...] = ()
+    login_attempts: int = 5
+    login_window: int = 60
+    login_cooldown: int = 60
     config_file: str | None = None
 
     @property

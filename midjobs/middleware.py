@@ -127,7 +127,7 @@ class Middleware:
         tokens = token_store_of(portal)
         self.tokens: TokenStore = tokens if tokens is not None else TokenStore(reactor)
         #: Every login goes through it, throttled (C{None} without a portal).
-        self.logins = LoginGate(portal, LoginThrottle(reactor)) if portal is not None else None
+        self.logins = LoginGate(portal, _throttle(reactor, settings)) if portal is not None else None
         #: The logged-in WebSocket sessions, so a change to a user reaches them at once.
         self.sessions: weakref.WeakSet[ISession] = weakref.WeakSet()
         # Imported here: the job layer does not depend on the HTTP package.
@@ -436,6 +436,20 @@ class Middleware:
     def _job_changed(self, job: Job, kind: str, record: dict[str, Any] | None = None) -> None:
         if self.events.has_subscribers("core.get_jobs"):
             self.events.send("core.get_jobs", kind, job.id, record or job.to_record())
+
+
+def _throttle(reactor: Any, settings: Any) -> LoginThrottle:
+    """
+    The throttle of failed logins, as the settings (if any) say.
+    """
+    if settings is None:
+        return LoginThrottle(reactor)
+    return LoginThrottle(
+        reactor,
+        limit=settings.login_attempts,
+        window=settings.login_window,
+        cooldown=settings.login_cooldown,
+    )
 
 
 def _redacted(value: Any) -> str:

@@ -416,3 +416,15 @@ def test_throttle_memory_is_bounded() -> None:
     for i in range(1000):
         throttle.failed([("user", f"user{i}")])
     assert len(throttle._failures) == 100
+
+
+def test_throttle_follows_the_settings(tmp_path: Any) -> None:
+    from twisted.cred.portal import Portal
+
+    from midjobs.middleware import Middleware
+
+    settings = Settings().updated_from({"auth": {"login_attempts": 2, "login_window": 10, "login_cooldown": 30}})
+    throttle = Middleware(Clock(), tmp_path, portal=Portal(None, []), settings=settings).logins.throttle
+    assert (throttle.limit, throttle.window, throttle.cooldown) == (2, 10, 30)
+    with pytest.raises(Exception, match="login_attempts"):
+        Settings().updated_from({"auth": {"login_attempts": 0}})
