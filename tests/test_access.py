@@ -428,3 +428,20 @@ def test_throttle_follows_the_settings(tmp_path: Any) -> None:
     assert (throttle.limit, throttle.window, throttle.cooldown) == (2, 10, 30)
     with pytest.raises(Exception, match="login_attempts"):
         Settings().updated_from({"auth": {"login_attempts": 0}})
+
+
+@pytest_twisted.ensureDeferred
+async def test_logout_revokes_the_connections_tokens(daemon: RunningDaemon, clients: dict[str, Any]) -> None:
+    alice = clients["alice"]
+    kept = await alice.call("auth.generate_token", 600)
+    other = await clients["bob"].call("auth.generate_token", 600)
+    client = await connect(daemon.ws_url, reactor=reactor)
+    try:
+        # A new connection logs in with the token, as a reloaded page does.
+        assert await client.call("auth.login_with_token", kept)
+        assert await alice.call("auth.logout") is True
+        assert not await client.call("auth.login_with_token", kept)
+        # Tokens another connection made stay good.
+        assert await client.call("auth.login_with_token", other)
+    finally:
+        await client.close()

@@ -4,6 +4,7 @@ C{auth.*}: logging a connection in and out.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from twisted.cred.credentials import UsernamePassword
@@ -38,6 +39,11 @@ def user_info(user: Any) -> dict[str, Any]:
 
 class AuthService(Service):
     namespace = "auth"
+
+    def __init__(self, middleware: Any) -> None:
+        super().__init__(middleware)
+        #: The tokens each connection made with generate_token: its logout revokes them.
+        self._tokens_of: weakref.WeakKeyDictionary[ISession, set[str]] = weakref.WeakKeyDictionary()
 
     @no_auth_required
     @secret("data.password", "data.api_key")
@@ -125,9 +131,11 @@ class AuthService(Service):
             errors.add("generate_token.attrs", "Must be an object")
         errors.check()
         origin = origin_of(app.peer) if match_origin else None
-        return self.middleware.tokens.create(
+        token = self.middleware.tokens.create(
             app.user, ttl, attrs=attrs or {}, single_use=single_use, match_origin=origin
         )
+        self._tokens_of.setdefault(app, set()).add(token)
+        return token
 
     @no_auth_required
     @secret("token")
@@ -143,8 +151,12 @@ class AuthService(Service):
     @pass_app
     async def logout(self, app: ISession) -> bool:
         """
-        Log the connection out.
+        Log the connection out, and revoke the tokens it made with
+        C{auth.generate_token} (a page that kept one to log in again after a
+        reload is logged out for good).
         """
+        for token in self._tokens_of.pop(app, ()):
+            self.middleware.tokens.revoke(token)
         app.logout()
         return True
 
