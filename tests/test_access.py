@@ -439,8 +439,15 @@ async def test_logout_revokes_the_connections_tokens(daemon: RunningDaemon, clie
     try:
         # A new connection logs in with the token, as a reloaded page does.
         assert await client.call("auth.login_with_token", kept)
+        renewed = await client.call("auth.generate_token", 600)
         assert await alice.call("auth.logout") is True
         assert not await client.call("auth.login_with_token", kept)
+        # The reloaded page's logout revokes the token it logged in with, and its own.
+        assert await client.call("auth.login_with_token", renewed)
+        still = await client.call("auth.generate_token", 600)
+        assert await client.call("auth.logout") is True
+        for token in (renewed, still):
+            assert not await client.call("auth.login_with_token", token)
         # Tokens another connection made stay good.
         assert await client.call("auth.login_with_token", other)
     finally:

@@ -42,7 +42,7 @@ class AuthService(Service):
 
     def __init__(self, middleware: Any) -> None:
         super().__init__(middleware)
-        #: The tokens each connection made with generate_token: its logout revokes them.
+        #: The tokens each connection made or logged in with: its logout revokes them.
         self._tokens_of: weakref.WeakKeyDictionary[ISession, set[str]] = weakref.WeakKeyDictionary()
 
     @no_auth_required
@@ -145,15 +145,18 @@ class AuthService(Service):
         Log the connection in with a token from C{auth.generate_token}; C{True} if it worked.
         """
         credentials = TokenCredentials(token, origin=origin_of(app.peer))
-        return await self._log_in(app, credentials, "token") is not None
+        if await self._log_in(app, credentials, "token") is None:
+            return False
+        self._tokens_of.setdefault(app, set()).add(token)
+        return True
 
     @no_auth_required
     @pass_app
     async def logout(self, app: ISession) -> bool:
         """
         Log the connection out, and revoke the tokens it made with
-        C{auth.generate_token} (a page that kept one to log in again after a
-        reload is logged out for good).
+        C{auth.generate_token} or logged in with (a page that keeps one to
+        log in again after a reload is logged out for good).
         """
         for token in self._tokens_of.pop(app, ()):
             self.middleware.tokens.revoke(token)
