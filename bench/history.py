@@ -260,21 +260,6 @@ def report_queries(results: dict[str, Any]) -> None:
 # Throughput with the store on and off.
 
 
-def configured(config: str) -> type:
-    """
-    bench/jobs.py's Server, with C{--config config} given to the daemon it starts.
-    """
-
-    class ConfiguredServer(Server):
-        def __init__(self, name: str, argv: list[str], log_path: str) -> None:
-            if "midjobs" in argv:
-                at = argv.index("midjobs") + 1
-                argv = [*argv[:at], "--config", config, *argv[at:]]
-            super().__init__(name, argv, log_path)
-
-    return ConfiguredServer
-
-
 async def bench_throughput(reactor: Any, args: argparse.Namespace, tmp: str) -> dict[str, Any]:
     configs = {
         "on": write_config(os.path.join(tmp, "history-on.toml"), True),
@@ -282,16 +267,13 @@ async def bench_throughput(reactor: Any, args: argparse.Namespace, tmp: str) -> 
     }
     runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
     jobs_args = argparse.Namespace(
-        count=args.count, clients=args.clients, profile=None, daemon_log_level=args.daemon_log_level
+        count=args.count, clients=args.clients, profile=None, daemon_log_level=args.daemon_log_level, config=None
     )
     for round_ in range(args.rounds):
         for mode in (("off", "on") if round_ % 2 == 0 else ("on", "off")):
             run_dir = tempfile.mkdtemp(prefix=f"h{mode}", dir=tmp)
-            jobs_bench.Server = configured(configs[mode])  # type: ignore[misc]
-            try:
-                result = await jobs_bench.bench_daemon(reactor, jobs_args, run_dir)
-            finally:
-                jobs_bench.Server = Server  # type: ignore[misc]
+            jobs_args.config = configs[mode]
+            result = await jobs_bench.bench_daemon(reactor, jobs_args, run_dir)
             result["server_us"] = result["server_cpu"] * result["wall_s"] / args.count * 1e6
             runs[mode].append(result)
             print(

@@ -353,6 +353,8 @@ async def bench_daemon(reactor: Any, args: argparse.Namespace, tmp: str) -> dict
         "--listen", f"tcp:{port}:interface={HOST}",
         "--socket", sock,
     ]  # fmt: skip
+    if args.config:
+        argv += ["--config", args.config]
     server = Server("midjobs daemon", argv, os.path.join(tmp, "daemon.log"))
     try:
         await server.wait_listening(reactor, port, (sock,))
@@ -489,14 +491,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--daemon-log-level",
         default="info",
         choices=["debug", "info", "warn", "error", "critical"],
-        help="the daemon's log level (default: info, as deployed; it logs twice per job)",
+        help="the daemon's log level (default: info, as deployed)",
     )
+    parser.add_argument("--config", metavar="FILE", help="a configuration file for the daemon (--config)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, state)")
     args = parser.parse_args(argv)
     if args.clients < 1 or args.count < args.clients:
         parser.error("need --clients >= 1 and --count >= --clients")
     if args.profile:
         args.profile = os.path.abspath(args.profile)
+    if args.config:
+        args.config = os.path.abspath(args.config)
     return args
 
 
