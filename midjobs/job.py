@@ -272,7 +272,7 @@ class Job:
             waiter.callback(None)
         else:
             self._waiters.append(waiter)
-        result: Deferred[Any] = waiter.addCallback(lambda _: self._outcome(raise_error))
+        result: Deferred[Any] = waiter.addCallback(lambda _: self.outcome(raise_error))
         if timeout is not None:
             result.addTimeout(timeout, self.reactor)
         return result
@@ -291,7 +291,11 @@ class Job:
         except DeferredTimeoutError:
             raise TimeoutError(f"Job {self.id} did not end in {timeout} seconds") from None
 
-    def _outcome(self, raise_error: bool) -> Any:
+    def outcome(self, raise_error: bool = False) -> Any:
+        """
+        The result of the job, which has ended; with C{raise_error}, raise
+        its error if it failed or was aborted (as L{wait} fails).
+        """
         if raise_error and self.state in (JobState.FAILED, JobState.ABORTED):
             if isinstance(self._error, CallError):
                 raise self._error

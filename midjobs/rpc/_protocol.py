@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, fail
+from twisted.python.failure import Failure
 from twisted.internet.interfaces import ISSLTransport
 from ..logs import logger
 
@@ -152,33 +153,53 @@ class RpcProtocol(WebSocketServerProtocol):
                 )
             return
         self._in_flight += 1
-        d = ensureDeferred(self._answer(request))
-        d.addErrback(lambda f: log.failure("Unhandled error answering {method}", f, method=request.method))
-
-    async def _answer(self, request: Request) -> None:
+        # Deferred callbacks, not a coroutine: a call that is answered at once
+        # (most are) runs through without one more Deferred and frame.
         try:
-            try:
-                result = await self._call(request)
-                response = result_response(request.response_id, result)
-            except RpcError as e:
-                response = e.response()
-            except Exception as e:
-                response = error_for(e, request.response_id).response()
-            if not request.is_notification:
-                self._send_text(response)
-        finally:
-            self._in_flight -= 1
+            d = self.factory.middleware.call_from(
+                self.session, request.method, request.params, message_id=request.response_id
+            )
+        except Exception:
+            d = fail()
+        d.addCallback(self._job_outcome, request)
+        d.addCallback(self._result_response, request)
+        d.addErrback(self._error_response, request)
+        d.addCallback(self._respond, request)
+        d.addErrback(lambda f: log.failure("Unhandled error answering {method}", f, method=request.method))
+        d.addBoth(self._answered)
 
-    async def _call(self, request: Request) -> Any:
-        middleware = self.factory.middleware
-        result = await middleware.call_from(
-            self.session, request.method, request.params, message_id=request.response_id
-        )
-        if isinstance(result, Job):
-            if self.session.legacy_jobs or request.is_notification:
-                return result.id
-            return await result.wait(raise_error=True)
-        return result
+    def _job_outcome(self, result: Any, request: Request) -> Any:
+        """
+        What a call's answer carries: a job method's job id (legacy jobs) or,
+        once the job has ended, its result; any other method's result.
+        """
+        if not isinstance(result, Job):
+            return result
+        if self.session.legacy_jobs or request.is_notification:
+            return result.id
+        if result.state.finished:
+            return result.outcome(raise_error=True)
+        return result.wait(raise_error=True)
+
+    @staticmethod
+    def _result_response(result: Any, request: Request) -> str:
+        return result_response(request.response_id, result)
+
+    @staticmethod
+    def _error_response(failure: Failure, request: Request) -> str:
+        error = failure.value
+        if isinstance(error, RpcError):
+            return error.response()
+        if isinstance(error, Exception):
+            return error_for(error, request.response_id).response()
+        return failure  # type: ignore[return-value]
+
+    def _respond(self, response: str, request: Request) -> None:
+        if not request.is_notification:
+            self._send_text(response)
+
+    def _answered(self, _: object) -> None:
+        self._in_flight -= 1
 
 
 class RpcServerFactory(WebSocketServerFactory):
