@@ -85,12 +85,18 @@ class Signature:
 
     parameters: tuple[_Parameter, ...]
     variadic: bool
+    #: How many of the parameters a call must give.
+    required: int = attrs.field(init=False)
+
+    @required.default
+    def _required(self) -> int:
+        return sum(p.required for p in self.parameters)
 
     def check(self, params: Sequence[Any], prefix: str = "") -> None:
         """
         Raise L{ValidationErrors} unless C{params} fit the parameters.
         """
-        required = sum(p.required for p in self.parameters)
+        required = self.required
         if len(params) < required or (not self.variadic and len(params) > len(self.parameters)):
             most = "any number of" if self.variadic else str(len(self.parameters))
             expected = str(required) if required == len(self.parameters) and not self.variadic else f"{required} to {most}"
