@@ -56,23 +56,15 @@ from procstats import free_port  # noqa: E402  (bench/procstats.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
+sys.path.insert(0, str(TESTS))
+from chromium import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (tests/chromium.py)
+
 BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
 USERNAME = "bench"
 PASSWORD = "bench-password-not-secret"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # performance.memory with exact figures instead of coarse buckets.
-    "--enable-precise-memory-info",
-]
+# performance.memory with exact figures instead of coarse buckets.
+BENCH_CHROMIUM_ARGS = [*CHROMIUM_ARGS, "--enable-precise-memory-info"]
 #: Event-to-paint histogram: bucket width in ms, and buckets (the last one is "more").
 BUCKET_MS = 0.25
 BUCKETS = 8000
@@ -248,7 +240,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               f"({len(tickers)} tickers at {args.rate}/s)", flush=True)
 
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=BENCH_CHROMIUM_ARGS)
             context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=daemon.url)
             context.add_init_script(PROBE)
             page = context.new_page()
@@ -377,7 +369,7 @@ def main() -> None:
     parser.add_argument("--daemon-log-level", default="warn", help="the daemon's --log-level (default warn)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
-    if not os.path.exists(CHROMIUM):
+    if not CHROMIUM.exists():
         sys.exit(f"{CHROMIUM} is missing: apt-get install chromium")
     report(run(args))
 

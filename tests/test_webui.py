@@ -28,22 +28,11 @@ from typing import Any, Callable, Iterator
 import pytest
 
 import webui_services
+from chromium import CHROMIUM, CHROMIUM_ARGS
 from conftest import TESTS, subprocess_env
 
 from midjobs.web import STATIC_DIR
 
-#: Debian's chromium; the browser tests are skipped without it.
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOTS = TESTS.parent / "docs" / "_static" / "screenshots"
 BIN = Path(sys.executable).parent
 #: How long a browser expectation may take (the machine may be busy with other tests).
