@@ -531,3 +531,32 @@ def test_a_failed_write_fails_its_waiters_and_close_refuses_more() -> None:
     batch.add(3, "late", durable=True).addErrback(refused.append)
     assert refused[0].check(StoreClosed)
     assert batch.add(3, "late", durable=False) is None and len(writes.calls) == 2
+
+
+def test_a_write_durable_at_once_flushes_the_next_on_the_next_turn() -> None:
+    """
+    A write function whose Deferred has already fired (an in-memory store)
+    does not make the batch flush from within its own stack: a long run of
+    jobs, each ending as the previous one is told, neither recurses nor stalls.
+    """
+    clock = Clock()
+    written: list[list[Any]] = []
+
+    def write(values: list[Any]) -> Deferred[None]:
+        written.append(values)
+        return succeed(None)
+
+    batch = WriteBatch(clock, write)
+    told: list[int] = []
+
+    def next_job(_: object, i: int) -> None:
+        told.append(i)
+        if i < 5000:
+            batch.add(i + 1, f"ended {i + 1}", durable=True).addCallback(next_job, i + 1)
+
+    batch.add(0, "ended 0", durable=True).addCallback(next_job, 0)
+    batch.add(9, "change", durable=False)
+    for turn in range(5001):
+        clock.advance(0)
+    assert told == list(range(5001))
+    assert written[0] == ["ended 0", "change"] and written[1] == ["ended 1"]

@@ -48,6 +48,8 @@ class WriteBatch:
         self._call: IDelayedCall | None = None
         self._call_soon = False
         self._closed = False
+        #: Inside C{write}: a write that is durable at once must not flush again from within it.
+        self._writing = False
         #: How many flushes and how many values went out (for tests and benchmarks).
         self.flushes = 0
         self.written = 0
@@ -96,11 +98,15 @@ class WriteBatch:
         self._pending = {}
         self.flushes += 1
         self.written += len(values)
-        self._in_flight = maybeDeferred(self._write, values)
-        self._in_flight.addBoth(self._flushed, waiters, len(values))
+        self._writing = True
+        try:
+            self._in_flight = in_flight = maybeDeferred(self._write, values)
+            in_flight.addBoth(self._flushed, waiters, len(values))
+        finally:
+            self._writing = False
 
     def _flushed(self, result: Any, waiters: list[Deferred[None]], count: int) -> None:
-        self._in_flight = None
+        # Still in flight while its waiters run: what they write goes out next, together.
         if isinstance(result, Failure):
             log.failure("{count} job record(s) could not be written", result, count=count)
             for waiter in waiters:
@@ -108,10 +114,12 @@ class WriteBatch:
         else:
             for waiter in waiters:
                 waiter.callback(None)
-        if self._waiters:
+        self._in_flight = None
+        if self._waiters and not self._writing:
             self._flush()
         elif self._pending:
-            self._schedule(self.interval)
+            # Written at once: the next write waits for the next turn, not deeper in this stack.
+            self._schedule(0 if self._waiters else self.interval)
 
     def close(self) -> Deferred[None]:
         """
