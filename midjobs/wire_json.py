@@ -15,6 +15,7 @@ from typing import Any
 __all__ = ["dumps", "loads", "to_wire", "from_wire"]
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_MILLISECOND = datetime.timedelta(milliseconds=1)
 
 
 def to_wire(value: Any) -> Any:
@@ -26,7 +27,7 @@ def to_wire(value: Any) -> Any:
     if isinstance(value, datetime.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=datetime.timezone.utc)
-        return {"$date": int((value - _EPOCH) / datetime.timedelta(milliseconds=1))}
+        return {"$date": (value - _EPOCH) // _MILLISECOND}
     if isinstance(value, datetime.date):
         return {"$type": "date", "$value": value.isoformat()}
     if isinstance(value, datetime.time):
