@@ -14,6 +14,7 @@ for exactly as long as a test needs, without timers.
 
 from __future__ import annotations
 
+import datetime
 import errno
 import json
 import uuid
@@ -28,6 +29,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint
 
+from midjobs import wire_json
 from midjobs.errors import CallError
 
 import rpc_services
@@ -773,6 +775,27 @@ async def test_extended_values(daemon, raw):
     assert await raw.call("rpc.values") == values
     assert await raw.call("sample.echo", values) == values
     assert await raw.call("sample.echo", [values]) == [values]
+
+
+@pytest.mark.parametrize(
+    "when, milliseconds",
+    [
+        (datetime.datetime(2024, 5, 6, 7, 8, 9, 123999, tzinfo=datetime.timezone.utc), 1714979289123),
+        (datetime.datetime(2286, 11, 20, 17, 46, 39, 999999, tzinfo=datetime.timezone.utc), 9999999999999),
+        (datetime.datetime(1969, 12, 31, 23, 59, 59, 999500, tzinfo=datetime.timezone.utc), -1),
+        (datetime.datetime(2024, 5, 6, 7, 8, 9, 123999), 1714979289123),  # naive: taken as UTC
+    ],
+)
+def test_a_datetime_is_its_millisecond(when: datetime.datetime, milliseconds: int) -> None:
+    """
+    A datetime travels as the millisecond it falls in (before 1970 too,
+    where truncating would move it a millisecond later), and comes back as
+    that millisecond.
+    """
+    assert wire_json.to_wire(when) == {"$date": milliseconds}
+    assert wire_json.loads(wire_json.dumps(when)) == when.replace(
+        microsecond=when.microsecond // 1000 * 1000, tzinfo=datetime.timezone.utc
+    )
 
 
 # Authentication.
