@@ -90,7 +90,7 @@ async def run_jobs(reactor: Any, variant: str, count: int, callers: int, state_d
                 finished.callback(None)
             return
         left -= 1
-        middleware.call("core.job_test").addCallback(ended).addCallback(next_turn).addErrback(finished.errback)
+        middleware.call("core.job_test").addCallback(ended).addCallbacks(next_turn, failed)
 
     def next_turn(_: object) -> None:
         # As the next request of a client would: on a later turn, not deeper in this stack.
@@ -98,6 +98,11 @@ async def run_jobs(reactor: Any, variant: str, count: int, callers: int, state_d
 
     def ended(job: Job) -> Any:
         return None if job.state.finished else job.wait(raise_error=True)
+
+    def failed(failure: Any) -> None:
+        # The first failure ends the run (with its traceback); the others are dropped.
+        if not finished.called:
+            finished.errback(failure)
 
     cpu, thread_cpu, wall = process_cpu(), time.thread_time(), time.perf_counter()
     for _ in range(callers):
