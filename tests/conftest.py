@@ -20,6 +20,7 @@ from twisted.internet import reactor
 from midjobs.client import Client, connect
 from midjobs.config import Settings
 from midjobs.daemon import Daemon
+from midjobs.store import close_database, open_database
 
 TESTS = Path(__file__).parent
 #: The test-only services (thread jobs, pipes, failures), loaded as a --plugin.
@@ -71,6 +72,16 @@ def settings(tmp_path: Path, short_tmp: Path) -> Settings:
         socket=str(short_tmp / "midjobs.sock"),
         plugins=(SAMPLE_SERVICES,),
     )
+
+
+@pytest_twisted.async_yield_fixture
+async def pool(tmp_path: Path) -> AsyncIterator[Any]:
+    """
+    The connection pool of a new database in C{tmp_path}, closed afterwards.
+    """
+    pool = open_database(str(tmp_path / "midjobs.db"))
+    yield pool
+    await close_database(pool)
 
 
 @pytest_twisted.async_yield_fixture

@@ -54,13 +54,6 @@ KEY = re.compile(r"([1-9][0-9]*)-[A-Za-z0-9_-]{64}")
 
 
 @pytest_twisted.async_yield_fixture
-async def pool(tmp_path: Path) -> AsyncIterator[Any]:
-    pool = open_database(str(tmp_path / "midjobs.db"))
-    yield pool
-    await close_database(pool)
-
-
-@pytest_twisted.async_yield_fixture
 async def users(pool: Any) -> AsyncIterator[UserStore]:
     store = UserStore(pool)
     await store.setup()

@@ -51,13 +51,6 @@ PASSWORD = "correct horse"
 
 
 @pytest_twisted.async_yield_fixture
-async def pool(tmp_path):
-    pool = open_database(str(tmp_path / "midjobs.db"))
-    yield pool
-    await close_database(pool)
-
-
-@pytest_twisted.async_yield_fixture
 async def users(pool):
     store = UserStore(pool)
     await store.setup()
