@@ -6,6 +6,7 @@ The daemon's settings: embedded defaults, overridden by a TOML file, overridden 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -65,6 +66,16 @@ def _absolute_paths(value: Any, key: str) -> tuple[str, ...]:
     return tuple(os.path.normpath(p) for p in paths)
 
 
+def _addresses(value: Any, key: str) -> tuple[str, ...]:
+    addresses = _str_list(value, key)
+    for address in addresses:
+        try:
+            ipaddress.ip_network(address, strict=False)
+        except ValueError:
+            raise ConfigError(f"{key}: {address!r} is no IP address or network") from None
+    return addresses
+
+
 def _log_level(value: Any, key: str) -> str:
     if value not in LEVELS:
         raise ConfigError(f"{key} must be one of {', '.join(LEVELS)}")
@@ -100,6 +111,18 @@ _KEYS = {
     ("auth", "login_attempts"): ("login_attempts", _positive_int),
     ("auth", "login_window"): ("login_window", _positive_int),
     ("auth", "login_cooldown"): ("login_cooldown", _positive_int),
+    ("http", "trusted_proxies"): ("trusted_proxies", _addresses),
+    ("filesystem", "allow_hard_links"): ("allow_hard_links", _bool),
+    ("limits", "connections"): ("max_connections", _positive_int),
+    ("limits", "connections_per_address"): ("max_connections_per_address", _positive_int),
+    ("limits", "login_timeout"): ("login_timeout", _positive_int),
+    ("limits", "header_timeout"): ("header_timeout", _positive_int),
+    ("limits", "idle_timeout"): ("idle_timeout", _positive_int),
+    ("limits", "subscriptions"): ("max_subscriptions", _positive_int),
+    ("limits", "event_queue"): ("max_event_queue", _positive_int),
+    ("limits", "tokens_per_user"): ("max_tokens_per_user", _positive_int),
+    ("limits", "token_attrs"): ("max_token_attrs", _positive_int),
+    ("limits", "history_queries"): ("max_history_queries", _positive_int),
 }
 
 
@@ -158,6 +181,23 @@ class Settings:
         fail at once for C{login_cooldown} seconds.
     @ivar login_window: see C{login_attempts}.
     @ivar login_cooldown: see C{login_attempts}.
+    @ivar trusted_proxies: the addresses or networks of reverse proxies whose
+        C{X-Forwarded-For} or C{Forwarded} header names the client's address.
+    @ivar allow_hard_links: C{filesystem.*} reads regular files with more
+        than one hard link (refused by default: a link may lead out of a root).
+    @ivar max_connections: TCP and TLS connections open at once; the UNIX
+        socket is not counted, so it always answers.
+    @ivar max_connections_per_address: of those, from one source address.
+    @ivar login_timeout: seconds a WebSocket may stay open without logging in.
+    @ivar header_timeout: seconds an HTTP request may take to send its headers.
+    @ivar idle_timeout: seconds an idle keep-alive HTTP connection stays open.
+    @ivar max_subscriptions: subscriptions one connection may hold.
+    @ivar max_event_queue: bytes of events queued for one connection that is
+        not reading; past it the connection is closed.
+    @ivar max_tokens_per_user: live tokens one user may hold.
+    @ivar max_token_attrs: bytes of the JSON attributes of one token.
+    @ivar max_history_queries: history queries one connection may have
+        running at once; more wait their turn.
     @ivar config_file: the absolute path of the TOML file these settings
         were read from, if any (C{config.save} backs it up).
     """
@@ -179,6 +219,18 @@ class Settings:
     login_attempts: int = 5
     login_window: int = 60
     login_cooldown: int = 60
+    trusted_proxies: tuple[str, ...] = ()
+    allow_hard_links: bool = False
+    max_connections: int = 1000
+    max_connections_per_address: int = 200
+    login_timeout: int = 30
+    header_timeout: int = 30
+    idle_timeout: int = 300
+    max_subscriptions: int = 100
+    max_event_queue: int = 8 * 1024 * 1024
+    max_tokens_per_user: int = 1000
+    max_token_attrs: int = 4096
+    max_history_queries: int = 2
     config_file: str | None = None
 
     @property
