@@ -184,6 +184,27 @@ async def test_put_validates_its_options(daemon: RunningDaemon, root: Path) -> N
     assert list(root.iterdir()) == []
 
 
+@pytest.mark.parametrize("mode", [0o4755, 0o2755, 0o1777, 0o6777, 0o1000])
+@pytest_twisted.ensureDeferred
+async def test_put_refuses_special_mode_bits(daemon: RunningDaemon, root: Path, mode: int) -> None:
+    # Finding 5 of issue 11: {"mode": 2541} made a -rwsr-xr-x file.
+    job = await put(daemon, str(root / "f"), [b"#!/bin/sh\n"], {"mode": mode})
+    assert_failed(job, errno.EINVAL)
+    assert job.exc_info["type"] == "VALIDATION"
+    assert [e[0] for e in job.exc_info["extra"]] == ["options.mode"]
+    assert "0o777" in job.error
+    assert list(root.iterdir()) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_put_drops_special_bits_of_the_file_it_replaces(daemon: RunningDaemon, root: Path) -> None:
+    (root / "f").write_bytes(b"old")
+    (root / "f").chmod(0o4750)
+    job = await put(daemon, str(root / "f"), [b"new"])
+    assert job.state is JobState.SUCCESS, job.error
+    assert stat.S_IMODE((root / "f").stat().st_mode) == 0o750
+
+
 @pytest_twisted.ensureDeferred
 async def test_put_refuses_directories_and_symlinks(daemon: RunningDaemon, root: Path) -> None:
     (root / "dir").mkdir()

@@ -45,6 +45,8 @@ GET_CHUNK = 64 * 1024
 PUT_CHUNK = 1024 * 1024
 #: The mode of a new file written without C{options.mode}.
 DEFAULT_MODE = 0o644
+#: The permission bits a file written here may have: never setuid, setgid or sticky.
+PERMISSION_BITS = 0o777
 #: The suffix of the temporary files that uploads are written to.
 TEMP_SUFFIX = ".midjobs-tmp"
 
@@ -227,8 +229,13 @@ def _put_options(options: dict | None) -> tuple[bool, int | None]:
     if not isinstance(append, bool):
         errors.add("options.append", "Must be a boolean")
     mode = options.get("mode")
-    if mode is not None and (isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777):
-        errors.add("options.mode", "Must be an integer from 0 to 0o7777 (4095)")
+    if mode is not None and (
+        isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= PERMISSION_BITS
+    ):
+        errors.add(
+            "options.mode",
+            "Must be an integer from 0 to 0o777 (511): permission bits only, no setuid, setgid or sticky bit",
+        )
     errors.check()
     return append, mode
 
@@ -277,7 +284,9 @@ class AtomicFile:
     Opening it refuses a target that is a symlink (C{EPERM}), a directory
     (C{EISDIR}) or not a regular file (C{EINVAL}).  With C{append}, the
     target's content is copied to the temporary file first.  The mode is
-    C{mode}, else the existing file's, else L{DEFAULT_MODE}.
+    C{mode}, else the existing file's permission bits (L{PERMISSION_BITS}:
+    a setuid, setgid or sticky bit is never carried over), else
+    L{DEFAULT_MODE}.
     """
 
     def __init__(self, dir_fd: int, name: str, path: str, *, mode: int | None, append: bool) -> None:
@@ -287,7 +296,7 @@ class AtomicFile:
         existing = self._existing()
         self._owner = (existing.st_uid, existing.st_gid) if existing is not None else None
         if mode is None:
-            mode = stat_module.S_IMODE(existing.st_mode) if existing is not None else DEFAULT_MODE
+            mode = existing.st_mode & PERMISSION_BITS if existing is not None else DEFAULT_MODE
         self.mode = mode
         self.temp_name = f".{name[:32]}.{secrets.token_hex(8)}{TEMP_SUFFIX}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -420,8 +429,8 @@ class FilesystemService(Service):
         whole upload has arrived, and not at all if it breaks.
 
         C{options}: C{append} (add to the end of the file instead of replacing
-        it) and C{mode} (the permission bits; default: those of the existing
-        file, else 0o644).  Refuses a C{path} that is a symlink or a directory.
+        it) and C{mode} (the permission bits, at most 0o777: no setuid, setgid
+        or sticky bit; default: those of the existing file, else 0o644).  Refuses a C{path} that is a symlink or a directory.
         Returns the number of bytes uploaded.
         """
         append, mode = _put_options(options)
