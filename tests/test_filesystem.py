@@ -51,8 +51,12 @@ def outside(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def settings(settings: Settings, root: Path) -> Settings:
-    return attrs.evolve(settings, filesystem_roots=(str(root),))
+def settings(settings: Settings, root: Path, request: pytest.FixtureRequest) -> Settings:
+    """
+    The roots are C{root}; a test parametrized indirectly on C{settings}
+    gives more fields to change.
+    """
+    return attrs.evolve(settings, filesystem_roots=(str(root),), **getattr(request, "param", {}))
 
 
 # Driving the pipes.
@@ -368,6 +372,38 @@ async def test_get_refuses_missing_files_and_directories(daemon: RunningDaemon, 
     assert_failed((await get(daemon, str(root)))[0], errno.EISDIR)
     (root / "self").symlink_to(root)
     assert_failed((await get(daemon, str(root / "self")))[0], errno.EISDIR)
+
+
+@pytest_twisted.ensureDeferred
+async def test_get_refuses_a_hard_link_to_a_file_outside(daemon: RunningDaemon, root: Path, outside: Path) -> None:
+    # Issue 11: a hard link inside a root to an outside file was read through.
+    os.link(outside / "secret.txt", root / "hard")
+    job, received = await get(daemon, str(root / "hard"))
+    assert_failed(job, errno.EPERM)
+    assert "hard link" in job.error
+    assert received == b""
+    # Appending would copy the outside file into the root: refused too.
+    assert_failed(await put(daemon, str(root / "hard"), [b"more"], {"append": True}), errno.EPERM)
+    assert (outside / "secret.txt").read_bytes() == SECRET
+    assert (root / "hard").stat().st_nlink == 2
+    # Replacing the link is a write to the root only: the outside file stays.
+    job = await put(daemon, str(root / "hard"), [b"replaced"])
+    assert job.state is JobState.SUCCESS, job.error
+    assert (root / "hard").read_bytes() == b"replaced"
+    assert (outside / "secret.txt").read_bytes() == SECRET
+    assert leftovers(root) == []
+
+
+@pytest.mark.parametrize("settings", [{"allow_hard_links": True}], indirect=True)
+@pytest_twisted.ensureDeferred
+async def test_get_serves_hard_links_when_allowed(daemon: RunningDaemon, root: Path, outside: Path) -> None:
+    os.link(outside / "secret.txt", root / "hard")
+    job, received = await get(daemon, str(root / "hard"))
+    assert job.state is JobState.SUCCESS, job.error
+    assert received == SECRET
+    job = await put(daemon, str(root / "hard"), [b"more"], {"append": True})
+    assert job.state is JobState.SUCCESS, job.error
+    assert (root / "hard").read_bytes() == SECRET + b"more"
 
 
 @pytest_twisted.ensureDeferred

@@ -28,6 +28,7 @@ from typing import Any, Iterator, Sequence
 import attrs
 from twisted.logger import Logger
 
+from ..config import Settings
 from ..errors import CallError, ValidationErrors
 from ..job import Job, JobAborted
 from ..pipe import Pipe
@@ -209,6 +210,32 @@ class Roots:
             os.close(fd)
 
 
+def check_single_link(fd: int, path: str, *, allow_hard_links: bool) -> os.stat_result:
+    """
+    Check that the opened file C{fd} may be read: a regular file with one
+    name, unless C{allow_hard_links}.  A second name may be a hard link made
+    inside a root to a file outside it, which the path checks cannot see; so
+    the count is read from the opened descriptor, never from the path.
+
+    @return: the file's C{fstat}.
+    @raise CallError: C{EISDIR}, a directory; C{EINVAL}, not a regular file;
+        C{EPERM}, a regular file with more than one hard link.
+    """
+    with _os_errors(path):
+        st = os.fstat(fd)
+    if stat_module.S_ISDIR(st.st_mode):
+        raise CallError(f"{path!r} is a directory", errno.EISDIR)
+    if not stat_module.S_ISREG(st.st_mode):
+        raise CallError(f"{path!r} is not a regular file", errno.EINVAL)
+    if st.st_nlink > 1 and not allow_hard_links:
+        raise CallError(
+            f"{path!r} has {st.st_nlink} hard links: refusing to read it "
+            "([filesystem] allow_hard_links is false)",
+            errno.EPERM,
+        )
+    return st
+
+
 def _stat_dict(st: os.stat_result) -> dict[str, Any]:
     return {
         "type": _file_type(st.st_mode),
@@ -283,14 +310,18 @@ class AtomicFile:
 
     Opening it refuses a target that is a symlink (C{EPERM}), a directory
     (C{EISDIR}) or not a regular file (C{EINVAL}).  With C{append}, the
-    target's content is copied to the temporary file first.  The mode is
+    target's content is copied to the temporary file first (refused with
+    C{EPERM} if it has more than one hard link, unless C{allow_hard_links}).  The mode is
     C{mode}, else the existing file's permission bits (L{PERMISSION_BITS}:
     a setuid, setgid or sticky bit is never carried over), else
     L{DEFAULT_MODE}.
     """
 
-    def __init__(self, dir_fd: int, name: str, path: str, *, mode: int | None, append: bool) -> None:
+    def __init__(
+        self, dir_fd: int, name: str, path: str, *, mode: int | None, append: bool, allow_hard_links: bool = False
+    ) -> None:
         self._dir_fd = dir_fd
+        self._allow_hard_links = allow_hard_links
         self.name = name
         self.path = path
         existing = self._existing()
@@ -330,8 +361,7 @@ class AtomicFile:
         with _os_errors(self.path):
             source = os.open(self.name, flags, dir_fd=self._dir_fd)
             try:
-                if not stat_module.S_ISREG(os.fstat(source).st_mode):
-                    raise CallError(f"{self.path!r} is not a regular file", errno.EINVAL)
+                check_single_link(source, self.path, allow_hard_links=self._allow_hard_links)
                 _copy_fd(source, self._fd)
             finally:
                 os.close(source)
@@ -410,6 +440,15 @@ class FilesystemService(Service):
             paths = (os.path.join(str(middleware.state_dir), "files"),)
         self.roots = Roots(paths)
 
+    @property
+    def allow_hard_links(self) -> bool:
+        """
+        Whether files with more than one hard link may be read
+        (C{[filesystem] allow_hard_links}).
+        """
+        settings = self.middleware.settings
+        return settings.allow_hard_links if settings is not None else Settings().allow_hard_links
+
     async def setup(self) -> None:
         if self._default_root:
             root = self.roots.paths[0]
@@ -437,7 +476,9 @@ class FilesystemService(Service):
         located = self.roots.locate(path, write=True)
         progress = JobProgressBuffer(job)
         with self.roots.parent_dir(located) as dir_fd:
-            target = AtomicFile(dir_fd, located.name, path, mode=mode, append=append)
+            target = AtomicFile(
+                dir_fd, located.name, path, mode=mode, append=append, allow_hard_links=self.allow_hard_links
+            )
             try:
                 done = _receive(
                     job,
@@ -502,7 +543,9 @@ class FilesystemService(Service):
     def get(self, job: Job, path: str) -> int:
         """
         Send the file C{path} to the output pipe (a download), reporting the
-        percentage sent.  Returns the number of bytes sent.
+        percentage sent.  A regular file with more than one hard link is
+        refused (C{EPERM}) unless C{[filesystem] allow_hard_links} is true.
+        Returns the number of bytes sent.
         """
         located = self.roots.locate(path)
         if located.parent is None or located.real in self.roots.real_roots():
@@ -518,12 +561,8 @@ class FilesystemService(Service):
         progress = JobProgressBuffer(job)
         done = 0
         try:
+            st = check_single_link(fd, path, allow_hard_links=self.allow_hard_links)
             with _os_errors(path):
-                st = os.fstat(fd)
-                if stat_module.S_ISDIR(st.st_mode):
-                    raise CallError(f"{path!r} is a directory", errno.EISDIR)
-                if not stat_module.S_ISREG(st.st_mode):
-                    raise CallError(f"{path!r} is not a regular file", errno.EINVAL)
                 os.set_blocking(fd, True)
                 size = st.st_size
                 while chunk := os.read(fd, GET_CHUNK):
