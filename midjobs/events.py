@@ -1,11 +1,15 @@
 """
 Event fan-out: who is subscribed to what, and delivering each event once per subscriber.
+
+The cost of an event is per subscriber (a connection), never per
+subscription: a connection subscribed a thousand times to one name gets
+each event once, after one visibility check.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Hashable
 
 import attrs
 from zope.interface import Attribute, Interface
@@ -13,9 +17,42 @@ from zope.interface import Attribute, Interface
 from . import wire_json
 from .logs import logger
 
-__all__ = ["EventHub", "EventSource", "ISubscriber", "Subscription", "UnknownEvent"]
+__all__ = ["EventHub", "EventSource", "ISubscriber", "Notification", "Subscription", "UnknownEvent"]
 
 log = logger(__name__)
+
+
+@attrs.frozen
+class Notification:
+    """
+    One serialised C{collection_update}, shared by all its subscribers.
+
+    @ivar collection: the event's name (C{core.get_jobs}, C{core.job_log:7}).
+    @ivar msg: C{added}, C{changed} or C{removed}.
+    @ivar id: the object it is about.
+    @ivar payload: the JSON-RPC notification, UTF-8.
+    """
+
+    collection: str
+    msg: str
+    id: Any
+    payload: bytes
+
+    @property
+    def merge_key(self) -> Hashable | None:
+        """
+        What a newer notification must share for this one to be dropped in
+        its favour while it waits to be sent: a C{changed} event's
+        collection and id (the newer carries the whole state); C{None} for
+        any other, which is never dropped.
+        """
+        if self.msg != "changed":
+            return None
+        try:
+            hash(self.id)
+        except TypeError:
+            return None
+        return (self.collection, self.id)
 
 
 class ISubscriber(Interface):
@@ -27,9 +64,9 @@ class ISubscriber(Interface):
         "Who is subscribed: an L{midjobs.auth.IUser}, or C{None} (who sees nothing)."
     )
 
-    def send_event(payload: str) -> None:
+    def send_event(notification: Notification) -> None:
         """
-        Deliver one serialised C{collection_update} notification.
+        Deliver one L{Notification}.
         """
 
 
@@ -75,13 +112,21 @@ class EventHub:
     The events the daemon offers and the subscriptions to them.
 
     C{*} subscribes to every event.  A notification is serialised once,
-    however many subscribers it goes to.
+    however many subscribers it goes to, and each subscriber (not each
+    subscription) is checked once: subscribing again to the same name gives
+    a new subscription id and costs nothing more per event.
+
+    @ivar _subscriptions: every subscription, by id.
+    @ivar _subscribers: by event name, each subscriber of it and the ids of
+        its subscriptions to that name.
+    @ivar _of_subscriber: by subscriber, its subscriptions.
     """
 
     def __init__(self) -> None:
         self._events: dict[str, EventSource] = {}
         self._subscriptions: dict[str, Subscription] = {}
-        self._by_name: dict[str, dict[str, Subscription]] = {}
+        self._subscribers: dict[str, dict[Any, set[str]]] = {}
+        self._of_subscriber: dict[Any, set[str]] = {}
 
     def register(
         self,
@@ -140,58 +185,74 @@ class EventHub:
             raise UnknownEvent(name)
         subscription = Subscription(str(uuid.uuid4()), name, subscriber)
         self._subscriptions[subscription.id] = subscription
-        self._by_name.setdefault(name, {})[subscription.id] = subscription
+        self._subscribers.setdefault(name, {}).setdefault(subscriber, set()).add(subscription.id)
+        self._of_subscriber.setdefault(subscriber, set()).add(subscription.id)
         if source is not None and source.subscribed is not None:
             source.subscribed(subscriber, name)
         return subscription.id
+
+    def subscription_count(self, subscriber: Any) -> int:
+        """
+        How many subscriptions C{subscriber} holds.
+        """
+        return len(self._of_subscriber.get(subscriber, ()))
 
     def unsubscribe(self, subscription_id: str) -> Subscription | None:
         """
         End a subscription; return it, or C{None} if there was none.
         """
         subscription = self._subscriptions.pop(subscription_id, None)
-        if subscription is not None:
-            by_name = self._by_name[subscription.name]
-            del by_name[subscription_id]
-            if not by_name:
-                del self._by_name[subscription.name]
+        if subscription is None:
+            return None
+        subscriber = subscription.subscriber
+        subscribers = self._subscribers[subscription.name]
+        ids = subscribers[subscriber]
+        ids.discard(subscription_id)
+        if not ids:
+            del subscribers[subscriber]
+            if not subscribers:
+                del self._subscribers[subscription.name]
+        own = self._of_subscriber[subscriber]
+        own.discard(subscription_id)
+        if not own:
+            del self._of_subscriber[subscriber]
         return subscription
 
     def unsubscribe_all(self, subscriber: Any) -> None:
         """
         End every subscription of C{subscriber} (its connection closed).
         """
-        for subscription in list(self._subscriptions.values()):
-            if subscription.subscriber is subscriber:
-                self.unsubscribe(subscription.id)
+        for subscription_id in list(self._of_subscriber.get(subscriber, ())):
+            self.unsubscribe(subscription_id)
 
     def owns(self, subscriber: Any, subscription_id: str) -> bool:
         subscription = self._subscriptions.get(subscription_id)
         return subscription is not None and subscription.subscriber is subscriber
 
     def has_subscribers(self, name: str) -> bool:
-        return name in self._by_name or "*" in self._by_name
+        return name in self._subscribers or "*" in self._subscribers
 
     def send(self, name: str, msg: str, id: Any = None, fields: dict[str, Any] | None = None) -> None:
         """
         Send the C{collection_update} C{msg} (C{added}, C{changed}, C{removed})
         about the object C{id} of collection C{name} to its subscribers.
         """
-        targets = [*self._by_name.get(name, {}).values(), *self._by_name.get("*", {}).values()]
-        if not targets:
+        named = self._subscribers.get(name)
+        everything = self._subscribers.get("*")
+        if named is None and everything is None:
             return
-        payload = _notification(name, msg, id, fields)
-        delivered = set()
-        for subscription in targets:
-            subscriber = subscription.subscriber
-            if subscriber in delivered:
+        if named is None or everything is None:
+            targets: Any = named if everything is None else everything
+        else:
+            targets = {**named, **everything}
+        notification = _notification(name, msg, id, fields)
+        for subscriber in list(targets):
+            if not self.allows(subscriber.user, name, fields):
                 continue
-            if self.allows(subscriber.user, name, fields):
-                delivered.add(subscriber)
-                try:
-                    subscriber.send_event(payload)
-                except Exception:
-                    log.failure("Sending {name} to {subscriber} failed", name=name, subscriber=subscriber)
+            try:
+                subscriber.send_event(notification)
+            except Exception:
+                log.failure("Sending {name} to {subscriber} failed", name=name, subscriber=subscriber)
 
     def send_to(self, subscriber: Any, name: str, msg: str, id: Any = None, fields: dict[str, Any] | None = None) -> None:
         """
@@ -202,8 +263,9 @@ class EventHub:
             subscriber.send_event(_notification(name, msg, id, fields))
 
 
-def _notification(name: str, msg: str, id: Any, fields: dict[str, Any] | None) -> str:
+def _notification(name: str, msg: str, id: Any, fields: dict[str, Any] | None) -> Notification:
     params: dict[str, Any] = {"msg": msg, "collection": name, "id": id}
     if fields is not None:
         params["fields"] = fields
-    return wire_json.dumps({"jsonrpc": "2.0", "method": "collection_update", "params": params})
+    payload = wire_json.dumps({"jsonrpc": "2.0", "method": "collection_update", "params": params})
+    return Notification(name, msg, id, payload.encode("utf-8"))

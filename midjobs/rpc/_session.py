@@ -4,17 +4,26 @@ The state of one WebSocket connection: who is logged in, its options, its subscr
 
 from __future__ import annotations
 
+import errno
 from typing import TYPE_CHECKING, Any, Callable
 
 from zope.interface import implementer
 
-from ..events import ISubscriber
+from ..config import Settings
+from ..errors import CallError
+from ..events import ISubscriber, Notification
 from ..interfaces import ISession
+from ..logs import logger
 
 if TYPE_CHECKING:
     from ..middleware import Middleware
 
 __all__ = ["Session"]
+
+log = logger(__name__)
+
+#: The settings of a middleware that has none (in-memory tests).
+_DEFAULTS = Settings()
 
 
 @implementer(ISession, ISubscriber)
@@ -44,10 +53,18 @@ class Session:
         self._send = send
         self._on_login = on_login
         self.open = True
+        self._refused_subscriptions = False
 
     def __repr__(self) -> str:
-        who = self.user.username if self.user is not None else "anonymous"
-        return f"<Session {who}@{self.peer}>"
+        return f"<Session {self._who()}@{self.peer}>"
+
+    def _who(self) -> str:
+        return self.user.username if self.user is not None else "anonymous"
+
+    @property
+    def _settings(self) -> Settings:
+        settings = getattr(self.middleware, "settings", None)
+        return settings if settings is not None else _DEFAULTS
 
     # ISession
 
@@ -75,7 +92,25 @@ class Session:
     # Subscriptions.
 
     def subscribe(self, name: str) -> str:
-        return self.middleware.events.subscribe(self, name)
+        """
+        Subscribe to C{name}, within the connection's C{max_subscriptions}.
+
+        @raise CallError: C{EBUSY}, the connection holds as many as it may
+            (the first refusal on a connection is logged).
+        """
+        events = self.middleware.events
+        limit = self._settings.max_subscriptions
+        if events.subscription_count(self) >= limit:
+            if not self._refused_subscriptions:
+                self._refused_subscriptions = True
+                log.warn(
+                    "Refused a subscription of {user} from {peer}: {limit} subscriptions on one connection",
+                    user=self._who(),
+                    peer=self.peer,
+                    limit=limit,
+                )
+            raise CallError(f"Too many subscriptions on this connection ({limit})", errno.EBUSY)
+        return events.subscribe(self, name)
 
     def unsubscribe(self, subscription_id: str) -> bool:
         if not self.middleware.events.owns(self, subscription_id):
@@ -93,6 +128,6 @@ class Session:
 
     # ISubscriber
 
-    def send_event(self, payload: str) -> None:
+    def send_event(self, notification: Notification) -> None:
         if self.open:
-            self._send(payload)
+            self._send(notification.payload.decode("utf-8"))
