@@ -24,6 +24,7 @@ from midjobs.daemon import Daemon
 from midjobs.errors import CallError
 from midjobs.job import Job, JobState
 from midjobs.pipe import InputPipes, Pipe, Pipes
+from midjobs.plugins import filesystem
 from midjobs.plugins.filesystem import TEMP_SUFFIX, upload_name
 
 from conftest import RunningDaemon
@@ -237,7 +238,6 @@ async def test_broken_upload_leaves_the_file_as_it_was(daemon: RunningDaemon, ro
     # most of it: the temporary file exists and has data.
     await feed(pipe, [b"x" * 65536] * 16, close=False)
     assert job.state is JobState.RUNNING
-    assert len(leftovers(root)) == 1
     pipe.abort(Exception("client went away"))
     await job.wait()
     assert job.state is JobState.FAILED
@@ -266,6 +266,67 @@ async def test_aborted_upload_leaves_nothing(daemon: RunningDaemon, root: Path, 
     await job.wait()
     assert job.state is JobState.ABORTED
     assert list(root.iterdir()) == []
+
+
+@pytest.fixture(params=["unnamed", "named"])
+def temporary_files(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """
+    Both ways of writing an upload: an unnamed C{O_TMPFILE} file, and the
+    fallback under a temporary name where that is not supported.
+    """
+    if request.param == "named":
+        monkeypatch.setattr(filesystem, "UNNAMED_FILES", False)
+    elif not filesystem.UNNAMED_FILES:
+        pytest.skip("O_TMPFILE or /proc/self/fd is not available here")
+    return str(request.param)
+
+
+@pytest_twisted.ensureDeferred
+async def test_put_both_ways(temporary_files: str, daemon: RunningDaemon, root: Path) -> None:
+    (root / "old").write_bytes(b"old content")
+    (root / "old").chmod(0o640)
+    for name, options, expected in [
+        ("new", {}, b"hello"),
+        ("old", {}, b"hello"),
+        ("old", {"append": True}, b"hellohello"),
+        ("moded", {"mode": 0o600}, b"hello"),
+    ]:
+        job = await put(daemon, str(root / name), [b"hel", b"lo"], options)
+        assert job.state is JobState.SUCCESS, job.error
+        assert (root / name).read_bytes() == expected
+    assert stat.S_IMODE((root / "old").stat().st_mode) == 0o640
+    assert stat.S_IMODE((root / "moded").stat().st_mode) == 0o600
+    assert sorted(p.name for p in root.iterdir()) == ["moded", "new", "old"]
+
+    # Mid-upload, only the fallback shows a (temporary) name; a broken upload
+    # leaves nothing either way.
+    pipe = daemon.middleware.pipe()
+    job = await daemon.middleware.call("filesystem.put", str(root / "old"), pipes=Pipes(inputs=InputPipes(pipe)))
+    await feed(pipe, [b"x" * 65536] * 16, close=False)
+    assert job.state is JobState.RUNNING
+    assert len(leftovers(root)) == (1 if temporary_files == "named" else 0)
+    pipe.abort(Exception("client went away"))
+    await job.wait()
+    assert job.state is JobState.FAILED
+    assert sorted(p.name for p in root.iterdir()) == ["moded", "new", "old"]
+    assert (root / "old").read_bytes() == b"hellohello"
+
+
+@pytest_twisted.ensureDeferred
+async def test_put_of_a_new_file_that_appears_meanwhile(
+    temporary_files: str, daemon: RunningDaemon, root: Path
+) -> None:
+    # A file created under the target's name during the upload is replaced
+    # at commit, as a rename would.
+    pipe = daemon.middleware.pipe()
+    job = await daemon.middleware.call("filesystem.put", str(root / "f"), pipes=Pipes(inputs=InputPipes(pipe)))
+    await feed(pipe, [b"x" * 65536] * 16, close=False)
+    (root / "f").write_bytes(b"meanwhile")
+    await feed(pipe, [b"y"])
+    await job.wait()
+    assert job.state is JobState.SUCCESS, job.error
+    assert (root / "f").read_bytes() == b"x" * 65536 * 16 + b"y"
+    assert sorted(p.name for p in root.iterdir()) == ["f"]
 
 
 # filesystem.put_files

@@ -9,10 +9,12 @@ refused with C{EPERM}.  Directories are then opened from the root down, one
 component at a time with C{O_NOFOLLOW}, so a directory swapped for a symlink
 after the check is refused too instead of being followed.
 
-Writes are atomic: the upload goes to a temporary file beside the target,
-which is fsynced and renamed over the target only once the whole upload has
-arrived.  A broken upload, an abort or an error removes the temporary file
-and leaves the target as it was.
+Writes are atomic: the upload goes to an unnamed file (C{O_TMPFILE}) beside
+the target, which is fsynced and put in the target's place only once the
+whole upload has arrived.  A broken upload, an abort or an error drops it and
+leaves the target as it was; a crash leaves nothing.  Where unnamed files are
+not supported the upload has a temporary name, and the daemon removes such
+leftovers from the roots when it starts.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import contextlib
 import datetime
 import errno
 import os
+import re
 import secrets
 import stat as stat_module
 from typing import Any, Iterator, Sequence
 
 import attrs
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from ..config import Settings
@@ -48,8 +52,13 @@ PUT_CHUNK = 1024 * 1024
 DEFAULT_MODE = 0o644
 #: The permission bits a file written here may have: never setuid, setgid or sticky.
 PERMISSION_BITS = 0o777
-#: The suffix of the temporary files that uploads are written to.
+#: The suffix of the temporary names that uploads are written under (without
+#: L{UNNAMED_FILES}) or linked to just before they replace a file.
 TEMP_SUFFIX = ".midjobs-tmp"
+#: Whether uploads can be written to unnamed files (C{O_TMPFILE}), linked by
+#: their C{/proc/self/fd} path when complete.  A filesystem that refuses
+#: C{O_TMPFILE} gets named temporary files all the same.
+UNNAMED_FILES = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NOT_NAMES = ("", ".", "..")
@@ -303,18 +312,65 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view):]
 
 
+def _temp_name(name: str) -> str:
+    """
+    A new temporary name for a file being written as C{name}, beside it.
+    """
+    return f".{name[:32]}.{secrets.token_hex(8)}{TEMP_SUFFIX}"
+
+
+_TEMP_NAME = re.compile(r"\..{0,32}\.[0-9a-f]{16}" + re.escape(TEMP_SUFFIX), re.DOTALL)
+
+
+def is_temp_name(name: str) -> bool:
+    """
+    Whether C{name} has the shape of the names L{_temp_name} makes.
+    """
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+def _open_unnamed(dir_fd: int) -> int | None:
+    """
+    An unnamed file (C{O_TMPFILE}) in the directory C{dir_fd}, to be linked
+    under a name only when complete; L{None} where the kernel or the
+    filesystem does not support it.
+    """
+    if not UNNAMED_FILES:
+        return None
+    try:
+        return os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    except OSError as e:
+        # EISDIR: a kernel that does not know O_TMPFILE; EOPNOTSUPP: a filesystem that does not.
+        if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None
+        raise
+
+
+def _fd_path(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
 class AtomicFile:
     """
-    A file written under a temporary name beside its target and renamed over
-    it only on L{commit}.
+    A file written beside its target and put in its place only on L{commit}.
+
+    The file is unnamed (C{O_TMPFILE}) while it is written, so a crash leaves
+    nothing behind: L{commit} links it under the target's name, or, when a
+    target exists, under a temporary name renamed over the target at once.
+    Where unnamed files are not supported it is written under a temporary
+    name from the start (L{TEMP_SUFFIX}; L{sweep_leftovers} removes those a
+    crash left).
 
     Opening it refuses a target that is a symlink (C{EPERM}), a directory
     (C{EISDIR}) or not a regular file (C{EINVAL}).  With C{append}, the
-    target's content is copied to the temporary file first (refused with
-    C{EPERM} if it has more than one hard link, unless C{allow_hard_links}).  The mode is
-    C{mode}, else the existing file's permission bits (L{PERMISSION_BITS}:
+    target's content is copied to the new file first (refused with C{EPERM}
+    if it has more than one hard link, unless C{allow_hard_links}).  The mode
+    is C{mode}, else the existing file's permission bits (L{PERMISSION_BITS}:
     a setuid, setgid or sticky bit is never carried over), else
     L{DEFAULT_MODE}.
+
+    @ivar temp_name: the temporary name the file has in the directory, or
+        L{None} while it has none.
     """
 
     def __init__(
@@ -329,10 +385,14 @@ class AtomicFile:
         if mode is None:
             mode = existing.st_mode & PERMISSION_BITS if existing is not None else DEFAULT_MODE
         self.mode = mode
-        self.temp_name = f".{name[:32]}.{secrets.token_hex(8)}{TEMP_SUFFIX}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        self.temp_name: str | None = None
         with _os_errors(path):
-            self._fd: int | None = os.open(self.temp_name, flags, 0o600, dir_fd=dir_fd)
+            fd = _open_unnamed(dir_fd)
+            if fd is None:
+                self.temp_name = _temp_name(name)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                fd = os.open(self.temp_name, flags, 0o600, dir_fd=dir_fd)
+        self._fd: int | None = fd
         try:
             if append and existing is not None:
                 self._copy_existing()
@@ -374,7 +434,7 @@ class AtomicFile:
     def commit(self) -> None:
         """
         Give the file its mode (and the replaced file's owner, where allowed),
-        fsync it, rename it over the target and fsync the directory.
+        fsync it, put it in the target's place and fsync the directory.
         """
         fd = self._fd
         assert fd is not None
@@ -385,23 +445,72 @@ class AtomicFile:
                     with contextlib.suppress(PermissionError):
                         os.fchown(fd, *self._owner)
                 os.fsync(fd)
+                if self.temp_name is None and not self._link_as_target(fd):
+                    self.temp_name = _temp_name(self.name)
+                    os.link(_fd_path(fd), self.temp_name, dst_dir_fd=self._dir_fd, follow_symlinks=True)
                 self._fd = None
                 os.close(fd)
-                os.rename(self.temp_name, self.name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+                if self.temp_name is not None:
+                    os.rename(self.temp_name, self.name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+                    self.temp_name = None
                 os.fsync(self._dir_fd)
         except BaseException:
             self.discard()
             raise
 
+    def _link_as_target(self, fd: int) -> bool:
+        """
+        Link the unnamed file C{fd} under the target's name, if no file has it.
+
+        @return: whether it was linked; C{False} when a file (the one replaced,
+            or one created meanwhile) has the name.
+        """
+        if self._owner is not None:
+            return False
+        try:
+            os.link(_fd_path(fd), self.name, dst_dir_fd=self._dir_fd, follow_symlinks=True)
+        except FileExistsError:
+            return False
+        return True
+
     def discard(self) -> None:
         """
-        Remove the temporary file (the target stays as it was).
+        Drop the new file (the target stays as it was).
         """
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.temp_name, dir_fd=self._dir_fd)
+        if self.temp_name is not None:
+            name, self.temp_name = self.temp_name, None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=self._dir_fd)
+
+
+def sweep_leftovers(root: str) -> int:
+    """
+    Remove from the tree under C{root} the regular files whose names have the
+    shape of temporary names (L{is_temp_name}): what uploads written under a
+    temporary name left when the daemon died.  Symlinks are neither followed
+    nor removed; a directory that cannot be read is skipped.
+
+    @return: how many files were removed.
+    """
+    removed = 0
+
+    def skipped(error: OSError) -> None:
+        log.warn("Not looking for leftover uploads in {path}: {error}", path=error.filename, error=error.strerror)
+
+    for _, _, names, dir_fd in os.fwalk(root, onerror=skipped, follow_symlinks=False):
+        for name in names:
+            if not is_temp_name(name):
+                continue
+            try:
+                if stat_module.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                    os.unlink(name, dir_fd=dir_fd)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+    return removed
 
 
 def _receive(job: Job, pipe: Pipe, target: AtomicFile, report: Any) -> int:
@@ -455,10 +564,23 @@ class FilesystemService(Service):
             if not os.path.isdir(root):
                 os.makedirs(root, mode=0o700, exist_ok=True)
                 os.chmod(root, 0o700)
-            return
+        else:
+            for root in self.roots.paths:
+                if not os.path.isdir(root):
+                    log.warn("Filesystem root {root} does not exist", root=root)
+        reactor = self.middleware.reactor
+        await deferToThreadPool(reactor, reactor.getThreadPool(), self._sweep)
+
+    def _sweep(self) -> None:
+        """
+        Remove what uploads cut by a crash left in the roots (before any
+        upload starts: the daemon listens only once the services are set up).
+        """
         for root in self.roots.paths:
-            if not os.path.isdir(root):
-                log.warn("Filesystem root {root} does not exist", root=root)
+            if os.path.isdir(root):
+                removed = sweep_leftovers(root)
+                if removed:
+                    log.info("Removed {count} leftover upload files under {root}", count=removed, root=root)
 
     @roles("FILESYSTEM_WRITE")
     @job(pipes=["input"], abortable=True, description=lambda path, options=None: f"Uploading {path}")
