@@ -27,7 +27,8 @@ from .logs import logger, set_level
 
 from .auth import UserStore, default_trusted_uids, make_portal
 from .config import ConfigError, Settings
-from .http import make_site
+from .descriptors import connection_capacity, raise_descriptor_limit
+from .http import ConnectionLimits, LimitingReactor, RefusalLog, make_site
 from .middleware import Middleware
 from .plugins import BUILTIN_SERVICES
 from .service import Service as MidjobsService
@@ -131,6 +132,9 @@ class Daemon(MultiService):
     @ivar ready: fires when every listener listens (with the daemon), or fails
         if the daemon could not start.
     @ivar middleware: the middleware, once started.
+    @ivar site: the twisted.web site every listener serves, once started.
+    @ivar connection_limits: the connection caps of the TCP and TLS
+        listeners, once started.
     """
 
     def __init__(self, settings: Settings, reactor: Any = None) -> None:
@@ -140,6 +144,8 @@ class Daemon(MultiService):
         self.reactor = reactor
         self.settings = settings
         self.middleware: Middleware | None = None
+        self.site: Any = None
+        self.connection_limits: ConnectionLimits | None = None
         self.listeners: list[Listener] = []
         self.ready: Deferred[Daemon] = Deferred()
         self._database: Any = None
@@ -173,7 +179,10 @@ class Daemon(MultiService):
         # Bad endpoints or certificates stop the start before anything is touched.
         socket = quoteStringArgument(settings.socket_path)
         descriptions = [*settings.listen_endpoints(), f"unix:{socket}:mode=600:lockfile=1"]
-        endpoints = [(d, server_endpoint(self.reactor, d)) for d in descriptions]
+        # TCP and TLS listeners count their connections; UNIX ones never do.
+        limits = self.connection_limits = self._connection_limits()
+        listening_reactor = LimitingReactor(self.reactor, limits)
+        endpoints = [(d, server_endpoint(listening_reactor, d)) for d in descriptions]
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.reactor.suggestThreadPoolSize(settings.threads)
         apply_pending_restore(state_dir)
@@ -200,7 +209,8 @@ class Daemon(MultiService):
         await middleware.start()
         self.middleware = middleware
 
-        site = make_site(middleware)
+        site = self.site = make_site(middleware)
+        site.refusals = RefusalLog(self.reactor)
         for description, endpoint in endpoints:
             listener = Listener(self.reactor, description, site, endpoint)
             self.listeners.append(listener)
@@ -209,6 +219,26 @@ class Daemon(MultiService):
             await listener.listening
         log.info("midjobs is ready, state in {state_dir}", state_dir=str(state_dir))
         return self
+
+    def _connection_limits(self) -> ConnectionLimits:
+        """
+        The caps of the settings, lowered to fit under the descriptor limit
+        (raised to the hard one first) with a reserve for everything else.
+        """
+        settings = self.settings
+        descriptors = raise_descriptor_limit()
+        capacity = connection_capacity(descriptors)
+        total = settings.max_connections
+        if total > capacity:
+            log.warn(
+                "[limits] connections = {configured} does not fit under the limit of {descriptors} open files "
+                "(RLIMIT_NOFILE, LimitNOFILE in the systemd unit): at most {capacity} connections instead",
+                configured=total,
+                descriptors=descriptors,
+                capacity=capacity,
+            )
+            total = capacity
+        return ConnectionLimits(self.reactor, total, min(settings.max_connections_per_address, total))
 
     async def _stop(self) -> None:
         await MultiService.stopService(self)  # type: ignore[misc]

@@ -315,7 +315,7 @@ class _Lines:
 async def test_access_log_hides_tokens(daemon: RunningDaemon, admin_client: Any) -> None:
     import treq
 
-    site = daemon.daemon.listeners[0].factory
+    site = daemon.daemon.site
     log = _Lines()
     site._logFile = log
     job_id, url = await admin_client.call("core.download", "system.debug", [], "debug.txz")
@@ -326,3 +326,127 @@ async def test_access_log_hides_tokens(daemon: RunningDaemon, admin_client: Any)
     [line] = [line for line in log.lines if f"/_download/{job_id}" in line]
     assert token not in line
     assert f"/_download/{job_id}?auth_token=<hidden> HTTP/1.1" in line
+
+
+@pytest_twisted.ensureDeferred
+async def test_access_log_hides_a_token_however_its_name_is_spelled(
+    daemon: RunningDaemon, admin_client: Any, tmp_path: Path
+) -> None:
+    # Finding 16: ?auth%5Ftoken= logs in (parse_qs decodes the name), so the
+    # log must hide its value too.
+    log = _Lines()
+    daemon.daemon.site._logFile = log
+    token = await admin_client.call("auth.generate_token", 300)
+    upload = tmp_path / "x"
+    upload.write_bytes(b"x")
+    data = json.dumps({"method": "filesystem.put", "params": ["/nowhere/x", {}]})
+    status, _, _ = await curl_head(
+        "-F", f"data={data}", "-F", f"file=@{upload}", f"{daemon.http_url}/_upload?auth%5Ftoken={token}"
+    )
+    assert status != 401
+    await curl_head(f"{daemon.http_url}/_download/1?AUTH_TOKEN={token}&%61pi_key={token}")
+    lines = [line for line in log.lines if "/_upload" in line or "/_download" in line]
+    assert len(lines) == 2
+    assert all(token not in line for line in lines), lines
+    assert "/_upload?auth%5Ftoken=<hidden> HTTP/1.1" in lines[0]
+
+
+def test_redact_query() -> None:
+    from midjobs.http._access_log import redact_query
+
+    assert redact_query(b"/a?x=1&auth_token=s&y=2") == b"/a?x=1&auth_token=<hidden>&y=2"
+    assert redact_query(b"/a?auth%5ftoken=s") == b"/a?auth%5ftoken=<hidden>"
+    assert redact_query(b"/a?Auth_Token=s#x&b=1") == b"/a?Auth_Token=<hidden>&b=1"
+    assert redact_query(b"/a?password=s&api_key=t") == b"/a?password=<hidden>&api_key=<hidden>"
+    assert redact_query(b"/a?page=2") == b"/a?page=2"
+
+
+# -- request bodies on routes that take none (finding 8) ----------------------------
+
+
+class _Raw(Protocol):
+    """
+    Sends C{request}; collects what comes back until the connection closes.
+    """
+
+    def __init__(self, request: bytes) -> None:
+        self.request = request
+        self.received = b""
+        self.closed: Deferred[bytes] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.request)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.closed.callback(self.received)
+
+
+async def raw_exchange(port: int, request: bytes, timeout: float = 5) -> tuple[_Raw, bytes]:
+    protocol = _Raw(request)
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), protocol)
+    return protocol, await protocol.closed.addTimeout(timeout, reactor)
+
+
+@pytest.fixture
+def no_spooling(monkeypatch: Any) -> list[Any]:
+    """
+    Records every temporary file twisted.web makes for a request body.
+    """
+    import tempfile
+
+    import twisted.web.http
+
+    made: list[Any] = []
+
+    def temporary_file(*args: Any, **kwargs: Any) -> Any:
+        made.append(args)
+        return tempfile.TemporaryFile(*args, **kwargs)
+
+    monkeypatch.setattr(twisted.web.http.tempfile, "TemporaryFile", temporary_file)
+    return made
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 314572800\r\n\r\n",
+        b"PUT /api/current HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n",
+        b"GET /static/app.js HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST /_download/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\nExpect: 100-continue\r\n\r\n",
+        b"POST /_upload/x HTTP/1.0\r\nHost: x\r\nContent-Length: 200000\r\n\r\n",
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_body_to_a_route_that_takes_none_is_refused_unread(
+    daemon: RunningDaemon, no_spooling: list[Any], log_events: list[dict[str, Any]], head: bytes
+) -> None:
+    # Only the headers and a first piece of the body are sent: the 413 comes
+    # at once, nothing is spooled, and the connection closes.
+    protocol, received = await raw_exchange(daemon.port, head + b"x" * 1000)
+    status_line, _, rest = received.partition(b"\r\n")
+    assert status_line.split(b" ")[1] == b"413", received
+    assert b"connection: close" in rest.lower()
+    assert rest.endswith(b'{"error": "This route takes no request body"}')
+    assert no_spooling == []
+    [line] = [e for e in log_events if "the route takes no body" in e.get("log_format", "")]
+    assert line["address"] == "127.0.0.1"
+
+
+@pytest_twisted.ensureDeferred
+async def test_refused_body_connection_closes_when_the_body_ends(daemon: RunningDaemon) -> None:
+    body = b"x" * 5000
+    _, received = await raw_exchange(
+        daemon.port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
+    assert received.startswith(b"HTTP/1.1 413 ")
+
+
+@pytest_twisted.ensureDeferred
+async def test_requests_without_a_body_still_work(daemon: RunningDaemon, admin_client: Any) -> None:
+    # A POST with an empty body is no body; the WebSocket handshake is a GET.
+    status, _, _ = await curl_head("-X", "POST", "-H", "Content-Length: 0", f"{daemon.http_url}/")
+    assert status == 405
+    assert await admin_client.call("core.ping") == "pong"

@@ -3,5 +3,6 @@ The HTTP side of the daemon: one Klein app per site, serving the WebSocket and t
 """
 
 from ._app import HttpApp, make_site
+from ._limits import ConnectionLimits, LimitedFactory, LimitingReactor, RefusalLog
 
-__all__ = ["HttpApp", "make_site"]
+__all__ = ["ConnectionLimits", "HttpApp", "LimitedFactory", "LimitingReactor", "RefusalLog", "make_site"]

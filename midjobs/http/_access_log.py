@@ -3,27 +3,45 @@ The access log of every listener, with the secrets of URLs hidden.
 
 twisted.web logs each request in the combined log format, URL included; a
 C{/_download} URL carries its token as C{?auth_token=...}.  L{access_log_line}
-is that format with the value of every C{auth_token} argument replaced.
+is that format with the value of every secret query argument replaced.
+
+An argument is secret by its name as the server reads it: decoded
+(C{auth%5Ftoken} is C{auth_token}, as C{parse_qs} sees it) and in any case,
+so no spelling of a secret's name shows its value.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from twisted.web.http import combinedLogFormatter
 
-__all__ = ["access_log_line", "redact_query"]
+__all__ = ["SECRET_ARGUMENTS", "access_log_line", "redact_query"]
 
-_SECRET_ARGUMENT = re.compile(rb"(?<=[?&]auth_token=)[^&#]*")
+#: Names of the query arguments whose values never reach a log.
+SECRET_ARGUMENTS = frozenset({b"auth_token", b"token", b"api_key", b"password", b"secret"})
 _HIDDEN = b"<hidden>"
+
+
+def _is_secret(name: bytes) -> bool:
+    return unquote_to_bytes(name.replace(b"+", b" ")).strip().lower() in SECRET_ARGUMENTS
 
 
 def redact_query(uri: bytes) -> bytes:
     """
-    C{uri} with the value of each C{auth_token} query argument hidden.
+    C{uri} with the value of each secret query argument (L{SECRET_ARGUMENTS})
+    hidden.  Arguments are separated by C{&} and the query runs to the end,
+    C{#} included, as C{parse_qs} reads the request's C{args}.
     """
-    return _SECRET_ARGUMENT.sub(_HIDDEN, uri)
+    path, question, query = uri.partition(b"?")
+    if not question:
+        return uri
+    arguments = []
+    for argument in query.split(b"&"):
+        name, equals, _ = argument.partition(b"=")
+        arguments.append(name + b"=" + _HIDDEN if equals and _is_secret(name) else argument)
+    return path + b"?" + b"&".join(arguments)
 
 
 class _RedactedRequest:

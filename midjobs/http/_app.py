@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 from autobahn.twisted.resource import WebSocketResource
 from klein import Klein
 from twisted.internet.defer import Deferred
-from twisted.web.server import Site
 
+from ..config import Settings
 from ..rpc import RpcServerFactory
 from ..web import StaticFiles, index_page
 from ._access_log import access_log_line
+from ._channel import Site
 from ._request import upload_request_factory
 from ._download import serve_download
 
@@ -67,9 +68,17 @@ class HttpApp:
 
 def make_site(middleware: Middleware) -> Site:
     """
-    The twisted.web site to serve on each listener.
+    The twisted.web site to serve on each listener, with the header deadline
+    and keep-alive idle timeout of the middleware's settings.
     """
-    site = Site(HttpApp(middleware).app.resource(), logFormatter=access_log_line)
+    settings = middleware.settings or Settings()
+    site = Site(
+        HttpApp(middleware).app.resource(),
+        logFormatter=access_log_line,
+        timeout=settings.idle_timeout,
+        header_timeout=settings.header_timeout,
+        reactor=middleware.reactor,
+    )
     site.displayTracebacks = False
     # POST /_upload streams its body to a job: see _request.UploadRequest.
     site.requestFactory = upload_request_factory(middleware)

@@ -36,9 +36,11 @@ from typing import TYPE_CHECKING, Any, Iterator
 from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .. import wire_json
 from ..errors import CallError
 from ..job import Job, JobState
 from ..logs import logger
@@ -73,7 +75,7 @@ LINGER_BYTES = 1024 * 1024
 
 #: The status codes of a refused upload (PROTOCOL.md), for reference.
 STATUS = {
-    400: "data is not valid JSON; or the multipart body is malformed or ends too early",
+    400: "data is not valid JSON (or nested too deeply); or the multipart body is malformed or ends too early",
     401: "no credentials, or bad ones",
     403: "authenticated, but not allowed to call the method",
     405: "no part; a part out of place; more than five files",
@@ -113,6 +115,16 @@ def _stopped(job: Job) -> bool:
     if job.state in (JobState.FAILED, JobState.ABORTED) or job.was_aborted:
         return True
     return bool(getattr(job, "ending", False)) and job.error is not None
+
+
+def _socket_transport(transport: Any) -> Any:
+    """
+    The transport that reads the socket, under the protocol wrappers that
+    may sit between it and the HTTP channel (the connection limits').
+    """
+    while isinstance(transport, ProtocolWrapper):
+        transport = transport.transport
+    return transport
 
 
 @implementer(IPushProducer)
@@ -160,9 +172,10 @@ class Upload:
         self._connected = True
         # Large reads while the body streams: each read costs a trip through
         # the parser and the pipe, whatever its size.
-        self._read_size = getattr(self._transport, "bufferSize", None)
+        self._socket = _socket_transport(self._transport)
+        self._read_size = getattr(self._socket, "bufferSize", None)
         if self._read_size is not None:
-            self._transport.bufferSize = UPLOAD_READ_SIZE
+            self._socket.bufferSize = UPLOAD_READ_SIZE
 
         self._pauses: set[object] = set()
         self._transport_paused = False
@@ -234,7 +247,7 @@ class Upload:
 
     def _restore_read_size(self) -> None:
         if self._read_size is not None:
-            self._transport.bufferSize = self._read_size
+            self._socket.bufferSize = self._read_size
 
     def connection_lost(self, reason: Failure) -> None:
         self._connected = False
@@ -391,9 +404,12 @@ class Upload:
         raw = b"".join(self._data)
         self._data = []
         try:
-            data = json.loads(raw)
+            # The WebSocket's JSON: the protocol's extended values ($date, $set...) alike.
+            data = wire_json.loads(raw)
         except ValueError as e:
             raise _Refused(400, f"The data part is not valid JSON: {e}") from None
+        except RecursionError:
+            raise _Refused(400, "The data part is not valid JSON: nested too deeply") from None
         if not isinstance(data, dict) or "method" not in data:
             raise _Refused(422, 'The data part has no "method"')
         name = data["method"]

@@ -1,0 +1,131 @@
+"""
+The HTTP channel and site of every listener: twisted.web's, with a deadline
+for a request's headers.
+
+twisted.web's idle timeout (C{Site(timeout=...)}, the channel's C{timeOut})
+is restarted by every byte that comes in, so a client that trickles a header
+line now and then holds its connection forever.  L{Channel} adds a header
+deadline: from the first byte of a request (or the connection's start) to
+the end of its headers, at most L{Site.header_timeout} seconds; past it the
+client gets a C{408} and the connection is closed.
+
+While a request is being handled twisted.web turns the idle timeout off
+(a long download is not idle), and an upload turns it off while the job holds
+its body back; an upgraded WebSocket never finishes its request, so neither
+timeout reaches it (Autobahn's pings watch it instead).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from constantly import NamedConstant, Names
+from twisted.web.http import HTTPChannel
+from twisted.web.server import Site as _TwistedSite
+
+from ._limits import RefusalLog
+
+__all__ = ["Channel", "ChannelState", "Site"]
+
+_TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+class ChannelState(Names):
+    """
+    Where a channel is in its current request.
+    """
+
+    #: Between requests (or before the first byte of the first): the idle
+    #: timeout applies.
+    IDLE = NamedConstant()
+    #: The request line and headers are coming: the header deadline runs.
+    HEADERS = NamedConstant()
+    #: The headers are in; the body comes, or the request is being handled.
+    REQUEST = NamedConstant()
+
+
+class Channel(HTTPChannel):
+    """
+    An L{HTTPChannel} whose requests must send their headers within
+    C{header_timeout} seconds (L{None}: no deadline).
+
+    @ivar state: a L{ChannelState}.
+    """
+
+    header_timeout: float | None = None
+    refusals: RefusalLog | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state = ChannelState.IDLE
+        self._deadline: Any = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # A connection that sends nothing is held to the same deadline.
+        self._start_deadline()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.state is ChannelState.IDLE and data:
+            self._start_deadline()
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        self._stop_deadline()
+        self.state = ChannelState.REQUEST
+        super().allHeadersReceived()
+
+    def requestDone(self, request: Any) -> None:
+        # Data of the next request that came meanwhile is replayed through
+        # dataReceived by the base class: it starts that request's deadline.
+        self.state = ChannelState.IDLE
+        super().requestDone(request)
+
+    def connectionLost(self, reason: Any) -> None:
+        self._stop_deadline()
+        super().connectionLost(reason)
+
+    def _start_deadline(self) -> None:
+        self.state = ChannelState.HEADERS
+        if self.header_timeout is not None and self._deadline is None:
+            self._deadline = self.callLater(self.header_timeout, self._headers_too_late)
+
+    def _stop_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _headers_too_late(self) -> None:
+        self._deadline = None
+        if self.transport is None:
+            return
+        peer = self.transport.getPeer()
+        if self.refusals is not None:
+            self.refusals.refused(
+                "Closed the HTTP connection of {address}: its request headers took more than {timeout} s",
+                address=getattr(peer, "host", str(peer)),
+                timeout=self.header_timeout,
+            )
+        self.transport.write(_TIMED_OUT)
+        # Closes, and aborts if the client does not let go (abortTimeout).
+        self.timeoutConnection()
+
+
+class Site(_TwistedSite):
+    """
+    A twisted.web L{Site} whose channels are L{Channel}s with its
+    C{header_timeout}; C{timeout} is the keep-alive idle timeout.
+    """
+
+    protocol = Channel
+
+    def __init__(self, resource: Any, *, header_timeout: float | None = None, **kwargs: Any) -> None:
+        super().__init__(resource, **kwargs)
+        self.header_timeout = header_timeout
+        self.refusals: RefusalLog | None = None
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        channel.header_timeout = self.header_timeout
+        channel.refusals = self.refusals
+        return channel

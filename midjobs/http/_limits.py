@@ -1,0 +1,230 @@
+"""
+Connection caps of the TCP and TLS listeners: so many connections in all,
+so many from one source address.
+
+L{ConnectionLimits} counts the open connections of every listener it is
+shared by.  The listeners are made by endpoints given a L{LimitingReactor}:
+its C{listenTCP} and C{listenSSL} wrap the factory in a L{LimitedFactory}
+(a L{twisted.protocols.policies.WrappingFactory}) outside everything else,
+TLS included.  Its protocol wrapper is the socket's protocol for the whole
+connection, a WebSocket upgraded from HTTP included (Autobahn swaps the
+protocol under the TLS layer, or under this wrapper, never the outermost),
+so every connection that was counted is released when it closes.
+
+Past a cap, a new connection is closed at once: on a plain TCP listener
+after a short C{503} answer, on a TLS one without a word (an answer would
+first need the handshake).  One log line names the address, at most every
+L{RefusalLog.interval} seconds, with how many were refused meanwhile.
+
+The UNIX socket is never wrapped: C{midclt} always gets in.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Factory, Protocol
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from ..logs import logger
+
+__all__ = ["ConnectionLimits", "LimitedFactory", "LimitingReactor", "RefusalLog", "SERVICE_UNAVAILABLE"]
+
+log = logger(__name__)
+
+_BODY = b"Too many connections: try again later\n"
+
+#: What a plain TCP connection past a cap gets before it is closed.
+SERVICE_UNAVAILABLE = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\n"
+    b"Retry-After: 10\r\n"
+    b"Connection: close\r\n\r\n" % len(_BODY)
+) + _BODY
+
+#: Seconds a refused connection may take to read its answer before it is cut.
+_REFUSAL_GRACE = 1.0
+
+
+class RefusalLog:
+    """
+    Logs refusals, at most one line every C{interval} seconds: a flood of
+    them costs a line now and then, each naming the latest address and how
+    many were refused since the last line.
+
+    @ivar interval: seconds between two lines.
+    """
+
+    def __init__(self, clock: Any, interval: float = 10.0) -> None:
+        self.clock = clock
+        self.interval = interval
+        self._last: float | None = None
+        self._unlogged = 0
+
+    def refused(self, message: str, **fields: Any) -> None:
+        """
+        Log C{message} (a twisted.logger format with C{fields}) unless a line
+        was logged less than C{interval} seconds ago; then only count it.
+        """
+        now = self.clock.seconds()
+        if self._last is not None and now - self._last < self.interval:
+            self._unlogged += 1
+            return
+        unlogged, self._unlogged, self._last = self._unlogged, 0, now
+        log.warn(message + " ({unlogged} more not logged in the last {interval:.0f} s)",
+                 unlogged=unlogged, interval=self.interval, **fields)
+
+
+class ConnectionLimits:
+    """
+    The open connections of the listeners that share it, counted in all and
+    per source address.
+
+    @ivar total: most connections open at once.
+    @ivar per_address: most connections open at once from one address.
+    """
+
+    def __init__(self, clock: Any, total: int, per_address: int) -> None:
+        self.clock = clock
+        self.total = total
+        self.per_address = per_address
+        self.log = RefusalLog(clock)
+        self._open = 0
+        self._by_address: Counter[str] = Counter()
+
+    @property
+    def open(self) -> int:
+        """
+        The connections open now.
+        """
+        return self._open
+
+    def open_from(self, address: str) -> int:
+        """
+        The connections open now from C{address}.
+        """
+        return self._by_address[address]
+
+    def refusal(self, address: str) -> str | None:
+        """
+        Why a new connection from C{address} must be refused, or L{None} if
+        it may open.
+        """
+        if self._open >= self.total:
+            return f"{self._open} connections are open, the most there may be"
+        if self._by_address[address] >= self.per_address:
+            return f"{self._by_address[address]} connections from this address are open, the most there may be"
+        return None
+
+    def opened(self, address: str) -> None:
+        self._open += 1
+        self._by_address[address] += 1
+
+    def closed(self, address: str) -> None:
+        self._open -= 1
+        self._by_address[address] -= 1
+        if self._by_address[address] <= 0:
+            del self._by_address[address]
+
+
+def _host(address: IAddress) -> str:
+    host = getattr(address, "host", None)
+    return host if isinstance(host, str) else str(address)
+
+
+class _CountedConnection(ProtocolWrapper):
+    """
+    One admitted connection; its address is released when it closes.
+    """
+
+    source = ""
+
+
+class _Refused(Protocol):
+    """
+    A connection past a cap: answer C{answer} (if any), close, and cut it if
+    it is not gone after a short while.
+    """
+
+    def __init__(self, answer: bytes | None, clock: Any) -> None:
+        self._answer = answer
+        self._clock = clock
+        self._cut: Any = None
+
+    def connectionMade(self) -> None:
+        if self._answer is None:
+            self.transport.abortConnection()
+            return
+        self.transport.write(self._answer)
+        self.transport.loseConnection()
+        self._cut = self._clock.callLater(_REFUSAL_GRACE, self.transport.abortConnection)
+
+    def connectionLost(self, reason: Any) -> None:
+        if self._cut is not None and self._cut.active():
+            self._cut.cancel()
+
+
+class LimitedFactory(WrappingFactory):
+    """
+    Wraps the factory of one listener so that its connections count in
+    C{limits}, and those past a cap are refused.
+
+    @ivar limits: the caps, shared by every TCP and TLS listener.
+    @ivar refusal: the bytes a refused connection gets, or L{None} to close
+        it without a word (on TLS).
+    """
+
+    protocol = _CountedConnection
+
+    def __init__(self, wrapped: Factory, limits: ConnectionLimits, refusal: bytes | None = SERVICE_UNAVAILABLE) -> None:
+        super().__init__(wrapped)
+        self.limits = limits
+        self.refusal = refusal
+
+    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+        source = _host(addr)
+        reason = self.limits.refusal(source)
+        if reason is not None:
+            self.limits.log.refused("Refused a connection from {address}: {reason}", address=source, reason=reason)
+            return _Refused(self.refusal, self.limits.clock)
+        wrapper = super().buildProtocol(addr)
+        wrapper.source = source
+        return wrapper
+
+    def registerProtocol(self, p: _CountedConnection) -> None:
+        super().registerProtocol(p)
+        self.limits.opened(p.source)
+
+    def unregisterProtocol(self, p: _CountedConnection) -> None:
+        if p in self.protocols:
+            self.limits.closed(p.source)
+        super().unregisterProtocol(p)
+
+
+class LimitingReactor:
+    """
+    A reactor, for the server endpoints of the TCP and TLS listeners, whose
+    C{listenTCP} and C{listenSSL} count every connection in C{limits}
+    (L{LimitedFactory}, outside the TLS layer); everything else, C{listenUNIX}
+    included, is the reactor's own.
+    """
+
+    def __init__(self, reactor: Any, limits: ConnectionLimits) -> None:
+        self._reactor = reactor
+        self.limits = limits
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+    def listenTCP(self, port: int, factory: Factory, backlog: int = 50, interface: str = "") -> Any:
+        return self._reactor.listenTCP(port, LimitedFactory(factory, self.limits), backlog, interface)
+
+    def listenSSL(self, port: int, factory: Factory, contextFactory: Any, backlog: int = 50, interface: str = "") -> Any:
+        # What the reactor's listenSSL does, with the count outside the TLS
+        # layer: a refused connection costs no handshake, and gets no answer.
+        tls = TLSMemoryBIOFactory(contextFactory, False, factory)
+        return self._reactor.listenTCP(port, LimitedFactory(tls, self.limits, refusal=None), backlog, interface)
