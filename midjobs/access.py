@@ -9,12 +9,19 @@ The rules, in one place:
     C{READONLY_ADMIN} if it is L{read_only<midjobs.service.read_only>}, and by
     the holders of any of its L{roles<midjobs.service.roles>}.  Anything else
     is for full administrators.
+  - A job belongs to the stored user who started it, by the user's id
+    (C{credentials.data.user_id}), never by name: a renamed user keeps their
+    jobs, and a new user given an old name owns none of them.  The trusted
+    UNIX-socket peer is an identity of its own (no user id): a stored user
+    named C{root} owns none of its jobs.
   - Full and read-only administrators see every job.  Any other user sees the
-    jobs their own credentials started and the jobs of methods whose
-    C{read_roles} they hold; that holds for C{core.get_jobs} events too.
+    jobs they own and the jobs of methods whose C{read_roles} they hold; that
+    holds for C{core.get_jobs} events too.
   - Jobs the daemon started itself belong to nobody.
   - Reading a job (waiting for it, its logs) needs seeing it; changing it
     (aborting it) needs owning it, or full administrative privileges.
+  - A full lock queue (C{lock_queue_size}) hands its waiting job only to its
+    owner or a full administrator.
 """
 
 from __future__ import annotations
@@ -31,7 +38,10 @@ __all__ = [
     "JobAccessDenied",
     "may_call",
     "may_see_job",
+    "may_share_job",
     "check_job_access",
+    "owner_id",
+    "owns_job",
     "sees_every_job",
     "visible_jobs_filter",
 ]
@@ -81,11 +91,24 @@ def sees_every_job(user: Any) -> bool:
     return user.is_full_admin or READONLY_ADMIN in user.roles
 
 
-def _owner_of(credentials: Mapping[str, Any] | None) -> str | None:
+def owner_id(credentials: Mapping[str, Any] | None) -> int | None:
+    """
+    The id of the stored user who owns a job started with C{credentials} (a
+    record's C{credentials}), or L{None}: the daemon, the trusted local peer,
+    or a login that named no stored user.
+    """
     if not credentials:
         return None
     data = credentials.get("data")
-    return data.get("username") if isinstance(data, Mapping) else None
+    user_id = data.get("user_id") if isinstance(data, Mapping) else None
+    return user_id if isinstance(user_id, int) and not isinstance(user_id, bool) else None
+
+
+def owns_job(user: Any, credentials: Mapping[str, Any] | None) -> bool:
+    """
+    Whether C{user} is the stored user who started a job with C{credentials}.
+    """
+    return user.user_id is not None and owner_id(credentials) == user.user_id
 
 
 def may_see_job(user: Any, credentials: Mapping[str, Any] | None, read_roles: Iterable[str]) -> bool:
@@ -93,10 +116,7 @@ def may_see_job(user: Any, credentials: Mapping[str, Any] | None, read_roles: It
     Whether C{user} may see a job started with C{credentials} (the record's
     C{credentials}) of a method with C{read_roles}.
     """
-    if sees_every_job(user):
-        return True
-    owner = _owner_of(credentials)
-    if owner is not None and owner == user.username:
+    if sees_every_job(user) or owns_job(user, credentials):
         return True
     return not user.roles.isdisjoint(read_roles)
 
@@ -108,27 +128,41 @@ def check_job_access(
     Raise L{JobAccessDenied} unless C{user} may read (or, with C{change},
     abort) a job started with C{credentials} of a method with C{read_roles}.
     """
-    if user.is_full_admin:
-        return
-    owner = _owner_of(credentials)
-    if owner is not None and owner == user.username:
+    if user.is_full_admin or owns_job(user, credentials):
         return
     if not change and may_see_job(user, credentials, read_roles):
         return
-    raise JobAccessDenied(INTERNAL_JOB if owner is None else NOT_OWNER)
+    raise JobAccessDenied(INTERNAL_JOB if not credentials else NOT_OWNER)
+
+
+def may_share_job(user: Any, credentials: Mapping[str, Any] | None) -> bool:
+    """
+    Whether a caller C{user} (L{None}: the daemon itself) may be handed the
+    waiting job started with C{credentials} instead of queuing its own
+    (C{lock_queue_size}): the job's owner or a full administrator, as in the
+    original.
+    """
+    return user is None or user.is_full_admin or owns_job(user, credentials)
+
+
+#: A filter no job passes (C{id} is never in an empty list; SQL answers it at once).
+_NO_JOB = ["id", "in", []]
 
 
 def visible_jobs_filter(user: Any, readable_methods: Iterable[str]) -> list[Any]:
     """
     The C{core.get_jobs} filters that keep only the jobs C{user} may see:
-    none for those who see every job.
+    none for those who see every job.  The user's own jobs are found by
+    C{credentials.data.user_id}, in memory and in the history alike.
 
     @param readable_methods: the methods whose C{read_roles} C{user} holds.
     """
     if sees_every_job(user):
         return []
-    mine = ["credentials.data.username", "=", user.username]
     readable = sorted(readable_methods)
+    mine = ["credentials.data.user_id", "=", user.user_id] if user.user_id is not None else None
+    if mine is None:
+        return [["method", "in", readable]] if readable else [_NO_JOB]
     if not readable:
         return [mine]
     return [["OR", [mine, ["method", "in", readable]]]]

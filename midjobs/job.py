@@ -48,6 +48,9 @@ ChangeListener = Callable[..., None]
 #: Records a job's final record (its second argument) before the job tells of its end.
 EndRecorder = Callable[["Job", dict[str, Any]], Deferred[Any]]
 
+#: Whether the caller of a new job (the first) may be handed a waiting job (the second).
+SharePolicy = Callable[["Job", "Job"], bool]
+
 
 class JobState(enum.Enum):
     """
@@ -244,6 +247,16 @@ class Job:
             return
         if description != self.description:
             self.description = description
+            self._changed()
+
+    def add_message_id(self, message_id: Any) -> None:
+        """
+        Record that the request C{message_id} shares this job (a full
+        C{lock_queue_size} queue handed it over), and tell of it with a
+        C{changed} event, so that a new-style caller learns the job's id.
+        """
+        self.message_ids.append(message_id)
+        if not self._ending:
             self._changed()
 
     def check_pipe(self, pipe: str) -> None:
@@ -502,13 +515,23 @@ class Job:
         }
 
 
+def _same_credentials(new: Job, waiting: Job) -> bool:
+    """
+    The default L{SharePolicy}: the daemon's own calls, or the same credentials.
+    """
+    return new.credentials is None or new.credentials == waiting.credentials
+
+
 class JobsQueue:
     """
     Every job the daemon knows, and the order in which waiting jobs start.
 
     A job without a lock starts at once; jobs sharing a lock start one at a
-    time, first come first served.  The newest C{keep_finished} finished jobs
-    stay listed.
+    time, first come first served.  When as many jobs as the lock's
+    C{lock_queue_size} wait, a new one is not queued: its caller gets the
+    newest waiting job that C{may_share(new, waiting)} allows (by default,
+    one started with the same credentials), or C{EBUSY}.  The newest
+    C{keep_finished} finished jobs stay listed.
 
     With a C{store} (an L{IJobStore}), each job that is not transient is
     recorded as it is queued, and nobody hears of it (its id, its events, its
@@ -523,8 +546,11 @@ class JobsQueue:
         keep_finished: int = 1000,
         store: IJobStore | None = None,
         listening: Callable[[], bool] | None = None,
+        may_share: SharePolicy | None = None,
     ) -> None:
         self._on_change = on_change
+        #: Whether a new job's caller may be handed a waiting job instead (lock_queue_size).
+        self._may_share = may_share or _same_credentials
         #: Whether C{on_change} wants events now: held events keep their record only then.
         self._listening = listening or (lambda: on_change is not None)
         self._keep_finished = keep_finished
@@ -572,7 +598,8 @@ class JobsQueue:
         @return: a Deferred firing with the job once it may be told of: once
             it is recorded if there is a store.  It fails with a C{CallError}
             (C{EIO}) if the job cannot be recorded; the job is then aborted.
-        @raise CallError: C{EBUSY}, the lock is held and its queue size is 0.
+        @raise CallError: C{EBUSY}, the lock is held and its queue size is 0,
+            or its queue is full of jobs the caller may not share.
         """
         size = job.options.lock_queue_size
         if job.lock_name is not None and size is not None:
@@ -580,7 +607,10 @@ class JobsQueue:
             if size == 0 and (job.lock_name in self._locks or waiting):
                 raise CallError("This job is already being performed", errno.EBUSY)
             if size and len(waiting) >= size:
-                return self.recorded(waiting[-1])
+                for queued in reversed(waiting):
+                    if self._may_share(job, queued):
+                        return self.recorded(queued)
+                raise CallError("This job is already being performed by another user", errno.EBUSY)
         job.id = self.next_id
         self.next_id += 1
         job.on_change = self._on_change

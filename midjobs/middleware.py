@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred, fail
@@ -20,12 +20,12 @@ from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
 from .logs import logger
 from twisted.python.threadable import isInIOThread
 
-from .access import AccessDenied, check_job_access, may_call, may_see_job, visible_jobs_filter
+from .access import AccessDenied, check_job_access, may_call, may_see_job, may_share_job, visible_jobs_filter
 from .arguments import REDACTED, Signature, signature_of
-from .auth.avatar import UNIX_SOCKET
 from .auth.gate import LoginGate
 from .auth.throttle import LoginThrottle
 from .auth.tokens import TokenStore, token_store_of
+from .config import Settings
 from .errors import ENOMETHOD, ENOTAUTHENTICATED, CallError
 from .events import EventHub
 from .job import Job, JobsQueue
@@ -121,11 +121,13 @@ class Middleware:
             keep_finished=keep_finished_jobs,
             store=job_store,
             listening=lambda: self.events.has_subscribers("core.get_jobs"),
+            may_share=lambda new, waiting: may_share_job(new.owner, waiting.credentials),
         )
         self.jobs.next_id = first_job_id
         #: The short-lived tokens; the portal's token checker uses the same store.
         tokens = token_store_of(portal)
         self.tokens: TokenStore = tokens if tokens is not None else TokenStore(reactor)
+        self.tokens.max_per_user = _settings(settings).max_tokens_per_user
         #: Every login goes through it, throttled (C{None} without a portal).
         self.logins = LoginGate(portal, _throttle(reactor, settings)) if portal is not None else None
         #: The logged-in WebSocket sessions, so a change to a user reaches them at once.
@@ -343,23 +345,38 @@ class Middleware:
             redacted = method.signature.at_path(redacted, arguments, forwarded)
         return redacted
 
-    def user_changed(self, username: str, roles: Iterable[str] | None) -> None:
+    def user_changed(self, user_id: int, user: Mapping[str, Any] | None) -> None:
         """
-        The stored user C{username} now has C{roles}, or is gone or locked
-        (C{None}): its logged-in sessions get the new roles, or lose their
-        login, at once.  A UNIX-socket peer's rights do not come from the
-        store and stay.
+        The stored user C{user_id} is now C{user} (a record of the user
+        store), or is gone (L{None}): its logged-in sessions get its new name
+        and roles, or lose their login if it is gone or locked, at once.  A
+        gone user's tokens are revoked.  A UNIX-socket peer's rights do not
+        come from the store and stay.
         """
 
-        def stored_user(user: Any) -> bool:
-            return user.username == username and user.credentials_type != UNIX_SOCKET
+        def this_user(avatar: Any) -> bool:
+            return avatar.user_id == user_id
 
-        if roles is None:
-            self.log_out(stored_user, "its user is gone or locked")
+        if user is None:
+            revoked = self.tokens.revoke_derived(user_id=user_id)
+            log.info("User {user_id} is gone: {count} tokens revoked", user_id=user_id, count=revoked)
+            self.log_out(this_user, "its user is gone")
+            return
+        if user["locked"]:
+            self.log_out(this_user, "its user is locked")
             return
         for session in list(self.sessions):
-            if session.user is not None and stored_user(session.user):
-                session.user = attrs.evolve(session.user, roles=frozenset(roles))
+            if session.user is not None and this_user(session.user):
+                session.user = attrs.evolve(session.user, username=user["username"], roles=frozenset(user["roles"]))
+
+    def api_key_deleted(self, api_key_id: int) -> None:
+        """
+        The API key C{api_key_id} is gone: revoke every token derived from it,
+        and log out the sessions that logged in with it or with those tokens.
+        """
+        revoked = self.tokens.revoke_derived(api_key_id=api_key_id)
+        log.info("API key {api_key_id} is gone: {count} tokens revoked", api_key_id=api_key_id, count=revoked)
+        self.log_out(lambda avatar: avatar.api_key_id == api_key_id, f"API key {api_key_id} was deleted")
 
     def log_out(self, which: Callable[[Any], bool], reason: str) -> None:
         """
@@ -438,6 +455,13 @@ class Middleware:
             self.events.send("core.get_jobs", kind, job.id, record or job.to_record())
 
 
+def _settings(settings: Any) -> Any:
+    """
+    The settings, or their defaults when there are none (in-memory tests).
+    """
+    return settings if settings is not None else Settings()
+
+
 def _throttle(reactor: Any, settings: Any) -> LoginThrottle:
     """
     The throttle of failed logins, as the settings (if any) say.
@@ -458,8 +482,9 @@ def _redacted(value: Any) -> str:
 
 def _shared_with(queued: Job, job: Job, message_id: Any) -> Job:
     """
-    Add the request's id to the job it was queued behind (C{lock_queue_size}).
+    Add the request's id to the job it shares (C{lock_queue_size}), with a
+    C{changed} event, so that a new-style caller learns that job's id.
     """
     if queued is not job:
-        queued.message_ids.append(message_id)
+        queued.add_message_id(message_id)
     return queued

@@ -333,13 +333,21 @@ def test_make_portal_makes_a_key_store(users: UserStore) -> None:
 @pytest_twisted.ensureDeferred
 async def test_login_with_a_key(users: UserStore, keys: ApiKeyStore, portal: Any) -> None:
     created = await keys.create({"name": "ci", "username": "alice"})
+    alice_id = (await users.get_by_username("alice"))["id"]
     user = await login(portal, APIKeyCredentials(created["key"]))
     assert IAPIKey.providedBy(APIKeyCredentials(created["key"]))
     api_key = {"id": created["id"], "name": "ci"}
-    assert user == User("alice", frozenset({READONLY_ADMIN}), API_KEY, credentials_data={"api_key": api_key})
+    assert user == User(
+        "alice",
+        frozenset({READONLY_ADMIN}),
+        API_KEY,
+        credentials_data={"api_key": api_key},
+        user_id=alice_id,
+        api_key_id=created["id"],
+    )
     assert user.to_credentials() == {
         "type": "API_KEY",
-        "data": {"username": "alice", "api_key": {"id": created["id"], "name": "ci"}},
+        "data": {"username": "alice", "user_id": alice_id, "api_key": {"id": created["id"], "name": "ci"}},
     }
     assert created["key"] not in repr(user) and created["key"] not in json.dumps(user.to_credentials())
     # The record is a copy: changing it changes nothing in the avatar.
@@ -418,13 +426,13 @@ async def key_works(daemon: RunningDaemon, key: str, username: str | None = None
 
 @pytest_twisted.ensureDeferred
 async def test_ws_login_with_a_key(daemon: RunningDaemon, admin_client: Client) -> None:
-    await make_user(admin_client, "alice")
+    alice = await make_user(admin_client, "alice")
     created = await admin_client.call("api_key.create", {"name": "ci", "username": "alice"})
     assert KEY.fullmatch(created["key"]) and created["username"] == "alice"
     assert set(created) == {"id", "name", "username", "created_at", "key"}
     expected_credentials = {
         "type": "API_KEY",
-        "data": {"username": "alice", "api_key": {"id": created["id"], "name": "ci"}},
+        "data": {"username": "alice", "user_id": alice["id"], "api_key": {"id": created["id"], "name": "ci"}},
     }
 
     # auth.login_with_api_key
@@ -589,7 +597,7 @@ async def curl_upload(daemon: RunningDaemon, file: Path, *args: str) -> tuple[in
 
 @pytest_twisted.ensureDeferred
 async def test_http_bearer(daemon: RunningDaemon, admin_client: Client, tmp_path: Path) -> None:
-    await make_user(admin_client, "alice")
+    alice = await make_user(admin_client, "alice")
     await make_user(admin_client, "bob")
     created = await admin_client.call("api_key.create", {"name": "upload", "username": "alice"})
     other = await admin_client.call("api_key.create", {"name": "k", "username": "bob"})
@@ -602,7 +610,7 @@ async def test_http_bearer(daemon: RunningDaemon, admin_client: Client, tmp_path
     record = await admin_client.call("core.get_jobs", [["id", "=", body["job_id"]]], {"get": True})
     assert record["credentials"] == {
         "type": "API_KEY",
-        "data": {"username": "alice", "api_key": {"id": created["id"], "name": "upload"}},
+        "data": {"username": "alice", "user_id": alice["id"], "api_key": {"id": created["id"], "name": "upload"}},
     }
 
     daemon.middleware.logins.throttle.limit = 1000  # refused by the checker, not the throttle
@@ -621,7 +629,7 @@ async def test_http_bearer(daemon: RunningDaemon, admin_client: Client, tmp_path
 
 @pytest_twisted.ensureDeferred
 async def test_treq_helper_and_midclt(daemon: RunningDaemon, admin_client: Client) -> None:
-    await make_user(admin_client, "alice")
+    alice = await make_user(admin_client, "alice")
     created = await admin_client.call("api_key.create", {"name": "tools", "username": "alice"})
 
     def files() -> list[Any]:
@@ -639,6 +647,7 @@ async def test_treq_helper_and_midclt(daemon: RunningDaemon, admin_client: Clien
     assert code == 0, err
     assert json.loads(out)["credentials"]["data"] == {
         "username": "alice",
+        "user_id": alice["id"],
         "api_key": {"id": created["id"], "name": "tools"},
     }
     out, err, code = await midclt("-u", daemon.ws_url, "-K", created["key"][:-1], "call", "auth.me")

@@ -467,8 +467,8 @@ def test_user_avatar():
 async def test_login_success(portal, alice):
     user = await login(portal, UsernamePassword("alice", PASSWORD))
     assert IUser.providedBy(user)
-    assert user == User("alice", frozenset({READONLY_ADMIN}), LOGIN_PASSWORD)
-    assert user.to_credentials() == {"type": "LOGIN_PASSWORD", "data": {"username": "alice"}}
+    assert user == User("alice", frozenset({READONLY_ADMIN}), LOGIN_PASSWORD, user_id=alice["id"])
+    assert user.to_credentials() == {"type": "LOGIN_PASSWORD", "data": {"username": "alice", "user_id": alice["id"]}}
 
 
 @pytest_twisted.ensureDeferred
@@ -545,6 +545,28 @@ async def test_realm_rejects_vanished_or_locked_user(users, alice):
 
 
 @pytest_twisted.ensureDeferred
+async def test_realm_finds_the_user_by_id_not_by_name(users, alice):
+    realm = Realm(users)
+    avatar_id = AvatarId("alice", LOGIN_PASSWORD, user_id=alice["id"], api_key_id=4)
+    await users.update(alice["id"], {"username": "alice2", "roles": []})
+    _, user, _ = await realm.requestAvatar(avatar_id, None, IUser)
+    assert (user.username, user.roles, user.user_id, user.api_key_id) == ("alice2", frozenset(), alice["id"], 4)
+    # A new user given the old name is someone else: the login of the deleted one fails.
+    await users.create({"username": "alice", "password": PASSWORD, "roles": [FULL_ADMIN]})
+    await users.delete(alice["id"])
+    with pytest.raises(UnauthorizedLogin):
+        await realm.requestAvatar(avatar_id, None, IUser)
+
+
+@pytest_twisted.ensureDeferred
+async def test_realm_gives_no_identity_to_a_name_alone(users, alice):
+    # A checker that knows only a name gets the roles of that user, but owns nothing.
+    _, user, _ = await Realm(users).requestAvatar(AvatarId("alice", LOGIN_PASSWORD), None, IUser)
+    assert user.roles == frozenset({READONLY_ADMIN}) and user.user_id is None
+    assert user.to_credentials() == {"type": "LOGIN_PASSWORD", "data": {"username": "alice"}}
+
+
+@pytest_twisted.ensureDeferred
 async def test_realm_only_gives_iuser(users):
     with pytest.raises(NotImplementedError):
         await Realm(users).requestAvatar(AvatarId("root", UNIX_SOCKET), None, IPeerCredentials)
@@ -553,7 +575,7 @@ async def test_realm_only_gives_iuser(users):
 @pytest_twisted.ensureDeferred
 async def test_user_deleted_between_check_and_realm(users, alice):
     avatar_id = await PasswordChecker(users).requestAvatarId(UsernamePassword("alice", PASSWORD))
-    assert avatar_id == AvatarId("alice", LOGIN_PASSWORD)
+    assert avatar_id == AvatarId("alice", LOGIN_PASSWORD, user_id=alice["id"])
     await users.delete(alice["id"])
     with pytest.raises(UnauthorizedLogin):
         await Realm(users).requestAvatar(avatar_id, None, IUser)
@@ -566,7 +588,7 @@ async def test_user_deleted_between_check_and_realm(users, alice):
 async def test_peer_trusted(portal):
     user = await login(portal, PeerCredentials(pid=os.getpid(), uid=os.getuid(), gid=os.getgid()))
     assert user == User("root", frozenset({FULL_ADMIN}), UNIX_SOCKET)
-    assert user.is_full_admin
+    assert user.is_full_admin and user.local_peer and user.user_id is None
     assert user.to_credentials() == {"type": "UNIX_SOCKET", "data": {"username": "root"}}
 
 

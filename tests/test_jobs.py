@@ -81,7 +81,7 @@ async def test_job_returns_id_then_succeeds(admin_client: Client) -> None:
     assert job["method"] == "core.job_test"
     assert job["arguments"] == [{"sleep": 0.2}]
     assert job["state"] == "SUCCESS"
-    assert job["credentials"] == {"type": "LOGIN_PASSWORD", "data": {"username": ADMIN[0]}}
+    assert job["credentials"] == {"type": "LOGIN_PASSWORD", "data": {"username": ADMIN[0], "user_id": 1}}
     assert job["time_finished"] >= job["time_started"]
     states = [fields["state"] for msg, fields in events.of(job_id)]
     assert events.of(job_id)[0][0] == "added"

@@ -274,22 +274,23 @@ class ApiKeyStore:
         The key C{key} stands for, if it is one and may log in now (its user
         is not locked, and is C{username} if that is given), else C{None}.
 
-        @return: a L{Deferred} firing with C{{"id", "name", "username"}} or C{None}.
+        @return: a L{Deferred} firing with C{{"id", "name", "username",
+            "user_id"}} or C{None}.
         """
         parsed = parse_key(key)
         if parsed is None:
             return None
         id_, secret = parsed
         rows = yield self._pool.runQuery(
-            f"SELECT k.name, k.key_hash, u.username, u.locked FROM {_FROM} WHERE k.id = ?", (id_,)
+            f"SELECT k.name, k.key_hash, u.username, u.locked, u.id FROM {_FROM} WHERE k.id = ?", (id_,)
         )
         matches = secret_matches(secret, rows[0][1] if rows else _DUMMY_HASH)
         if not rows or not matches:
             return None
-        name, _, owner, locked = rows[0]
+        name, _, owner, locked, user_id = rows[0]
         if locked or (username is not None and username != owner):
             return None
-        return {"id": id_, "name": name, "username": owner}
+        return {"id": id_, "name": name, "username": owner, "user_id": user_id}
 
     # Writing
 
@@ -380,7 +381,13 @@ class APIKeyChecker:
             if found is None:
                 raise UnauthorizedLogin(BAD_KEY)
             api_key = {"id": found["id"], "name": found["name"]}
-            return AvatarId(found["username"], API_KEY, credentials_data={"api_key": api_key})
+            return AvatarId(
+                found["username"],
+                API_KEY,
+                credentials_data={"api_key": api_key},
+                user_id=found["user_id"],
+                api_key_id=found["id"],
+            )
 
         return d.addCallback(vouch)
 

@@ -59,7 +59,7 @@ class PasswordChecker:
         user = yield self._users.check_password(username, password)
         if user is None or user["locked"]:
             raise UnauthorizedLogin(BAD_LOGIN)
-        return AvatarId(user["username"], LOGIN_PASSWORD)
+        return AvatarId(user["username"], LOGIN_PASSWORD, user_id=user["id"])
 
 
 @implementer(ICredentialsChecker)

@@ -18,7 +18,21 @@ class IUser(Interface):
     """
 
     username = Attribute(
-        "The user's name (C{str}); C{'root'} for a trusted UNIX-socket peer."
+        "The user's name (C{str}); C{'root'} for a trusted UNIX-socket peer.  "
+        "For display and logs only: a name can be renamed away and reused."
+    )
+    user_id = Attribute(
+        "Who the user is: the stored user's id (C{int}, never reused), which "
+        "owns jobs and tokens; C{None} for the trusted UNIX-socket peer, an "
+        "identity of its own that no stored user shares, whatever its name."
+    )
+    local_peer = Attribute(
+        "C{True} for the trusted UNIX-socket peer (and the tokens it made): "
+        "its rights come from the socket, not from the user store."
+    )
+    api_key_id = Attribute(
+        "The API key (C{int} id) this login comes from, directly or through "
+        "tokens made from it, or C{None}: deleting the key ends the login."
     )
     roles = Attribute(
         "The roles held at login, a C{frozenset} of C{str}.  Read once: a change "
@@ -40,7 +54,8 @@ class IUser(Interface):
     def to_credentials() -> dict[str, object]:
         """
         The JSON-ready record of this login that a job keeps, never a secret:
-        C{{"type": credentials_type, "data": {"username": ...}}}.
+        C{{"type": credentials_type, "data": {"username": ..., "user_id": ...}}}
+        (C{user_id} only for a stored user: the job's owner).
         """
 
 

@@ -33,10 +33,17 @@ class Realm:
     """
     Gives L{IUser} avatars.
 
-    A trusted UNIX-socket peer is C{root} with C{FULL_ADMIN}; any other login
-    (password, token, API key) gets the roles stored for its user now, and
-    fails with L{UnauthorizedLogin} if that user has since been deleted or
-    locked.  The avatar id's C{credentials_data} goes to the avatar as it is.
+    A trusted UNIX-socket peer is C{root} with C{FULL_ADMIN} and no stored
+    id: an identity of its own, whatever stored user is named C{root}.  Any
+    other login (password, token, API key) names its stored user by id, and
+    gets that user's name and roles as they are now; it fails with
+    L{UnauthorizedLogin} if that user has since been deleted or locked (so a
+    token of a deleted user never logs in a new account of the same name).
+    The avatar id's C{credentials_data} goes to the avatar as it is.
+
+    An avatar id with no user id (from a checker that knows only a name, or a
+    token made for an avatar built by hand) gets the roles of the user of that
+    name, but no identity: it owns no job and is owned by no one.
     """
 
     def __init__(self, users: UserStore) -> None:
@@ -54,13 +61,29 @@ class Realm:
             return IUser, User(avatarId.username, frozenset({FULL_ADMIN}), UNIX_SOCKET), _logout
         data = avatarId.credentials_data
         if getattr(avatarId, "trusted_peer", False):
-            # A token a trusted peer made: its rights, not a stored user's.
+            # A token a trusted peer made: its rights and identity, not a stored user's.
             avatar = User(
-                avatarId.username, frozenset({FULL_ADMIN}), avatarId.credentials_type, credentials_data=data
+                avatarId.username,
+                frozenset({FULL_ADMIN}),
+                avatarId.credentials_type,
+                credentials_data=data,
+                local_peer=True,
             )
             return IUser, avatar, _logout
-        user = yield self._users.get_by_username(avatarId.username)
+        if avatarId.user_id is None:
+            user = yield self._users.get_by_username(avatarId.username)
+            user_id = None
+        else:
+            user = yield self._users.find(avatarId.user_id)
+            user_id = avatarId.user_id
         if user is None or user["locked"]:
             raise UnauthorizedLogin(f"user {avatarId.username!r} is gone or locked")
-        avatar = User(user["username"], frozenset(user["roles"]), avatarId.credentials_type, credentials_data=data)
+        avatar = User(
+            user["username"],
+            frozenset(user["roles"]),
+            avatarId.credentials_type,
+            credentials_data=data,
+            user_id=user_id,
+            api_key_id=avatarId.api_key_id,
+        )
         return IUser, avatar, _logout

@@ -7,12 +7,19 @@ what they may be used for.  A token is presented as L{TokenCredentials} to the
 portal, where the L{TokenChecker} vouches for its user with an L{AvatarId} of
 kind L{TOKEN}; the realm then gives that user's current roles.
 
+A token remembers the identity it came from (the user's stable id, and the API
+key where the login was by key, through any chain of tokens made from tokens):
+deleting the user or the key revokes it (L{TokenStore.revoke_derived}).  One
+identity holds at most L{TokenStore.max_per_user} live tokens; past that,
+L{TokenStore.create} fails with L{TooManyTokens} and evicts nothing.
+
 Expiry follows the reactor's clock.  Nothing is scheduled: expired tokens are
 pruned whenever the store is used, so a store never leaves a pending call.
 """
 
 from __future__ import annotations
 
+import errno
 import heapq
 import itertools
 import secrets
@@ -27,6 +34,7 @@ from zope.interface import Attribute, implementer
 
 from midjobs.auth.avatar import UNIX_SOCKET, AvatarId
 from midjobs.auth.interfaces import IUser
+from midjobs.errors import CallError
 
 __all__ = [
     "TOKEN",
@@ -37,6 +45,7 @@ __all__ = [
     "TokenChecker",
     "TokenCredentials",
     "TokenStore",
+    "TooManyTokens",
     "origin_of",
     "token_store_of",
 ]
@@ -47,11 +56,27 @@ TOKEN: Final = "TOKEN"
 #: Longest token string looked at; a real one is 43 characters.
 MAX_TOKEN_LENGTH: Final = 256
 
+#: Live tokens one identity may hold, unless the store is told otherwise
+#: (C{[limits] tokens_per_user}).
+MAX_TOKENS_PER_USER: Final = 1000
+
 
 class InvalidToken(Exception):
     """
     The token is unknown, expired, used up, or presented out of its scope.
     """
+
+
+class TooManyTokens(CallError):
+    """
+    The user holds as many live tokens as one identity may (errno C{EBUSY}).
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"Too many live tokens: a user may hold {limit}; log out or let some expire first",
+            errno.EBUSY,
+        )
 
 
 def origin_of(address: object) -> str:
@@ -72,7 +97,8 @@ class Token:
     """
     What the store knows of one token.
 
-    @ivar user: the L{IUser} avatar the token was made for.
+    @ivar user: the L{IUser} avatar the token was made for; its C{user_id}
+        and C{api_key_id} are the identity the token derives from.
     @ivar expires: the reactor time at which it stops being valid.
     @ivar attributes: what its creator attached (a JSON-ready dict).
     @ivar single_use: the first use removes it.
@@ -95,13 +121,19 @@ class TokenStore:
 
     @ivar clock: an L{IReactorTime} whose C{seconds()} is the time tokens
         expire by (the reactor; a C{task.Clock} in tests).
+    @ivar max_per_user: the live tokens one identity (a stored user's id, or
+        the trusted local peer) may hold at once; the middleware sets it from
+        C{[limits] tokens_per_user}.
     """
 
-    def __init__(self, clock: Any = None) -> None:
+    def __init__(self, clock: Any = None, *, max_per_user: int = MAX_TOKENS_PER_USER) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
         self.clock = clock
+        self.max_per_user = max_per_user
         self._tokens: dict[str, Token] = {}
+        #: The live tokens of each identity (L{Token.user}'s C{user_id}).
+        self._by_user: dict[int | None, set[str]] = {}
         self._expiries: list[tuple[float, int, str]] = []
         self._sequence = itertools.count()
 
@@ -128,10 +160,14 @@ class TokenStore:
             is good for nothing else (not for a login).
         @param match_origin: accept it only from this origin (L{origin_of}).
         @raise ValueError: C{ttl} is not positive.
+        @raise TooManyTokens: C{user} already holds L{max_per_user} live tokens.
         """
         if not ttl > 0:
             raise ValueError("A token needs a positive time to live")
         self._prune()
+        owned = self._by_user.setdefault(user.user_id, set())
+        if len(owned) >= self.max_per_user:
+            raise TooManyTokens(self.max_per_user)
         value = secrets.token_urlsafe(32)
         expires = self.clock.seconds() + ttl
         self._tokens[value] = Token(
@@ -143,8 +179,17 @@ class TokenStore:
             job_id=job_id,
             origin=match_origin,
         )
+        owned.add(value)
         heapq.heappush(self._expiries, (expires, next(self._sequence), value))
         return value
+
+    def count_of(self, user_id: int | None) -> int:
+        """
+        How many live tokens the identity C{user_id} holds (L{None}: the
+        trusted local peer).
+        """
+        self._prune()
+        return len(self._by_user.get(user_id, ()))
 
     def lookup(self, value: str) -> Token | None:
         """
@@ -179,14 +224,43 @@ class TokenStore:
         """
         token = self.check(value, job_id=job_id, origin=origin)
         if token.single_use:
-            del self._tokens[value]
+            self._remove(value)
         return token
 
     def revoke(self, value: str) -> bool:
         """
         Forget the token C{value}; whether it was there.
         """
-        return self._tokens.pop(value, None) is not None
+        return isinstance(value, str) and self._remove(value)
+
+    def revoke_derived(self, *, user_id: int | None = None, api_key_id: int | None = None) -> int:
+        """
+        Forget every token derived from the stored user C{user_id} or from
+        the API key C{api_key_id} (the one that is given): those made for
+        them, and those made by logins with such tokens.  How many there were.
+
+        @raise ValueError: neither or both are given.
+        """
+        if (user_id is None) == (api_key_id is None):
+            raise ValueError("Give a user id or an API key id")
+        if user_id is not None:
+            values = list(self._by_user.get(user_id, ()))
+        else:
+            values = [v for v, token in self._tokens.items() if token.user.api_key_id == api_key_id]
+        for value in values:
+            self._remove(value)
+        return len(values)
+
+    def _remove(self, value: str) -> bool:
+        token = self._tokens.pop(value, None)
+        if token is None:
+            return False
+        owned = self._by_user.get(token.user.user_id)
+        if owned is not None:
+            owned.discard(value)
+            if not owned:
+                del self._by_user[token.user.user_id]
+        return True
 
     def _prune(self) -> None:
         now = self.clock.seconds()
@@ -195,7 +269,7 @@ class TokenStore:
             _, _, value = heapq.heappop(expiries)
             token = self._tokens.get(value)
             if token is not None and token.expires <= now:
-                del self._tokens[value]
+                self._remove(value)
 
 
 class ITokenCredentials(ICredentials):
@@ -255,8 +329,15 @@ class TokenChecker:
         except InvalidToken as e:
             return fail(UnauthorizedLogin(str(e)))
         user = token.user
+        trusted_peer = user.credentials_type == UNIX_SOCKET or user.local_peer
         return succeed(
-            TokenAvatarId(user.username, TOKEN, trusted_peer=user.credentials_type == UNIX_SOCKET)
+            TokenAvatarId(
+                user.username,
+                TOKEN,
+                trusted_peer=trusted_peer,
+                user_id=user.user_id,
+                api_key_id=user.api_key_id,
+            )
         )
 
 

@@ -209,6 +209,13 @@ class UserStore:
         d = self._pool.runQuery(f"SELECT {_COLUMNS} FROM users WHERE id = ?", (id,))
         return d.addCallback(found)
 
+    def find(self, id: int) -> Deferred[UserDict | None]:
+        """
+        The user with this id, or C{None}.
+        """
+        d = self._pool.runQuery(f"SELECT {_COLUMNS} FROM users WHERE id = ?", (id,))
+        return d.addCallback(lambda rows: _row_to_user(rows[0]) if rows else None)
+
     def get_by_username(self, username: str) -> Deferred[UserDict | None]:
         """
         The user with this username, or C{None}.

@@ -47,14 +47,10 @@ class ApiKeyService(Service):
 
     async def delete(self, id: int) -> bool:
         """
-        Remove the API key C{id}: it logs nobody in from now on, and the
-        connections logged in with it are logged out at once.
+        Remove the API key C{id}: it logs nobody in from now on, the tokens
+        made from it (directly or through other tokens) are revoked, and the
+        connections logged in with it or with those tokens are logged out at once.
         """
         await self._store.delete(id)
-
-        def with_this_key(user: Any) -> bool:
-            api_key = user.to_credentials()["data"].get("api_key")
-            return isinstance(api_key, dict) and api_key.get("id") == id
-
-        self.middleware.log_out(with_this_key, f"API key {id} was deleted")
+        self.middleware.api_key_deleted(id)
         return True

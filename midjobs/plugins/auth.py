@@ -10,10 +10,16 @@ from typing import Any
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import LoginFailed
 
+from .. import wire_json
 from ..auth import APIKeyCredentials, TokenCredentials, origin_of
+from ..auth.tokens import TooManyTokens
+from ..config import Settings
 from ..errors import ValidationErrors
 from ..interfaces import ISession
+from ..logs import logger
 from ..service import Service, no_auth_required, no_authz_required, pass_app, secret
+
+log = logger(__name__)
 
 #: The fields each C{auth.login_ex} mechanism needs, all strings.
 _MECHANISMS = {
@@ -120,22 +126,48 @@ class AuthService(Service):
     ) -> str:
         """
         A token that logs in as this connection's user (C{auth.login_with_token}),
-        valid for C{ttl} seconds (at most a day).  C{attrs} are kept with it;
-        C{match_origin} makes it valid only from this connection's host;
-        C{single_use} makes its first use its last.
+        valid for C{ttl} seconds (at most a day).  C{attrs} are kept with it
+        (at most C{[limits] token_attrs} bytes of JSON); C{match_origin} makes
+        it valid only from this connection's host; C{single_use} makes its
+        first use its last.  A user holds at most C{[limits] tokens_per_user}
+        live tokens: past that the call fails with C{EBUSY}.
         """
         errors = ValidationErrors()
         if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 < ttl <= _MAX_TOKEN_TTL:
             errors.add("generate_token.ttl", f"Must be an integer from 1 to {_MAX_TOKEN_TTL}")
         if attrs is not None and not isinstance(attrs, dict):
             errors.add("generate_token.attrs", "Must be an object")
+        elif attrs:
+            limit = self._settings.max_token_attrs
+            if len(wire_json.dumps(attrs).encode("utf-8")) > limit:
+                log.warn(
+                    "Refused token attributes over {limit} bytes for {username} from {peer}",
+                    limit=limit,
+                    username=app.user.username,
+                    peer=app.peer,
+                )
+                errors.add("generate_token.attrs", f"Must be at most {limit} bytes of JSON")
         errors.check()
         origin = origin_of(app.peer) if match_origin else None
-        token = self.middleware.tokens.create(
-            app.user, ttl, attrs=attrs or {}, single_use=single_use, match_origin=origin
-        )
+        try:
+            token = self.middleware.tokens.create(
+                app.user, ttl, attrs=attrs or {}, single_use=single_use, match_origin=origin
+            )
+        except TooManyTokens:
+            log.warn(
+                "Refused a token for {username} from {peer}: it holds {limit} live tokens",
+                username=app.user.username,
+                peer=app.peer,
+                limit=self.middleware.tokens.max_per_user,
+            )
+            raise
         self._tokens_of.setdefault(app, set()).add(token)
         return token
+
+    @property
+    def _settings(self) -> Any:
+        settings = self.middleware.settings
+        return settings if settings is not None else Settings()
 
     @no_auth_required
     @secret("token")

@@ -35,22 +35,20 @@ class UserService(Service):
     async def update(self, id: int, data: dict) -> dict:
         """
         Change the user C{id}; C{data} takes the keys of C{create}, all optional.
-        Its logged-in connections get the new roles at once, or lose their
-        login if it is locked or renamed.
+        Its logged-in connections get the new name and roles at once, or lose
+        their login if it is locked.  A renamed user keeps their jobs and
+        tokens (they belong to the id, not the name).
         """
-        before = await self.middleware.users.get(id)
         user = await self.middleware.users.update(id, data)
-        if user["username"] != before["username"]:
-            self.middleware.user_changed(before["username"], None)
-        self.middleware.user_changed(user["username"], None if user["locked"] else user["roles"])
+        self.middleware.user_changed(id, user)
         return user
 
     async def delete(self, id: int) -> bool:
         """
-        Remove the user C{id}.  Its connections lose their login at once;
-        its jobs go on.
+        Remove the user C{id}.  Its connections lose their login and its
+        tokens are revoked at once; its jobs go on, owned by no one that
+        remains (a new user of the same name owns none of them).
         """
-        user = await self.middleware.users.get(id)
         await self.middleware.users.delete(id)
-        self.middleware.user_changed(user["username"], None)
+        self.middleware.user_changed(id, None)
         return True
