@@ -4,6 +4,14 @@ The WebSocket protocol: one message in, one call to the middleware, one answer o
 The handshake is refused with 403 when a browser page from another origin
 opens it (L{OriginPolicy}); its HTTP errors carry the security headers of
 every other response.
+
+Everything a connection sends (answers and events) goes through its
+L{Outbox}, the transport's push producer: a client that does not read is
+sent nothing more, and one that lets more than C{[limits] event_queue}
+bytes wait is closed with 1008 (policy violation), "event queue limit
+exceeded".  A connection that has not logged in C{[limits] login_timeout}
+seconds after it opened (or after it logged out) is closed with 1008,
+"Login timeout".
 """
 
 from __future__ import annotations
@@ -13,14 +21,16 @@ from typing import TYPE_CHECKING, Any
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, ensureDeferred, fail
+from twisted.internet.interfaces import IDelayedCall, ISSLTransport
 from twisted.python.failure import Failure
-from twisted.internet.interfaces import ISSLTransport
-from ..logs import logger
 
 from ..auth import login, peer_credentials
+from ..config import Settings
 from ..job import Job
+from ..logs import logger
 from ._jsonrpc import TOO_MANY_CONCURRENT_CALLS, Request, RpcError, error_for, parse_request, result_response
 from ._origin import OriginPolicy
+from ._outbox import Outbox
 from ._session import Session
 
 if TYPE_CHECKING:
@@ -35,6 +45,8 @@ MAX_MESSAGE_ANONYMOUS = 8 * 1024
 MAX_MESSAGE_AUTHENTICATED = 64 * 1024
 #: Calls one connection may have in flight.
 MAX_CALLS_IN_FLIGHT = 20
+#: Seconds a peer has to answer the daemon's close before it is dropped.
+CLOSE_HANDSHAKE_TIMEOUT = 5
 
 
 class RpcProtocol(WebSocketServerProtocol):
@@ -44,6 +56,9 @@ class RpcProtocol(WebSocketServerProtocol):
 
     factory: RpcServerFactory
     session: Session
+    outbox: Outbox
+    #: Closes the connection if nobody logs in on it in time (C{None}: logged in, or closed).
+    _login_deadline: IDelayedCall | None = None
 
     @property
     def _secure(self) -> bool:
@@ -59,14 +74,85 @@ class RpcProtocol(WebSocketServerProtocol):
         """
         self._check_origin(request)
         self._limit_messages(MAX_MESSAGE_ANONYMOUS)
+        self.outbox = Outbox(self._write_message, self.factory.settings.max_event_queue, self._outbox_overflowed)
         self.session = Session(
             self.factory.middleware,
             self.transport.getPeer(),
-            self._send_text,
-            lambda: self._limit_messages(MAX_MESSAGE_AUTHENTICATED),
+            self.outbox,
+            self._logged_in,
+            self._start_login_deadline,
         )
         self._in_flight = 0
         return ensureDeferred(self._trust_local_peer())
+
+    def onOpen(self) -> None:
+        """
+        Make the outbox the transport's producer; give a connection that is
+        not logged in (a trusted local peer is by now) its deadline.
+        """
+        try:
+            self.registerProducer(self.outbox, True)
+        except RuntimeError:
+            # twisted.web's channel, which handed the transport over, is
+            # still its producer: the connection is ours now.
+            self.unregisterProducer()
+            self.registerProducer(self.outbox, True)
+        if self.session.user is None:
+            self._start_login_deadline()
+
+    def _start_login_deadline(self) -> None:
+        if self._login_deadline is None and self.session.open:
+            self._login_deadline = self.factory.reactor.callLater(
+                self.factory.settings.login_timeout, self._login_timed_out
+            )
+
+    def _cancel_login_deadline(self) -> None:
+        if self._login_deadline is not None:
+            if self._login_deadline.active():
+                self._login_deadline.cancel()
+            self._login_deadline = None
+
+    def _logged_in(self) -> None:
+        self._cancel_login_deadline()
+        self._limit_messages(MAX_MESSAGE_AUTHENTICATED)
+
+    def _login_timed_out(self) -> None:
+        self._login_deadline = None
+        if self.session.user is not None or not self.session.open:
+            return
+        log.warn(
+            "Closed a WebSocket from {peer}: not logged in within {timeout} s",
+            peer=self.session.peer,
+            timeout=self.factory.settings.login_timeout,
+        )
+        self._close_for_policy("Login timeout")
+
+    def _outbox_overflowed(self, queued: int) -> None:
+        session = self.session
+        log.warn(
+            "Closed the WebSocket of {user} from {peer}: {queued} bytes of events and answers waiting, "
+            "past the event queue limit of {limit}",
+            user=session.user.username if session.user is not None else "anonymous",
+            peer=session.peer,
+            queued=queued,
+            limit=self.outbox.limit,
+        )
+        # Its subscriptions end now, not when the closing handshake ends.
+        session.closed()
+        self._close_for_policy("event queue limit exceeded")
+
+    def _close_for_policy(self, reason: str) -> None:
+        """
+        Close with 1008 (policy violation) and C{reason}.  Autobahn's
+        C{sendClose} takes only 1000 and 3000-4999 from an application; its
+        own closes (1009 for a message too big, say) go through
+        C{sendCloseFrame}, and so does this one.  A peer that does not
+        answer the close is dropped after the factory's C{closeHandshakeTimeout}.
+        """
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(
+                code=self.CLOSE_STATUS_CODE_POLICY_VIOLATION, reasonUtf8=reason.encode("utf-8"), isReply=False
+            )
 
     def _check_origin(self, request: Any) -> None:
         """
@@ -120,19 +206,31 @@ class RpcProtocol(WebSocketServerProtocol):
         self._dataReceived(data)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self._cancel_login_deadline()
         session = getattr(self, "session", None)
         if session is not None:
             session.closed()
+            self.outbox.stopProducing()
 
     def _send_text(self, text: str) -> None:
-        if not self.session.open:
+        """
+        Send an answer, after whatever the outbox holds.
+        """
+        if self.session.open:
+            self.outbox.send_response(text.encode("utf-8"))
+
+    def _write_message(self, payload: bytes) -> None:
+        """
+        Write one message the outbox lets go.
+        """
+        if self.state != self.STATE_OPEN:
             return
         # Autobahn applies the incoming size limit to outgoing messages too;
         # the limit is the client's, not ours.
         limit = self.maxMessagePayloadSize
         self.maxMessagePayloadSize = 0
         try:
-            self.sendMessage(text.encode("utf-8"), isBinary=False)
+            self.sendMessage(payload, isBinary=False)
         finally:
             self.maxMessagePayloadSize = limit
 
@@ -206,6 +304,7 @@ class RpcServerFactory(WebSocketServerFactory):
     """
     Makes an L{RpcProtocol} for each WebSocket connection to the middleware.
 
+    @ivar reactor: the middleware's; the login deadlines run on it.
     @ivar origins: the C{Origin} check of the handshakes, from the
         middleware's settings (C{allowed_origins}).
     """
@@ -213,9 +312,12 @@ class RpcServerFactory(WebSocketServerFactory):
     protocol = RpcProtocol
 
     def __init__(self, middleware: Middleware, **kwargs: Any) -> None:
+        kwargs.setdefault("reactor", getattr(middleware, "reactor", None))
         super().__init__(**kwargs)
         self.middleware = middleware
         settings = getattr(middleware, "settings", None)
+        #: The limits of the connections (the defaults if the middleware has no settings).
+        self.settings: Settings = settings if settings is not None else Settings()
         self.origins = OriginPolicy.from_strings(getattr(settings, "allowed_origins", ()))
         self.setProtocolOptions(
             # The origin check is RpcProtocol's (a 403 for any it refuses),
@@ -226,6 +328,10 @@ class RpcServerFactory(WebSocketServerFactory):
             maxFramePayloadSize=MAX_MESSAGE_ANONYMOUS,
             autoPingInterval=30,
             autoPingTimeout=60,
+            # A connection the daemon closes (its event queue, its login
+            # deadline) may be behind by the socket buffers' worth of
+            # messages: time to read up to the close before it is dropped.
+            closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT,
             # Close an oversized message's connection with 1009 and a reason.
             failByDrop=False,
         )

@@ -14,6 +14,7 @@ from ..errors import CallError
 from ..events import ISubscriber, Notification
 from ..interfaces import ISession
 from ..logs import logger
+from ._outbox import Outbox
 
 if TYPE_CHECKING:
     from ..middleware import Middleware
@@ -31,6 +32,7 @@ class Session:
     """
     A WebSocket connection as the middleware sees it.
 
+    @ivar outbox: where its events go (and its answers, in the same order).
     @ivar legacy_jobs: a job method answers with its id at once (C{True},
         the default) or with its result when it ends.
     @ivar private_methods: private methods are visible.
@@ -41,8 +43,9 @@ class Session:
         self,
         middleware: Middleware,
         peer: Any,
-        send: Callable[[str], None],
+        outbox: Outbox,
         on_login: Callable[[], None] = lambda: None,
+        on_logout: Callable[[], None] = lambda: None,
     ) -> None:
         self.middleware = middleware
         self.peer = peer
@@ -50,8 +53,9 @@ class Session:
         self.legacy_jobs = True
         self.private_methods = False
         self.py_exceptions = False
-        self._send = send
+        self.outbox = outbox
         self._on_login = on_login
+        self._on_logout = on_logout
         self.open = True
         self._refused_subscriptions = False
 
@@ -76,6 +80,7 @@ class Session:
     def logout(self) -> None:
         self.user = None
         self.middleware.sessions.discard(self)
+        self._on_logout()
 
     def options(self) -> dict[str, bool]:
         return {
@@ -130,4 +135,4 @@ class Session:
 
     def send_event(self, notification: Notification) -> None:
         if self.open:
-            self._send(notification.payload.decode("utf-8"))
+            self.outbox.send_event(notification)
