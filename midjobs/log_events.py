@@ -17,9 +17,12 @@ from __future__ import annotations
 import codecs
 import errno
 import os
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
+from constantly import NamedConstant, Names
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
 
 from .errors import CallError
 from .job import Job
@@ -43,6 +46,11 @@ MAX_BACKLOG = 1024 * 1024
 #: Most bytes read from one log at one look.
 _READ_SIZE = 1024 * 1024
 
+_T = TypeVar("_T")
+
+#: Runs a blocking function off the reactor thread: C{await in_thread(f, *args)}.
+InThread = Callable[..., "Deferred[Any]"]
+
 
 def _job_id(name: str) -> int:
     _, _, argument = name.partition(":")
@@ -55,85 +63,169 @@ def _job_id(name: str) -> int:
     return job_id
 
 
+# What a follower reads, in the reactor's thread pool: plain functions of a path.
+
+
+def _pending_bytes(data: bytes) -> int:
+    """
+    How many bytes at the end of C{data} are the start of a UTF-8 character
+    that is not whole yet.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    decoder.decode(data)
+    pending, _ = decoder.getstate()
+    return len(pending)
+
+
+def _end_offset(path: str) -> int:
+    """
+    Where the log at C{path} ends now, at a whole character (0 if there is none yet).
+    """
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - 4))
+            return size - _pending_bytes(f.read())
+    except FileNotFoundError:
+        return 0
+
+
+def _read_backlog(path: str, end: int) -> str:
+    """
+    The text before C{end}: its last L{MAX_BACKLOG} bytes, from a line's start.
+    """
+    if end == 0:
+        return ""
+    start = max(0, end - MAX_BACKLOG)
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(end - start)
+    if start:
+        data = data[data.find(b"\n") + 1 :]
+    return data.decode("utf-8", "replace")
+
+
+def _read_from(path: str, offset: int) -> tuple[str, int]:
+    """
+    What was written after C{offset}, at most L{_READ_SIZE} bytes: its
+    text (whole characters) and the bytes that text takes.
+    """
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(_READ_SIZE)
+    except FileNotFoundError:
+        return "", 0
+    used = len(data) - _pending_bytes(data)
+    return data[:used].decode("utf-8", "replace"), used
+
+
+class _FollowerState(Names):
+    """
+    Where a L{_Follower} is.
+    """
+
+    #: Reading, sending.
+    FOLLOWING = NamedConstant()
+    #: The job ended and its log was read to the end: a new subscriber
+    #: still gets it whole, nothing more is sent to all.
+    ENDED = NamedConstant()
+    #: Nobody follows any more (or the daemon stops): reads that end are dropped.
+    CLOSED = NamedConstant()
+
+
 class _Follower:
     """
     Reads one job's log from where it last stopped and tells the subscribers.
 
-    C{offset} only ever ends between whole UTF-8 characters, so the text up
-    to it (a new subscriber's backlog) never ends in half a character.
+    Every read runs in the reactor's thread pool, one at a time (L{_lock}),
+    in bounded pieces (L{MAX_BACKLOG}, L{_READ_SIZE}).  C{offset} only ever
+    ends between whole UTF-8 characters, so the text up to it (a new
+    subscriber's backlog) never ends in half a character.
+
+    A new subscriber gets the text before C{offset}, then what everyone
+    gets: who subscribes while a read is under way is sent its backlog
+    before that read's text goes out, so nobody sees a piece twice, or
+    out of order.
     """
 
-    def __init__(self, events: Any, name: str, job_id: int, path: str | None) -> None:
+    def __init__(self, events: Any, name: str, job_id: int, path: str | None, in_thread: InThread) -> None:
         self.events = events
         self.name = name
         self.job_id = job_id
         self.path = path
         self.offset = 0
-        self._file: BinaryIO | None = None
-        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.state = _FollowerState.FOLLOWING
         self.loop: LoopingCall | None = None
+        self._in_thread = in_thread
+        self._lock = DeferredLock()
+        self._newcomers: list[Any] = []
 
-    def start_at_end(self) -> None:
+    def run(self, work: Callable[[], Any]) -> Deferred[Any]:
+        """
+        Run C{work} (a coroutine function) after the follower's other work.
+        """
+        return self._lock.run(lambda: Deferred.fromCoroutine(work()))
+
+    async def start_at_end(self) -> None:
         """
         Begin after what the log holds now: a new subscriber gets that as
-        its L{backlog}, and what is written next goes to all.
+        its backlog, and what is written next goes to all.
         """
-        if self.path is None:
-            return
-        try:
-            size = os.path.getsize(self.path)
-            with open(self.path, "rb") as f:
-                f.seek(max(0, size - 4))
-                tail = f.read()
-        except FileNotFoundError:
-            return
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        decoder.decode(tail)
-        pending, _ = decoder.getstate()
-        self.offset = size - len(pending)
+        if self.path is not None:
+            self.offset = await self._in_thread(_end_offset, self.path)
 
-    def backlog(self) -> str:
+    def welcome(self, subscriber: Any) -> Deferred[Any]:
         """
-        The text before L{offset}: its last L{MAX_BACKLOG} bytes, from a line's start.
+        Send C{subscriber} the log so far, before anything that follows.
         """
-        if self.path is None or self.offset == 0:
-            return ""
-        start = max(0, self.offset - MAX_BACKLOG)
-        with open(self.path, "rb") as f:
-            f.seek(start)
-            data = f.read(self.offset - start)
-        if start:
-            data = data[data.find(b"\n") + 1 :]
-        return data.decode("utf-8", "replace")
+        self._newcomers.append(subscriber)
+        return self.run(self._serve_newcomers)
 
-    def catch_up(self) -> bool:
+    async def _serve_newcomers(self) -> None:
+        while self._newcomers and self.path is not None and self.state is not _FollowerState.CLOSED:
+            newcomers, self._newcomers = self._newcomers, []
+            backlog = await self._in_thread(_read_backlog, self.path, self.offset)
+            if self.state is _FollowerState.CLOSED or not backlog:
+                continue
+            for subscriber in newcomers:
+                self.events.send_to(subscriber, self.name, "added", self.job_id, {"data": backlog})
+        self._newcomers.clear()
+
+    async def catch_up(self) -> bool:
         """
         Send what was written since the last look (at most L{_READ_SIZE}
         bytes of it) to every subscriber; whether there was anything.
         """
-        if self.path is None:
+        if self.path is None or self.state is not _FollowerState.FOLLOWING:
             return False
-        if self._file is None:
-            try:
-                self._file = open(self.path, "rb")
-            except FileNotFoundError:
-                return False
-        self._file.seek(self.offset)
-        data = self._file.read(_READ_SIZE)
-        text = self._decoder.decode(data)
-        pending, _ = self._decoder.getstate()
-        self._decoder.reset()
-        self.offset += len(data) - len(pending)
+        text, used = await self._in_thread(_read_from, self.path, self.offset)
+        # Who came during the read gets what was before it first.
+        await self._serve_newcomers()
+        if self.state is not _FollowerState.FOLLOWING:
+            return False
+        self.offset += used
         if text:
             self.events.send(self.name, "added", self.job_id, {"data": text})
         return bool(text)
 
-    def close(self) -> None:
+    async def catch_up_all(self) -> None:
+        """
+        Send the rest of an ended job's log; then only newcomers get it.
+        """
+        while await self.catch_up():
+            pass
+        if self.state is _FollowerState.FOLLOWING:
+            self.state = _FollowerState.ENDED
+
+    def stop_loop(self) -> None:
         if self.loop is not None and self.loop.running:
             self.loop.stop()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+
+    def close(self) -> None:
+        self.state = _FollowerState.CLOSED
+        self._newcomers.clear()
+        self.stop_loop()
 
 
 class JobLogEvents:
@@ -183,52 +275,61 @@ class JobLogEvents:
         if not has_logs:
             raise CallError(f"Job {job_id} has no logs", errno.ENOENT)
 
+    def _in_thread(self, f: Callable[..., _T], *args: Any) -> Deferred[_T]:
+        reactor = self.middleware.reactor
+        return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+
     def _subscribed(self, subscriber: Any, name: str) -> None:
         job_id = _job_id(name)
         follower = self._followers.get(job_id)
         if follower is None:
             follower = self._follow(name, job_id)
-        backlog = follower.backlog()
-        if backlog:
-            self.middleware.events.send_to(subscriber, name, "added", job_id, {"data": backlog})
-        follower.catch_up()
+        follower.welcome(subscriber).addErrback(self._failed, job_id)
         if follower.loop is None:
             # A finished job's log is all there: nothing more follows.
-            follower.close()
-            self._followers.pop(job_id, None)
+            follower.run(follower.catch_up_all).addErrback(self._failed, job_id)
+
+    def _failed(self, failure: Any, job_id: int) -> None:
+        log.failure("Following the log of job {job_id} failed", failure, job_id=job_id)
 
     def _follow(self, name: str, job_id: int) -> _Follower:
         job = self._live_job(job_id)
         path = job.logs_path if job is not None else str(self.middleware.logs_dir / f"{job_id}.log")
-        follower = _Follower(self.middleware.events, name, job_id, path)
-        follower.start_at_end()
-        self._followers[job_id] = follower
+        follower = _Follower(self.middleware.events, name, job_id, path, self._in_thread)
+        follower.run(follower.start_at_end).addErrback(self._failed, job_id)
         if job is not None and not job.state.finished:
+            # A running job's follower is shared; a finished one's serves one subscriber.
+            self._followers[job_id] = follower
             follower.loop = LoopingCall(self._look, follower, job)
             follower.loop.clock = self.middleware.reactor
-            follower.loop.start(self.interval, now=False).addErrback(
-                lambda failure: log.failure("Following the log of job {job_id} failed", failure, job_id=job_id)
-            )
+            follower.loop.start(self.interval, now=False).addErrback(self._failed, job_id)
             job.wait().addBoth(self._job_ended, follower, job)
         return follower
 
-    def _look(self, follower: _Follower, job: Job) -> None:
+    def _look(self, follower: _Follower, job: Job) -> Deferred[Any] | None:
         if follower.path is None:
             follower.path = job.logs_path
         if not self.middleware.events.has_subscribers(follower.name):
             self._drop(follower)
-            return
-        follower.catch_up()
+            return None
+        # The loop waits for the look to end before it counts to the next.
+        return follower.run(follower.catch_up)
 
     def _job_ended(self, result: object, follower: _Follower, job: Job) -> None:
         if self._followers.get(follower.job_id) is follower:
             if follower.path is None:
                 follower.path = job.logs_path
-            while follower.catch_up():
-                pass
-            self._drop(follower)
+            follower.stop_loop()
+            # Who subscribes while the rest is read gets the whole log from
+            # this follower; who comes after, from a follower of its own.
+            follower.run(follower.catch_up_all).addBoth(lambda _: self._forget(follower)).addErrback(
+                self._failed, follower.job_id
+            )
+
+    def _forget(self, follower: _Follower) -> None:
+        if self._followers.get(follower.job_id) is follower:
+            del self._followers[follower.job_id]
 
     def _drop(self, follower: _Follower) -> None:
         follower.close()
-        if self._followers.get(follower.job_id) is follower:
-            del self._followers[follower.job_id]
+        self._forget(follower)
