@@ -9,13 +9,20 @@ conditions, ANDed; C{["OR", [member, ...]]} ORs its members, each a condition
 part indexes a list.  A key that is missing anywhere on the path reads as
 C{None}.
 
-Operators: C{=} C{!=} C{>} C{>=} C{<} C{<=} C{~} (C{re.search}) C{in} C{nin}
+Operators: C{=} C{!=} C{>} C{>=} C{<} C{<=} C{~} (a regular expression search,
+in RE2 syntax: see below) C{in} C{nin}
 (the field's value is, or is not, in the given list) C{rin} C{rnin} (the given
 value is, or is not, in the field's list) C{^} C{!^} (starts with, or not)
 C{$} C{!$} (ends with, or not).  A C{C} prefix makes an operator compare
 strings case-insensitively.  A negated operator always matches exactly the
 rows its positive form does not.  Nothing raises while rows are matched: a
 comparison that Python refuses (C{None > 1}, C{"a" < 1}) simply does not match.
+
+C{~} is matched by RE2 (C{google-re2}), in time linear in the text whatever
+the pattern, because a client chooses both the pattern and (through a job's
+arguments) the text.  RE2 has no backreferences and no lookaround; such a
+pattern, or one RE2 cannot otherwise compile (too large, say), fails
+validation with C{EINVAL} naming the filter.  C{C~} ignores case.
 
 Options: C{select}, C{order_by}, C{offset}, C{limit}, C{count}, C{get} and
 C{extra} (method-specific, carried but not interpreted here).
@@ -29,7 +36,6 @@ from __future__ import annotations
 
 import errno
 import operator
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 from itertools import islice
@@ -38,6 +44,7 @@ from numbers import Real
 from typing import Any
 
 import attrs
+import re2
 
 from midjobs.errors import CallError, ValidationErrors
 
@@ -47,6 +54,7 @@ __all__ = [
     "QueryOptions",
     "SelectField",
     "compile_filters",
+    "compile_regex",
     "filter_list",
     "get_path",
     "validate_options",
@@ -82,6 +90,40 @@ _IGNORED_OPTIONS: Mapping[str, tuple[type, ...]] = {
 
 def _always(item: Mapping[str, Any]) -> bool:
     return True
+
+
+def _re2_options(case_sensitive: bool) -> re2.Options:
+    options = re2.Options()
+    options.case_sensitive = case_sensitive
+    options.log_errors = False  # a bad pattern is the client's error, told to the client
+    return options
+
+
+_RE2_OPTIONS = {True: _re2_options(True), False: _re2_options(False)}
+
+
+def compile_regex(pattern: str, ignore_case: bool = False) -> Callable[[str], bool]:
+    """
+    A test of whether C{pattern}, compiled by RE2, is found in a string: in
+    time linear in that string.  Texts are searched as UTF-8 (a lone
+    surrogate, which JSON can carry, is searched rather than refused).
+
+    @raise ValueError: RE2 cannot compile C{pattern} (backreferences,
+        lookaround, a bad or too large pattern); the message says why.
+    """
+    try:
+        regex = re2.compile(pattern.encode("utf-8", "surrogatepass"), _RE2_OPTIONS[not ignore_case])
+    except re2.error as e:
+        reason = e.args[0] if e.args else "cannot be compiled"
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise ValueError(str(reason)) from None
+    search = regex.search
+
+    def found(text: str) -> bool:
+        return search(text.encode("utf-8", "surrogatepass")) is not None
+
+    return found
 
 
 # Paths ----------------------------------------------------------------------
@@ -238,15 +280,14 @@ def _compile_condition(
             errors.add(attribute, f"The value of {op!r} must be a regular expression string")
             return None
         try:
-            regex = re.compile(value, re.IGNORECASE if insensitive else 0)
-        except (re.error, OverflowError, RecursionError) as e:
-            errors.add(attribute, f"Invalid regular expression {value!r}: {e}")
+            found = compile_regex(value, insensitive)
+        except ValueError as e:
+            errors.add(attribute, f"Invalid regular expression {value[:200]!r}: {e}")
             return None
-        search = regex.search
 
         def matches(item: Mapping[str, Any]) -> bool:
             x = get(item)
-            return isinstance(x, str) and search(x) is not None
+            return isinstance(x, str) and found(x)
 
         return matches
 

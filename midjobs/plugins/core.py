@@ -11,14 +11,19 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.internet.threads import blockingCallFromThread
+from twisted.python.threadpool import ThreadPool
 
 from ..errors import CallError, ValidationError, ValidationErrors
 from ..events import UnknownEvent
 from ..interfaces import ISession
 from ..job import Job
 from ..log_events import JobLogEvents
+from ..config import Settings
+from ..logs import logger
 from ..pipe import Pipes
-from ..query import filter_list
+from ..query import compile_filters, validate_options
+from ..store import query_jobs
+from ..store._slots import Slots
 from ..service import Service, forwards, job, no_auth_required, no_authz_required, pass_app, private
 
 _SESSION_OPTIONS = ("legacy_jobs", "private_methods", "py_exceptions")
@@ -28,6 +33,11 @@ DOWNLOAD_TOKEN_TTL = 300
 
 #: How much of a log file is read at once for a download.
 _LOG_BLOCK = 256 * 1024
+
+#: Threads that match C{core.get_jobs} queries over many jobs in memory.
+QUERY_THREADS = 2
+
+log = logger(__name__)
 
 
 def _job_test_lock(args: list[Any]) -> str | None:
@@ -46,8 +56,26 @@ def _check_job_test_data(data: dict[str, Any], sleep: Any) -> None:
         raise ValidationErrors(errors)
 
 
+def _queries_queued(app: ISession, limit: int) -> None:
+    user = app.user
+    log.info(
+        "core.get_jobs of {user} from {address} wait: {limit} of its queries are running",
+        user=getattr(user, "username", None),
+        address=str(app.peer),
+        limit=limit,
+    )
+
+
 class CoreService(Service):
     namespace = "core"
+
+    def __init__(self, middleware: Any) -> None:
+        super().__init__(middleware)
+        settings = middleware.settings if middleware.settings is not None else Settings()
+        #: Each connection's turns at C{core.get_jobs} (C{[limits] history_queries}).
+        self._query_slots: Slots[ISession] = Slots(settings.max_history_queries, _queries_queued)
+        #: Where queries over many jobs in memory are matched (from setup to stop).
+        self._query_threads: ThreadPool | None = None
 
     @no_auth_required
     async def ping(self) -> str:
@@ -110,18 +138,31 @@ class CoreService(Service):
         one, the newest C{[jobs] keep_finished} of them.  Users without
         administrative roles see only the jobs they started, and those of
         methods whose C{read_roles} they hold.
-        """
-        from ..store import query_jobs
 
-        if app is not None and app.user is not None:
+        One connection's queries run at most C{[limits] history_queries} at
+        once; the others wait for their turn, behind that connection's own.
+        """
+        # Errors name the caller's own filters, before any of visibility.
+        compile_filters(filters)
+        validate_options(options)
+        if app is None:
+            return await self._query_jobs(filters, options)
+        if app.user is not None:
             visible = self.middleware.visible_jobs_filter(app.user)
             if visible:
                 filters = [*visible, *(filters or [])]
+        return await self._query_slots.run(app, self._query_jobs, filters, options)
+
+    async def _query_jobs(self, filters: list | None, options: dict | None) -> Any:
         records = [j.to_record() for j in self.middleware.jobs.listed()]
-        store = self.middleware.job_store
-        if store is None:
-            return filter_list(records, filters, options)
-        return await query_jobs(records, store, filters, options)
+        return await query_jobs(
+            records,
+            self.middleware.job_store,
+            filters,
+            options,
+            reactor=self.middleware.reactor,
+            threadpool=self._query_threads,
+        )
 
     @no_authz_required
     @pass_app
@@ -313,10 +354,15 @@ class CoreService(Service):
     async def setup(self) -> None:
         self._log_events = JobLogEvents(self.middleware)
         self._log_events.register()
+        self._query_threads = ThreadPool(minthreads=0, maxthreads=QUERY_THREADS, name="midjobs.queries")
+        self._query_threads.start()
 
     async def stop(self) -> None:
         self._log_events.stop()
         self.middleware.downloads.stop()
+        if self._query_threads is not None:
+            threads, self._query_threads = self._query_threads, None
+            threads.stop()
 
     @no_authz_required
     @pass_app

@@ -21,9 +21,10 @@ from typing import Any, Iterable, Mapping, Sequence
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
 
 from ..logs import logger
-from ..query import QueryOptions, compile_filters, filter_list, validate_options
+from ..query import Predicate, QueryOptions, compile_filters, filter_list, validate_options
 from ._interfaces import IJobStore, JobRecord
 
 __all__ = ["CUT_OFF", "JobHistory", "query_jobs"]
@@ -130,21 +131,50 @@ def _by_id(record: Mapping[str, Any]) -> int:
     return record["id"]
 
 
+#: Above this many jobs in memory, they are matched in a thread: matching is
+#: linear (RE2 for C{~}), but the texts it reads can be large.
+MATCH_IN_THREAD = 64
+
+
+def _answer(records: Sequence[JobRecord], stored: Any, predicate: Predicate, options: QueryOptions) -> Any:
+    """
+    The answer to a query over C{records} (the jobs in memory, not matched
+    yet) and C{stored} (the store's matches, or their count).
+    """
+    matched = [record for record in records if predicate(record)]
+    if options.count:
+        return len(matched) + stored
+    rows = list(heapq.merge(sorted(matched, key=_by_id), stored, key=_by_id))
+    return filter_list(rows, None, options)
+
+
 async def query_jobs(
     records: Sequence[JobRecord],
-    store: IJobStore,
+    store: IJobStore | None,
     filters: Sequence[Any] | None,
     options: Mapping[str, Any] | None,
+    *,
+    reactor: Any = None,
+    threadpool: ThreadPool | None = None,
 ) -> Any:
     """
-    C{filter_list} over C{records} (the jobs in memory) and the stored jobs
-    that are not among them, as if they were one list in id order.
+    C{filter_list} over C{records} (the jobs in memory) and the jobs C{store}
+    holds that are not among them, as if they were one list in id order.
+
+    Bad filters or options fail before the store is asked.  Each row is
+    matched once: the stored ones by the store (in its own threads), those in
+    memory in C{threadpool} (on C{reactor}) when there are more than
+    L{MATCH_IN_THREAD} of them, else here.
+
+    @param store: the job history, or C{None} for the jobs in memory only.
     """
-    compile_filters(filters)  # Bad filters or options fail before the store is asked.
+    predicate = compile_filters(filters)
     opts: QueryOptions = validate_options(options)
-    exclude = frozenset(record["id"] for record in records)
-    stored = await store.query(filters, opts, exclude)
-    if opts.count:
-        return filter_list(records, filters, {"count": True}) + stored
-    rows = list(heapq.merge(sorted(records, key=_by_id), stored, key=_by_id))
-    return filter_list(rows, filters, opts)
+    if store is None:
+        stored: Any = 0 if opts.count else []
+    else:
+        exclude = frozenset(record["id"] for record in records)
+        stored = await store.query(filters, opts, exclude)
+    if threadpool is not None and len(records) > MATCH_IN_THREAD:
+        return await deferToThreadPool(reactor, threadpool, _answer, records, stored, predicate, opts)
+    return _answer(records, stored, predicate, opts)
