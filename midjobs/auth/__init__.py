@@ -40,6 +40,7 @@ from midjobs.auth.tokens import (
     TokenChecker,
     TokenCredentials,
     TokenStore,
+    TooManyTokens,
     origin_of,
     token_store_of,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "TokenChecker",
     "TokenCredentials",
     "TokenStore",
+    "TooManyTokens",
     "User",
     "UserStore",
     "api_key_store_of",

@@ -122,8 +122,8 @@ class TokenStore:
     @ivar clock: an L{IReactorTime} whose C{seconds()} is the time tokens
         expire by (the reactor; a C{task.Clock} in tests).
     @ivar max_per_user: the live tokens one identity (a stored user's id, or
-        the trusted local peer) may hold at once; the middleware sets it from
-        C{[limits] tokens_per_user}.
+        the trusted local peer) may hold at once, those of downloads included;
+        the middleware sets it from C{[limits] tokens_per_user}.
     """
 
     def __init__(self, clock: Any = None, *, max_per_user: int = MAX_TOKENS_PER_USER) -> None:
