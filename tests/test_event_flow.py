@@ -119,23 +119,24 @@ def test_a_pause_while_writing_the_queue_stops_it() -> None:
     """
     The transport may pause again from within a write: the rest waits.
     """
-    box = make_box()
-    box.transport.producer.pauseProducing()
-    for n in range(3):
-        box.outbox.send_response(response(n))
     writes: list[bytes] = []
 
     def write(data: bytes) -> None:
+        # The transport's buffer fills at each write.
         writes.append(data)
-        box.outbox.pauseProducing()
+        outbox.pauseProducing()
 
-    box.outbox._write = write  # the transport's buffer fills at the first write
-    box.outbox.resumeProducing()
+    outbox = Outbox(write, 10_000, lambda queued: None)
+    outbox.pauseProducing()
+    for n in range(3):
+        outbox.send_response(response(n))
+    outbox.resumeProducing()
     assert [json.loads(w) for w in writes] == [{"response": 0}]
-    assert box.outbox.state is OutboxState.PAUSED
-    box.outbox._write = box.transport.write
-    box.outbox.resumeProducing()
-    assert written(box.transport) == [{"response": 1}, {"response": 2}]
+    assert outbox.state is OutboxState.PAUSED
+    outbox.resumeProducing()
+    outbox.resumeProducing()
+    assert [json.loads(w) for w in writes] == [{"response": 0}, {"response": 1}, {"response": 2}]
+    assert outbox.queued_bytes == 0
 
 
 def test_past_the_limit_the_outbox_closes() -> None:

@@ -16,7 +16,6 @@ from typing import Any
 import attrs
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.logger import formatEvent, globalLogPublisher
 
@@ -101,7 +100,7 @@ async def test_a_subscriber_that_stops_reading_is_closed_at_the_limit(
     # The outbox held events, never more than the limit, and holds none now.
     assert 0 < max(peaks) <= LIMIT
     assert outbox.state is OutboxState.CLOSED and outbox.queued_bytes == 0
-    assert not daemon.middleware.events.owns(session, "x") and not session.open
+    assert daemon.middleware.events.subscription_count(session) == 0 and not session.open
     # The other connection goes on.
     assert await admin_client.call("core.ping") == "pong"
     assert await admin_client.call_job("core.job_test") is True

@@ -13,7 +13,6 @@ from typing import Any
 import attrs
 import pytest
 import pytest_twisted
-from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure

@@ -20,7 +20,6 @@ from midjobs.client import Client, connect
 from midjobs.errors import CallError
 from midjobs.events import EventHub
 
-from conftest import ADMIN
 
 #: A small limit, so that the test reaches it quickly.
 LIMIT = 5
