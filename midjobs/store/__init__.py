@@ -13,7 +13,7 @@ from midjobs.store.backup import BackupError, SchemaPart, backup_database, check
 from midjobs.store.restore import apply_pending_restore, stage_restore
 from midjobs.store.database import close_database, ensure_schema, open_database
 from midjobs.store.history import CUT_OFF, JobHistory, query_jobs
-from midjobs.store.jobs import SQLiteJobStore
+from midjobs.store.jobs import READERS, SQLiteJobStore
 
 __all__ = [
     "BackupError",
@@ -21,6 +21,7 @@ __all__ = [
     "IJobStore",
     "JobHistory",
     "JobRecord",
+    "READERS",
     "SQLiteJobStore",
     "SchemaPart",
     "StoreClosed",

@@ -1,10 +1,12 @@
 """
 Open the daemon's SQLite database and migrate its schema.
 
-The pool has one connection in one thread: SQLite allows one writer at a time,
-so serialising every statement in that thread costs nothing and rules out
-C{SQLITE_BUSY} between our own connections.  Nothing here touches SQLite on the
-reactor thread.
+The pool that writes has one connection in one thread: SQLite allows one
+writer at a time, so serialising every statement in that thread costs nothing
+and rules out C{SQLITE_BUSY} between our own connections.  A pool that only
+reads may have several (in WAL mode readers never wait for each other or for
+the writer), so that one long query does not hold back the others.  Nothing
+here touches SQLite on the reactor thread.
 """
 
 from __future__ import annotations
@@ -53,20 +55,26 @@ def open_database(
     *,
     busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
     reactor: IReactorCore | None = None,
+    connections: int = 1,
 ) -> ConnectionPool:
     """
-    A one-connection pool on the SQLite database at C{path} (created if missing).
+    A pool on the SQLite database at C{path} (created if missing).
 
     Connections use WAL journaling, enforce foreign keys and wait up to
     C{busy_timeout_ms} for locks.  The pool starts with the reactor; stop it
     with L{close_database}.
+
+    @param connections: how many connections (each in its own thread) the
+        pool has.  Only a pool that never writes may have more than one.
     """
+    if connections < 1:
+        raise ValueError(f"a pool needs at least one connection, not {connections}")
     return ConnectionPool(
         "sqlite3",
         path,
         check_same_thread=False,
         cp_min=1,
-        cp_max=1,
+        cp_max=connections,
         cp_noisy=False,
         cp_openfun=functools.partial(
             _configure_connection, busy_timeout_ms=busy_timeout_ms, path=path
@@ -77,7 +85,8 @@ def open_database(
 
 def close_database(pool: ConnectionPool) -> Deferred[None]:
     """
-    Close the pool's connection in the pool's own thread, then stop the pool.
+    Close one of the pool's connections in its own thread, then stop the
+    pool, which closes any others.
     """
     if not pool.running:
         pool.close()

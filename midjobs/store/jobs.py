@@ -7,9 +7,10 @@ retention look for sit in indexed columns beside it.
 
 Writes go through a L{WriteBatch} to the daemon's one-connection pool, so
 every burst of writes is one transaction and SQL never runs on the reactor
-thread.  Reads may use a second pool on the same file: in WAL mode a reader
-never waits for the writer, so a long scan does not hold back the commits
-that jobs wait for.
+thread.  Reads may use a second pool on the same file, of L{READERS}
+connections: in WAL mode a reader never waits for the writer or for other
+readers, so a long scan holds back neither the commits that jobs wait for nor
+the other queries.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from ._interfaces import IJobStore, JobRecord
 from ._sqlquery import translate
 from .database import close_database, ensure_schema
 
-__all__ = ["JOBS_SCHEMA", "SQLiteJobStore"]
+__all__ = ["JOBS_SCHEMA", "READERS", "SQLiteJobStore"]
 
 log = logger(__name__)
 
@@ -71,6 +72,11 @@ def _upsert(rows: int) -> str:
         "time_finished = excluded.time_finished, logs_path = excluded.logs_path, record = excluded.record"
     )
 
+
+#: How many connections the pool that queries read through should have: a
+#: few slow scans (one connection runs at most C{[limits] history_queries})
+#: then leave readers free for the other queries.
+READERS = 4
 
 #: The most rows one statement writes (SQLite allows 32766 variables).
 _MAX_ROWS = 500
@@ -184,8 +190,10 @@ class SQLiteJobStore:
 
     @param pool: the one-connection pool from L{midjobs.store.open_database};
         every write goes through it.
-    @param reader: another such pool on the same file for queries, or
-        C{None} to read through C{pool}.  The store closes it when it stops.
+    @param reader: a pool on the same file for queries, or C{None} to read
+        through C{pool}: C{open_database(path, connections=READERS)}, so that
+        a slow query holds one reader, not all of them.  The store closes it
+        when it stops.
     @param flush_interval: how long a change nobody waits for may wait.
     """
 
