@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any
+import re
+from typing import Any, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
@@ -18,6 +19,7 @@ from ..events import UnknownEvent
 from ..interfaces import ISession
 from ..job import Job
 from ..log_events import JobLogEvents
+from ..arguments import REDACTED
 from ..config import Settings
 from ..logs import logger
 from ..pipe import Pipes
@@ -39,6 +41,14 @@ QUERY_THREADS = 2
 
 log = logger(__name__)
 
+#: The longest description C{core.bulk} builds for a step, in characters.
+MAX_DESCRIPTION = 1024
+
+#: What L{describe} replaces: C{{{}} and C{}}} (a literal brace), C{{}} and
+#: C{{N}}.  Any other braces, with a format spec, a conversion, an attribute
+#: or an index, are not matched and stay as they are.
+_FIELD = re.compile(r"\{\{|\}\}|\{(\d{0,4})\}")
+
 
 def _job_test_lock(args: list[Any]) -> str | None:
     data = args[0] if args else None
@@ -54,6 +64,52 @@ def _check_job_test_data(data: dict[str, Any], sleep: Any) -> None:
         errors.append(ValidationError("data.sleep", "Must be a non-negative number"))
     if errors:
         raise ValidationErrors(errors)
+
+
+def describe(template: str, arguments: Sequence[Any], limit: int = MAX_DESCRIPTION) -> str:
+    """
+    C{template} with plain positional fields replaced by C{str()} of
+    C{arguments}: C{{0}}, C{{1}}, ..., and C{{}} for the next one in turn;
+    C{{{}} and C{}}} stand for one brace.  Nothing else is interpreted: a
+    field with a format spec (C{{0:>9}}), a conversion (C{{0!r}}), an
+    attribute or an index (C{{0.x}}, C{{0[1]}}), a name (C{{x}}), or a
+    number beyond the arguments stays in the text as it is, so that a
+    template (chosen by a client) costs no more than its arguments' text.
+
+    @param arguments: the arguments as records show them (secrets redacted).
+    @return: at most C{limit} characters; a longer text is cut and ends with
+        C{"…"}.
+    """
+    parts: list[str] = []
+    size = 0
+    position = 0
+    automatic = 0
+    for field in _FIELD.finditer(template):
+        if size > limit:
+            break
+        parts.append(template[position:field.start()])
+        text = field.group()
+        if text == "{{":
+            text = "{"
+        elif text == "}}":
+            text = "}"
+        else:
+            digits = field.group(1)
+            if digits:
+                index = int(digits)
+            else:
+                index, automatic = automatic, automatic + 1
+            if index < len(arguments):
+                text = str(arguments[index])[: limit + 1]
+        parts.append(text)
+        size += len(parts[-2]) + len(text)
+        position = field.end()
+    else:
+        parts.append(template[position:])
+    described = "".join(parts)
+    if len(described) > limit:
+        described = described[: limit - 1] + "…"
+    return described
 
 
 def _queries_queued(app: ISession, limit: int) -> None:
@@ -227,17 +283,21 @@ class CoreService(Service):
         Call C{method} once for each argument list in C{params}, one after
         another, and return a status for each: C{{"result", "error"}} (and
         C{"job_id"} when the method is a job).  The bulk job itself succeeds;
-        check each status.  C{description} is formatted with each call's
-        arguments for the progress description.
+        check each status.
+
+        C{description}, if given, describes each step in the progress: its
+        C{{0}}, C{{1}}, ... (and C{{}}) are replaced by that call's arguments
+        as its record would show them, secrets hidden.  Only such plain
+        positional fields are: anything else in braces (format specs,
+        conversions, attributes, indexes) stays as it is written.  A step's
+        description is cut at L{MAX_DESCRIPTION} characters.
         """
         statuses: list[dict[str, Any]] = []
+        target = self.middleware.methods.get(method) if isinstance(method, str) else None
         for i, call_params in enumerate(params):
             step = f"{i} / {len(params)}"
             if description is not None:
-                try:
-                    step += ": " + description.format(*call_params)
-                except (IndexError, KeyError, ValueError):
-                    step += ": " + description
+                step += ": " + describe(description, self._shown(target, call_params))
             job.set_progress(100 * i / len(params), step)
             status: dict[str, Any] = {"result": None, "error": None}
             try:
@@ -256,6 +316,18 @@ class CoreService(Service):
             statuses.append(status)
         job.set_progress(100, f"{len(params)} / {len(params)}")
         return statuses
+
+    def _shown(self, target: Any, call_params: Any) -> list[Any]:
+        """
+        The arguments of one call of L{bulk} as a record of that call shows
+        them: C{target}'s secrets redacted; all of them when C{target} is
+        not a known method (nothing tells its secrets apart).
+        """
+        if not isinstance(call_params, list):
+            return []
+        if target is None:
+            return [REDACTED] * len(call_params)
+        return self.middleware.redact(target, call_params)
 
     @no_authz_required
     @forwards("method", "args")
