@@ -137,6 +137,7 @@ class Job:
         owner: Any = None,
         logs_dir: Path | None = None,
         recorded_arguments: Sequence[Any] | None = None,
+        redact_result: Callable[[Any], Any] | None = None,
     ) -> None:
         self.reactor = reactor
         self._run = run
@@ -154,6 +155,8 @@ class Job:
         self.arguments = list(arguments)
         #: The arguments as records show them: with secrets redacted.
         self.recorded_arguments = self.arguments if recorded_arguments is None else list(recorded_arguments)
+        #: Makes the result as records show it: with secrets redacted.
+        self.redact_result = redact_result
         self.owner = owner
         self.credentials = credentials
         self.pipes = pipes or Pipes()
@@ -488,10 +491,17 @@ class Job:
         if self.on_change is not None and not self.options.transient:
             self.on_change(self, kind)
 
-    def to_record(self, raw_result: bool = True) -> dict[str, Any]:
+    def to_record(self, raw_result: bool = False) -> dict[str, Any]:
         """
         The job as ``core.get_jobs`` shows it (``PROTOCOL.md``).
+
+        @param raw_result: show the result as it is, secrets included (see
+            L{midjobs.service.secret_result}); records the daemon keeps or
+            sends never do.
         """
+        result = self.result
+        if not raw_result and result is not None and self.redact_result is not None:
+            result = self.redact_result(result)
         return {
             "id": self.id,
             "message_ids": list(self.message_ids),
@@ -503,7 +513,7 @@ class Job:
             "logs_path": self.logs_path,
             "logs_excerpt": self.logs_excerpt,
             "progress": self.progress,
-            "result": self.result,
+            "result": result,
             "result_encoding_error": self.result_encoding_error,
             "error": self.error,
             "exception": self.exception,

@@ -21,7 +21,7 @@ from .logs import logger
 from twisted.python.threadable import isInIOThread
 
 from .access import AccessDenied, check_job_access, may_call, may_see_job, may_share_job, visible_jobs_filter
-from .arguments import REDACTED, Signature, signature_of
+from .arguments import REDACTED, Signature, at_path, signature_of
 from .auth.gate import LoginGate
 from .auth.throttle import LoginThrottle
 from .auth.tokens import TokenStore, token_store_of
@@ -308,6 +308,7 @@ class Middleware:
             owner=user,
             logs_dir=self.logs_dir,
             recorded_arguments=self.redact(method, params) if method.spec.secrets or method.spec.forwards else None,
+            redact_result=self.result_redactor(method, params),
         )
         if options.check_pipes:
             for pipe in options.pipes:
@@ -331,19 +332,55 @@ class Middleware:
         for path in spec.secrets:
             redacted = method.signature.at_path(redacted, path, _redacted)
         if spec.forwards is not None:
-            target_parameter, arguments = spec.forwards
-            names = [p.name for p in method.signature.parameters]
-            index = names.index(target_parameter) if target_parameter in names else len(params)
-            target = self.methods.get(params[index]) if index < len(params) and isinstance(params[index], str) else None
+            target = self._forwarded_to(method, params)
             if target is None:
                 # Forwarded to no known method: nothing tells its secrets apart.
-                return method.signature.at_path(redacted, arguments, _redacted)
+                return method.signature.at_path(redacted, spec.forwards.arguments, _redacted)
 
             def forwarded(args: Any) -> Any:
                 return self.redact(target, args) if isinstance(args, list) else _redacted(args)
 
-            redacted = method.signature.at_path(redacted, arguments, forwarded)
+            redacted = method.signature.at_path(redacted, spec.forwards.arguments, forwarded)
         return redacted
+
+    def result_redactor(self, method: Method, params: Sequence[Any]) -> Callable[[Any], Any] | None:
+        """
+        What makes a result of C{method} called with C{params} as its record
+        shows it: the secret parts of the result (L{midjobs.service.secret_result}),
+        and those of the results of the calls it forwards, replaced by
+        C{REDACTED}; C{None} if no result of it holds a secret.
+        """
+        spec = method.spec
+        forwarded: tuple[tuple[str, ...], Callable[[Any], Any]] | None = None
+        if spec.forwards is not None and spec.forwards.results is not None:
+            target = self._forwarded_to(method, params)
+            # Forwarded to no known method: nothing tells its secrets apart.
+            nested = _redacted if target is None else self.result_redactor(target, ())
+            if nested is not None:
+                forwarded = (spec.forwards.results, nested)
+        if not spec.result_secrets and forwarded is None:
+            return None
+
+        def redact(result: Any) -> Any:
+            for keys in spec.result_secrets:
+                result = at_path(result, keys, _redacted)
+            if forwarded is not None:
+                result = at_path(result, *forwarded)
+            return result
+
+        return redact
+
+    def _forwarded_to(self, method: Method, params: Sequence[Any]) -> Method | None:
+        """
+        The method a call of C{method} forwards to (L{midjobs.service.forwards}),
+        if it names a known one.
+        """
+        assert method.spec.forwards is not None
+        names = [p.name for p in method.signature.parameters]
+        parameter = method.spec.forwards.method
+        index = names.index(parameter) if parameter in names else len(params)
+        name = params[index] if index < len(params) else None
+        return self.methods.get(name) if isinstance(name, str) else None
 
     def user_changed(self, user_id: int, user: Mapping[str, Any] | None) -> None:
         """

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .middleware import Middleware
 
 __all__ = [
+    "Forwarding",
     "JobOptions",
     "MethodSpec",
     "Service",
@@ -38,6 +39,7 @@ __all__ = [
     "read_only",
     "roles",
     "secret",
+    "secret_result",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -86,6 +88,21 @@ class JobOptions:
 
 
 @attrs.frozen
+class Forwarding:
+    """
+    A method that calls another one for its caller (see L{forwards}).
+
+    @ivar method: the parameter that names the method called.
+    @ivar arguments: the path of the argument lists passed to it.
+    @ivar results: the path, in the result, of what those calls returned.
+    """
+
+    method: str
+    arguments: str
+    results: tuple[str, ...] | None = None
+
+
+@attrs.frozen
 class MethodSpec:
     """
     What the decorators said about one method.
@@ -99,7 +116,8 @@ class MethodSpec:
     read_only: bool = False
     roles: tuple[str, ...] = ()
     secrets: tuple[str, ...] = ()
-    forwards: tuple[str, str] | None = None
+    result_secrets: tuple[tuple[str, ...], ...] = ()
+    forwards: Forwarding | None = None
 
 
 def method_spec(func: Callable[..., Any]) -> MethodSpec:
@@ -241,15 +259,40 @@ def secret(*paths: str) -> Callable[[F], F]:
     return decorate
 
 
-def forwards(method: str, arguments: str) -> Callable[[F], F]:
+def secret_result(*paths: str) -> Callable[[F], F]:
+    """
+    Parts of the result that hold secrets, hidden wherever the job is
+    recorded (its record, its events, the history, C{system.debug}).  The
+    caller's own answer carries them, and so does C{core.get_jobs} with the
+    option C{{"extra": {"raw_result": true}}} for the job's owner or a full
+    administrator while the job is in memory.
+
+    A path is keys (or list indexes) into the result, C{*} standing for every
+    item: C{"key"}, C{"*.token"}.  Without a path, the whole result is secret.
+    """
+    keys = tuple(tuple(path.split(".")) for path in paths) or ((),)
+    for path, parts in zip(paths, keys):
+        if not all(parts):
+            raise ValueError(f"Not a result path: {path!r}")
+
+    def decorate(func: F) -> F:
+        return _amend(func, result_secrets=method_spec(func).result_secrets + keys)
+
+    return decorate
+
+
+def forwards(method: str, arguments: str, results: str | None = None) -> Callable[[F], F]:
     """
     The call passes the argument lists at the path C{arguments} (as for
     L{secret}) to the method named by its parameter C{method}, as
     C{core.bulk} does: the secrets in them are that method's, hidden alike.
+    With C{results}, the path in the result (as for L{secret_result}) of what
+    those calls returned, whose secrets are hidden as that method says.
     """
+    result_keys = tuple(results.split(".")) if results is not None else None
 
     def decorate(func: F) -> F:
-        return _amend(func, forwards=(method, arguments))
+        return _amend(func, forwards=Forwarding(method, arguments, result_keys))
 
     return decorate
 

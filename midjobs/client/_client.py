@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from midjobs import wire_json
+from midjobs.arguments import REDACTED
 
 from ._endpoint import ClientTLSError, client_endpoint, tls_failure_reason
 from ._errors import (
@@ -383,8 +384,25 @@ class Client:
                     pass
                 else:
                     watcher.update(job)
-            return await watcher.done
+            result = await watcher.done
+            if _shows_redactions(result):
+                # Records hide the secrets of a result (secret_result); its
+                # caller may have it as it is.
+                job = await self.call("core.get_jobs", [["id", "=", job_id]], {"get": True, "extra": {"raw_result": True}})
+                result = job["result"]
+            return result
         finally:
             watcher.done.addErrback(lambda _: None)  # nobody waits for it any more
             if self.connected and any(s.id == sub_id for s in self._subscriptions):
                 self.unsubscribe(sub_id).addErrback(lambda _: None)
+
+
+def _shows_redactions(value: Any) -> bool:
+    """
+    Whether a job's result, as records show it, has secrets hidden in it.
+    """
+    if isinstance(value, dict):
+        return any(_shows_redactions(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_shows_redactions(v) for v in value)
+    return value == REDACTED

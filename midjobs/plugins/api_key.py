@@ -10,7 +10,7 @@ from typing import Any
 from ..auth import ApiKeyStore, api_key_store_of
 from ..errors import CallError
 from ..query import filter_list
-from ..service import Service, read_only
+from ..service import Service, read_only, secret_result
 
 
 class ApiKeyService(Service):
@@ -28,6 +28,7 @@ class ApiKeyService(Service):
         if store is not None:
             await store.setup()
 
+    @secret_result("key")
     async def create(self, data: dict) -> dict:
         """
         Make an API key for a user: C{{"name": ..., "username": ...}}.

@@ -17,7 +17,7 @@ from ..config import Settings
 from ..errors import ValidationErrors
 from ..interfaces import ISession
 from ..logs import logger
-from ..service import Service, no_auth_required, no_authz_required, pass_app, secret
+from ..service import Service, no_auth_required, no_authz_required, pass_app, secret, secret_result
 
 log = logger(__name__)
 
@@ -115,6 +115,7 @@ class AuthService(Service):
         return await self._log_in(app, APIKeyCredentials(api_key, username), "API-key")
 
     @no_authz_required
+    @secret_result()
     @pass_app
     async def generate_token(
         self,
