@@ -282,7 +282,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteJobStore]:
     path = str(tmp_path / "jobs.db")
     pool = open_database(path)
     jobs = SQLiteJobStore(pool, reactor, reader=open_database(path))
-    await jobs.setup()
+    await jobs.setup(tmp_path)
     yield jobs
     await jobs.stop()
     await close_database(pool)

@@ -19,6 +19,7 @@ from ..events import UnknownEvent
 from ..interfaces import ISession
 from ..job import Job
 from ..log_events import JobLogEvents
+from ..log_files import log_file
 from ..arguments import REDACTED
 from ..config import Settings
 from ..logs import logger
@@ -374,8 +375,9 @@ class CoreService(Service):
 
     async def _logs_path(self, id: int, app: ISession | None = None) -> str:
         """
-        The log file of job C{id}, from memory or from the job history, if
-        C{app} may read it.
+        The log file of job C{id}, if C{app} may read it: always the one its
+        id gives in the logs directory (L{log_file}), never a path read from
+        a record, which a restored backup could have crafted.
 
         @raise CallError: C{ENOENT}, no such job, or it has no log file;
             C{EPERM}, C{app} may not read the job.
@@ -384,10 +386,10 @@ class CoreService(Service):
             None, [["id", "=", id]], {"get": True, "select": ["logs_path", "credentials", "method"]}
         )
         self.middleware.check_job_access(app, record)
-        path = record.get("logs_path")
-        if not path or not os.path.exists(path):
+        path = log_file(self.middleware.logs_dir, id) if record.get("logs_path") else None
+        if path is None or not os.path.exists(path):
             raise CallError(f"Job {id} has no logs", errno.ENOENT)
-        return path
+        return str(path)
 
     @private
     @job(pipes=["output"])

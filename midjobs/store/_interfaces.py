@@ -38,9 +38,15 @@ class IJobStore(Interface):
         "The most seconds a change given to L{record_changed} waits before it is written (a float)."
     )
 
-    def setup() -> Any:
+    def setup(logs_dir: Any = None) -> Any:
         """
         Create or migrate what the store needs.  A Deferred firing with C{None}.
+
+        C{logs_dir} (a L{pathlib.Path}) is where the daemon keeps job logs.
+        The log of a stored job is L{midjobs.log_files.log_file} of it and the
+        job's id, whatever path was stored: the records the store gives show
+        that path (or none, without C{logs_dir}), and the files it reads are
+        those, because a restored backup may hold any path.
         """
 
     def last_id() -> Any:
@@ -54,7 +60,7 @@ class IJobStore(Interface):
         """
         Record every job stored as C{WAITING} or C{RUNNING} as C{ABORTED} with
         C{error}, C{time_finished} now and, if it kept logs, its
-        C{logs_excerpt}.  Called at start, before any job is queued: such jobs
+        C{logs_excerpt} (read from the file its id gives, see L{setup}).  Called at start, before any job is queued: such jobs
         were cut off when the daemon stopped.  A Deferred firing with how many
         there were.
         """

@@ -23,6 +23,7 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from ..log_files import log_file
 from ..logs import logger
 from ..query import Predicate, QueryOptions, compile_filters, filter_list, validate_options
 from ._interfaces import IJobStore, JobRecord
@@ -69,7 +70,7 @@ class JobHistory:
         and start pruning (the first time at once, in the background).
         """
         history = cls(store, reactor, logs_dir, keep_days=keep_days, keep_records=keep_records)
-        await store.setup()
+        await store.setup(logs_dir)
         aborted = await store.abort_unfinished(CUT_OFF)
         if aborted:
             log.warn("{count} job(s) were cut off when the daemon last stopped: now ABORTED", count=aborted)
@@ -100,7 +101,7 @@ class JobHistory:
     def _delete_logs(self, job_ids: list[int]) -> Deferred[list[int]]:
         if not job_ids:
             return succeed(job_ids)
-        paths = [self._logs_dir / f"{job_id}.log" for job_id in job_ids]
+        paths = [log_file(self._logs_dir, job_id) for job_id in job_ids]
         d = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), _unlink_all, paths)
         d.addCallback(lambda _: job_ids)
         log.info("Pruned the logs of {count} old job(s)", count=len(job_ids))

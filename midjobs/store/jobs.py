@@ -20,6 +20,7 @@ import functools
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any, Callable, Container, Iterator
 
 import attrs
@@ -29,6 +30,7 @@ from zope.interface import implementer
 
 from .. import wire_json
 from ..job import JobAborted, logs_excerpt
+from ..log_files import log_file
 from ..logs import logger
 from ..query import QueryOptions
 from ._batch import WriteBatch
@@ -175,12 +177,25 @@ def _sync_file(path: str) -> None:
         os.close(fd)
 
 
-def _decode(job_id: int, text: str) -> JobRecord | None:
+def _decode(job_id: int, text: str, logs_dir: Path | None) -> JobRecord | None:
+    """
+    The record stored as C{text} in the row of C{job_id}, with that id and
+    the log path derived from it (L{log_file}): what the database says of
+    either is not trusted, a restored backup may have crafted it.  Without
+    C{logs_dir}, a record shows no log path.
+    """
     try:
-        return wire_json.loads(text)
+        record = wire_json.loads(text)
     except ValueError:
         log.warn("The stored record of job {job_id} is not valid JSON; it is skipped", job_id=job_id)
         return None
+    if not isinstance(record, dict):
+        log.warn("The stored record of job {job_id} is not an object; it is skipped", job_id=job_id)
+        return None
+    record["id"] = job_id
+    if record.get("logs_path") is not None:
+        record["logs_path"] = str(log_file(logs_dir, job_id)) if logs_dir is not None else None
+    return record
 
 
 @implementer(IJobStore)
@@ -206,6 +221,7 @@ class SQLiteJobStore:
         flush_interval: float = 0.2,
     ) -> None:
         self._pool = pool
+        self._logs_dir: Path | None = None
         self._reader = reader or pool
         self._own_reader = reader is not None
         self._batch = WriteBatch(reactor, self._write, flush_interval)
@@ -218,7 +234,8 @@ class SQLiteJobStore:
     def batch(self) -> WriteBatch:
         return self._batch
 
-    def setup(self) -> Deferred[int]:
+    def setup(self, logs_dir: Path | None = None) -> Deferred[int]:
+        self._logs_dir = logs_dir
         return ensure_schema(self._pool, "jobs", JOBS_SCHEMA)
 
     # Start-up.
@@ -236,17 +253,17 @@ class SQLiteJobStore:
         return max(sequence, highest)
 
     def abort_unfinished(self, error: str) -> Deferred[int]:
-        return self._pool.runInteraction(self._abort_unfinished, error, time.time())
+        return self._pool.runInteraction(self._abort_unfinished, error, time.time(), self._logs_dir)
 
     @staticmethod
-    def _abort_unfinished(txn: Transaction, error: str, now: float) -> int:
+    def _abort_unfinished(txn: Transaction, error: str, now: float, logs_dir: Path | None) -> int:
         txn.execute("SELECT id, record FROM jobs WHERE state IN ('WAITING', 'RUNNING') ORDER BY id")
         rows = txn.fetchall()
         aborted = JobAborted(error)
         when = wire_json.from_wire({"$date": int(now * 1000)})
         updates = []
         for job_id, text in rows:
-            record = _decode(job_id, text)
+            record = _decode(job_id, text, logs_dir)
             if record is None:
                 continue
             record.update(
@@ -257,7 +274,8 @@ class SQLiteJobStore:
             )
             if record.get("logs_path"):
                 try:
-                    with open(record["logs_path"], "rb") as f:
+                    assert logs_dir is not None  # a record shows a log path only with one
+                    with open(log_file(logs_dir, job_id), "rb") as f:
                         record["logs_excerpt"] = logs_excerpt(f.read().decode("utf-8", "replace"))
                 except OSError:
                     pass
@@ -325,10 +343,12 @@ class SQLiteJobStore:
     # Reads.
 
     def query(self, filters: Any, options: QueryOptions, exclude_ids: Container[int]) -> Deferred[Any]:
-        return self._reader.runInteraction(self._query, filters, options, exclude_ids)
+        return self._reader.runInteraction(self._query, filters, options, exclude_ids, self._logs_dir)
 
     @staticmethod
-    def _query(txn: Transaction, filters: Any, options: QueryOptions, exclude_ids: Container[int]) -> Any:
+    def _query(
+        txn: Transaction, filters: Any, options: QueryOptions, exclude_ids: Container[int], logs_dir: Path | None
+    ) -> Any:
         sql = translate(filters, options)
         residual = sql.residual
         if options.count and residual is None:
@@ -347,7 +367,7 @@ class SQLiteJobStore:
             for job_id, text in rows:
                 if job_id in exclude_ids:
                     continue
-                record = _decode(job_id, text)
+                record = _decode(job_id, text, logs_dir)
                 if record is None or (residual is not None and not residual(record)):
                     continue
                 if options.count:

@@ -1,0 +1,25 @@
+"""
+Where a job's log file is: derived from the job's id, never read from a record.
+
+A record's C{logs_path} is shown to clients (``PROTOCOL.md``), but the file
+the daemon reads, follows, serves or deletes for job C{id} is always
+L{log_file} of the logs directory and that id: a path stored in the database
+(which a restored backup could have crafted) is never opened.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["log_file"]
+
+
+def log_file(logs_dir: Path, job_id: int) -> Path:
+    """
+    The log file of job C{job_id} in C{logs_dir}: C{<logs_dir>/<job_id>.log}.
+
+    @raise ValueError: C{job_id} is not a positive integer.
+    """
+    if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id < 1:
+        raise ValueError(f"not a job id: {job_id!r}")
+    return logs_dir / f"{job_id}.log"
