@@ -11,14 +11,19 @@ from twisted.cred.portal import Portal
 
 from ..logs import logger
 from .interfaces import IPeerCredentials, IUser
-from .throttle import Key, LoginThrottle
+from .throttle import Key, LoginThrottle, source_key, user_key
 
-__all__ = ["LoginGate", "LoginThrottled"]
+__all__ = ["LOCAL_SOURCE", "LoginGate", "LoginThrottled"]
 
 log = logger(__name__)
 
 #: Longest user name remembered by the throttle; longer ones are cut.
 _MAX_NAME = 256
+
+#: The source of a login over the UNIX socket (L{midjobs.auth.origin_of} of
+#: its address).  The daemon creates that socket with mode 0600, so its
+#: peers are the daemon's own uid and root: the trusted uids, never throttled.
+LOCAL_SOURCE = "unix"
 
 
 class LoginThrottled(UnauthorizedLogin):
@@ -36,9 +41,12 @@ def _username(credentials: ICredentials) -> str | None:
 
 class LoginGate:
     """
-    Logs in through C{portal}, counting failures in C{throttle}.
+    Logs in through C{portal}, counting failures in C{throttle} per source
+    and per (source, user name): a user locked out from one address can
+    still log in from another.
 
-    Credentials that carry no secret (a UNIX-socket peer's) pass unthrottled.
+    Credentials that carry no secret (a UNIX-socket peer's), and any login
+    over the UNIX socket (L{LOCAL_SOURCE}), pass unthrottled.
     """
 
     def __init__(self, portal: Portal, throttle: LoginThrottle) -> None:
@@ -48,7 +56,8 @@ class LoginGate:
     async def login(self, credentials: ICredentials, source: str, kind: str) -> IUser:
         """
         The avatar of C{credentials}, presented from C{source} (the peer's
-        host, L{midjobs.auth.origin_of}); C{kind} names the mechanism in logs.
+        host, L{midjobs.auth.origin_of}, the client's behind a trusted proxy);
+        C{kind} names the mechanism in logs.
 
         @raise LoginThrottled: the source or the user must wait.
         @raise UnauthorizedLogin: the portal refused the credentials.
@@ -57,9 +66,11 @@ class LoginGate:
         if IPeerCredentials.providedBy(credentials):
             return await self._login(credentials)
         username = _username(credentials)
-        keys: list[Key] = [("source", source)]
+        if source == LOCAL_SOURCE:
+            return await self._login_locally(credentials, username, kind)
+        keys: list[Key] = [source_key(source)]
         if username is not None:
-            keys.append(("user", username))
+            keys.append(user_key(source, username))
         wait = self.throttle.wait(keys)
         if wait:
             log.warn(
@@ -77,6 +88,18 @@ class LoginGate:
             log.info("Failed {kind} login for {username} from {source}", kind=kind, username=username, source=source)
             raise
         log.info("{username} logged in with a {kind} from {source}", username=user.username, kind=kind, source=source)
+        return user
+
+    async def _login_locally(self, credentials: ICredentials, username: str | None, kind: str) -> IUser:
+        """
+        Log in over the UNIX socket: failures are logged, never counted.
+        """
+        try:
+            user = await self._login(credentials)
+        except (UnauthorizedLogin, LoginFailed):
+            log.info("Failed {kind} login for {username} over the UNIX socket", kind=kind, username=username)
+            raise
+        log.info("{username} logged in with a {kind} over the UNIX socket", username=user.username, kind=kind)
         return user
 
     async def _login(self, credentials: ICredentials) -> IUser:

@@ -175,7 +175,7 @@ class UploadRequest(server.Request):
         return client_address(super().getClientAddress(), self._header, self._trusted_proxies)
 
     def _header(self, name: str) -> bytes | None:
-        values = self.requestHeaders.getRawHeaders(name)
+        values = self.requestHeaders.getRawHeaders(name.encode("latin-1"))
         return b", ".join(values) if values else None
 
     def gotLength(self, length: int | None) -> None:
