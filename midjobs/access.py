@@ -38,7 +38,7 @@ __all__ = [
     "JobAccessDenied",
     "may_call",
     "may_see_job",
-    "may_share_job",
+    "owns_or_administers",
     "check_job_access",
     "owner_id",
     "owns_job",
@@ -135,12 +135,12 @@ def check_job_access(
     raise JobAccessDenied(INTERNAL_JOB if not credentials else NOT_OWNER)
 
 
-def may_share_job(user: Any, credentials: Mapping[str, Any] | None) -> bool:
+def owns_or_administers(user: Any, credentials: Mapping[str, Any] | None) -> bool:
     """
-    Whether a caller C{user} (L{None}: the daemon itself) may be handed the
-    waiting job started with C{credentials} instead of queuing its own
-    (C{lock_queue_size}): the job's owner or a full administrator, as in the
-    original.
+    Whether C{user} (L{None}: the daemon itself) is the owner of a job
+    started with C{credentials}, or a full administrator.  Such a caller may
+    be handed a waiting job instead of queuing its own (C{lock_queue_size}, as
+    in the original), and see its result with its secrets.
     """
     return user is None or user.is_full_admin or owns_job(user, credentials)
 

@@ -25,6 +25,7 @@ from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
 from twisted.logger import LogLevel
 
+from .log_files import log_file
 from .logs import logger
 from twisted.python.failure import Failure
 from twisted.python.threadable import isInIOThread
@@ -379,7 +380,7 @@ class Job:
         log.debug("Job {job_id} ({method}) started", job_id=self.id, method=self.method)
         if self.options.logs and self._logs_dir is not None:
             self._logs_dir.mkdir(parents=True, exist_ok=True)
-            path = self._logs_dir / f"{self.id}.log"
+            path = log_file(self._logs_dir, self.id)
             self.logs_fd = open(path, "wb", buffering=0)
             self.logs_path = str(path)
         self._changed()

@@ -26,6 +26,7 @@ from twisted.internet.threads import deferToThreadPool
 
 from .errors import CallError
 from .job import Job
+from .log_files import log_file
 from .logs import logger
 
 if TYPE_CHECKING:
@@ -294,7 +295,7 @@ class JobLogEvents:
 
     def _follow(self, name: str, job_id: int) -> _Follower:
         job = self._live_job(job_id)
-        path = job.logs_path if job is not None else str(self.middleware.logs_dir / f"{job_id}.log")
+        path = job.logs_path if job is not None else str(log_file(self.middleware.logs_dir, job_id))
         follower = _Follower(self.middleware.events, name, job_id, path, self._in_thread)
         follower.run(follower.start_at_end).addErrback(self._failed, job_id)
         if job is not None and not job.state.finished:

@@ -20,7 +20,7 @@ from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
 from .logs import logger
 from twisted.python.threadable import isInIOThread
 
-from .access import AccessDenied, check_job_access, may_call, may_see_job, may_share_job, visible_jobs_filter
+from .access import AccessDenied, check_job_access, may_call, may_see_job, owns_or_administers, visible_jobs_filter
 from .arguments import REDACTED, Signature, at_path, signature_of
 from .auth.gate import LoginGate
 from .auth.throttle import LoginThrottle
@@ -121,7 +121,7 @@ class Middleware:
             keep_finished=keep_finished_jobs,
             store=job_store,
             listening=lambda: self.events.has_subscribers("core.get_jobs"),
-            may_share=lambda new, waiting: may_share_job(new.owner, waiting.credentials),
+            may_share=lambda new, waiting: owns_or_administers(new.owner, waiting.credentials),
         )
         self.jobs.next_id = first_job_id
         #: The short-lived tokens; the portal's token checker uses the same store.

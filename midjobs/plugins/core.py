@@ -20,6 +20,8 @@ from ..interfaces import ISession
 from ..job import Job
 from ..log_events import JobLogEvents
 from ..log_files import log_file
+from ..access import owns_or_administers
+from ..auth import TooManyTokens
 from ..arguments import REDACTED
 from ..config import Settings
 from ..logs import logger
@@ -208,10 +210,17 @@ class CoreService(Service):
             visible = self.middleware.visible_jobs_filter(app.user)
             if visible:
                 filters = [*visible, *(filters or [])]
-        return await self._query_slots.run(app, self._query_jobs, filters, options)
+        return await self._query_slots.run(app, self._query_jobs, filters, options, app)
 
-    async def _query_jobs(self, filters: list | None, options: dict | None) -> Any:
-        records = [j.to_record() for j in self.middleware.jobs.listed()]
+    async def _query_jobs(self, filters: list | None, options: dict | None, app: ISession | None = None) -> Any:
+        # The option {"extra": {"raw_result": true}}: results with their
+        # secrets, of the caller's own jobs (any job, for a full administrator).
+        raw = isinstance(options, dict) and isinstance(options.get("extra"), dict) and options["extra"].get("raw_result") is True
+        user = app.user if app is not None else None
+        records = [
+            job.to_record(raw_result=raw and owns_or_administers(user, job.credentials))
+            for job in self.middleware.jobs.listed()
+        ]
         return await query_jobs(
             records,
             self.middleware.job_store,
@@ -245,6 +254,8 @@ class CoreService(Service):
             raise CallError("A job cannot wait for itself", errno.EINVAL)
         target = self.middleware.jobs.get(id)
         self.middleware.check_job_access(app, target)
+        # Its record shows the result as the waited job's record does.
+        job.redact_result = target.redact_result
         return await job.wrap(target)
 
     @job(lock=_job_test_lock, abortable=True, pipes=["input"], check_pipes=False)
@@ -276,7 +287,7 @@ class CoreService(Service):
         return True
 
     @no_authz_required
-    @forwards("method", "params.*")
+    @forwards("method", "params.*", results="*.result")
     @job()
     @pass_app
     async def bulk(self, app: ISession | None, job: Job, method: str, params: list, description: str | None = None) -> list:
@@ -419,9 +430,21 @@ class CoreService(Service):
         except BaseException as e:
             pipe.abort(e)
             raise
-        token = self.middleware.tokens.create(
-            app.user, DOWNLOAD_TOKEN_TTL, attrs={"filename": filename}, single_use=True, job_id=started.id
-        )
+        try:
+            token = self.middleware.tokens.create(
+                app.user, DOWNLOAD_TOKEN_TTL, attrs={"filename": filename}, single_use=True, job_id=started.id
+            )
+        except TooManyTokens as e:
+            log.warn(
+                "Refused a download token to {user} from {address}: {reason}",
+                user=app.user.username,
+                address=str(app.peer),
+                reason=e.errmsg,
+            )
+            # Nobody could read its output: the job does not go on.
+            started.abort(e.errmsg)
+            pipe.abort(e)
+            raise
         self.middleware.downloads.add(started.id, pipe, filename, buffered)
         return [started.id, f"/_download/{started.id}?auth_token={token}"]
 
