@@ -32,7 +32,7 @@ from .http import ConnectionLimits, LimitingReactor, RefusalLog, make_site
 from .middleware import Middleware
 from .plugins import BUILTIN_SERVICES
 from .service import Service as MidjobsService
-from .store import JobHistory, SQLiteJobStore, apply_pending_restore, close_database, open_database
+from .store import READERS, JobHistory, SQLiteJobStore, apply_pending_restore, close_database, open_database
 
 __all__ = ["Daemon", "Listener", "load_service_classes", "server_endpoint"]
 
@@ -189,7 +189,7 @@ class Daemon(MultiService):
         database_path = str(state_dir / "midjobs.db")
         self._database = open_database(database_path)
         if settings.job_history:
-            store = SQLiteJobStore(self._database, self.reactor, reader=open_database(database_path))
+            store = SQLiteJobStore(self._database, self.reactor, reader=open_database(database_path, connections=READERS))
             self._history = await JobHistory.open(
                 store, self.reactor, state_dir / "jobs", keep_days=settings.keep_days, keep_records=settings.keep_records
             )

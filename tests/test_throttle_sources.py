@@ -191,6 +191,25 @@ async def test_behind_a_proxy_each_client_has_its_own_count(daemon: RunningDaemo
     await local.close()
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_websocket_behind_a_proxy_is_its_client(daemon: RunningDaemon, log_events: Any) -> None:
+    await daemon.middleware.users.create({"username": ADMIN[0], "password": ADMIN[1], "roles": ["FULL_ADMIN"]})
+
+    async def ws_login(client: str, password: str) -> bool:
+        ws = await connect(daemon.ws_url, reactor=reactor, headers={"X-Forwarded-For": f"6.6.6.6, {client}"})
+        try:
+            return await ws.login(ADMIN[0], password)
+        finally:
+            await ws.close()
+
+    for _ in range(5):
+        assert not await ws_login("203.0.113.77", "wrong")
+    failures = [e for e in log_events if e.get("log_format", "").startswith("Failed {kind} login")]
+    assert {e["source"] for e in failures} == {"203.0.113.77"}
+    assert not await ws_login("203.0.113.77", ADMIN[1])
+    assert await ws_login("203.0.113.11", ADMIN[1])
+
+
 @pytest.fixture
 def log_events() -> Any:
     from twisted.logger import globalLogPublisher

@@ -42,6 +42,7 @@ def connect(
     insecure: bool = False,
     ca_file: str | None = None,
     call_timeout: float | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Deferred[Client]:
     """
     Connect to a midjobs daemon and finish the WebSocket handshake.
@@ -54,6 +55,7 @@ def connect(
         to trust instead of the system's (for a daemon whose certificate a
         private CA signed, or a self-signed one).
     @param call_timeout: the new client's L{Client.call_timeout}.
+    @param headers: more HTTP headers for the handshake.
     @return: fires with a connected L{Client}; fails with Twisted's
         C{ConnectError} family (refused, no such socket, timeout...),
         L{ClientTLSError} if the TLS handshake fails (the certificate
@@ -69,7 +71,7 @@ def connect(
     except ValueError:
         return fail()
     client = Client(reactor, call_timeout=call_timeout)
-    factory = _ClientFactory(client, url=url, reactor=reactor)
+    factory = _ClientFactory(client, url=url, reactor=reactor, headers=headers)
     # Our own timeout covers the handshake: Autobahn's rounds to whole seconds.
     factory.setProtocolOptions(openHandshakeTimeout=0)
 

@@ -24,6 +24,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.internet.interfaces import IDelayedCall, ISSLTransport
 from twisted.python.failure import Failure
 
+from ..addresses import client_address, proxy_networks
 from ..auth import login, peer_credentials
 from ..config import Settings
 from ..job import Job
@@ -77,7 +78,8 @@ class RpcProtocol(WebSocketServerProtocol):
         self.outbox = Outbox(self._write_message, self.factory.settings.max_event_queue, self._outbox_overflowed)
         self.session = Session(
             self.factory.middleware,
-            self.transport.getPeer(),
+            # Behind a trusted reverse proxy, the client it names.
+            client_address(self.transport.getPeer(), request.headers.get, self.factory.trusted_proxies),
             self.outbox,
             self._logged_in,
             self._start_login_deadline,
@@ -319,6 +321,7 @@ class RpcServerFactory(WebSocketServerFactory):
         #: The limits of the connections (the defaults if the middleware has no settings).
         self.settings: Settings = settings if settings is not None else Settings()
         self.origins = OriginPolicy.from_strings(getattr(settings, "allowed_origins", ()))
+        self.trusted_proxies = proxy_networks(self.settings.trusted_proxies)
         self.setProtocolOptions(
             # The origin check is RpcProtocol's (a 403 for any it refuses),
             # "null" included; no status page for a GET without Upgrade.
