@@ -165,9 +165,13 @@ class Subscriptions(Attack):
         self.connections = [await self.bob() for _ in range(self.target.options.subscription_clients)]
 
     async def run(self) -> None:
+        # In slices, one reactor turn each: framing all of them at once would
+        # stall this process, and with it the admin's probe, for seconds.
         for connection in self.connections:
-            for _ in range(self.target.options.subscriptions):
-                connection.send("core.subscribe", "core.get_jobs")
+            for start in range(0, self.target.options.subscriptions, 500):
+                for _ in range(start, min(start + 500, self.target.options.subscriptions)):
+                    connection.send("core.subscribe", "core.get_jobs")
+                await self.sleep(0)
         while not self.stopped:
             await self.sleep(0.2)
 

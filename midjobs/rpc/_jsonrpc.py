@@ -5,7 +5,9 @@ JSON-RPC 2.0 framing: parsing requests, and shaping results and errors.
 from __future__ import annotations
 
 import errno
+import functools
 import traceback
+from types import CodeType
 from typing import Any
 
 import attrs
@@ -114,6 +116,30 @@ def result_response(request_id: Any, result: Any) -> str:
         raise RpcError(INTERNAL_ERROR, data=error_data(e, errno.EFAULT, with_trace=False), id=request_id) from None
 
 
+def format_trace(error: BaseException) -> str:
+    """
+    The traceback of C{error} as L{traceback.format_exception} writes it, but
+    without the column markers of Python 3.11 (C{^^^^}), and with the frames
+    formatted once for each place an error comes from: any client can make
+    calls fail as fast as it can send them, and formatting a traceback costs
+    far more than the call.
+    """
+    places = []
+    tb = error.__traceback__
+    while tb is not None:
+        places.append((tb.tb_frame.f_code, tb.tb_lineno))
+        tb = tb.tb_next
+    return _formatted_frames(tuple(places)) + "".join(traceback.format_exception_only(type(error), error))
+
+
+@functools.lru_cache(maxsize=1024)
+def _formatted_frames(places: tuple[tuple[CodeType, int], ...]) -> str:
+    if not places:
+        return ""
+    frames = traceback.StackSummary.from_list([(code.co_filename, line, code.co_name, None) for code, line in places])
+    return "".join(["Traceback (most recent call last):\n", *frames.format()])
+
+
 def error_data(error: BaseException, code: int | None, with_trace: bool = True, formatted: str | None = None) -> dict[str, Any]:
     """
     The C{data} of an error response for C{error}.
@@ -122,7 +148,7 @@ def error_data(error: BaseException, code: int | None, with_trace: bool = True, 
     trace = None
     if with_trace:
         if formatted is None:
-            formatted = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            formatted = format_trace(error)
         trace = {"class": type(error).__name__, "formatted": formatted, "repr": repr(error)}
     return {
         "error": code,
