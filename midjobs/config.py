@@ -18,7 +18,7 @@ from twisted.internet.endpoints import quoteStringArgument
 from .logs import LEVELS
 from .paths import SOCKET_NAME, default_state_dir
 
-__all__ = ["ConfigError", "Settings", "DEFAULT_LISTEN"]
+__all__ = ["ConfigError", "Settings", "DEFAULT_LISTEN", "LOG_FORMATS"]
 
 DEFAULT_LISTEN = "tcp:6000:interface=127.0.0.1"
 
@@ -76,6 +76,16 @@ def _addresses(value: Any, key: str) -> tuple[str, ...]:
     return addresses
 
 
+#: The formats of the daemon's log (C{[daemon] log_format}).
+LOG_FORMATS = ("text", "json")
+
+
+def _log_format(value: Any, key: str) -> str:
+    if value not in LOG_FORMATS:
+        raise ConfigError(f"{key} must be one of {', '.join(LOG_FORMATS)}")
+    return value
+
+
 def _log_level(value: Any, key: str) -> str:
     if value not in LEVELS:
         raise ConfigError(f"{key} must be one of {', '.join(LEVELS)}")
@@ -113,6 +123,10 @@ _KEYS = {
     ("auth", "login_cooldown"): ("login_cooldown", _positive_int),
     ("http", "trusted_proxies"): ("trusted_proxies", _addresses),
     ("filesystem", "allow_hard_links"): ("allow_hard_links", _bool),
+    ("daemon", "log_format"): ("log_format", _log_format),
+    ("metrics", "listen"): ("metrics_listen", _str),
+    ("jobs", "drain_timeout"): ("drain_timeout", _positive_int),
+    ("jobs", "default_timeout"): ("default_timeout", _positive_int),
     ("limits", "connections"): ("max_connections", _positive_int),
     ("limits", "connections_per_address"): ("max_connections_per_address", _positive_int),
     ("limits", "login_timeout"): ("login_timeout", _positive_int),
@@ -181,6 +195,14 @@ class Settings:
         fail at once for C{login_cooldown} seconds.
     @ivar login_window: see C{login_attempts}.
     @ivar login_cooldown: see C{login_attempts}.
+    @ivar log_format: C{"text"} (the default) or C{"json"}: one JSON object a line.
+    @ivar metrics_listen: an endpoint string on which C{/metrics} is served
+        without credentials, besides the daemon's listeners (where it needs
+        them); none by default.
+    @ivar drain_timeout: seconds running jobs may take to finish once the
+        daemon is asked to stop, before they are aborted.
+    @ivar default_timeout: seconds a job may run before it is aborted, for
+        methods that set no C{timeout} of their own; none by default.
     @ivar trusted_proxies: the addresses or networks of reverse proxies whose
         C{X-Forwarded-For} or C{Forwarded} header names the client's address.
     @ivar allow_hard_links: C{filesystem.*} reads regular files with more
@@ -219,6 +241,10 @@ class Settings:
     login_attempts: int = 5
     login_window: int = 60
     login_cooldown: int = 60
+    log_format: str = "text"
+    metrics_listen: str | None = None
+    drain_timeout: int = 30
+    default_timeout: int | None = None
     trusted_proxies: tuple[str, ...] = ()
     allow_hard_links: bool = False
     max_connections: int = 1000
