@@ -21,11 +21,12 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 
+from midjobs.client import connect
 from midjobs.config import Settings
 from midjobs.query import validate_options
 from midjobs.store import READERS, SQLiteJobStore, close_database, open_database
 from midjobs.store.jobs import JOBS_SCHEMA, row_of
-from test_query_limits import bob  # noqa: F401 (a fixture)
+from test_query_limits import BOB, bob  # noqa: F401 (a fixture)
 
 
 #: Rows in the history of these tests: enough that a scan that decodes
@@ -101,6 +102,33 @@ async def test_one_connections_scans_wait_for_each_other(admin_client: Any, bob:
     assert [job["id"] for job in mine] == [7]
     assert await gatherResults(scans) == [[]] * 6
     assert "bob 5" not in order[: order.index("admin")], order
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_users_scans_wait_for_each_other_over_many_connections(
+    daemon: Any, admin_client: Any, bob: Any
+) -> None:
+    """
+    The turns are the user's, not the connection's: bob's scans from six
+    connections still run two at a time, and the admin's query by id, sent
+    after them all, is answered before bob's last one.
+    """
+    more = [await connect(daemon.ws_url, reactor=reactor) for _ in range(5)]
+    try:
+        for client in more:
+            assert await client.login(*BOB)
+        order: list[str] = []
+        scan = [["arguments.0.sleep", "=", 5]]
+        scans = [in_order(order, f"bob {i}", c.call("core.get_jobs", scan)) for i, c in enumerate([bob, *more])]
+        for client in [bob, *more]:
+            assert await client.call("core.ping") == "pong"
+        mine = await in_order(order, "admin", admin_client.call("core.get_jobs", [["id", "=", 7]]))
+        assert [job["id"] for job in mine] == [7]
+        assert await gatherResults(scans) == [[]] * 6
+        assert len([name for name in order[: order.index("admin")] if name.startswith("bob")]) <= 2, order
+    finally:
+        for client in more:
+            await client.close()
 
 
 @pytest_twisted.ensureDeferred

@@ -7,7 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import re
-from typing import Any, Sequence
+from typing import Any, Hashable, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
@@ -115,14 +115,18 @@ def describe(template: str, arguments: Sequence[Any], limit: int = MAX_DESCRIPTI
     return described
 
 
-def _queries_queued(app: ISession, limit: int) -> None:
+def _query_owner(app: ISession) -> Hashable:
+    """
+    Whose turn a query of C{app} takes (C{[limits] history_queries}): its
+    user's stable identity, so that one user's queries wait for each other
+    however many connections they come from.
+    """
     user = app.user
-    log.info(
-        "core.get_jobs of {user} from {address} wait: {limit} of its queries are running",
-        user=getattr(user, "username", None),
-        address=str(app.peer),
-        limit=limit,
-    )
+    user_id = getattr(user, "user_id", None)
+    if user_id is not None:
+        return ("user", user_id)
+    # The trusted local peer, or a login that names no stored user: the connection.
+    return app
 
 
 class CoreService(Service):
@@ -132,7 +136,7 @@ class CoreService(Service):
         super().__init__(middleware)
         settings = middleware.settings if middleware.settings is not None else Settings()
         #: Each connection's turns at C{core.get_jobs} (C{[limits] history_queries}).
-        self._query_slots: Slots[ISession] = Slots(settings.max_history_queries, _queries_queued)
+        self._query_slots: Slots[Hashable] = Slots(settings.max_history_queries)
         #: Where queries over many jobs in memory are matched (from setup to stop).
         self._query_threads: ThreadPool | None = None
 
@@ -210,7 +214,16 @@ class CoreService(Service):
             visible = self.middleware.visible_jobs_filter(app.user)
             if visible:
                 filters = [*visible, *(filters or [])]
-        return await self._query_slots.run(app, self._query_jobs, filters, options, app)
+        owner = _query_owner(app)
+        if self._query_slots.waiting(owner) == 0 and self._query_slots.full(owner):
+            # Once a burst.
+            log.info(
+                "core.get_jobs of {user} from {address} waits: {limit} of their queries are running",
+                user=getattr(app.user, "username", None),
+                address=str(app.peer),
+                limit=self._query_slots.limit,
+            )
+        return await self._query_slots.run(owner, self._query_jobs, filters, options, app)
 
     async def _query_jobs(self, filters: list | None, options: dict | None, app: ISession | None = None) -> Any:
         # The option {"extra": {"raw_result": true}}: results with their

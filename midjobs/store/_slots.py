@@ -2,22 +2,22 @@
 Turns for each owner: at most a few of one owner's queries run at once.
 
 A client that sends many slow history queries at once should wait for its
-own, not make everyone else wait: L{Slots} gives each owner (a connection)
-its own L{DeferredSemaphore}, so the owner's extra queries queue behind each
-other, and the store's readers stay free for other owners.  An owner's
-semaphore is forgotten when the owner is.
+own, not make everyone else wait: L{Slots} gives each owner (a user, by a
+stable identity) its own L{DeferredSemaphore}, so the owner's extra queries
+queue behind each other, and the store's readers stay free for other owners.
+An owner's semaphore exists only while some of its runs are under way or
+waiting.
 """
 
 from __future__ import annotations
 
-import weakref
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, Hashable, TypeVar
 
 from twisted.internet.defer import Deferred, DeferredSemaphore
 
 __all__ = ["Slots"]
 
-_Owner = TypeVar("_Owner")
+_Owner = TypeVar("_Owner", bound=Hashable)
 
 
 class Slots(Generic[_Owner]):
@@ -27,18 +27,28 @@ class Slots(Generic[_Owner]):
     @ivar limit: how many of one owner's runs may be under way at once.
     """
 
-    def __init__(self, limit: int, on_queued: Callable[[_Owner, int], None] | None = None) -> None:
+    def __init__(self, limit: int) -> None:
         """
         @param limit: at least 1.
-        @param on_queued: called with the owner and C{limit} when a run of
-            that owner has to wait and none of its runs was waiting yet (once
-            per burst, for a log line).
         """
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
         self.limit = limit
-        self._on_queued = on_queued
-        self._semaphores: weakref.WeakKeyDictionary[_Owner, DeferredSemaphore] = weakref.WeakKeyDictionary()
+        self._semaphores: dict[_Owner, DeferredSemaphore] = {}
+
+    def full(self, owner: _Owner) -> bool:
+        """
+        Whether a run of C{owner} would have to wait now.
+        """
+        semaphore = self._semaphores.get(owner)
+        return semaphore is not None and semaphore.tokens == 0
+
+    def waiting(self, owner: _Owner) -> int:
+        """
+        How many runs of C{owner} wait for their turn.
+        """
+        semaphore = self._semaphores.get(owner)
+        return len(semaphore.waiting) if semaphore is not None else 0
 
     def run(self, owner: _Owner, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
         """
@@ -51,9 +61,14 @@ class Slots(Generic[_Owner]):
         semaphore = self._semaphores.get(owner)
         if semaphore is None:
             semaphore = self._semaphores[owner] = DeferredSemaphore(self.limit)
-        if semaphore.tokens == 0 and not semaphore.waiting and self._on_queued is not None:
-            self._on_queued(owner, self.limit)
-        return semaphore.run(_call, f, args, kwargs)
+        d = semaphore.run(_call, f, args, kwargs)
+        d.addBoth(self._forget_if_idle, owner, semaphore)
+        return d
+
+    def _forget_if_idle(self, result: Any, owner: _Owner, semaphore: DeferredSemaphore) -> Any:
+        if semaphore.tokens == self.limit and not semaphore.waiting and self._semaphores.get(owner) is semaphore:
+            del self._semaphores[owner]
+        return result
 
 
 def _call(f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
