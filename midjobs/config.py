@@ -218,8 +218,8 @@ class Settings:
         not reading; past it the connection is closed.
     @ivar max_tokens_per_user: live tokens one user may hold.
     @ivar max_token_attrs: bytes of the JSON attributes of one token.
-    @ivar max_history_queries: history queries one connection may have
-        running at once; more wait their turn.
+    @ivar max_history_queries: history queries one user may have running at
+        once, over all their connections; more wait their turn.
     @ivar config_file: the absolute path of the TOML file these settings
         were read from, if any (C{config.save} backs it up).
     """
