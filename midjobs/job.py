@@ -7,6 +7,12 @@ it as soon as its lock allows.  Async job methods run as a Deferred made with
 C{Deferred.fromCoroutine} (aborting cancels it); plain ones run in the
 reactor's thread pool, and everything they touch on the job is safe to call
 from that thread.
+
+A job may have a time limit (C{@job(timeout=...)}, or the queue's
+C{default_timeout}), counted from the moment it starts running: past it the
+job is aborted.  A running job that does not stop within L{ABORT_GRACE}
+seconds of being aborted is recorded ABORTED anyway and its lock is freed;
+what its method returns later is ignored.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
 from twisted.logger import LogLevel
 
@@ -38,7 +45,7 @@ if TYPE_CHECKING:
     from .service import JobOptions
     from .store import IJobStore
 
-__all__ = ["Job", "JobAborted", "JobState", "JobsQueue", "PipeNotOpen"]
+__all__ = ["ABORT_GRACE", "Job", "JobAborted", "JobState", "JobTimedOut", "JobsQueue", "PipeNotOpen"]
 
 log = logger(__name__)
 
@@ -51,6 +58,17 @@ EndRecorder = Callable[["Job", dict[str, Any]], Deferred[Any]]
 
 #: Whether the caller of a new job (the first) may be handed a waiting job (the second).
 SharePolicy = Callable[["Job", "Job"], bool]
+
+#: Seconds a running job has to stop once it is aborted (by C{core.job_abort},
+#: its time limit, or the daemon stopping).  An async job stops at once unless
+#: its coroutine ignores the cancellation; a thread job must notice
+#: C{job.aborted}.  One still running after this long is recorded ABORTED and
+#: its lock freed: its thread (or coroutine) is left to finish on its own,
+#: and what it returns then is ignored (and logged).
+ABORT_GRACE = 10.0
+
+#: The progress description of a job waiting behind a held lock.
+WAITING_FOR_LOCK = "Waiting for lock {lock}"
 
 
 class JobState(enum.Enum):
@@ -76,6 +94,23 @@ class JobAborted(CallError):
 
     def __init__(self, reason: str = "Job aborted") -> None:
         super().__init__(reason, errno.ECANCELED)
+
+
+class JobTimedOut(JobAborted):
+    """
+    The job ran past its time limit and was aborted (errno C{ETIMEDOUT}).
+    """
+
+    def __init__(self, limit: float) -> None:
+        super().__init__(f"Job exceeded its time limit of {_seconds(limit)} s")
+        self.errno = errno.ETIMEDOUT
+
+
+def _seconds(value: float) -> str:
+    """
+    A number of seconds as people write it: C{5}, C{0.5}.
+    """
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 class PipeNotOpen(CallError, ValueError):
@@ -121,6 +156,12 @@ class Job:
     @ivar id: the job's number, assigned when it is queued.
     @ivar aborted: a C{threading.Event} set when the job is aborted; thread
         jobs watch it (C{job.aborted.wait(1)} sleeps a second unless aborted).
+    @ivar time_limit: seconds the job may run before it is aborted
+        (L{JobTimedOut}), counted from L{start}; C{None} for no limit.  Its
+        C{options.timeout} at first; the queue gives it its
+        C{default_timeout} if it has none.
+    @ivar waiting_for: the lock the job waits for while it is C{WAITING}
+        behind another job (its progress description says so), else C{None}.
     """
 
     def __init__(
@@ -186,6 +227,14 @@ class Job:
         #: Set by a queue that records jobs: the end waits until it is recorded.
         self.on_ending: EndRecorder | None = None
         self._ending = False
+        self.time_limit: float | None = options.timeout
+        self.waiting_for: str | None = None
+        #: Fires when the job's time limit is reached (while it runs).
+        self._time_limit_call: IDelayedCall | None = None
+        #: Fires L{ABORT_GRACE} seconds after a running job is aborted.
+        self._grace_call: IDelayedCall | None = None
+        #: When the job was recorded ABORTED without its method having returned.
+        self._abandoned_at: datetime.datetime | None = None
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.method} {self.state.value}>"
@@ -229,6 +278,9 @@ class Job:
         if _in_thread():
             self.reactor.callFromThread(self.set_progress, percent, description, extra)
             return
+        if self._ending:
+            # A method still running after its job was recorded ABORTED.
+            return
         progress = dict(self.progress)
         if percent is not None:
             progress["percent"] = max(0, min(100, int(percent)))
@@ -249,7 +301,7 @@ class Job:
         if _in_thread():
             self.reactor.callFromThread(self.set_description, description)
             return
-        if description != self.description:
+        if description != self.description and not self._ending:
             self.description = description
             self._changed()
 
@@ -355,29 +407,110 @@ class Job:
         """
         Stop the job: a waiting one ends at once, a running async one has its
         Deferred cancelled, a running thread one sees C{aborted} set.  Blocked
-        pipe reads and writes fail.  The job ends L{JobState.ABORTED}.
+        pipe reads and writes fail.  The job ends L{JobState.ABORTED}, with
+        C{reason} as its error.
+
+        A running job that has not stopped L{ABORT_GRACE} seconds later (a
+        thread that does not look at C{aborted}, a coroutine that ignores its
+        cancellation) is recorded ABORTED all the same and its lock is freed;
+        what its method returns afterwards is ignored.
         """
         if _in_thread():
             self.reactor.callFromThread(self.abort, reason)
             return
+        self._abort_with(JobAborted(reason))
+
+    def _abort_with(self, error: JobAborted) -> None:
         if self.state.finished or self._ending or self.was_aborted:
             return
         self.aborted.set()
-        self._error = JobAborted(reason)
-        log.info("Job {job_id} ({method}) aborting: {reason}", job_id=self.id, method=self.method, reason=reason)
+        self._error = error
+        log.info("Job {job_id} ({method}) aborting: {reason}", job_id=self.id, method=self.method, reason=error.errmsg)
         if self.state is JobState.WAITING:
             self._finish(JobState.ABORTED)
             return
         self.pipes.abort(self._error)
         if self._deferred is not None and self._is_async:
             self._deferred.cancel()
+        if not self._ending:
+            self._grace_call = self.reactor.callLater(ABORT_GRACE, self._abandon)
+
+    def _time_out(self) -> None:
+        """
+        The job's time limit is reached: abort it.
+        """
+        self._time_limit_call = None
+        assert self.time_limit is not None
+        log.warn(
+            "Job {job_id} ({method}) exceeded its time limit of {limit} s",
+            job_id=self.id,
+            method=self.method,
+            limit=_seconds(self.time_limit),
+        )
+        self._abort_with(JobTimedOut(self.time_limit))
+
+    def _abandon(self) -> None:
+        """
+        The job was aborted L{ABORT_GRACE} seconds ago and its method still
+        runs: record it ABORTED and free its lock without waiting for it.
+        """
+        self._grace_call = None
+        if self._ending:
+            return
+        log.warn(
+            "Job {job_id} ({method}) did not stop within {grace} s of its abort: recorded ABORTED and its lock"
+            " freed while its {kind} still runs",
+            job_id=self.id,
+            method=self.method,
+            grace=_seconds(ABORT_GRACE),
+            kind="coroutine" if self._is_async else "thread",
+        )
+        self._abandoned_at = _now()
+        self._finish(JobState.ABORTED)
+
+    def _returned_late(self, outcome: str) -> None:
+        """
+        The method of a job recorded ABORTED by L{_abandon} ended after all:
+        what it returned is ignored.
+        """
+        assert self._abandoned_at is not None
+        log.warn(
+            "Job {job_id} ({method}) {outcome} {seconds:.1f} s after it was recorded ABORTED: ignored",
+            job_id=self.id,
+            method=self.method,
+            outcome=outcome,
+            seconds=(_now() - self._abandoned_at).total_seconds(),
+        )
+
+    def note_waiting(self, lock: str) -> None:
+        """
+        Say that the job waits for C{lock}, held by another job: its progress
+        description is "Waiting for lock <lock>" until it starts.  How long
+        it has waited is the time since C{time_started} (when it was queued).
+        """
+        self.waiting_for = lock
+        self.set_progress(description=WAITING_FOR_LOCK.format(lock=lock))
 
     def start(self) -> None:
         """
         Run the method; called by the queue once the job's lock is free.
+        Its time limit, if any, counts from now.
         """
         self.state = JobState.RUNNING
-        log.debug("Job {job_id} ({method}) started", job_id=self.id, method=self.method)
+        if self.waiting_for is not None:
+            log.info(
+                "Job {job_id} ({method}) starts after waiting {seconds:.1f} s for lock {lock}",
+                job_id=self.id,
+                method=self.method,
+                seconds=(_now() - self.time_started).total_seconds(),
+                lock=self.waiting_for,
+            )
+            self.waiting_for = None
+            self.progress = {**self.progress, "description": ""}
+        else:
+            log.debug("Job {job_id} ({method}) started", job_id=self.id, method=self.method)
+        if self.time_limit is not None:
+            self._time_limit_call = self.reactor.callLater(self.time_limit, self._time_out)
         if self.options.logs and self._logs_dir is not None:
             self._logs_dir.mkdir(parents=True, exist_ok=True)
             path = log_file(self._logs_dir, self.id)
@@ -397,6 +530,9 @@ class Job:
         self._deferred.addCallbacks(self._succeeded, self._failed)
 
     def _succeeded(self, result: Any) -> None:
+        if self._ending:
+            self._returned_late("returned")
+            return
         if self.was_aborted:
             self._finish(JobState.ABORTED)
             return
@@ -412,6 +548,9 @@ class Job:
         self._finish(JobState.SUCCESS)
 
     def _failed(self, failure: Failure) -> None:
+        if self._ending:
+            self._returned_late(f"failed ({failure.getErrorMessage()})")
+            return
         if self.was_aborted or failure.check(CancelledError):
             if not isinstance(self._error, JobAborted):
                 self._error = JobAborted()
@@ -444,8 +583,13 @@ class Job:
     def _finish(self, state: JobState) -> None:
         if state is JobState.ABORTED:
             self.error = str(self._error.errmsg if isinstance(self._error, CallError) else "Job aborted")
-            self.exc_info = {"repr": repr(self._error), "type": "JobAborted", "errno": errno.ECANCELED, "extra": None}
+            code = self._error.errno if isinstance(self._error, JobAborted) else errno.ECANCELED
+            self.exc_info = {"repr": repr(self._error), "type": "JobAborted", "errno": code, "extra": None}
         self._ending = True
+        for call in (self._time_limit_call, self._grace_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._time_limit_call = self._grace_call = None
         time_finished = _now()
         self._close_logs()
         if state is JobState.SUCCESS:
@@ -549,6 +693,10 @@ class JobsQueue:
     listing) before that record is durable: its events wait until then.  Its
     changes are recorded in batches, and its final record before its end is
     told.
+
+    A job that has no C{timeout} of its own gets C{default_timeout} (seconds,
+    or C{None}: no limit).  A job queued behind a held lock says so in its
+    progress description (L{Job.note_waiting}) until it starts.
     """
 
     def __init__(
@@ -558,8 +706,11 @@ class JobsQueue:
         store: IJobStore | None = None,
         listening: Callable[[], bool] | None = None,
         may_share: SharePolicy | None = None,
+        default_timeout: float | None = None,
     ) -> None:
         self._on_change = on_change
+        #: The time limit of jobs whose method sets none (C{[jobs] default_timeout}).
+        self.default_timeout = default_timeout
         #: Whether a new job's caller may be handed a waiting job instead (lock_queue_size).
         self._may_share = may_share or _same_credentials
         #: Whether C{on_change} wants events now: held events keep their record only then.
@@ -624,6 +775,11 @@ class JobsQueue:
                 raise CallError("This job is already being performed by another user", errno.EBUSY)
         job.id = self.next_id
         self.next_id += 1
+        if job.time_limit is None:
+            job.time_limit = self.default_timeout
+        if job.lock_name is not None and self._held(job.lock_name):
+            # Before anyone hears of the job, so that its first record says why it waits.
+            job.note_waiting(job.lock_name)
         job.on_change = self._on_change
         job.on_finish = self._job_finished
         recorded: Deferred[None] | None = None
@@ -709,6 +865,13 @@ class JobsQueue:
             job_id=job.id, method=job.method, state=state, error=failure.getErrorMessage(),
         )
 
+    def _held(self, lock: str) -> bool:
+        """
+        Whether a job queued now with C{lock} would wait: the lock is held,
+        or another job waits for it.
+        """
+        return lock in self._locks or any(j.lock_name == lock and not j.ending for j in self._waiting)
+
     def _schedule(self) -> None:
         if self._scheduling:
             self._reschedule = True
@@ -732,6 +895,8 @@ class JobsQueue:
             if lock is not None and (lock in self._locks or lock in blocked):
                 blocked.add(lock)
                 waiting.append(job)
+                if job.waiting_for != lock:
+                    job.note_waiting(lock)
                 continue
             if lock is not None:
                 self._locks[lock] = job

@@ -62,6 +62,7 @@ class JobOptions:
     description: Callable[..., str | None] | None = None
     abortable: bool = False
     read_roles: tuple[str, ...] = ()
+    timeout: float | None = None
 
     def lock_name(self, args: Sequence[Any]) -> str | None:
         """
@@ -71,9 +72,12 @@ class JobOptions:
             return self.lock(list(args))
         return self.lock
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self, default_timeout: float | None = None) -> dict[str, Any]:
         """
         The options as ``core.get_methods`` shows them.
+
+        @param default_timeout: the daemon's C{[jobs] default_timeout}: the
+            C{timeout} shown when the method sets none (the limit in force).
         """
         return {
             "lock": self.lock if isinstance(self.lock, str) else None,
@@ -84,6 +88,7 @@ class JobOptions:
             "transient": self.transient,
             "abortable": self.abortable,
             "read_roles": list(self.read_roles),
+            "timeout": self.timeout if self.timeout is not None else default_timeout,
         }
 
 
@@ -143,6 +148,7 @@ def job(
     description: Callable[..., str | None] | None = None,
     abortable: bool = False,
     read_roles: Sequence[str] | None = None,
+    timeout: float | None = None,
 ) -> Callable[[F], F]:
     """
     Run the decorated method as a job: a call returns at once with a job id.
@@ -167,7 +173,16 @@ def job(
         job's initial description.
     @param abortable: C{core.job_abort} may abort the job.
     @param read_roles: roles that may see the job besides its owner.
+    @param timeout: seconds the job may run (counted from the moment it
+        starts C{RUNNING}, not while it waits for its lock) before it is
+        aborted with the error "Job exceeded its time limit of N s"
+        (see L{midjobs.job.Job.abort}); C{None} for the daemon's
+        C{[jobs] default_timeout}, which is off by default.
     """
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf")
+    ):
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
     options = JobOptions(
         lock=lock,
         lock_queue_size=lock_queue_size,
@@ -178,6 +193,7 @@ def job(
         description=description,
         abortable=abortable,
         read_roles=tuple(read_roles or ()),
+        timeout=timeout,
     )
     for pipe in options.pipes:
         if pipe not in ("input", "output"):
