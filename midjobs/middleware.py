@@ -29,6 +29,7 @@ from .config import Settings
 from .errors import ENOMETHOD, ENOTAUTHENTICATED, CallError
 from .events import EventHub
 from .job import Job, JobsQueue
+from .metrics import Metrics
 from .pipe import Pipe, Pipes
 from .service import MethodSpec, Service, method_spec
 
@@ -128,8 +129,14 @@ class Middleware:
         tokens = token_store_of(portal)
         self.tokens: TokenStore = tokens if tokens is not None else TokenStore(reactor)
         self.tokens.max_per_user = _settings(settings).max_tokens_per_user
+        self.services: dict[str, Service] = {}
+        self.methods: dict[str, Method] = {}
+        #: What the daemon measures (C{/metrics}); its lower layers count through it (L{midjobs.metrics.ICounts}).
+        self.metrics = Metrics(reactor, jobs=lambda: self.jobs, methods=self.methods)
         #: Every login goes through it, throttled (C{None} without a portal).
-        self.logins = LoginGate(portal, _throttle(reactor, settings)) if portal is not None else None
+        self.logins = (
+            LoginGate(portal, _throttle(reactor, settings), counts=self.metrics) if portal is not None else None
+        )
         #: The logged-in WebSocket sessions, so a change to a user reaches them at once.
         self.sessions: weakref.WeakSet[ISession] = weakref.WeakSet()
         # Imported here: the job layer does not depend on the HTTP package.
@@ -137,8 +144,6 @@ class Middleware:
 
         #: The downloads that core.download prepared and /_download serves.
         self.downloads = Downloads(reactor)
-        self.services: dict[str, Service] = {}
-        self.methods: dict[str, Method] = {}
 
     # The registry.
 
@@ -183,8 +188,14 @@ class Middleware:
 
     async def start(self) -> None:
         """
-        Run each service's C{setup}, in the order they were added.
+        Run each service's C{setup}, in the order they were added; start
+        measuring the reactor's lag and the job history's commits.
         """
+        self.metrics.start()
+        # A store that writes in batches (midjobs.store.WriteBatch) times its commits.
+        batch = getattr(self.job_store, "batch", None)
+        if batch is not None and hasattr(batch, "on_commit"):
+            batch.on_commit = self.metrics.observe_commit
         for service in self.services.values():
             await service.setup()
 
@@ -193,6 +204,7 @@ class Middleware:
         Abort the jobs that have not ended and stop the services.
         """
         self.jobs.abort_all(reason)
+        self.metrics.stop()
         for service in reversed(list(self.services.values())):
             await service.stop()
 
@@ -316,6 +328,10 @@ class Middleware:
         if message_id is not None:
             job.message_ids.append(message_id)
         queued = self.jobs.add(job)
+        if job.id:
+            # Queued (not shared with a waiting job): its end comes through _job_changed.
+            self.metrics.job_created(job)
+            queued.addErrback(self._job_refused, job)
         if message_id is not None and not job.id:
             # Not queued: it shares the job queued before it (lock_queue_size).
             queued.addCallback(_shared_with, job, message_id)
@@ -487,7 +503,16 @@ class Middleware:
         """
         self.events.send(name, msg, id, fields)
 
+    def _job_refused(self, failure: Any, job: Job) -> Any:
+        """
+        C{job} could not be recorded: it is aborted, and never heard of again.
+        """
+        self.metrics.job_refused(job)
+        return failure
+
     def _job_changed(self, job: Job, kind: str, record: dict[str, Any] | None = None) -> None:
+        # The one place the job lifecycle is observed: the metrics count a job's end here.
+        self.metrics.job_changed(job)
         if self.events.has_subscribers("core.get_jobs"):
             self.events.send("core.get_jobs", kind, job.id, record or job.to_record())
 

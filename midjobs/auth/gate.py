@@ -10,6 +10,7 @@ from twisted.cred.error import LoginFailed, UnauthorizedLogin
 from twisted.cred.portal import Portal
 
 from ..logs import logger
+from ..metrics._counts import NO_COUNTS, ICounts
 from .interfaces import IPeerCredentials, IUser
 from .throttle import Key, LoginThrottle, source_key, user_key
 
@@ -47,11 +48,15 @@ class LoginGate:
 
     Credentials that carry no secret (a UNIX-socket peer's), and any login
     over the UNIX socket (L{LOCAL_SOURCE}), pass unthrottled.
+
+    Refused logins count in C{counts} (C{midjobs_logins_failed_total}), and
+    throttled ones as the C{throttle} limit too.
     """
 
-    def __init__(self, portal: Portal, throttle: LoginThrottle) -> None:
+    def __init__(self, portal: Portal, throttle: LoginThrottle, counts: ICounts = NO_COUNTS) -> None:
         self.portal = portal
         self.throttle = throttle
+        self.counts = counts
 
     async def login(self, credentials: ICredentials, source: str, kind: str) -> IUser:
         """
@@ -80,11 +85,14 @@ class LoginGate:
                 source=source,
                 wait=wait,
             )
+            self.counts.limit_hit("throttle")
+            self.counts.login_failed()
             raise LoginThrottled("Too many failed logins: try again later")
         try:
             user = await self._login(credentials)
         except (UnauthorizedLogin, LoginFailed):
             self.throttle.failed(keys)
+            self.counts.login_failed()
             log.info("Failed {kind} login for {username} from {source}", kind=kind, username=username, source=source)
             raise
         log.info("{username} logged in with a {kind} from {source}", username=user.username, kind=kind, source=source)
@@ -97,6 +105,7 @@ class LoginGate:
         try:
             user = await self._login(credentials)
         except (UnauthorizedLogin, LoginFailed):
+            self.counts.login_failed()
             log.info("Failed {kind} login for {username} over the UNIX socket", kind=kind, username=username)
             raise
         log.info("{username} logged in with a {kind} over the UNIX socket", username=user.username, kind=kind)

@@ -15,8 +15,10 @@ from ..rpc import RpcServerFactory
 from ..web import StaticFiles, index_page
 from ._access_log import access_log_line
 from ._channel import Site
-from ._request import upload_request_factory
 from ._download import serve_download
+from ._limits import RefusalLog
+from ._metrics import serve_metrics
+from ._request import upload_request_factory
 
 if TYPE_CHECKING:
     from ..middleware import Middleware
@@ -27,7 +29,7 @@ __all__ = ["HttpApp", "make_site"]
 class HttpApp:
     """
     The routes of one daemon: C{/api/current} (the WebSocket),
-    C{/_download/<id>}, and the web task manager (C{/} and C{/static/...}).
+    C{/_download/<id>}, C{/metrics} (L{serve_metrics}), and the web task manager (C{/} and C{/static/...}).
     C{POST /_upload} never reaches the app: see L{upload_request_factory}.
     """
 
@@ -50,6 +52,13 @@ class HttpApp:
         Stream the output of job C{job_id} that C{core.download} prepared.
         """
         return Deferred.fromCoroutine(serve_download(self.middleware, request, job_id))
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request: Any) -> Any:
+        """
+        The daemon's metrics, for Prometheus (a C{METRICS_READ} user's API key).
+        """
+        return Deferred.fromCoroutine(serve_metrics(self.middleware, request))
 
     @app.route("/", methods=["GET", "HEAD"])
     def index(self, request: Any) -> Any:
@@ -80,6 +89,8 @@ def make_site(middleware: Middleware) -> Site:
         reactor=middleware.reactor,
     )
     site.displayTracebacks = False
+    # Requests whose headers come too late count as the header_timeout limit.
+    site.refusals = RefusalLog(middleware.reactor, limit="header_timeout", counts=middleware.metrics)
     # POST /_upload streams its body to a job: see _request.UploadRequest.
     site.requestFactory = upload_request_factory(middleware)
     return site

@@ -20,12 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.cred.error import LoginFailed, UnauthorizedLogin
+from twisted.internet.interfaces import IConsumer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
 from ..auth import TokenCredentials, origin_of
+from ..metrics import NO_COUNTS, ICounts
 from ..pipe import Pipe, PipeBrokenError
 
 if TYPE_CHECKING:
@@ -262,7 +265,7 @@ async def serve_download(middleware: Middleware, request: Any, job_id: int) -> A
         job_id=job_id,
         filename=download.filename,
     )
-    return DownloadResource(download)
+    return DownloadResource(download, getattr(middleware, "metrics", NO_COUNTS))
 
 
 def _abort_connection(request: Any) -> None:
@@ -284,9 +287,10 @@ class DownloadResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, download: PendingDownload) -> None:
+    def __init__(self, download: PendingDownload, counts: ICounts = NO_COUNTS) -> None:
         super().__init__()
         self._download = download
+        self._counts = counts
 
     def render_GET(self, request: Any) -> Any:
         download = self._download
@@ -295,7 +299,7 @@ class DownloadResource(Resource):
         request.setHeader(b"Content-Type", b"application/octet-stream")
         request.setHeader(b"Content-Disposition", content_disposition(download.filename))
         request.setHeader(b"Cache-Control", b"no-store")
-        delivered = download.pipe.deliver_to(request)
+        delivered = download.pipe.deliver_to(CountingConsumer(request, self._counts))
         delivered.addCallbacks(self._complete, self._broken, (request, lost), None, (request, lost))
         return NOT_DONE_YET
 
@@ -319,3 +323,25 @@ class DownloadResource(Resource):
         else:
             log.info("Job {job_id}: download cut off: {reason}", job_id=job_id, reason=failure.value)
             _abort_connection(request)
+
+
+@implementer(IConsumer)
+class CountingConsumer:
+    """
+    A download's response as the pipe's consumer: every byte written to it
+    counts in C{counts} (C{midjobs_download_bytes_total}) as it goes.
+    """
+
+    def __init__(self, request: Any, counts: ICounts) -> None:
+        self._request = request
+        self._counts = counts
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self._request.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self._request.unregisterProducer()
+
+    def write(self, data: bytes) -> None:
+        self._request.write(data)
+        self._counts.downloaded(len(data))

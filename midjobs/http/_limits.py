@@ -30,6 +30,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from ..logs import logger
+from ..metrics._counts import NO_COUNTS, ICounts
 
 __all__ = ["ConnectionLimits", "LimitedFactory", "LimitingReactor", "RefusalLog", "SERVICE_UNAVAILABLE"]
 
@@ -54,14 +55,19 @@ class RefusalLog:
     """
     Logs refusals, at most one line every C{interval} seconds: a flood of
     them costs a line now and then, each naming the latest address and how
-    many were refused since the last line.
+    many were refused since the last line.  With a C{limit} (one of
+    L{midjobs.metrics.LIMITS}), every refusal counts in C{counts}.
 
     @ivar interval: seconds between two lines.
     """
 
-    def __init__(self, clock: Any, interval: float = 10.0) -> None:
+    def __init__(
+        self, clock: Any, interval: float = 10.0, *, limit: str | None = None, counts: ICounts = NO_COUNTS
+    ) -> None:
         self.clock = clock
         self.interval = interval
+        self.limit = limit
+        self.counts = counts
         self._last: float | None = None
         self._unlogged = 0
 
@@ -70,6 +76,8 @@ class RefusalLog:
         Log C{message} (a twisted.logger format with C{fields}) unless a line
         was logged less than C{interval} seconds ago; then only count it.
         """
+        if self.limit is not None:
+            self.counts.limit_hit(self.limit)
         now = self.clock.seconds()
         if self._last is not None and now - self._last < self.interval:
             self._unlogged += 1
@@ -86,12 +94,16 @@ class ConnectionLimits:
 
     @ivar total: most connections open at once.
     @ivar per_address: most connections open at once from one address.
+    @ivar counts: where refusals count, as the C{connections} or
+        C{connections_per_address} limit (settable once the daemon's
+        metrics exist).
     """
 
-    def __init__(self, clock: Any, total: int, per_address: int) -> None:
+    def __init__(self, clock: Any, total: int, per_address: int, counts: ICounts = NO_COUNTS) -> None:
         self.clock = clock
         self.total = total
         self.per_address = per_address
+        self.counts = counts
         self.log = RefusalLog(clock)
         self._open = 0
         self._by_address: Counter[str] = Counter()
@@ -109,16 +121,40 @@ class ConnectionLimits:
         """
         return self._by_address[address]
 
+    def exceeded(self, address: str) -> str | None:
+        """
+        The limit (C{connections} or C{connections_per_address}) a new
+        connection from C{address} would exceed, or L{None} if it may open.
+        """
+        if self._open >= self.total:
+            return "connections"
+        if self._by_address[address] >= self.per_address:
+            return "connections_per_address"
+        return None
+
     def refusal(self, address: str) -> str | None:
         """
         Why a new connection from C{address} must be refused, or L{None} if
         it may open.
         """
-        if self._open >= self.total:
+        limit = self.exceeded(address)
+        if limit == "connections":
             return f"{self._open} connections are open, the most there may be"
-        if self._by_address[address] >= self.per_address:
+        if limit == "connections_per_address":
             return f"{self._by_address[address]} connections from this address are open, the most there may be"
         return None
+
+    def refuse(self, address: str) -> str | None:
+        """
+        L{refusal}, and if there is one, count it (C{counts}) and log it (C{log}).
+        """
+        limit = self.exceeded(address)
+        if limit is None:
+            return None
+        reason = self.refusal(address)
+        self.counts.limit_hit(limit)
+        self.log.refused("Refused a connection from {address}: {reason}", address=address, reason=reason)
+        return reason
 
     def opened(self, address: str) -> None:
         self._open += 1
@@ -187,9 +223,7 @@ class LimitedFactory(WrappingFactory):
 
     def buildProtocol(self, addr: IAddress) -> Protocol | None:
         source = _host(addr)
-        reason = self.limits.refusal(source)
-        if reason is not None:
-            self.limits.log.refused("Refused a connection from {address}: {reason}", address=source, reason=reason)
+        if self.limits.refuse(source) is not None:
             return _Refused(self.refusal, self.limits.clock)
         wrapper = super().buildProtocol(addr)
         wrapper.source = source

@@ -45,6 +45,7 @@ from ..errors import CallError
 from ..job import Job, JobState
 from ..logs import logger
 from ..access import AccessDenied
+from ..metrics import NO_COUNTS, ICounts
 from ..middleware import Method, MethodNotFound, Middleware, NotAuthenticated
 from ..pipe import InputPipes, Pipe, PipeBrokenError, Pipes
 from ._auth import AuthenticationFailed, authenticate
@@ -167,6 +168,8 @@ class Upload:
         self._request = request
         self._middleware = middleware
         self._reactor = middleware.reactor
+        #: Where uploaded bytes and the data part's limit count.
+        self._counts: ICounts = getattr(middleware, "metrics", NO_COUNTS)
         self._channel = request.channel
         self._transport = request.channel.transport
         self._connected = True
@@ -381,11 +384,13 @@ class Upload:
         if self._part == "data":
             self._data_size += len(chunk)
             if self._data_size > MAX_DATA_SIZE:
+                self._counts.limit_hit("upload_data")
                 raise _Refused(413, f"The data part is larger than {MAX_DATA_SIZE} bytes")
             self._data.append(chunk)
         elif self._part == "file" and self._pipe is not None:
             try:
                 self._pipe.write(chunk)
+                self._counts.uploaded(len(chunk))
             except Exception:
                 # The pipe broke: its producer has been stopped (and the
                 # upload refused) already, or is about to be.

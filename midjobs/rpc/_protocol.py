@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, ensureDeferred, fail
+from twisted.internet.address import UNIXAddress
 from twisted.internet.interfaces import IDelayedCall, ISSLTransport
 from twisted.python.failure import Failure
 
@@ -29,6 +30,7 @@ from ..auth import login, peer_credentials
 from ..config import Settings
 from ..job import Job
 from ..logs import logger
+from ..metrics import NO_COUNTS
 from ._jsonrpc import TOO_MANY_CONCURRENT_CALLS, Request, RpcError, error_for, parse_request, result_response
 from ._origin import OriginPolicy
 from ._outbox import Outbox
@@ -95,7 +97,20 @@ class RpcProtocol(WebSocketServerProtocol):
             self._start_login_deadline,
         )
         self._in_flight = 0
+        metrics = self.factory.metrics
+        if metrics is not None:
+            metrics.connection_opened(self.session, self._transport_kind())
         return ensureDeferred(self._trust_local_peer())
+
+    def _transport_kind(self) -> str:
+        """
+        The C{transport} label of this connection: C{tls}, C{unix} or C{tcp}.
+        """
+        if self._secure:
+            return "tls"
+        if isinstance(self.transport.getHost(), UNIXAddress):
+            return "unix"
+        return "tcp"
 
     def onOpen(self) -> None:
         """
@@ -137,6 +152,7 @@ class RpcProtocol(WebSocketServerProtocol):
             peer=self.session.peer,
             timeout=self.factory.settings.login_timeout,
         )
+        self.factory.counts.limit_hit("login_timeout")
         self._close_for_policy("Login timeout")
 
     def _outbox_overflowed(self, queued: int) -> None:
@@ -149,6 +165,7 @@ class RpcProtocol(WebSocketServerProtocol):
             queued=queued,
             limit=self.outbox.limit,
         )
+        self.factory.counts.limit_hit("event_queue")
         # Its subscriptions end now, not when the closing handshake ends.
         session.closed()
         self._close_for_policy("event queue limit exceeded")
@@ -279,6 +296,7 @@ class RpcProtocol(WebSocketServerProtocol):
             self._send_text(e.response())
             return
         if self._in_flight >= MAX_CALLS_IN_FLIGHT:
+            self.factory.counts.limit_hit("calls_in_flight")
             if not request.is_notification:
                 self._send_text(
                     RpcError(
@@ -317,12 +335,17 @@ class RpcProtocol(WebSocketServerProtocol):
             return result.outcome(raise_error=True)
         return result.wait(raise_error=True)
 
-    @staticmethod
-    def _result_response(result: Any, request: Request) -> str:
-        return result_response(request.response_id, result)
+    def _result_response(self, result: Any, request: Request) -> str:
+        response = result_response(request.response_id, result)
+        metrics = self.factory.metrics
+        if metrics is not None:
+            metrics.rpc_call(request.method, "success")
+        return response
 
-    @staticmethod
-    def _error_response(failure: Failure, request: Request) -> str:
+    def _error_response(self, failure: Failure, request: Request) -> str:
+        metrics = self.factory.metrics
+        if metrics is not None:
+            metrics.rpc_call(request.method, "error")
         error = failure.value
         if isinstance(error, RpcError):
             return error.response()
@@ -353,6 +376,9 @@ class RpcServerFactory(WebSocketServerFactory):
         kwargs.setdefault("reactor", getattr(middleware, "reactor", None))
         super().__init__(**kwargs)
         self.middleware = middleware
+        #: The middleware's metrics (C{None} for a middleware without, in tests); C{counts} counts limits.
+        self.metrics = getattr(middleware, "metrics", None)
+        self.counts = self.metrics if self.metrics is not None else NO_COUNTS
         settings = getattr(middleware, "settings", None)
         #: The limits of the connections (the defaults if the middleware has no settings).
         self.settings: Settings = settings if settings is not None else Settings()

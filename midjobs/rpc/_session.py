@@ -114,6 +114,9 @@ class Session:
                     peer=self.peer,
                     limit=limit,
                 )
+            counts = getattr(self.middleware, "metrics", None)
+            if counts is not None:
+                counts.limit_hit("subscriptions")
             raise CallError(f"Too many subscriptions on this connection ({limit})", errno.EBUSY)
         return events.subscribe(self, name)
 

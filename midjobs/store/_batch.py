@@ -53,6 +53,9 @@ class WriteBatch:
         #: How many flushes and how many values went out (for tests and benchmarks).
         self.flushes = 0
         self.written = 0
+        #: Called with the seconds each write took, from its start until it
+        #: was durable or failed (the daemon's metrics), if set.
+        self.on_commit: Callable[[float], None] | None = None
 
     def pending(self, key: Hashable) -> Any:
         """
@@ -100,12 +103,15 @@ class WriteBatch:
         self.written += len(values)
         self._writing = True
         try:
+            started = self._reactor.seconds()
             self._in_flight = in_flight = maybeDeferred(self._write, values)
-            in_flight.addBoth(self._flushed, waiters, len(values))
+            in_flight.addBoth(self._flushed, waiters, len(values), started)
         finally:
             self._writing = False
 
-    def _flushed(self, result: Any, waiters: list[Deferred[None]], count: int) -> None:
+    def _flushed(self, result: Any, waiters: list[Deferred[None]], count: int, started: float) -> None:
+        if self.on_commit is not None:
+            self.on_commit(self._reactor.seconds() - started)
         # Still in flight while its waiters run: what they write goes out next, together.
         if isinstance(result, Failure):
             log.failure("{count} job record(s) could not be written", result, count=count)

@@ -1,0 +1,70 @@
+"""
+C{GET /metrics} on the daemon's listeners: the Prometheus text format, for
+callers with the C{METRICS_READ}, C{READONLY_ADMIN} or C{FULL_ADMIN} role.
+
+Prometheus sends its API key as C{Authorization: Bearer <key>} (the
+C{authorization} block of a scrape config); any credentials L{authenticate}
+takes are accepted.  No credentials, or refused ones: 401.  A user without
+the role: 403, logged with the user and address.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ..auth.roles import METRICS_READ, READONLY_ADMIN
+from ..logs import logger
+from ._auth import AuthenticationFailed, authenticate
+
+if TYPE_CHECKING:
+    from ..middleware import Middleware
+
+__all__ = ["may_read_metrics", "metrics_page", "serve_metrics"]
+
+log = logger(__name__)
+
+
+def may_read_metrics(user: Any) -> bool:
+    """
+    Whether C{user} (an L{midjobs.auth.IUser}) may read C{/metrics}.
+    """
+    return user.is_full_admin or not user.roles.isdisjoint((METRICS_READ, READONLY_ADMIN))
+
+
+def _plain(request: Any, code: int, message: str) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+    request.setHeader(b"Cache-Control", b"no-store")
+    if code == 401:
+        request.setHeader(b"WWW-Authenticate", b'Bearer realm="midjobs"')
+    return message.encode("utf-8") + b"\n"
+
+
+def metrics_page(registry: Any, request: Any) -> bytes:
+    """
+    The metrics of C{registry} as the answer to C{request}.
+    """
+    request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
+    request.setHeader(b"Cache-Control", b"no-store")
+    return generate_latest(registry)
+
+
+async def serve_metrics(middleware: Middleware, request: Any) -> bytes:
+    """
+    Answer C{GET /metrics}: 401 without valid credentials, 403 without the
+    role, else the metrics of C{middleware}.
+    """
+    try:
+        user = await authenticate(middleware.logins, request)
+    except AuthenticationFailed as e:
+        return _plain(request, 401, str(e))
+    if not may_read_metrics(user):
+        log.warn(
+            "{username} from {peer} may not read the metrics",
+            username=user.username,
+            peer=request.getClientAddress(),
+        )
+        return _plain(request, 403, "The METRICS_READ, READONLY_ADMIN or FULL_ADMIN role is needed")
+    return metrics_page(middleware.metrics.registry, request)

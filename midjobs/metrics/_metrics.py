@@ -1,0 +1,277 @@
+"""
+The metrics of one daemon, in a C{prometheus_client} registry of its own.
+
+Counters are incremented where things happen (through L{ICounts} below the
+middleware, through L{Metrics} methods above it); gauges are read from the
+daemon's own state when Prometheus scrapes (L{_StateCollector}), so they
+cost nothing between scrapes and can never drift.
+
+Every label value comes from a fixed set or from what the daemon's code
+registered: method names of registered methods (C{"<unknown>"} otherwise),
+lock names declared by a method (a lock named from a job's arguments is
+labelled with its method's name), the limits of L{LIMITS}.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Callable, Container, Final, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from zope.interface import implementer
+
+from ..job import Job, JobState
+from ._counts import LIMITS, ICounts
+from ._lag import ReactorLag
+
+__all__ = ["Metrics", "UNKNOWN_METHOD", "OUTCOMES", "TRANSPORTS"]
+
+#: The C{method} label of a call to a method that is not registered.
+UNKNOWN_METHOD: Final = "<unknown>"
+#: The C{lock} label of a waiting job that takes no lock.
+NO_LOCK: Final = "<none>"
+#: The C{outcome} labels of C{midjobs_rpc_calls_total}.
+OUTCOMES: Final = ("success", "error")
+#: The C{transport} labels of C{midjobs_connections}.
+TRANSPORTS: Final = ("tcp", "tls", "unix")
+
+#: Seconds: from a trivial job to a day-long one.
+_JOB_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, float("inf"))
+#: Seconds: a commit of the job history, from a fraction of a millisecond to a stalled disk.
+_COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, float("inf"))
+
+
+def lock_label(job: Job) -> str:
+    """
+    The C{lock} label of C{job}: the lock name its method declares, its
+    method's name if the lock is named from the job's arguments (which a
+    caller chooses), or L{NO_LOCK}.
+    """
+    lock = job.options.lock
+    if lock is None:
+        return NO_LOCK
+    return lock if isinstance(lock, str) else job.method
+
+
+@implementer(ICounts)
+class Metrics:
+    """
+    Every metric of one daemon.
+
+    @ivar registry: the C{CollectorRegistry} C{/metrics} serves.
+    @ivar reactor_lag: the timer that measures how late the reactor is.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        jobs: Callable[[], Iterable[Job]],
+        methods: Container[str],
+    ) -> None:
+        """
+        @param jobs: the jobs the daemon lists now (running, waiting, ended).
+        @param methods: the names of the registered methods (looked up, never copied).
+        """
+        self._methods = methods
+        self._connections: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        #: The jobs counted as started whose end is not yet counted.
+        self._live: set[int] = set()
+        registry = self.registry = CollectorRegistry()
+        self.jobs_started = Counter(
+            "midjobs_jobs_started", "Jobs created by a call, by method.", ["method"], registry=registry
+        )
+        self.jobs_finished = Counter(
+            "midjobs_jobs_finished", "Jobs ended, by method and final state.", ["method", "state"], registry=registry
+        )
+        self.job_duration = Histogram(
+            "midjobs_job_duration_seconds",
+            "Seconds from a job's creation to its end (waiting for its lock included), by method.",
+            ["method"],
+            buckets=_JOB_BUCKETS,
+            registry=registry,
+        )
+        self.upload_bytes = Counter(
+            "midjobs_upload_bytes", "Bytes of uploaded files handed to jobs.", registry=registry
+        )
+        self.download_bytes = Counter(
+            "midjobs_download_bytes", "Bytes of downloads sent to clients.", registry=registry
+        )
+        self.rpc_calls = Counter(
+            "midjobs_rpc_calls",
+            "WebSocket (JSON-RPC) calls answered, by method and outcome.",
+            ["method", "outcome"],
+            registry=registry,
+        )
+        self.logins_failed = Counter("midjobs_logins_failed", "Logins refused.", registry=registry)
+        self.limit_hits = Counter(
+            "midjobs_limit_hits", "Times a client ran into a limit (docs/limits.rst).", ["limit"], registry=registry
+        )
+        self.history_commit = Histogram(
+            "midjobs_history_commit_seconds",
+            "Seconds one write (one transaction) of the job history took.",
+            buckets=_COMMIT_BUCKETS,
+            registry=registry,
+        )
+        self.reactor_lag = ReactorLag(reactor, registry)
+        registry.register(_StateCollector(jobs, self._connections))
+        ProcessCollector(registry=registry)
+        # Every fixed label value is there from the start, at 0: rate() needs a first sample.
+        self._limits = {limit: self.limit_hits.labels(limit) for limit in LIMITS}
+        self._upload_inc = self.upload_bytes.inc
+        self._download_inc = self.download_bytes.inc
+        self._failed_inc = self.logins_failed.inc
+        self._started: dict[str, Any] = {}
+        self._finished: dict[tuple[str, str], Any] = {}
+        self._durations: dict[str, Any] = {}
+        self._calls: dict[tuple[str, str], Any] = {}
+
+    def start(self) -> None:
+        """
+        Start measuring the reactor's lag.
+        """
+        self.reactor_lag.start()
+
+    def stop(self) -> None:
+        self.reactor_lag.stop()
+
+    # ICounts
+
+    def limit_hit(self, limit: str) -> None:
+        self._limits[limit].inc()
+
+    def login_failed(self) -> None:
+        self._failed_inc()
+
+    def uploaded(self, size: int) -> None:
+        self._upload_inc(size)
+
+    def downloaded(self, size: int) -> None:
+        self._download_inc(size)
+
+    # The job lifecycle.
+
+    def job_created(self, job: Job) -> None:
+        """
+        C{job} was queued (it waits for its lock or runs already).  A
+        transient job is not counted: the daemon never hears of its end.
+        """
+        if job.options.transient or job.id in self._live:
+            return
+        self._live.add(job.id)
+        child = self._started.get(job.method)
+        if child is None:
+            child = self._started[job.method] = self.jobs_started.labels(job.method)
+        child.inc()
+
+    def job_changed(self, job: Job) -> None:
+        """
+        The middleware heard that C{job} changed: if it ended, count its end
+        and its duration (once).
+        """
+        if not job.state.finished or job.id not in self._live:
+            return
+        self._live.discard(job.id)
+        method = job.method
+        key = (method, job.state.value)
+        child = self._finished.get(key)
+        if child is None:
+            child = self._finished[key] = self.jobs_finished.labels(*key)
+        child.inc()
+        if job.time_finished is not None:
+            duration = self._durations.get(method)
+            if duration is None:
+                duration = self._durations[method] = self.job_duration.labels(method)
+            duration.observe(max(0.0, (job.time_finished - job.time_started).total_seconds()))
+
+    def job_refused(self, job: Job) -> None:
+        """
+        C{job} could not be recorded: it is being aborted, and the daemon
+        will not hear of its end.  Counted as ended C{ABORTED}, without a duration.
+        """
+        if job.id not in self._live:
+            return
+        self._live.discard(job.id)
+        key = (job.method, JobState.ABORTED.value)
+        child = self._finished.get(key)
+        if child is None:
+            child = self._finished[key] = self.jobs_finished.labels(*key)
+        child.inc()
+
+    # Calls and connections.
+
+    def rpc_call(self, method: str, outcome: str) -> None:
+        """
+        A WebSocket call of C{method} was answered with C{outcome} (one of
+        L{OUTCOMES}); a method that is not registered counts as L{UNKNOWN_METHOD}.
+        """
+        key = (method, outcome)
+        child = self._calls.get(key)
+        if child is None:
+            if method not in self._methods:
+                key = (UNKNOWN_METHOD, outcome)
+                child = self._calls.get(key)
+            if child is None:
+                if outcome not in OUTCOMES:
+                    raise ValueError(f"Unknown outcome {outcome!r}")
+                child = self._calls[key] = self.rpc_calls.labels(*key)
+        child.inc()
+
+    def connection_opened(self, session: Any, transport: str) -> None:
+        """
+        Count C{session} (a WebSocket's L{midjobs.interfaces.ISession}) among
+        the connections while it is open (C{session.open}), as logged in
+        while C{session.user} is set.  C{transport} is one of L{TRANSPORTS}.
+        """
+        if transport not in TRANSPORTS:
+            raise ValueError(f"Unknown transport {transport!r}")
+        self._connections[session] = transport
+
+    def observe_commit(self, seconds: float) -> None:
+        """
+        One write of the job history took C{seconds}.
+        """
+        self.history_commit.observe(seconds)
+
+
+class _StateCollector(Collector):
+    """
+    The gauges, read from the daemon's state at each scrape.
+    """
+
+    def __init__(self, jobs: Callable[[], Iterable[Job]], connections: weakref.WeakKeyDictionary[Any, str]) -> None:
+        self._jobs = jobs
+        self._connections = connections
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        running = 0
+        waiting: dict[str, int] = {}
+        for job in self._jobs():
+            state = job.state
+            if state is JobState.RUNNING:
+                running += 1
+            elif state is JobState.WAITING:
+                label = lock_label(job)
+                waiting[label] = waiting.get(label, 0) + 1
+        yield GaugeMetricFamily("midjobs_jobs_running", "Jobs running now.", value=running)
+        family = GaugeMetricFamily(
+            "midjobs_jobs_waiting",
+            "Jobs waiting for their lock now, by lock (a lock named from arguments: by method).",
+            labels=["lock"],
+        )
+        for label, count in sorted(waiting.items()):
+            family.add_metric([label], count)
+        yield family
+        counts = {(t, a): 0 for t in TRANSPORTS for a in ("true", "false")}
+        for session, transport in list(self._connections.items()):
+            if getattr(session, "open", False):
+                counts[transport, "true" if session.user is not None else "false"] += 1
+        family = GaugeMetricFamily(
+            "midjobs_connections",
+            "WebSocket connections open now, by transport and whether they are logged in.",
+            labels=["transport", "authenticated"],
+        )
+        for (transport, authenticated), count in counts.items():
+            family.add_metric([transport, authenticated], count)
+        yield family
