@@ -20,6 +20,8 @@ The rules, in one place:
   - Jobs the daemon started itself belong to nobody.
   - Reading a job (waiting for it, its logs) needs seeing it; changing it
     (aborting it) needs owning it, or full administrative privileges.
+  - Only a full administrator may force the abort of a job that is not
+    abortable (C{core.job_abort(id, {"force": true})}).
   - A full lock queue (C{lock_queue_size}) hands its waiting job only to its
     owner or a full administrator.
 """
@@ -37,6 +39,7 @@ __all__ = [
     "AccessDenied",
     "JobAccessDenied",
     "may_call",
+    "may_force_abort",
     "may_see_job",
     "owns_or_administers",
     "check_job_access",
@@ -133,6 +136,14 @@ def check_job_access(
     if not change and may_see_job(user, credentials, read_roles):
         return
     raise JobAccessDenied(INTERNAL_JOB if not credentials else NOT_OWNER)
+
+
+def may_force_abort(user: Any) -> bool:
+    """
+    Whether C{user} (L{None}: the daemon itself) may abort a job that is not
+    abortable: full administrators only.
+    """
+    return user is None or user.is_full_admin
 
 
 def owns_or_administers(user: Any, credentials: Mapping[str, Any] | None) -> bool:

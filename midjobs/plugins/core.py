@@ -20,7 +20,7 @@ from ..interfaces import ISession
 from ..job import Job
 from ..log_events import JobLogEvents
 from ..log_files import log_file
-from ..access import owns_or_administers
+from ..access import JobAccessDenied, may_force_abort, owns_or_administers
 from ..auth import TooManyTokens
 from ..arguments import REDACTED
 from ..config import Settings
@@ -44,6 +44,12 @@ QUERY_THREADS = 2
 
 log = logger(__name__)
 
+#: The error of a job a full administrator aborted with C{{"force": true}}.
+FORCED_ABORT = "Job aborted by force"
+
+#: The refusal of C{{"force": true}} to anyone but a full administrator.
+FORCE_NOT_ALLOWED = "Only users with full administrative privileges can force the abort of a job"
+
 #: The longest description C{core.bulk} builds for a step, in characters.
 MAX_DESCRIPTION = 1024
 
@@ -51,6 +57,24 @@ MAX_DESCRIPTION = 1024
 #: C{{N}}.  Any other braces, with a format spec, a conversion, an attribute
 #: or an index, are not matched and stay as they are.
 _FIELD = re.compile(r"\{\{|\}\}|\{(\d{0,4})\}")
+
+
+def _force_option(options: Any) -> bool:
+    """
+    The C{force} option of C{core.job_abort} (false if not given).
+
+    @raise ValidationErrors: an unknown option, or C{force} not a boolean.
+    """
+    if options is None:
+        return False
+    errors = ValidationErrors()
+    for name in options.keys() - {"force"}:
+        errors.add(f"options.{name}", "Unknown option")
+    force = options.get("force", False)
+    if not isinstance(force, bool):
+        errors.add("options.force", "Not a valid boolean")
+    errors.check()
+    return force
 
 
 def _job_test_lock(args: list[Any]) -> str | None:
@@ -139,6 +163,9 @@ class CoreService(Service):
         self._query_slots: Slots[Hashable] = Slots(settings.max_history_queries)
         #: Where queries over many jobs in memory are matched (from setup to stop).
         self._query_threads: ThreadPool | None = None
+        self._default_timeout = settings.default_timeout
+        # The job system's [jobs] default_timeout applies to every queued job.
+        middleware.jobs.default_timeout = settings.default_timeout
 
     @no_auth_required
     async def ping(self) -> str:
@@ -245,16 +272,47 @@ class CoreService(Service):
 
     @no_authz_required
     @pass_app
-    async def job_abort(self, app: ISession | None, id: int) -> None:
+    async def job_abort(self, app: ISession | None, id: int, options: dict | None = None) -> None:
         """
         Abort the job C{id}.  Only abortable jobs can be aborted, by the user
         who started them or a full administrator.
+
+        With C{options} C{{"force": true}}, a full administrator aborts any
+        job, abortable or not (logged with their name and address); anyone
+        else gets C{EPERM}.  A running job that does not stop within
+        C{midjobs.job.ABORT_GRACE} seconds is recorded ABORTED anyway, and its
+        lock freed.
         """
+        force = _force_option(options)
         target = self.middleware.jobs.get(id)
         self.middleware.check_job_access(app, target, change=True)
+        if force:
+            self._force_abort(app, target)
+            return
         if not target.options.abortable and not target.state.finished:
             raise CallError("Job is not abortable", errno.EINVAL)
         target.abort()
+
+    def _force_abort(self, app: ISession | None, target: Job) -> None:
+        user = app.user if app is not None else None
+        who = {
+            "user": getattr(user, "username", None) if app is not None else "the daemon",
+            "address": str(app.peer) if app is not None else "-",
+            "job_id": target.id,
+            "method": target.method,
+        }
+        if not may_force_abort(user):
+            log.warn("{user} from {address} may not force the abort of job {job_id} ({method})", **who)
+            raise JobAccessDenied(FORCE_NOT_ALLOWED)
+        if target.state.finished or target.ending:
+            return
+        log.warn(
+            "{user} from {address} forced the abort of job {job_id} ({method}, {abortable}) in state {state}",
+            abortable="abortable" if target.options.abortable else "not abortable",
+            state=target.state.value,
+            **who,
+        )
+        target.abort(FORCED_ABORT)
 
     @no_authz_required
     @job()
@@ -490,7 +548,7 @@ class CoreService(Service):
                 "description": method.doc,
                 "accepts": method.signature.to_wire(),
                 "job": spec.job is not None,
-                "job_options": spec.job.to_wire() if spec.job else None,
+                "job_options": spec.job.to_wire(self._default_timeout) if spec.job else None,
                 "uploadable": spec.job is not None and "input" in spec.job.pipes,
                 "downloadable": spec.job is not None and "output" in spec.job.pipes,
                 "private": spec.private,

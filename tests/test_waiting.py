@@ -1,0 +1,78 @@
+"""
+A job waiting behind a held lock says why in its progress description,
+"Waiting for lock <name>", from its very first record (no extra event) until
+it starts; how long it has waited is the time since its C{time_started}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest_twisted
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock
+
+from midjobs.client import Client
+from midjobs.job import Job, JobsQueue, JobState
+from midjobs.service import JobOptions
+
+from test_jobs import record, subscribed
+
+
+def test_the_first_record_of_a_job_behind_a_lock_says_why_it_waits() -> None:
+    reactor = MemoryReactorClock()
+    events: list[tuple[int, str, dict[str, Any]]] = []
+    queue = JobsQueue(on_change=lambda job, kind, rec=None: events.append((job.id, kind, rec or job.to_record())))
+    gate: Deferred[None] = Deferred()
+
+    async def hold(job: Job) -> None:
+        await gate
+
+    async def quick(job: Job) -> str:
+        return "done"
+
+    holder = Job(reactor, "t.hold", JobOptions(lock="disk"), hold, [], is_async=True)
+    free = Job(reactor, "t.free", JobOptions(lock="other"), quick, [], is_async=True)
+    waiter = Job(reactor, "t.wait", JobOptions(lock="disk"), quick, [], is_async=True)
+    for job in (holder, free, waiter):
+        queue.add(job)
+    assert all(rec["progress"]["description"] == "" for id, kind, rec in events if id != waiter.id)
+    assert [(kind, rec["state"], rec["progress"]["description"]) for id, kind, rec in events if id == waiter.id] == [
+        ("added", "WAITING", "Waiting for lock disk")
+    ]
+    assert waiter.waiting_for == "disk"
+
+    gate.callback(None)
+    assert waiter.state is JobState.SUCCESS and waiter.waiting_for is None
+    waiter_events = [(kind, rec["state"], rec["progress"]["description"]) for id, kind, rec in events if id == waiter.id]
+    assert waiter_events == [
+        ("added", "WAITING", "Waiting for lock disk"),
+        ("changed", "RUNNING", ""),
+        ("changed", "SUCCESS", ""),
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_waiting_job_shows_its_lock_until_it_runs(admin_client: Client) -> None:
+    events = await subscribed(admin_client)
+    holder = await admin_client.call("core.job_test", {"sleep": 30, "lock": "W"})
+    await events.state(holder, "RUNNING")
+    waiter = await admin_client.call("core.job_test", {"sleep": 0, "lock": "W"})
+    second = await admin_client.call("core.job_test", {"sleep": 0, "lock": "W"})
+
+    for job_id in (waiter, second):
+        waiting = await record(admin_client, job_id)
+        assert waiting["state"] == "WAITING"
+        assert waiting["progress"]["description"] == "Waiting for lock W"
+        # How long it waits: since time_started, when it was queued.
+        assert waiting["time_started"] is not None and waiting["time_finished"] is None
+    assert (await record(admin_client, holder))["progress"]["description"] == ""
+
+    await admin_client.call("core.job_abort", holder)
+    running = await events.state(waiter, "RUNNING")
+    assert running["progress"]["description"] == ""
+    done = await events.state(second, "SUCCESS")
+    assert done["progress"]["description"] == ""
+    # The first event already said why it waited; nothing more until it ran.
+    assert [(msg, f["state"]) for msg, f in events.of(waiter)][:2] == [("added", "WAITING"), ("changed", "RUNNING")]
+    assert events.of(waiter)[0][1]["progress"]["description"] == "Waiting for lock W"
