@@ -9,18 +9,29 @@ C{--seconds} while an administrator from 127.0.0.1 probes the daemon every
 
     .venv/bin/python bench/hostile.py [--seconds 10] [--only redos,logins] [--history-jobs 100000]
 
+Three processes per row: the daemon; the administrator's probe
+(bench/hostile_probe.py, its own process and reactor, so that attackers'
+clients heavy on the CPU never delay it); and this one, which runs the
+attackers' clients and samples the daemon.  Nothing is pinned to a CPU; each
+process's CPU share and the whole machine's are printed per row, so a reader
+sees when the cores were saturated.
+
 A probe is C{core.ping}, a trivial job (C{core.job_test}, answered when it
 ends) and an indexed C{core.get_jobs} (by id) on a logged-in connection kept
 open (C{session}), or, for the attacks on connections and logins, the same on
 a new connection that first logs in with the admin's password (C{fresh
 login}: its latency counts the connection and the calls but not the
 C{auth.login}, whose password check costs a deliberate key derivation; the
-login's own p50/p99 are shown beside it, and a refused login fails the probe).  A probe that fails or takes longer than C{--call-timeout} counts as
+login's own p50/p99 are shown beside it, and a refused login fails the
+probe).  A probe that fails or takes longer than C{--call-timeout} counts as
 failed.  Reported per attack: probes made and failed, the probes' p50 and p99
-latency, the daemon's RSS growth over the window (its peak RSS sampled every
-100 ms minus its RSS just before the attack), its CPU share, and what the
-attack achieved.  Targets: p99 <= 50 ms, RSS growth <= 64 MiB, no failed
-probe.  One JSON line with every figure ends the output.  See bench/README.md.
+latency, the daemon's RSS growth over the window (its peak RSS, the kernel's
+high-water mark reset at the window's start and samples every 100 ms, minus
+its RSS just before the attack), the CPU shares, and what the attack
+achieved.  An attack with a control (the subscriber that never reads) is
+followed by a row of the same load without the fault, and by the difference.
+Targets: p99 <= 50 ms, RSS growth <= 64 MiB, no failed probe.  One JSON line
+with every figure ends the output.  See bench/README.md.
 """
 
 from __future__ import annotations
@@ -41,11 +52,12 @@ sys.path.insert(0, BENCH_DIR)
 sys.path.insert(0, os.path.dirname(BENCH_DIR))
 
 from twisted.internet import defer  # noqa: E402
-from twisted.internet.task import LoopingCall, deferLater, react  # noqa: E402
+from twisted.internet.task import LoopingCall, react  # noqa: E402
 
 from hostile_attacks import ATTACKS, FRESH, SESSION, Attack, Target  # noqa: E402
+from hostile_probe import FRESH_KIND, SESSION_KIND, ProbeProcess  # noqa: E402
 from jobs import proc_cpu  # noqa: E402  (bench/jobs.py)
-from procstats import free_port, proc_status  # noqa: E402
+from procstats import free_port, proc_status, system_busy  # noqa: E402
 from servers import HOST, Server  # noqa: E402
 
 ADMIN = ("admin", "admin-password-not-secret")
@@ -54,7 +66,13 @@ TARGET_P99_MS = 50.0
 TARGET_RSS_MIB = 64.0
 #: The probe's period.
 PERIOD = 0.1
-CONFIG = "[jobs]\nkeep_records = 1000000\nkeep_days = 3650\n"
+#: The probe process's --kind for each kind of row.
+PROBE_KINDS = {SESSION: SESSION_KIND, FRESH: FRESH_KIND}
+#: A row whose machine-wide CPU reaches this share of all cores ran on a saturated machine.
+SATURATED = 0.9
+#: Finished jobs the daemon keeps in memory ([jobs] keep_finished, its default).
+KEPT_JOBS = 1000
+CONFIG = f"[jobs]\nkeep_records = 1000000\nkeep_days = 3650\nkeep_finished = {KEPT_JOBS}\n"
 
 
 # The daemon.
@@ -119,100 +137,78 @@ class Daemon:
             self.server.stop(timeout=10)
 
 
-# The administrator's probe.
-
-
-class Probe:
-    """
-    The administrator's calls every L{PERIOD}: each probe's latency, or why it failed.
-    """
-
-    def __init__(self, reactor: Any, daemon: Daemon, kind: str, timeout: float) -> None:
-        self.reactor = reactor
-        self.url = f"ws://{HOST}:{daemon.port}/api/current"
-        self.kind = kind
-        self.timeout = timeout
-        self.session: Any = None
-        self.latencies: list[float] = []
-        self.failures: list[str] = []
-        #: How long each fresh probe's C{auth.login} took (not counted in its latency:
-        #: checking a password costs its key derivation, by design).
-        self.logins: list[float] = []
-        self._login_time = 0.0
-
-    async def _logged_in(self) -> Any:
-        from midjobs.client import connect
-
-        client = await connect(self.url, reactor=self.reactor, timeout=self.timeout, call_timeout=self.timeout)
-        try:
-            started = time.perf_counter()
-            if not await client.login(*ADMIN):
-                raise RuntimeError("the admin's login was refused")
-            self._login_time = time.perf_counter() - started
-            await client.call("core.set_options", {"legacy_jobs": False})
-        except BaseException:
-            client.close()
-            raise
-        return client
-
-    async def _calls(self, client: Any) -> None:
-        if await client.call("core.ping") != "pong":
-            raise RuntimeError("core.ping did not answer pong")
-        if await client.call("core.job_test") is not True:
-            raise RuntimeError("core.job_test did not succeed")
-        await client.call("core.get_jobs", [["id", "=", 1]])
-
-    async def _once(self) -> None:
-        if self.kind == FRESH:
-            client = await self._logged_in()
-            try:
-                await self._calls(client)
-            finally:
-                client.close()
-            return
-        if self.session is None or not self.session.connected:
-            self.session = await self._logged_in()
-        await self._calls(self.session)
-
-    async def once(self, record: bool = True) -> None:
-        started = time.perf_counter()
-        self._login_time = 0.0
-        try:
-            await defer.Deferred.fromCoroutine(self._once()).addTimeout(self.timeout, self.reactor)
-        except Exception as e:
-            if self.session is not None and self.kind == SESSION:
-                self.session.close()
-                self.session = None
-            if record:
-                self.failures.append(f"{type(e).__name__}: {e}"[:120])
-                self.latencies.append(time.perf_counter() - started)
-            return
-        if record:
-            self.latencies.append(time.perf_counter() - started - self._login_time)
-            if self.kind == FRESH:
-                self.logins.append(self._login_time)
-
-    async def run(self, until: float) -> None:
-        next_tick = time.perf_counter()
-        while time.perf_counter() < until:
-            await self.once()
-            next_tick += PERIOD
-            wait = next_tick - time.perf_counter()
-            if wait > 0:
-                await deferLater(self.reactor, wait, lambda: None)
-            else:
-                next_tick = time.perf_counter()  # a late probe delays the next one, never piles them up
-
-    def close(self) -> None:
-        if self.session is not None:
-            self.session.close()
-
-
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     if not ordered:
         return float("nan")
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+# What the processes cost: the daemon's memory, everyone's CPU.
+
+
+class PeakRSS:
+    """
+    The daemon's peak RSS over a window: the kernel's high-water mark
+    (C{VmHWM}, reset at the window's start through C{/proc/PID/clear_refs}),
+    and samples every L{PERIOD} where that reset is not allowed.
+    """
+
+    def __init__(self, reactor: Any, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.before = proc_status(daemon.pid)["VmRSS"]
+        self.samples = [self.before]
+        try:
+            with open(f"/proc/{daemon.pid}/clear_refs", "w") as f:
+                f.write("5")  # VmHWM := VmRSS
+            self.high_water_mark = True
+        except OSError:
+            self.high_water_mark = False
+        self._sampler = LoopingCall(self.sample)
+        self._sampler.clock = reactor
+        self._sampler.start(PERIOD)
+
+    def sample(self) -> None:
+        if self.daemon.alive():
+            try:
+                status = proc_status(self.daemon.pid)
+            except OSError:
+                return
+            self.samples.append(status["VmRSS"])
+            if self.high_water_mark:
+                self.samples.append(status["VmHWM"])
+
+    def stop(self) -> float:
+        """
+        Stop sampling; the growth in MiB (the peak minus the RSS at the start).
+        """
+        if self._sampler.running:
+            self._sampler.stop()
+        self.sample()
+        return max(self.samples) - self.before
+
+
+class CPUShares:
+    """
+    The CPU each process used over a window, as a share of one core: the
+    daemon, this process (the attacker's clients, and this script's sampling),
+    and the whole machine (everyone's, other users' included).
+    """
+
+    def __init__(self, daemon_pid: int) -> None:
+        self.daemon_pid = daemon_pid
+        self.started = time.perf_counter()
+        self.daemon = proc_cpu(daemon_pid)
+        self.attacker = proc_cpu(os.getpid())
+        self.machine = system_busy()
+
+    def shares(self, daemon_alive: bool) -> dict[str, float | None]:
+        wall = time.perf_counter() - self.started
+        return {
+            "daemon_cpu": (proc_cpu(self.daemon_pid) - self.daemon) / wall if daemon_alive else None,
+            "attacker_cpu": (proc_cpu(os.getpid()) - self.attacker) / wall,
+            "machine_cpu": (system_busy() - self.machine) / wall,
+        }
 
 
 # One row: a daemon, maybe an attack, the probe.
@@ -223,59 +219,62 @@ async def measure(
 ) -> dict[str, Any]:
     daemon = Daemon(tmp, key, args)
     row: dict[str, Any] = {"key": key, "attack": attack_class.name if attack_class else "none", "probe": probe_kind}
+    if attack_class is not None and attack_class.control_for:
+        row["control_for"] = attack_class.control_for
     attack: Attack | None = None
-    probe: Probe | None = None
+    probe: ProbeProcess | None = None
     try:
         await daemon.start(reactor, args.history_jobs if attack_class and attack_class.needs_history else 0)
-        probe = Probe(reactor, daemon, probe_kind, args.call_timeout)
-        for _ in range(5):  # warm up, and check that the probe works at all
-            await probe.once(record=False)
+        # The admin's probe runs in its own process: the attacker's clients
+        # below may keep this one's reactor busy, never the probe's.
+        probe = ProbeProcess(reactor, os.path.join(daemon.dir, "probe.log"))
+        probe.start(
+            f"ws://{HOST}:{daemon.port}/api/current", ADMIN, PROBE_KINDS[probe_kind],
+            args.seconds, PERIOD, args.call_timeout,
+        )  # fmt: skip
+        await probe.ready.addTimeout(120, reactor)
+        row["probe_pid"] = probe.pid
         if attack_class is not None:
             attack = attack_class(
                 Target(reactor, HOST, daemon.port, args.attacker, BOB, ADMIN[0], args)
             )
             await defer.Deferred.fromCoroutine(attack.prepare()).addTimeout(60, reactor)
-        before = proc_status(daemon.pid)["VmRSS"]
-        peak = [before]
-
-        def sample() -> None:
-            if daemon.alive():
-                try:
-                    peak.append(proc_status(daemon.pid)["VmRSS"])
-                except OSError:
-                    pass
-
-        sampler = LoopingCall(sample)
-        sampler.clock = reactor
-        sampler.start(PERIOD)
-        cpu = proc_cpu(daemon.pid)
-        started = time.perf_counter()
+        rss = PeakRSS(reactor, daemon)
+        cpu = CPUShares(daemon.pid)
         attacking = defer.Deferred.fromCoroutine(attack.run()) if attack is not None else None
         if attacking is not None:
             attacking.addErrback(lambda f: row.setdefault("attack_error", f.getErrorMessage()))
-        await defer.Deferred.fromCoroutine(probe.run(started + args.seconds))
-        wall = time.perf_counter() - started
+        probe.go()
+        figures = await probe.result.addTimeout(args.seconds + args.call_timeout + 60, reactor)
+        growth = rss.stop()
+        alive = daemon.alive()
+        shares = cpu.shares(alive)
+        if attack is not None:
+            await defer.Deferred.fromCoroutine(attack.settle()).addTimeout(10, reactor)
         achieved = attack.summary() if attack is not None else ""
         if attack is not None:
             attack.stop()
-        sampler.stop()
-        sample()
-        alive = daemon.alive()
+        latencies, logins, failures = figures["latencies"], figures["logins"], figures["failures"]
         row.update(
-            probes=len(probe.latencies),
-            failed=len(probe.failures),
-            first_failure=probe.failures[0] if probe.failures else None,
-            p50_ms=percentile(probe.latencies, 0.50) * 1e3,
-            p99_ms=percentile(probe.latencies, 0.99) * 1e3,
-            max_ms=max(probe.latencies, default=float("nan")) * 1e3,
-            login_p50_ms=percentile(probe.logins, 0.50) * 1e3 if probe.logins else None,
-            login_p99_ms=percentile(probe.logins, 0.99) * 1e3 if probe.logins else None,
-            rss_before_mib=before,
-            rss_growth_mib=max(peak) - before,
-            daemon_cpu=(proc_cpu(daemon.pid) - cpu) / wall if alive else None,
+            probes=len(latencies),
+            failed=len(failures),
+            first_failure=failures[0] if failures else None,
+            p50_ms=percentile(latencies, 0.50) * 1e3,
+            p99_ms=percentile(latencies, 0.99) * 1e3,
+            max_ms=max(latencies, default=float("nan")) * 1e3,
+            login_p50_ms=percentile(logins, 0.50) * 1e3 if logins else None,
+            login_p99_ms=percentile(logins, 0.99) * 1e3 if logins else None,
+            rss_before_mib=rss.before,
+            rss_growth_mib=growth,
+            rss_peak_from=("VmHWM and samples" if rss.high_water_mark else "samples"),
+            **shares,
+            probe_cpu=figures["cpu"] / figures["wall"],
+            cores=os.cpu_count(),
             daemon_alive=alive,
             achieved=achieved,
         )
+        if attack is not None:
+            row["attack_figures"] = attack.figures()
         if attacking is not None:
             # Let the attack's loops see that they stopped (their connections are aborted).
             await defer.DeferredList([attacking], consumeErrors=True).addTimeout(5, reactor).addErrback(
@@ -289,7 +288,7 @@ async def measure(
         if attack is not None:
             attack.stop()
         if probe is not None:
-            probe.close()
+            await probe.stop()
         if not daemon.alive() and "error" not in row and not row.get("daemon_alive", True):
             row["error"] = "the daemon died"
         daemon.stop()
@@ -312,15 +311,28 @@ def verdict(row: dict[str, Any]) -> str:
     return "OK" if not missed else "MISSED: " + ", ".join(missed)
 
 
+def saturated(row: dict[str, Any]) -> bool:
+    """
+    Whether the machine's cores were nearly all busy during the row: then
+    the daemon, the attacker and the probe waited for each other's CPU.
+    """
+    return row["machine_cpu"] >= SATURATED * row["cores"]
+
+
+def _share(value: float | None) -> str:
+    return f"{value * 100:4.0f}%" if value is not None else " dead"
+
+
 def print_row(row: dict[str, Any]) -> None:
     name = row["attack"] if row["attack"] != "none" else "none (baseline)"
     if "error" in row:
         print(f"{name:26} {row['probe']:12} could not be measured: {row['error']}")
         return
-    cpu = f"{row['daemon_cpu'] * 100:5.0f}%" if row["daemon_cpu"] is not None else "  dead"
     print(
         f"{name:26} {row['probe']:12} {row['probes']:6} {row['failed']:6} {row['p50_ms']:9.1f} "
-        f"{row['p99_ms']:9.1f} {row['rss_growth_mib']:9.1f} {cpu:>6}  {verdict(row)}"
+        f"{row['p99_ms']:9.1f} {row['rss_growth_mib']:9.1f} {_share(row['daemon_cpu']):>6} "
+        f"{_share(row['attacker_cpu']):>5} {_share(row['probe_cpu']):>5} {_share(row['machine_cpu']):>5}  "
+        f"{verdict(row)}"
     )
     if row["login_p99_ms"] is not None:
         print(f"{'':40}admin's auth.login (not in the latency): p50 {row['login_p50_ms']:.1f} ms, "
@@ -329,20 +341,55 @@ def print_row(row: dict[str, Any]) -> None:
         print(f"{'':40}first failure: {row['first_failure']}")
     if row["achieved"]:
         print(f"{'':40}attack: {row['achieved']}")
+    if saturated(row):
+        others = row["machine_cpu"] - sum(row[k] or 0 for k in ("daemon_cpu", "attacker_cpu", "probe_cpu"))
+        print(
+            f"{'':40}the machine was saturated ({row['machine_cpu'] * 100:.0f}% of {row['cores'] * 100}%, "
+            f"other processes {max(0.0, others) * 100:.0f}%): the latency is not the daemon's alone"
+        )
     if not row["daemon_alive"]:
         print(f"{'':40}the daemon died during the attack")
+
+
+def print_control(attack: dict[str, Any], control: dict[str, Any]) -> None:
+    """
+    What the attack's row holds beyond its control's (the same load, without
+    the fault).  The jobs' own memory grows with the jobs kept (up to
+    L{KEPT_JOBS}): the two rows compare only once both have run that many.
+    """
+    if "error" in attack or "error" in control:
+        return
+    attack["rss_over_control_mib"] = attack["rss_growth_mib"] - control["rss_growth_mib"]
+    jobs = (attack["attack_figures"]["calls"], control["attack_figures"]["calls"])
+    attack["control_comparable"] = min(jobs) >= KEPT_JOBS
+    print(
+        f"{'':40}{attack['attack']} minus its control: RSS {attack['rss_over_control_mib']:+.1f} MiB "
+        f"({attack['rss_growth_mib']:.1f} - {control['rss_growth_mib']:.1f}), "
+        f"p99 {attack['p99_ms'] - control['p99_ms']:+.1f} ms"
+    )
+    if attack["control_comparable"]:
+        print(f"{'':40}(both rows ran at least the {KEPT_JOBS:,} jobs the daemon keeps: {jobs[0]:,} and {jobs[1]:,})")
+    else:
+        print(
+            f"{'':40}NOT COMPARABLE: {jobs[0]:,} and {jobs[1]:,} jobs run, the daemon keeps {KEPT_JOBS:,}, so the "
+            f"jobs' own memory differs (run longer, or on a quieter machine)"
+        )
 
 
 def header(args: argparse.Namespace) -> None:
     print(
         f"issue 11 attacks, {args.seconds:g} s each, admin probe every {PERIOD * 1000:.0f} ms "
-        f"(timeout {args.call_timeout:g} s), attacker from {args.attacker}"
+        f"(timeout {args.call_timeout:g} s, in its own process), attacker from {args.attacker}"
     )
     print(f"targets: admin p99 <= {TARGET_P99_MS:g} ms, RSS growth <= {TARGET_RSS_MIB:g} MiB, no failed probe")
+    print(
+        f"CPU shares in % of one core ({os.cpu_count()} cores): the daemon (CPU), the attacker's process (atk), "
+        f"the probe's (prb), the whole machine (all)"
+    )
     print()
     print(
         f"{'attack':26} {'probe':12} {'probes':>6} {'failed':>6} {'p50 ms':>9} {'p99 ms':>9} "
-        f"{'RSS +MiB':>9} {'CPU':>6}  verdict"
+        f"{'RSS +MiB':>9} {'CPU':>6} {'atk':>5} {'prb':>5} {'all':>5}  verdict"
     )
 
 
@@ -364,9 +411,16 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
             print_row(row)
             rows.append(row)
         for key in chosen:
-            row = await measure(reactor, args, tmp, key, ATTACKS[key], ATTACKS[key].probe)
+            attack_class = ATTACKS[key]
+            row = await measure(reactor, args, tmp, key, attack_class, attack_class.probe)
             print_row(row)
             rows.append(row)
+            if attack_class.control is not None:
+                # The same load without the fault, measured next: what the fault adds.
+                control = await measure(reactor, args, tmp, f"{key}-control", attack_class.control, attack_class.probe)
+                print_row(control)
+                print_control(row, control)
+                rows.append(control)
     finally:
         if args.keep:
             print(f"daemon logs kept in {tmp}")
@@ -374,9 +428,20 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
     print()
     for row in rows:
-        if row["attack"] != "none":
+        if row["key"] in ATTACKS:
             print(f"{row['attack']}: finding {ATTACKS[row['key']].finding}")
-    print(json.dumps({"seconds": args.seconds, "rows": rows, "verdicts": {r["key"]: verdict(r) for r in rows}}))
+        elif "control_for" in row:
+            print(f"{row['attack']}: {ATTACKS[row['control_for']].control.finding}")  # type: ignore[union-attr]
+    print(
+        json.dumps(
+            {
+                "seconds": args.seconds,
+                "cores": os.cpu_count(),
+                "rows": rows,
+                "verdicts": {r["key"]: verdict(r) for r in rows},
+            }
+        )
+    )
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -55,12 +55,18 @@ class Attack:
     @cvar probe: L{SESSION} or L{FRESH}.
     @cvar needs_history: the daemon's store is filled with finished jobs
         (C{--history-jobs}) before it starts.
+    @cvar control: the same load without the fault, measured in the row
+        after this one, so that what the fault adds can be told apart from
+        what the load itself costs (or C{None}).
+    @cvar control_for: for a control, the C{ATTACKS} key of its attack.
     """
 
     name = ""
     finding = ""
     probe = SESSION
     needs_history = False
+    control: type[Attack] | None = None
+    control_for = ""
 
     def __init__(self, target: Target) -> None:
         self.target = target
@@ -80,6 +86,12 @@ class Attack:
         Attack until L{stop}.
         """
 
+    async def settle(self) -> None:
+        """
+        After the measured window, before L{summary}: find out what the
+        attack's connections went through (it still runs meanwhile).
+        """
+
     def stop(self) -> None:
         self.stopped = True
         self.pool.abort_all()
@@ -89,6 +101,12 @@ class Attack:
         What the attack achieved, in a few words.
         """
         return f"{self.calls} calls done, {self.failed} refused or failed{self._last()}"
+
+    def figures(self) -> dict[str, Any]:
+        """
+        What the attack achieved, as numbers for the JSON line.
+        """
+        return {"calls": self.calls, "failed": self.failed}
 
     def _last(self) -> str:
         return f" (last: {self.last_error[:60]})" if self.last_error else ""
@@ -166,7 +184,7 @@ class Subscriptions(Attack):
 
     async def run(self) -> None:
         # In slices, one reactor turn each: framing all of them at once would
-        # stall this process, and with it the admin's probe, for seconds.
+        # stall this process (the admin's probe has its own) for seconds.
         for connection in self.connections:
             for start in range(0, self.target.options.subscriptions, 500):
                 for _ in range(start, min(start + 500, self.target.options.subscriptions)):
@@ -182,16 +200,23 @@ class Subscriptions(Attack):
         return f"{sent} subscribes sent on {len(self.connections)} connections, {answers} answered ({errors} errors)"
 
 
-class NeverReads(Attack):
-    name = "subscriber never reads"
-    finding = "3: a core.get_jobs subscriber that stops reading while jobs (core.bulk, 60 KB arguments) run"
+class ReadingSubscriber(Attack):
+    name = "never-reads control"
+    finding = (
+        "control of 3: the same jobs from the same clients, with a subscriber that reads "
+        "(what the jobs themselves hold: the daemon keeps 1,000 finished jobs, each with its 60 KB argument)"
+    )
+    control_for = "never-reads"
+    #: Whether the subscriber stops reading once subscribed.
+    reads = True
 
     async def prepare(self) -> None:
         self.subscriber = await self.bob()
         answer = await self.subscriber.call("core.subscribe", "core.get_jobs")
         if "error" in answer:
             raise RuntimeError(f"core.subscribe failed: {answer}")
-        self.subscriber.stop_reading()
+        if not self.reads:
+            self.subscriber.stop_reading()
         self.runners = [await self.bob(legacy_jobs=False) for _ in range(self.target.options.job_clients)]
 
     async def run(self) -> None:
@@ -199,9 +224,51 @@ class NeverReads(Attack):
         params = [["x" * self.target.options.event_bytes]]
         await self.together(*(self.repeat(lambda r=r: r.call("core.bulk", "core.ping", params)) for r in self.runners))
 
+    async def settle(self) -> None:
+        if not self.reads:
+            # A connection that reads nothing cannot see the daemon close it:
+            # read what piled up, up to the close frame if there is one.
+            self.subscriber.resume_reading()
+            closing: defer.Deferred[None] = defer.Deferred()  # cancelled by its timeout, not the connection's
+
+            def closed(result: Any) -> Any:
+                if not closing.called:
+                    closing.callback(None)
+                return result
+
+            self.subscriber.closed.addBoth(closed)
+            await closing.addTimeout(3, self.target.reactor).addErrback(lambda _: None)
+
+    def _subscriber_state(self) -> str:
+        if not self.subscriber.closed.called:
+            return "still connected"
+        code = getattr(self.subscriber, "close_code", None)
+        reason = getattr(self.subscriber, "close_reason", None)
+        return f"closed by the daemon ({code}{f' {reason}' if reason else ''})"
+
     def summary(self) -> str:
-        alive = self.subscriber.transport is not None and self.subscriber.transport.connected
-        return f"{self.calls} jobs run; the subscriber is {'still connected' if alive else 'disconnected'}{self._last()}"
+        return (
+            f"{self.calls} jobs run; the subscriber read {self.subscriber.events} events, "
+            f"is {self._subscriber_state()}{self._last()}"
+        )
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            **super().figures(),
+            "subscriber_events": self.subscriber.events,
+            "subscriber_connected": self._subscriber_state() == "still connected",
+        }
+
+
+class NeverReads(ReadingSubscriber):
+    name = "subscriber never reads"
+    finding = "3: a core.get_jobs subscriber that stops reading while jobs (core.bulk, 60 KB arguments) run"
+    control = ReadingSubscriber
+    control_for = ""
+    reads = False
+
+    def summary(self) -> str:
+        return f"{self.calls} jobs run; the subscriber is {self._subscriber_state()}{self._last()}"
 
 
 class ConnectionFlood(Attack):

@@ -34,6 +34,7 @@ class RPCConnection(WebSocketClientProtocol):
         self._waiting: dict[int, defer.Deferred[dict[str, Any]]] = {}
         self.answers = 0
         self.errors = 0
+        self.events = 0
         self.closed: defer.Deferred[None] = defer.Deferred()
         self.factory.opened(self)
 
@@ -54,7 +55,8 @@ class RPCConnection(WebSocketClientProtocol):
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         message = json.loads(payload)
         if "method" in message:
-            return  # a notification: an event
+            self.events += 1  # a notification: an event
+            return
         self.answers += 1
         if "error" in message:
             self.errors += 1
@@ -68,8 +70,15 @@ class RPCConnection(WebSocketClientProtocol):
         """
         self.transport.pauseProducing()
 
+    def resume_reading(self) -> None:
+        """
+        Read again (after L{stop_reading}): what piled up, then whatever comes.
+        """
+        self.transport.resumeProducing()
+
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.close_code = code
+        self.close_reason = reason
         waiting, self._waiting = getattr(self, "_waiting", {}), {}
         for d in waiting.values():
             d.errback(ConnectionError(f"closed: {code} {reason}"))
