@@ -23,16 +23,19 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import quoteStringArgument, serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+
 from .logs import logger, set_level
 
 from .auth import UserStore, default_trusted_uids, make_portal
 from .config import ConfigError, Settings
 from .descriptors import connection_capacity, raise_descriptor_limit
 from .http import ConnectionLimits, LimitingReactor, RefusalLog, make_site
+from .job import JobState
 from .middleware import Middleware
 from .plugins import BUILTIN_SERVICES
 from .service import Service as MidjobsService
 from .store import READERS, JobHistory, SQLiteJobStore, apply_pending_restore, close_database, open_database
+from .systemd import SystemdNotifier
 
 __all__ = ["Daemon", "Listener", "load_service_classes", "server_endpoint"]
 
@@ -54,6 +57,13 @@ def server_endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
     except OSError as e:
         where = f" ({e.filename})" if e.filename else ""
         reason = f"{e.strerror or e}{where}"
+    except (IndexError, KeyError) as e:
+        if not description.lower().startswith("systemd:"):
+            raise
+        reason = (
+            f"systemd passed no such socket ({e}): start the daemon through its .socket unit, "
+            "whose sockets come in LISTEN_FDS and are named by FileDescriptorName="
+        )
     except Exception as e:
         reason = str(e) or type(e).__name__
         if type(e).__module__.startswith("OpenSSL"):
@@ -135,9 +145,12 @@ class Daemon(MultiService):
     @ivar site: the twisted.web site every listener serves, once started.
     @ivar connection_limits: the connection caps of the TCP and TLS
         listeners, once started.
+    @ivar systemd: tells systemd that the daemon is ready, how it is and
+        that it stops, and beats the watchdog's heart (L{None} when no
+        service manager listens).
     """
 
-    def __init__(self, settings: Settings, reactor: Any = None) -> None:
+    def __init__(self, settings: Settings, reactor: Any = None, systemd: SystemdNotifier | None = None) -> None:
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor  # type: ignore[no-redef]
@@ -148,13 +161,36 @@ class Daemon(MultiService):
         self.connection_limits: ConnectionLimits | None = None
         self.listeners: list[Listener] = []
         self.ready: Deferred[Daemon] = Deferred()
+        self.systemd = systemd
         self._database: Any = None
         self._history: JobHistory | None = None
 
     def startService(self) -> None:
         Service.startService(self)
+        if self.systemd is not None:
+            self.systemd.start()
         d = ensureDeferred(self._start())
-        d.addCallbacks(self.ready.callback, self._failed_to_start)
+        d.addCallbacks(self._started, self._failed_to_start)
+
+    def _started(self, daemon: Daemon) -> None:
+        if self.systemd is not None:
+            self.systemd.ready(self.status)
+        self.ready.callback(daemon)
+
+    def status(self) -> str:
+        """
+        How the daemon is, in a few words: its running and waiting jobs,
+        and whether it stops (C{systemctl status} shows it).
+        """
+        running = waiting = 0
+        if self.middleware is not None:
+            for job in self.middleware.jobs:
+                if job.state is JobState.RUNNING:
+                    running += 1
+                elif job.state is JobState.WAITING:
+                    waiting += 1
+        jobs = f"{running} job{'' if running == 1 else 's'} running, {waiting} waiting"
+        return jobs if self.running else f"Stopping: {jobs}"
 
     def _failed_to_start(self, failure: Any) -> None:
         if failure.check(ConfigError):
@@ -211,14 +247,20 @@ class Daemon(MultiService):
 
         site = self.site = make_site(middleware)
         site.refusals = RefusalLog(self.reactor)
-        for description, endpoint in endpoints:
-            listener = Listener(self.reactor, description, site, endpoint)
-            self.listeners.append(listener)
-            listener.setServiceParent(self)
-        for listener in self.listeners:
-            await listener.listening
+        await self._listen([Listener(self.reactor, description, site, endpoint) for description, endpoint in endpoints])
         log.info("midjobs is ready, state in {state_dir}", state_dir=str(state_dir))
         return self
+
+    async def _listen(self, listeners: list[Listener]) -> None:
+        """
+        Start C{listeners} and wait until every one listens: the daemon is
+        ready only then.
+        """
+        for listener in listeners:
+            self.listeners.append(listener)
+            listener.setServiceParent(self)
+        for listener in listeners:
+            await listener.listening
 
     def _connection_limits(self) -> ConnectionLimits:
         """
@@ -241,13 +283,21 @@ class Daemon(MultiService):
         return ConnectionLimits(self.reactor, total, min(settings.max_connections_per_address, total))
 
     async def _stop(self) -> None:
-        await MultiService.stopService(self)  # type: ignore[misc]
-        if self.middleware is not None:
-            await self.middleware.stop()
-        if self._history is not None:
-            await self._history.stop()
-        if self._database is not None:
-            await close_database(self._database)
+        listeners_stopped = MultiService.stopService(self)  # not running from here on
+        if self.systemd is not None:
+            self.systemd.stopping()
+        try:
+            await listeners_stopped  # type: ignore[misc]
+            if self.middleware is not None:
+                await self.middleware.stop()
+            if self._history is not None:
+                await self._history.stop()
+            if self._database is not None:
+                await close_database(self._database)
+        finally:
+            # The heartbeat goes on until everything is closed: a long stop is no hung one.
+            if self.systemd is not None:
+                self.systemd.stop()
 
     def stopService(self) -> Deferred[None]:
         return ensureDeferred(self._stop())

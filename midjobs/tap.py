@@ -5,12 +5,18 @@ C{twistd midjobs}: the command line of the daemon.
 from __future__ import annotations
 
 import os
+from typing import Any
+
 from twisted.application.service import IService
 from twisted.python import usage
 
-from .config import ConfigError, Settings
+from .config import LOG_FORMATS, ConfigError, Settings
 from .daemon import Daemon
-from .logs import LEVELS
+from .logs import LEVELS, LogDestination, log_to, writes_to_journal
+from .systemd import SystemdNotifier
+
+#: twistd's C{--logger} for a log twistd's own text file cannot write.
+_OBSERVER_FACTORY = "midjobs.logs.observer"
 
 
 def _absolute(path: str | None) -> str | None:
@@ -59,6 +65,13 @@ class Options(usage.Options):
             "The least severe events to log: debug, info (default), warn, error or critical; "
             "debug adds every job's start and successful end.",
         ],
+        [
+            "log-format",
+            None,
+            None,
+            "text (default) or json: one JSON object a line, with the fields of each event as keys. "
+            "Under systemd (standard output is $JOURNAL_STREAM) lines carry their priority and text lines no time.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -95,6 +108,7 @@ class Options(usage.Options):
             state_dir=_absolute(self["state-dir"]),
             plugins=(*base.plugins, *self["plugin"]) if self["plugin"] else None,
             log_level=self["log-level"],
+            log_format=self["log-format"],
             tls_certificate=_absolute(self["tls-certificate"]),
             tls_private_key=_absolute(self["tls-private-key"]),
         )
@@ -102,11 +116,39 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if self["log-level"] is not None and self["log-level"] not in LEVELS:
             raise usage.UsageError(f"--log-level must be one of {', '.join(LEVELS)}")
-        self.settings()
+        if self["log-format"] is not None and self["log-format"] not in LOG_FORMATS:
+            raise usage.UsageError(f"--log-format must be one of {', '.join(LOG_FORMATS)}")
+        settings = self.settings()
+        twistd = getattr(self, "parent", None)
+        if twistd is not None:
+            self._choose_log_observer(twistd, settings)
+
+    def _choose_log_observer(self, twistd: Any, settings: Settings) -> None:
+        """
+        Have twistd (whose options are C{twistd}, not yet turned into a
+        runner) log with L{midjobs.logs.observer} when its own text file
+        does not do: a JSON log, or the journal.  twistd's C{--logger} and
+        C{--syslog} win.
+        """
+        if twistd.get("logger") is not None or twistd.get("syslog"):
+            return
+        logfile = twistd.get("logfile") or None
+        to_stdout = logfile == "-" or (logfile is None and twistd.get("nodaemon"))
+        if to_stdout and not twistd.get("nodaemon"):
+            return  # twistd itself refuses: "Daemons cannot log to stdout".
+        journal = to_stdout and writes_to_journal()
+        if settings.log_format == "text" and not journal:
+            return
+        path = None if to_stdout else os.path.abspath(logfile or "twistd.log")
+        log_to(LogDestination(format=settings.log_format, journal=journal, path=path))
+        twistd["logger"] = _OBSERVER_FACTORY
 
 
 def makeService(options: Options) -> IService:
     """
-    The daemon the options describe.
+    The daemon the options describe; it tells systemd how it is when
+    systemd asks (C{$NOTIFY_SOCKET}).
     """
-    return Daemon(options.settings())
+    from twisted.internet import reactor
+
+    return Daemon(options.settings(), reactor, systemd=SystemdNotifier.from_environment(reactor))

@@ -32,7 +32,7 @@ class Twistd(ProcessProtocol):
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
-        match = re.search(rb"Listening on tcp:0\S* \(IPv4Address\(.*?port=(\d+)\)\)", self.output)
+        match = re.search(rb"Listening on (?:tcp|systemd):\S* \(IPv4Address\(.*?port=(\d+)\)\)", self.output)
         if b"midjobs is ready" in self.output and match and not self.ready.called:
             self.ready.callback(int(match.group(1)))
 
@@ -45,12 +45,35 @@ class Twistd(ProcessProtocol):
         self.ended.callback(-status.signal if status.signal else status.exitCode)
 
 
-def twistd(*options: str, path: Path) -> Twistd:
+#: Runs its arguments as a command whose LISTEN_PID is its own pid, as
+#: systemd's socket activation does.
+AS_ACTIVATED = "import os, sys; os.environ['LISTEN_PID'] = str(os.getpid()); os.execv(sys.argv[1], sys.argv[1:])"
+
+
+def twistd(
+    *options: str,
+    path: Path,
+    env: dict[str, str] | None = None,
+    fds: dict[int, int] | None = None,
+    activated: bool = False,
+) -> Twistd:
+    """
+    C{twistd -n midjobs *options}, logging to its standard output.
+
+    @param env: variables to add to its environment.
+    @param fds: descriptors of this process to hand it, by the number it
+        sees them as (3 for systemd's first socket).
+    @param activated: run it as systemd's socket activation does (its
+        C{LISTEN_PID} is its own).
+    """
     protocol = Twistd()
     twistd = str(Path(sys.executable).parent / "twistd")
     argv = [twistd, "-n", "--pidfile=", "--logfile=-", "midjobs", *options]
-    env = {**subprocess_env(), "PYTHONUNBUFFERED": "1"}
-    reactor.spawnProcess(protocol, twistd, argv, env=env, path=str(path))
+    if activated:
+        argv = [sys.executable, "-c", AS_ACTIVATED, *argv]
+    environment = {**subprocess_env(), "PYTHONUNBUFFERED": "1", **(env or {})}
+    child_fds: dict[int, Any] = {0: "w", 1: "r", 2: "r", **(fds or {})}
+    reactor.spawnProcess(protocol, argv[0], argv, env=environment, path=str(path), childFDs=child_fds)
     return protocol
 
 
