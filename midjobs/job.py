@@ -256,6 +256,16 @@ class Job:
         return self._aborted is not None and self._aborted.is_set()
 
     @property
+    def started_by(self) -> str:
+        """
+        Who started the job, for the logs: the user name in its credentials,
+        or C{"the daemon"}.
+        """
+        data = self.credentials.get("data") if self.credentials else None
+        name = data.get("username") if isinstance(data, dict) else None
+        return str(name) if name is not None else "the daemon"
+
+    @property
     def ending(self) -> bool:
         """
         The job has stopped: it is finished, or its end is being recorded
@@ -442,9 +452,10 @@ class Job:
         self._time_limit_call = None
         assert self.time_limit is not None
         log.warn(
-            "Job {job_id} ({method}) exceeded its time limit of {limit} s",
+            "Job {job_id} ({method}) of {user} exceeded its time limit of {limit} s",
             job_id=self.id,
             method=self.method,
+            user=self.started_by,
             limit=_seconds(self.time_limit),
         )
         self._abort_with(JobTimedOut(self.time_limit))
@@ -458,10 +469,11 @@ class Job:
         if self._ending:
             return
         log.warn(
-            "Job {job_id} ({method}) did not stop within {grace} s of its abort: recorded ABORTED and its lock"
-            " freed while its {kind} still runs",
+            "Job {job_id} ({method}) of {user} did not stop within {grace} s of its abort: recorded ABORTED and"
+            " its lock freed while its {kind} still runs",
             job_id=self.id,
             method=self.method,
+            user=self.started_by,
             grace=_seconds(ABORT_GRACE),
             kind="coroutine" if self._is_async else "thread",
         )

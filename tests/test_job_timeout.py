@@ -102,7 +102,7 @@ def test_an_async_job_past_its_limit_is_cancelled_and_ends_aborted(reactor: Thre
     assert job.exc_info is not None
     assert job.exc_info["type"] == "JobAborted" and job.exc_info["errno"] == errno.ETIMEDOUT
     assert job.to_record()["error"] == "Job exceeded its time limit of 5 s"
-    assert f"Job {job.id} (t.async) exceeded its time limit of 5 s" in log_lines("exceeded its time limit")
+    assert f"Job {job.id} (t.async) of the daemon exceeded its time limit of 5 s" in log_lines("exceeded its time limit")
     # Nothing is left on the clock: neither the limit nor a grace period.
     assert reactor.getDelayedCalls() == []
 
@@ -192,8 +192,8 @@ def test_a_thread_job_sees_its_abort_flag_then_is_recorded_aborted_after_the_gra
     assert stuck.state is JobState.ABORTED and ended == ["ABORTED"]
     assert stuck.error == "Job exceeded its time limit of 5 s"
     assert log_lines("did not stop within") == [
-        f"Job {stuck.id} (t.thread) did not stop within 10 s of its abort: recorded ABORTED and its lock"
-        " freed while its thread still runs"
+        f"Job {stuck.id} (t.thread) of the daemon did not stop within 10 s of its abort: recorded ABORTED and"
+        " its lock freed while its thread still runs"
     ]
     # Its lock is free: the next job runs.
     assert after.state is JobState.RUNNING and len(reactor.threads.calls) == 2

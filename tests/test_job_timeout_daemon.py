@@ -14,7 +14,7 @@ import attrs
 import pytest
 import pytest_twisted
 
-from conftest import RunningDaemon
+from conftest import ADMIN
 from midjobs.client import Client, ClientCallError, JobAborted
 from midjobs.config import Settings
 
@@ -54,6 +54,22 @@ async def test_async_and_thread_jobs_past_their_limit_end_aborted(admin_client: 
         await admin_client.call("timeouts.thread_until_aborted")
     assert call_error.value.reason == EXCEEDED
     assert call_error.value.errname == "ETIMEDOUT"
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_limit_is_logged_with_the_user(admin_client: Client) -> None:
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    lines: list[str] = []
+    observer = lambda event: lines.append(formatEvent(event))  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        events = await subscribed(admin_client)
+        job_id = await admin_client.call("timeouts.async_forever")
+        await events.state(job_id, "ABORTED")
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert f"Job {job_id} (timeouts.async_forever) of {ADMIN[0]} exceeded its time limit of {LIMIT} s" in lines
 
 
 @pytest_twisted.ensureDeferred
