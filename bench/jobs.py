@@ -336,9 +336,61 @@ async def bench_echo(reactor: Any, args: argparse.Namespace, tmp: str) -> dict[s
         server.stop()
 
 
-async def bench_daemon(reactor: Any, args: argparse.Namespace, tmp: str) -> dict[str, Any]:
+class Scraper:
+    """
+    GETs the daemon's /metrics every C{interval} seconds, as Prometheus would
+    (one request at a time, a fresh connection each), while the jobs run.
+    """
+
+    def __init__(self, reactor: Any, url: str, authorization: bytes, interval: float = 1.0) -> None:
+        import treq
+        from twisted.internet.task import LoopingCall
+        from twisted.web.client import HTTPConnectionPool
+
+        self._treq = treq
+        self._url = url
+        self._headers = {b"Authorization": [authorization]}
+        self._pool = HTTPConnectionPool(reactor, persistent=False)
+        self._loop = LoopingCall(self._scrape)
+        self._loop.clock = reactor
+        self._interval = interval
+        self.scrapes = 0
+        self.failures = 0
+        self.bytes = 0
+
+    def start(self) -> None:
+        self._loop.start(self._interval, now=True)
+
+    async def stop(self) -> None:
+        self._loop.stop()
+        await self._pool.closeCachedConnections()
+
+    def _scrape(self) -> Any:
+        return defer.ensureDeferred(self._get())
+
+    async def _get(self) -> None:
+        try:
+            response = await self._treq.get(self._url, headers=self._headers, pool=self._pool)
+            body = await self._treq.content(response)
+        except Exception:
+            self.failures += 1
+            return
+        if response.code != 200:
+            self.failures += 1
+            return
+        self.scrapes += 1
+        self.bytes = len(body)
+
+
+async def bench_daemon(reactor: Any, args: argparse.Namespace, tmp: str, scrape: bool | None = None) -> dict[str, Any]:
+    """
+    The daemon's run; with C{scrape} (default C{--scrape}), /metrics is
+    scraped every second while the jobs run.
+    """
     from midjobs.client import connect
 
+    if scrape is None:
+        scrape = getattr(args, "scrape", False)
     port = free_port()
     state_dir = os.path.join(tmp, "state")
     sock = os.path.join(tmp, "s.sock")
@@ -364,6 +416,10 @@ async def bench_daemon(reactor: Any, args: argparse.Namespace, tmp: str) -> dict
         admin = await connect(f"ws+unix://{sock}", reactor=reactor, call_timeout=60)
         try:
             await admin.call("user.create", {"username": USERNAME, "password": PASSWORD, "roles": ["FULL_ADMIN"]})
+            if scrape:
+                # Prometheus's own user and API key, as docs/operations.rst sets them up.
+                await admin.call("user.create", {"username": "prometheus", "password": PASSWORD, "roles": ["METRICS_READ"]})
+                key = (await admin.call("api_key.create", {"name": "prometheus", "username": "prometheus"}))["key"]
         finally:
             await admin.close()
         check = await connect(f"ws://{HOST}:{port}/api/current", reactor=reactor, call_timeout=60)
@@ -377,7 +433,20 @@ async def bench_daemon(reactor: Any, args: argparse.Namespace, tmp: str) -> dict
             ("auth.login", [USERNAME, PASSWORD], lambda r: r is True),
             ("core.set_options", [{"legacy_jobs": False}], lambda r: isinstance(r, dict) and r.get("legacy_jobs") is False),
         ]
-        result = await drive(reactor, server, port, "/api/current", args, "core.job_test", [], True, setup)
+        scraper = None
+        if scrape:
+            scraper = Scraper(reactor, f"http://{HOST}:{port}/metrics", b"Bearer " + key.encode())
+            scraper.start()
+        try:
+            result = await drive(reactor, server, port, "/api/current", args, "core.job_test", [], True, setup)
+        finally:
+            if scraper is not None:
+                await scraper.stop()
+        if scraper is not None:
+            if scraper.failures or not scraper.scrapes:
+                raise RuntimeError(f"/metrics: {scraper.scrapes} scrapes, {scraper.failures} failed")
+            result["scrapes"] = scraper.scrapes
+            result["metrics_bytes"] = scraper.bytes
         result["rss_idle"] = idle
 
         # How many jobs the daemon still lists (it keeps the newest finished ones).
@@ -494,6 +563,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="the daemon's log level (default: info, as deployed)",
     )
     parser.add_argument("--config", metavar="FILE", help="a configuration file for the daemon (--config)")
+    parser.add_argument(
+        "--scrape", action="store_true", help="GET the daemon's /metrics every second during the run (bench/metrics.py compares)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, state)")
     args = parser.parse_args(argv)
     if args.clients < 1 or args.count < args.clients:

@@ -133,6 +133,8 @@ class Middleware:
         self.methods: dict[str, Method] = {}
         #: What the daemon measures (C{/metrics}); its lower layers count through it (L{midjobs.metrics.ICounts}).
         self.metrics = Metrics(reactor, jobs=lambda: self.jobs, methods=self.methods)
+        # The token store counts its refusals (tokens_per_user) here.
+        self.tokens.counts = self.metrics
         #: Every login goes through it, throttled (C{None} without a portal).
         self.logins = (
             LoginGate(portal, _throttle(reactor, settings), counts=self.metrics) if portal is not None else None
