@@ -123,6 +123,7 @@ class Middleware:
             store=job_store,
             listening=lambda: self.events.has_subscribers("core.get_jobs"),
             may_share=lambda new, waiting: owns_or_administers(new.owner, waiting.credentials),
+            default_timeout=_settings(settings).default_timeout,
         )
         self.jobs.next_id = first_job_id
         #: The short-lived tokens; the portal's token checker uses the same store.

@@ -35,6 +35,7 @@ from zope.interface import Attribute, implementer
 from midjobs.auth.avatar import UNIX_SOCKET, AvatarId
 from midjobs.auth.interfaces import IUser
 from midjobs.errors import CallError
+from midjobs.metrics._counts import NO_COUNTS, ICounts
 
 __all__ = [
     "TOKEN",
@@ -131,6 +132,8 @@ class TokenStore:
             from twisted.internet import reactor as clock
         self.clock = clock
         self.max_per_user = max_per_user
+        #: Where refusals are counted (the daemon's metrics).
+        self.counts: ICounts = NO_COUNTS
         self._tokens: dict[str, Token] = {}
         #: The live tokens of each identity (L{Token.user}'s C{user_id}).
         self._by_user: dict[int | None, set[str]] = {}
@@ -167,6 +170,7 @@ class TokenStore:
         self._prune()
         owned = self._by_user.setdefault(user.user_id, set())
         if len(owned) >= self.max_per_user:
+            self.counts.limit_hit("tokens_per_user")
             raise TooManyTokens(self.max_per_user)
         value = secrets.token_urlsafe(32)
         expires = self.clock.seconds() + ttl

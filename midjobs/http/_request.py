@@ -191,6 +191,7 @@ class UploadRequest(server.Request):
                 super().gotLength(length)
                 return
             _request_target(self, command, uri, version)
+            self._middleware.metrics.limit_hit("body")
             self.refused_body = RefusedBody(self, length)
             return
         _request_target(self, command, uri, version)

@@ -147,6 +147,7 @@ class AuthService(Service):
                     username=app.user.username,
                     peer=app.peer,
                 )
+                self.middleware.metrics.limit_hit("token_attrs")
                 errors.add("generate_token.attrs", f"Must be at most {limit} bytes of JSON")
         errors.check()
         origin = origin_of(app.peer) if match_origin else None

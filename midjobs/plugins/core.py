@@ -159,13 +159,11 @@ class CoreService(Service):
     def __init__(self, middleware: Any) -> None:
         super().__init__(middleware)
         settings = middleware.settings if middleware.settings is not None else Settings()
-        #: Each connection's turns at C{core.get_jobs} (C{[limits] history_queries}).
+        #: Each user's turns at C{core.get_jobs} (C{[limits] history_queries}).
         self._query_slots: Slots[Hashable] = Slots(settings.max_history_queries)
         #: Where queries over many jobs in memory are matched (from setup to stop).
         self._query_threads: ThreadPool | None = None
         self._default_timeout = settings.default_timeout
-        # The job system's [jobs] default_timeout applies to every queued job.
-        middleware.jobs.default_timeout = settings.default_timeout
 
     @no_auth_required
     async def ping(self) -> str:
@@ -242,6 +240,8 @@ class CoreService(Service):
             if visible:
                 filters = [*visible, *(filters or [])]
         owner = _query_owner(app)
+        if self._query_slots.full(owner):
+            self.middleware.metrics.limit_hit("history_queries")
         if self._query_slots.waiting(owner) == 0 and self._query_slots.full(owner):
             # Once a burst.
             log.info(
