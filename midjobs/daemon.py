@@ -29,7 +29,8 @@ from .logs import logger, set_level
 from .auth import UserStore, default_trusted_uids, make_portal
 from .config import ConfigError, Settings
 from .descriptors import connection_capacity, raise_descriptor_limit
-from .http import ConnectionLimits, LimitingReactor, RefusalLog, make_site
+from .http import ConnectionLimits, LimitingReactor, make_site
+from .metrics import metrics_site
 from .job import JobState
 from .middleware import Middleware
 from .plugins import BUILTIN_SERVICES
@@ -219,6 +220,9 @@ class Daemon(MultiService):
         limits = self.connection_limits = self._connection_limits()
         listening_reactor = LimitingReactor(self.reactor, limits)
         endpoints = [(d, server_endpoint(listening_reactor, d)) for d in descriptions]
+        metrics_endpoint = (
+            server_endpoint(listening_reactor, settings.metrics_listen) if settings.metrics_listen else None
+        )
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.reactor.suggestThreadPoolSize(settings.threads)
         apply_pending_restore(state_dir)
@@ -244,10 +248,14 @@ class Daemon(MultiService):
         middleware.add_services(load_service_classes(settings.plugins))
         await middleware.start()
         self.middleware = middleware
+        limits.counts = middleware.metrics
 
         site = self.site = make_site(middleware)
-        site.refusals = RefusalLog(self.reactor)
-        await self._listen([Listener(self.reactor, description, site, endpoint) for description, endpoint in endpoints])
+        listeners = [Listener(self.reactor, description, site, endpoint) for description, endpoint in endpoints]
+        if metrics_endpoint is not None:
+            assert settings.metrics_listen is not None
+            listeners.append(Listener(self.reactor, settings.metrics_listen, metrics_site(middleware), metrics_endpoint))
+        await self._listen(listeners)
         log.info("midjobs is ready, state in {state_dir}", state_dir=str(state_dir))
         return self
 

@@ -265,3 +265,31 @@ async def test_caps_that_do_not_fit_are_lowered(
         assert (warning["configured"], warning["capacity"]) == (5000, 1024 - RESERVE)
     finally:
         await service.stopService()
+
+
+def test_sockets_systemd_hands_over_are_counted() -> None:
+    """
+    A C{systemd:} listener's socket (C{adoptStreamPort}) counts its
+    connections when it is an Internet one; a UNIX one never does.
+    """
+    from socket import AF_INET, AF_INET6, AF_UNIX
+
+    from twisted.internet.protocol import Factory
+
+    from midjobs.http import LimitingReactor
+    from midjobs.http._limits import LimitedFactory
+
+    adopted: list[tuple[int, Any, Any]] = []
+
+    class Reactor:
+        def adoptStreamPort(self, fd: int, family: Any, factory: Any) -> None:
+            adopted.append((fd, family, factory))
+
+    limits = ConnectionLimits(Clock(), total=3, per_address=2)
+    listening = LimitingReactor(Reactor(), limits)
+    factory = Factory.forProtocol(Protocol)
+    for fd, family in enumerate((AF_INET, AF_INET6, AF_UNIX), start=3):
+        listening.adoptStreamPort(fd, family, factory)
+    wrapped = [type(f) for _, _, f in adopted]
+    assert wrapped == [LimitedFactory, LimitedFactory, Factory]
+    assert all(f.wrappedFactory is factory for _, _, f in adopted[:2])

@@ -21,6 +21,7 @@ The UNIX socket is never wrapped: C{midclt} always gets in.
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 from typing import Any
 
@@ -262,3 +263,12 @@ class LimitingReactor:
         # layer: a refused connection costs no handshake, and gets no answer.
         tls = TLSMemoryBIOFactory(contextFactory, False, factory)
         return self._reactor.listenTCP(port, LimitedFactory(tls, self.limits, refusal=None), backlog, interface)
+
+    def adoptStreamPort(self, fileDescriptor: int, addressFamily: Any, factory: Factory) -> Any:
+        """
+        A listening socket handed over by systemd (C{systemd:} endpoints):
+        counted like C{listenTCP} when it is an Internet one.
+        """
+        if addressFamily in (socket.AF_INET, socket.AF_INET6):
+            factory = LimitedFactory(factory, self.limits)
+        return self._reactor.adoptStreamPort(fileDescriptor, addressFamily, factory)
