@@ -10,12 +10,13 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.logger import globalLogPublisher
 
 from midjobs.client import Client, connect
 from midjobs.config import Settings
@@ -113,6 +114,28 @@ async def admin_client(daemon: RunningDaemon) -> AsyncIterator[Client]:
     assert await client.login(*ADMIN)
     yield client
     await client.close()
+
+
+@pytest_twisted.async_yield_fixture
+async def connections(daemon: RunningDaemon) -> AsyncIterator[list[Client]]:
+    """
+    A list for the clients a test opens; they are closed after the test.
+    """
+    opened: list[Client] = []
+    yield opened
+    for client in opened:
+        await client.close()
+
+
+@pytest.fixture
+def log_events() -> Iterator[list[dict[str, Any]]]:
+    """
+    Every event logged while the test runs.
+    """
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
 
 
 @pytest_twisted.async_yield_fixture

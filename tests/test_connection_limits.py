@@ -17,7 +17,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock, deferLater
-from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 from midjobs.client import connect
@@ -32,13 +31,6 @@ from conftest import ADMIN, RunningDaemon
 def settings(settings: Settings) -> Settings:
     return attrs.evolve(settings, max_connections=3, max_connections_per_address=2, header_timeout=1, idle_timeout=1)
 
-
-@pytest.fixture
-def log_events() -> Any:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 class Raw(Protocol):

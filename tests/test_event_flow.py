@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 
 from midjobs.config import Settings
 from midjobs.events import EventHub, Notification
@@ -263,13 +262,6 @@ def open_connection(tmp_path: Path, settings: Settings) -> Connection:
     transport.clear()
     return Connection(reactor, middleware, protocol, transport)
 
-
-@pytest.fixture
-def log_events() -> Any:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def logged(log_events: list[dict[str, Any]], text: str) -> list[str]:

@@ -20,7 +20,6 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrap
 from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import CertificateOptions
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 from midjobs.config import ConfigError, Settings
@@ -211,13 +210,6 @@ async def handshake(
     headers = {name.lower(): value for name, _, value in (line.partition(": ") for line in header_lines)}
     return int(status_line.split()[1]), headers
 
-
-@pytest.fixture
-def log_events() -> Any:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 @pytest_twisted.ensureDeferred

@@ -7,7 +7,7 @@ peer as an identity of its own.
 from __future__ import annotations
 
 import errno
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
 
 import attrs
 import pytest
@@ -29,16 +29,6 @@ def password_of(username: str) -> str:
 def settings(settings: Settings) -> Settings:
     return attrs.evolve(settings, plugins=(*settings.plugins, "access_services"))
 
-
-@pytest_twisted.async_yield_fixture
-async def connections(daemon: RunningDaemon) -> AsyncIterator[list[Client]]:
-    """
-    The clients a test opened with L{log_in}, closed afterwards.
-    """
-    opened: list[Client] = []
-    yield opened
-    for client in opened:
-        await client.close()
 
 
 async def log_in(daemon: RunningDaemon, connections: list[Client], username: str, password: str | None = None) -> Client:

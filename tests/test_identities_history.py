@@ -6,7 +6,6 @@ user's jobs by C{credentials.data.user_id} exactly as in memory.
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
 
 import attrs
 import pytest
@@ -24,13 +23,6 @@ from test_identities import create_user, job_ids, log_in, password_of
 def settings(settings: Settings) -> Settings:
     return attrs.evolve(settings, plugins=(*settings.plugins, "access_services"), keep_finished_jobs=1)
 
-
-@pytest_twisted.async_yield_fixture
-async def connections(daemon: RunningDaemon) -> AsyncIterator[list[Client]]:
-    opened: list[Client] = []
-    yield opened
-    for client in opened:
-        await client.close()
 
 
 async def finished(admin: Client, runner: Client, key: str) -> int:

@@ -8,15 +8,14 @@ of the job it shares from a C{changed} event carrying its message id.
 from __future__ import annotations
 
 import errno
-from typing import Any, AsyncIterator
+from typing import Any
 
 import attrs
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
 
 from conftest import RunningDaemon
-from midjobs.client import Client, ClientCallError, connect
+from midjobs.client import Client, ClientCallError
 from midjobs.config import Settings
 
 from test_identities import Events, create_user, log_in, password_of  # noqa: F401
@@ -28,13 +27,6 @@ BUSY = "This job is already being performed by another user"
 def settings(settings: Settings) -> Settings:
     return attrs.evolve(settings, plugins=(*settings.plugins, "test_lock_queue_services"))
 
-
-@pytest_twisted.async_yield_fixture
-async def connections(daemon: RunningDaemon) -> AsyncIterator[list[Client]]:
-    opened: list[Client] = []
-    yield opened
-    for client in opened:
-        await client.close()
 
 
 async def message_ids(client: Client, job_id: int) -> list[Any]:

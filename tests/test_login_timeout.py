@@ -14,7 +14,6 @@ import attrs
 import pytest
 import pytest_twisted
 from twisted.internet.error import ConnectionDone
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from midjobs.config import Settings
@@ -22,13 +21,6 @@ from midjobs.config import Settings
 from test_event_flow import User, logged, open_connection
 from test_rpc import connect_raw, login
 
-
-@pytest.fixture
-def log_events() -> Any:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 # In memory.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from typing import Any, AsyncIterator
+from typing import Any
 
 import attrs
 import pytest
@@ -31,13 +31,6 @@ RAW = {"extra": {"raw_result": True}}
 def settings(settings: Settings) -> Settings:
     return attrs.evolve(settings, plugins=(*settings.plugins, "result_secret_services"))
 
-
-@pytest_twisted.async_yield_fixture
-async def connections(daemon: RunningDaemon) -> AsyncIterator[list[Client]]:
-    opened: list[Client] = []
-    yield opened
-    for client in opened:
-        await client.close()
 
 
 def redacted_credential(name: str) -> dict[str, Any]:

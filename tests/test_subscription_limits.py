@@ -14,7 +14,7 @@ import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 
 from midjobs.client import Client, connect
 from midjobs.errors import CallError
@@ -85,13 +85,6 @@ def test_unsubscribing_one_of_many_keeps_the_rest() -> None:
 def settings(settings: Any) -> Any:
     return attrs.evolve(settings, max_subscriptions=LIMIT)
 
-
-@pytest.fixture
-def log_events() -> Any:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 @pytest_twisted.async_yield_fixture

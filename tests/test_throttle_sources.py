@@ -208,13 +208,3 @@ async def test_a_websocket_behind_a_proxy_is_its_client(daemon: RunningDaemon, l
     assert {e["source"] for e in failures} == {"203.0.113.77"}
     assert not await ws_login("203.0.113.77", ADMIN[1])
     assert await ws_login("203.0.113.11", ADMIN[1])
-
-
-@pytest.fixture
-def log_events() -> Any:
-    from twisted.logger import globalLogPublisher
-
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)

@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import errno
 
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, Iterator
 
 import attrs
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
 from conftest import RunningDaemon
 from midjobs.auth import LOGIN_PASSWORD, UNIX_SOCKET, TokenStore, User
 from midjobs.auth.tokens import TooManyTokens
-from midjobs.client import Client, ClientCallError, ClientValidationErrors, connect
+from midjobs.client import Client, ClientCallError, ClientValidationErrors
 from midjobs.config import Settings
 from midjobs import wire_json
 
@@ -36,13 +35,6 @@ MAX_ATTRS = 100
 def settings(settings: Settings) -> Settings:
     return attrs.evolve(settings, max_tokens_per_user=MAX_TOKENS, max_token_attrs=MAX_ATTRS)
 
-
-@pytest_twisted.async_yield_fixture
-async def connections(daemon: RunningDaemon) -> AsyncIterator[list[Client]]:
-    opened: list[Client] = []
-    yield opened
-    for client in opened:
-        await client.close()
 
 
 @pytest.fixture
