@@ -70,6 +70,8 @@ PERIOD = 0.1
 PROBE_KINDS = {SESSION: SESSION_KIND, FRESH: FRESH_KIND}
 #: A row whose machine-wide CPU reaches this share of all cores ran on a saturated machine.
 SATURATED = 0.9
+#: A probe process whose timer fires later than this (p99, ms) waited for a CPU.
+PROBE_LAG_MS = 5.0
 #: Finished jobs the daemon keeps in memory ([jobs] keep_finished, its default).
 KEPT_JOBS = 1000
 CONFIG = f"[jobs]\nkeep_records = 1000000\nkeep_days = 3650\nkeep_finished = {KEPT_JOBS}\n"
@@ -264,6 +266,8 @@ async def measure(
             max_ms=max(latencies, default=float("nan")) * 1e3,
             login_p50_ms=percentile(logins, 0.50) * 1e3 if logins else None,
             login_p99_ms=percentile(logins, 0.99) * 1e3 if logins else None,
+            probe_lag_p99_ms=percentile(figures["lags"], 0.99) * 1e3 if figures["lags"] else None,
+            probe_lag_max_ms=max(figures["lags"]) * 1e3 if figures["lags"] else None,
             rss_before_mib=rss.before,
             rss_growth_mib=growth,
             rss_peak_from=("VmHWM and samples" if rss.high_water_mark else "samples"),
@@ -341,6 +345,11 @@ def print_row(row: dict[str, Any]) -> None:
         print(f"{'':40}first failure: {row['first_failure']}")
     if row["achieved"]:
         print(f"{'':40}attack: {row['achieved']}")
+    if row["probe_lag_p99_ms"] is not None and row["probe_lag_p99_ms"] > PROBE_LAG_MS:
+        print(
+            f"{'':40}the probe's own timer fired late (p99 {row['probe_lag_p99_ms']:.1f} ms, max "
+            f"{row['probe_lag_max_ms']:.1f} ms): the probe's process waited for a CPU too"
+        )
     if saturated(row):
         others = row["machine_cpu"] - sum(row[k] or 0 for k in ("daemon_cpu", "attacker_cpu", "probe_cpu"))
         print(

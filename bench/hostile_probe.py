@@ -21,8 +21,10 @@ Output, one JSON line each: C{{"ready": true}} after C{--warmup} probes that
 are not recorded; then, if C{--start-on-stdin}, nothing until a line comes on
 standard input (the probe ends if standard input closes); then, after
 C{--seconds} of probes, C{{"latencies": [...], "failures": [...], "logins":
-[...], "wall": s, "cpu": s}} (seconds; a failed probe's time is in
-C{latencies} too; C{cpu} is this process's own CPU time over the window).
+[...], "lags": [...], "wall": s, "cpu": s}} (seconds; a failed probe's time
+is in C{latencies} too; C{lags}, how late this process's timer fired before
+each probe that waited for its turn, shows when the probe itself waited for a
+CPU; C{cpu} is this process's own CPU time over the window).
 
 L{ProbeProcess} runs this script from bench/hostile.py.
 """
@@ -72,6 +74,10 @@ class Probe:
         #: How long each fresh probe's C{auth.login} took (not counted in its latency:
         #: checking a password costs its key derivation, by design).
         self.logins: list[float] = []
+        #: How late this process's timer woke it for each probe that waited
+        #: for its turn: more than a millisecond or so, and this process
+        #: itself waited for a CPU (the probe's latencies then include it).
+        self.lags: list[float] = []
         self._login_time = 0.0
 
     async def _logged_in(self) -> Any:
@@ -134,6 +140,7 @@ class Probe:
             wait = next_tick - time.perf_counter()
             if wait > 0:
                 await deferLater(self.reactor, wait, lambda: None)
+                self.lags.append(time.perf_counter() - next_tick)
             else:
                 next_tick = time.perf_counter()  # a late probe delays the next one, never piles them up
 
@@ -197,6 +204,7 @@ async def probe_main(reactor: Any, args: argparse.Namespace) -> None:
                 "latencies": probe.latencies,
                 "failures": probe.failures,
                 "logins": probe.logins,
+                "lags": probe.lags,
                 "wall": time.perf_counter() - started,
                 "cpu": time.process_time() - cpu,
             }
