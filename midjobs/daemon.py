@@ -14,13 +14,15 @@ import importlib
 import importlib.metadata
 import inspect
 import os
+import signal
 import sqlite3
 import sys
+import threading
 from types import ModuleType
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import quoteStringArgument, serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 
@@ -28,6 +30,7 @@ from .logs import logger, set_level
 
 from .auth import UserStore, default_trusted_uids, make_portal
 from .config import ConfigError, Settings
+from .drain import DrainPhase
 from .descriptors import connection_capacity, raise_descriptor_limit
 from .http import ConnectionLimits, LimitingReactor, make_site
 from .metrics import metrics_site
@@ -105,10 +108,21 @@ class Listener(Service):
         return port
 
     def stopService(self) -> Deferred[None] | None:
+        """
+        Stop listening (once: the drain stops listeners before the daemon stops).
+        """
         super().stopService()
-        if self.port is not None:
-            return self.port.stopListening()
+        port, self.port = self.port, None
+        if port is not None:
+            return port.stopListening()
         return None
+
+    def state(self) -> dict[str, Any]:
+        """
+        The listener as C{/_health?full} shows it: its C{endpoint} and
+        whether it is C{listening}.
+        """
+        return {"endpoint": self.description, "listening": self.port is not None}
 
 
 def _services_of(module: ModuleType) -> list[type[MidjobsService]]:
@@ -165,11 +179,17 @@ class Daemon(MultiService):
         self.systemd = systemd
         self._database: Any = None
         self._history: JobHistory | None = None
+        #: The drain, once the reactor's shutdown began it (L{drain}).
+        self._draining: Deferred[None] | None = None
+        self._shutdown_trigger: Any = None
 
     def startService(self) -> None:
         Service.startService(self)
         if self.systemd is not None:
             self.systemd.start()
+        # Added before twistd adds the trigger that stops the application,
+        # so it runs first: the daemon's stop then waits for the drain.
+        self._shutdown_trigger = self.reactor.addSystemEventTrigger("before", "shutdown", self.drain)
         d = ensureDeferred(self._start())
         d.addCallbacks(self._started, self._failed_to_start)
 
@@ -181,7 +201,8 @@ class Daemon(MultiService):
     def status(self) -> str:
         """
         How the daemon is, in a few words: its running and waiting jobs,
-        and whether it stops (C{systemctl status} shows it).
+        and whether it stops; while it drains, the jobs it waits for and the
+        seconds they have left (C{systemctl status} shows it).
         """
         running = waiting = 0
         if self.middleware is not None:
@@ -191,7 +212,12 @@ class Daemon(MultiService):
                 elif job.state is JobState.WAITING:
                     waiting += 1
         jobs = f"{running} job{'' if running == 1 else 's'} running, {waiting} waiting"
-        return jobs if self.running else f"Stopping: {jobs}"
+        drain = self.middleware.drain if self.middleware is not None else None
+        if drain is not None and drain.phase is DrainPhase.DRAINING and drain.jobs_left:
+            left, seconds = drain.jobs_left, int(-(-(drain.seconds_left or 0) // 1))
+            return f"Draining: {left} job{'' if left == 1 else 's'} running, {seconds} s left"
+        stopping = not self.running or (drain is not None and not drain.accepting)
+        return f"Stopping: {jobs}" if stopping else jobs
 
     def _failed_to_start(self, failure: Any) -> None:
         if failure.check(ConfigError):
@@ -243,6 +269,7 @@ class Daemon(MultiService):
             settings=settings,
             job_store=self._history.store if self._history is not None else None,
             first_job_id=self._history.next_id if self._history is not None else 1,
+            store_check=store.check_writable if self._history is not None else None,
         )
         middleware.add_services(BUILTIN_SERVICES)
         middleware.add_services(load_service_classes(settings.plugins))
@@ -250,6 +277,7 @@ class Daemon(MultiService):
         self.middleware = middleware
         limits.counts = middleware.metrics
 
+        middleware.health.listeners = lambda: [listener.state() for listener in self.listeners]
         site = self.site = make_site(middleware)
         listeners = [Listener(self.reactor, description, site, endpoint) for description, endpoint in endpoints]
         if metrics_endpoint is not None:
@@ -290,11 +318,56 @@ class Daemon(MultiService):
             total = capacity
         return ConnectionLimits(self.reactor, total, min(settings.max_connections_per_address, total))
 
-    async def _stop(self) -> None:
-        listeners_stopped = MultiService.stopService(self)  # not running from here on
+    def drain(self) -> Deferred[None]:
+        """
+        Stop taking connections and jobs, give the running jobs up to
+        C{drain_timeout} seconds to end, then abort those left and wait until
+        their ends are recorded (L{midjobs.drain}).  A second C{SIGTERM} (or
+        C{SIGINT}) meanwhile cuts it short.
+
+        The reactor's shutdown (C{SIGTERM} to twistd) calls it; the daemon's
+        stop waits for it.  A daemon stopped without a shutdown (embedded,
+        in tests) aborts its jobs at once.
+
+        @return: fires when the jobs have ended; again the same drain if
+            called again.
+        """
+        if self._draining is None:
+            self._draining = ensureDeferred(self._drain())
+            self._draining.addErrback(lambda f: log.failure("The drain failed", f))
+        return self._draining
+
+    async def _drain(self) -> None:
+        middleware = self.middleware
+        if middleware is None or not self.running:
+            return
+        drain = middleware.drain
+        jobs_ended = drain.begin(self.settings.drain_timeout)
         if self.systemd is not None:
             self.systemd.stopping()
+        restore = _on_signals((signal.SIGTERM, signal.SIGINT), self.reactor, drain.cut_short)
         try:
+            # New connections are refused from now on; those open stay, to follow their jobs.
+            await gatherResults([maybeDeferred(listener.stopService) for listener in self.listeners])
+            await jobs_ended
+            await drain.abort_rest()
+        finally:
+            drain.finish()
+            restore()
+        log.info("Drained: every job has ended")
+
+    async def _stop(self) -> None:
+        draining = self._draining
+        if draining is None and self._shutdown_trigger is not None:
+            self.reactor.removeSystemEventTrigger(self._shutdown_trigger)
+        self._shutdown_trigger = None
+        listeners_stopped = MultiService.stopService(self)  # not running from here on
+        if self.systemd is not None and draining is None:
+            self.systemd.stopping()
+        try:
+            # The drain runs inside: the heartbeat goes on during it.
+            if draining is not None:
+                await draining
             await listeners_stopped  # type: ignore[misc]
             if self.middleware is not None:
                 await self.middleware.stop()
@@ -309,6 +382,29 @@ class Daemon(MultiService):
 
     def stopService(self) -> Deferred[None]:
         return ensureDeferred(self._stop())
+
+
+def _on_signals(signals: Iterable[int], reactor: Any, handler: Callable[[str], None]) -> Callable[[], None]:
+    """
+    Call C{handler(name of the signal)} on the reactor's thread when one of
+    C{signals} comes, until the returned function restores the handlers
+    there were before.  Only the main thread may set signal handlers:
+    elsewhere, nothing is done.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def received(number: int, frame: Any) -> None:
+        # Signal-safe: callFromThread only queues the call and wakes the reactor.
+        reactor.callFromThread(handler, signal.Signals(number).name)
+
+    previous = {number: signal.signal(number, received) for number in signals}
+
+    def restore() -> None:
+        for number, before in previous.items():
+            signal.signal(number, before if before is not None else signal.SIG_DFL)
+
+    return restore
 
 
 def _state_error(error: Exception, settings: Settings) -> str:

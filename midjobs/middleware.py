@@ -26,8 +26,10 @@ from .auth.gate import LoginGate
 from .auth.throttle import LoginThrottle
 from .auth.tokens import TokenStore, token_store_of
 from .config import Settings
+from .drain import Drain
 from .errors import ENOMETHOD, ENOTAUTHENTICATED, CallError
 from .events import EventHub
+from .health import Health, StoreCheck, state_dir_writable
 from .job import Job, JobsQueue
 from .metrics import Metrics
 from .pipe import Pipe, Pipes
@@ -40,9 +42,13 @@ if TYPE_CHECKING:
     from .interfaces import ISession
     from .store import IJobStore
 
-__all__ = ["Method", "Middleware", "MethodNotFound", "NotAuthenticated"]
+__all__ = ["Method", "Middleware", "MethodNotFound", "NotAuthenticated", "WATCHING_JOBS"]
 
 log = logger(__name__)
+
+#: Job methods that only wait for other jobs: clients may still call them
+#: while the daemon drains, to follow the jobs they started.
+WATCHING_JOBS = frozenset({"core.job_wait"})
 
 
 class MethodNotFound(CallError):
@@ -102,7 +108,13 @@ class Middleware:
         settings: Any = None,
         job_store: IJobStore | None = None,
         first_job_id: int = 1,
+        store_check: Callable[[], Deferred[Any]] | None = None,
     ) -> None:
+        """
+        @param store_check: starts a check that the job store takes writes
+            (L{midjobs.health.StoreCheck}); by default, that a file can be
+            made in C{state_dir}.
+        """
         self.reactor = reactor
         self.state_dir = state_dir
         self.logs_dir = state_dir / "jobs"
@@ -126,6 +138,12 @@ class Middleware:
             default_timeout=_settings(settings).default_timeout,
         )
         self.jobs.next_id = first_job_id
+        #: The daemon's way out: once it drains, clients start no more jobs.
+        self.drain = Drain(reactor, self.jobs)
+        if store_check is None:
+            store_check = lambda: state_dir_writable(reactor, state_dir)  # noqa: E731
+        #: Whether the daemon serves and its store takes writes (C{/_health}).
+        self.health = Health(StoreCheck(reactor, store_check), self.drain)
         #: The short-lived tokens; the portal's token checker uses the same store.
         tokens = token_store_of(portal)
         self.tokens: TokenStore = tokens if tokens is not None else TokenStore(reactor)
@@ -228,9 +246,14 @@ class Middleware:
         @return: a Deferred firing with the result, or the L{Job} for a job method.
         @raise MethodNotFound: see L{method}.
         @raise NotAuthenticated: the session must log in first.
+        @raise midjobs.drain.DaemonStopping: a job method (but those of
+            L{WATCHING_JOBS}) while the daemon drains.
         """
         method = self.method(name, app)
         self.check_call(app, method)
+        if method.spec.job is not None and name not in WATCHING_JOBS:
+            # Jobs already running may still start theirs (they are let finish).
+            self.drain.check_accepting()
         return self._call(method, params, app, pipes, message_id)
 
     def check_call(self, app: ISession, method: Method) -> None:
@@ -334,6 +357,8 @@ class Middleware:
         if job.id:
             # Queued (not shared with a waiting job): its end comes through _job_changed.
             self.metrics.job_created(job)
+            # One a running job started while draining: the drain waits for it too.
+            self.drain.track(job)
             queued.addErrback(self._job_refused, job)
         if message_id is not None and not job.id:
             # Not queued: it shares the job queued before it (lock_queue_size).

@@ -16,6 +16,7 @@ from ..web import StaticFiles, index_page
 from ._access_log import access_log_line
 from ._channel import Site
 from ._download import serve_download
+from ._health import serve_health
 from ._limits import RefusalLog
 from ._metrics import serve_metrics
 from ._request import upload_request_factory
@@ -29,7 +30,8 @@ __all__ = ["HttpApp", "make_site"]
 class HttpApp:
     """
     The routes of one daemon: C{/api/current} (the WebSocket),
-    C{/_download/<id>}, C{/metrics} (L{serve_metrics}), and the web task manager (C{/} and C{/static/...}).
+    C{/_download/<id>}, C{/metrics} (L{serve_metrics}), C{/_health} (L{serve_health}), and the web
+    task manager (C{/} and C{/static/...}).
     C{POST /_upload} never reaches the app: see L{upload_request_factory}.
     """
 
@@ -59,6 +61,14 @@ class HttpApp:
         The daemon's metrics, for Prometheus (a C{METRICS_READ} user's API key).
         """
         return Deferred.fromCoroutine(serve_metrics(self.middleware, request))
+
+    @app.route("/_health", methods=["GET", "HEAD"])
+    def health(self, request: Any) -> Any:
+        """
+        200 when the daemon serves and its store takes writes, else 503;
+        with C{?full}, the reasons (for C{/metrics}'s readers).
+        """
+        return Deferred.fromCoroutine(serve_health(self.middleware, request))
 
     @app.route("/", methods=["GET", "HEAD"])
     def index(self, request: Any) -> Any:

@@ -145,6 +145,17 @@ class SystemService(Service):
             "listeners": listeners,
         }
 
+    @read_only
+    async def shutdown_status(self) -> dict:
+        """
+        Whether the daemon is stopping: C{phase} (C{"SERVING"}; C{"DRAINING"}
+        while running jobs are given C{[jobs] drain_timeout} seconds to end;
+        C{"ABORTING"} while those left are aborted and recorded),
+        C{jobs_left} (the jobs it waits for) and C{seconds_left} (until they
+        are aborted; C{null} unless draining).
+        """
+        return self.middleware.drain.status()
+
     def _config(self) -> dict[str, Any]:
         settings = self.middleware.settings
         if settings is None:

@@ -26,6 +26,7 @@ from typing import Any, Callable, Container, Iterator
 import attrs
 from twisted.enterprise.adbapi import ConnectionPool, Transaction
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .. import wire_json
@@ -225,6 +226,8 @@ class SQLiteJobStore:
         self._reader = reader or pool
         self._own_reader = reader is not None
         self._batch = WriteBatch(reactor, self._write, flush_interval)
+        #: Why the last write of job records failed, if it did (cleared by one that works).
+        self._write_failed: str | None = None
 
     @property
     def flush_interval(self) -> float:
@@ -310,7 +313,49 @@ class SQLiteJobStore:
                 # Encoded here, on the reactor thread: a record holds the
                 # job's own values (its result), which only this thread may read.
                 rows.append(row_of(value() if callable(value) else value))
-        return self._pool.runInteraction(self._write_rows, rows, taken)
+        d = self._pool.runInteraction(self._write_rows, rows, taken)
+        d.addBoth(self._written)
+        return d
+
+    def _written(self, result: Any) -> Any:
+        if isinstance(result, Failure):
+            self._write_failed = result.getErrorMessage() or result.type.__name__
+        else:
+            self._write_failed = None
+        return result
+
+    # Health.
+
+    def check_writable(self) -> Deferred[None]:
+        """
+        Whether the database takes writes, through the writer's connection
+        (so in turn with the job records): a write transaction that changes
+        the header's C{user_version} to the value it has, rolled back, so
+        that a locked or read-only database fails and nothing reaches the
+        disk.  After a write of job records failed (a full disk, an I/O
+        error) the probe commits, and only a commit that works clears it.
+
+        @return: fires if the database takes writes; fails with why not.
+        """
+        d = self._pool.runInteraction(self._probe_write, self._write_failed is not None)
+        d.addCallback(self._probed)
+        return d
+
+    @staticmethod
+    def _probe_write(txn: Transaction, commit: bool) -> None:
+        txn.execute("BEGIN IMMEDIATE")
+        try:
+            txn.execute("PRAGMA user_version")
+            (version,) = txn.fetchone()
+            txn.execute(f"PRAGMA user_version = {int(version)}")
+        except BaseException:
+            txn.execute("ROLLBACK")
+            raise
+        txn.execute("COMMIT" if commit else "ROLLBACK")
+
+    def _probed(self, _: None) -> None:
+        if self._write_failed is not None:
+            self._write_failed = None
 
     @staticmethod
     def _write_rows(txn: Transaction, rows: list[_Row], taken: int) -> None:
