@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
 from ..logs import logger
 from ._auth import AuthenticationFailed, authenticate
@@ -41,11 +42,20 @@ def _plain(request: Any, code: int, message: str) -> bytes:
     return _answer(request, code, b"text/plain; charset=utf-8", message.encode("utf-8") + b"\n")
 
 
+def _wants_full(request: Any) -> bool:
+    """
+    Whether the query names C{full} (C{?full}, C{?full=1}): twisted.web's
+    C{request.args} drops a name without C{=}.
+    """
+    query = urlsplit(request.uri).query
+    return b"full" in parse_qs(query, keep_blank_values=True)
+
+
 async def serve_health(middleware: Middleware, request: Any) -> bytes:
     """
     Answer C{GET /_health} (see the module docstring).
     """
-    if b"full" not in request.args:
+    if not _wants_full(request):
         report = await middleware.health.report()
         return _plain(request, 200, "ok") if report.healthy else _plain(request, 503, "unavailable")
     try:
