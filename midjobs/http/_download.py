@@ -10,6 +10,10 @@ is the response's push producer, so a slow client pauses the job's writes.
 A download that breaks (the job fails, the daemon stops) never ends like a
 complete file: the connection is aborted without the last chunk.  A client
 that goes away breaks the pipe, so the job's next write fails.
+
+The bytes sent count in the job's transfer figures (C{progress.extra}'s
+C{bytes}, C{rate}; L{midjobs.transfer_progress}), beside those the job
+reports itself (C{filesystem.get} knows the file's size).
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from zope.interface import implementer
 
 from ..auth import TokenCredentials, origin_of
 from ..metrics import NO_COUNTS, ICounts
+from ..errors import CallError
 from ..pipe import Pipe, PipeBrokenError
+from ..transfer_progress import TransferProgress, transfer_progress
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall
@@ -265,7 +271,12 @@ async def serve_download(middleware: Middleware, request: Any, job_id: int) -> A
         job_id=job_id,
         filename=download.filename,
     )
-    return DownloadResource(download, getattr(middleware, "metrics", NO_COUNTS))
+    try:
+        transfer: TransferProgress | None = transfer_progress(middleware.jobs.get(job_id))
+    except CallError:
+        # The job is gone already (a buffered download of a job that ended).
+        transfer = None
+    return DownloadResource(download, getattr(middleware, "metrics", NO_COUNTS), transfer)
 
 
 def _abort_connection(request: Any) -> None:
@@ -287,10 +298,13 @@ class DownloadResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, download: PendingDownload, counts: ICounts = NO_COUNTS) -> None:
+    def __init__(
+        self, download: PendingDownload, counts: ICounts = NO_COUNTS, transfer: TransferProgress | None = None
+    ) -> None:
         super().__init__()
         self._download = download
         self._counts = counts
+        self._transfer = transfer
 
     def render_GET(self, request: Any) -> Any:
         download = self._download
@@ -299,12 +313,14 @@ class DownloadResource(Resource):
         request.setHeader(b"Content-Type", b"application/octet-stream")
         request.setHeader(b"Content-Disposition", content_disposition(download.filename))
         request.setHeader(b"Cache-Control", b"no-store")
-        delivered = download.pipe.deliver_to(CountingConsumer(request, self._counts))
+        delivered = download.pipe.deliver_to(CountingConsumer(request, self._counts, self._transfer))
         delivered.addCallbacks(self._complete, self._broken, (request, lost), None, (request, lost))
         return NOT_DONE_YET
 
     def _complete(self, _: None, request: Any, lost: list[Failure]) -> None:
         log.info("Job {job_id}: download complete", job_id=self._download.job_id)
+        if self._transfer is not None:
+            self._transfer.finish()
         if not lost:
             request.finish()
 
@@ -329,12 +345,15 @@ class DownloadResource(Resource):
 class CountingConsumer:
     """
     A download's response as the pipe's consumer: every byte written to it
-    counts in C{counts} (C{midjobs_download_bytes_total}) as it goes.
+    counts in C{counts} (C{midjobs_download_bytes_total}) as it goes, and in
+    the job's C{transfer} figures.
     """
 
-    def __init__(self, request: Any, counts: ICounts) -> None:
+    def __init__(self, request: Any, counts: ICounts, transfer: TransferProgress | None = None) -> None:
         self._request = request
         self._counts = counts
+        self._transfer = transfer
+        self._sent = 0
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         self._request.registerProducer(producer, streaming)
@@ -345,3 +364,6 @@ class CountingConsumer:
     def write(self, data: bytes) -> None:
         self._request.write(data)
         self._counts.downloaded(len(data))
+        if self._transfer is not None:
+            self._sent += len(data)
+            self._transfer.moved(self._sent)

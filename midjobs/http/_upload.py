@@ -48,6 +48,7 @@ from ..access import AccessDenied
 from ..metrics import NO_COUNTS, ICounts
 from ..middleware import Method, MethodNotFound, Middleware, NotAuthenticated
 from ..pipe import InputPipes, Pipe, PipeBrokenError, Pipes
+from ..transfer_progress import TransferProgress, transfer_progress
 from ._auth import AuthenticationFailed, authenticate
 from ._session import HttpSession
 
@@ -214,6 +215,10 @@ class Upload:
         self._files = 0
         self._starting = False
         self._job: Job | None = None
+        #: The bytes of file parts handed to the job's pipes so far.
+        self._file_bytes = 0
+        #: The job's transfer figures, once the job is known.
+        self._transfer: TransferProgress | None = None
 
     # -- from the request ---------------------------------------------------
 
@@ -391,6 +396,9 @@ class Upload:
             try:
                 self._pipe.write(chunk)
                 self._counts.uploaded(len(chunk))
+                self._file_bytes += len(chunk)
+                if self._transfer is not None:
+                    self._transfer.moved(self._file_bytes)
             except Exception:
                 # The pipe broke: its producer has been stopped (and the
                 # upload refused) already, or is about to be.
@@ -462,6 +470,10 @@ class Upload:
             raise _Refused(412, self._job_failure(self._job))
         self._inputs_done = True
         self._inputs.finish()
+        if self._transfer is not None:
+            # The size is exact now.
+            self._transfer.expect(self._file_bytes)
+            self._transfer.finish()
         self._answered = True
         self._pauses.clear()
         self._steer()
@@ -517,6 +529,9 @@ class Upload:
             self._refuse(412, self._job_failure(job))
             return
         job.wait().addCallback(self._job_ended)
+        self._transfer = transfer_progress(job)
+        self._transfer.expect(self._expected_file_bytes())
+        self._transfer.moved(self._file_bytes)
         if self._busy:
             # The body ended before the job's id was known.
             self._busy = False
@@ -571,6 +586,21 @@ class Upload:
             return
         reason = pipe.failure.getErrorMessage() if pipe.failure is not None else "the pipe broke"
         self._refuse(412, f"The job stopped reading its input: {reason}")
+
+    def _expected_file_bytes(self) -> int | None:
+        """
+        About how many bytes the files will be: the body's C{Content-Length}
+        less the data part, so a little more than the files (the part
+        headers and boundaries count too).  L{None} for a chunked body.
+        """
+        length = self._request.requestHeaders.getRawHeaders(b"Content-Length")
+        try:
+            size = int(length[0]) if length else None
+        except ValueError:
+            size = None
+        if size is None:
+            return None
+        return max(size - self._data_size, self._file_bytes)
 
     # -- pipes and flow control ------------------------------------------------
 

@@ -37,6 +37,7 @@ from ..errors import CallError, ValidationErrors
 from ..job import Job, JobAborted
 from ..pipe import Pipe
 from ..progress import JobProgressBuffer
+from ..transfer_progress import transfer_progress
 from ..query import filter_list
 from ..service import Service, job, read_only, roles
 
@@ -597,6 +598,12 @@ class FilesystemService(Service):
         append, mode = _put_options(options)
         located = self.roots.locate(path, write=True)
         progress = JobProgressBuffer(job)
+        transfer = transfer_progress(job)
+
+        def report(n: int) -> None:
+            progress.set_progress(None, f"{n} bytes written")
+            transfer.moved(n)
+
         with self.roots.parent_dir(located) as dir_fd:
             target = AtomicFile(
                 dir_fd, located.name, path, mode=mode, append=append, allow_hard_links=self.allow_hard_links
@@ -606,7 +613,7 @@ class FilesystemService(Service):
                     job,
                     job.pipes.input,  # type: ignore[arg-type]
                     target,
-                    lambda n: progress.set_progress(None, f"{n} bytes written", {"bytes": n}),
+                    report,
                 )
                 target.commit()
             except BaseException:
@@ -614,6 +621,7 @@ class FilesystemService(Service):
                 raise
             finally:
                 progress.flush()
+                transfer.finish()
         return done
 
     @roles("FILESYSTEM_WRITE")
@@ -629,6 +637,7 @@ class FilesystemService(Service):
         located = self.roots.locate(directory)
         dir_fd = self.roots.open_dir(located.real)
         progress = JobProgressBuffer(job)
+        transfer = transfer_progress(job)
         written: list[str] = []
         names: set[str] = set()
         total = 0
@@ -642,9 +651,8 @@ class FilesystemService(Service):
                 target = AtomicFile(dir_fd, name, path, mode=None, append=False)
 
                 def report(n: int, name: str = name) -> None:
-                    progress.set_progress(
-                        None, f"{name}: {n} bytes written", {"bytes": total + n, "files": len(written)}
-                    )
+                    progress.set_progress(None, f"{name}: {n} bytes written", {"files": len(written)})
+                    transfer.moved(total + n)
 
                 try:
                     total += _receive(job, pipe, target, report)
@@ -653,10 +661,11 @@ class FilesystemService(Service):
                     target.discard()
                     raise
                 written.append(path)
-                progress.set_progress(None, f"{len(written)} files written", {"bytes": total, "files": len(written)})
+                progress.set_progress(None, f"{len(written)} files written", {"files": len(written)})
         finally:
             os.close(dir_fd)
             progress.flush()
+            transfer.finish()
         return written
 
     @roles("FILESYSTEM_READ")
@@ -681,22 +690,26 @@ class FilesystemService(Service):
             os.close(dir_fd)
         output = job.pipes.output.w  # type: ignore[union-attr]
         progress = JobProgressBuffer(job)
+        transfer = transfer_progress(job)
         done = 0
         try:
             st = check_single_link(fd, path, allow_hard_links=self.allow_hard_links)
             with _os_errors(path):
                 os.set_blocking(fd, True)
                 size = st.st_size
+                transfer.expect(size)
                 while chunk := os.read(fd, GET_CHUNK):
                     if job.aborted.is_set():
                         raise JobAborted()
                     output.write(chunk)
                     done += len(chunk)
                     percent = 100 * done / size if size else None
-                    progress.set_progress(percent, f"{done} of {size} bytes sent", {"bytes": done})
+                    progress.set_progress(percent, f"{done} of {size} bytes sent")
+                    transfer.moved(done)
         finally:
             os.close(fd)
             progress.flush()
+            transfer.finish()
         output.close()
         return done
 
