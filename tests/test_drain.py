@@ -173,3 +173,43 @@ async def test_a_second_sigterm_stops_at_once(
     assert (record["state"], record["error"]) == ("ABORTED", STOPPED)
     assert b"SIGTERM while stopping: 1 job(s) aborted at once" in process.output
     assert b"Traceback" not in process.output and b"Unhandled" not in process.output
+
+
+# In one process: what a drain refuses and what it lets through.
+
+
+@pytest_twisted.ensureDeferred
+async def test_during_a_drain_clients_follow_their_jobs(daemon: Any, admin_client: Any) -> None:
+    job_id = await admin_client.call("core.job_test", {"sleep": 0.2})
+    drain = daemon.middleware.drain
+    ended = drain.begin(5)
+    try:
+        # Waiting for a job is no new work, and other methods answer.
+        assert await admin_client.call_job("core.job_wait", job_id) is True
+        assert await admin_client.call("core.ping") == "pong"
+        with pytest.raises(ClientCallError) as refused:
+            await admin_client.call("core.job_test")
+        assert refused.value.errno == errno.ESHUTDOWN
+        await ended
+        assert drain.status() == {"phase": "DRAINING", "jobs_left": 0, "seconds_left": 5}
+    finally:
+        drain.finish()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="midjobs/http/_upload.py answers a refused call's CallError with 412: ESHUTDOWN should be 503",
+)
+@pytest_twisted.ensureDeferred
+async def test_an_upload_during_a_drain_is_503(daemon: Any) -> None:
+    from test_upload import END, data_part, part, raw_upload
+
+    await daemon.middleware.users.create({"username": "admin", "password": "s3cret-pass", "roles": ["FULL_ADMIN"]})
+    daemon.middleware.drain.begin(5)
+    try:
+        body = data_part("core.job_test") + part("file", b"x" * 10, filename="x") + END
+        status, _, payload = await raw_upload(daemon, body)
+        assert payload == {"error": STOPPING}
+        assert status == 503
+    finally:
+        daemon.middleware.drain.finish()
