@@ -40,14 +40,35 @@ from twisted.python.threadable import isInIOThread
 from . import wire_json
 from .errors import CallError, ValidationErrors
 from .pipe import Pipes
+from .reactor_loop import ReactorLoop
 
 if TYPE_CHECKING:
     from .service import JobOptions
     from .store import IJobStore
 
-__all__ = ["ABORT_GRACE", "Job", "JobAborted", "JobState", "JobTimedOut", "JobsQueue", "PipeNotOpen"]
+__all__ = [
+    "ABORT_GRACE",
+    "AbortFlag",
+    "Job",
+    "JobAborted",
+    "JobCancelledException",
+    "JobState",
+    "JobTimedOut",
+    "JobsQueue",
+    "PipeNotOpen",
+]
 
 log = logger(__name__)
+
+#: Called with a job's record (secrets included) each time it reports progress.
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+#: Error classes L{Job.wait} raises as they are (C{raise_error_forward_classes}).
+ErrorClasses = tuple[type[BaseException], ...]
+
+#: What L{Job.wait} forwards by default: C{CallError} and its subclasses
+#: (C{ValidationErrors}, L{JobAborted}); anything else becomes a C{CallError}.
+FORWARDED_ERRORS: ErrorClasses = (CallError,)
 
 #: A job that wants events: called with the job and "added" or "changed" (and,
 #: for an event held back until the job was recorded, its record at the time).
@@ -94,6 +115,22 @@ class JobAborted(CallError):
 
     def __init__(self, reason: str = "Job aborted") -> None:
         super().__init__(reason, errno.ECANCELED)
+
+
+#: The original daemon's name: a thread job raises it once it has stopped on
+#: C{job.aborted_event}, and the job ends ABORTED.
+JobCancelledException = JobAborted
+
+
+class AbortFlag(threading.Event):
+    """
+    The event a job's abort sets, which also reads as a truth value: C{if
+    job.aborted:} is true once the job is aborted (a plain C{threading.Event}
+    would always be true).
+    """
+
+    def __bool__(self) -> bool:
+        return self.is_set()
 
 
 class JobTimedOut(JobAborted):
@@ -154,8 +191,17 @@ class Job:
     Deferred) or, from a thread, L{wait_sync}, and may L{abort} it.
 
     @ivar id: the job's number, assigned when it is queued.
-    @ivar aborted: a C{threading.Event} set when the job is aborted; thread
-        jobs watch it (C{job.aborted.wait(1)} sleeps a second unless aborted).
+    @ivar aborted: an L{AbortFlag} (a C{threading.Event}) set when the job is
+        aborted; thread jobs watch it (C{job.aborted.wait(1)} sleeps a second
+        unless aborted), and C{if job.aborted:} tests it.  C{aborted_event}
+        is the same object, by the original daemon's name.
+    @ivar middleware: the middleware that made the job (C{None} for a job
+        made outside one, as in tests).
+    @ivar internal_data: a dict the job's code may keep anything in; it is
+        not part of the job's record.
+    @ivar on_progress_cb: called with the job's record (secrets included:
+        it is the caller's own) each time the job reports progress, on the
+        reactor thread (C{middleware.call(..., job_on_progress_cb=...)}).
     @ivar time_limit: seconds the job may run before it is aborted
         (L{JobTimedOut}), counted from L{start}; C{None} for no limit.  Its
         C{options.timeout} at first; the queue gives it its
@@ -180,8 +226,13 @@ class Job:
         logs_dir: Path | None = None,
         recorded_arguments: Sequence[Any] | None = None,
         redact_result: Callable[[Any], Any] | None = None,
+        middleware: Any = None,
+        on_progress_cb: ProgressCallback | None = None,
     ) -> None:
         self.reactor = reactor
+        self.middleware = middleware
+        self.on_progress_cb = on_progress_cb
+        self.internal_data: dict[str, Any] = {}
         self._run = run
         self._leading = list(leading)
         self._is_async = is_async
@@ -202,11 +253,9 @@ class Job:
         self.owner = owner
         self.credentials = credentials
         self.pipes = pipes or Pipes()
-        self.lock_name = options.lock_name(self.arguments)
+        self.lock_name = self._lock_name()
         self.message_ids: list[Any] = []
-        self.description: str | None = (
-            options.description(*self.arguments) if options.description else None
-        )
+        self.description = self._initial_description()
         self.progress: dict[str, Any] = {"percent": 0, "description": "", "extra": None}
         self.state = JobState.WAITING
         self.result: Any = None
@@ -221,7 +270,7 @@ class Job:
         self.logs_excerpt: str | None = None
         # A thread job watches its event from its own thread; an async job's
         # is made only if someone asks for it (on the reactor thread).
-        self._aborted: threading.Event | None = None if is_async else threading.Event()
+        self._aborted: AbortFlag | None = None if is_async else AbortFlag()
         self.on_change: ChangeListener | None = None
         self.on_finish: Callable[[Job], None] | None = None
         #: Set by a queue that records jobs: the end waits until it is recorded.
@@ -239,14 +288,69 @@ class Job:
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.method} {self.state.value}>"
 
+    def _lock_name(self) -> str | None:
+        """
+        The lock the job takes, from the decorator's C{lock} (a callable of
+        the arguments, maybe).
+
+        @raise CallError: C{EINVAL}, the callable raised (logged).
+        """
+        try:
+            return self.options.lock_name(self.arguments)
+        except Exception as e:
+            log.failure("Error handling the job lock of {method}", method=self.method, level=LogLevel.warn)
+            raise CallError(f"Error handling job lock: {e}", errno.EINVAL) from None
+
+    def _initial_description(self) -> str | None:
+        """
+        The decorator's C{description} of the arguments; C{None} (and a log
+        line) if it raises: the job runs all the same.
+        """
+        if not self.options.description:
+            return None
+        try:
+            return self.options.description(*self.arguments)
+        except Exception:
+            log.failure("Error setting the description of a {method} job", method=self.method, level=LogLevel.warn)
+            return None
+
     @property
-    def aborted(self) -> threading.Event:
+    def aborted(self) -> AbortFlag:
         """
         Set when the job is aborted (see the class docstring).
         """
         if self._aborted is None:
-            self._aborted = threading.Event()
+            self._aborted = AbortFlag()
         return self._aborted
+
+    @property
+    def aborted_event(self) -> AbortFlag:
+        """
+        L{aborted}, by the original daemon's name.
+        """
+        return self.aborted
+
+    @property
+    def method_name(self) -> str:
+        """
+        C{method}, by the original daemon's name.
+        """
+        return self.method
+
+    @property
+    def args(self) -> list[Any]:
+        """
+        C{arguments}, by the original daemon's name.
+        """
+        return self.arguments
+
+    @property
+    def loop(self) -> ReactorLoop:
+        """
+        The reactor, under the scheduling names of an asyncio loop (the
+        original daemon's C{job.loop}): see L{ReactorLoop}.
+        """
+        return ReactorLoop(self.reactor)
 
     @property
     def was_aborted(self) -> bool:
@@ -283,7 +387,8 @@ class Job:
         a C{description} of the current step, and any C{extra} JSON value.
 
         Arguments left C{None} keep their value.  Only a real change sends an
-        event.  Safe to call from the job's thread.
+        event; C{on_progress_cb}, if any, hears of every report.  Safe to
+        call from the job's thread.
         """
         if _in_thread():
             self.reactor.callFromThread(self.set_progress, percent, description, extra)
@@ -298,11 +403,25 @@ class Job:
             progress["description"] = description
         if extra is not None:
             progress["extra"] = extra
-        if progress != self.progress:
-            self.progress = progress
+        changed = progress != self.progress
+        self.progress = progress
+        if self.on_progress_cb is not None:
+            self._tell_progress_cb(self.on_progress_cb)
+        if changed:
             for listener in list(self._progress_listeners):
                 listener(progress)
             self._changed()
+
+    def _tell_progress_cb(self, callback: ProgressCallback) -> None:
+        try:
+            callback(self.to_record(raw_result=True))
+        except Exception:
+            log.failure(
+                "Failed to run the progress callback of job {job_id} ({method})",
+                job_id=self.id,
+                method=self.method,
+                level=LogLevel.warn,
+            )
 
     def set_description(self, description: str | None) -> None:
         """
@@ -325,6 +444,16 @@ class Job:
         if not self._ending:
             self._changed()
 
+    def logs_fd_write(self, data: bytes) -> Deferred[Any]:
+        """
+        Write C{data} to C{logs_fd} in the reactor's thread pool, so that an
+        async job does not block the reactor on a slow disk:
+        C{await job.logs_fd_write(b"...")}.
+        """
+        if self.logs_fd is None:
+            raise ValueError(f"Job {self.id} ({self.method}) has no log file: declare it with @job(logs=True)")
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.logs_fd.write, data)
+
     def check_pipe(self, pipe: str) -> None:
         """
         Make sure the caller opened C{pipe} (C{"input"} or C{"output"}).
@@ -336,27 +465,42 @@ class Job:
 
     # Waiting.
 
-    def wait(self, timeout: float | None = None, raise_error: bool = False) -> Deferred[Any]:
+    def wait(
+        self,
+        timeout: float | None = None,
+        raise_error: bool = False,
+        raise_error_forward_classes: ErrorClasses = FORWARDED_ERRORS,
+    ) -> Deferred[Any]:
         """
         A Deferred that fires with the job's result when it ends.
 
         @param timeout: give up after this many seconds (C{TimeoutError}); the
             job goes on.
         @param raise_error: fail with the job's error if it failed or was
-            aborted, instead of firing with C{None}.  A C{CallError} (and its
-            subclasses, such as C{ValidationErrors}) keeps its class.
+            aborted (L{JobAborted}), instead of firing with C{None}.
+        @param raise_error_forward_classes: the errors that keep their class
+            (by default C{CallError} and its subclasses, such as
+            C{ValidationErrors} and L{JobAborted}); any other becomes a
+            C{CallError} with its message.
         """
         waiter: Deferred[None] = Deferred(lambda d: self._waiters.remove(d))
         if self.state.finished:
             waiter.callback(None)
         else:
             self._waiters.append(waiter)
-        result: Deferred[Any] = waiter.addCallback(lambda _: self.outcome(raise_error))
+        result: Deferred[Any] = waiter.addCallback(
+            lambda _: self.outcome(raise_error, raise_error_forward_classes)
+        )
         if timeout is not None:
             result.addTimeout(timeout, self.reactor)
         return result
 
-    def wait_sync(self, timeout: float | None = None, raise_error: bool = False) -> Any:
+    def wait_sync(
+        self,
+        timeout: float | None = None,
+        raise_error: bool = False,
+        raise_error_forward_classes: ErrorClasses = FORWARDED_ERRORS,
+    ) -> Any:
         """
         L{wait} for a thread job: block the calling thread until the job ends.
 
@@ -366,41 +510,42 @@ class Job:
         if not _in_thread():
             raise RuntimeError("wait_sync would block the reactor: use wait()")
         try:
-            return blockingCallFromThread(self.reactor, self.wait, timeout, raise_error)
+            return blockingCallFromThread(self.reactor, self.wait, timeout, raise_error, raise_error_forward_classes)
         except DeferredTimeoutError:
             raise TimeoutError(f"Job {self.id} did not end in {timeout} seconds") from None
 
-    def outcome(self, raise_error: bool = False) -> Any:
+    def outcome(self, raise_error: bool = False, raise_error_forward_classes: ErrorClasses = FORWARDED_ERRORS) -> Any:
         """
         The result of the job, which has ended; with C{raise_error}, raise
         its error if it failed or was aborted (as L{wait} fails).
         """
         if raise_error and self.state in (JobState.FAILED, JobState.ABORTED):
-            if isinstance(self._error, CallError):
+            if isinstance(self._error, raise_error_forward_classes):
                 raise self._error
             raise CallError(self.error or "Job failed")
         return self.result
 
     # Nesting.
 
-    async def wrap(self, subjob: Job) -> Any:
+    async def wrap(self, subjob: Job, raise_error_forward_classes: ErrorClasses = FORWARDED_ERRORS) -> Any:
         """
         Wait for C{subjob}, copying its progress to this job, and return its
-        result (raising its error).
+        result (raising its error as L{wait} does).  A sub-job that was
+        aborted raises L{JobAborted}: unless caught, this job ends ABORTED too.
         """
         self._follow(subjob)
         try:
-            return await subjob.wait(raise_error=True)
+            return await subjob.wait(raise_error=True, raise_error_forward_classes=raise_error_forward_classes)
         finally:
             subjob._progress_listeners.remove(self._copy_progress)
 
-    def wrap_sync(self, subjob: Job) -> Any:
+    def wrap_sync(self, subjob: Job, raise_error_forward_classes: ErrorClasses = FORWARDED_ERRORS) -> Any:
         """
         L{wrap} for a thread job.
         """
         self.reactor.callFromThread(self._follow, subjob)
         try:
-            return subjob.wait_sync(raise_error=True)
+            return subjob.wait_sync(raise_error=True, raise_error_forward_classes=raise_error_forward_classes)
         finally:
             self.reactor.callFromThread(subjob._progress_listeners.remove, self._copy_progress)
 
@@ -545,9 +690,20 @@ class Job:
         if self._ending:
             self._returned_late("returned")
             return
-        if self.was_aborted:
+        if isinstance(self._error, JobTimedOut):
+            # Past its time limit: what it returned does not make it a success.
             self._finish(JobState.ABORTED)
             return
+        if self.was_aborted:
+            # As in the original daemon: aborted, it returned all the same
+            # (a job that stops early raises JobAborted, or lets the
+            # cancellation through).
+            log.info(
+                "Job {job_id} ({method}) returned after its abort: recorded SUCCESS",
+                job_id=self.id,
+                method=self.method,
+            )
+            self._error = None
         if type(result) not in _PLAIN_RESULTS:
             try:
                 wire_json.dumps(result)
@@ -563,9 +719,10 @@ class Job:
         if self._ending:
             self._returned_late(f"failed ({failure.getErrorMessage()})")
             return
-        if self.was_aborted or failure.check(CancelledError):
+        if self.was_aborted or failure.check(CancelledError, JobAborted):
             if not isinstance(self._error, JobAborted):
-                self._error = JobAborted()
+                raised = failure.value
+                self._error = raised if isinstance(raised, JobAborted) else JobAborted()
             self._finish(JobState.ABORTED)
             return
         error = failure.value
@@ -749,10 +906,12 @@ class JobsQueue:
 
     def listed(self) -> Iterator[Job]:
         """
-        The jobs ``core.get_jobs`` lists: not transient, and recorded if there is a store.
+        The jobs ``core.get_jobs`` lists: those recorded if there is a store,
+        and, as in the original daemon, transient ones until they end (they
+        are never recorded, and dropped at their end).
         """
         hidden = self._recording.keys() | self._unlisted
-        return (job for job in list(self._jobs.values()) if not job.options.transient and job.id not in hidden)
+        return (job for job in list(self._jobs.values()) if job.id not in hidden)
 
     def get(self, job_id: int) -> Job:
         """

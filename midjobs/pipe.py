@@ -841,6 +841,19 @@ class InputPipes:
             pipe.discard()
         self._wake()
 
+    @property
+    def first_pipe(self) -> Pipe:
+        """
+        L{first}, by the original daemon's name.
+        """
+        return self.first
+
+    def add_pipe(self, pipe: Pipe) -> None:
+        """
+        L{add}, by the original daemon's name.
+        """
+        self.add(pipe)
+
     def finish(self) -> None:
         """
         No more files will arrive.

@@ -158,7 +158,9 @@ def job(
 
     @param lock: jobs holding the same lock run one at a time, in the order
         they were called.  A string, or a callable of the call's argument list
-        returning the lock name (or C{None} for no lock).
+        returning the lock name (or C{None} for no lock).  If the callable
+        raises, the call fails with C{EINVAL} "Error handling job lock:
+        <message>" (and a log line).
     @param lock_queue_size: how many jobs may wait for the lock.  Beyond it, a
         call returns the last waiting job with that lock instead of queueing a
         new one.  C{0} makes a call fail with C{EBUSY} while the lock is held;
@@ -168,9 +170,11 @@ def job(
         C{"output"} (a download).
     @param check_pipes: refuse a call without those pipes.  Jobs that can run
         both ways set it to C{False} and call C{job.check_pipe} themselves.
-    @param transient: the job sends no events and is not listed.
+    @param transient: the job sends no events and is never recorded in the
+        history; C{core.get_jobs} lists it only until it ends.
     @param description: a callable of the call's arguments returning the
-        job's initial description.
+        job's initial description.  If it raises, that is logged and the job
+        runs without one.
     @param abortable: C{core.job_abort} may abort the job.
     @param read_roles: roles that may see the job besides its owner.
     @param timeout: seconds the job may run (counted from the moment it
