@@ -82,8 +82,37 @@ async def test_ping_and_plain_results(daemon: Any, admin: Any) -> None:
     assert (out, code) == ('{"a": [1, 2]}\n', 0)
     out, err, code = await midclt(*logged_in(daemon), "call", "sample.echo", "-", stdin=b'[true, null]\n')
     assert (out, code) == ("[true, null]\n", 0)
-    out, err, code = await midclt(*logged_in(daemon), "call", "-q", "sample.echo", "7")
-    assert (out, code) == ("", 0)
+
+
+
+@pytest_twisted.ensureDeferred
+async def test_null_result_prints_null(daemon: Any, admin: Any) -> None:
+    # As the original midclt: json.dumps(None).
+    assert await midclt(*logged_in(daemon), "call", "sample.echo", "null") == ("null\n", "", 0)
+    assert await midclt(*logged_in(daemon), "call", "sample.echo") == ("null\n", "", 0)
+    out, err, code = await midclt(*logged_in(daemon), "call", "sample.echo", "1.5")
+    assert (out, code) == ("1.5\n", 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_quiet_hides_the_errors_of_the_call_not_the_result(daemon: Any, admin: Any) -> None:
+    # As the original midclt: -q silences a failed call (the status still says it), never a result.
+    assert await midclt(*logged_in(daemon), "call", "-q", "sample.echo", "7") == ("7\n", "", 0)
+    assert await midclt(*logged_in(daemon), "call", "-q", "sample.fail", "went wrong") == ("", "", 1)
+    out, err, code = await midclt(*logged_in(daemon), "call", "-q", "--job", "sample.failing_job", "job broke")
+    assert (out, code) == ("", 1)
+    assert "job broke" not in err and "Traceback" not in err
+    assert await midclt("-u", daemon.ws_url, "call", "-q", "core.get_jobs") == ("", "", 1)
+    # Connecting and logging in are not the call: they still say what went wrong.
+    out, err, code = await midclt("-u", daemon.ws_url, "-U", ADMIN[0], "-P", "wrong", "call", "-q", "core.ping")
+    assert code == 1 and "Failed to log in" in err
+
+
+@pytest_twisted.ensureDeferred
+async def test_quiet_still_reports_a_missing_daemon(short_tmp: Any) -> None:
+    out, err, code = await midclt("-u", f"ws+unix://{short_tmp}/nothing.sock", "call", "-q", "core.ping")
+    assert code == 1
+    assert err.strip() == "Failed to run middleware call. Daemon not running?"
 
 
 @pytest_twisted.ensureDeferred

@@ -4,7 +4,11 @@ C{midclt}: call the midjobs daemon from the command line.
     midclt [-u URI] [-U USER] [-P PASSWORD] [-K API_KEY] [-t SECONDS]
            [--insecure | --ssl-ca FILE] {call,ping,subscribe} ...
 
-Exit status: 0 on success, 1 on any failure (printed on stderr), 130 on Ctrl-C.
+Exit status: 0 on success, 1 on any failure (printed on stderr, unless
+C{call -q} and the call itself failed), 130 on Ctrl-C.
+
+As the original C{midclt}: C{-q} silences the errors of the call, never its
+result, and a C{None} result prints C{null}.
 """
 
 from __future__ import annotations
@@ -47,13 +51,12 @@ def default_uri() -> str:
     return f"ws+unix://{default_socket_path()}"
 
 
-def format_result(value: Any) -> str | None:
+def format_result(value: Any) -> str:
     """
-    How C{call} prints a result: L{None} prints nothing, bools as
-    C{True}/C{False}, strings and ints as they are, the rest as one line of JSON.
+    How C{call} prints a result, as the original C{midclt}: bools as
+    C{True}/C{False}, strings and ints as they are, the rest (L{None}
+    included: C{null}) as one line of JSON.
     """
-    if value is None:
-        return None
     if isinstance(value, bool):
         return repr(value)
     if isinstance(value, (str, int)):
@@ -91,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="{call,ping,subscribe}", required=True)
 
     call = commands.add_parser("call", help="call a method and print its result")
-    call.add_argument("-q", "--quiet", action="store_true", help="do not print the result")
+    call.add_argument("-q", "--quiet", action="store_true",
+                      help="do not print the error when the call fails (the exit status still says so)")
     call.add_argument("-j", "--job", action="store_true", help="wait for the job and show its progress")
     call.add_argument("--job-print", choices=("progressbar", "description"), default="progressbar",
                       help="with --job: draw a progress bar (default) or print each new description")
@@ -141,6 +145,8 @@ class _Run:
         self.stopping = False
         self.interrupted = False
         self.display: ProgressDisplay | None = None
+        #: The call has been made: a failure now is the call's (C{-q} silences it).
+        self.calling = False
 
     async def __call__(self, reactor: Any) -> None:
         reactor.addSystemEventTrigger("before", "shutdown", self._shutdown)
@@ -173,7 +179,7 @@ class _Run:
         except Exception as e:
             if self.display is not None:
                 self.display.finish(success=False)
-            if not self.stopping:
+            if not self.stopping and not (self.calling and self.opts.quiet):
                 self._report(e)
             return 1
         finally:
@@ -227,6 +233,7 @@ class _Run:
 
     async def _cmd_call(self, client: Client, reactor: Any) -> int:
         opts = self.opts
+        self.calling = True
         if opts.job:
             self.display = ProgressDisplay(sys.stderr, mode=opts.job_print)
             result = await client.call_job(opts.method, *opts.params, callback=self.display)
@@ -234,9 +241,7 @@ class _Run:
             self.display = None
         else:
             result = await client.call(opts.method, *opts.params)
-        text = format_result(result)
-        if text is not None and not opts.quiet:
-            _out(text)
+        _out(format_result(result))
         return 0
 
     async def _cmd_ping(self, client: Client, reactor: Any) -> int:
