@@ -563,7 +563,10 @@ class Job:
         Stop the job: a waiting one ends at once, a running async one has its
         Deferred cancelled, a running thread one sees C{aborted} set.  Blocked
         pipe reads and writes fail.  The job ends L{JobState.ABORTED}, with
-        C{reason} as its error.
+        C{reason} as its error, once its method stops by raising (a thread
+        job raises L{JobAborted}); a method that returns all the same ends
+        the job SUCCESS, as in the original daemon (past its time limit, it
+        ends ABORTED whatever it returns).
 
         A running job that has not stopped L{ABORT_GRACE} seconds later (a
         thread that does not look at C{aborted}, a coroutine that ignores its
