@@ -342,11 +342,12 @@ class Daemon(MultiService):
         if middleware is None or not self.running:
             return
         drain = middleware.drain
-        jobs_ended = drain.begin(self.settings.drain_timeout)
-        if self.systemd is not None:
-            self.systemd.stopping()
+        # Before anyone is told the daemon stops: a second signal then always cuts the drain short.
         restore = _on_signals((signal.SIGTERM, signal.SIGINT), self.reactor, drain.cut_short)
         try:
+            jobs_ended = drain.begin(self.settings.drain_timeout)
+            if self.systemd is not None:
+                self.systemd.stopping()
             # New connections are refused from now on; those open stay, to follow their jobs.
             await gatherResults([maybeDeferred(listener.stopService) for listener in self.listeners])
             await jobs_ended
