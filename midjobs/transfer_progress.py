@@ -14,8 +14,9 @@ The job's C{progress.extra} then carries (L{midjobs.progress.TRANSFER_KEYS}):
   - C{total_bytes}: the size of the whole transfer, when someone knows it
     (L{TransferProgress.expect}); never less than C{bytes};
   - C{rate}: bytes per second, an int: an exponential moving average with a
-    time constant of L{RATE_WINDOW} seconds, once the transfer has moved for
-    half an update interval;
+    time constant of L{RATE_WINDOW} seconds (corrected for its start at 0,
+    so a burst at the start, such as buffers filling, weighs only for the
+    time it took), once the transfer has moved for half an update interval;
   - C{eta_seconds}: seconds left at that rate (one decimal), when the total
     is known; 0 once C{bytes} reached it.
 
@@ -70,6 +71,11 @@ class TransferProgress:
         self.rate: float | None = None
         #: When and where the rate was last sampled (None until the first report).
         self._sampled: tuple[float, int] | None = None
+        #: The moving average started from 0, and the weight it has gathered:
+        #: their ratio is the rate without the bias of that start (in the
+        #: first window, close to the plain average since the first report).
+        self._average = 0.0
+        self._weights = 0.0
         self._stall_call: Any = None
         self._over = False
         self._throttle = Throttle(self._reactor, self._send, self._interval)
@@ -153,15 +159,12 @@ class TransferProgress:
             return
         then, before = self._sampled
         elapsed = now - then
-        if self.rate is None:
-            if elapsed < self._interval / 2:
-                return
-            self.rate = (position - before) / elapsed
-        elif elapsed > 0:
-            weight = 1 - math.exp(-elapsed / self._window)
-            self.rate += weight * ((position - before) / elapsed - self.rate)
-        else:
+        if elapsed <= 0 or (self.rate is None and elapsed < self._interval / 2):
             return
+        weight = 1 - math.exp(-elapsed / self._window)
+        self._average += weight * ((position - before) / elapsed - self._average)
+        self._weights += weight * (1 - self._weights)
+        self.rate = self._average / self._weights
         self._sampled = (now, position)
 
     def _send(self) -> None:

@@ -199,3 +199,53 @@ async def test_documented_roundtrip_script(daemon: Any, admin: Any, tmp_path: Pa
         f"downloaded {local.stat().st_size} bytes (job 3); identical: True",
     ]
     assert remote.read_bytes() == local.read_bytes()
+
+
+# The transfer figures after the bar (midjobs.client._progress), as units.
+
+
+def test_transfer_figures_formatting() -> None:
+    from midjobs.client._progress import format_duration, format_size, transfer_text
+
+    assert [format_size(n) for n in (0, 1023, 1024, 1536, 12.345 * 2**20, 512 * 2**20, 2**30 - 1, 2**30)] == [
+        "0 B", "1023 B", "1 KiB", "1.5 KiB", "12.3 MiB", "512 MiB", "1 GiB", "1 GiB",
+    ]
+    assert [format_duration(s) for s in (0, 0.2, 3, 59.5, 125, 3600, 3840)] == [
+        "0 s", "1 s", "3 s", "1 min", "2 min 5 s", "1 h", "1 h 4 min",
+    ]
+    full = {"bytes": 512 * 2**20, "total_bytes": 2**30, "rate": 180_000_000, "eta_seconds": 2.9}
+    assert transfer_text(full) == "512 MiB of 1 GiB, 172 MiB/s, 3 s left"
+    assert transfer_text({"bytes": 5 * 2**20, "rate": 2**20}) == "5 MiB, 1 MiB/s"
+    assert transfer_text({"bytes": 10, "total_bytes": 10, "eta_seconds": 0, "step": 3}) == "10 B of 10 B, 0 s left"
+    # Only a job's extra that carries a numeric bytes has figures.
+    for extra in (None, [1], {"step": 3}, {"bytes": "many"}, {"bytes": True}, {"bytes": -1}):
+        assert transfer_text(extra) is None
+    assert transfer_text({"bytes": 1, "rate": "fast", "eta_seconds": float("nan")}) == "1 B"
+
+
+def test_progress_line_with_transfer_figures() -> None:
+    import io
+
+    from midjobs.client._progress import ProgressDisplay, progress_lines
+
+    assert progress_lines("Copying", 50.0, "512 MiB of 1 GiB") == (
+        "Status: Copying",
+        "Total Progress: [" + "#" * 20 + "_" * 20 + "] 50.00%  512 MiB of 1 GiB",
+    )
+    stream = io.StringIO()
+    display = ProgressDisplay(stream, tty=False)
+    job = {"progress": {"percent": 25, "description": "Copying", "extra": {"bytes": 2**20, "total_bytes": 2**22}}}
+    display(job)
+    # The same figures draw nothing new; new ones do.
+    display(job)
+    job = {"progress": {"percent": 25, "description": "Copying", "extra": {"bytes": 2**21, "total_bytes": 2**22}}}
+    display(job)
+    display.finish(success=True)
+    assert stream.getvalue().splitlines() == [
+        "Status: Copying",
+        "Total Progress: [" + "#" * 10 + "_" * 30 + "] 25.00%  1 MiB of 4 MiB",
+        "Status: Copying",
+        "Total Progress: [" + "#" * 10 + "_" * 30 + "] 25.00%  2 MiB of 4 MiB",
+        "Status: Copying",
+        "Total Progress: [" + "#" * 40 + "] 100.00%  2 MiB of 4 MiB",
+    ]
