@@ -30,7 +30,7 @@ from .drain import Drain
 from .errors import ENOMETHOD, ENOTAUTHENTICATED, CallError
 from .events import EventHub
 from .health import Health, StoreCheck, state_dir_writable
-from .job import Job, JobsQueue
+from .job import Job, JobsQueue, ProgressCallback
 from .metrics import Metrics
 from .pipe import Pipe, Pipes
 from .service import MethodSpec, Service, method_spec
@@ -276,7 +276,12 @@ class Middleware:
         raise AccessDenied()
 
     def call(
-        self, name: str, *params: Any, app: ISession | None = None, pipes: Pipes | None = None
+        self,
+        name: str,
+        *params: Any,
+        app: ISession | None = None,
+        pipes: Pipes | None = None,
+        job_on_progress_cb: ProgressCallback | None = None,
     ) -> Deferred[Any]:
         """
         Call C{name} from within the daemon (no access checks).
@@ -285,24 +290,48 @@ class Middleware:
 
             job = await self.middleware.call("core.job_test", {"sleep": 1})
             result = await job.wait(raise_error=True)
+
+        @param job_on_progress_cb: for a job method, called with the job's
+            record each time it reports progress (L{Job.on_progress_cb}).
         """
         try:
-            return self._call(self.method(name), params, app, pipes, None)
+            return self._call(self.method(name), params, app, pipes, None, job_on_progress_cb)
         except Exception as e:
             return fail(e)
 
     def call_sync(
-        self, name: str, *params: Any, app: ISession | None = None, pipes: Pipes | None = None
+        self,
+        name: str,
+        *params: Any,
+        app: ISession | None = None,
+        pipes: Pipes | None = None,
+        job_on_progress_cb: ProgressCallback | None = None,
+        background: bool = False,
     ) -> Any:
         """
         L{call} from a thread job: block that thread until the result (or the
         L{Job}) is there.
 
+        @param background: do not wait: start the call in the reactor and
+            return C{None} at once; its failure is logged.
         @raise RuntimeError: called on the reactor thread, which must never block.
         """
         if isInIOThread():
             raise RuntimeError("call_sync would block the reactor: use call()")
-        return blockingCallFromThread(self.reactor, self.call, name, *params, app=app, pipes=pipes)
+        if background:
+            self.reactor.callFromThread(self._call_in_background, name, params, app)
+            return None
+        return blockingCallFromThread(
+            self.reactor, self.call, name, *params, app=app, pipes=pipes, job_on_progress_cb=job_on_progress_cb
+        )
+
+    def _call_in_background(self, name: str, params: Sequence[Any], app: ISession | None) -> None:
+        """
+        L{call} whose caller does not wait (C{call_sync(..., background=True)}).
+        """
+        self.call(name, *params, app=app).addErrback(
+            lambda failure: log.failure("Background call of {method} failed", failure, method=name)
+        )
 
     def _call(
         self,
@@ -311,12 +340,13 @@ class Middleware:
         app: ISession | None,
         pipes: Pipes | None,
         message_id: Any,
+        on_progress_cb: ProgressCallback | None = None,
     ) -> Deferred[Any]:
         params = list(params)
         method.signature.check(params)
         leading = method.leading(app)
         if method.spec.job is not None:
-            return self._queue_job(method, params, leading, app, pipes, message_id)
+            return self._queue_job(method, params, leading, app, pipes, message_id, on_progress_cb)
         if method.is_async:
             return Deferred.fromCoroutine(method.run(*leading, *params))
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), method.run, *leading, *params)
@@ -329,6 +359,7 @@ class Middleware:
         app: ISession | None,
         pipes: Pipes | None,
         message_id: Any,
+        on_progress_cb: ProgressCallback | None = None,
     ) -> Deferred[Job]:
         options = method.spec.job
         assert options is not None
@@ -347,6 +378,8 @@ class Middleware:
             logs_dir=self.logs_dir,
             recorded_arguments=self.redact(method, params) if method.spec.secrets or method.spec.forwards else None,
             redact_result=self.result_redactor(method, params),
+            middleware=self,
+            on_progress_cb=on_progress_cb,
         )
         if options.check_pipes:
             for pipe in options.pipes:

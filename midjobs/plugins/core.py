@@ -491,6 +491,8 @@ class CoreService(Service):
     async def _start_download(self, app: ISession | None, start: Any, filename: str, buffered: bool) -> list:
         if app is None or app.user is None:
             raise CallError("A download needs a logged-in caller", errno.EPERM)
+        # Started from here, its job is no client's call: the drain is checked here.
+        self.middleware.drain.check_accepting()
         pipe = self.middleware.pipe(buffered)
         try:
             started = await start(Pipes(output=pipe))
