@@ -18,6 +18,12 @@ whatever the size of the files, and the upload goes as fast as the job reads.
 The answer, C{{"job_id": N}}, comes once the body ended and the last pipe was
 closed.
 
+The bytes of the file parts handed to the pipes count in the job's transfer
+figures (C{progress.extra}'s C{bytes}, C{rate}; L{midjobs.transfer_progress}),
+against a total taken from C{Content-Length} less the data part (a few
+hundred bytes too many: part headers and boundaries), made exact once the
+body has ended.
+
 A refused upload (see L{STATUS}) is answered at once with C{{"error":
 reason}}; if the body had not ended, with C{Connection: close}, and what the
 client still sends is dropped for a short while so that it can read the
