@@ -10,7 +10,6 @@ import io
 import re
 import socket
 import time
-import urllib.parse
 from typing import Any
 
 import attrs
