@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ABORT_GRACE",
+    "TRANSFER_KEYS",
     "AbortFlag",
     "Job",
     "JobAborted",
@@ -55,6 +56,7 @@ __all__ = [
     "JobState",
     "JobTimedOut",
     "JobsQueue",
+    "keep_transfer_keys",
     "PipeNotOpen",
 ]
 
@@ -90,6 +92,23 @@ ABORT_GRACE = 10.0
 
 #: The progress description of a job waiting behind a held lock.
 WAITING_FOR_LOCK = "Waiting for lock {lock}"
+
+
+#: The C{progress.extra} keys of a job that moves bytes: C{bytes} moved so
+#: far, C{total_bytes} when known, C{rate} in bytes per second (smoothed)
+#: and C{eta_seconds} when the total is known.
+TRANSFER_KEYS = ("bytes", "total_bytes", "rate", "eta_seconds")
+
+
+def keep_transfer_keys(current: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    """
+    A job's new dict C{extra}, with the transfer fields of the C{current}
+    extra that it does not set itself.
+    """
+    if not isinstance(current, dict):
+        return extra
+    kept = {key: current[key] for key in TRANSFER_KEYS if key in current and key not in extra}
+    return {**extra, **kept} if kept else extra
 
 
 class JobState(enum.Enum):
@@ -402,7 +421,8 @@ class Job:
         if description is not None:
             progress["description"] = description
         if extra is not None:
-            progress["extra"] = extra
+            # The transfer fields an upload or download keeps stay (midjobs.progress).
+            progress["extra"] = keep_transfer_keys(progress["extra"], extra) if isinstance(extra, dict) else extra
         changed = progress != self.progress
         self.progress = progress
         if self.on_progress_cb is not None:

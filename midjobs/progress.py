@@ -19,14 +19,10 @@ from typing import Any, Callable
 
 from twisted.python.threadable import isInIOThread
 
-from .job import Job
+from .job import TRANSFER_KEYS, Job, keep_transfer_keys
 
 __all__ = ["JobProgressBuffer", "TRANSFER_KEYS", "Throttle", "keep_transfer_keys", "merge_extra"]
 
-#: The C{progress.extra} keys of a job that moves bytes: C{bytes} moved so
-#: far, C{total_bytes} when known, C{rate} in bytes per second (smoothed)
-#: and C{eta_seconds} when the total is known.
-TRANSFER_KEYS = ("bytes", "total_bytes", "rate", "eta_seconds")
 
 
 def merge_extra(current: Any, update: dict[str, Any], owned: tuple[str, ...] = ()) -> Any:
@@ -48,17 +44,6 @@ def merge_extra(current: Any, update: dict[str, Any], owned: tuple[str, ...] = (
         return current
     merged.update(update)
     return merged
-
-
-def keep_transfer_keys(current: Any, extra: dict[str, Any]) -> dict[str, Any]:
-    """
-    A job's new dict C{extra}, with the transfer fields of the C{current}
-    extra that it does not set itself.
-    """
-    if not isinstance(current, dict):
-        return extra
-    kept = {key: current[key] for key in TRANSFER_KEYS if key in current and key not in extra}
-    return {**extra, **kept} if kept else extra
 
 
 class Throttle:

@@ -196,10 +196,6 @@ async def test_during_a_drain_clients_follow_their_jobs(daemon: Any, admin_clien
         drain.finish()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="midjobs/http/_upload.py answers a refused call's CallError with 412: ESHUTDOWN should be 503",
-)
 @pytest_twisted.ensureDeferred
 async def test_an_upload_during_a_drain_is_503(daemon: Any) -> None:
     from test_upload import END, data_part, part, raw_upload

@@ -244,3 +244,23 @@ def test_throttle(reactor: Reactor) -> None:
     throttle.cancel()
     reactor.advance(5)
     assert calls == [0, 1.0, 6.0, 6.0]
+
+
+def test_a_jobs_own_extra_keeps_the_transfer_fields() -> None:
+    """
+    A job that sets its own C{extra} with C{set_progress} keeps the transfer
+    fields an upload or download reported, unless it sets them itself.
+    """
+    from twisted.internet.testing import MemoryReactorClock
+
+    from midjobs.job import Job
+    from midjobs.service import JobOptions
+
+    job = Job(MemoryReactorClock(), "test.move", JobOptions(), lambda job: None, [], is_async=True)
+    job.set_progress(extra={"bytes": 10, "rate": 5.0})
+    job.set_progress(50, extra={"files": 2})
+    assert job.progress["extra"] == {"files": 2, "bytes": 10, "rate": 5.0}
+    job.set_progress(extra={"files": 3, "bytes": 20})
+    assert job.progress["extra"] == {"files": 3, "bytes": 20, "rate": 5.0}
+    job.set_progress(extra=[1, 2])
+    assert job.progress["extra"] == [1, 2]

@@ -552,6 +552,9 @@ class Upload:
             status = 422
         elif isinstance(error, CallError) and error.errno in (errno.EACCES, errno.EPERM):
             status = 403
+        elif isinstance(error, CallError) and error.errno == errno.ESHUTDOWN:
+            # The daemon drains: come back to another one, or later.
+            status = 503
         elif isinstance(error, CallError):
             status = 412
         else:
