@@ -41,6 +41,12 @@ def _positive_int(value: Any, key: str) -> int:
     return value
 
 
+def _positive_number(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
+        raise ConfigError(f"{key} must be a positive number")
+    return float(value)
+
+
 def _bool(value: Any, key: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{key} must be true or false")
@@ -102,6 +108,16 @@ def _origins(value: Any, key: str) -> tuple[str, ...]:
         raise ConfigError(f"{key}: {e}") from None
 
 
+def _webhooks(value: Any, key: str) -> tuple[Any, ...]:
+    # Imported here: the webhooks' own module reads and checks them.
+    from .notify._webhook import webhooks_from_config
+
+    try:
+        return webhooks_from_config(value, key)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 #: Each known key: its TOML table, name, the Settings field it sets, and its check.
 _KEYS = {
     ("daemon", "listen"): ("listen", _str_list),
@@ -137,6 +153,13 @@ _KEYS = {
     ("limits", "tokens_per_user"): ("max_tokens_per_user", _positive_int),
     ("limits", "token_attrs"): ("max_token_attrs", _positive_int),
     ("limits", "history_queries"): ("max_history_queries", _positive_int),
+    ("notify", "webhooks"): ("webhooks", _webhooks),
+    ("notify", "outbox"): ("notify_outbox", _positive_int),
+    ("notify", "deliveries"): ("notify_deliveries", _positive_int),
+    ("notify", "attempts"): ("notify_attempts", _positive_int),
+    ("notify", "retry_for"): ("notify_retry_for", _positive_int),
+    ("notify", "retry_delay"): ("notify_retry_delay", _positive_number),
+    ("notify", "retry_max_delay"): ("notify_retry_max_delay", _positive_number),
 }
 
 
@@ -220,6 +243,16 @@ class Settings:
     @ivar max_token_attrs: bytes of the JSON attributes of one token.
     @ivar max_history_queries: history queries one user may have running at
         once, over all their connections; more wait their turn.
+    @ivar webhooks: the URLs told of jobs' ends (L{midjobs.notify.Webhook}s).
+    @ivar notify_outbox: the most notifications pending in the outbox; past
+        it the oldest are dropped.
+    @ivar notify_deliveries: the most deliveries under way at once.
+    @ivar notify_attempts: attempts after which a notification is given up.
+    @ivar notify_retry_for: seconds after which a failing notification is
+        given up.
+    @ivar notify_retry_delay: seconds from a failed first attempt to the
+        second; each wait is twice the one before...
+    @ivar notify_retry_max_delay: ...up to this many seconds.
     @ivar config_file: the absolute path of the TOML file these settings
         were read from, if any (C{config.save} backs it up).
     """
@@ -257,6 +290,13 @@ class Settings:
     max_tokens_per_user: int = 1000
     max_token_attrs: int = 4096
     max_history_queries: int = 2
+    webhooks: tuple[Any, ...] = ()
+    notify_outbox: int = 10000
+    notify_deliveries: int = 4
+    notify_attempts: int = 100
+    notify_retry_for: int = 24 * 3600
+    notify_retry_delay: float = 1.0
+    notify_retry_max_delay: float = 600.0
     config_file: str | None = None
 
     @property

@@ -36,6 +36,7 @@ from .http import ConnectionLimits, LimitingReactor, make_site
 from .metrics import metrics_site
 from .job import JobState
 from .middleware import Middleware
+from .notify import BackOff, Outbox, WebhookNotifier
 from .plugins import BUILTIN_SERVICES
 from .service import Service as MidjobsService
 from .store import READERS, JobHistory, SQLiteJobStore, apply_pending_restore, close_database, open_database
@@ -179,6 +180,8 @@ class Daemon(MultiService):
         self.systemd = systemd
         self._database: Any = None
         self._history: JobHistory | None = None
+        #: Tells the webhooks of jobs' ends (L{None} when none are configured).
+        self.notifier: WebhookNotifier | None = None
         #: The drain, once the reactor's shutdown began it (L{drain}).
         self._draining: Deferred[None] | None = None
         self._shutdown_trigger: Any = None
@@ -259,6 +262,10 @@ class Daemon(MultiService):
             self._history = await JobHistory.open(
                 store, self.reactor, state_dir / "jobs", keep_days=settings.keep_days, keep_records=settings.keep_records
             )
+        if settings.webhooks:
+            # Started before any job can end (a service's setup may start one).
+            self.notifier = _notifier(self.reactor, self._database, settings)
+            await self.notifier.start()
         users = UserStore(self._database)
         middleware = Middleware(
             self.reactor,
@@ -273,6 +280,11 @@ class Daemon(MultiService):
         )
         middleware.add_services(BUILTIN_SERVICES)
         middleware.add_services(load_service_classes(settings.plugins))
+        notifier = self.notifier
+        if notifier is not None:
+            notifier.counts = middleware.metrics
+            middleware.metrics.webhooks_pending = lambda: notifier.pending
+            middleware.notifier = notifier
         await middleware.start()
         self.middleware = middleware
         limits.counts = middleware.metrics
@@ -374,6 +386,9 @@ class Daemon(MultiService):
                 await self.middleware.stop()
             if self._history is not None:
                 await self._history.stop()
+            if self.notifier is not None:
+                # Pending notifications stay in the outbox, for the next start.
+                await self.notifier.stop()
             if self._database is not None:
                 await close_database(self._database)
         finally:
@@ -383,6 +398,26 @@ class Daemon(MultiService):
 
     def stopService(self) -> Deferred[None]:
         return ensureDeferred(self._stop())
+
+
+def _notifier(reactor: Any, database: Any, settings: Settings) -> WebhookNotifier:
+    """
+    The notifier of the configured webhooks, its outbox in the daemon's database.
+    """
+    backoff = BackOff(
+        first=settings.notify_retry_delay,
+        maximum=max(settings.notify_retry_delay, settings.notify_retry_max_delay),
+        attempts=settings.notify_attempts,
+        give_up_after=settings.notify_retry_for,
+    )
+    return WebhookNotifier(
+        reactor,
+        Outbox(database),
+        settings.webhooks,
+        outbox_limit=settings.notify_outbox,
+        concurrency=settings.notify_deliveries,
+        backoff=backoff,
+    )
 
 
 def _on_signals(signals: Iterable[int], reactor: Any, handler: Callable[[str], None]) -> Callable[[], None]:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from .auth.users import UserStore
     from .interfaces import ISession
+    from .notify import INotifier
     from .store import IJobStore
 
 __all__ = ["Method", "Middleware", "MethodNotFound", "NotAuthenticated", "WATCHING_JOBS"]
@@ -154,6 +155,8 @@ class Middleware:
         self.metrics = Metrics(reactor, jobs=lambda: self.jobs, methods=self.methods)
         # The token store counts its refusals (tokens_per_user) here.
         self.tokens.counts = self.metrics
+        #: Told of each job's end once it is recorded (the webhooks, L{midjobs.notify}); set by the daemon.
+        self.notifier: INotifier | None = None
         #: Every login goes through it, throttled (C{None} without a portal).
         self.logins = (
             LoginGate(portal, _throttle(reactor, settings), counts=self.metrics) if portal is not None else None
@@ -572,8 +575,11 @@ class Middleware:
         return failure
 
     def _job_changed(self, job: Job, kind: str, record: dict[str, Any] | None = None) -> None:
-        # The one place the job lifecycle is observed: the metrics count a job's end here.
+        # The one place the job lifecycle is observed: the metrics count a job's end here,
+        # and the webhooks are told of it (its end is recorded by now).
         self.metrics.job_changed(job)
+        if self.notifier is not None and job.state.finished:
+            self.notifier.job_ended(job)
         if self.events.has_subscribers("core.get_jobs"):
             self.events.send("core.get_jobs", kind, job.id, record or job.to_record())
 

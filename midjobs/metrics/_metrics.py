@@ -9,7 +9,8 @@ cost nothing between scrapes and can never drift.
 Every label value comes from a fixed set or from what the daemon's code
 registered: method names of registered methods (C{"<unknown>"} otherwise),
 lock names declared by a method (a lock named from a job's arguments is
-labelled with its method's name), the limits of L{LIMITS}.
+labelled with its method's name), the limits of L{LIMITS}, the outcomes of
+L{DELIVERY_OUTCOMES} (never a webhook's URL).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from prometheus_client.registry import Collector
 from zope.interface import implementer
 
 from ..job import Job, JobState
+from ..notify._interfaces import DELIVERY_OUTCOMES, IDeliveryCounts
 from ._counts import LIMITS, ICounts
 from ._lag import ReactorLag
 
@@ -55,13 +57,15 @@ def lock_label(job: Job) -> str:
     return lock if isinstance(lock, str) else job.method
 
 
-@implementer(ICounts)
+@implementer(ICounts, IDeliveryCounts)
 class Metrics:
     """
     Every metric of one daemon.
 
     @ivar registry: the C{CollectorRegistry} C{/metrics} serves.
     @ivar reactor_lag: the timer that measures how late the reactor is.
+    @ivar webhooks_pending: reads how many webhook notifications wait in
+        the outbox (C{None}: no webhooks are configured).
     """
 
     def __init__(
@@ -114,8 +118,16 @@ class Metrics:
             buckets=_COMMIT_BUCKETS,
             registry=registry,
         )
+        self.webhook_deliveries = Counter(
+            "midjobs_webhook_deliveries",
+            "Webhook notifications: attempts delivered or failed, notifications given up or dropped unsent.",
+            ["outcome"],
+            registry=registry,
+        )
+        self._deliveries = {outcome: self.webhook_deliveries.labels(outcome) for outcome in DELIVERY_OUTCOMES}
+        self.webhooks_pending: Callable[[], int | None] = lambda: None
         self.reactor_lag = ReactorLag(reactor, registry)
-        registry.register(_StateCollector(jobs, self._connections))
+        registry.register(_StateCollector(jobs, self._connections, lambda: self.webhooks_pending()))
         ProcessCollector(registry=registry)
         # Every fixed label value is there from the start, at 0: rate() needs a first sample.
         self._limits = {limit: self.limit_hits.labels(limit) for limit in LIMITS}
@@ -149,6 +161,11 @@ class Metrics:
 
     def downloaded(self, size: int) -> None:
         self._download_inc(size)
+
+    # IDeliveryCounts
+
+    def webhook_delivery(self, outcome: str) -> None:
+        self._deliveries[outcome].inc()
 
     # The job lifecycle.
 
@@ -240,9 +257,15 @@ class _StateCollector(Collector):
     The gauges, read from the daemon's state at each scrape.
     """
 
-    def __init__(self, jobs: Callable[[], Iterable[Job]], connections: weakref.WeakKeyDictionary[Any, str]) -> None:
+    def __init__(
+        self,
+        jobs: Callable[[], Iterable[Job]],
+        connections: weakref.WeakKeyDictionary[Any, str],
+        webhooks_pending: Callable[[], int | None],
+    ) -> None:
         self._jobs = jobs
         self._connections = connections
+        self._webhooks_pending = webhooks_pending
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         running = 0
@@ -275,3 +298,8 @@ class _StateCollector(Collector):
         for (transport, authenticated), count in counts.items():
             family.add_metric([transport, authenticated], count)
         yield family
+        yield GaugeMetricFamily(
+            "midjobs_webhook_pending",
+            "Webhook notifications waiting in the outbox to be delivered.",
+            value=self._webhooks_pending() or 0,
+        )
