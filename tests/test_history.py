@@ -30,6 +30,7 @@ from midjobs.query import filter_list, validate_options
 from midjobs.store import CUT_OFF, SQLiteJobStore, StoreClosed, close_database, open_database, query_jobs
 from midjobs.store._batch import WriteBatch
 from midjobs.store._sqlquery import translate
+from midjobs.store.jobs import DELETE_BATCH
 
 from conftest import ADMIN, RunningDaemon
 
@@ -387,6 +388,45 @@ async def test_unstorable_values_are_stored_as_their_repr(store: SQLiteJobStore)
     await store.record_created(record["id"], record)
     [row] = await store.query([], validate_options({}), ())
     assert row["arguments"][0] == repr(object) and row["arguments"][1] == {"x": "nan"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_store_deletes_finished_jobs_a_batch_per_statement(tmp_path: Path) -> None:
+    """
+    C{delete} runs one statement per L{DELETE_BATCH} ids, each in its own
+    transaction on the writer's connection (so the jobs' writes go in
+    between), and never deletes a waiting or running job.
+    """
+    path = str(tmp_path / "jobs.db")
+    pool = open_database(path)
+    transactions: list[int] = []
+    run = pool.runInteraction
+
+    def counted(interaction: Any, *args: Any, **kwargs: Any) -> Any:
+        if interaction.__name__ == "_delete_rows":
+            transactions.append(len(args[0]))
+        return run(interaction, *args, **kwargs)
+
+    pool.runInteraction = counted  # type: ignore[method-assign]
+    store = SQLiteJobStore(pool, reactor, reader=open_database(path))
+    await store.setup(tmp_path)
+    try:
+        records = synthetic(2 * DELETE_BATCH + 100)
+        for record in records:
+            store.record_created(record["id"], record)
+        await store.record_finished(records[0])
+        ids = [r["id"] for r in records]
+        finished = [r["id"] for r in records if r["state"] not in ("WAITING", "RUNNING")]
+        assert await store.delete(ids) == len(finished)
+        assert transactions == [DELETE_BATCH, DELETE_BATCH, 100]
+        left = await store.query([], validate_options({}), ())
+        assert {r["state"] for r in left} == {"WAITING", "RUNNING"}
+        assert len(left) == len(ids) - len(finished)
+        # The ids stay taken.
+        assert await store.last_id() == len(records)
+    finally:
+        await store.stop()
+        await close_database(pool)
 
 
 # Retention.

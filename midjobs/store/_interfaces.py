@@ -9,7 +9,7 @@ C{core.get_jobs} only ever call these methods.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Container
+from typing import Any, Callable, Container, Sequence
 
 from zope.interface import Attribute, Interface
 
@@ -118,6 +118,16 @@ class IJobStore(Interface):
         since the epoch), then the oldest finished ones until at most
         C{max_records} remain.  A Deferred firing with the ids of the deleted
         jobs that kept logs, whose log files the caller deletes.
+        """
+
+    def delete(job_ids: Sequence[int]) -> Any:
+        """
+        Delete the finished jobs among C{job_ids} (C{core.job_delete},
+        C{core.jobs_prune}); ids of jobs that are not stored, or stored as
+        C{WAITING} or C{RUNNING}, are left alone.  A few hundred rows at a
+        time, each batch one statement in its own transaction, so the jobs'
+        own writes go in between.  A Deferred firing with how many rows were
+        deleted; the caller deletes their log files.
         """
 
     def stop() -> Any:

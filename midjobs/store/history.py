@@ -13,17 +13,16 @@ over the union of memory (fresh records of recent jobs) and the store.
 from __future__ import annotations
 
 import heapq
-import os
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from ..log_files import log_file
+from ..log_files import remove_log_files
 from ..logs import logger
 from ..query import Predicate, QueryOptions, compile_filters, filter_list, validate_options
 from ._interfaces import IJobStore, JobRecord
@@ -101,8 +100,7 @@ class JobHistory:
     def _delete_logs(self, job_ids: list[int]) -> Deferred[list[int]]:
         if not job_ids:
             return succeed(job_ids)
-        paths = [log_file(self._logs_dir, job_id) for job_id in job_ids]
-        d = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), _unlink_all, paths)
+        d = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), remove_log_files, self._logs_dir, job_ids)
         d.addCallback(lambda _: job_ids)
         log.info("Pruned the logs of {count} old job(s)", count=len(job_ids))
         return d
@@ -116,16 +114,6 @@ class JobHistory:
         if self._pruning is not None and not self._pruning.called:
             await self._pruning
         await self.store.stop()
-
-
-def _unlink_all(paths: Iterable[Path]) -> None:
-    for path in paths:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            log.warn("Cannot delete {path}: {error}", path=str(path), error=e.strerror)
 
 
 def _by_id(record: Mapping[str, Any]) -> int:

@@ -21,7 +21,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Container, Iterator
+from typing import Any, Callable, Container, Iterator, Sequence
 
 import attrs
 from twisted.enterprise.adbapi import ConnectionPool, Transaction
@@ -39,7 +39,7 @@ from ._interfaces import IJobStore, JobRecord
 from ._sqlquery import translate
 from .database import close_database, ensure_schema
 
-__all__ = ["JOBS_SCHEMA", "READERS", "SQLiteJobStore"]
+__all__ = ["DELETE_BATCH", "JOBS_SCHEMA", "READERS", "SQLiteJobStore"]
 
 log = logger(__name__)
 
@@ -89,6 +89,9 @@ _FINISHED = frozenset({"SUCCESS", "FAILED", "ABORTED"})
 #: Rows read from a cursor at once, and deleted by one pruning transaction.
 _FETCH = 256
 _PRUNE_BATCH = 2000
+
+#: The most ids one L{SQLiteJobStore.delete} statement (and transaction) names.
+DELETE_BATCH = 500
 
 #: A row as the writer thread gets it: the record as columns, and its JSON.
 _Row = tuple[int, str, str, "float | None", "float | None", "str | None", str]
@@ -430,6 +433,24 @@ class SQLiteJobStore:
             found.sort(key=_record_id)
         return found
 
+    # Deletion.
+
+    def delete(self, job_ids: Sequence[int]) -> Deferred[int]:
+        return Deferred.fromCoroutine(self._delete_all(list(job_ids)))
+
+    async def _delete_all(self, job_ids: list[int]) -> int:
+        deleted = 0
+        for start in range(0, len(job_ids), DELETE_BATCH):
+            chunk = job_ids[start : start + DELETE_BATCH]
+            # One transaction each: the writes of running jobs are queued in between.
+            deleted += await self._pool.runInteraction(self._delete_rows, chunk)
+        return deleted
+
+    @staticmethod
+    def _delete_rows(txn: Transaction, job_ids: list[int]) -> int:
+        txn.execute(_delete(len(job_ids)), job_ids)
+        return txn.rowcount
+
     # Retention.
 
     def prune(self, finished_before: float, max_records: int) -> Deferred[list[int]]:
@@ -469,6 +490,15 @@ class SQLiteJobStore:
                 txn.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id, _ in oldest])
                 victims += oldest
         return len(victims), [job_id for job_id, logs_path in victims if logs_path]
+
+
+@functools.lru_cache(maxsize=8)
+def _delete(rows: int) -> str:
+    """
+    The statement that deletes C{rows} finished jobs by id.
+    """
+    marks = ", ".join(["?"] * rows)
+    return f"DELETE FROM jobs WHERE id IN ({marks}) AND state IN ('SUCCESS', 'FAILED', 'ABORTED')"
 
 
 def _batches(txn: Transaction, first: int = _FETCH) -> Iterator[list[Any]]:
