@@ -5,6 +5,7 @@ C{core.*}: the job system's own methods, options and events.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import re
 from typing import Any, Hashable, Sequence
@@ -30,6 +31,7 @@ from ..query import compile_filters, validate_options
 from ..store import query_jobs
 from ..store._slots import Slots
 from ..service import Service, forwards, job, no_auth_required, no_authz_required, pass_app, private
+from .job_deletion import JobDeletion
 
 _SESSION_OPTIONS = ("legacy_jobs", "private_methods", "py_exceptions")
 
@@ -80,6 +82,52 @@ def _force_option(options: Any) -> bool:
 def _job_test_lock(args: list[Any]) -> str | None:
     data = args[0] if args else None
     return data.get("lock") if isinstance(data, dict) else None
+
+
+def _bulk_lock(args: list[Any]) -> str | None:
+    """
+    The lock of a C{core.bulk} call, as in the original daemon: one bulk of a
+    method at a time (C{bulk:<method>}).
+    """
+    return f"bulk:{args[0]}" if args and isinstance(args[0], str) else None
+
+
+def _check_progress_update(data: Any) -> dict[str, Any] | None:
+    """
+    The C{progress} of C{core.job_update}'s C{data}, checked: C{None} when
+    there is none (or it is empty), else a dict with C{percent} (a number)
+    and, maybe, C{description} (a string or null) and C{extra} (any).
+
+    @raise ValidationErrors: anything else.
+    """
+    errors = ValidationErrors()
+    if not isinstance(data, dict):
+        errors.add("data", "Must be an object")
+        errors.check()
+    for name in data.keys() - {"progress"}:
+        errors.add(f"data.{name}", "Unknown key")
+    progress = data.get("progress")
+    if not progress:
+        errors.check()
+        return None
+    if not isinstance(progress, dict):
+        errors.add("data.progress", "Must be an object")
+        errors.check()
+    for name in progress.keys() - {"percent", "description", "extra"}:
+        errors.add(f"data.progress.{name}", "Unknown key")
+    percent = progress.get("percent")
+    if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not math.isfinite(percent):
+        errors.add("data.progress.percent", "Must be a number")
+    description = progress.get("description")
+    if description is not None and not isinstance(description, str):
+        errors.add("data.progress.description", "Must be a string")
+    errors.check()
+    return progress
+
+
+def _check_job_id(id: Any) -> None:
+    if isinstance(id, bool) or not isinstance(id, int):
+        raise ValidationErrors([ValidationError("id", "Must be a job id (an integer)")])
 
 
 def _check_job_test_data(data: dict[str, Any], sleep: Any) -> None:
@@ -164,6 +212,8 @@ class CoreService(Service):
         #: Where queries over many jobs in memory are matched (from setup to stop).
         self._query_threads: ThreadPool | None = None
         self._default_timeout = settings.default_timeout
+        #: What C{job_delete} and C{jobs_prune} do.
+        self._deletion = JobDeletion(middleware, self._query_jobs)
 
     @no_auth_required
     async def ping(self) -> str:
@@ -314,6 +364,50 @@ class CoreService(Service):
         )
         target.abort(FORCED_ABORT)
 
+    @private
+    async def job_update(self, id: int, data: dict) -> None:
+        """
+        Report the progress of job C{id} from elsewhere (a helper process, a
+        plugin following another's work), as the original daemon's
+        C{core.job_update}: C{data} is C{{"progress": {"percent": N,
+        "description": "...", "extra": ...}}}; C{percent} is required, the
+        others keep their value when left out, null or empty, and an empty
+        C{progress} (or none) changes nothing.  A job that has ended keeps
+        its progress.  Private: for full administrators, on a connection
+        with C{private_methods}, and for the daemon's own code.
+        """
+        _check_job_id(id)
+        progress = _check_progress_update(data)
+        target = self.middleware.jobs.get(id)
+        if progress is not None:
+            # As the original: an empty description or a false extra changes nothing.
+            target.set_progress(progress["percent"], progress.get("description") or None, progress.get("extra") or None)
+
+    @pass_app
+    async def job_delete(self, app: ISession | None, id: int) -> None:
+        """
+        Delete the job C{id} from the history: its record (in memory and in
+        the database) and its log file.  Subscribers of C{core.get_jobs} get
+        a C{removed} event for it.  Only a job that has ended can be deleted:
+        a waiting or running one is refused with C{EBUSY}.  For full
+        administrators.
+        """
+        _check_job_id(id)
+        await self._deletion.delete(id, app)
+
+    @pass_app
+    async def jobs_prune(self, app: ISession | None, filters: list | None = None) -> dict:
+        """
+        Delete from the history every job that has ended and matches
+        C{filters} (the query language of C{core.get_jobs}; none or C{[]}
+        for every job that has ended), with their log files, as
+        L{job_delete} does for one.  Waiting and running jobs that match are
+        skipped.  Returns C{{"deleted": N, "skipped": M}}.  For full
+        administrators.
+        """
+        compile_filters(filters)
+        return await self._deletion.prune(list(filters or []), app)
+
     @no_authz_required
     @job()
     @pass_app
@@ -359,14 +453,19 @@ class CoreService(Service):
 
     @no_authz_required
     @forwards("method", "params.*", results="*.result")
-    @job()
+    @job(lock=_bulk_lock, lock_queue_size=None)
     @pass_app
     async def bulk(self, app: ISession | None, job: Job, method: str, params: list, description: str | None = None) -> list:
         """
         Call C{method} once for each argument list in C{params}, one after
-        another, and return a status for each: C{{"result", "error"}} (and
-        C{"job_id"} when the method is a job).  The bulk job itself succeeds;
-        check each status.
+        another, and return a status for each: C{{"job_id", "result",
+        "error"}}, C{job_id} being the id of the job the call started (null
+        for a method that is not a job, or a call that started none).  The
+        bulk job itself succeeds; check each status.
+
+        Bulks of one method run one at a time, in the order they were called
+        (the lock C{bulk:<method>}, as in the original daemon); each waits
+        its turn, however many there are.
 
         C{description}, if given, describes each step in the progress: its
         C{{0}}, C{{1}}, ... (and C{{}}) are replaced by that call's arguments
@@ -382,7 +481,7 @@ class CoreService(Service):
             if description is not None:
                 step += ": " + describe(description, self._shown(target, call_params))
             job.set_progress(100 * i / len(params), step)
-            status: dict[str, Any] = {"result": None, "error": None}
+            status: dict[str, Any] = {"job_id": None, "result": None, "error": None}
             try:
                 if not isinstance(call_params, list):
                     raise CallError("Each item of params must be an argument list", errno.EINVAL)
