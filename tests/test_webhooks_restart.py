@@ -30,7 +30,7 @@ def start(state: Path, socket: Path, config: Path, cwd: Path):  # type: ignore[n
 
 @pytest_twisted.ensureDeferred
 async def test_a_notification_under_way_when_the_daemon_is_killed_is_delivered_after_the_restart(
-    receivers: Receivers, tmp_path: Path, short_tmp: Path
+    receivers: Receivers, tmp_path: Path, short_tmp: Path  # noqa: F811 (the fixture)
 ) -> None:
     hook = receivers.add("hook", [HANG])
     config = tmp_path / "midjobs.toml"

@@ -43,6 +43,8 @@ EVENT = "job.ended"
 #: Bytes of a receiver's answer read (and thrown away); past it the connection is closed.
 _MAX_ANSWER = 64 * 1024
 _USER_AGENT = "midjobs-webhook/1"
+#: Seconds after a failed read of the outbox before the next.
+_RETRY_CLAIM = 5.0
 
 
 class NotifierState(Names):
@@ -84,7 +86,7 @@ class WebhookNotifier:
         *,
         outbox_limit: int = 10000,
         concurrency: int = 4,
-        backoff: BackOff = BackOff(),
+        backoff: BackOff | None = None,
         counts: IDeliveryCounts = NO_DELIVERY_COUNTS,
         new_delivery_id: Callable[[], str] = lambda: uuid.uuid4().hex,
     ) -> None:
@@ -92,6 +94,7 @@ class WebhookNotifier:
         @param outbox_limit: the most notifications pending; past it the
             oldest are dropped.
         @param concurrency: the most deliveries under way at once.
+        @param backoff: when failed deliveries are tried again (default: L{BackOff}'s).
         """
         self.reactor = reactor
         self.state = NotifierState.NEW
@@ -101,7 +104,7 @@ class WebhookNotifier:
         self._webhooks = {webhook.url: webhook for webhook in webhooks}
         self._limit = outbox_limit
         self._concurrency = concurrency
-        self._backoff = backoff
+        self._backoff = backoff if backoff is not None else BackOff()
         self._new_delivery_id = new_delivery_id
         self._http_pool = HTTPConnectionPool(reactor, persistent=True)
         self._http_pool.maxPersistentPerHost = concurrency
@@ -181,7 +184,7 @@ class WebhookNotifier:
             delivery = self._new_delivery_id()
             body = _dumps({"event": EVENT, "delivery": delivery, "job": record})
             notifications.append(Notification(None, delivery, webhook.url, job.id, body, now))
-        self._write(self._outbox.add(notifications, self._limit)).addCallback(self._added)
+        self._write(self._outbox.add(notifications, self._limit), self._added)
 
     def _added(self, result: Dropped) -> None:
         self.pending = result.pending
@@ -210,14 +213,24 @@ class WebhookNotifier:
         self._claim_again = False
         free = self._concurrency - len(self._delivering)
         claimed = self._outbox.claim(self.reactor.seconds(), free, self._backoff.delay, exclude=set(self._delivering))
-        self._write(claimed).addCallback(self._claimed).addBoth(self._claim_done)
+        self._write(claimed, self._claimed).addCallback(self._claim_done)
 
-    def _claim_done(self, result: Any) -> None:
+    def _claim_done(self, ok: bool) -> None:
         self._claiming = False
-        if isinstance(result, Failure):
-            log.failure("Reading the webhook outbox failed", result)
-        if self._claim_again:
+        if not ok and self.state is NotifierState.RUNNING:
+            # Logged by _write: look again in a while, whatever else happens meanwhile.
+            self._set_timer(_RETRY_CLAIM)
+        elif self._claim_again:
             self._claim()
+
+    def _set_timer(self, delay: float) -> None:
+        """
+        Claim again in C{delay} seconds (and not before, unless something
+        else calls for it).
+        """
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = self.reactor.callLater(delay, self._claim)
 
     def _claimed(self, claimed: Claimed) -> None:
         self.pending = claimed.pending
@@ -232,8 +245,7 @@ class WebhookNotifier:
             self._timer.cancel()
         self._timer = None
         if claimed.next_due is not None and len(self._delivering) < self._concurrency:
-            delay = max(0.0, claimed.next_due - self.reactor.seconds())
-            self._timer = self.reactor.callLater(delay, self._claim)
+            self._set_timer(max(0.0, claimed.next_due - self.reactor.seconds()))
 
     def _deliver(self, notification: Notification) -> None:
         assert notification.id is not None
@@ -313,24 +325,30 @@ class WebhookNotifier:
         self._write(self._outbox.retry_at(notification, now + delay))
 
     def _remove(self, notification: Notification) -> None:
-        self._write(self._outbox.remove(notification)).addCallback(self._removed)
+        self._write(self._outbox.remove(notification), self._removed)
 
     def _removed(self, pending: int) -> None:
         self.pending = pending
 
-    def _write(self, d: Deferred[Any]) -> Deferred[Any]:
+    def _write(self, d: Deferred[Any], then: Callable[[Any], Any] | None = None) -> Deferred[bool]:
         """
-        Track the outbox write C{d} until it is done (the stop waits for it);
-        a failure is logged.
+        Track the outbox write C{d} until it is done and C{then} has handled
+        its result (the stop waits for both); a failure of either is logged.
+
+        @return: C{d}, firing with whether all went well.
         """
         self._writes.add(d)
 
-        def done(result: Any) -> Any:
+        def done(result: Any) -> bool:
             self._writes.discard(d)
-            return result
+            if isinstance(result, Failure):
+                log.failure("Writing the webhook outbox failed", result)
+                return False
+            return True
 
+        if then is not None:
+            d.addCallback(then)
         d.addBoth(done)
-        d.addErrback(lambda f: log.failure("Writing the webhook outbox failed", f))
         return d
 
 
