@@ -55,19 +55,22 @@ needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} i
 class DaemonProcess:
     """
     C{twistd -n midjobs} with its own state directory, a filesystem root, and
-    the test plugins; its TCP port is read from its log.
+    the test plugins; its TCP port is read from its log.  Another one started
+    on the same C{base} finds the state (users, job history) the last one left.
+
+    @param config: more TOML for the configuration file (other sections than C{[filesystem]}).
     """
 
-    def __init__(self, base: Path, socket_path: Path, *plugins: str) -> None:
+    def __init__(self, base: Path, socket_path: Path, *plugins: str, config: str = "") -> None:
         self.base = base
         self.root = base / "root"
-        self.root.mkdir()
+        self.root.mkdir(exist_ok=True)
         self.socket = socket_path
-        config = base / "midjobs.toml"
-        config.write_text(f'[filesystem]\nroots = ["{self.root}"]\n')
+        config_file = base / "midjobs.toml"
+        config_file.write_text(f'[filesystem]\nroots = ["{self.root}"]\n{config}')
         argv = [
             str(BIN / "twistd"), "-n", "--pidfile=", "--logfile=-", "midjobs",
-            "--config", str(config),
+            "--config", str(config_file),
             "--state-dir", str(base / "state"),
             "--listen", "tcp:0:interface=127.0.0.1",
             "--socket", str(socket_path),
@@ -126,6 +129,14 @@ class DaemonProcess:
 
     def create_user(self, user: tuple[str, str], roles: list[str]) -> None:
         self.call(None, "user.create", {"username": user[0], "password": user[1], "roles": roles})
+
+    def kill(self) -> None:
+        """
+        End the daemon at once (C{SIGKILL}): nothing is recorded on the way out.
+        """
+        self.proc.kill()
+        self.proc.wait()
+        self._reader.join(5)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

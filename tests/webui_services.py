@@ -68,6 +68,28 @@ class WebUIService(Service):
             job.set_progress(i % 101, f"tick {i}")
         return steps
 
+    @job(abortable=True, description=lambda seconds: "Working without a percentage")
+    async def silent(self, job: Job, seconds: float) -> bool:
+        """
+        Run C{seconds} seconds without ever reporting a percentage (its
+        progress stays the daemon's initial C{{"percent": 0}}).
+        """
+        await deferLater(self.middleware.reactor, seconds, lambda: None)
+        return True
+
+    @job(pipes=["input"], abortable=True)
+    async def slow_sink(self, job: Job, chunk: int = 65536, interval: float = 0.1) -> int:
+        """
+        Read the upload C{chunk} bytes every C{interval} seconds (so that a
+        large one stays in progress for a while); return the bytes read.
+        """
+        assert job.pipes.input is not None
+        total = 0
+        while data := await job.pipes.input.read(chunk):
+            total += len(data)
+            await deferLater(self.middleware.reactor, interval, lambda: None)
+        return total
+
     @pass_app
     async def load(
         self, app: ISession, total: int = 1000, changing: int = 20, rate: float = 10.0, seconds: float = 300.0

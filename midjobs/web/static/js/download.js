@@ -9,6 +9,32 @@ import { byId, saveUrl, setText } from "./dom.js";
 import { JobFollow } from "./jobfollow.js";
 import { MethodChoice, parseParams } from "./methods.js";
 
+/**
+ * How long a streamed download's job may run without any sign (a progress,
+ * the size it will send) before the browser is handed the URL anyway: a job
+ * that writes without reporting anything blocks until the browser reads.
+ */
+export const GRACE_MS = 1500;
+
+/**
+ * A download started, not yet handed to the browser.
+ * @typedef {{id: number, url: string, filename: string, buffered: boolean, grace: number | null}} PendingSave
+ */
+
+/**
+ * Whether a running job shows that it is sending: it reported a
+ * percentage or the transfer fields (`progress.extra.total_bytes`,
+ * `bytes`) that `filesystem.get` and other senders set once the file is open.
+ * @param {import("./jobstore.js").JobRecord} job
+ * @returns {boolean}
+ */
+function sending(job) {
+  const progress = job.progress ?? {};
+  const extra = progress.extra ?? {};
+  return (typeof progress.percent === "number" && progress.percent > 0) ||
+    typeof extra.total_bytes === "number" || (typeof extra.bytes === "number" && extra.bytes > 0);
+}
+
 export class DownloadView {
   /**
    * @param {import("./rpc.js").RpcClient} rpc
@@ -30,14 +56,10 @@ export class DownloadView {
       (info) => info.downloadable,
     );
     this.job = new JobFollow(store, byId("download-job"));
-    /** @type {{id: number, url: string, filename: string} | null} a buffered download waiting for its job to end */
+    /** @type {PendingSave | null} a download whose job has not yet shown it will deliver */
     this.waiting = null;
     store.listen((ids) => {
-      const waiting = this.waiting;
-      if (waiting === null || !ids.has(waiting.id)) return;
-      const state = store.jobs.get(waiting.id)?.state;
-      if (state === "SUCCESS") saveUrl(waiting.url, waiting.filename);
-      if (state === "SUCCESS" || state === "FAILED" || state === "ABORTED") this.waiting = null;
+      if (this.waiting !== null && ids.has(this.waiting.id)) this.check();
     });
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -45,9 +67,53 @@ export class DownloadView {
     });
   }
 
-  /** @param {Record<string, import("./methods.js").MethodInfo>} methods */
-  setMethods(methods) {
-    this.choice.fill(methods);
+  /**
+   * @param {Record<string, import("./methods.js").MethodInfo>} methods
+   * @param {import("./access.js").Identity | null} identity who is logged in
+   */
+  setMethods(methods, identity) {
+    const offered = this.choice.fill(
+      methods, identity, "You may not call any method that gives a download: an administrator can give you a role that allows one.",
+    );
+    this.submit.disabled = offered === 0;
+  }
+
+  /**
+   * Hand the download to the browser once its job shows it will deliver,
+   * or say on the page why it will not: a job that fails before sending
+   * anything (a missing file) never becomes a failed download in the browser.
+   * A streamed download's job gets {@link GRACE_MS} to show a sign; a
+   * buffered one's file is fetched once the job succeeded.
+   */
+  check() {
+    const waiting = this.waiting;
+    if (waiting === null) return;
+    const job = this.job.store.jobs.get(waiting.id);
+    if (!job) return;
+    if (job.state === "FAILED" || job.state === "ABORTED") {
+      this.forget();
+      setText(this.error, `The download failed: ${job.error ?? job.state}`);
+      return;
+    }
+    const ready = job.state === "SUCCESS" || (!waiting.buffered && job.state === "RUNNING" && sending(job));
+    if (ready) {
+      this.forget();
+      saveUrl(waiting.url, waiting.filename);
+      return;
+    }
+    if (!waiting.buffered && job.state === "RUNNING" && waiting.grace === null) {
+      waiting.grace = setTimeout(() => {
+        if (this.waiting !== waiting) return;
+        this.forget();
+        saveUrl(waiting.url, waiting.filename);
+      }, GRACE_MS);
+    }
+  }
+
+  /** Drop the download waiting to be handed to the browser, if any. */
+  forget() {
+    if (this.waiting?.grace != null) clearTimeout(this.waiting.grace);
+    this.waiting = null;
   }
 
   async start() {
@@ -64,20 +130,16 @@ export class DownloadView {
       return;
     }
     this.submit.disabled = true;
+    this.forget();
     try {
-      const [jobId, url] = await this.rpc.call("core.download", [method, params, filename, this.buffered.checked]);
+      const buffered = this.buffered.checked;
+      const [jobId, url] = await this.rpc.call("core.download", [method, params, filename, buffered]);
       this.status.hidden = false;
       this.job.follow(jobId);
-      if (this.buffered.checked) {
-        // The job writes to a spool at its own pace; the file is fetched once it ended.
-        this.waiting = { id: jobId, url, filename };
-        this.job.store.mark(jobId);
-        this.job.store.schedule();
-      } else {
-        // The job writes only as fast as the browser reads.
-        this.waiting = null;
-        saveUrl(url, filename);
-      }
+      // The browser is handed the URL only once the job shows it will deliver (check()).
+      this.waiting = { id: jobId, url, filename, buffered, grace: null };
+      this.job.store.mark(jobId);
+      this.job.store.schedule();
     } catch (error) {
       setText(this.error, `Could not start the download: ${error.message}`);
     } finally {

@@ -44,16 +44,46 @@ export function formatDuration(ms) {
 }
 
 /**
- * How long a job ran, or has been running (null before it started).
- * @param {{time_started?: unknown, time_finished?: unknown, state?: string}} job
+ * The error the daemon records for a job that was waiting or running when
+ * it stopped or died (`midjobs.store.history.CUT_OFF`).  Such a job's
+ * `time_finished` is when the daemon noticed, at its next start, not when
+ * the job stopped: how long it ran is not known.
+ */
+export const CUT_OFF_ERROR = "The daemon stopped while this job was running";
+
+/**
+ * Whether a job was cut off by a stop or a crash of the daemon.
+ * @param {{state?: string, error?: string | null}} job
+ * @returns {boolean}
+ */
+export function isCutOff(job) {
+  return job.state === "ABORTED" && job.error === CUT_OFF_ERROR;
+}
+
+/**
+ * How long a job ran, or has been running: null while it waits (its
+ * `time_started` is when it was queued), and for a job cut off by a restart
+ * (its `time_finished` is the restart's, see {@link CUT_OFF_ERROR}).
+ * @param {{time_started?: unknown, time_finished?: unknown, state?: string, error?: string | null}} job
  * @param {number} [now]
  * @returns {number | null}
  */
 export function jobDuration(job, now = Date.now()) {
   const started = dateMs(job.time_started);
-  if (started === null || job.state === "WAITING") return null;
+  if (started === null || job.state === "WAITING" || isCutOff(job)) return null;
   const finished = dateMs(job.time_finished);
   return (finished ?? now) - started;
+}
+
+/**
+ * How long a waiting job has waited so far (since it was queued), else null.
+ * @param {{time_started?: unknown, state?: string}} job
+ * @param {number} [now]
+ * @returns {number | null}
+ */
+export function waitedFor(job, now = Date.now()) {
+  const queued = dateMs(job.time_started);
+  return job.state === "WAITING" && queued !== null ? now - queued : null;
 }
 
 /**

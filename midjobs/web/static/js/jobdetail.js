@@ -1,30 +1,41 @@
 /**
  * One job: its arguments, result or error with the traceback, its log (the
  * excerpt, or the live log while it runs), the whole log as a download, and
- * an abort button when it can be aborted.
+ * an abort button when the user may abort it (else a word why not).
  * @module jobdetail
  */
 
+import { abortVerdict } from "./access.js";
 import { byId, saveUrl, setText } from "./dom.js";
-import { dateMs, displayJson, formatDuration, formatTime, jobDuration } from "./format.js";
+import {
+  dateMs, displayJson, formatDuration, formatTime, isCutOff, jobDuration, waitedFor,
+} from "./format.js";
 import { LiveLog } from "./joblog.js";
 import { ProgressView } from "./progress.js";
-import { FINISHED, StateBadge } from "./states.js";
+import { FINISHED, StateBadge, shownState } from "./states.js";
+
+/** What the page says of the times of a job cut off by a stop or crash of the daemon. */
+const CUT_OFF_DURATION = "Unknown: the job was cut off when the daemon stopped";
 
 export class JobDetailView {
   /**
    * @param {import("./rpc.js").RpcClient} rpc
    * @param {import("./jobstore.js").JobStore} store
+   * @param {import("./session.js").Session} session who is logged in (what they may do)
    */
-  constructor(rpc, store) {
+  constructor(rpc, store, session) {
     this.rpc = rpc;
     this.store = store;
+    this.session = session;
     /** @type {number | null} */
     this.id = null;
     this.e = {
       id: byId("job-id"),
       status: byId("job-status"),
       abort: /** @type {HTMLButtonElement} */ (byId("job-abort")),
+      abortNote: byId("job-abort-note"),
+      record: byId("job-record"),
+      stateBadge: byId("job-state"),
       method: byId("job-method"),
       description: byId("job-description"),
       started: byId("job-started"),
@@ -40,6 +51,7 @@ export class JobDetailView {
       traceback: byId("job-traceback"),
       logsBox: byId("job-logs-box"),
       follow: /** @type {HTMLButtonElement} */ (byId("job-follow")),
+      followState: byId("job-follow-state"),
       download: /** @type {HTMLButtonElement} */ (byId("job-logs-download")),
       logsNote: byId("job-logs-note"),
       logs: byId("job-logs"),
@@ -51,6 +63,8 @@ export class JobDetailView {
     this.drawnState = null;
     /** Whether the user turned following off for this job. */
     this.followOff = false;
+    /** Whether "Abort requested." stands, to be cleared once the job has ended. */
+    this.abortRequested = false;
 
     store.listen((ids) => {
       if (this.id !== null && ids.has(this.id)) this.render();
@@ -60,9 +74,7 @@ export class JobDetailView {
     this.e.follow.addEventListener("click", () => this.toggleFollow());
     setInterval(() => {
       const job = this.id !== null ? this.store.full(this.id) : null;
-      if (job && job.state === "RUNNING" && !document.hidden) {
-        setText(this.e.duration, formatDuration(jobDuration(job)));
-      }
+      if (job && (job.state === "RUNNING" || job.state === "WAITING") && !document.hidden) this.drawTimes(job);
     }, 1000);
   }
 
@@ -76,10 +88,10 @@ export class JobDetailView {
     this.id = id;
     this.drawnState = null;
     this.followOff = false;
+    this.abortRequested = false;
     setText(this.e.id, String(id));
     setText(this.e.status, "");
-    setText(this.e.logsNote, "");
-    this.log.clear();
+    this.clear();
     this.render();
     try {
       const record = await this.store.watch(id);
@@ -99,28 +111,98 @@ export class JobDetailView {
     this.log.stop().catch(() => {});
   }
 
+  /**
+   * Empty every part that shows a job, so that nothing of the job shown
+   * before stays under another job's heading.
+   */
+  clear() {
+    const e = this.e;
+    e.record.hidden = true;
+    e.stateBadge.hidden = true;
+    e.abort.hidden = true;
+    for (const node of [e.method, e.description, e.started, e.finished, e.duration, e.owner, e.arguments,
+      e.result, e.error, e.traceback, e.logsNote, e.abortNote]) {
+      setText(node, "");
+    }
+    e.resultBox.hidden = true;
+    e.errorBox.hidden = true;
+    e.logsBox.hidden = true;
+    this.log.clear();
+  }
+
   render() {
     if (this.id === null) return;
     const job = this.store.full(this.id);
-    if (!job) return;
     const e = this.e;
-    this.state.set(job.state);
-    this.progress.update(job);
+    if (!job) {
+      // No such job (or not yet loaded): nothing of any job shows.
+      e.record.hidden = true;
+      e.stateBadge.hidden = true;
+      e.abort.hidden = true;
+      return;
+    }
+    e.record.hidden = false;
+    e.stateBadge.hidden = false;
+    const state = shownState(job);
+    this.state.set(state);
+    this.progress.update(job, state);
     setText(e.method, job.method ?? "");
     setText(e.description, job.description ?? "");
-    setText(e.started, formatTime(dateMs(job.time_started)));
-    setText(e.finished, formatTime(dateMs(job.time_finished)));
-    setText(e.duration, formatDuration(jobDuration(job)));
+    this.drawTimes(job);
     const owner = job.credentials?.data?.username;
     setText(e.owner, owner ?? (job.credentials === null ? "the daemon" : ""));
     if ("arguments" in job) setText(e.arguments, displayJson(job.arguments));
     const finished = FINISHED.has(job.state);
-    e.abort.hidden = !(job.abortable && !finished);
-    if (this.drawnState !== job.state && "arguments" in job) {
-      this.drawnState = job.state;
+    this.drawAbort(job, finished);
+    if (this.drawnState !== state && "arguments" in job) {
+      this.drawnState = state;
       this.drawOutcome(job, finished);
     }
     this.drawLogs(job, finished);
+  }
+
+  /**
+   * Started, finished and duration.  A waiting job has not started (its
+   * `time_started` is when it was queued); a job cut off by a restart has no
+   * known end (its `time_finished` is the restart's).
+   * @param {import("./jobstore.js").JobRecord} job
+   */
+  drawTimes(job) {
+    const e = this.e;
+    const at = dateMs(job.time_started);
+    if (job.state === "WAITING") {
+      setText(e.started, at === null ? "Not yet" : `Not yet (queued ${formatTime(at)})`);
+      setText(e.finished, "");
+      setText(e.duration, `Waiting for ${formatDuration(waitedFor(job))}`);
+      return;
+    }
+    setText(e.started, formatTime(at));
+    if (isCutOff(job)) {
+      setText(e.finished, `Unknown (the daemon recorded the cut-off at its restart, ${formatTime(dateMs(job.time_finished))})`);
+      setText(e.duration, CUT_OFF_DURATION);
+      return;
+    }
+    setText(e.finished, formatTime(dateMs(job.time_finished)));
+    setText(e.duration, formatDuration(jobDuration(job)));
+  }
+
+  /**
+   * The abort button, offered only when the user may abort the job (the
+   * daemon's rules, see access.js); else, while the job runs, why not.
+   * @param {import("./jobstore.js").JobRecord} job
+   * @param {boolean} finished
+   */
+  drawAbort(job, finished) {
+    const e = this.e;
+    if (finished && this.abortRequested) {
+      // The request was heard: the state says how the job ended.
+      this.abortRequested = false;
+      if (e.status.textContent === "Abort requested.") setText(e.status, "");
+    }
+    // The owner is known from the whole record only.
+    const verdict = "credentials" in job ? abortVerdict(this.session.identity, job) : { may: false, why: "" };
+    e.abort.hidden = !verdict.may;
+    setText(e.abortNote, verdict.why);
   }
 
   /**
@@ -152,7 +234,7 @@ export class JobDetailView {
     // The live log while the job runs (unless turned off); else the excerpt.
     if (!finished && !this.followOff && !this.log.following) this.startFollowing();
     e.follow.hidden = finished && !this.log.following;
-    e.follow.setAttribute("aria-pressed", String(this.log.following));
+    this.drawFollow();
     if (!this.log.following && this.log.length === 0 && typeof job.logs_excerpt === "string") {
       setText(e.logs, job.logs_excerpt);
     }
@@ -166,7 +248,17 @@ export class JobDetailView {
       this.followOff = true;
       setText(this.e.logsNote, `The live log is not available: ${error.message}`);
       this.render();
-    }).finally(() => this.e.follow.setAttribute("aria-pressed", String(this.log.following)));
+    }).finally(() => this.drawFollow());
+  }
+
+  /**
+   * The follow button's state: pressed (`aria-pressed`) and visibly on or
+   * off (the word On or Off beside the label, and its colours).
+   */
+  drawFollow() {
+    const on = this.log.following;
+    this.e.follow.setAttribute("aria-pressed", String(on));
+    setText(this.e.followState, on ? "On" : "Off");
   }
 
   async toggleFollow() {
@@ -179,7 +271,7 @@ export class JobDetailView {
       setText(this.e.logsNote, "");
       this.startFollowing();
     }
-    this.e.follow.setAttribute("aria-pressed", String(this.log.following));
+    this.drawFollow();
   }
 
   async abort() {
@@ -187,7 +279,12 @@ export class JobDetailView {
     const button = this.e.abort;
     button.disabled = true;
     try {
-      await this.rpc.call("core.job_abort", [this.id]);
+      const id = this.id;
+      await this.rpc.call("core.job_abort", [id]);
+      if (this.id !== id) return;
+      const job = this.store.full(id);
+      if (job && FINISHED.has(job.state)) return;
+      this.abortRequested = true;
       setText(this.e.status, "Abort requested.");
     } catch (error) {
       setText(this.e.status, `Could not abort: ${error.message}`);

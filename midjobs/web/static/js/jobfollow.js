@@ -6,7 +6,7 @@
 
 import { el, setText } from "./dom.js";
 import { ProgressView } from "./progress.js";
-import { StateBadge } from "./states.js";
+import { StateBadge, shownState } from "./states.js";
 
 export class JobFollow {
   /**
@@ -58,9 +58,10 @@ export class JobFollow {
     if (this.id === null) return;
     const job = this.store.full(this.id);
     if (!job) return;
-    this.state.set(job.state);
-    this.progress.update(job);
-    const failed = job.state === "FAILED" || job.state === "ABORTED";
+    const state = shownState(job);
+    this.state.set(state);
+    this.progress.update(job, state);
+    const failed = state === "FAILED" || state === "ABORTED";
     this.error.hidden = !failed;
     setText(this.error, failed ? job.error ?? "" : "");
   }

@@ -8,9 +8,9 @@
  */
 
 import { byId, el, setText } from "./dom.js";
-import { dateMs, formatDuration, formatTime, jobDuration } from "./format.js";
+import { dateMs, formatDuration, formatTime, isCutOff, jobDuration } from "./format.js";
 import { ProgressView } from "./progress.js";
-import { StateBadge } from "./states.js";
+import { StateBadge, shownState } from "./states.js";
 
 /**
  * The cells of one row, and the values they show.
@@ -39,11 +39,27 @@ function cell(className, label) {
   return td;
 }
 
+/** What the list says when the user has no jobs at all. */
+const NO_JOBS =
+  "No jobs yet. The jobs you start (from Upload or Download here, or with midclt or any other client) " +
+  "appear here as soon as they are queued.";
+
+/**
+ * The duration cell's text: the time run, or why there is none.
+ * @param {import("./jobstore.js").JobRecord} job
+ * @returns {string}
+ */
+function durationText(job) {
+  if (isCutOff(job)) return "unknown";
+  return formatDuration(jobDuration(job));
+}
+
 export class JobListView {
   /** @param {import("./jobstore.js").JobStore} store */
   constructor(store) {
     this.store = store;
     this.body = byId("jobs-body");
+    this.table = byId("jobs-table");
     this.count = byId("jobs-count");
     this.empty = byId("jobs-empty");
     this.older = /** @type {HTMLButtonElement} */ (byId("jobs-older"));
@@ -100,15 +116,17 @@ export class JobListView {
     if (!row) row = this.add(id);
     setText(row.method, job.method ?? "");
     setText(row.description, job.description ?? "");
-    row.state.set(job.state);
-    row.progress.update(job);
-    const started = dateMs(job.time_started);
+    const state = shownState(job);
+    row.state.set(state);
+    row.progress.update(job, state);
+    // A waiting job has not started: its time_started is when it was queued.
+    const started = job.state === "WAITING" ? null : dateMs(job.time_started);
     if (started !== row.startedMs) {
       row.startedMs = started;
       row.started.dateTime = started === null ? "" : new Date(started).toISOString();
       setText(row.started, formatTime(started));
     }
-    setText(row.duration, formatDuration(jobDuration(job)));
+    setText(row.duration, durationText(job));
     if (job.state === "RUNNING") this.running.add(id);
     else this.running.delete(id);
     if (job.method && !this.methods.has(job.method)) this.addMethod(job.method);
@@ -190,7 +208,7 @@ export class JobListView {
    */
   matches(job) {
     const { state, method, text } = this.filter;
-    if (state && job.state !== state) return false;
+    if (state && shownState(job) !== state) return false;
     if (method && job.method !== method) return false;
     if (text && !(job.description ?? "").toLowerCase().includes(text)) return false;
     return true;
@@ -219,12 +237,22 @@ export class JobListView {
   }
 
   showCount() {
+    if (!this.store.loaded) {
+      // Nothing to count yet: say so rather than show an empty list.
+      setText(this.count, "Loading jobs…");
+      this.empty.hidden = true;
+      this.table.hidden = this.rows.size === 0;
+      this.older.hidden = true;
+      return;
+    }
     const total = this.rows.size;
     const shown = this.visibleCount;
     const jobs = total === 1 ? "job" : "jobs";
     setText(this.count, shown === total ? `${total} ${jobs}` : `${shown} of ${total} ${jobs}`);
+    // No bare column headers: the table shows only with rows in it.
+    this.table.hidden = shown === 0;
     this.empty.hidden = shown > 0;
-    setText(this.empty, total === 0 ? "No jobs yet." : "No jobs match the filters.");
+    setText(this.empty, total === 0 ? NO_JOBS : "No jobs match the filters.");
     this.older.hidden = !this.store.mayHaveOlder;
   }
 

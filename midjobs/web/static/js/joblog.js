@@ -41,8 +41,12 @@ export class LiveLog {
    * @throws {Error} the daemon refused the subscription
    */
   async follow(id) {
-    await this.stop();
+    // Following from now on (so the page can say so at once), then end the last subscription.
+    const previous = this.subscription;
+    this.subscription = null;
     this.jobId = id;
+    if (previous) await previous.unsubscribe();
+    if (this.jobId !== id) return;
     const name = `core.job_log:${id}`;
     /** @type {import("./rpc.js").Subscription} */
     let sub;

@@ -12,7 +12,7 @@ import { FINISHED } from "./states.js";
 /** The fields the list needs; the store keeps only these for each job. */
 export const LIST_FIELDS = [
   "id", "method", "description", "state", "progress", "time_started", "time_finished",
-  "abortable", "logs_path", "error",
+  "abortable", "logs_path", "error", "exc_info",
 ];
 
 /** How many jobs the first `core.get_jobs` asks for (the newest). */
@@ -60,6 +60,10 @@ export class JobStore {
     this.capacity = FIRST_PAGE;
     /** Whether older jobs than those listed may exist. */
     this.mayHaveOlder = false;
+    /** Whether the first snapshot is in (until then the list cannot say it is empty). */
+    this.loaded = false;
+    /** Whether the listeners must hear of the next frame even if no job changed (a snapshot came). */
+    this.news = false;
     /** @type {Set<number> | null} jobs told by events while a snapshot is on its way */
     this.touched = null;
     /** @type {import("./rpc.js").Subscription | null} */
@@ -121,6 +125,8 @@ export class JobStore {
    * @param {JobRecord[]} records
    */
   snapshot(records) {
+    this.loaded = true;
+    this.news = true;
     for (const record of records) {
       if (this.touched?.has(record.id)) continue;
       this.jobs.set(record.id, slim(record));
@@ -158,7 +164,7 @@ export class JobStore {
   }
 
   schedule() {
-    if (this.frame === 0 && this.dirty.size > 0) {
+    if (this.frame === 0 && (this.dirty.size > 0 || this.news)) {
       this.frame = requestAnimationFrame(() => this.flush());
     }
   }
@@ -166,6 +172,7 @@ export class JobStore {
   /** Tell the listeners what changed since the last frame. */
   flush() {
     this.frame = 0;
+    this.news = false;
     this.evict();
     const ids = this.dirty;
     const received = this.received;
@@ -265,6 +272,8 @@ export class JobStore {
     this.watched.clear();
     this.capacity = FIRST_PAGE;
     this.mayHaveOlder = false;
+    this.loaded = false;
+    this.news = true;
     this.schedule();
   }
 }

@@ -21,7 +21,7 @@ class App {
     this.session = new Session(this.rpc);
     this.store = new JobStore(this.rpc);
     this.list = new JobListView(this.store);
-    this.detail = new JobDetailView(this.rpc, this.store);
+    this.detail = new JobDetailView(this.rpc, this.store, this.session);
     this.upload = new UploadView(this.session, this.store);
     this.download = new DownloadView(this.rpc, this.store);
     /** Whether the user is logged in (on this connection, or on the one being restored). */
@@ -57,10 +57,16 @@ class App {
   }
 
   /**
-   * @param {{state: string, attempt: number, delay?: number}} detail
+   * @param {{state: string, attempt: number, delay?: number, quiet?: boolean}} detail
    */
-  async connectionChanged({ state, attempt, delay }) {
+  async connectionChanged({ state, attempt, delay, quiet }) {
     document.body.dataset.connection = state;
+    if (state === "idle") {
+      // The daemon closed a connection that did not log in in time: the
+      // login form stays as it is, and submitting it connects again.
+      this.banner(null);
+      return;
+    }
     if (state === "reconnecting") {
       const seconds = delay !== undefined ? Math.max(1, Math.round(delay / 1000)) : 0;
       this.banner(
@@ -72,7 +78,7 @@ class App {
       return;
     }
     if (state === "connecting") {
-      this.banner("Connecting…", false);
+      if (!quiet) this.banner("Connecting…", false);
       return;
     }
     // Open: log back in with the kept token, if there is one.
@@ -118,6 +124,7 @@ class App {
     }
     this.e.loginSubmit.disabled = true;
     try {
+      await this.rpc.opened();
       await this.session.login(username, password);
       await this.enter(false);
     } catch (error) {
@@ -152,8 +159,8 @@ class App {
         await this.store.start();
       }
       const methods = await this.rpc.call("core.get_methods");
-      this.upload.setMethods(methods);
-      this.download.setMethods(methods);
+      this.upload.setMethods(methods, this.session.identity);
+      this.download.setMethods(methods, this.session.identity);
       document.body.dataset.ready = "true";
     } catch (error) {
       // A lost connection: the next one logs in and loads again.

@@ -78,30 +78,44 @@ export class MethodChoice {
     /** @type {Map<string, string>} parameters typed, by method */
     this.typed = new Map();
     this.current = "";
+    /** What the documentation line says when no method is offered. */
+    this.none = "";
     select.addEventListener("change", () => this.chosen());
   }
 
-  /** @param {Record<string, MethodInfo>} methods all of `core.get_methods` */
-  fill(methods) {
+  /**
+   * Offer the methods that pass the test and that the user may call (no
+   * choice that the daemon would refuse after the upload was sent).  None is
+   * chosen unless there is only one: the user picks, the page does not guess.
+   * @param {Record<string, MethodInfo>} methods all of `core.get_methods`
+   * @param {import("./access.js").Identity | null} identity who is logged in
+   * @param {string} none what to say when the user may call none of them
+   * @returns {number} how many methods are offered
+   */
+  fill(methods, identity, none) {
     const previous = this.select.value;
     this.methods = {};
     const options = [];
     for (const [name, info] of Object.entries(methods)) {
-      if (!this.test(info)) continue;
+      if (!this.test(info) || !(identity?.mayCall(info) ?? false)) continue;
       this.methods[name] = info;
       const option = /** @type {HTMLOptionElement} */ (el("option", "", name));
       option.value = name;
       options.push(option);
     }
-    this.select.replaceChildren(...options);
-    if (options.length === 0) {
-      const none = /** @type {HTMLOptionElement} */ (el("option", "", "(no method available)"));
-      none.value = "";
-      this.select.append(none);
+    this.none = options.length === 0 ? none : "";
+    if (options.length !== 1) {
+      const placeholder = /** @type {HTMLOptionElement} */ (
+        el("option", "", options.length === 0 ? "(none you may call)" : "Choose a method…"));
+      placeholder.value = "";
+      options.unshift(placeholder);
     }
-    if (previous in this.methods) this.select.value = previous;
+    this.select.replaceChildren(...options);
+    this.select.disabled = options.length === 1 && this.select.options[0]?.value === "";
+    this.select.value = previous in this.methods ? previous : options[0].value;
     this.current = "";
     this.chosen();
+    return Object.keys(this.methods).length;
   }
 
   chosen() {
@@ -109,7 +123,7 @@ export class MethodChoice {
     const name = this.select.value;
     this.current = name;
     const info = this.methods[name];
-    setText(this.doc, plainDoc(info?.description ?? null));
+    setText(this.doc, info ? plainDoc(info.description ?? null) : this.none);
     setText(this.hint, info ? `Parameters of ${signature(name, info)}` : "");
     this.params.value = this.typed.get(name) ?? "[]";
   }

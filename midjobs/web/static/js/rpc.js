@@ -7,6 +7,13 @@
 /** The delays between reconnection attempts, in ms; the last one repeats. */
 const BACKOFF_MS = [250, 500, 1000, 2000, 4000, 8000];
 
+/**
+ * The close code and reason of a connection that did not log in within the
+ * daemon's `[limits] login_timeout`.  Nothing was lost: the page stays idle
+ * and connects again when it needs to (see {@link RpcClient#opened}).
+ */
+const LOGIN_TIMEOUT = { code: 1008, reason: "Login timeout" };
+
 /** The error a call fails with when the daemon answers with an error. */
 export class RpcError extends Error {
   /**
@@ -72,8 +79,11 @@ export class Subscription {
 /**
  * The page's connection to the daemon.
  *
- * Dispatches `state` events (`detail`: `{state, attempt, delay}`) where
- * state is `connecting`, `open` or `reconnecting`.
+ * Dispatches `state` events (`detail`: `{state, attempt, delay, quiet}`) where
+ * state is `connecting`, `open`, `reconnecting`, or `idle` (closed by the
+ * daemon for not logging in in time: not an error, and not retried until
+ * {@link RpcClient#opened} is called).  `quiet` is true for a connection
+ * made again from `idle`: nothing to tell the user.
  */
 export class RpcClient extends EventTarget {
   /** @param {string} url the WebSocket URL */
@@ -100,8 +110,11 @@ export class RpcClient extends EventTarget {
     return `${scheme}//${location.host}/api/current`;
   }
 
-  /** Open the connection (and keep reopening it until {@link stop}). */
-  connect() {
+  /**
+   * Open the connection (and keep reopening it until {@link stop}).
+   * @param {boolean} [quiet] a connection made again after `idle`
+   */
+  connect(quiet = false) {
     this.stopped = false;
     if (this.retryTimer !== null) {
       clearTimeout(this.retryTimer);
@@ -110,18 +123,18 @@ export class RpcClient extends EventTarget {
     if (this.socket) return;
     const socket = new WebSocket(this.url);
     this.socket = socket;
-    this.setState(this.attempt === 0 ? "connecting" : "reconnecting");
+    this.setState(this.attempt === 0 ? "connecting" : "reconnecting", { quiet });
     socket.addEventListener("open", () => {
       this.attempt = 0;
-      this.setState("open");
+      this.setState("open", { quiet });
     });
     socket.addEventListener("message", (event) => this.received(event.data, performance.now()));
-    socket.addEventListener("close", () => this.closed(socket));
+    socket.addEventListener("close", (event) => this.closed(socket, event));
   }
 
   /** Try again at once instead of waiting for the next attempt. */
   reconnectNow() {
-    if (this.socket === null && !this.stopped) this.connect();
+    if (this.socket === null && !this.stopped && this.state !== "idle") this.connect();
   }
 
   /** Close for good. */
@@ -140,8 +153,33 @@ export class RpcClient extends EventTarget {
     this.dispatchEvent(new CustomEvent("state", { detail: { state, attempt: this.attempt, ...extra } }));
   }
 
-  /** @param {WebSocket} socket */
-  closed(socket) {
+  /**
+   * An open connection, made again if the daemon closed an idle one.
+   * @returns {Promise<void>}
+   * @throws {ConnectionLost} the connection is down (or failed to open)
+   */
+  opened() {
+    if (this.state === "open") return Promise.resolve();
+    if (this.state !== "idle") return Promise.reject(new ConnectionLost());
+    return new Promise((resolve, reject) => {
+      /** @param {Event} event */
+      const changed = (event) => {
+        const { state } = /** @type {CustomEvent} */ (event).detail;
+        if (state === "connecting") return;
+        this.removeEventListener("state", changed);
+        if (state === "open") resolve();
+        else reject(new ConnectionLost());
+      };
+      this.addEventListener("state", changed);
+      this.connect(true);
+    });
+  }
+
+  /**
+   * @param {WebSocket} socket
+   * @param {CloseEvent} [event]
+   */
+  closed(socket, event) {
     if (this.socket !== socket) return;
     this.socket = null;
     for (const call of this.pending.values()) call.reject(new ConnectionLost());
@@ -150,6 +188,11 @@ export class RpcClient extends EventTarget {
       for (const sub of set) sub.id = null;
     }
     if (this.stopped) return;
+    if (event?.code === LOGIN_TIMEOUT.code && event.reason === LOGIN_TIMEOUT.reason) {
+      this.attempt = 0;
+      this.setState("idle");
+      return;
+    }
     const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
     this.attempt += 1;
     this.setState("reconnecting", { delay });

@@ -6,6 +6,8 @@
  * @module session
  */
 
+import { Identity } from "./access.js";
+
 const TOKEN_KEY = "midjobs.token";
 const USER_KEY = "midjobs.user";
 
@@ -32,6 +34,8 @@ export class Session {
     this.storage = storage;
     /** @type {string | null} who is logged in on the current connection */
     this.username = null;
+    /** @type {Identity | null} their roles and user id (what the page may offer them) */
+    this.identity = null;
     /** @type {number | null} */
     this.renewTimer = null;
   }
@@ -58,6 +62,7 @@ export class Session {
     ]);
     if (answer?.response_type !== "SUCCESS") throw new LoginRefused();
     this.username = answer.user_info?.pw_name ?? username;
+    this.identity = new Identity(answer.user_info);
     this.storage.setItem(USER_KEY, this.username);
     await this.renewToken();
   }
@@ -77,6 +82,7 @@ export class Session {
     }
     const me = await this.rpc.call("auth.me");
     this.username = me?.pw_name ?? this.rememberedUser;
+    this.identity = new Identity(me);
     await this.renewToken();
     return true;
   }
@@ -114,6 +120,7 @@ export class Session {
   /** Forget the login locally. */
   forget() {
     this.username = null;
+    this.identity = null;
     this.storage.removeItem(TOKEN_KEY);
     this.storage.removeItem(USER_KEY);
     if (this.renewTimer !== null) clearTimeout(this.renewTimer);

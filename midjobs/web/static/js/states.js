@@ -18,6 +18,33 @@ export const STATES = {
 /** The states of a job that has ended. */
 export const FINISHED = new Set(["SUCCESS", "FAILED", "ABORTED"]);
 
+/** `ECONNABORTED`: the errno of a job whose upload's client went away (`UploadInterrupted`). */
+const ECONNABORTED = 103;
+/** What the daemon's error says when the client of an upload disconnected (`midjobs.http._upload`). */
+const UPLOAD_CANCELLED = "The client disconnected before the upload ended";
+
+/**
+ * Whether a job failed only because the client of its upload went away:
+ * a cancelled upload.  The daemon records it FAILED (`ECONNABORTED`); the
+ * page lists it as Aborted, for it was stopped on purpose, not broken.
+ * @param {{state?: string, error?: string | null, exc_info?: any}} job
+ * @returns {boolean}
+ */
+export function isCancelledUpload(job) {
+  return job.state === "FAILED" && job.exc_info?.errno === ECONNABORTED &&
+    typeof job.error === "string" && job.error.includes(UPLOAD_CANCELLED);
+}
+
+/**
+ * The state the page shows for a job: its own, except that a cancelled
+ * upload shows as ABORTED (see {@link isCancelledUpload}).
+ * @param {{state?: string, error?: string | null, exc_info?: any}} job
+ * @returns {string}
+ */
+export function shownState(job) {
+  return isCancelledUpload(job) ? "ABORTED" : job.state ?? "";
+}
+
 /**
  * A state badge that can be updated in place.
  */

@@ -89,9 +89,15 @@ export class UploadView {
     });
   }
 
-  /** @param {Record<string, import("./methods.js").MethodInfo>} methods */
-  setMethods(methods) {
-    this.choice.fill(methods);
+  /**
+   * @param {Record<string, import("./methods.js").MethodInfo>} methods
+   * @param {import("./access.js").Identity | null} identity who is logged in
+   */
+  setMethods(methods, identity) {
+    const offered = this.choice.fill(
+      methods, identity, "You may not call any method that takes an upload: an administrator can give you a role that allows one.",
+    );
+    this.submit.disabled = offered === 0;
   }
 
   /** @param {File[]} files */
