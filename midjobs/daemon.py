@@ -32,8 +32,7 @@ from .auth import UserStore, default_trusted_uids, make_portal
 from .config import ConfigError, Settings
 from .drain import DrainPhase
 from .descriptors import connection_capacity, raise_descriptor_limit
-from .http import ConnectionLimits, LimitingReactor, make_site
-from .metrics import metrics_site
+from .http import ConnectionLimits, LimitingReactor, make_site, metrics_site
 from .job import JobState
 from .middleware import Middleware
 from .notify import BackOff, Outbox, WebhookNotifier

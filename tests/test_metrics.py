@@ -30,7 +30,8 @@ from conftest import ADMIN, RunningDaemon
 from midjobs.client import ClientCallError, JSONRPCError, connect
 
 from midjobs.config import Settings
-from midjobs.metrics import LIMITS, UNKNOWN_METHOD, metrics_site
+from midjobs.http import metrics_site
+from midjobs.metrics import LIMITS, UNKNOWN_METHOD
 from midjobs.metrics._lag import ReactorLag
 from midjobs.store._batch import WriteBatch
 from prometheus_client import CollectorRegistry

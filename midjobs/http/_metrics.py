@@ -13,15 +13,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import generate_latest
+from twisted.web.pages import notFound
+from twisted.web.resource import IResource, Resource
 
 from ..auth.roles import METRICS_READ, READONLY_ADMIN
+from ..config import Settings
 from ..logs import logger
 from ._auth import AuthenticationFailed, authenticate
+from ._channel import Site
 
 if TYPE_CHECKING:
     from ..middleware import Middleware
 
-__all__ = ["may_read_metrics", "metrics_page", "serve_metrics"]
+__all__ = ["MetricsOnly", "may_read_metrics", "metrics_page", "metrics_site", "serve_metrics"]
 
 log = logger(__name__)
 
@@ -71,3 +75,51 @@ async def serve_metrics(middleware: Middleware, request: Any) -> bytes:
         )
         return _plain(request, 403, "The METRICS_READ, READONLY_ADMIN or FULL_ADMIN role is needed")
     return metrics_page(middleware.metrics.registry, request)
+
+
+class MetricsOnly(Resource):
+    """
+    The root of C{[metrics] listen}: C{/metrics} to anyone who asks, and a
+    404 for every other path.
+    """
+
+    def __init__(self, registry: Any) -> None:
+        super().__init__()
+        self._registry = registry
+
+    def getChild(self, path: bytes, request: Any) -> IResource:
+        if path == b"metrics" and not request.postpath:
+            return _Page(self._registry)
+        return notFound()
+
+    def render(self, request: Any) -> bytes:
+        return notFound().render(request)
+
+
+class _Page(Resource):
+    isLeaf = True
+
+    def __init__(self, registry: Any) -> None:
+        super().__init__()
+        self._registry = registry
+
+    def render_GET(self, request: Any) -> bytes:
+        return metrics_page(self._registry, request)
+
+
+def metrics_site(middleware: Middleware) -> Site:
+    """
+    The twisted.web site of C{[metrics] listen}: C{GET /metrics} answers
+    the middleware's metrics to anyone (every other path is a 404), with
+    the header deadline and idle timeout of the daemon's other listeners.
+    """
+    settings = middleware.settings or Settings()
+    site = Site(
+        MetricsOnly(middleware.metrics.registry),
+        timeout=settings.idle_timeout,
+        header_timeout=settings.header_timeout,
+        reactor=middleware.reactor,
+    )
+    site.displayTracebacks = False
+    site.noisy = False
+    return site

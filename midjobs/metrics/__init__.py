@@ -5,13 +5,11 @@ What the daemon measures, for Prometheus: see C{docs/operations.rst}.
 from ._counts import LIMITS, NO_COUNTS, ICounts, NoCounts
 from ._lag import ReactorLag
 from ._metrics import OUTCOMES, TRANSPORTS, UNKNOWN_METHOD, Metrics, lock_label
-from ._site import MetricsPage, metrics_site
 
 __all__ = [
     "ICounts",
     "LIMITS",
     "Metrics",
-    "MetricsPage",
     "NO_COUNTS",
     "NoCounts",
     "OUTCOMES",
@@ -19,5 +17,4 @@ __all__ = [
     "TRANSPORTS",
     "UNKNOWN_METHOD",
     "lock_label",
-    "metrics_site",
 ]
