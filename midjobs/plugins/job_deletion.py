@@ -104,8 +104,12 @@ class JobDeletion:
         after = 0
         while True:
             async with self._lock:
+                # "nin": SQLite then walks the ids in order from `after` and
+                # stops at the batch's end; "in" over the state index would
+                # sort every ended job at each batch (a prune of 100,000 jobs
+                # took 29 s instead of 11).
                 batch = await self._query(
-                    [*filters, ["state", "in", list(FINISHED)], ["id", ">", after]],
+                    [*filters, ["state", "nin", list(UNFINISHED)], ["id", ">", after]],
                     {"order_by": ["id"], "limit": BATCH, "select": list(REMOVED_FIELDS)},
                 )
                 if batch:
