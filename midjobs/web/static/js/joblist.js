@@ -127,6 +127,8 @@ export class JobListView {
       setText(row.started, formatTime(started));
     }
     setText(row.duration, durationText(job));
+    const why = isCutOff(job) ? "Cut off when the daemon stopped: how long it ran is not known" : "";
+    if (row.duration.title !== why) row.duration.title = why;
     if (job.state === "RUNNING") this.running.add(id);
     else this.running.delete(id);
     if (job.method && !this.methods.has(job.method)) this.addMethod(job.method);
