@@ -30,7 +30,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.utils import getProcessOutputAndValue
 
 from conftest import ADMIN, TESTS, subprocess_env
-from midjobs.client import ClientCallError, ClientValidationErrors, UploadError, download, upload
+from midjobs.client import (
+    ClientCallError,
+    ClientValidationErrors,
+    UploadError,
+    download,
+    upload,
+)
 
 ORIGINAL = TESTS / "original_replica.py"
 PORTED = TESTS / "ported_replica.py"
@@ -280,7 +286,7 @@ async def test_receive_uploaded_with_the_client(daemon: Any, admin_client: Any, 
     seen: list[dict[str, Any]] = []
     job_id = await timeout(
         upload(daemon.http_url, "replica.receive", ["tank/new", {"size": len(stream)}],
-               [("new.tar", io.BytesIO(stream))], auth=ADMIN, reactor=reactor)  # fmt: skip
+               [("new.tar", io.BytesIO(stream))], auth=ADMIN, reactor=reactor)
     )
     info = await timeout(admin_client.call_job("core.job_wait", job_id, callback=seen.append))
     assert info["name"] == "tank/new" and info["files"] == 2
@@ -293,7 +299,7 @@ async def test_receive_uploaded_with_the_client(daemon: Any, admin_client: Any, 
     with pytest.raises((ClientCallError, UploadError)) as broken:
         await timeout(
             upload(daemon.http_url, "replica.receive", ["tank/bad"], [io.BytesIO(b"not a tar" * 100)],
-                   auth=ADMIN, reactor=reactor, wait=admin_client)  # fmt: skip
+                   auth=ADMIN, reactor=reactor, wait=admin_client)
         )
     assert "[EINVAL] Not a replication stream" in str(broken.value)
 
@@ -306,7 +312,7 @@ async def test_receive_through_curl_and_midclt(daemon: Any, admin_client: Any, m
         "curl", "-sSf", "-u", ":".join(ADMIN),
         "-F", 'data={"method": "replica.receive", "params": ["tank/curl"]}', "-F", f"file=@{stream}",
         f"{daemon.http_url}/_upload",
-    )  # fmt: skip
+    )
     assert code == 0, err
     job_id = json.loads(out)["job_id"]
     out, err, code = await midclt(daemon, "call", "--job", "core.job_wait", str(job_id))
@@ -337,7 +343,7 @@ class StateLog:
                 entry[1].callback(None)
 
     def reached(self, job_id: int, state: str) -> Deferred[None]:
-        predicate = lambda: (job_id, state) in self.changes  # noqa: E731
+        predicate = lambda: (job_id, state) in self.changes
         d: Deferred[None] = Deferred()
         if predicate():
             d.callback(None)
