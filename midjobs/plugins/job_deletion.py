@@ -130,14 +130,16 @@ class JobDeletion:
     async def _delete(self, records: list[dict[str, Any]]) -> None:
         """
         Delete the finished jobs of C{records} (their L{REMOVED_FIELDS}):
-        from the store first (once that is durable nothing brings them back),
-        then from memory and the logs directory; then tell of each.
+        from memory, then from the store, then their log files; then tell
+        of each.  Should the store fail, the jobs are still listed (from the
+        store, with the same records) and their logs kept: deleting them
+        again finishes the work.
         """
         middleware = self._middleware
         job_ids = [record["id"] for record in records]
+        middleware.jobs.forget(job_ids)
         if middleware.job_store is not None:
             await middleware.job_store.delete(job_ids)
-        middleware.jobs.forget(job_ids)
         reactor = middleware.reactor
         await deferToThreadPool(reactor, reactor.getThreadPool(), remove_log_files, middleware.logs_dir, job_ids)
         for record in records:
