@@ -84,9 +84,30 @@ class ValidationErrors(CallError):
         return "\n".join(str(e) for e in self.errors)
 
     def add(self, attribute: str, errmsg: str, errno: int = errno.EINVAL) -> None:
-        self.errors.append(ValidationError(attribute, errmsg, errno))
+        self.add_validation_error(ValidationError(attribute, errmsg, errno))
+
+    def add_validation_error(self, error: ValidationError) -> None:
+        """
+        Add one error made elsewhere.
+        """
+        self.errors.append(error)
         self.errmsg = self._message()
         self.args = (self.errmsg, self.errno, None)
+
+    def add_child(self, attribute: str, child: ValidationErrors) -> None:
+        """
+        Add the errors of C{child}, found in the value of C{attribute}: their
+        attributes become C{<attribute>.<theirs>}.
+        """
+        for error in child.errors:
+            self.add(f"{attribute}.{error.attribute}", error.errmsg, error.errno)
+
+    def extend(self, other: ValidationErrors) -> None:
+        """
+        Add the errors of C{other} as they are.
+        """
+        for error in other.errors:
+            self.add_validation_error(error)
 
     def add_field_errors(self, data: object, allowed: Iterable[str], required: Iterable[str] = ()) -> bool:
         """
@@ -129,7 +150,14 @@ class ValidationErrors(CallError):
         return len(self.errors)
 
     def __bool__(self) -> bool:
-        return True
+        # As in the original: "if verrors: raise verrors".
+        return bool(self.errors)
+
+    def __contains__(self, attribute: object) -> bool:
+        """
+        Whether an error names C{attribute}.
+        """
+        return any(error.attribute == attribute for error in self.errors)
 
     def __str__(self) -> str:
         return self.errmsg

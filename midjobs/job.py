@@ -947,6 +947,25 @@ class JobsQueue:
         except KeyError:
             raise CallError(f"Job {job_id} does not exist", errno.ENOENT) from None
 
+    def forget(self, job_ids: Sequence[int]) -> list[int]:
+        """
+        Drop the finished jobs among C{job_ids} from memory: their history
+        was deleted (C{core.job_delete}, C{core.jobs_prune}).  Jobs that have
+        not ended, and ids the queue does not hold, are left alone.
+
+        @return: the ids of the jobs dropped.
+        """
+        dropped = []
+        for job_id in job_ids:
+            job = self._jobs.get(job_id)
+            if job is not None and job.state.finished:
+                del self._jobs[job_id]
+                dropped.append(job_id)
+        if dropped:
+            gone = set(dropped)
+            self._finished = deque(i for i in self._finished if i not in gone)
+        return dropped
+
     def add(self, job: Job) -> Deferred[Job]:
         """
         Queue C{job}, or find the job it must share with (see C{lock_queue_size}).

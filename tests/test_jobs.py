@@ -305,9 +305,9 @@ async def test_bulk(admin_client: Client) -> None:
     statuses = await admin_client.call_job(
         "core.bulk", "sample.add", [[1, 2], [3, "x"], [4, 5]], "adding {0} and {1}"
     )
-    assert statuses[0] == {"result": 3, "error": None}
+    assert statuses[0] == {"job_id": None, "result": 3, "error": None}
     assert statuses[1]["result"] is None and "Not a valid integer" in statuses[1]["error"]
-    assert statuses[2] == {"result": 9, "error": None}
+    assert statuses[2] == {"job_id": None, "result": 9, "error": None}
     jobs = await admin_client.call_job("core.bulk", "core.job_test", [[{"sleep": 0}], [{"error": "no"}]])
     assert jobs[0]["result"] is True and isinstance(jobs[0]["job_id"], int)
     assert jobs[1]["error"] == "no"

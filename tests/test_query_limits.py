@@ -45,7 +45,7 @@ async def test_catastrophic_regex_answers_at_once(admin_client: Any, bob: Any) -
     and the admin's ping, sent alongside, is answered too.
     """
     statuses = await bob.call_job("core.bulk", "core.ping", [[]], "a" * 28 + "!")
-    assert statuses == [{"result": "pong", "error": None}]
+    assert statuses == [{"job_id": None, "result": "pong", "error": None}]
     query = bob.call("core.get_jobs", [["arguments.2", "~", "^(a|a)+$"]]).addTimeout(_GUARD, reactor)
     ping = admin_client.call("core.ping").addTimeout(_GUARD, reactor)
     assert await gatherResults([query, ping]) == [[], "pong"]
