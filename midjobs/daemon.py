@@ -26,7 +26,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, mayb
 from twisted.internet.endpoints import quoteStringArgument, serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 
-from .logs import logger, set_level
+from .logs import StdlibBridge, logger, set_level
 
 from .auth import UserStore, default_trusted_uids, make_portal
 from .config import ConfigError, Settings
@@ -178,6 +178,8 @@ class Daemon(MultiService):
         self.ready: Deferred[Daemon] = Deferred()
         self.systemd = systemd
         self._database: Any = None
+        #: Python's logging into the daemon's log, while the daemon runs.
+        self._stdlib_bridge: StdlibBridge | None = None
         self._history: JobHistory | None = None
         #: Tells the webhooks of jobs' ends (L{None} when none are configured).
         self.notifier: WebhookNotifier | None = None
@@ -241,6 +243,7 @@ class Daemon(MultiService):
         settings = self.settings
         state_dir = settings.state_path
         set_level(settings.log_level)
+        self._stdlib_bridge = StdlibBridge.install()
         # Bad endpoints or certificates stop the start before anything is touched.
         socket = quoteStringArgument(settings.socket_path)
         descriptions = [*settings.listen_endpoints(), f"unix:{socket}:mode=600:lockfile=1"]
@@ -394,6 +397,9 @@ class Daemon(MultiService):
             # The heartbeat goes on until everything is closed: a long stop is no hung one.
             if self.systemd is not None:
                 self.systemd.stop()
+            if self._stdlib_bridge is not None:
+                self._stdlib_bridge.uninstall()
+                self._stdlib_bridge = None
 
     def stopService(self) -> Deferred[None]:
         return ensureDeferred(self._stop())

@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import io
 import json
+import logging
 import os
 import signal
 import sys
@@ -39,6 +40,7 @@ from twisted.python.logfile import LogFile
 __all__ = [
     "LEVELS",
     "LogDestination",
+    "StdlibBridge",
     "format_journal_line",
     "format_json_line",
     "log_to",
@@ -75,6 +77,54 @@ def set_level(name: str) -> None:
     """
     _enabled.clear()
     _enabled.update(_ORDER[_ORDER.index(LEVELS[name]) :])
+    # Python's logging drops what would be filtered out here before it is formatted.
+    logging.getLogger().setLevel(_STDLIB_LEVELS[LEVELS[name]])
+
+
+#: The level of Python's L{logging} for each of twisted.logger's.
+_STDLIB_LEVELS = {
+    LogLevel.debug: logging.DEBUG,
+    LogLevel.info: logging.INFO,
+    LogLevel.warn: logging.WARNING,
+    LogLevel.error: logging.ERROR,
+    LogLevel.critical: logging.CRITICAL,
+}
+
+
+class StdlibBridge(logging.Handler):
+    """
+    Hands the records of Python's L{logging} to twisted.logger, so that what
+    a service logs with C{self.logger} or C{logging.getLogger(__name__)} (as
+    plugins of the original do) reaches the daemon's log, at its level, in
+    its format.  L{install} puts it on the root logger.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = next(
+            (twisted for twisted, stdlib in reversed(_STDLIB_LEVELS.items()) if record.levelno >= stdlib),
+            LogLevel.debug,
+        )
+        log = logger(record.name)
+        message = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            _, error, traceback = record.exc_info
+            log.failure("{message}", Failure(error, type(error), traceback), level, message=message)
+        else:
+            log.emit(level, "{message}", message=message)
+
+    @classmethod
+    def install(cls) -> StdlibBridge:
+        """
+        Put a bridge on the root logger; remove it with L{uninstall}.
+        """
+        bridge = cls()
+        root = logging.getLogger()
+        root.addHandler(bridge)
+        root.setLevel(min(_STDLIB_LEVELS[level] for level in _enabled))
+        return bridge
+
+    def uninstall(self) -> None:
+        logging.getLogger().removeHandler(self)
 
 
 # Where and how the log is written: twistd's log observer.

@@ -302,6 +302,14 @@ class Middleware:
         except Exception as e:
             return fail(e)
 
+    def run_in_thread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
+        """
+        Call C{f(*args, **kwargs)} in the reactor's thread pool (where thread
+        jobs run), as the original's C{middleware.run_in_thread}: a
+        Deferred of its result for a coroutine to await.
+        """
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args, **kwargs)
+
     def call_sync(
         self,
         name: str,

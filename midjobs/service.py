@@ -17,6 +17,7 @@ may be called.  The middleware reads them through :func:`method_spec`.
 from __future__ import annotations
 
 import inspect
+import logging
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Sequence, TypeVar
 
 import attrs
@@ -321,15 +322,27 @@ class Service:
     """
     A group of methods under C{namespace}.
 
-    Subclasses set C{namespace} and define methods; every method whose name
-    does not start with C{_} and is not defined here is exposed as
+    Subclasses set C{namespace} (or, as in the original, C{class Config:
+    namespace = ...}) and define methods; every method whose name does not
+    start with C{_} and is not defined here is exposed as
     C{<namespace>.<name>}.  C{setup} runs once when the daemon starts.
+
+    @ivar logger: a standard L{logging} logger whose lines reach the
+        daemon's log (L{midjobs.logs.StdlibBridge}), as the original's
+        C{self.logger} does.
     """
 
     namespace: ClassVar[str]
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        config = cls.__dict__.get("Config")
+        if "namespace" not in cls.__dict__ and getattr(config, "namespace", None):
+            cls.namespace = config.namespace  # type: ignore[union-attr]
+
     def __init__(self, middleware: Middleware) -> None:
         self.middleware = middleware
+        self.logger = logging.getLogger(f"midjobs.services.{self.namespace}")
 
     async def setup(self) -> None:
         """

@@ -7,7 +7,6 @@ A dataset ``pool/name`` is the directory mounted at ``<root>/pool/name``
 ``.zfs/snapshot/<name>`` directory.
 """
 import errno
-import logging
 import os
 import shutil
 import tarfile
@@ -16,7 +15,6 @@ from datetime import datetime, timezone
 
 from midjobs.errors import CallError, ValidationErrors
 from midjobs.service import Service, job, private
-from twisted.internet.threads import deferToThread
 
 CHUNK_SIZE = 1024 * 1024
 MAX_STREAM_SIZE = 1024 * 1024 * 1024
@@ -45,8 +43,6 @@ def dataset_files(path):
 
 
 class ReplicaService(Service):
-    namespace = 'replica'
-    logger = logging.getLogger(__name__)
 
     class Config:
         namespace = 'replica'
@@ -135,7 +131,7 @@ class ReplicaService(Service):
         snapshot = await job.wrap(await self.middleware.call('replica.snapshot', source, options.get('snapshot')))
         job.set_description(f'Replicating {source}@{snapshot} to {target}')
 
-        result = await deferToThread(
+        result = await self.middleware.run_in_thread(
             self._copy_snapshot, job, source, snapshot, target, options.get('delete', True),
         )
         self.logger.info('Replicated %s@%s to %s: %d files', source, snapshot, target, result['files'])

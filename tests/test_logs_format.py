@@ -244,3 +244,36 @@ async def test_twistd_under_the_journal(
     assert any(line.startswith("<4>[midjobs.daemon#warn] [limits] connections = 100000000") for line in lines)
     # No time of its own: the journal stamps each line.
     assert not any(re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d", line) for line in lines)
+
+
+def test_pythons_logging_reaches_the_daemons_log(log_events: list[dict[str, Any]]) -> None:
+    """
+    What a service logs with Python's logging (C{self.logger}, as in the
+    original) becomes a twisted.logger event at the same level, with the
+    traceback of an exception.
+    """
+    import logging
+
+    from twisted.logger import LogLevel, formatEvent
+
+    from midjobs.logs import StdlibBridge, set_level
+
+    bridge = StdlibBridge.install()
+    try:
+        logging.getLogger("midjobs.services.replica").warning("copied %d files", 3)
+        logging.getLogger("midjobs.services.replica").debug("not at info")
+        try:
+            raise OSError("disk gone")
+        except OSError:
+            logging.getLogger("plugin").exception("copy failed")
+    finally:
+        bridge.uninstall()
+        set_level("info")
+    mine = [e for e in log_events if e.get("log_namespace") in ("midjobs.services.replica", "plugin")]
+    assert [(e["log_level"], formatEvent(e)) for e in mine] == [
+        (LogLevel.warn, "copied 3 files"),
+        (LogLevel.error, "copy failed"),
+    ]
+    assert mine[1]["log_failure"].check(OSError)
+    logging.getLogger("plugin").error("after uninstall")
+    assert len([e for e in log_events if e.get("log_namespace") == "plugin"]) == 1
