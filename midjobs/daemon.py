@@ -10,6 +10,7 @@ first connection finds everything ready.
 from __future__ import annotations
 
 import atexit
+import gc
 import importlib
 import importlib.metadata
 import inspect
@@ -298,6 +299,10 @@ class Daemon(MultiService):
             assert settings.metrics_listen is not None
             listeners.append(Listener(self.reactor, settings.metrics_listen, metrics_site(middleware), metrics_endpoint))
         await self._listen(listeners)
+        # What was made to start (modules, services, settings) lives as long
+        # as the daemon: out of the collector's sight, a full collection does
+        # not walk it again and again while jobs come and go.
+        gc.freeze()
         log.info("midjobs is ready, state in {state_dir}", state_dir=str(state_dir))
         return self
 
