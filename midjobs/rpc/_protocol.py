@@ -52,7 +52,7 @@ MAX_CALLS_IN_FLIGHT = 20
 #: rest of a read waits for the next turns, with the connection's reading
 #: paused, so that a client pipelining thousands of calls takes no more than
 #: its share of the daemon.
-BYTES_PER_TURN = 4096
+BYTES_PER_TURN = 1024
 #: Seconds a peer has to answer the daemon's close before it is dropped.
 CLOSE_HANDSHAKE_TIMEOUT = 5
 
