@@ -25,7 +25,7 @@ from ._channel import Site
 if TYPE_CHECKING:
     from ..middleware import Middleware
 
-__all__ = ["MetricsOnly", "may_read_metrics", "metrics_page", "metrics_site", "serve_metrics"]
+__all__ = ["MetricsOnly", "answer", "may_read_metrics", "metrics_page", "metrics_site", "plain", "refusal", "serve_metrics"]
 
 log = logger(__name__)
 
@@ -40,13 +40,42 @@ def may_read_metrics(user: Any) -> bool:
     return user.is_full_admin or not user.roles.isdisjoint((METRICS_READ, READONLY_ADMIN))
 
 
-def _plain(request: Any, code: int, message: str) -> bytes:
+def answer(request: Any, code: int, content_type: bytes, body: bytes) -> bytes:
+    """
+    Set the status and headers of an operator's page (C{/metrics},
+    C{/_health}); return C{body}.
+    """
     request.setResponseCode(code)
-    request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+    request.setHeader(b"Content-Type", content_type)
     request.setHeader(b"Cache-Control", b"no-store")
     if code == 401:
         request.setHeader(b"WWW-Authenticate", b'Bearer realm="midjobs"')
-    return message.encode("utf-8") + b"\n"
+    return body
+
+
+def plain(request: Any, code: int, message: str) -> bytes:
+    return answer(request, code, b"text/plain; charset=utf-8", message.encode("utf-8") + b"\n")
+
+
+async def refusal(middleware: Middleware, request: Any, what: str) -> bytes | None:
+    """
+    The answer refusing C{request} an operator's page (C{what}, for the
+    log): 401 without valid credentials, 403 without the role
+    (L{may_read_metrics}); L{None} if it may have it.
+    """
+    try:
+        user = await authenticate(middleware.logins, request)
+    except AuthenticationFailed as e:
+        return plain(request, 401, str(e))
+    if not may_read_metrics(user):
+        log.warn(
+            "{username} from {peer} may not read {what}",
+            username=user.username,
+            peer=request.getClientAddress(),
+            what=what,
+        )
+        return plain(request, 403, "The METRICS_READ, READONLY_ADMIN or FULL_ADMIN role is needed")
+    return None
 
 
 def metrics_page(registry: Any, request: Any) -> bytes:
@@ -63,17 +92,9 @@ async def serve_metrics(middleware: Middleware, request: Any) -> bytes:
     Answer C{GET /metrics}: 401 without valid credentials, 403 without the
     role, else the metrics of C{middleware}.
     """
-    try:
-        user = await authenticate(middleware.logins, request)
-    except AuthenticationFailed as e:
-        return _plain(request, 401, str(e))
-    if not may_read_metrics(user):
-        log.warn(
-            "{username} from {peer} may not read the metrics",
-            username=user.username,
-            peer=request.getClientAddress(),
-        )
-        return _plain(request, 403, "The METRICS_READ, READONLY_ADMIN or FULL_ADMIN role is needed")
+    refused = await refusal(middleware, request, "the metrics")
+    if refused is not None:
+        return refused
     return metrics_page(middleware.metrics.registry, request)
 
 
