@@ -12,7 +12,7 @@ import datetime
 import json
 from typing import Any
 
-__all__ = ["dumps", "loads", "to_wire", "from_wire"]
+__all__ = ["dumps", "lenient_dumps", "loads", "to_wire", "from_wire"]
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 _MILLISECOND = datetime.timedelta(milliseconds=1)
@@ -66,6 +66,24 @@ def dumps(value: Any) -> str:
     Serialise C{value} with the extended forms.
     """
     return _encoder.encode(value)
+
+
+def lenient_dumps(value: Any) -> str:
+    """
+    L{dumps}, writing C{repr()} for values that have no JSON form (for
+    diagnostics and notifications, where something is better than nothing).
+    """
+    try:
+        return dumps(value)
+    except (TypeError, ValueError):
+
+        def default(obj: Any) -> Any:
+            try:
+                return to_wire(obj)
+            except TypeError:
+                return repr(obj)
+
+        return json.dumps(value, default=default, separators=(",", ":"))
 
 
 def loads(text: str | bytes) -> Any:

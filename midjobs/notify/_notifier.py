@@ -12,7 +12,6 @@ attempt after the back-off, until it is given up.
 
 from __future__ import annotations
 
-import json
 import uuid
 import weakref
 from typing import Any, Callable, Iterable
@@ -408,14 +407,4 @@ def _dumps(value: Any) -> bytes:
     C{value} as JSON with the protocol's extended values; a value that has
     no JSON form is written as its C{repr()}.
     """
-    try:
-        return wire_json.dumps(value).encode("utf-8")
-    except (TypeError, ValueError):
-
-        def default(obj: Any) -> Any:
-            try:
-                return wire_json.to_wire(obj)
-            except TypeError:
-                return repr(obj)
-
-        return json.dumps(value, default=default, separators=(",", ":")).encode("utf-8")
+    return wire_json.lenient_dumps(value).encode("utf-8")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime
 import importlib.metadata
 import io
-import json
 import os
 import platform
 import socket
@@ -57,23 +56,6 @@ def redacted(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [redacted(v) for v in value]
     return value
-
-
-def _lenient_dumps(value: Any) -> str:
-    """
-    L{wire_json.dumps}, writing C{repr()} for values that have no JSON form.
-    """
-    try:
-        return wire_json.dumps(value)
-    except (TypeError, ValueError):
-
-        def default(obj: Any) -> Any:
-            try:
-                return wire_json.to_wire(obj)
-            except TypeError:
-                return repr(obj)
-
-        return json.dumps(value, default=default, separators=(",", ":"))
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -166,7 +148,7 @@ class SystemService(Service):
         return redacted(config)
 
     def _jobs(self) -> str:
-        return _lenient_dumps([job.to_record() for job in self.middleware.jobs])
+        return wire_json.lenient_dumps([job.to_record() for job in self.middleware.jobs])
 
     @read_only
     @job(pipes=["output"], abortable=True, description=lambda: "Collecting debug information")
@@ -191,9 +173,9 @@ class SystemService(Service):
         progress = JobProgressBuffer(job)
         try:
             tar = tarfile.open(fileobj=output, mode="w|xz")
-            _add_bytes(tar, "version.json", _lenient_dumps(info).encode())
+            _add_bytes(tar, "version.json", wire_json.lenient_dumps(info).encode())
             progress.set_progress(5, "Writing the configuration")
-            _add_bytes(tar, "config.json", _lenient_dumps(self._config()).encode())
+            _add_bytes(tar, "config.json", wire_json.lenient_dumps(self._config()).encode())
             progress.set_progress(10, "Writing the jobs")
             _add_bytes(tar, "jobs.json", jobs.encode())
             for i, path in enumerate(logs):
