@@ -90,6 +90,26 @@ class WebUIService(Service):
             await deferLater(self.middleware.reactor, interval, lambda: None)
         return total
 
+    @job(description=lambda seconds: "Not abortable")
+    async def unabortable(self, job: Job, seconds: float) -> bool:
+        """
+        Wait C{seconds} seconds; its method does not allow aborting (only a
+        full administrator's force abort stops it).
+        """
+        await deferLater(self.middleware.reactor, seconds, lambda: None)
+        return True
+
+    @job(abortable=True, description=lambda extra, seconds=60: "Moving bytes")
+    async def transfer(self, job: Job, extra: dict, seconds: float = 60) -> bool:
+        """
+        Report half done with C{extra} as the progress's C{extra} (the transfer
+        fields C{bytes}, C{total_bytes}, C{rate}, C{eta_seconds}), then wait
+        C{seconds} seconds.
+        """
+        job.set_progress(50, "Copying", extra)
+        await deferLater(self.middleware.reactor, seconds, lambda: None)
+        return True
+
     @pass_app
     async def load(
         self, app: ISession, total: int = 1000, changing: int = 20, rate: float = 10.0, seconds: float = 300.0

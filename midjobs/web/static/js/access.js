@@ -75,3 +75,16 @@ export function abortVerdict(identity, job) {
       : "The daemon started this job: only a full administrator may abort it.",
   };
 }
+
+/**
+ * Whether `identity` may force the abort of `job` (`core.job_abort` with
+ * `{"force": true}`): only a full administrator, and the page offers it only
+ * for a running or waiting job that cannot be aborted otherwise.
+ * @param {Identity | null} identity
+ * @param {Record<string, any>} job
+ * @returns {boolean}
+ */
+export function mayForceAbort(identity, job) {
+  const live = job.state === "RUNNING" || job.state === "WAITING";
+  return live && !job.abortable && Boolean(identity?.isFullAdmin);
+}

@@ -114,3 +114,72 @@ export function displayJson(value) {
     return ms === null ? v : new Date(ms).toISOString();
   }, 2);
 }
+
+/** Binary units, as midclt counts (`midjobs/client/_progress.py`). */
+const SIZE_UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+
+/**
+ * A finite, non-negative number, else null.
+ * @param {unknown} value
+ * @returns {number | null}
+ */
+function amount(value) {
+  return typeof value === "number" && Number.isFinite(value) && value >= 0 ? value : null;
+}
+
+/**
+ * A size in binary units with three significant digits at most, as midclt
+ * writes it: `512 B`, `1.5 KiB`, `12.3 MiB`, `1 GiB`.
+ * @param {number} size bytes
+ * @returns {string}
+ */
+export function formatSize(size) {
+  let value = size;
+  let unit = 0;
+  while (unit < SIZE_UNITS.length - 1 && Math.round(value) >= 1024) {
+    value /= 1024;
+    unit += 1;
+  }
+  // Python's "{:.3g}": three significant digits, trailing zeros dropped.
+  const text = unit === 0 || value >= 100 ? value.toFixed(0) : String(Number(value.toPrecision(3)));
+  return `${text} ${SIZE_UNITS[unit]}`;
+}
+
+/**
+ * Seconds rounded up, as midclt writes a time left: `3 s`, `2 min 5 s`, `1 h 4 min`.
+ * @param {number} seconds
+ * @returns {string}
+ */
+export function formatSecondsLeft(seconds) {
+  const whole = Math.ceil(seconds);
+  if (whole < 60) return `${whole} s`;
+  const minutes = Math.floor(whole / 60);
+  const secs = whole % 60;
+  if (minutes < 60) return secs ? `${minutes} min ${secs} s` : `${minutes} min`;
+  const hours = Math.floor(minutes / 60);
+  const mins = minutes % 60;
+  return mins ? `${hours} h ${mins} min` : `${hours} h`;
+}
+
+/**
+ * The transfer figures of a job's `progress.extra` (the daemon's standard
+ * fields `bytes`, `total_bytes`, `rate` in bytes a second, `eta_seconds`),
+ * as `512 MiB of 1 GiB, 172 MiB/s, 3 s left`: each part only when the extra
+ * has it, as midclt shows them; "" without `bytes`.
+ * @param {unknown} extra
+ * @returns {string}
+ */
+export function transferText(extra) {
+  if (!extra || typeof extra !== "object") return "";
+  const fields = /** @type {Record<string, unknown>} */ (extra);
+  const moved = amount(fields.bytes);
+  if (moved === null) return "";
+  let text = formatSize(moved);
+  const total = amount(fields.total_bytes);
+  if (total !== null) text += ` of ${formatSize(total)}`;
+  const rate = amount(fields.rate);
+  if (rate !== null) text += `, ${formatSize(rate)}/s`;
+  const eta = amount(fields.eta_seconds);
+  if (eta !== null) text += `, ${formatSecondsLeft(eta)} left`;
+  return text;
+}

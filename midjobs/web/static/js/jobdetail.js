@@ -1,11 +1,14 @@
 /**
  * One job: its arguments, result or error with the traceback, its log (the
  * excerpt, or the live log while it runs), the whole log as a download, and
- * an abort button when the user may abort it (else a word why not).
+ * an abort button when the user may abort it (else a word why not), and for a
+ * full administrator a force-abort button on a job that cannot be aborted.
+ * Both ask for confirmation first and then say how it went.
  * @module jobdetail
  */
 
-import { abortVerdict } from "./access.js";
+import { abortVerdict, mayForceAbort } from "./access.js";
+import { confirmAction } from "./confirm.js";
 import { byId, saveUrl, setText } from "./dom.js";
 import {
   dateMs, displayJson, formatDuration, formatTime, isCutOff, jobDuration, waitedFor,
@@ -16,6 +19,18 @@ import { FINISHED, StateBadge, shownState } from "./states.js";
 
 /** What the page says of the times of a job cut off by a stop or crash of the daemon. */
 const CUT_OFF_DURATION = "Unknown: the job was cut off when the daemon stopped";
+
+/**
+ * How an abort that was asked for went, once the job has ended.
+ * @param {import("./jobstore.js").JobRecord} job
+ * @returns {string}
+ */
+function abortOutcome(job) {
+  const state = shownState(job);
+  return state === "ABORTED"
+    ? `Job ${job.id} was aborted.`
+    : `Job ${job.id} ended (${state.toLowerCase()}) before the abort took effect.`;
+}
 
 export class JobDetailView {
   /**
@@ -33,6 +48,7 @@ export class JobDetailView {
       id: byId("job-id"),
       status: byId("job-status"),
       abort: /** @type {HTMLButtonElement} */ (byId("job-abort")),
+      forceAbort: /** @type {HTMLButtonElement} */ (byId("job-force-abort")),
       abortNote: byId("job-abort-note"),
       record: byId("job-record"),
       stateBadge: byId("job-state"),
@@ -69,7 +85,8 @@ export class JobDetailView {
     store.listen((ids) => {
       if (this.id !== null && ids.has(this.id)) this.render();
     });
-    this.e.abort.addEventListener("click", () => this.abort());
+    this.e.abort.addEventListener("click", () => this.abort(false));
+    this.e.forceAbort.addEventListener("click", () => this.abort(true));
     this.e.download.addEventListener("click", () => this.downloadLog());
     this.e.follow.addEventListener("click", () => this.toggleFollow());
     setInterval(() => {
@@ -120,6 +137,7 @@ export class JobDetailView {
     e.record.hidden = true;
     e.stateBadge.hidden = true;
     e.abort.hidden = true;
+    e.forceAbort.hidden = true;
     for (const node of [e.method, e.description, e.started, e.finished, e.duration, e.owner, e.arguments,
       e.result, e.error, e.traceback, e.logsNote, e.abortNote]) {
       setText(node, "");
@@ -139,6 +157,7 @@ export class JobDetailView {
       e.record.hidden = true;
       e.stateBadge.hidden = true;
       e.abort.hidden = true;
+      e.forceAbort.hidden = true;
       return;
     }
     e.record.hidden = false;
@@ -195,13 +214,15 @@ export class JobDetailView {
   drawAbort(job, finished) {
     const e = this.e;
     if (finished && this.abortRequested) {
-      // The request was heard: the state says how the job ended.
+      // The request was heard: say how the job ended.
       this.abortRequested = false;
-      if (e.status.textContent === "Abort requested.") setText(e.status, "");
+      setText(e.status, abortOutcome(job));
     }
     // The owner is known from the whole record only.
-    const verdict = "credentials" in job ? abortVerdict(this.session.identity, job) : { may: false, why: "" };
+    const whole = "credentials" in job;
+    const verdict = whole ? abortVerdict(this.session.identity, job) : { may: false, why: "" };
     e.abort.hidden = !verdict.may;
+    e.forceAbort.hidden = !(whole && mayForceAbort(this.session.identity, job));
     setText(e.abortNote, verdict.why);
   }
 
@@ -274,20 +295,43 @@ export class JobDetailView {
     this.drawFollow();
   }
 
-  async abort() {
+  /**
+   * Ask, then abort the job (by force: `core.job_abort` with `{"force": true}`);
+   * say that the abort was requested, and once the job ends how it ended, or
+   * the daemon's error.
+   * @param {boolean} force
+   */
+  async abort(force) {
     if (this.id === null) return;
-    const button = this.e.abort;
+    const id = this.id;
+    const job = this.store.full(id);
+    const what = `job ${id}${job?.method ? ` (${job.method})` : ""}`;
+    const confirmed = await confirmAction(force ? {
+      title: `Force the abort of job ${id}?`,
+      message: `Abort ${what}, although its method does not allow aborting.`,
+      risk: "Its method does not expect to be stopped: whatever it was changing may be left half done " +
+        "(partial files, inconsistent state), and its lock is freed for the next job.",
+      confirm: "Force abort",
+    } : {
+      title: `Abort job ${id}?`,
+      message: `Abort ${what}. It stops where it is and cannot be resumed.`,
+      confirm: "Abort job",
+    });
+    if (!confirmed || this.id !== id) return;
+    const button = force ? this.e.forceAbort : this.e.abort;
     button.disabled = true;
     try {
-      const id = this.id;
-      await this.rpc.call("core.job_abort", [id]);
+      await this.rpc.call("core.job_abort", force ? [id, { force: true }] : [id]);
       if (this.id !== id) return;
-      const job = this.store.full(id);
-      if (job && FINISHED.has(job.state)) return;
+      const now = this.store.full(id);
+      if (now && FINISHED.has(now.state)) {
+        setText(this.e.status, abortOutcome(now));
+        return;
+      }
       this.abortRequested = true;
       setText(this.e.status, "Abort requested.");
     } catch (error) {
-      setText(this.e.status, `Could not abort: ${error.message}`);
+      if (this.id === id) setText(this.e.status, `Could not abort: ${error.message}`);
     } finally {
       button.disabled = false;
     }

@@ -6,10 +6,13 @@
  * is one that has not said how far it is: it gets an indeterminate, moving
  * bar and no percentage, never "0%" forever.  A waiting job gets no bar: the
  * reason it waits (the daemon's "Waiting for lock <name>") stands instead.
+ * A job that moves bytes has its transfer figures after the bar (see
+ * {@link transferText}).
  * @module progress
  */
 
 import { el, setText } from "./dom.js";
+import { transferText } from "./format.js";
 
 /**
  * How a job's progress is drawn.
@@ -43,8 +46,9 @@ export class ProgressView {
     this.bar.value = 0;
     this.bar.setAttribute("aria-label", label);
     this.pct = el("span", "pct");
+    this.transfer = el("span", "transfer");
     this.text = el("span", "progress-text");
-    this.root.replaceChildren(this.bar, this.pct, this.text);
+    this.root.replaceChildren(this.bar, this.pct, this.transfer, this.text);
     /** @type {number | null | undefined} */
     this.percent = undefined;
     /** @type {ProgressMode | undefined} */
@@ -52,7 +56,7 @@ export class ProgressView {
   }
 
   /**
-   * @param {{state?: string, progress?: {percent?: number | null, description?: string | null}}} job
+   * @param {{state?: string, progress?: {percent?: number | null, description?: string | null, extra?: unknown}}} job
    * @param {string} [state] the state to show, if not the job's own
    */
   update(job, state = job.state) {
@@ -73,6 +77,7 @@ export class ProgressView {
       this.percent = percent;
     }
     setText(this.pct, mode === "determinate" && percent !== null ? `${percent}%` : "");
+    setText(this.transfer, mode === "waiting" ? "" : transferText(progress.extra));
     const description = progress.description ?? "";
     setText(this.text, description || (mode === "waiting" ? "Waiting to start" : ""));
     const shown = (state ?? "").toLowerCase();
