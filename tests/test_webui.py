@@ -546,6 +546,7 @@ def test_job_detail_and_abort(webui: DaemonProcess, pages: Pages) -> None:
     expect(page.locator("#job-arguments")).to_contain_text('"sleep": 60')
     expect(page.locator("#job-state")).to_have_text("Running")
     page.get_by_role("button", name="Abort job").click()
+    page.get_by_role("dialog").get_by_role("button", name="Abort job").click()
     expect(page.locator("#job-state")).to_have_text("Aborted")
     expect(page.get_by_role("button", name="Abort job")).to_be_hidden()
     expect(page.locator("#job-error-box")).to_be_visible()
@@ -719,6 +720,7 @@ def test_phone_width(webui: DaemonProcess, pages: Pages) -> None:
     expect(page.get_by_role("button", name="Abort job")).to_be_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     page.get_by_role("button", name="Abort job").click()
+    page.get_by_role("dialog").get_by_role("button", name="Abort job").click()
     expect(page.locator("#job-state")).to_have_text("Aborted")
 
 

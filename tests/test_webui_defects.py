@@ -119,6 +119,7 @@ def test_abort_is_offered_only_to_who_may_abort(daemon: DaemonProcess, pages: Pa
         expect(page.locator("#job-state")).to_have_text("Running")
         expect(page.locator("#job-abort-note")).to_be_hidden()
         page.get_by_role("button", name="Abort job").click()
+        page.get_by_role("dialog").get_by_role("button", name="Abort job").click()
         expect(page.locator("#job-state")).to_have_text("Aborted")
 
         # A job whose method does not allow aborting: no button for anyone, and why.
@@ -234,8 +235,9 @@ def test_abort_requested_goes_once_the_job_is_aborted(daemon: DaemonProcess, pag
     page.goto(f"/#job/{job_id}")
     expect(page.locator("#job-state")).to_have_text("Running")
     page.get_by_role("button", name="Abort job").click()
+    page.get_by_role("dialog").get_by_role("button", name="Abort job").click()
     expect(page.locator("#job-state")).to_have_text("Aborted")
-    expect(page.locator("#job-status")).to_have_text("")
+    expect(page.locator("#job-status")).to_have_text(f"Job {job_id} was aborted.")
     expect(page.get_by_role("button", name="Abort job")).to_be_hidden()
 
 
