@@ -128,12 +128,15 @@ async def test_sigterm_lets_running_jobs_finish(
     assert await process.ended == -signal.SIGTERM
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_job_that_outlasts_the_drain_is_aborted_and_recorded(
-    tmp_path: Path, short_tmp: Path, notify_receiver: Any, processes: list[Any]
-) -> None:
-    receiver, notify = notify_receiver
-    process = start(tmp_path, short_tmp, 1, notify)
+async def holding_forever(
+    tmp_path: Path, short_tmp: Path, drain: int, notify_receiver: Any, processes: list[Any]
+) -> tuple[Any, LastRecords, int]:
+    """
+    A daemon draining for C{drain} seconds, with a job that holds on until
+    it is aborted, running; its events as the local client sees them.
+    """
+    _, notify = notify_receiver
+    process = start(tmp_path, short_tmp, drain, notify)
     processes.append(process)
     await process.ready
     client = await local_client(short_tmp)
@@ -141,6 +144,15 @@ async def test_a_job_that_outlasts_the_drain_is_aborted_and_recorded(
     await client.subscribe("core.get_jobs", told)
     job_id = await client.call("drain_test.hold", "forever")
     await told.wait_for(lambda f: f["id"] == job_id and f["progress"]["description"] == "held")
+    return process, told, job_id
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_job_that_outlasts_the_drain_is_aborted_and_recorded(
+    tmp_path: Path, short_tmp: Path, notify_receiver: Any, processes: list[Any]
+) -> None:
+    receiver, _ = notify_receiver
+    process, told, job_id = await holding_forever(tmp_path, short_tmp, 1, notify_receiver, processes)
     process.transport.signalProcess(signal.SIGTERM)
     assert await ended(process, receiver) == -signal.SIGTERM
     record = stored(tmp_path, job_id)
@@ -154,15 +166,8 @@ async def test_a_job_that_outlasts_the_drain_is_aborted_and_recorded(
 async def test_a_second_sigterm_stops_at_once(
     tmp_path: Path, short_tmp: Path, notify_receiver: Any, processes: list[Any]
 ) -> None:
-    receiver, notify = notify_receiver
-    process = start(tmp_path, short_tmp, 3600, notify)
-    processes.append(process)
-    await process.ready
-    client = await local_client(short_tmp)
-    told = LastRecords()
-    await client.subscribe("core.get_jobs", told)
-    job_id = await client.call("drain_test.hold", "forever")
-    await told.wait_for(lambda f: f["id"] == job_id and f["progress"]["description"] == "held")
+    receiver, _ = notify_receiver
+    process, told, job_id = await holding_forever(tmp_path, short_tmp, 3600, notify_receiver, processes)
     process.transport.signalProcess(signal.SIGTERM)
     await receiver.wait_for(receiver.sent("STOPPING"))
     process.transport.signalProcess(signal.SIGTERM)

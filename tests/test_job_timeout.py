@@ -14,7 +14,7 @@ from typing import Any, Callable
 import pytest
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 
 from midjobs.job import ABORT_GRACE, Job, JobsQueue, JobState
 from midjobs.service import JobOptions, job
@@ -60,11 +60,8 @@ def reactor() -> ThreadReactor:
 
 
 @pytest.fixture
-def log_lines() -> Any:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    yield lambda text: [formatEvent(e) for e in events if text in formatEvent(e)]
-    globalLogPublisher.removeObserver(events.append)
+def log_lines(log_events: list[dict[str, Any]]) -> Any:
+    return lambda text: [formatEvent(e) for e in log_events if text in formatEvent(e)]
 
 
 def async_job(reactor: Any, run: Callable[..., Any], *, name: str = "t.async", **options: Any) -> Job:

@@ -9,6 +9,7 @@ C{core.get_methods} shows the limit in force.
 from __future__ import annotations
 
 import errno
+from typing import Any
 
 import attrs
 import pytest
@@ -57,18 +58,13 @@ async def test_async_and_thread_jobs_past_their_limit_end_aborted(admin_client: 
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_limit_is_logged_with_the_user(admin_client: Client) -> None:
-    from twisted.logger import formatEvent, globalLogPublisher
+async def test_the_limit_is_logged_with_the_user(admin_client: Client, log_events: list[dict[str, Any]]) -> None:
+    from twisted.logger import formatEvent
 
-    lines: list[str] = []
-    observer = lambda event: lines.append(formatEvent(event))  # noqa: E731
-    globalLogPublisher.addObserver(observer)
-    try:
-        events = await subscribed(admin_client)
-        job_id = await admin_client.call("timeouts.async_forever")
-        await events.state(job_id, "ABORTED")
-    finally:
-        globalLogPublisher.removeObserver(observer)
+    events = await subscribed(admin_client)
+    job_id = await admin_client.call("timeouts.async_forever")
+    await events.state(job_id, "ABORTED")
+    lines = [formatEvent(event) for event in log_events]
     assert f"Job {job_id} (timeouts.async_forever) of {ADMIN[0]} exceeded its time limit of {LIMIT} s" in lines
 
 

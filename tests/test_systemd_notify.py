@@ -18,7 +18,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
 from midjobs.client import connect
@@ -145,17 +145,12 @@ def test_no_notify_socket() -> None:
     assert NotifySocket.from_address("vsock:2:1234") is None
 
 
-def test_a_failed_send_is_logged_once(short_tmp: Path) -> None:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        notify = NotifySocket(str(short_tmp / "nobody-listens"))
-        assert not notify.send("WATCHDOG=1")
-        assert not notify.send("WATCHDOG=1")
-        notify.close()
-    finally:
-        globalLogPublisher.removeObserver(events.append)
-    warnings = [e for e in events if e.get("log_namespace") == "midjobs.systemd" and e["log_level"] is LogLevel.warn]
+def test_a_failed_send_is_logged_once(short_tmp: Path, log_events: list[dict[str, Any]]) -> None:
+    notify = NotifySocket(str(short_tmp / "nobody-listens"))
+    assert not notify.send("WATCHDOG=1")
+    assert not notify.send("WATCHDOG=1")
+    notify.close()
+    warnings = [e for e in log_events if e.get("log_namespace") == "midjobs.systemd" and e["log_level"] is LogLevel.warn]
     assert len(warnings) == 1 and warnings[0]["assignments"] == "WATCHDOG"
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import errno
 
-from typing import Any, Iterator
+from typing import Any
 
 import attrs
 import pytest
 import pytest_twisted
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
 
 from conftest import RunningDaemon
 from midjobs.auth import LOGIN_PASSWORD, UNIX_SOCKET, TokenStore, User
@@ -37,15 +36,6 @@ def settings(settings: Settings) -> Settings:
 
 
 
-@pytest.fixture
-def logged() -> Iterator[list[dict[str, Any]]]:
-    """
-    The log events emitted during the test.
-    """
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def attrs_of_size(size: int) -> dict[str, str]:
@@ -62,7 +52,7 @@ def log_lines(events: list[dict[str, Any]], word: str) -> list[dict[str, Any]]:
 
 @pytest_twisted.ensureDeferred
 async def test_token_attributes_are_bounded(
-    daemon: RunningDaemon, admin_client: Client, connections: list[Client], logged: list[dict[str, Any]]
+    daemon: RunningDaemon, admin_client: Client, connections: list[Client], log_events: list[dict[str, Any]]
 ) -> None:
     await create_user(admin_client, "bob")
     bob = await log_in(daemon, connections, "bob")
@@ -73,13 +63,13 @@ async def test_token_attributes_are_bounded(
     assert [(e.attribute, e.errno) for e in info.value.errors] == [("generate_token.attrs", errno.EINVAL)]
     assert f"{MAX_ATTRS} bytes" in info.value.errors[0].errmsg
     assert len(daemon.middleware.tokens) == 1
-    refusal = log_lines(logged, "token attributes")
+    refusal = log_lines(log_events, "token attributes")
     assert refusal and refusal[-1]["username"] == "bob" and "127.0.0.1" in str(refusal[-1]["peer"])
 
 
 @pytest_twisted.ensureDeferred
 async def test_tokens_per_user_are_bounded(
-    daemon: RunningDaemon, admin_client: Client, connections: list[Client], logged: list[dict[str, Any]]
+    daemon: RunningDaemon, admin_client: Client, connections: list[Client], log_events: list[dict[str, Any]]
 ) -> None:
     await create_user(admin_client, "bob")
     await create_user(admin_client, "carol")
@@ -91,7 +81,7 @@ async def test_tokens_per_user_are_bounded(
         await other.call("auth.generate_token", 60)
     assert info.value.errno == errno.EBUSY
     assert f"{MAX_TOKENS}" in info.value.reason
-    refusal = log_lines(logged, "tokens")
+    refusal = log_lines(log_events, "tokens")
     assert refusal and refusal[-1]["username"] == "bob" and "127.0.0.1" in str(refusal[-1]["peer"])
     # Nothing was evicted, and other users are not affected.
     tokens = daemon.middleware.tokens
