@@ -113,7 +113,7 @@ def make_portal(
     return Portal(Realm(users), checkers)
 
 
-def login(portal: Portal, credentials: ICredentials, mind: object = None) -> Deferred[User]:
+def login(portal: Portal, credentials: ICredentials, mind: object = None) -> Deferred[IUser]:
     """
     Log in and fire with the L{IUser} avatar.
 
@@ -121,4 +121,4 @@ def login(portal: Portal, credentials: ICredentials, mind: object = None) -> Def
     L{twisted.cred.error.UnhandledCredentials} if no checker takes them.
     """
     d = portal.login(credentials, mind, IUser)
-    return d.addCallback(lambda result: result[1])
+    return d.addCallback(lambda result: IUser(result[1]))

@@ -35,13 +35,12 @@ import attrs
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import ICredentials
 from twisted.cred.error import UnauthorizedLogin
-from twisted.enterprise.adbapi import ConnectionPool, Transaction
 from twisted.internet.defer import Deferred, inlineCallbacks
 from zope.interface import Attribute, implementer
 
 from midjobs.auth.avatar import AvatarId
 from midjobs.errors import CallError, ValidationErrors
-from midjobs.store.database import ensure_schema
+from midjobs.store.database import Cursor, Pool, Row, ensure_schema
 
 __all__ = [
     "API_KEY",
@@ -181,7 +180,7 @@ def secret_matches(secret: str, encoded: str) -> bool:
 _DUMMY_HASH = hash_secret(secrets.token_urlsafe(SECRET_BYTES))
 
 
-def _row_to_key(row: tuple[Any, ...]) -> ApiKeyDict:
+def _row_to_key(row: Row) -> ApiKeyDict:
     id_, name, username, created = row
     return {
         "id": id_,
@@ -234,7 +233,7 @@ class ApiKeyStore:
     Call L{setup} once, after the user store's, before anything else.
     """
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: Pool) -> None:
         self._pool = pool
 
     def setup(self) -> Deferred[int]:
@@ -251,7 +250,7 @@ class ApiKeyStore:
         C{CallError(ENOENT)} if there is none.
         """
 
-        def found(rows: list[tuple[Any, ...]]) -> ApiKeyDict:
+        def found(rows: list[Row]) -> ApiKeyDict:
             if not rows:
                 raise _not_found(id)
             return _row_to_key(rows[0])
@@ -310,13 +309,13 @@ class ApiKeyStore:
         id_ = yield self._pool.runInteraction(
             self._insert, clean["username"], clean.get("name"), hash_secret(secret), errors
         )
-        record = yield self.get(id_)
+        record: ApiKeyDict = yield self.get(id_)
         record["key"] = f"{id_}-{secret}"
         return record
 
     @staticmethod
     def _insert(
-        txn: Transaction, username: str, name: str | None, key_hash: str, errors: ValidationErrors
+        txn: Cursor, username: str, name: str | None, key_hash: str, errors: ValidationErrors
     ) -> int:
         txn.execute("SELECT id FROM users WHERE username = ?", (username,))
         row = txn.fetchone()
@@ -327,6 +326,7 @@ class ApiKeyStore:
             if txn.fetchone() is not None:
                 errors.add("name", _NAME_TAKEN, errno.EEXIST)
         errors.check()
+        assert row is not None  # errors.check() raised otherwise
         # One transaction on the pool's one connection: nothing of ours comes
         # between these checks and the insert, but another process might.
         try:
@@ -340,6 +340,7 @@ class ApiKeyStore:
             else:
                 errors.add("username", _NO_USER, errno.ENOENT)
             raise errors from None
+        assert txn.lastrowid is not None  # an INSERT sets it
         return txn.lastrowid
 
     def delete(self, id: int) -> Deferred[None]:
@@ -348,7 +349,7 @@ class ApiKeyStore:
         C{CallError(ENOENT)} if there is none.
         """
 
-        def delete(txn: Transaction) -> None:
+        def delete(txn: Cursor) -> None:
             txn.execute("DELETE FROM api_keys WHERE id = ?", (id,))
             if txn.rowcount == 0:
                 raise _not_found(id)
@@ -374,7 +375,7 @@ class APIKeyChecker:
     def __init__(self, store: ApiKeyStore) -> None:
         self.store = store
 
-    def requestAvatarId(self, credentials: IAPIKey) -> Deferred[AvatarId]:
+    def requestAvatarId(self, credentials: IAPIKey) -> Deferred[AvatarId]:  # type: ignore[override]  # twisted.cred's annotations say an avatar id is bytes; any value goes
         d = self.store.authenticate(credentials.key, getattr(credentials, "username", None))
 
         def vouch(found: ApiKeyDict | None) -> AvatarId:
@@ -392,7 +393,7 @@ class APIKeyChecker:
         return d.addCallback(vouch)
 
 
-def api_key_store_of(portal: Any) -> ApiKeyStore | None:
+def api_key_store_of(portal: object) -> ApiKeyStore | None:
     """
     The store of the L{APIKeyChecker} registered on C{portal}, if there is one.
     """

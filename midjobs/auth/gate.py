@@ -113,4 +113,4 @@ class LoginGate:
 
     async def _login(self, credentials: ICredentials) -> IUser:
         _, avatar, _ = await self.portal.login(credentials, None, IUser)
-        return avatar
+        return IUser(avatar)

@@ -323,7 +323,7 @@ class TokenChecker:
     def __init__(self, store: TokenStore) -> None:
         self.store = store
 
-    def requestAvatarId(self, credentials: ITokenCredentials) -> Deferred[AvatarId]:
+    def requestAvatarId(self, credentials: ITokenCredentials) -> Deferred[AvatarId]:  # type: ignore[override]  # twisted.cred's annotations say an avatar id is bytes; any value goes
         try:
             token = self.store.consume(
                 credentials.token,
@@ -345,7 +345,7 @@ class TokenChecker:
         )
 
 
-def token_store_of(portal: Any) -> TokenStore | None:
+def token_store_of(portal: object) -> TokenStore | None:
     """
     The store of the L{TokenChecker} registered on C{portal}, if there is one.
     """

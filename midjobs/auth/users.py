@@ -17,14 +17,13 @@ import sqlite3
 import time
 from typing import Any, Generator, Mapping
 
-from twisted.enterprise.adbapi import ConnectionPool, Transaction
 from twisted.internet.defer import Deferred, DeferredSemaphore, inlineCallbacks
 from twisted.internet.threads import deferToThread
 
 from midjobs.auth.hashing import hash_password, verify_password
 from midjobs.auth.roles import is_role_name
 from midjobs.errors import CallError, ValidationErrors
-from midjobs.store.database import ensure_schema
+from midjobs.store.database import Cursor, Pool, Row, ensure_schema
 
 __all__ = ["USERS_SCHEMA", "UserDict", "UserStore"]
 
@@ -51,7 +50,7 @@ _FIELDS = frozenset({"username", "password", "full_name", "roles", "locked"})
 _COLUMNS = "id, username, full_name, roles, locked"
 
 
-def _row_to_user(row: tuple[Any, ...]) -> UserDict:
+def _row_to_user(row: Row) -> UserDict:
     id_, username, full_name, roles, locked = row
     return {
         "id": id_,
@@ -124,7 +123,7 @@ def _validate(data: object, *, creating: bool) -> tuple[dict[str, Any], Validati
     return clean, errors
 
 
-def _username_taken(txn: Transaction, username: str, exclude_id: int | None) -> bool:
+def _username_taken(txn: Cursor, username: str, exclude_id: int | None) -> bool:
     txn.execute("SELECT id FROM users WHERE username = ?", (username,))
     row = txn.fetchone()
     return row is not None and row[0] != exclude_id
@@ -177,11 +176,11 @@ class UserStore:
     Call L{setup} once before anything else.
     """
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: Pool) -> None:
         self._pool = pool
 
     @property
-    def pool(self) -> ConnectionPool:
+    def pool(self) -> Pool:
         """
         The database pool the accounts live in, for stores of what belongs
         to a user (L{midjobs.auth.api_keys.ApiKeyStore}).
@@ -201,7 +200,7 @@ class UserStore:
         The user with this id; fails with C{CallError(ENOENT)} if there is none.
         """
 
-        def found(rows: list[tuple[Any, ...]]) -> UserDict:
+        def found(rows: list[Row]) -> UserDict:
             if not rows:
                 raise _not_found(id)
             return _row_to_user(rows[0])
@@ -275,12 +274,12 @@ class UserStore:
             json.dumps(clean.get("roles", [])),
             clean.get("locked", False),
         )
-        user = yield self.get(id_)
+        user: UserDict = yield self.get(id_)
         return user
 
     @staticmethod
     def _insert(
-        txn: Transaction, username: str, full_name: str, password_hash: str, roles: str, locked: bool
+        txn: Cursor, username: str, full_name: str, password_hash: str, roles: str, locked: bool
     ) -> int:
         try:
             txn.execute(
@@ -290,6 +289,7 @@ class UserStore:
             )
         except sqlite3.IntegrityError:
             raise _taken_error() from None
+        assert txn.lastrowid is not None  # an INSERT sets it
         return txn.lastrowid
 
     @inlineCallbacks
@@ -322,11 +322,11 @@ class UserStore:
             columns["locked"] = int(clean["locked"])
         if columns:
             yield self._pool.runInteraction(self._update, id, columns)
-        user = yield self.get(id)
+        user: UserDict = yield self.get(id)
         return user
 
     @staticmethod
-    def _update(txn: Transaction, id_: int, columns: dict[str, Any]) -> None:
+    def _update(txn: Cursor, id_: int, columns: dict[str, Any]) -> None:
         # Column names come from a fixed list above, never from the caller.
         assignments = ", ".join(f"{name} = ?" for name in columns)
         try:
@@ -344,7 +344,7 @@ class UserStore:
         goes with it, in the same statement.
         """
 
-        def delete(txn: Transaction) -> None:
+        def delete(txn: Cursor) -> None:
             txn.execute("DELETE FROM users WHERE id = ?", (id,))
             if txn.rowcount == 0:
                 raise _not_found(id)
