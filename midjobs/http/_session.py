@@ -4,10 +4,10 @@ The caller of one HTTP request, as the middleware sees it.
 
 from __future__ import annotations
 
-from typing import Any
-
+from twisted.internet.interfaces import IAddress
 from zope.interface import implementer
 
+from ..auth.interfaces import IUser
 from ..interfaces import ISession
 
 __all__ = ["HttpSession"]
@@ -22,16 +22,16 @@ class HttpSession:
 
     private_methods = False
 
-    def __init__(self, peer: Any, user: Any = None) -> None:
+    def __init__(self, peer: IAddress, user: IUser | None = None) -> None:
         self.peer = peer
-        self.user: Any = user
+        self.user = user
 
     def __repr__(self) -> str:
         who = self.user.username if self.user is not None else "anonymous"
         return f"<HttpSession {who}@{self.peer}>"
 
-    def login(self, user: Any) -> None:
-        self.user = user
+    def login(self, user: object) -> None:
+        self.user = IUser(user)
 
     def logout(self) -> None:
         self.user = None
