@@ -75,7 +75,7 @@ class Options(usage.Options):
     ]
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # not annotated in Twisted
         self["listen"] = []
         self["plugin"] = []
 

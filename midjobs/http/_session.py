@@ -4,6 +4,8 @@ The caller of one HTTP request, as the middleware sees it.
 
 from __future__ import annotations
 
+from typing import cast
+
 from twisted.internet.interfaces import IAddress
 from zope.interface import implementer
 
@@ -31,7 +33,8 @@ class HttpSession:
         return f"<HttpSession {who}@{self.peer}>"
 
     def login(self, user: object) -> None:
-        self.user = IUser(user)
+        # ISession.login takes the avatar the portal gave for IUser.
+        self.user = cast(IUser, user)
 
     def logout(self) -> None:
         self.user = None
