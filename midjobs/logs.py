@@ -22,7 +22,7 @@ import logging
 import os
 import signal
 import sys
-from typing import IO, Any, Mapping, cast
+from typing import IO, Mapping, cast
 
 import attrs
 from twisted.internet.interfaces import IReactorFromThreads
@@ -59,7 +59,7 @@ _enabled: set[LogLevel] = set(_ORDER[_ORDER.index(LogLevel.info) :])
 
 
 class _LevelledLogger(Logger):
-    def emit(self, level: LogLevel, format: str | None = None, **kwargs: Any) -> None:
+    def emit(self, level: LogLevel, format: str | None = None, **kwargs: object) -> None:
         if level in _enabled:
             super().emit(level, format, **kwargs)
 
@@ -159,7 +159,7 @@ def format_journal_line(event: LogEvent) -> str | None:
     return "".join(f"{prefix}{line}\n" for line in text.splitlines())
 
 
-def _json_value(value: object) -> Any:
+def _json_value(value: object) -> str | int:
     # What JSON has no type for is written as text, not dropped.
     if isinstance(value, bytes):
         return value.decode("utf-8", "backslashreplace")
@@ -253,7 +253,7 @@ def _rotated_by_sigusr1(log_file: LogFile) -> LogFile:
     return log_file
 
 
-def writes_to_journal(environ: Mapping[str, str] = os.environ, stream: IO[Any] | None = None) -> bool:
+def writes_to_journal(environ: Mapping[str, str] = os.environ, stream: IO[str] | IO[bytes] | None = None) -> bool:
     """
     Whether C{stream} (standard output by default) is the systemd journal:
     C{$JOURNAL_STREAM} names its device and inode.  (C{$INVOCATION_ID}

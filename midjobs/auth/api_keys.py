@@ -29,13 +29,13 @@ import re
 import secrets
 import sqlite3
 import time
-from typing import Any, Final, Generator, Mapping
+from typing import Any, Final, Mapping
 
 import attrs
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import ICredentials
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred
 from zope.interface import Attribute, implementer
 
 from midjobs.auth.avatar import AvatarId
@@ -265,10 +265,7 @@ class ApiKeyStore:
         d = self._pool.runQuery(f"SELECT {_COLUMNS} FROM {_FROM} ORDER BY k.id")
         return d.addCallback(lambda rows: [_row_to_key(row) for row in rows])
 
-    @inlineCallbacks
-    def authenticate(
-        self, key: object, username: object = None
-    ) -> Generator[Deferred[Any], Any, ApiKeyDict | None]:
+    def authenticate(self, key: object, username: object = None) -> Deferred[ApiKeyDict | None]:
         """
         The key C{key} stands for, if it is one and may log in now (its user
         is not locked, and is C{username} if that is given), else C{None}.
@@ -276,11 +273,14 @@ class ApiKeyStore:
         @return: a L{Deferred} firing with C{{"id", "name", "username",
             "user_id"}} or C{None}.
         """
+        return Deferred.fromCoroutine(self._authenticate(key, username))
+
+    async def _authenticate(self, key: object, username: object = None) -> ApiKeyDict | None:
         parsed = parse_key(key)
         if parsed is None:
             return None
         id_, secret = parsed
-        rows = yield self._pool.runQuery(
+        rows = await self._pool.runQuery(
             f"SELECT k.name, k.key_hash, u.username, u.locked, u.id FROM {_FROM} WHERE k.id = ?", (id_,)
         )
         matches = secret_matches(secret, rows[0][1] if rows else _DUMMY_HASH)
@@ -293,8 +293,7 @@ class ApiKeyStore:
 
     # Writing
 
-    @inlineCallbacks
-    def create(self, data: Mapping[str, Any]) -> Generator[Deferred[Any], Any, ApiKeyDict]:
+    def create(self, data: Mapping[str, Any]) -> Deferred[ApiKeyDict]:
         """
         Make a key for a user; fire with its record and, this once, the key.
 
@@ -302,14 +301,17 @@ class ApiKeyStore:
         the name (1 to 200 characters) be new among that user's keys.  Fails
         with L{ValidationErrors} otherwise, and adds nothing.
         """
+        return Deferred.fromCoroutine(self._create(data))
+
+    async def _create(self, data: Mapping[str, Any]) -> ApiKeyDict:
         clean, errors = _validate(data)
         if "username" not in clean:
             errors.check()
         secret = secrets.token_urlsafe(SECRET_BYTES)
-        id_ = yield self._pool.runInteraction(
+        id_ = await self._pool.runInteraction(
             self._insert, clean["username"], clean.get("name"), hash_secret(secret), errors
         )
-        record: ApiKeyDict = yield self.get(id_)
+        record: ApiKeyDict = await self.get(id_)
         record["key"] = f"{id_}-{secret}"
         return record
 
