@@ -90,7 +90,7 @@ class Signature:
     def _required(self) -> int:
         return sum(p.required for p in self.parameters)
 
-    def check(self, params: Sequence[Any], prefix: str = "") -> None:
+    def check(self, params: Sequence[object], prefix: str = "") -> None:
         """
         Raise L{ValidationErrors} unless C{params} fit the parameters.
         """
@@ -137,7 +137,7 @@ class Signature:
         ]
 
 
-def signature_of(func: Callable[..., Any], skip: int) -> Signature:
+def signature_of(func: Callable[..., object], skip: int) -> Signature:
     """
     The signature of C{func} without its first C{skip} parameters.
 
