@@ -201,7 +201,7 @@ class ConnectionLimits:
             del self._by_address[address]
 
 
-def _host(address: IAddress) -> str:
+def _host(address: IAddress | None) -> str:
     host = getattr(address, "host", None)
     return host if isinstance(host, str) else str(address)
 
@@ -262,7 +262,6 @@ class LimitedFactory(WrappingFactory[_CountedConnection]):
     # A refused connection gets a protocol of its own, no wrapper: a listening
     # port takes any protocol the factory gives.
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]
-        assert addr is not None  # a listening port always gives one
         source = _host(addr)
         if self.limits.refuse(source) is not None:
             return _Refused(self.refusal, self.limits.clock)
