@@ -248,19 +248,33 @@ class Endpoint:
         assert self.connect().call("core.ping") == "pong"
 
 
-@pytest.fixture
-def endpoint(tmp_path: Path) -> Iterator[Endpoint]:
+    def close(self) -> None:
+        """
+        Tell every client's protocol that its connection is gone.
+        """
+        for client in self.clients:
+            client.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+def open_endpoint(state_dir: Path, settings: Settings) -> Endpoint:
+    """
+    The endpoint of a daemon with C{settings}, in memory; L{Endpoint.close} it after use.
+    """
     clock = MemoryReactorClock()
-    middleware = Middleware(clock, tmp_path, settings=Settings())
+    middleware = Middleware(clock, state_dir, settings=settings)
     middleware.add_services(BUILTIN_SERVICES)
     middleware.add_services(load_service_classes(("sample_services", "rpc_services")))
     factory = RpcServerFactory(middleware)
     # Autobahn's own timers (pings, handshakes) run on the global reactor: none in memory.
     factory.setProtocolOptions(autoPingInterval=0, closeHandshakeTimeout=0, openHandshakeTimeout=0)
-    made = Endpoint(clock, middleware, factory)
+    return Endpoint(clock, middleware, factory)
+
+
+@pytest.fixture
+def endpoint(tmp_path: Path) -> Iterator[Endpoint]:
+    made = open_endpoint(tmp_path, Settings())
     yield made
-    for client in made.clients:
-        client.protocol.connectionLost(Failure(ConnectionDone()))
+    made.close()
 
 
 @pytest.fixture
