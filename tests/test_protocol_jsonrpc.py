@@ -1,17 +1,20 @@
 """
-The JSON-RPC framing of the WebSocket endpoint (PROTOCOL.md), in memory:
-what is a request at all, the limits on message sizes, and how the parser
-takes bad input.  The endpoint is the daemon's own (L{RpcServerFactory} over
-a L{Middleware} with the built-in services and those of C{sample_services.py}
-and C{rpc_services.py}), its transport a C{StringTransport} and its clock a
+The JSON-RPC protocol of the WebSocket endpoint (PROTOCOL.md), in memory:
+what is a request at all, the error answers of calls, the limits on message
+sizes and on calls in flight, and how the parser takes bad input.
+
+The endpoint is the daemon's own (L{RpcServerFactory} over a L{Middleware}
+with the built-in services and those of C{sample_services.py} and
+C{rpc_services.py}), its transport a C{StringTransport} and its clock a
 L{MemoryReactorClock}; L{MemoryClient} writes masked frames into it and
 reads back what it writes, so every answer is there as soon as a call
-returns.  Calls, jobs, logins and events over real sockets are in
+returns.  Jobs, logins, events and subscriptions over real sockets are in
 C{test_rpc.py}.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import struct
 from pathlib import Path
@@ -32,15 +35,22 @@ from midjobs.middleware import Middleware
 from midjobs.plugins import BUILTIN_SERVICES
 from midjobs.rpc import RpcServerFactory
 
+import rpc_services
 from test_rpc import (
     ANONYMOUS_LIMIT,
     AUTHENTICATED_LIMIT,
     DEFAULT_OPTIONS,
+    ENOTAUTHENTICATED,
+    INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
+    METHOD_CALL_ERROR,
+    METHOD_NOT_FOUND,
     PARSE_ERROR,
+    TOO_MANY_CALLS,
     check_error,
     check_result,
+    check_validation_errors,
     is_response,
     padded,
     same_id,
@@ -144,7 +154,7 @@ class MemoryClient:
         payload = text.encode("utf-8") if isinstance(text, str) else text
         self.protocol.dataReceived(client_frame(payload))
         self.endpoint.clock.advance(0)
-        self._receive()
+        self.receive()
 
     def send_json(self, message: Any) -> None:
         if isinstance(message, dict) and "id" in message:
@@ -163,7 +173,11 @@ class MemoryClient:
 
     # Receiving.
 
-    def _receive(self) -> None:
+    def receive(self) -> None:
+        """
+        Read what the server wrote since the last read (answers to calls
+        that ended later than they were sent).
+        """
         while (frame := server_frame(self.transport.value()[self._read :])) is not None:
             opcode, payload, size = frame
             self._read += size
@@ -275,6 +289,13 @@ def endpoint(tmp_path: Path) -> Iterator[Endpoint]:
     made = open_endpoint(tmp_path, Settings())
     yield made
     made.close()
+
+
+@pytest.fixture(autouse=True)
+def gates() -> Iterator[None]:
+    rpc_services.reset_gates()
+    yield
+    rpc_services.reset_gates()
 
 
 @pytest.fixture
@@ -529,6 +550,201 @@ def test_nan_is_not_json(endpoint: Endpoint, raw: MemoryClient) -> None:
         response = raw.send_and_receive(text)
         check_error(response, None, PARSE_ERROR)
     assert raw.not_strict_json == []
+    endpoint.assert_alive(raw)
+
+
+# Methods and their errors.
+
+
+def test_unknown_method(endpoint: Endpoint, raw: MemoryClient) -> None:
+    """
+    A method that does not exist gets -32601 "Method does not exist".
+    """
+    for name in [
+        "nope", "core.nope", "core.", ".ping", "core.ping.x", "core", "CORE.PING", " core.ping",
+        "core._job_test_lock", "core.setup", "core.stop", "core.exposed_methods", "core.__init__",
+        "sample.__class__", "rpc._wait",
+    ]:
+        check_error(raw.request(name, []), raw.sent_ids[-1], METHOD_NOT_FOUND)
+    endpoint.assert_alive(raw)
+
+
+def test_private_method(endpoint: Endpoint, raw: MemoryClient) -> None:
+    """
+    A private method does not exist for a connection until it sets private_methods.
+    """
+    check_error(raw.request("sample.secret", []), raw.sent_ids[-1], METHOD_NOT_FOUND)
+    options = raw.call("core.set_options", {"private_methods": True})
+    assert options == {"legacy_jobs": True, "private_methods": True, "py_exceptions": False}
+    assert raw.call("sample.secret") == "hidden"
+    # Only for that connection.
+    other = endpoint.connect().login()
+    check_error(other.request("sample.secret", []), other.sent_ids[-1], METHOD_NOT_FOUND)
+    raw.call("core.set_options", {"private_methods": False})
+    check_error(raw.request("sample.secret", []), raw.sent_ids[-1], METHOD_NOT_FOUND)
+    endpoint.assert_alive(raw)
+
+
+def test_invalid_params(endpoint: Endpoint, raw: MemoryClient) -> None:
+    """
+    The wrong number or types of arguments get -32602 "Invalid params" with
+    errno 22 EINVAL and a list of [attribute, errmsg, errno], and nothing runs.
+    """
+    cases = [
+        ("sample.add", [], 1),
+        ("sample.add", [1], 1),
+        ("sample.add", [1, 2, 3], 1),
+        ("sample.add", [1, "2"], 1),
+        ("sample.add", ["1", 2.5], 2),
+        ("sample.add", [True, 1], 1),
+        ("sample.add", [None, [1]], 2),
+        ("sample.echo", [1, 2], 1),
+        ("core.ping", [1], 1),
+        ("core.set_options", [], 1),
+        ("core.set_options", ["legacy_jobs"], 1),
+        ("core.set_options", [{"no_such_option": True}], 1),
+        ("core.set_options", [{"legacy_jobs": 1, "private_methods": "yes"}], 2),
+        ("core.get_jobs", ["not a list"], 1),
+        ("core.job_test", ["not a dict"], 1),
+        ("core.job_test", [{}, {}], 1),
+        ("core.subscribe", [5], 1),
+    ]
+    before = endpoint.job_ids("core.job_test")
+    for method, params, count in cases:
+        response = raw.request(method, params)
+        error = check_error(response, raw.sent_ids[-1], INVALID_PARAMS)
+        extra = check_validation_errors(error)
+        assert len(extra) == count, (method, params, extra)
+        assert all(item[2] == errno.EINVAL for item in extra), extra
+        assert raw.call("core.ping") == "pong"
+    assert raw.call("core.set_options", {}) == DEFAULT_OPTIONS
+    assert endpoint.job_ids("core.job_test") == before
+    endpoint.assert_alive(raw)
+
+
+def test_call_error(endpoint: Endpoint, raw: MemoryClient) -> None:
+    """
+    A method raising CallError gets -32001 "Method call error" with its errno,
+    errname, reason, trace and extra.
+    """
+    error = check_error(raw.request("sample.fail", ["boom"]), raw.sent_ids[-1], METHOD_CALL_ERROR)
+    data = error["data"]
+    assert data["error"] == errno.EFAULT and data["errname"] == "EFAULT"
+    assert data["reason"] == "boom"
+    assert data["extra"] is None
+    assert data["trace"]["class"] == "CallError"
+    assert data["trace"]["repr"] == "CallError('boom', 14, None)"
+    assert "Traceback" in data["trace"]["formatted"] and "boom" in data["trace"]["formatted"]
+    endpoint.assert_alive(raw)
+
+
+def test_unexpected_exception(endpoint: Endpoint, raw: MemoryClient) -> None:
+    """
+    Any other exception also gets -32001, with its class and traceback.
+    """
+    error = check_error(raw.request("sample.crash", []), raw.sent_ids[-1], METHOD_CALL_ERROR)
+    data = error["data"]
+    assert data["reason"] == "unexpected"
+    assert data["trace"]["class"] == "RuntimeError"
+    assert data["trace"]["repr"] == "RuntimeError('unexpected')"
+    assert "RuntimeError: unexpected" in data["trace"]["formatted"]
+    endpoint.assert_alive(raw)
+
+
+def test_validation_errors_raised_inside(endpoint: Endpoint, raw: MemoryClient) -> None:
+    """
+    ValidationErrors raised by the method itself get -32602 too.
+    """
+    error = check_error(raw.request("sample.invalid", []), raw.sent_ids[-1], INVALID_PARAMS)
+    assert check_validation_errors(error) == [["sample.field", "Bad value", errno.EINVAL]]
+    endpoint.assert_alive(raw)
+
+
+def test_unserialisable_result(endpoint: Endpoint, raw: MemoryClient) -> None:
+    """
+    A result with no JSON form gets -32603 "Internal error".
+    """
+    check_error(raw.request("sample.unserialisable", []), raw.sent_ids[-1], INTERNAL_ERROR)
+    endpoint.assert_alive(raw)
+
+
+def test_extended_values(endpoint: Endpoint, raw: MemoryClient) -> None:
+    """
+    Datetimes, dates, times and sets travel in their extended forms, both ways.
+    """
+    values = {
+        "datetime": {"$date": 1714979289123},
+        "date": {"$type": "date", "$value": "2024-05-06"},
+        "time": {"$time": "07:08:09"},
+        "set": {"$set": [3]},
+    }
+    assert raw.call("rpc.values") == values
+    assert raw.call("sample.echo", values) == values
+    assert raw.call("sample.echo", [values]) == [values]
+
+
+# Before login.
+
+
+def test_not_authenticated(endpoint: Endpoint, anon: MemoryClient) -> None:
+    """
+    Before login only core.ping, core.set_options and auth's login methods
+    answer; everything else gets -32001 errno 207 ENOTAUTHENTICATED "Not
+    authenticated", whatever its arguments, and runs nothing.
+    """
+    for method, params in [
+        ("core.get_jobs", []),
+        ("core.get_methods", []),
+        ("core.subscribe", ["core.get_jobs"]),
+        ("core.unsubscribe", ["x"]),
+        ("core.job_test", [{}]),
+        ("core.job_abort", [1]),
+        ("sample.echo", [1]),
+        ("sample.add", [1]),
+        ("sample.add", ["wrong", "types", "and count"]),
+        ("sample.fail", ["x"]),
+        ("user.query", []),
+        ("rpc.hold", ["never"]),
+    ]:
+        error = check_error(anon.request(method, params), anon.sent_ids[-1], METHOD_CALL_ERROR)
+        data = error["data"]
+        assert data["error"] == ENOTAUTHENTICATED, (method, data)
+        assert (data["errname"], data["reason"]) == ("ENOTAUTHENTICATED", "Not authenticated"), (method, data)
+    assert endpoint.job_ids("core.job_test") == []
+    assert rpc_services.waiting("never") == 0
+    assert anon.call("core.ping") == "pong"
+    assert anon.call("core.set_options", {}) == DEFAULT_OPTIONS
+    assert anon.call("auth.logout") is True
+    endpoint.assert_alive(anon)
+
+
+# Concurrency.
+
+
+def test_too_many_concurrent_calls(endpoint: Endpoint, raw: MemoryClient) -> None:
+    """
+    With 20 calls in flight on a connection, the next gets -32000 at once;
+    other connections are not limited; once calls end, the connection serves again.
+    """
+    for i in range(20):
+        raw.send_json({"jsonrpc": "2.0", "id": f"hold-{i}", "method": "rpc.hold", "params": ["gate"]})
+    response = raw.request("core.ping", [], id="one-too-many")
+    check_error(response, "one-too-many", TOO_MANY_CALLS)
+    response = raw.request("rpc.hold", ["gate"], id="two-too-many")
+    check_error(response, "two-too-many", TOO_MANY_CALLS)
+    # A notification over the limit is dropped silently; bad messages are still answered.
+    raw.notify("rpc.hold", ["gate"])
+    check_error(raw.send_and_receive("{"), None, PARSE_ERROR)
+    assert rpc_services.waiting("gate") == 20
+    endpoint.assert_alive()
+    other = endpoint.connect().login()
+    assert other.call("sample.add", 1, 2) == 3
+    assert not any(raw.responses(f"hold-{i}") for i in range(20))
+    assert rpc_services.open_gate("gate") == 20
+    raw.receive()
+    for i in range(20):
+        [response] = raw.responses(f"hold-{i}")
+        assert check_result(response, f"hold-{i}") == "gate"
     endpoint.assert_alive(raw)
 
 

@@ -3,11 +3,13 @@ Conformance of the WebSocket JSON-RPC 2.0 endpoint to PROTOCOL.md.
 
 The tests talk to a real daemon over real sockets through L{RawProtocol}, a
 bare Autobahn client that sends exactly the text frames a test gives it, so
-they can send what the midjobs client never would: wrong params, calls past
-the limits, notifications.  After each bad input they check that the same
-connection (when it should stay open) and a fresh one still work.  The
-framing (broken JSON, batches, wrong ids, oversized messages, the parser's
-robustness) is tested in memory, in C{test_protocol_jsonrpc.py}.
+they can send what the midjobs client never would.  They cover what a user's
+calls go through end to end: notifications that run jobs, logins, jobs old
+and new style, events and subscriptions.  After each bad input they check
+that the same connection (when it should stay open) and a fresh one still
+work.  The framing (broken JSON, batches, ids, message sizes, the parser's
+robustness), the error answers of calls and the limit on calls in flight are
+tested in memory, in C{test_protocol_jsonrpc.py}.
 
 The daemon also loads C{tests/rpc_services.py}, whose C{rpc.hold} and
 C{rpc.gated} wait until the test opens a named gate: calls stay in flight
@@ -489,145 +491,7 @@ async def test_notification_is_executed_never_answered(daemon, raw):
     assert not any(m["id"] is None for m in answered), answered
 
 
-# Methods and their errors.
-
-
-@pytest_twisted.ensureDeferred
-async def test_unknown_method(daemon, raw):
-    """
-    A method that does not exist gets -32601 "Method does not exist".
-    """
-    for name in [
-        "nope", "core.nope", "core.", ".ping", "core.ping.x", "core", "CORE.PING", " core.ping",
-        "core._job_test_lock", "core.setup", "core.stop", "core.exposed_methods", "core.__init__",
-        "sample.__class__", "rpc._wait",
-    ]:
-        check_error(await raw.request(name, []), raw.sent_ids[-1], METHOD_NOT_FOUND)
-    await assert_alive(daemon, raw)
-
-
-@pytest_twisted.ensureDeferred
-async def test_private_method(daemon, raw):
-    """
-    A private method does not exist for a connection until it sets private_methods.
-    """
-    check_error(await raw.request("sample.secret", []), raw.sent_ids[-1], METHOD_NOT_FOUND)
-    options = await raw.call("core.set_options", {"private_methods": True})
-    assert options == {"legacy_jobs": True, "private_methods": True, "py_exceptions": False}
-    assert await raw.call("sample.secret") == "hidden"
-    # Only for that connection.
-    other = await login(await connect_raw(daemon.ws_url))
-    try:
-        check_error(await other.request("sample.secret", []), other.sent_ids[-1], METHOD_NOT_FOUND)
-    finally:
-        await other.close()
-    await raw.call("core.set_options", {"private_methods": False})
-    check_error(await raw.request("sample.secret", []), raw.sent_ids[-1], METHOD_NOT_FOUND)
-    await assert_alive(daemon, raw)
-
-
-@pytest_twisted.ensureDeferred
-async def test_invalid_params(daemon, raw):
-    """
-    The wrong number or types of arguments get -32602 "Invalid params" with
-    errno 22 EINVAL and a list of [attribute, errmsg, errno], and nothing runs.
-    """
-    cases = [
-        ("sample.add", [], 1),
-        ("sample.add", [1], 1),
-        ("sample.add", [1, 2, 3], 1),
-        ("sample.add", [1, "2"], 1),
-        ("sample.add", ["1", 2.5], 2),
-        ("sample.add", [True, 1], 1),
-        ("sample.add", [None, [1]], 2),
-        ("sample.echo", [1, 2], 1),
-        ("core.ping", [1], 1),
-        ("core.set_options", [], 1),
-        ("core.set_options", ["legacy_jobs"], 1),
-        ("core.set_options", [{"no_such_option": True}], 1),
-        ("core.set_options", [{"legacy_jobs": 1, "private_methods": "yes"}], 2),
-        ("core.get_jobs", ["not a list"], 1),
-        ("core.job_test", ["not a dict"], 1),
-        ("core.job_test", [{}, {}], 1),
-        ("core.subscribe", [5], 1),
-    ]
-    before = await job_ids(daemon, "core.job_test")
-    for method, params, count in cases:
-        response = await raw.request(method, params)
-        error = check_error(response, raw.sent_ids[-1], INVALID_PARAMS)
-        extra = check_validation_errors(error)
-        assert len(extra) == count, (method, params, extra)
-        assert all(item[2] == errno.EINVAL for item in extra), extra
-        assert await raw.call("core.ping") == "pong"
-    assert await raw.call("core.set_options", {}) == DEFAULT_OPTIONS
-    assert await job_ids(daemon, "core.job_test") == before
-    await assert_alive(daemon, raw)
-
-
-@pytest_twisted.ensureDeferred
-async def test_call_error(daemon, raw):
-    """
-    A method raising CallError gets -32001 "Method call error" with its errno,
-    errname, reason, trace and extra.
-    """
-    error = check_error(await raw.request("sample.fail", ["boom"]), raw.sent_ids[-1], METHOD_CALL_ERROR)
-    data = error["data"]
-    assert data["error"] == errno.EFAULT and data["errname"] == "EFAULT"
-    assert data["reason"] == "boom"
-    assert data["extra"] is None
-    assert data["trace"]["class"] == "CallError"
-    assert data["trace"]["repr"] == "CallError('boom', 14, None)"
-    assert "Traceback" in data["trace"]["formatted"] and "boom" in data["trace"]["formatted"]
-    await assert_alive(daemon, raw)
-
-
-@pytest_twisted.ensureDeferred
-async def test_unexpected_exception(daemon, raw):
-    """
-    Any other exception also gets -32001, with its class and traceback.
-    """
-    error = check_error(await raw.request("sample.crash", []), raw.sent_ids[-1], METHOD_CALL_ERROR)
-    data = error["data"]
-    assert data["reason"] == "unexpected"
-    assert data["trace"]["class"] == "RuntimeError"
-    assert data["trace"]["repr"] == "RuntimeError('unexpected')"
-    assert "RuntimeError: unexpected" in data["trace"]["formatted"]
-    await assert_alive(daemon, raw)
-
-
-@pytest_twisted.ensureDeferred
-async def test_validation_errors_raised_inside(daemon, raw):
-    """
-    ValidationErrors raised by the method itself get -32602 too.
-    """
-    error = check_error(await raw.request("sample.invalid", []), raw.sent_ids[-1], INVALID_PARAMS)
-    assert check_validation_errors(error) == [["sample.field", "Bad value", errno.EINVAL]]
-    await assert_alive(daemon, raw)
-
-
-@pytest_twisted.ensureDeferred
-async def test_unserialisable_result(daemon, raw):
-    """
-    A result with no JSON form gets -32603 "Internal error".
-    """
-    check_error(await raw.request("sample.unserialisable", []), raw.sent_ids[-1], INTERNAL_ERROR)
-    await assert_alive(daemon, raw)
-
-
-@pytest_twisted.ensureDeferred
-async def test_extended_values(daemon, raw):
-    """
-    Datetimes, dates, times and sets travel in their extended forms, both ways.
-    """
-    values = {
-        "datetime": {"$date": 1714979289123},
-        "date": {"$type": "date", "$value": "2024-05-06"},
-        "time": {"$time": "07:08:09"},
-        "set": {"$set": [3]},
-    }
-    assert await raw.call("rpc.values") == values
-    assert await raw.call("sample.echo", values) == values
-    assert await raw.call("sample.echo", [values]) == [values]
+# Values on the wire.
 
 
 @pytest.mark.parametrize(
@@ -652,39 +516,6 @@ def test_a_datetime_is_its_millisecond(when: datetime.datetime, milliseconds: in
 
 
 # Authentication.
-
-
-@pytest_twisted.ensureDeferred
-async def test_not_authenticated(daemon, admin_client, anon):
-    """
-    Before login only core.ping, core.set_options and auth's login methods
-    answer; everything else gets -32001 errno 207 ENOTAUTHENTICATED "Not
-    authenticated", whatever its arguments, and runs nothing.
-    """
-    for method, params in [
-        ("core.get_jobs", []),
-        ("core.get_methods", []),
-        ("core.subscribe", ["core.get_jobs"]),
-        ("core.unsubscribe", ["x"]),
-        ("core.job_test", [{}]),
-        ("core.job_abort", [1]),
-        ("sample.echo", [1]),
-        ("sample.add", [1]),
-        ("sample.add", ["wrong", "types", "and count"]),
-        ("sample.fail", ["x"]),
-        ("user.query", []),
-        ("rpc.hold", ["never"]),
-    ]:
-        error = check_error(await anon.request(method, params), anon.sent_ids[-1], METHOD_CALL_ERROR)
-        data = error["data"]
-        assert data["error"] == ENOTAUTHENTICATED, (method, data)
-        assert (data["errname"], data["reason"]) == ("ENOTAUTHENTICATED", "Not authenticated"), (method, data)
-    assert await job_ids(daemon, "core.job_test") == []
-    assert rpc_services.waiting("never") == 0
-    assert await anon.call("core.ping") == "pong"
-    assert await anon.call("core.set_options", {}) == DEFAULT_OPTIONS
-    assert await anon.call("auth.logout") is True
-    await assert_alive(daemon, anon)
 
 
 @pytest_twisted.ensureDeferred
@@ -732,7 +563,7 @@ async def test_unix_socket_peer_is_trusted(daemon):
     await assert_alive(daemon)
 
 
-# Message sizes.
+# Large answers.
 
 
 @pytest_twisted.ensureDeferred
@@ -773,34 +604,6 @@ async def test_large_job_event(daemon, raw):
 
 
 # Concurrency.
-
-
-@pytest_twisted.ensureDeferred
-async def test_too_many_concurrent_calls(daemon, raw):
-    """
-    With 20 calls in flight on a connection, the next gets -32000 at once;
-    other connections are not limited; once calls end, the connection serves again.
-    """
-    held = [raw.response(f"hold-{i}") for i in range(20)]
-    for i in range(20):
-        raw.send_json({"jsonrpc": "2.0", "id": f"hold-{i}", "method": "rpc.hold", "params": ["gate"]})
-    response = await raw.request("core.ping", [], id="one-too-many")
-    check_error(response, "one-too-many", TOO_MANY_CALLS)
-    response = await raw.request("rpc.hold", ["gate"], id="two-too-many")
-    check_error(response, "two-too-many", TOO_MANY_CALLS)
-    # A notification over the limit is dropped silently; bad messages are still answered.
-    raw.notify("rpc.hold", ["gate"])
-    check_error(await raw.send_and_receive("{"), None, PARSE_ERROR)
-    assert rpc_services.waiting("gate") == 20
-    await assert_alive(daemon)
-    other = await login(await connect_raw(daemon.ws_url))
-    assert await other.call("sample.add", 1, 2) == 3
-    await other.close()
-    assert not any(d.called for d in held)
-    assert rpc_services.open_gate("gate") == 20
-    for i, d in enumerate(held):
-        assert check_result(await d, f"hold-{i}") == "gate"
-    await assert_alive(daemon, raw)
 
 
 @pytest_twisted.ensureDeferred
