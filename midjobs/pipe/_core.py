@@ -218,6 +218,8 @@ class PipeCore:
             only at EOF; it fails with the abort reason if the pipe broke,
             and with L{PipeError} if it was discarded.
         """
+        if n == 0:
+            return succeed(b"")
         return cast("Deferred[bytes]", self._read(lambda: self.buffer.take(n), b""))
 
     def read_into(self, view: memoryview) -> Deferred[int]:
