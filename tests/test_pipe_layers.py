@@ -309,16 +309,20 @@ def test_thread_writer_blocked_then_broken_by_the_download_going_away() -> None:
     assert isinstance(delivered[0], Failure)
 
 
-def test_thread_readinto_moves_what_is_buffered_in_one_call() -> None:
-    reactor, pipe = hand_pipe(high_water=1024 * 1024, low_water=1024)
-    data = os.urandom(700 * 1024)
-    for start in range(0, len(data), 64 * 1024):
-        pipe.write(data[start : start + 64 * 1024])
+def test_thread_readinto_fills_the_buffer_in_large_blocks() -> None:
+    reactor, pipe = hand_pipe(high_water=256 * 1024, low_water=64 * 1024)
+    data = os.urandom(1024 * 1024)
+    for start in range(0, 700 * 1024, 64 * 1024):
+        pipe.write(data[start : min(start + 64 * 1024, 700 * 1024)])
     buffer = bytearray(1024 * 1024)
     worker = Worker(lambda: pipe.r.readinto(buffer))
-    reactor.run()
-    assert worker.result() == len(data) and buffer[: len(data)] == data
-    assert reactor.ran == 1  # one trip across the bridge for 700 KiB
+    reactor.run()  # one trip: it takes the 700 KiB buffered and waits for the rest
+    assert pipe._mem == 0
+    pipe.write(data[700 * 1024 : 900 * 1024])  # straight into the worker's buffer
+    assert pipe._mem == 0 and worker._thread.is_alive()
+    assert fired(pipe.write(data[900 * 1024 :])) == [None]  # never held back
+    assert worker.result() == len(data) and buffer == data
+    assert reactor.ran == 1
 
 
 def test_thread_read_to_eof_in_large_blocks() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from enum import Enum, auto
-from typing import Callable, cast
+from typing import Any, TypeVar, cast
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
@@ -22,6 +22,8 @@ from ._buffer import PipeBuffer
 from ._errors import PipeBrokenError, PipeError, as_failure
 
 __all__ = ["PipeCore", "PipeState"]
+
+_T = TypeVar("_T")
 
 class PipeState(Enum):
     """
@@ -67,12 +69,40 @@ class _Downstream:
 @attrs.define
 class _Read:
     """
-    A read waiting for bytes: C{take} moves them, C{at_eof} is its result at EOF.
+    A read of up to C{n} bytes: answered with the first bytes there.
     """
 
-    take: Callable[[], bytes | int]
-    at_eof: bytes | int
-    answer: Deferred[bytes | int]
+    n: int
+    answer: Deferred[bytes]
+
+    def ready(self, buffer: PipeBuffer) -> bool:
+        return buffer.size > 0
+
+    def fire(self, buffer: PipeBuffer) -> None:
+        self.answer.callback(buffer.take(self.n))
+
+
+@attrs.define
+class _Fill:
+    """
+    A read into C{view}: what arrives goes straight into it, and it is
+    answered with how much once C{at_least} bytes are there (or at EOF).
+    While it waits the pipe's buffer stays empty, so the writer is never
+    held back by it.
+    """
+
+    view: memoryview
+    at_least: int
+    answer: Deferred[int]
+    filled: int = 0
+
+    def ready(self, buffer: PipeBuffer) -> bool:
+        if buffer.size and self.filled < len(self.view):
+            self.filled += buffer.take_into(self.view[self.filled :])
+        return self.filled >= self.at_least
+
+    def fire(self, buffer: PipeBuffer) -> None:
+        self.answer.callback(self.filled)
 
 
 def _ignore(failure: Failure) -> None:
@@ -106,7 +136,7 @@ class PipeCore:
         self.failure: Failure | None = None
         self.upstream: _Upstream | None = None
         self.downstream: _Downstream | None = None
-        self._reads: deque[_Read] = deque()
+        self._reads: deque[_Read | _Fill] = deque()
         self._writers: list[Deferred[None]] = []
         self._pumping = False
         self._repump = False
@@ -220,25 +250,28 @@ class PipeCore:
         """
         if n == 0:
             return succeed(b"")
-        return cast("Deferred[bytes]", self._read(lambda: self.buffer.take(n), b""))
+        answer: Deferred[bytes] = Deferred(self._forget_read)
+        return self._wait_for(_Read(n, answer), answer)
 
-    def read_into(self, view: memoryview) -> Deferred[int]:
+    def read_into(self, view: memoryview, at_least: int = 1) -> Deferred[int]:
         """
-        Move up to C{len(view)} bytes into C{view}, as soon as there are any.
+        Move bytes into C{view} as they arrive, until C{at_least} of them
+        (at most C{len(view)}) are there, or EOF.
 
-        @return: a L{Deferred} firing with how many (0 only at EOF), failing as L{read} does.
+        @return: a L{Deferred} firing with how many (0 only at EOF), failing
+            as L{read} does (what was moved is then lost: never a short read).
         """
-        return cast("Deferred[int]", self._read(lambda: self.buffer.take_into(view), 0))
+        answer: Deferred[int] = Deferred(self._forget_read)
+        return self._wait_for(_Fill(view, max(1, min(at_least, len(view))), answer), answer)
 
-    def _read(self, take: Callable[[], bytes | int], at_eof: bytes | int) -> Deferred[bytes | int]:
+    def _wait_for(self, read: _Read | _Fill, answer: Deferred[_T]) -> Deferred[_T]:
         if self.downstream is not None:
             raise PipeError("The pipe is being delivered to a consumer")
-        answer: Deferred[bytes | int] = Deferred(self._forget_read)
-        self._reads.append(_Read(take, at_eof, answer))
+        self._reads.append(read)
         self._pump()
         return answer
 
-    def _forget_read(self, answer: Deferred[bytes | int]) -> None:
+    def _forget_read(self, answer: Deferred[Any]) -> None:
         self._reads = deque(read for read in self._reads if read.answer is not answer)
 
     def deliver_to(self, consumer: IConsumer, producer: IPushProducer | None = None) -> Deferred[None]:
@@ -349,13 +382,13 @@ class PipeCore:
         while self._reads:
             read = self._reads[0]
             failure = self._read_failure()
-            if failure is None and not self.buffer.size and self.state is PipeState.OPEN:
+            if failure is None and not read.ready(self.buffer) and self.state is PipeState.OPEN:
                 return
             self._reads.popleft()
             if failure is not None:
                 read.answer.errback(failure)
             else:
-                read.answer.callback(read.take() if self.buffer.size else read.at_eof)
+                read.fire(self.buffer)
 
     def _steer_producer(self) -> None:
         up = self.upstream

@@ -5,8 +5,9 @@ C{pipe.r} is an L{io.BufferedReader} and C{pipe.w} an L{io.BufferedWriter},
 each over a raw end whose calls run in the reactor thread with
 L{blockingCallFromThread}: the one bridge between a worker thread and a
 pipe, whose state lives in the reactor thread only.  A raw read moves as
-many bytes as the pipe holds and the caller's buffer takes (a 1 MiB
-C{readinto} is one call), so large transfers cross the bridge in large blocks.
+many bytes as the caller's buffer takes: a 1 MiB C{readinto} is filled as
+the data arrives, in one trip, so large transfers cross the bridge in large
+blocks.
 
 Called in the reactor thread itself, an end works while it need not wait,
 and raises L{RuntimeError} where it would block the reactor.
@@ -105,7 +106,11 @@ class _RawReader(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         if not len(view):
             return 0
-        return call_blocking(self._reactor, _READ_BLOCKS, lambda: self._core.read_into(view))
+        # A worker's read into a large buffer (the caller's: BufferedReader
+        # reads its own small one for lines) is filled in one trip.  Where
+        # nothing may wait, it takes what is there.
+        at_least = len(view) if len(view) > READ_BUFFER and not in_reactor_thread() else 1
+        return call_blocking(self._reactor, _READ_BLOCKS, lambda: self._core.read_into(view, at_least))
 
     def readall(self) -> bytes:
         chunks = []
@@ -137,7 +142,13 @@ class _RawWriter(io.RawIOBase):
         return True
 
     def write(self, buffer: ReadableBuffer) -> int:
-        data = bytes(buffer)  # the caller may reuse its buffer once this returns
+        # A copy: the caller may reuse its buffer once this returns.
+        return self.write_bytes(bytes(buffer))
+
+    def write_bytes(self, data: bytes) -> int:
+        """
+        Write C{data}, which the pipe keeps as it is (bytes do not change).
+        """
         if data:
             call_blocking(self._reactor, _WRITE_BLOCKS, lambda: self._write_when_writable(data))
         return len(data)
@@ -157,10 +168,11 @@ class PipeReader(io.BufferedReader):
     """
     The blocking reading end of a pipe, for a job in a worker thread.
 
-    C{read(n)} waits for C{n} bytes or EOF, like a buffered file;
-    C{readinto} returns as soon as some bytes are there; C{read()} and
-    C{readall()} read to EOF.  A broken pipe raises its abort reason.
-    C{close()} discards the rest of the stream (L{Pipe.discard}).
+    Like a buffered file, C{read(n)} and C{readinto(b)} wait for C{n} (or
+    C{len(b)}) bytes or EOF, C{read()} and C{readall()} read to EOF, and
+    C{readline} and iteration return each line as soon as it is there.
+    A broken pipe raises its abort reason, never a short read.  C{close()}
+    discards the rest of the stream (L{Pipe.discard}).
     """
 
     def __init__(self, reactor: IReactorFromThreads, core: PipeCore) -> None:
@@ -168,9 +180,6 @@ class PipeReader(io.BufferedReader):
 
     def __del__(self) -> None:
         pass
-
-    def readinto(self, buffer: WriteableBuffer) -> int:
-        return self.readinto1(buffer)
 
     def readall(self) -> bytes:
         """
@@ -190,12 +199,16 @@ class PipeWriter(io.BufferedWriter):
     """
 
     def __init__(self, reactor: IReactorFromThreads, core: PipeCore) -> None:
-        super().__init__(_RawWriter(reactor, core))
+        self._raw_end = _RawWriter(reactor, core)
+        super().__init__(self._raw_end)
 
     def __del__(self) -> None:
         pass
 
     def write(self, buffer: ReadableBuffer) -> int:
+        if type(buffer) is bytes and len(buffer) > io.DEFAULT_BUFFER_SIZE:
+            self.flush()  # (and ValueError once closed)
+            return self._raw_end.write_bytes(buffer)  # without a copy
         written = super().write(buffer)
         self.flush()
         return written

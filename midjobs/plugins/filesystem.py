@@ -45,8 +45,9 @@ __all__ = ["FilesystemService", "Roots"]
 
 log = Logger()
 
-#: How much of a file C{filesystem.get} sends at once.
-GET_CHUNK = 64 * 1024
+#: How much of a file C{filesystem.get} sends at once (each write to the
+#: pipe is one trip to the reactor thread: a large block).
+GET_CHUNK = 1024 * 1024
 #: How much of an upload C{filesystem.put} takes from its pipe at once.
 PUT_CHUNK = 1024 * 1024
 #: The mode of a new file written without C{options.mode}.
