@@ -26,7 +26,7 @@ import os
 import re
 import secrets
 import stat as stat_module
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import attrs
 from twisted.internet.threads import deferToThreadPool
@@ -515,11 +515,12 @@ def sweep_leftovers(root: str) -> int:
     return removed
 
 
-def _receive(job: Job, pipe: Pipe, target: AtomicFile, report: Any) -> int:
+def _receive(job: Job, pipe: Pipe | None, target: AtomicFile, report: Callable[[int], None]) -> int:
     """
     Copy C{pipe} to C{target} until EOF, reporting with C{report(bytes)}.
     The pipe raises if the upload broke or the job was aborted.
     """
+    assert pipe is not None, "@job(pipes=['input']) refuses a call without it"
     buffer = bytearray(PUT_CHUNK)
     view = memoryview(buffer)
     done = 0
@@ -610,12 +611,7 @@ class FilesystemService(Service):
                 dir_fd, located.name, path, mode=mode, append=append, allow_hard_links=self.allow_hard_links
             )
             try:
-                done = _receive(
-                    job,
-                    job.pipes.input,  # type: ignore[arg-type]
-                    target,
-                    report,
-                )
+                done = _receive(job, job.pipes.input, target, report)
                 target.commit()
             except BaseException:
                 target.discard()
@@ -643,7 +639,9 @@ class FilesystemService(Service):
         names: set[str] = set()
         total = 0
         try:
-            for pipe in job.pipes.inputs:  # type: ignore[union-attr]
+            inputs = job.pipes.inputs
+            assert inputs is not None, "@job(pipes=['input']) refuses a call without them"
+            for pipe in inputs:
                 name = upload_name(pipe.filename)
                 if name in names:
                     raise CallError(f"{name!r} was uploaded twice", errno.EINVAL)
@@ -689,7 +687,8 @@ class FilesystemService(Service):
                 fd = os.open(real_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
         finally:
             os.close(dir_fd)
-        output = job.pipes.output.w  # type: ignore[union-attr]
+        assert job.pipes.output is not None, "@job(pipes=['output']) refuses a call without it"
+        output = job.pipes.output.w
         progress = JobProgressBuffer(job)
         transfer = transfer_progress(job)
         done = 0
