@@ -45,9 +45,10 @@ __all__ = ["FilesystemService", "Roots"]
 
 log = Logger()
 
-#: How much of a file C{filesystem.get} sends at once (each write to the
-#: pipe is one trip to the reactor thread: a large block).
-GET_CHUNK = 1024 * 1024
+#: How much of a file C{filesystem.get} sends at once: each write to the
+#: pipe is one trip to the reactor thread, and the job runs ahead of the
+#: download by the pipe's high water and one of these.
+GET_CHUNK = 256 * 1024
 #: How much of an upload C{filesystem.put} takes from its pipe at once.
 PUT_CHUNK = 1024 * 1024
 #: The mode of a new file written without C{options.mode}.
