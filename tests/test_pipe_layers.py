@@ -325,6 +325,15 @@ def test_thread_readinto_fills_the_buffer_in_large_blocks() -> None:
     assert reactor.ran == 1
 
 
+def test_thread_readline_returns_a_line_as_soon_as_it_is_there() -> None:
+    reactor, pipe = hand_pipe()
+    worker = Worker(pipe.r.readline)
+    reactor.run()  # nothing there yet: the read waits in the reactor
+    pipe.write(b"first line\nsecond")
+    assert worker.result() == b"first line\n"  # not waiting for a large block
+    assert reactor.ran == 1
+
+
 def test_thread_read_to_eof_in_large_blocks() -> None:
     reactor, pipe = hand_pipe(high_water=1024 * 1024, low_water=1024)
     data = os.urandom(300 * 1024)
