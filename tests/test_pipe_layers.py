@@ -357,6 +357,34 @@ def test_thread_writer_each_write_is_one_call_and_arrives_whole() -> None:
     assert fired(pipe.read())[0] == block
 
 
+def test_thread_writes_within_the_reported_room_do_not_wait() -> None:
+    reactor, pipe = hand_pipe(high_water=40, low_water=10)
+    blocks = [bytes([i]) * 10 for i in range(6)]
+
+    def job() -> None:
+        for block in blocks[:4]:
+            pipe.w.write(block)
+
+    worker = Worker(job)
+    reactor.run()  # the first write waits for an answer: room for 30 more
+    worker.result()  # the other three went without waiting
+    assert pipe._mem == 10
+    for _ in range(3):
+        reactor.run()
+    assert pipe._mem == 40  # in order, and no more than high water
+    writing = Worker(lambda: pipe.w.write(blocks[4]))
+    reactor.run()  # no room left: this one waits
+    assert writing._thread.is_alive()
+    assert fired(pipe.read(25)) == [b"".join(blocks[:4])[:25]]
+    assert writing.result() == 10
+    pipe.abort(Boom("download went away"))
+    breaking = Worker(lambda: [pipe.w.write(block) for block in blocks[4:]])
+    reactor.run()  # within the room left: sent on, and dropped by the broken pipe
+    reactor.run()  # past it: this one waits for an answer, which is the abort reason
+    with pytest.raises(Boom):
+        breaking.result()
+
+
 def test_thread_iteration_of_inputs_goes_through_the_same_bridge() -> None:
     reactor, first = hand_pipe(filename="a")
     inputs = InputPipes(first)

@@ -196,6 +196,16 @@ class PipeCore:
         self._writers.append(waiter)
         return waiter
 
+    @property
+    def room(self) -> int:
+        """
+        How many more bytes the writer may write before it is held back
+        (0 once closed, discarded or broken).
+        """
+        if self.state is not PipeState.OPEN:
+            return 0
+        return max(0, self.high_water - self.buffer.level)
+
     def close(self) -> None:
         """
         Mark the end of the data: the reader gets what is buffered, then EOF.

@@ -24,12 +24,12 @@ from twisted.internet.threads import blockingCallFromThread
 from twisted.python import threadable
 from twisted.python.failure import Failure
 
+from ._core import PipeCore, PipeState
+
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
 
     from twisted.internet.interfaces import IReactorFromThreads
-
-    from ._core import PipeCore
 
 __all__ = ["PipeReader", "PipeWriter", "call_blocking", "call_soon", "in_reactor_thread"]
 
@@ -128,12 +128,19 @@ class _RawWriter(io.RawIOBase):
     """
     The writing end of a pipe as a raw file: a write waits while the pipe is
     full, then the pipe takes all of it.
+
+    Each answer from the reactor says how much room the pipe had left;
+    writes that fit in it are sent on without waiting for an answer (in
+    order, as every call from this thread), so a stream of small writes
+    costs one trip to the reactor per C{high_water} bytes, not per write.
+    A pipe that broke meanwhile raises at the next write that waits.
     """
 
     def __init__(self, reactor: IReactorFromThreads, core: PipeCore) -> None:
         super().__init__()
         self._reactor = reactor
         self._core = core
+        self._room = 0  # the room last reported, less what was sent since
 
     def __del__(self) -> None:
         pass
@@ -149,14 +156,25 @@ class _RawWriter(io.RawIOBase):
         """
         Write C{data}, which the pipe keeps as it is (bytes do not change).
         """
-        if data:
-            call_blocking(self._reactor, _WRITE_BLOCKS, lambda: self._write_when_writable(data))
+        if len(data) <= self._room and not in_reactor_thread():
+            self._room -= len(data)
+            self._reactor.callFromThread(self._write_unanswered, data)
+        elif data:
+            self._room = call_blocking(self._reactor, _WRITE_BLOCKS, lambda: self._write_when_writable(data))
         return len(data)
 
-    def _write_when_writable(self, data: bytes) -> Deferred[None]:
-        written = self._core.wait_writable()
-        written.addCallback(lambda _: self._core.write(data))
-        return written
+    def _write_when_writable(self, data: bytes) -> Deferred[int]:
+        return self._core.wait_writable().addCallback(lambda _: self._write_now(data))
+
+    def _write_now(self, data: bytes) -> int:
+        self._core.write(data)
+        return self._core.room
+
+    def _write_unanswered(self, data: bytes) -> None:
+        # Closed or broken since it reported room: the next write that
+        # waits for an answer raises; this one goes nowhere.
+        if self._core.state in (PipeState.OPEN, PipeState.DISCARDED):
+            self._core.write(data)
 
     def close(self) -> None:
         if not self.closed:
