@@ -210,10 +210,11 @@ class PipeWriter(io.BufferedWriter):
     """
     The blocking writing end of a pipe, for a job in a worker thread.
 
-    C{write} waits while the pipe is full, then the pipe takes all of the
-    data before it returns (the writer holds nothing back: what a job wrote
-    is on its way when C{write} returns); it raises the abort reason once
-    the pipe broke.  C{close()} marks EOF (L{Pipe.close}).
+    C{write} waits while the pipe is full; when it returns, all of the data
+    is on its way to the pipe (the buffer is flushed at each write, so
+    nothing is held back in the job's thread).  Once the pipe broke, a write
+    raises the abort reason (at the latest the first one that has to wait
+    for room).  C{close()} marks EOF (L{Pipe.close}).
     """
 
     def __init__(self, reactor: IReactorFromThreads, core: PipeCore) -> None:
