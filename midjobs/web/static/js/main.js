@@ -1,6 +1,7 @@
 /**
  * The task manager's page: one connection, the login, the views and the
- * routes between them (`#jobs`, `#job/<id>`, `#upload`, `#download`).
+ * routes between them (`#jobs` or `#jobs?<filters, sort and page>`,
+ * `#job/<id>`, `#upload`, `#download`).  The page's title names the view.
  * @module main
  */
 
@@ -9,18 +10,24 @@ import { byId, setText } from "./dom.js";
 import { JobDetailView } from "./jobdetail.js";
 import { JobListView } from "./joblist.js";
 import { JobStore } from "./jobstore.js";
+import { parseQuery, queryHash } from "./listquery.js";
 import { ConnectionLost, RpcClient } from "./rpc.js";
 import { LoginRefused, Session } from "./session.js";
 import { UploadView } from "./upload.js";
 
 const VIEWS = ["login", "jobs", "job", "upload", "download"];
+const TITLES = { login: "Log in", upload: "Upload", download: "Download" };
 
 class App {
   constructor() {
     this.rpc = new RpcClient(RpcClient.defaultUrl());
     this.session = new Session(this.rpc);
     this.store = new JobStore(this.rpc);
-    this.list = new JobListView(this.store);
+    this.list = new JobListView(this.store, (query, replace) => this.navigate(query, replace));
+    /** The fragment of the list last shown (where "All jobs" goes back to). */
+    this.listHash = "jobs";
+    /** @type {Map<string, number>} where the list was scrolled, for each list fragment left for a job */
+    this.scrolls = new Map();
     this.detail = new JobDetailView(this.rpc, this.store, this.session);
     this.upload = new UploadView(this.session, this.store);
     this.download = new DownloadView(this.rpc, this.store);
@@ -52,6 +59,8 @@ class App {
     byId("logout").addEventListener("click", () => this.logout());
     this.e.reconnect.addEventListener("click", () => this.rpc.reconnectNow());
     window.addEventListener("hashchange", () => this.route());
+    // The page restores the list's scroll position itself, once its rows are in.
+    if ("scrollRestoration" in history) history.scrollRestoration = "manual";
     window.addEventListener("online", () => this.rpc.reconnectNow());
     this.rpc.connect();
   }
@@ -154,11 +163,14 @@ class App {
         this.store.forgetWatched();
         await this.rpc.resubscribe();
         await this.store.load();
+        this.restoreScroll();
         await this.store.refreshWatched();
       } else {
         await this.store.start();
+        this.restoreScroll();
       }
       const methods = await this.rpc.call("core.get_methods");
+      this.list.setMethods(methods);
       this.upload.setMethods(methods, this.session.identity);
       this.download.setMethods(methods, this.session.identity);
       document.body.dataset.ready = "true";
@@ -204,15 +216,59 @@ class App {
       this.show("login");
       return;
     }
-    const hash = decodeURIComponent(location.hash.slice(1));
+    const raw = location.hash.slice(1);
+    const hash = decodeURIComponent(raw);
     const job = /^job\/(\d+)$/.exec(hash);
+    if (this.view === "jobs") this.scrolls.set(this.listHash, window.scrollY);
     if (job) {
       this.show("job");
+      document.title = `Job ${job[1]} · midjobs`;
+      byId("job-back").setAttribute("href", `#${this.listHash}`);
       this.detail.show(Number(job[1]));
       return;
     }
     this.detail.hide();
-    this.show(hash === "upload" || hash === "download" ? hash : "jobs");
+    if (hash === "upload" || hash === "download") {
+      this.show(hash);
+      document.title = `${TITLES[hash]} · midjobs`;
+      return;
+    }
+    const list = /^jobs(?:\?(.*))?$/.exec(raw);
+    const query = parseQuery(list?.[1] ?? "");
+    this.listHash = queryHash(query);
+    this.show("jobs");
+    this.list.apply(query).then(() => this.restoreScroll()).catch(() => {});
+    this.restoreScroll();
+  }
+
+  /**
+   * Show another list (filters, sort or page): through the URL's fragment,
+   * so that back and forward go through the lists seen.
+   * @param {import("./listquery.js").ListQuery} query
+   * @param {boolean} [replace] replace the history entry (typing a search) instead of adding one
+   */
+  navigate(query, replace = false) {
+    const hash = queryHash(query);
+    if (replace) {
+      history.replaceState(null, "", `#${hash}`);
+      this.route();
+    } else if (location.hash !== `#${hash}`) {
+      location.hash = hash;
+    } else {
+      this.route();
+    }
+  }
+
+  /**
+   * Back on a list left for a job: scroll to where it was, once its rows are there.
+   */
+  restoreScroll() {
+    if (this.view !== "jobs" || !this.store.loaded) return;
+    const y = this.scrolls.get(this.listHash);
+    if (y === undefined) return;
+    if (document.documentElement.scrollHeight - window.innerHeight < y) return; // not all rows in yet
+    this.scrolls.delete(this.listHash);
+    window.scrollTo(0, y);
   }
 
   /** @param {string} name */
@@ -230,10 +286,13 @@ class App {
     this.view = name;
     document.body.dataset.view = name;
     if (name === "login") {
+      document.title = `${TITLES.login} · midjobs`;
       this.e.username.focus();
     } else if (!first) {
-      // Tell keyboard and screen-reader users where they are now.
-      byId(`view-${name}`).querySelector("h1")?.focus();
+      // Tell keyboard and screen-reader users where they are now (the list
+      // keeps its scroll position: restoreScroll() sees to it).
+      byId(`view-${name}`).querySelector("h1")?.focus({ preventScroll: true });
+      if (!(name === "jobs" && this.scrolls.has(this.listHash))) window.scrollTo(0, 0);
     }
   }
 }
