@@ -26,7 +26,12 @@ class App {
     this.list = new JobListView(this.store, (query, replace) => this.navigate(query, replace));
     /** The fragment of the list last shown (where "All jobs" goes back to). */
     this.listHash = "jobs";
-    /** @type {Map<string, number>} where the list was scrolled, for each list fragment left for a job */
+    /**
+     * Where the list was scrolled, for each list fragment left for a job: the
+     * first row on screen and how far from the top it was (rows off screen are
+     * not laid out, so a pixel offset alone would not land on the same rows).
+     * @type {Map<string, {id: number, top: number, y: number}>}
+     */
     this.scrolls = new Map();
     this.detail = new JobDetailView(this.rpc, this.store, this.session);
     this.upload = new UploadView(this.session, this.store);
@@ -219,7 +224,7 @@ class App {
     const raw = location.hash.slice(1);
     const hash = decodeURIComponent(raw);
     const job = /^job\/(\d+)$/.exec(hash);
-    if (this.view === "jobs") this.scrolls.set(this.listHash, window.scrollY);
+    if (this.view === "jobs") this.saveScroll();
     if (job) {
       this.show("job");
       document.title = `Job ${job[1]} · midjobs`;
@@ -259,16 +264,39 @@ class App {
     }
   }
 
+  /** Leaving the list: remember its first row on screen. */
+  saveScroll() {
+    for (const id of this.store.window) {
+      const tr = this.list.rows.get(id)?.tr;
+      if (!tr) continue;
+      const rect = tr.getBoundingClientRect();
+      if (rect.bottom > 0) {
+        this.scrolls.set(this.listHash, { id, top: rect.top, y: window.scrollY });
+        return;
+      }
+    }
+    this.scrolls.delete(this.listHash);
+  }
+
   /**
-   * Back on a list left for a job: scroll to where it was, once its rows are there.
+   * Back on a list left for a job: scroll so that the row that was first on
+   * screen is where it was, once the rows are there.
    */
   restoreScroll() {
     if (this.view !== "jobs" || !this.store.loaded) return;
-    const y = this.scrolls.get(this.listHash);
-    if (y === undefined) return;
-    if (document.documentElement.scrollHeight - window.innerHeight < y) return; // not all rows in yet
+    const saved = this.scrolls.get(this.listHash);
+    if (saved === undefined) return;
+    const tr = this.list.rows.get(saved.id)?.tr;
+    if (!tr) {
+      if (this.store.window.length > 0 && !this.store.window.includes(saved.id)) this.scrolls.delete(this.listHash);
+      return; // its rows are not in yet (or it is gone: the list starts at the top)
+    }
     this.scrolls.delete(this.listHash);
-    window.scrollTo(0, y);
+    const align = () => window.scrollBy(0, tr.getBoundingClientRect().top - saved.top);
+    window.scrollTo(0, saved.y);
+    align();
+    // Rows laid out for the first time may differ from their estimated height: once more after the frame.
+    requestAnimationFrame(align);
   }
 
   /** @param {string} name */
