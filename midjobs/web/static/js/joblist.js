@@ -243,6 +243,8 @@ export class JobListView {
     }
     this.showCount();
     this.showSummary();
+    // Which query the rows show (for tests and bench/webui.py: the filtered page is on screen).
+    if (store.shown) this.table.dataset.query = queryHash(store.shown);
   }
 
   /**

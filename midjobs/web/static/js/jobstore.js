@@ -67,6 +67,8 @@ export class JobStore {
     this.window = [];
     /** @type {ListQuery} what the window shows */
     this.query = emptyQuery();
+    /** @type {ListQuery | null} the query of the window's rows (until a new window comes, not `query`) */
+    this.shown = null;
     /** @type {number | null} how many jobs match the query (null: not known yet) */
     this.total = null;
     /** @type {number | null} how many jobs the user may see in all */
@@ -151,6 +153,7 @@ export class JobStore {
       if (generation === this.generation) this.touched = null;
     }
     if (generation !== this.generation) return;
+    this.shown = query;
     this.snapshot(records, this.touched ?? new Set());
     if (query.page === 0 && records.length < PAGE_SIZE) {
       // All of them are here: no need to count.
@@ -418,6 +421,7 @@ export class JobStore {
     this.refreshTimer = 0;
     this.jobs.clear();
     this.window = [];
+    this.shown = null;
     this.states.clear();
     this.watched.clear();
     this.total = null;
