@@ -151,7 +151,11 @@ export class JobListView {
     this.next.addEventListener("click", () => this.toPage(this.store.query.page + 1));
     this.body.addEventListener("click", (event) => {
       const link = /** @type {HTMLElement} */ (event.target).closest?.("a[data-job]");
-      if (link) this.selected = Number(/** @type {HTMLElement} */ (link).dataset.job);
+      if (!link) return;
+      // Mark the job opened, so that it stands out when back on the list.
+      if (this.selected !== null) this.rows.get(this.selected)?.tr.classList.remove("selected");
+      this.selected = Number(/** @type {HTMLElement} */ (link).dataset.job);
+      this.rows.get(this.selected)?.tr.classList.add("selected");
     });
     setInterval(() => this.tick(), 1000);
   }

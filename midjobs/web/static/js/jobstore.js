@@ -136,6 +136,15 @@ export class JobStore {
   }
 
   /**
+   * After a reconnection (events were missed): the window, and every count, again.
+   */
+  async reload() {
+    this.all = null;
+    this.summary = null;
+    await this.load();
+  }
+
+  /**
    * Fetch the window of the query (after a reconnection too: the
    * subscription was made again by then), then its counts.
    * @param {boolean} [counts] fetch the counts as well
@@ -165,24 +174,38 @@ export class JobStore {
   }
 
   /**
-   * Fetch how many jobs match, how many there are in all, and the summary's counts.
+   * Fetch how many jobs match, and how many there are in all (once: events
+   * keep it), one query after the other: the daemon runs at most two
+   * queries of a connection at once, and a slow count must leave room for
+   * the rows of the next filter.  The summary's counts follow.
    */
   async loadCounts() {
     const generation = this.generation;
     const query = this.query;
+    const filtered = isFiltered(query);
+    const total = await this.rpc.call("core.get_jobs", [queryFilters(query), { count: true }]);
+    if (generation !== this.generation) return;
+    this.total = total;
+    if (!filtered) this.all = total;
+    else if (this.all === null) {
+      const all = await this.rpc.call("core.get_jobs", [[], { count: true }]);
+      if (this.all === null) this.all = all;
+    }
+    this.news = true;
+    this.schedule();
+    if (this.summary === null) await this.loadSummary();
+  }
+
+  /**
+   * The summary's counts: running, waiting, failed in the last 24 hours
+   * (whatever the list's filters).
+   */
+  async loadSummary() {
     const count = (/** @type {any[]} */ filters) => this.rpc.call("core.get_jobs", [filters, { count: true }]);
     const dayAgo = { $date: Date.now() - 86400_000 };
-    const [total, all, running, waiting, failed] = await Promise.all([
-      count(queryFilters(query)),
-      isFiltered(query) ? count([]) : null,
-      count([["state", "=", "RUNNING"]]),
-      count([["state", "=", "WAITING"]]),
-      count([["state", "=", "FAILED"], ["exc_info.errno", "!=", 103], ["time_started", ">=", dayAgo]]),
-    ]);
-    if (generation === this.generation) {
-      this.total = total;
-      this.all = all ?? total;
-    }
+    const running = await count([["state", "=", "RUNNING"]]);
+    const waiting = await count([["state", "=", "WAITING"]]);
+    const failed = await count([["state", "=", "FAILED"], ["exc_info.errno", "!=", 103], ["time_started", ">=", dayAgo]]);
     this.summary = { running, waiting, failed };
     this.news = true;
     this.schedule();
@@ -229,7 +252,8 @@ export class JobStore {
       const rowsToo = this.refreshRows;
       this.refreshRows = false;
       this.lastRefresh = performance.now();
-      (rowsToo ? this.load() : this.loadCounts()).catch(() => {});
+      const counts = rowsToo ? this.load(false).then(() => this.loadCounts()) : this.loadCounts();
+      counts.then(() => this.loadSummary()).catch(() => {});
     }, wait);
   }
 
@@ -251,6 +275,7 @@ export class JobStore {
       } else {
         this.refreshSoon(false);
       }
+      if (this.all !== null) this.all -= 1;
       this.jobs.delete(id);
       this.watched.delete(id);
     } else if (fields) {

@@ -167,7 +167,7 @@ class App {
       if (reconnected) {
         this.store.forgetWatched();
         await this.rpc.resubscribe();
-        await this.store.load();
+        await this.store.reload();
         this.restoreScroll();
         await this.store.refreshWatched();
       } else {
