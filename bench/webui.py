@@ -115,7 +115,7 @@ async ([id, value]) => {
       const hash = location.hash.slice(1);
       if (table.dataset.query === hash && hash !== before && table.getAttribute("aria-busy") !== "true") resolve();
       else if (performance.now() - t0 > 60000) {
-        reject(new Error(`no filtered page after 60 s: ${hash} shown ${table.dataset.query} busy ${table.getAttribute("aria-busy")} right after ${after} before ${before} value ${control.value}`));
+        reject(new Error(`no filtered page after 60 s: ${hash} shown ${table.dataset.query} busy ${table.getAttribute("aria-busy")}: ${document.getElementById("jobs-count").textContent}`));
       } else requestAnimationFrame(check);
     };
     requestAnimationFrame(check);

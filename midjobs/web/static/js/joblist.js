@@ -188,7 +188,12 @@ export class JobListView {
       return Promise.resolve();
     }
     this.table.setAttribute("aria-busy", "true");
-    return this.store.setQuery(query).finally(() => this.table.removeAttribute("aria-busy"));
+    return this.store.setQuery(query)
+      .catch((error) => {
+        // The daemon refused or the connection went: say so (a reconnection loads again).
+        setText(this.count, `Could not load the jobs: ${error.message}`);
+      })
+      .finally(() => this.table.removeAttribute("aria-busy"));
   }
 
   /** @returns {string} the title of the list as it is now */

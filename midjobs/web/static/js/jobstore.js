@@ -95,6 +95,8 @@ export class JobStore {
     this.touched = null;
     /** Counts each fetch of the window: an answer to an older one is dropped. */
     this.generation = 0;
+    /** @type {Promise<void>} the newest fetch of the window */
+    this.loading = Promise.resolve();
     /** @type {number} a refresh asked for by events (a timer), or 0 */
     this.refreshTimer = 0;
     /** Whether the next refresh fetches the rows too (else the counts alone). */
@@ -149,8 +151,18 @@ export class JobStore {
    * subscription was made again by then), then its counts.
    * @param {boolean} [counts] fetch the counts as well
    */
-  async load(counts = true) {
+  load(counts = true) {
     const generation = ++this.generation;
+    this.loading = this.fetchWindow(generation, counts);
+    return this.loading;
+  }
+
+  /**
+   * @param {number} generation
+   * @param {boolean} counts
+   * @returns {Promise<void>} settled once the window of the newest fetch is in
+   */
+  async fetchWindow(generation, counts) {
     const query = this.query;
     this.touched = new Set();
     let records;
@@ -161,7 +173,7 @@ export class JobStore {
     } finally {
       if (generation === this.generation) this.touched = null;
     }
-    if (generation !== this.generation) return;
+    if (generation !== this.generation) return this.loading; // a newer fetch went out: wait for it
     this.shown = query;
     this.snapshot(records, this.touched ?? new Set());
     if (query.page === 0 && records.length < PAGE_SIZE) {
