@@ -114,6 +114,23 @@ def test_pages_through_the_whole_history(daemon: DaemonProcess, pages: Pages) ->
     assert ids(page) == list(range(newest - PAGE, newest - 2 * PAGE, -1))
     expect(page.locator("#jobs-count")).to_have_text(f"101–200 of {n(total)} jobs")
     expect(page).to_have_title("Jobs, page 2 · midjobs")
+    # Next and previous ask from the ids shown (no offset): the same rows as the offsets give.
+    page.get_by_role("button", name="Next page").click()
+    wait_for_rows(page, newest - 2 * PAGE)
+    assert ids(page) == list(range(newest - 2 * PAGE, newest - 3 * PAGE, -1))
+    page.get_by_role("button", name="Previous page").click()
+    expect(page).to_have_url(re.compile(r"#jobs\?page=2$"))
+    wait_for_rows(page, newest - PAGE)
+    assert ids(page) == list(range(newest - PAGE, newest - 2 * PAGE, -1))
+    expect(page.locator("#jobs-count")).to_have_text(f"101–200 of {n(total)} jobs")
+    # Oldest first, the same way.
+    page.get_by_role("columnheader", name="ID").get_by_role("button").click()
+    expect(page).to_have_url(re.compile(r"#jobs\?sort=id$"))
+    wait_for_rows(page, 1)
+    page.get_by_role("button", name="Next page").click()
+    wait_for_rows(page, PAGE + 1)
+    assert ids(page) == list(range(PAGE + 1, 2 * PAGE + 1))
+    page.goto("/#jobs?page=2")
 
     # The last page, straight from the URL: the oldest jobs.
     last = (total + PAGE - 1) // PAGE

@@ -17,7 +17,9 @@
  * @module jobstore
  */
 
-import { PAGE_SIZE, emptyQuery, isFiltered, matches, newestFirst, queryFilters, queryOrder } from "./listquery.js";
+import {
+  PAGE_SIZE, emptyQuery, isFiltered, matches, newestFirst, queryFilters, queryHash, queryOrder,
+} from "./listquery.js";
 import { shownState } from "./states.js";
 
 export { PAGE_SIZE };
@@ -167,9 +169,17 @@ export class JobStore {
     this.touched = new Set();
     let records;
     try {
-      records = await this.rpc.call("core.get_jobs", [queryFilters(query), {
-        order_by: queryOrder(query), offset: query.page * PAGE_SIZE, limit: PAGE_SIZE, select: LIST_FIELDS,
-      }]);
+      const keyset = this.keyset(query);
+      if (keyset) {
+        records = await this.rpc.call("core.get_jobs", [keyset.filters, {
+          order_by: keyset.order_by, limit: PAGE_SIZE, select: LIST_FIELDS,
+        }]);
+        if (keyset.reverse) records.reverse();
+      } else {
+        records = await this.rpc.call("core.get_jobs", [queryFilters(query), {
+          order_by: queryOrder(query), offset: query.page * PAGE_SIZE, limit: PAGE_SIZE, select: LIST_FIELDS,
+        }]);
+      }
     } finally {
       if (generation === this.generation) this.touched = null;
     }
@@ -183,6 +193,38 @@ export class JobStore {
     }
     this.lastRefresh = performance.now();
     if (counts) this.loadCounts().catch(() => {});
+  }
+
+  /**
+   * The next or previous page in id order, asked for from the ids of the
+   * page shown (`["id", "<", last]`, no offset) rather than with an offset:
+   * the store answers it from its index at any depth, where an offset of
+   * 50,000 makes it read 50,000 jobs first.  Null for any other move.
+   * @param {ListQuery} query
+   * @returns {{filters: any[], order_by: string[], reverse: boolean} | null}
+   */
+  keyset(query) {
+    const shown = this.shown;
+    if (shown === null || (query.sort !== "-id" && query.sort !== "id") || this.window.length === 0) return null;
+    if (queryHash({ ...shown, page: 0 }) !== queryHash({ ...query, page: 0 })) return null;
+    const descending = query.sort === "-id";
+    const first = this.window[0];
+    const last = this.window[this.window.length - 1];
+    if (query.page === shown.page + 1 && this.window.length === PAGE_SIZE) {
+      return {
+        filters: [...queryFilters(query), ["id", descending ? "<" : ">", last]],
+        order_by: queryOrder(query),
+        reverse: false,
+      };
+    }
+    if (query.page === shown.page - 1 && query.page > 0) {
+      return {
+        filters: [...queryFilters(query), ["id", descending ? ">" : "<", first]],
+        order_by: [descending ? "id" : "-id"],
+        reverse: true,
+      };
+    }
+    return null;
   }
 
   /**
