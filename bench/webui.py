@@ -62,12 +62,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from procstats import free_port  # noqa: E402  (bench/procstats.py)
+from procstats import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 sys.path.insert(0, str(TESTS))
-from chromium import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (tests/chromium.py)
+from chromium import CHROMIUM, CHROMIUM_ARGS
 
 BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
@@ -280,7 +280,6 @@ def heap(page: Any, cdp: Any, collect: bool = False) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from playwright.sync_api import expect, sync_playwright
-
     from webui_list_history import fill_history  # tests/webui_list_history.py
 
     tmp = Path(tempfile.mkdtemp(prefix="mjwebui"))

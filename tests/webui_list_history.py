@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 #: The methods, users and states of the written jobs, in turn (see L{record}).
-METHODS = ["backup.run", "pool.scrub", "replication.run", "cloudsync.sync", "update.download"]
+METHODS = [
+    "backup.run",
+    "pool.scrub",
+    "replication.run",
+    "cloudsync.sync",
+    "update.download",
+]
 USERS = ["admin", "alice", "bob"]
 #: Of every 20 jobs: 17 succeed, 2 fail, 1 is aborted.
 STATES = ["SUCCESS"] * 17 + ["FAILED"] * 2 + ["ABORTED"]
@@ -34,10 +40,12 @@ def record(job_id: int, count: int, now: float) -> dict[str, Any]:
     steps over L{SPREAD_DAYS} days before C{now}, so that ids and start times
     go in the same order; three seconds long.
     """
-    utc = datetime.timezone.utc
+    utc = datetime.UTC
     state = STATES[job_id % len(STATES)]
     step = SPREAD_DAYS * 86400 / max(count, 1)
-    started = datetime.datetime.fromtimestamp(now - SPREAD_DAYS * 86400 + job_id * step, utc)
+    started = datetime.datetime.fromtimestamp(
+        now - SPREAD_DAYS * 86400 + job_id * step, utc
+    )
     user = USERS[job_id % len(USERS)]
     return {
         "id": job_id,
@@ -52,11 +60,20 @@ def record(job_id: int, count: int, now: float) -> dict[str, Any]:
         "progress": {"percent": 100, "description": "done", "extra": None},
         "result": {"done": job_id} if state == "SUCCESS" else None,
         "result_encoding_error": None,
-        "error": f"[EFAULT] disk {job_id % 7} broke" if state == "FAILED" else (
-            "Job aborted" if state == "ABORTED" else None),
-        "exception": "Traceback (most recent call last):\n  ...\nCallError: it broke\n" if state == "FAILED" else None,
-        "exc_info": {"type": "CallError", "errno": 14, "extra": None, "repr": "CallError()"}
-        if state == "FAILED" else None,
+        "error": f"[EFAULT] disk {job_id % 7} broke"
+        if state == "FAILED"
+        else ("Job aborted" if state == "ABORTED" else None),
+        "exception": "Traceback (most recent call last):\n  ...\nCallError: it broke\n"
+        if state == "FAILED"
+        else None,
+        "exc_info": {
+            "type": "CallError",
+            "errno": 14,
+            "extra": None,
+            "repr": "CallError()",
+        }
+        if state == "FAILED"
+        else None,
         "state": state,
         "time_started": started,
         "time_finished": started + datetime.timedelta(seconds=3),
@@ -88,8 +105,19 @@ def fill_history(state_dir: Path, count: int, now: float | None = None) -> float
     subprocess (it runs a reactor of its own); return the seconds it took.
     """
     started = time.perf_counter()
-    argv = [sys.executable, __file__, str(state_dir), str(count), str(now if now is not None else time.time())]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent), *sys.path])}
+    argv = [
+        sys.executable,
+        __file__,
+        str(state_dir),
+        str(count),
+        str(now if now is not None else time.time()),
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).resolve().parent.parent), *sys.path]
+        ),
+    }
     subprocess.run(argv, check=True, env=env, timeout=600)
     return time.perf_counter() - started
 
@@ -98,5 +126,9 @@ if __name__ == "__main__":
     from twisted.internet.defer import Deferred
     from twisted.internet.task import react
 
-    state, n, at = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]) if len(sys.argv) > 3 else time.time()
+    state, n, at = (
+        sys.argv[1],
+        int(sys.argv[2]),
+        float(sys.argv[3]) if len(sys.argv) > 3 else time.time(),
+    )
     react(lambda reactor: Deferred.fromCoroutine(_fill(reactor, state, n, at)))
