@@ -344,15 +344,19 @@ export class JobStore {
           if (this.total !== null) this.total += 1;
           if (this.query.page === 0 && newestFirst(this.query) && !inWindow) this.addOnTop(id, fields);
         }
-        this.summaryChanged(null, record);
         this.news = true;
       } else {
         const now = fits(this.query, record);
+        const before = this.states.get(id);
         const moved = this.stateChanged(id, record.state);
+        if (moved) this.summaryChanged(before, record);
         if (inWindow ? !now : now && moved && (this.query.state || this.query.q)) this.refreshSoon(true);
         else if (moved) this.refreshSoon(false);
       }
-      if (params.msg === "added") this.stateChanged(id, record.state);
+      if (params.msg === "added") {
+        this.stateChanged(id, record.state);
+        this.summaryChanged("", record);
+      }
       if (!previous && watch) this.jobs.set(id, slim(watch.record ?? fields));
     }
     this.mark(id);
@@ -391,14 +395,20 @@ export class JobStore {
   }
 
   /**
-   * A new job counts in the summary at once (the next refresh corrects the rest).
-   * @param {JobRecord | null} before
+   * A job that changed state counts in the summary at once (the refresh
+   * that follows corrects anything this missed).
+   * @param {string | undefined} before its state before (`""` for a new job; undefined: not known)
    * @param {JobRecord} after
    */
   summaryChanged(before, after) {
-    if (!this.summary || before !== null) return;
-    if (after.state === "RUNNING") this.summary.running += 1;
-    if (after.state === "WAITING") this.summary.waiting += 1;
+    const summary = this.summary;
+    if (!summary || before === undefined) return;
+    if (before === "RUNNING") summary.running = Math.max(0, summary.running - 1);
+    if (before === "WAITING") summary.waiting = Math.max(0, summary.waiting - 1);
+    if (after.state === "RUNNING") summary.running += 1;
+    if (after.state === "WAITING") summary.waiting += 1;
+    if (shownState(after) === "FAILED" && after.state !== before) summary.failed += 1;
+    this.news = true;
   }
 
   /** @param {number} id */
