@@ -36,8 +36,11 @@ from midjobs.errors import CallError
 from midjobs.http import make_site
 from midjobs.auth import User
 from midjobs.http._auth import APIKeyCredentials, IAPIKey
-from midjobs.http import _upload as upload_module
-from midjobs.http._upload import LINGER_BYTES, MAX_DATA_SIZE, UPLOAD_READ_SIZE, UploadInterrupted
+from midjobs.http import _body as body_module
+from midjobs.http._body import LINGER_BYTES
+from midjobs.http._upload import MAX_DATA_SIZE, UploadInterrupted
+
+UPLOAD_READ_SIZE = 64 * 1024
 from midjobs.job import JobState
 from midjobs.pipe import Pipe
 
@@ -587,7 +590,7 @@ async def test_bad_login_answers_before_the_body(daemon: RunningDaemon, admin: A
 
 @pytest_twisted.ensureDeferred
 async def test_refused_connection_closes_after_a_while(daemon: RunningDaemon, admin: Any, monkeypatch: Any) -> None:
-    monkeypatch.setattr(upload_module, "LINGER_SECONDS", 0.05)
+    monkeypatch.setattr(body_module, "LINGER_SECONDS", 0.05)
     client = await raw_client(daemon)
     client.transport.write(request_head(100_000_000, authorization=None) + b"--" + BOUNDARY)
     status, _, payload = await client.response()

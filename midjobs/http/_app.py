@@ -19,7 +19,7 @@ from ._download import serve_download
 from ._health import serve_health
 from ._limits import RefusalLog
 from ._metrics import serve_metrics
-from ._request import upload_request_factory
+from ._request import SiteRequestFactory
 
 if TYPE_CHECKING:
     from ..middleware import Middleware
@@ -32,7 +32,7 @@ class HttpApp:
     The routes of one daemon: C{/api/current} (the WebSocket),
     C{/_download/<id>}, C{/metrics} (L{serve_metrics}), C{/_health} (L{serve_health}), and the web
     task manager (C{/} and C{/static/...}).
-    C{POST /_upload} never reaches the app: see L{upload_request_factory}.
+    C{POST /_upload} never reaches the app: see L{SiteRequestFactory}.
     """
 
     app = Klein()
@@ -101,6 +101,6 @@ def make_site(middleware: Middleware) -> Site:
     site.displayTracebacks = False
     # Requests whose headers come too late count as the header_timeout limit.
     site.refusals = RefusalLog(middleware.reactor, limit="header_timeout", counts=middleware.metrics)
-    # POST /_upload streams its body to a job: see _request.UploadRequest.
-    site.requestFactory = upload_request_factory(middleware)
+    # POST /_upload streams its body to a job: see _request.SiteRequest.
+    site.requestFactory = SiteRequestFactory(middleware)
     return site
