@@ -1,3 +1,5 @@
+# twisted.web (Request, HTTPChannel) and twisted.python.failure are unannotated.
+# mypy: allow-untyped-calls
 """
 A request body as a bounded stream: the one place that touches twisted.web's
 channel while a body comes in.
@@ -36,7 +38,10 @@ by C{tests/test_twisted_canary.py}:
     (L{RequestBody.read});
   - C{HTTPChannel.pauseProducing} pauses reading its transport while no
     request is being handled (the body is coming), and
-    C{H2Stream.pauseProducing} holds the stream's data back.
+    C{H2Stream.pauseProducing} holds the stream's data back;
+  - a TCP transport reads C{bufferSize} bytes at a time: an HTTP/1.x body is
+    read L{READ_SIZE} bytes at a time (each read costs a trip through the
+    parser and the pipe, whatever its size).
 """
 
 from __future__ import annotations
@@ -46,8 +51,9 @@ from enum import Enum
 from typing import Callable, Protocol, cast
 from urllib.parse import parse_qs
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.http import HTTPChannel, datetimeToString
@@ -60,6 +66,9 @@ __all__ = ["BodyInterrupted", "BodyProducer", "BodyState", "RequestBody", "Strea
 #: data resets it, and the client may then lose the answer.
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 1024 * 1024
+#: Bytes read from the socket at a time while a body streams over HTTP/1.x
+#: (Twisted reads 64 KiB otherwise).
+READ_SIZE = 1024 * 1024
 
 
 class BodyInterrupted(Exception):
@@ -114,6 +123,28 @@ def _request_line(channel: object) -> tuple[bytes, bytes, bytes] | None:
     if not isinstance(command, bytes) or not isinstance(path, bytes):
         return None
     return command, path, version
+
+
+class _ReadSize:
+    """
+    The read size of the socket under an HTTP/1.x channel, raised to
+    L{READ_SIZE} while a body streams, then put back.
+    """
+
+    def __init__(self, channel: HTTPChannel) -> None:
+        transport = channel.transport
+        # Under the wrappers of the connection limits and of TLS.
+        while isinstance(transport, ProtocolWrapper):
+            transport = transport.transport
+        self._socket = transport
+        self._saved: int | None = getattr(transport, "bufferSize", None)
+        if self._saved is not None:
+            setattr(transport, "bufferSize", READ_SIZE)
+
+    def restore(self) -> None:
+        if self._saved is not None:
+            setattr(self._socket, "bufferSize", self._saved)
+            self._saved = None
 
 
 @implementer(IPushProducer)
@@ -181,6 +212,8 @@ class RequestBody:
         self._paused = False
         self._saved_timeout: float | None = None
         self._linger: IDelayedCall | None = None
+        channel = request.channel
+        self._read_size: _ReadSize | None = _ReadSize(channel) if isinstance(channel, HTTPChannel) else None
 
     @property
     def http11(self) -> bool:
@@ -208,7 +241,7 @@ class RequestBody:
             self._steer()
             return succeed(data)
         if self._failure is not None:
-            return Deferred.fromFailure(self._failure)
+            return fail(self._failure)
         if self.state is not BodyState.STREAMING:
             return succeed(b"")
         if self.expects_continue and not self._continued and not self.received:
@@ -249,6 +282,7 @@ class RequestBody:
         if self.state is not BodyState.STREAMING:
             return
         self.state = BodyState.DROPPING
+        self._restore_read_size()
         self._queue.clear()
         self._holds = 0
         self._steer()
@@ -284,6 +318,7 @@ class RequestBody:
         if self.state is not BodyState.STREAMING:
             return
         self.state = BodyState.ENDED
+        self._restore_read_size()
         self._holds = 0
         self._steer()
         reader, self._reader = self._reader, None
@@ -337,6 +372,11 @@ class RequestBody:
                 channel.setTimeout(self._saved_timeout)
             channel.resumeProducing()
 
+    def _restore_read_size(self) -> None:
+        if self._read_size is not None:
+            self._read_size.restore()
+            self._read_size = None
+
     def _stop_linger(self) -> None:
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
@@ -381,7 +421,8 @@ class StreamingRequest(server.Request):
         request is set up as twisted.web would set it up before C{process}:
         C{method}, C{uri}, C{path}, C{args}, C{site} and its default headers.
         """
-        self.site = self.channel.site
+        site: server.Site = getattr(self.channel, "site")
+        self.site = site
         self.setHeader(b"Server", server.version)
         self.setHeader(b"Date", datetimeToString())
         body = RequestBody(self, reactor)
@@ -421,7 +462,7 @@ class StreamingRequest(server.Request):
         self.method, self.uri, self.clientproto = method, uri, version
         path, question, query = uri.partition(b"?")
         self.path = path
-        self.args = parse_qs(query, 1) if question else {}
+        self.args = parse_qs(query, keep_blank_values=True) if question else {}
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.body is not None:

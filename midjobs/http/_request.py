@@ -1,3 +1,5 @@
+# twisted.web (Request, HTTPChannel) and twisted.python.failure are unannotated.
+# mypy: allow-untyped-calls
 """
 The request class of the site: C{POST /_upload} streams, everything else is twisted.web as usual.
 
@@ -19,7 +21,7 @@ L{midjobs.http._headers} just before its headers go out (L{SiteRequest.write}).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, cast
 
 from twisted.internet.interfaces import IAddress
 from twisted.web.http import HTTPChannel
@@ -92,8 +94,7 @@ class SiteRequest(StreamingRequest):
         """
         The client's address: the peer's, or the one a trusted proxy forwarded.
         """
-        address: IAddress = client_address(super().getClientAddress(), self._header, self._trusted_proxies)
-        return address
+        return cast(IAddress, client_address(super().getClientAddress(), self._header, self._trusted_proxies))
 
     def _header(self, name: str) -> bytes | None:
         values = self.requestHeaders.getRawHeaders(name.encode("latin-1"))

@@ -1,3 +1,5 @@
+# twisted.web (Request, HTTPChannel) and twisted.python.failure are unannotated.
+# mypy: allow-untyped-calls
 """
 One C{POST /_upload}: a multipart body streamed straight into a job's input pipes.
 
@@ -37,7 +39,13 @@ import json
 from enum import Enum
 from typing import Any, AsyncIterator, TypeVar
 
-from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
+# multipart ships no type information.
+from multipart import (  # type: ignore[import-untyped]
+    MultipartError,
+    MultipartSegment,
+    PushMultipartParser,
+    parse_options_header,
+)
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -600,8 +608,8 @@ class Upload:
         """
         if self.phase.over:
             return
-        self._fail_inputs(f"The upload failed ({status}): {reason}")
         self._end(UploadPhase.ANSWERED)
+        self._fail_inputs(f"The upload failed ({status}): {reason}")
         log.info("Upload from {peer} refused with {status}: {reason}", peer=self._peer(), status=status, reason=reason)
         body = self._body
         if status == 401:
@@ -627,8 +635,9 @@ class Upload:
     def _connection_lost(self, failure: Failure) -> None:
         if self.phase.over:
             return
-        self._fail_inputs(self._interrupted_reason())
+        reason = self._interrupted_reason()
         self._end(UploadPhase.INTERRUPTED)
+        self._fail_inputs(reason)
         log.info("Upload from {peer} interrupted: the client disconnected", peer=self._peer())
 
     # -- describing ---------------------------------------------------------------------
