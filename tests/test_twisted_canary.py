@@ -10,7 +10,7 @@ adapt.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import h2.config
 import h2.connection
@@ -35,14 +35,14 @@ class Recorder(StreamingRequest):
     made: list[Recorder] = []
 
     def __init__(self, channel: Any, queued: object = None) -> None:
-        super().__init__(channel)
+        super().__init__(channel, self.clock)
         self.line: tuple[bytes, bytes, int | None] | None = None
         self.chunks: list[bytes] = []
         Recorder.made.append(self)
 
-    def take_body(self, method: bytes, path: bytes, length: int | None) -> RequestBody | None:
+    def body_handler(self, method: bytes, path: bytes, length: int | None) -> Callable[[RequestBody], object] | None:
         self.line = (method, path, length)
-        return self.new_body(self.clock)
+        return lambda body: None
 
     def handleContentChunk(self, data: bytes) -> None:
         self.chunks.append(data)

@@ -277,8 +277,11 @@ class RequestBody:
         stream).  If the body ends first, finish the request.
 
         A client that waits for C{100 Continue} and was sent none sends no
-        body: its HTTP/1.1 connection is closed at once.
+        body: its HTTP/1.1 connection is closed at once.  A body that ended
+        already has nothing left: the request is finished now.
         """
+        if self.state is BodyState.ENDED and not self._request.finished:
+            self._request.finish()
         if self.state is not BodyState.STREAMING:
             return
         self.state = BodyState.DROPPING
@@ -397,37 +400,50 @@ class RequestBody:
 class StreamingRequest(server.Request):
     """
     A L{server.Request} whose body may stream (see the module docstring):
-    L{take_body} decides, request by request, once the headers are in.
+    L{body_handler} decides, request by request, once the headers are in.
+
+    The handler gets the request's L{RequestBody} in the next turn of the
+    reactor: C{H2Stream} calls C{gotLength} from its constructor, before its
+    connection knows the stream, so nothing may be written then.
 
     @ivar body: the streaming body, or L{None} for a request that twisted.web
         handles as usual.
+    @ivar reactor: where the handler is called.
     """
 
     body: RequestBody | None = None
     _expects_continue = False
     _got_length = False
 
-    def take_body(self, method: bytes, path: bytes, length: int | None) -> RequestBody | None:
+    def __init__(self, channel: HTTPChannel, reactor: IReactorTime) -> None:
+        super().__init__(channel)
+        self.reactor = reactor
+
+    def body_handler(self, method: bytes, path: bytes, length: int | None) -> Callable[[RequestBody], object] | None:
         """
-        Whether to stream the body of a C{method} C{path} request (without
-        the query) of C{length} bytes (L{None}: chunked): return the
-        L{RequestBody} to feed (see L{new_body}), or L{None}.
+        What serves a C{method} C{path} request (without the query) whose
+        body, of C{length} bytes (L{None}: chunked), streams; L{None} to let
+        twisted.web read the body and serve the request as usual.
         """
         return None
 
-    def new_body(self, reactor: IReactorTime) -> RequestBody:
+    def _take_body(self, handler: Callable[[RequestBody], object]) -> None:
         """
-        A L{RequestBody} for this request, for L{take_body} to return.  The
-        request is set up as twisted.web would set it up before C{process}:
-        C{method}, C{uri}, C{path}, C{args}, C{site} and its default headers.
+        Stream the body to C{handler}.  The request is set up as twisted.web
+        would set it up before C{process}: C{method}, C{uri}, C{path},
+        C{args} (already), C{site} and its default headers.
         """
         site: server.Site = getattr(self.channel, "site")
         self.site = site
         self.setHeader(b"Server", server.version)
         self.setHeader(b"Date", datetimeToString())
-        body = RequestBody(self, reactor)
+        body = self.body = RequestBody(self, self.reactor)
         body.expects_continue = self._expects_continue and self.clientproto != b"HTTP/1.0"
-        return body
+        self.reactor.callLater(0, self._handle_body, handler, body)
+
+    def _handle_body(self, handler: Callable[[RequestBody], object], body: RequestBody) -> None:
+        if body.state is not BodyState.LOST:
+            handler(body)
 
     def parseCookies(self) -> None:
         # Take Expect: 100-continue out before the channel answers it: a
@@ -448,7 +464,9 @@ class StreamingRequest(server.Request):
         if line is not None:
             method, uri, version = line
             self._set_target(method, uri, version)
-            self.body = self.take_body(method, self.path, length)
+            handler = self.body_handler(method, self.path, length)
+            if handler is not None:
+                self._take_body(handler)
         if self.body is None:
             if self._expects_continue:
                 # Not taken over: the channel answers it, as twisted.web does.

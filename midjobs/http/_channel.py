@@ -83,7 +83,7 @@ class Channel(HTTPChannel):
         super().dataReceived(data)
 
     def allHeadersReceived(self) -> None:
-        self._stop_deadline()
+        self.stop_deadline()
         self.state = ChannelState.REQUEST
         super().allHeadersReceived()
 
@@ -94,7 +94,7 @@ class Channel(HTTPChannel):
         super().requestDone(request)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._stop_deadline()
+        self.stop_deadline()
         super().connectionLost(reason)
 
     def _start_deadline(self) -> None:
@@ -102,7 +102,10 @@ class Channel(HTTPChannel):
         if self.header_timeout is not None and self._deadline is None:
             self._deadline = self.callLater(self.header_timeout, self._headers_too_late)
 
-    def _stop_deadline(self) -> None:
+    def stop_deadline(self) -> None:
+        """
+        Stop the header deadline, if it runs.
+        """
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         self._deadline = None
@@ -147,5 +150,20 @@ class Site(_TwistedSite):
         channel = Channel()
         channel.header_timeout = self.header_timeout
         channel.refusals = self.refusals
-        generic: IProtocol = _GenericHTTPChannelProtocol(channel)
-        return generic
+        return _NegotiatedChannel(channel)
+
+
+class _NegotiatedChannel(_GenericHTTPChannelProtocol):
+    """
+    twisted.web's generic channel around a L{Channel}: once it went over to
+    HTTP/2, the L{Channel} hears nothing more, so its header deadline is
+    stopped when the connection ends.
+    """
+
+    def __init__(self, channel: Channel) -> None:
+        super().__init__(channel)
+        self._http11 = channel
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._http11.stop_deadline()
+        super().connectionLost(reason)

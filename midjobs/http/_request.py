@@ -21,7 +21,8 @@ L{midjobs.http._headers} just before its headers go out (L{SiteRequest.write}).
 
 from __future__ import annotations
 
-from typing import Sequence, cast
+from functools import partial
+from typing import Callable, Sequence, cast
 
 from twisted.internet.interfaces import IAddress
 from twisted.web.http import HTTPChannel
@@ -48,7 +49,7 @@ def takes_body(command: bytes, path: bytes) -> bool:
     return command == b"POST" and path == UPLOAD_PATH
 
 
-def refuse_body(request: StreamingRequest, body: RequestBody, length: int | None) -> None:
+def refuse_body(request: StreamingRequest, length: int | None, body: RequestBody) -> None:
     """
     Answer a request that brings a body to a route that takes none: 413 at
     once, and the rest of the body is dropped (L{RequestBody.drop_rest}).
@@ -86,7 +87,7 @@ class SiteRequest(StreamingRequest):
         middleware: Middleware,
         trusted_proxies: Sequence[Network] = (),
     ) -> None:
-        super().__init__(channel)
+        super().__init__(channel, middleware.reactor)
         self._middleware = middleware
         self._trusted_proxies = trusted_proxies
 
@@ -100,17 +101,13 @@ class SiteRequest(StreamingRequest):
         values = self.requestHeaders.getRawHeaders(name.encode("latin-1"))
         return b", ".join(values) if values else None
 
-    def take_body(self, method: bytes, path: bytes, length: int | None) -> RequestBody | None:
+    def body_handler(self, method: bytes, path: bytes, length: int | None) -> Callable[[RequestBody], object] | None:
         if takes_body(method, path):
-            body = self.new_body(self._middleware.reactor)
-            serve_upload(self._middleware, self, body)
-            return body
+            return partial(serve_upload, self._middleware, self)
         if length == 0:
             return None
         self._middleware.metrics.limit_hit("body")
-        body = self.new_body(self._middleware.reactor)
-        refuse_body(self, body, length)
-        return body
+        return partial(refuse_body, self, length)
 
     def write(self, data: bytes) -> None:
         """
