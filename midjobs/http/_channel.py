@@ -26,9 +26,9 @@ deadline (its streams' headers come in one frame).
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
-from enum import Enum
 from twisted.internet.interfaces import INegotiated, IProtocol
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure

@@ -46,7 +46,7 @@ from multipart import (  # type: ignore[import-untyped]
     PushMultipartParser,
     parse_options_header,
 )
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
