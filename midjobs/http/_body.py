@@ -197,10 +197,9 @@ class RequestBody:
         sends the body; the first L{read} sends it.
     """
 
-    def __init__(self, request: StreamingRequest, reactor: IReactorTime) -> None:
+    def __init__(self, request: StreamingRequest) -> None:
         self._request = request
         self._channel = cast(_Channel, request.channel)
-        self._reactor = reactor
         self.state = BodyState.STREAMING
         self.received = 0
         self.expects_continue = False
@@ -292,7 +291,7 @@ class RequestBody:
         if self.http11 and self.expects_continue and not self._continued and not self.received:
             self._close()
         else:
-            self._linger = self._reactor.callLater(LINGER_SECONDS, self._close)
+            self._linger = self._request.reactor.callLater(LINGER_SECONDS, self._close)
 
     # -- the channel's side (StreamingRequest) ------------------------------
 
@@ -437,7 +436,7 @@ class StreamingRequest(server.Request):
         self.site = site
         self.setHeader(b"Server", server.version)
         self.setHeader(b"Date", datetimeToString())
-        body = self.body = RequestBody(self, self.reactor)
+        body = self.body = RequestBody(self)
         body.expects_continue = self._expects_continue and self.clientproto != b"HTTP/1.0"
         self.reactor.callLater(0, self._handle_body, handler, body)
 
