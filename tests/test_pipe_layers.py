@@ -260,15 +260,15 @@ def test_spooled_pipe_reads_back_in_blocks_and_never_holds_the_writer() -> None:
     data = os.urandom(600 * 1024)
     for start in range(0, len(data), 100 * 1024):
         assert fired(pipe.write(data[start : start + 100 * 1024])) == [None]
-    assert producer.events == [] and pipe._mem == 0
+    assert producer.events == [] and pipe.in_memory == 0
     pipe.close()
     blocks = []
     while block := fired(pipe.read())[0]:
         assert len(block) <= 256 * 1024
-        assert pipe._mem <= 256 * 1024
+        assert pipe.in_memory <= 256 * 1024
         blocks.append(block)
     assert b"".join(blocks) == data and len(blocks) == 3
-    assert pipe._spool is None
+    assert not pipe.holds_spool
 
 
 # -- thread ends: one bridge, large blocks ------------------------------------------
@@ -317,9 +317,9 @@ def test_thread_readinto_fills_the_buffer_in_large_blocks() -> None:
     buffer = bytearray(1024 * 1024)
     worker = Worker(lambda: pipe.r.readinto(buffer))
     reactor.run()  # one trip: it takes the 700 KiB buffered and waits for the rest
-    assert pipe._mem == 0
+    assert pipe.in_memory == 0
     pipe.write(data[700 * 1024 : 900 * 1024])  # straight into the worker's buffer
-    assert pipe._mem == 0 and worker._thread.is_alive()
+    assert pipe.in_memory == 0 and worker._thread.is_alive()
     assert fired(pipe.write(data[900 * 1024 :])) == [None]  # never held back
     assert worker.result() == len(data) and buffer == data
     assert reactor.ran == 1
@@ -368,10 +368,10 @@ def test_thread_writes_within_the_reported_room_do_not_wait() -> None:
     worker = Worker(job)
     reactor.run()  # the first write waits for an answer: room for 30 more
     worker.result()  # the other three went without waiting
-    assert pipe._mem == 10
+    assert pipe.in_memory == 10
     for _ in range(3):
         reactor.run()
-    assert pipe._mem == 40  # in order, and no more than high water
+    assert pipe.in_memory == 40  # in order, and no more than high water
     writing = Worker(lambda: pipe.w.write(blocks[4]))
     reactor.run()  # no room left: this one waits
     assert writing._thread.is_alive()
@@ -392,7 +392,7 @@ def test_thread_iteration_of_inputs_goes_through_the_same_bridge() -> None:
     reactor.run()  # the first pipe
     reactor.run()  # discarding the first (the job moved on)
     reactor.run()  # waiting for the second
-    assert first._discarded
+    assert first.state is PipeState.DISCARDED
     second = Pipe(reactor, filename="b")  # type: ignore[arg-type]  # as in hand_pipe
     inputs.add(second)
     reactor.run()  # discarding the second

@@ -219,8 +219,7 @@ async def unwound() -> None:
 
 
 def buffered(pipe: Pipe) -> int:
-    # Pipe has no public view of its fill level: the test peeks.
-    return pipe._mem
+    return pipe.in_memory
 
 
 # -- uploads that work -------------------------------------------------------------
@@ -850,7 +849,7 @@ async def test_slow_job_bounds_memory(daemon: RunningDaemon, admin: Any, gate: A
         before = tracemalloc.get_traced_memory()[0]
         done = Deferred.fromCoroutine(curl("-u", user_arg(), "-F", data("upload.gated", "gate"), "-F", f"file=@{path}", f"{daemon.http_url}/_upload"))
         pipe = await gate.started
-        producer = pipe._producer  # the connection, as the pipe's producer
+        producer = pipe.producer  # the connection, as the pipe's producer
         paused: Deferred[int] = Deferred()
         pause = producer.pauseProducing
 

@@ -26,6 +26,7 @@ L{InputPipes} (C{_inputs}).
 
 from ._errors import PipeBrokenError, PipeError
 from ._inputs import InputPipes, Pipes
+from ._core import PipeState
 from ._pipe import Pipe
 from ._threads import PipeReader, PipeWriter
 
@@ -35,6 +36,7 @@ __all__ = [
     "PipeBrokenError",
     "PipeError",
     "PipeReader",
+    "PipeState",
     "PipeWriter",
     "Pipes",
 ]

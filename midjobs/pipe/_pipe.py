@@ -10,7 +10,6 @@ C{await pipe.write(data)}, C{pipe.r}, C{pipe.w}, L{Pipe.deliver_to}.
 
 from __future__ import annotations
 
-import contextlib
 from functools import cached_property
 from typing import IO, TYPE_CHECKING
 
@@ -236,30 +235,41 @@ class Pipe:
         """
         self._core.stopProducing()
 
-    # -- what tests/test_download.py and tests/test_upload.py peek at ------------
-    # (The state lives in the reactor thread, where those tests run: no lock
-    # guards it any more.)
-
-    _lock = contextlib.nullcontext()
+    # -- observing it ---------------------------------------------------------------
 
     @property
-    def _mem(self) -> int:
+    def state(self) -> PipeState:
+        """
+        Open, closed by its writer, discarded by its reader, or broken.
+        """
+        return self._core.state
+
+    @property
+    def in_memory(self) -> int:
+        """
+        Bytes held in memory now (a spooled pipe holds at most one block).
+        """
         return self._core.buffer.in_memory
 
     @property
-    def _consumer_paused(self) -> bool:
-        return self._core.downstream is not None and self._core.downstream.paused
+    def holds_spool(self) -> bool:
+        """
+        Whether a spool file is open now (until its last block is read).
+        """
+        buffer = self._core.buffer
+        return isinstance(buffer, SpoolBuffer) and buffer.file is not None
 
     @property
-    def _producer(self) -> IProducer | None:
+    def producer(self) -> IProducer | None:
+        """
+        The producer feeding the pipe, if one is registered.
+        """
         upstream: _Upstream | None = self._core.upstream
         return upstream.producer if upstream is not None else None
 
     @property
-    def _discarded(self) -> bool:
-        return self._core.state is PipeState.DISCARDED
-
-    @property
-    def _spool(self) -> IO[bytes] | None:
-        buffer = self._core.buffer
-        return buffer.file if isinstance(buffer, SpoolBuffer) else None
+    def delivery_paused(self) -> bool:
+        """
+        Whether the consumer given to L{deliver_to} has paused the pipe.
+        """
+        return self._core.downstream is not None and self._core.downstream.paused
