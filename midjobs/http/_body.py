@@ -49,13 +49,12 @@ from __future__ import annotations
 from collections import deque
 from enum import Enum
 from typing import Callable, Protocol, cast
-from urllib.parse import parse_qs
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
-from twisted.web import server
+from twisted.web import http, server
 from twisted.web.http import HTTPChannel, datetimeToString
 from zope.interface import implementer
 
@@ -479,7 +478,8 @@ class StreamingRequest(server.Request):
         self.method, self.uri, self.clientproto = method, uri, version
         path, question, query = uri.partition(b"?")
         self.path = path
-        self.args = parse_qs(query, keep_blank_values=True) if question else {}
+        # twisted.web's own parser, which keeps undecodable bytes as bytes.
+        self.args = http.parse_qs(query, 1) if question else {}
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.body is not None:
