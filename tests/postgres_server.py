@@ -19,8 +19,8 @@ and C{postgres_database} (a fresh database per test), with::
 
     pytest_plugins = ["postgres_server"]
 
-The binaries are found under C{/usr/lib/postgresql/15/bin} (C{MIDJOBS_PG_BIN}
-overrides it); if they are missing, the tests that use the fixture are skipped
+The binaries are found under C{/usr/lib/postgresql/<newest version>/bin}
+(C{MIDJOBS_PG_BIN} overrides it); if they are missing, the tests that use the fixture are skipped
 with that reason, and only then.
 """
 
@@ -43,8 +43,22 @@ from urllib.parse import quote
 import attrs
 import pytest
 
-#: Where Debian's postgresql-15 package puts the server's programs.
-PG_BIN = Path(os.environ.get("MIDJOBS_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def _debian_server_bin() -> Path:
+    """
+    Where Debian's newest installed postgresql-<version> package puts the
+    server's programs (version 15 if none is installed: it is then reported
+    missing).
+    """
+    versions = [p for p in Path("/usr/lib/postgresql").glob("*/bin") if p.parent.name.isdigit()]
+    if not versions:
+        return Path("/usr/lib/postgresql/15/bin")
+    return max(versions, key=lambda p: int(p.parent.name))
+
+
+#: Where the server's programs are.
+PG_BIN = Path(os.environ.get("MIDJOBS_PG_BIN") or _debian_server_bin())
 #: The system user that owns the server's files when the tests run as root.
 SERVER_USER = "postgres"
 #: The programs the fixture runs.
@@ -325,8 +339,8 @@ def postgres_server() -> Iterator[PostgresServer]:
     """
     missing = missing_binaries()
     if missing:
-        pytest.skip(f"PostgreSQL 15 is not installed: {', '.join(missing)} missing in {PG_BIN} "
-                    "(Debian package postgresql-15)")
+        pytest.skip(f"PostgreSQL is not installed: {', '.join(missing)} missing in {PG_BIN} "
+                    "(Debian package postgresql)")
     server = start_postgres()
     try:
         yield server
