@@ -34,6 +34,7 @@ from .job import Job, JobsQueue, ProgressCallback
 from .metrics import Metrics
 from .pipe import Pipe, Pipes
 from .service import MethodSpec, Service, method_spec
+from .transfers import Downloads
 
 if TYPE_CHECKING:
     from twisted.cred.portal import Portal
@@ -163,9 +164,6 @@ class Middleware:
         )
         #: The logged-in WebSocket sessions, so a change to a user reaches them at once.
         self.sessions: weakref.WeakSet[ISession] = weakref.WeakSet()
-        # Imported here: the job layer does not depend on the HTTP package.
-        from .http._download import Downloads
-
         #: The downloads that core.download prepared and /_download serves.
         self.downloads = Downloads(reactor)
 
