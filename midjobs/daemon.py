@@ -287,7 +287,7 @@ class Daemon(MultiService):
         if notifier is not None:
             notifier.counts = middleware.metrics
             middleware.metrics.webhooks_pending = lambda: notifier.pending
-            middleware.notifier = notifier
+            middleware.jobs.observe(notifier)
         await middleware.start()
         self.middleware = middleware
         limits.counts = middleware.metrics

@@ -24,8 +24,11 @@ from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 
+from zope.interface import implementer
+
 from .errors import CallError
 from .job import Job
+from .lifecycle import IJobObserver, JobRecord
 from .log_files import log_file
 from .logs import logger
 
@@ -229,9 +232,11 @@ class _Follower:
         self.stop_loop()
 
 
+@implementer(IJobObserver)
 class JobLogEvents:
     """
-    Offers C{core.job_log:<id>} on a middleware's event hub.
+    Offers C{core.job_log:<id>} on a middleware's event hub.  An observer of
+    its jobs: a followed job's end sends the rest of its log.
     """
 
     def __init__(self, middleware: Middleware, interval: float = INTERVAL) -> None:
@@ -247,6 +252,20 @@ class JobLogEvents:
             prepare=self._prepare,
             subscribed=self._subscribed,
         )
+        self.middleware.jobs.observe(self)
+
+    # IJobObserver
+
+    def added(self, job: Job, record: JobRecord) -> None:
+        pass
+
+    def changed(self, job: Job, record: JobRecord) -> None:
+        pass
+
+    def ended(self, job: Job, record: JobRecord) -> None:
+        follower = self._followers.get(job.id)
+        if follower is not None:
+            self._job_ended(follower, job)
 
     def stop(self) -> None:
         for follower in self._followers.values():
@@ -304,7 +323,6 @@ class JobLogEvents:
             follower.loop = LoopingCall(self._look, follower, job)
             follower.loop.clock = self.middleware.reactor
             follower.loop.start(self.interval, now=False).addErrback(self._failed, job_id)
-            job.wait().addBoth(self._job_ended, follower, job)
         return follower
 
     def _look(self, follower: _Follower, job: Job) -> Deferred[Any] | None:
@@ -316,16 +334,15 @@ class JobLogEvents:
         # The loop waits for the look to end before it counts to the next.
         return follower.run(follower.catch_up)
 
-    def _job_ended(self, result: object, follower: _Follower, job: Job) -> None:
-        if self._followers.get(follower.job_id) is follower:
-            if follower.path is None:
-                follower.path = job.logs_path
-            follower.stop_loop()
-            # Who subscribes while the rest is read gets the whole log from
-            # this follower; who comes after, from a follower of its own.
-            follower.run(follower.catch_up_all).addBoth(lambda _: self._forget(follower)).addErrback(
-                self._failed, follower.job_id
-            )
+    def _job_ended(self, follower: _Follower, job: Job) -> None:
+        if follower.path is None:
+            follower.path = job.logs_path
+        follower.stop_loop()
+        # Who subscribes while the rest is read gets the whole log from
+        # this follower; who comes after, from a follower of its own.
+        follower.run(follower.catch_up_all).addBoth(lambda _: self._forget(follower)).addErrback(
+            self._failed, follower.job_id
+        )
 
     def _forget(self, follower: _Follower) -> None:
         if self._followers.get(follower.job_id) is follower:

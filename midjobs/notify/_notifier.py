@@ -13,7 +13,6 @@ attempt after the back-off, until it is given up.
 from __future__ import annotations
 
 import uuid
-import weakref
 from typing import Any, Callable, Iterable
 
 from constantly import NamedConstant, Names
@@ -112,8 +111,6 @@ class WebhookNotifier:
         self._delivering: dict[int, Deferred[None]] = {}
         #: The outbox writes not yet done (the stop waits for them).
         self._writes: set[Deferred[Any]] = set()
-        #: The jobs whose end was queued (a job's end is told once).
-        self._told: weakref.WeakSet[Any] = weakref.WeakSet()
         self._timer: Any = None
         #: A claim under way, and whether another must follow it.
         self._claiming = False
@@ -162,11 +159,14 @@ class WebhookNotifier:
 
     # Jobs' ends.
 
-    def job_ended(self, job: Any) -> None:
-        if job in self._told:
-            return
-        self._told.add(job)
-        state = job.state.value
+    def added(self, job: Any, record: dict[str, Any]) -> None:
+        pass
+
+    def changed(self, job: Any, record: dict[str, Any]) -> None:
+        pass
+
+    def ended(self, job: Any, record: dict[str, Any]) -> None:
+        state = record["state"]
         webhooks = [webhook for webhook in self._webhooks.values() if webhook.wants(job.method, state)]
         if not webhooks:
             return
@@ -176,7 +176,6 @@ class WebhookNotifier:
                 job_id=job.id, method=job.method, state=state,
             )  # fmt: skip
             return
-        record = job.to_record()
         now = self.reactor.seconds()
         notifications = []
         for webhook in webhooks:

@@ -34,6 +34,7 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from ..events import Notification
+from ._jsonrpc import COLLECTION_UPDATES
 
 __all__ = ["Outbox", "OutboxState"]
 
@@ -111,7 +112,7 @@ class Outbox:
         """
         if self.state is OutboxState.CLOSED:
             return
-        payload = notification.payload
+        payload = notification.encode(COLLECTION_UPDATES)
         if self.state is OutboxState.WRITING and not self._queue:
             self._write(payload)
             return

@@ -30,7 +30,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .. import wire_json
-from ..job import JobAborted, logs_excerpt
+from ..lifecycle import JobAborted
+from ..log_excerpt import read_excerpt
 from ..log_files import log_file
 from ..logs import logger
 from ..query import QueryOptions
@@ -281,8 +282,7 @@ class SQLiteJobStore:
             if record.get("logs_path"):
                 try:
                     assert logs_dir is not None  # a record shows a log path only with one
-                    with open(log_file(logs_dir, job_id), "rb") as f:
-                        record["logs_excerpt"] = logs_excerpt(f.read().decode("utf-8", "replace"))
+                    record["logs_excerpt"] = read_excerpt(log_file(logs_dir, job_id))
                 except OSError:
                     pass
             updates.append(("ABORTED", _seconds(when), encode(record), job_id))

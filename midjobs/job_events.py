@@ -1,0 +1,45 @@
+"""
+C{core.get_jobs} events: each job's addition, changes and end, told to its
+subscribers as C{collection_update}s.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from zope.interface import implementer
+
+from .events import EventHub
+from .lifecycle import IJobObserver, JobRecord
+
+if TYPE_CHECKING:
+    from .job import Job
+
+__all__ = ["JOBS_EVENT", "JobEvents"]
+
+#: The event of every job's life.
+JOBS_EVENT = "core.get_jobs"
+
+
+@implementer(IJobObserver)
+class JobEvents:
+    """
+    The L{IJobObserver} that tells the subscribers of L{JOBS_EVENT}: C{added}
+    when a job is queued, C{changed} when it changes and when it ends.
+    """
+
+    def __init__(self, events: EventHub) -> None:
+        self._events = events
+
+    def added(self, job: Job, record: JobRecord) -> None:
+        self._send("added", job, record)
+
+    def changed(self, job: Job, record: JobRecord) -> None:
+        self._send("changed", job, record)
+
+    def ended(self, job: Job, record: JobRecord) -> None:
+        self._send("changed", job, record)
+
+    def _send(self, msg: str, job: Job, record: JobRecord) -> None:
+        if self._events.has_subscribers(JOBS_EVENT):
+            self._events.send(JOBS_EVENT, msg, job.id, record)
