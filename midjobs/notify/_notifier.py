@@ -13,6 +13,7 @@ attempt after the back-off, until it is given up.
 from __future__ import annotations
 
 import uuid
+import weakref
 from typing import Any, Callable, Iterable
 
 from constantly import NamedConstant, Names
@@ -111,6 +112,8 @@ class WebhookNotifier:
         self._delivering: dict[int, Deferred[None]] = {}
         #: The outbox writes not yet done (the stop waits for them).
         self._writes: set[Deferred[Any]] = set()
+        #: The jobs whose end was queued (a job's end is told once).
+        self._told: weakref.WeakSet[Any] = weakref.WeakSet()
         self._timer: Any = None
         #: A claim under way, and whether another must follow it.
         self._claiming = False
@@ -166,6 +169,9 @@ class WebhookNotifier:
         pass
 
     def ended(self, job: Any, record: dict[str, Any]) -> None:
+        if job in self._told:
+            return
+        self._told.add(job)
         state = record["state"]
         webhooks = [webhook for webhook in self._webhooks.values() if webhook.wants(job.method, state)]
         if not webhooks:
