@@ -144,9 +144,6 @@ class PipeNotOpen(CallError, ValueError):
         CallError.__init__(self, f"Pipe {pipe!r} is not open", errno.EINVAL)
 
 
-#: The phases of a job that has stopped (L{Job.ending}).
-_STOPPED = frozenset({JobPhase.ENDING, JobPhase.ENDED})
-
 #: Results that always have a JSON form.
 _PLAIN_RESULTS = frozenset({bool, int, str, type(None)})
 
@@ -352,7 +349,7 @@ class Job:
         being recorded: its C{state} is still the one it ran in and nobody
         has been told) or L{JobPhase.ENDED}.
         """
-        return self.phase in _STOPPED
+        return self.phase is JobPhase.ENDING or self.phase is JobPhase.ENDED
 
     # The job's own reports.
 
@@ -491,6 +488,17 @@ class Job:
             return blockingCallFromThread(self.reactor, self.wait, timeout, raise_error, raise_error_forward_classes)
         except DeferredTimeoutError:
             raise TimeoutError(f"Job {self.id} did not end in {timeout} seconds") from None
+
+    def _ended(self) -> Deferred[None]:
+        """
+        A Deferred firing once the job has ended (L{JobPhase.ENDED}).
+        """
+        waiter: Deferred[None] = Deferred()
+        if self.phase is JobPhase.ENDED:
+            waiter.callback(None)
+        else:
+            self._waiters.append(waiter)
+        return waiter
 
     def outcome(self, raise_error: bool = False, raise_error_forward_classes: ErrorClasses = FORWARDED_ERRORS) -> Any:
         """
@@ -894,7 +902,7 @@ class StoreRecorder:
 
 
 #: What an L{IJobObserver} is told of a job whose creation is being recorded, held back until it is.
-_Held = list[tuple[str, JobRecord]]
+_Held = list[tuple[str, "JobRecord | None"]]
 
 
 class JobsQueue:
@@ -910,7 +918,8 @@ class JobsQueue:
 
     Who watches the jobs registers an L{IJobObserver} (L{observe}); each is
     told, in the order they were registered, of each job's addition, changes
-    and end, with the job's record (built once for all of them).  With a
+    and end, with the job's record (built once for all of them, and for an
+    addition or a change only if one of them is listening).  With a
     C{store} (an L{IJobStore}), each job that is not transient is recorded
     (L{StoreRecorder}) before the observers hear of it: its creation as it
     is queued (its events wait until that is durable), its changes in
@@ -1068,7 +1077,7 @@ class JobsQueue:
             # It ended already (its end is being recorded, often in this very
             # write): the caller hears of the job once it has ended, as it
             # would have without a store.
-            return job.wait().addBoth(lambda _: job)
+            return job._ended().addCallback(lambda _: job)
         return job
 
     def _not_recorded(self, failure: Failure, job: Job) -> Failure:
@@ -1115,14 +1124,17 @@ class JobsQueue:
         if job.options.transient or not self._observers or job.id in self._unlisted:
             return
         if record is None:
-            record = job.to_record()
+            for observer in self._observers:
+                if observer.listening():
+                    record = job.to_record()
+                    break
         recording = self._recording.get(job.id)
         if recording is not None:
             recording[1].append((kind, record))
         else:
             self._tell_observers(job, kind, record)
 
-    def _tell_observers(self, job: Job, kind: str, record: JobRecord) -> None:
+    def _tell_observers(self, job: Job, kind: str, record: JobRecord | None) -> None:
         for observer in list(self._observers):
             try:
                 if kind == "changed":
@@ -1130,6 +1142,7 @@ class JobsQueue:
                 elif kind == "added":
                     observer.added(job, record)
                 else:
+                    assert record is not None
                     observer.ended(job, record)
             except Exception:
                 log.failure("{observer} failed on the {kind} job {job_id}", observer=observer, kind=kind, job_id=job.id)
@@ -1176,7 +1189,7 @@ class JobsQueue:
                 job.start()
 
     def _job_finished(self, job: Job) -> None:
-        if job in self._waiting:
+        if self._waiting and job in self._waiting:
             self._waiting.remove(job)
         if job.lock_name is not None and self._locks.get(job.lock_name) is job:
             del self._locks[job.lock_name]
@@ -1187,7 +1200,8 @@ class JobsQueue:
             self._finished.append(job.id)
             while len(self._finished) > self._keep_finished:
                 self._jobs.pop(self._finished.popleft(), None)
-        self._schedule()
+        if self._waiting:
+            self._schedule()
 
     def abort_all(self, reason: str) -> None:
         """

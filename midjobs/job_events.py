@@ -31,15 +31,19 @@ class JobEvents:
     def __init__(self, events: EventHub) -> None:
         self._events = events
 
-    def added(self, job: Job, record: JobRecord) -> None:
+    def listening(self) -> bool:
+        return self._events.has_subscribers(JOBS_EVENT)
+
+    def added(self, job: Job, record: JobRecord | None) -> None:
         self._send("added", job, record)
 
-    def changed(self, job: Job, record: JobRecord) -> None:
+    def changed(self, job: Job, record: JobRecord | None) -> None:
         self._send("changed", job, record)
 
     def ended(self, job: Job, record: JobRecord) -> None:
         self._send("changed", job, record)
 
-    def _send(self, msg: str, job: Job, record: JobRecord) -> None:
+    def _send(self, msg: str, job: Job, record: JobRecord | None) -> None:
         if self._events.has_subscribers(JOBS_EVENT):
-            self._events.send(JOBS_EVENT, msg, job.id, record)
+            # No record if nobody listened when the change came (held back while the job was recorded).
+            self._events.send(JOBS_EVENT, msg, job.id, record if record is not None else job.to_record())

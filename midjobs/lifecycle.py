@@ -50,10 +50,7 @@ class JobState(enum.Enum):
 
     @property
     def finished(self) -> bool:
-        return self in _FINISHED
-
-
-_FINISHED = frozenset({JobState.SUCCESS, JobState.FAILED, JobState.ABORTED})
+        return self is JobState.SUCCESS or self is JobState.FAILED or self is JobState.ABORTED
 
 
 class JobPhase(enum.Enum):
@@ -96,15 +93,24 @@ class IJobObserver(Interface):
     the metrics, the webhooks).  Told on the reactor thread, in the order the
     observers were registered; must not block.  A transient job is never
     told of; a job the store could not record neither.
+
+    The record of an addition or a change is built once for all observers,
+    and only if one of them is L{listening}: otherwise they get C{None}.
     """
 
-    def added(job: Any, record: JobRecord) -> None:
+    def listening() -> bool:
+        """
+        Whether the observer reads the records of additions and changes now
+        (the event hub: while someone is subscribed to them).
+        """
+
+    def added(job: Any, record: JobRecord | None) -> None:
         """
         C{job} (a L{midjobs.job.Job}) was queued, and its creation is durable
         if the queue records jobs.  C{record} is its record then.
         """
 
-    def changed(job: Any, record: JobRecord) -> None:
+    def changed(job: Any, record: JobRecord | None) -> None:
         """
         C{job} changed: it started, or its progress, description or message
         ids changed.  C{record} is its record then (held back with the

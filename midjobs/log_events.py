@@ -256,10 +256,13 @@ class JobLogEvents:
 
     # IJobObserver
 
-    def added(self, job: Job, record: JobRecord) -> None:
+    def listening(self) -> bool:
+        return False
+
+    def added(self, job: Job, record: JobRecord | None) -> None:
         pass
 
-    def changed(self, job: Job, record: JobRecord) -> None:
+    def changed(self, job: Job, record: JobRecord | None) -> None:
         pass
 
     def ended(self, job: Job, record: JobRecord) -> None:

@@ -36,19 +36,25 @@ class Told:
     in C{calls} each call's name, job and phase and state at that moment.
     """
 
-    def __init__(self, events: list[Any] | None = None, calls: list[Any] | None = None, name: str = "") -> None:
+    def __init__(
+        self, events: list[Any] | None = None, calls: list[Any] | None = None, name: str = "", listening: bool = True
+    ) -> None:
         self.events = events if events is not None else []
         self.calls = calls if calls is not None else []
         self.name = name
+        self._listening = listening
 
-    def _note(self, call: str, msg: str, job: Job, record: JobRecord) -> None:
+    def listening(self) -> bool:
+        return self._listening
+
+    def _note(self, call: str, msg: str, job: Job, record: JobRecord | None) -> None:
         self.events.append((job.id, msg, record))
         self.calls.append((self.name, call, job.id, job.phase, job.state))
 
-    def added(self, job: Job, record: JobRecord) -> None:
+    def added(self, job: Job, record: JobRecord | None) -> None:
         self._note("added", "added", job, record)
 
-    def changed(self, job: Job, record: JobRecord) -> None:
+    def changed(self, job: Job, record: JobRecord | None) -> None:
         self._note("changed", "changed", job, record)
 
     def ended(self, job: Job, record: JobRecord) -> None:
@@ -141,10 +147,29 @@ def test_one_record_is_shared_by_every_observer_of_a_change() -> None:
     assert first.events[-1][2]["state"] == "SUCCESS" and first.events[-1][2]["result"] == "done"
 
 
+def test_no_record_is_built_for_a_change_nobody_listens_to(monkeypatch: Any) -> None:
+    reactor = MemoryReactorClock()
+    store = HeldStore()
+    queue = JobsQueue(store=store)  # type: ignore[arg-type]  # duck-typed store
+    told = Told(listening=False)
+    queue.observe(told)
+    job = Job(reactor, "t.quick", JobOptions(), quick(), [], is_async=True)
+    built: list[JobRecord] = []
+    real = job.to_record
+    monkeypatch.setattr(job, "to_record", lambda **kw: built.append(real(**kw)) or built[-1])
+    queue.add(job)
+    store.created[0][1].callback(None)
+    store.finished[0][1].callback(None)
+    # The final record only: the store's and the observers' own.
+    assert built == [store.finished[0][0]]
+    assert [(msg, record) for _, msg, record in told.events[:2]] == [("added", None), ("changed", None)]
+    assert told.events[2][2] is built[0]
+
+
 def test_an_observer_that_raises_does_not_keep_the_others_from_hearing(log_events: list[dict[str, Any]]) -> None:
     @implementer(IJobObserver)
     class Broken(Told):
-        def changed(self, job: Job, record: JobRecord) -> None:
+        def changed(self, job: Job, record: JobRecord | None) -> None:
             raise RuntimeError("broken observer")
 
     reactor = MemoryReactorClock()

@@ -160,7 +160,10 @@ class Metrics:
 
     # The job lifecycle (IJobObserver).
 
-    def added(self, job: Job, record: JobRecord) -> None:
+    def listening(self) -> bool:
+        return False
+
+    def added(self, job: Job, record: JobRecord | None) -> None:
         """
         C{job} was queued (it waits for its lock or runs already).  A
         transient job is not told of: it is not counted.
@@ -168,7 +171,7 @@ class Metrics:
         self._live.add(job.id)
         self._started[job.method] = self._started.get(job.method, 0) + 1
 
-    def changed(self, job: Job, record: JobRecord) -> None:
+    def changed(self, job: Job, record: JobRecord | None) -> None:
         pass
 
     def ended(self, job: Job, record: JobRecord) -> None:
@@ -179,7 +182,7 @@ class Metrics:
             return
         self._live.discard(job.id)
         method = job.method
-        key = (method, job.state.value)
+        key = (method, record["state"])
         self._finished[key] = self._finished.get(key, 0) + 1
         if job.time_finished is not None:
             seconds = max(0.0, (job.time_finished - job.time_started).total_seconds())

@@ -162,10 +162,13 @@ class WebhookNotifier:
 
     # Jobs' ends.
 
-    def added(self, job: Any, record: dict[str, Any]) -> None:
+    def listening(self) -> bool:
+        return False
+
+    def added(self, job: Any, record: dict[str, Any] | None) -> None:
         pass
 
-    def changed(self, job: Any, record: dict[str, Any]) -> None:
+    def changed(self, job: Any, record: dict[str, Any] | None) -> None:
         pass
 
     def ended(self, job: Any, record: dict[str, Any]) -> None:
