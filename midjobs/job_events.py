@@ -44,6 +44,9 @@ class JobEvents:
         self._send("changed", job, record)
 
     def _send(self, msg: str, job: Job, record: JobRecord | None) -> None:
-        if self._events.has_subscribers(JOBS_EVENT):
-            # No record if nobody listened when the change came (held back while the job was recorded).
-            self._events.send(JOBS_EVENT, msg, job.id, record if record is not None else job.to_record())
+        if record is None:
+            # Nobody listened when the change came (and it was held back while the job was recorded).
+            if not self._events.has_subscribers(JOBS_EVENT):
+                return
+            record = job.to_record()
+        self._events.send(JOBS_EVENT, msg, job.id, record)
