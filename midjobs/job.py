@@ -8,6 +8,12 @@ C{Deferred.fromCoroutine} (aborting cancels it); plain ones run in the
 reactor's thread pool, and everything they touch on the job is safe to call
 from that thread.
 
+A job's life has named phases (L{JobPhase}): C{WAITING}, C{RUNNING},
+C{ENDING} (its method stopped; its log's excerpt is read in the thread pool
+and its final record recorded) and C{ENDED}.  The queue tells the
+L{IJobObserver}s registered with it (L{JobsQueue.observe}) of each job's
+addition, changes and end, each only once the store has made it durable.
+
 A job may have a time limit (C{@job(timeout=...)}, or the queue's
 C{default_timeout}), counted from the moment it starts running: past it the
 job is aborted.  A running job that does not stop within L{ABORT_GRACE}
