@@ -495,17 +495,6 @@ class Job:
         except DeferredTimeoutError:
             raise TimeoutError(f"Job {self.id} did not end in {timeout} seconds") from None
 
-    def _ended(self) -> Deferred[None]:
-        """
-        A Deferred firing once the job has ended (L{JobPhase.ENDED}).
-        """
-        waiter: Deferred[None] = Deferred()
-        if self.phase is JobPhase.ENDED:
-            waiter.callback(None)
-        else:
-            self._waiters.append(waiter)
-        return waiter
-
     def outcome(self, raise_error: bool = False, raise_error_forward_classes: ErrorClasses = FORWARDED_ERRORS) -> Any:
         """
         The result of the job, which has ended; with C{raise_error}, raise
@@ -954,6 +943,8 @@ class JobsQueue:
         self._observers: list[IJobObserver] = []
         #: The jobs whose creation is being recorded: who waits for it, and what the observers will be told.
         self._recording: dict[int, tuple[list[Deferred[Job]], _Held]] = {}
+        #: The callers of L{add} who hear of their job once it has ended (it ended before it was recorded).
+        self._told_at_end: dict[int, Deferred[Job]] = {}
         #: The jobs that could not be recorded: never listed, no events.
         self._unlisted: set[int] = set()
         self._jobs: dict[int, Job] = {}
@@ -1057,9 +1048,11 @@ class JobsQueue:
         self._schedule()
         if recorded is None:
             return succeed(job)
-        return recorded.addCallbacks(
-            self._creation_recorded, self._not_recorded, callbackArgs=(job,), errbackArgs=(job,)
+        told: Deferred[Job] = Deferred()
+        recorded.addCallbacks(
+            self._creation_recorded, self._not_recorded, callbackArgs=(job, told), errbackArgs=(job, told)
         )
+        return told
 
     def recorded(self, job: Job) -> Deferred[Job]:
         """
@@ -1073,20 +1066,21 @@ class JobsQueue:
         recording[0].append(d)
         return d
 
-    def _creation_recorded(self, _: object, job: Job) -> Job | Deferred[Job]:
+    def _creation_recorded(self, _: object, job: Job, told: Deferred[Job]) -> None:
         waiters, held = self._recording.pop(job.id)
         for kind, record in held:
             self._tell_observers(job, kind, record)
         for waiter in waiters:
             waiter.callback(job)
-        if job.ending:
+        if job.phase is JobPhase.ENDING:
             # It ended already (its end is being recorded, often in this very
             # write): the caller hears of the job once it has ended, as it
             # would have without a store.
-            return job._ended().addCallback(lambda _: job)
-        return job
+            self._told_at_end[job.id] = told
+        else:
+            told.callback(job)
 
-    def _not_recorded(self, failure: Failure, job: Job) -> Failure:
+    def _not_recorded(self, failure: Failure, job: Job, told: Deferred[Job]) -> None:
         waiters, _ = self._recording.pop(job.id)
         self._unlisted.add(job.id)
         error = CallError(f"The job could not be recorded: {failure.getErrorMessage()}", errno.EIO)
@@ -1094,7 +1088,7 @@ class JobsQueue:
         job.abort(error.errmsg)
         for waiter in waiters:
             waiter.errback(error)
-        return Failure(error)
+        told.errback(error)
 
     # What a queued job reports (L{Job._queue}).
 
@@ -1121,6 +1115,9 @@ class JobsQueue:
         """
         self._tell(job, "ended", record)
         self._job_finished(job)
+        told = self._told_at_end.pop(job.id, None) if self._told_at_end else None
+        if told is not None:
+            told.callback(job)
 
     def _tell(self, job: Job, kind: str, record: JobRecord | None = None) -> None:
         """
