@@ -941,6 +941,8 @@ class JobsQueue:
         #: Makes the jobs durable before the observers hear of them.
         self._recorder = StoreRecorder(store) if store is not None else None
         self._observers: list[IJobObserver] = []
+        #: The observers' methods, by what they are told (L{IJobObserver}).
+        self._tellers: dict[str, list[Callable[[Job, Any], None]]] = {"added": [], "changed": [], "ended": []}
         #: The jobs whose creation is being recorded: who waits for it, and what the observers will be told.
         self._recording: dict[int, tuple[list[Deferred[Job]], _Held]] = {}
         #: The callers of L{add} who hear of their job once it has ended (it ended before it was recorded).
@@ -960,6 +962,8 @@ class JobsQueue:
         Tell C{observer} of every job from now on, after those registered before it.
         """
         self._observers.append(observer)
+        # New lists: a round of telling under way goes on with the observers it began with.
+        self._tellers = {kind: [*tellers, getattr(observer, kind)] for kind, tellers in self._tellers.items()}
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -1138,17 +1142,11 @@ class JobsQueue:
             self._tell_observers(job, kind, record)
 
     def _tell_observers(self, job: Job, kind: str, record: JobRecord | None) -> None:
-        for observer in list(self._observers):
+        for tell in self._tellers[kind]:
             try:
-                if kind == "changed":
-                    observer.changed(job, record)
-                elif kind == "added":
-                    observer.added(job, record)
-                else:
-                    assert record is not None
-                    observer.ended(job, record)
+                tell(job, record)
             except Exception:
-                log.failure("{observer} failed on the {kind} job {job_id}", observer=observer, kind=kind, job_id=job.id)
+                log.failure("{tell} failed on job {job_id}", tell=tell, job_id=job.id)
 
     def _held(self, lock: str) -> bool:
         """
