@@ -880,9 +880,6 @@ class StoreRecorder:
         return d
 
     def skipped(self, job: Job) -> None:
-        """
-        C{job} is transient: not recorded, but its id is taken.
-        """
         self.store.note_id(job.id)
 
     def _end_not_recorded(self, failure: Failure, job: Job, state: str) -> None:
