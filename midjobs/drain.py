@@ -110,7 +110,8 @@ class Drain:
         """
         if self.phase is not DrainPhase.DRAINING or self._deadline is None:
             return None
-        return max(0.0, self._deadline - self._reactor.seconds())
+        remaining: float = self._deadline - self._reactor.seconds()
+        return max(0.0, remaining)
 
     def status(self) -> dict[str, Any]:
         """

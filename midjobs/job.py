@@ -159,7 +159,7 @@ def _now() -> datetime.datetime:
 
 
 def _in_thread() -> bool:
-    return not isInIOThread()
+    return not isInIOThread()  # type: ignore[no-untyped-call]  # not annotated in Twisted
 
 
 class Job:
@@ -704,18 +704,18 @@ class Job:
         if self.ending:
             self._returned_late(f"failed ({failure.getErrorMessage()})")
             return
-        if self.was_aborted or failure.check(CancelledError, JobAborted):
+        if self.was_aborted or isinstance(failure.value, (CancelledError, JobAborted)):
             if not isinstance(self._error, JobAborted):
                 raised = failure.value
                 self._error = raised if isinstance(raised, JobAborted) else JobAborted()
             self._finish(JobState.ABORTED)
             return
         error = failure.value
+        assert error is not None
         self._error = error
         self.error = str(error)
-        self.exception = "".join(
-            traceback.format_exception(type(error), error, failure.getTracebackObject())
-        )
+        trace = failure.getTracebackObject()  # type: ignore[no-untyped-call]  # not annotated in Twisted
+        self.exception = "".join(traceback.format_exception(type(error), error, trace))
         self.exc_info = {
             "repr": repr(error),
             "type": "VALIDATION" if isinstance(error, ValidationErrors) else type(error).__name__,
@@ -883,7 +883,7 @@ class StoreRecorder:
         self.store.note_id(job.id)
 
     def _end_not_recorded(self, failure: Failure, job: Job, state: str) -> None:
-        if failure.check(StoreClosed):
+        if isinstance(failure.value, StoreClosed):
             # A thread job that ended after the daemon stopped: it reads as cut off at the next start.
             log.info("Job {job_id} ({method}) ended {state} after the job store closed", job_id=job.id, method=job.method, state=state)
             return

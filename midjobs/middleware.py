@@ -344,7 +344,7 @@ class Middleware:
             return C{None} at once; its failure is logged.
         @raise RuntimeError: called on the reactor thread, which must never block.
         """
-        if isInIOThread():
+        if isInIOThread():  # type: ignore[no-untyped-call]  # not annotated in Twisted
             raise RuntimeError("call_sync would block the reactor: use call()")
         if background:
             self.reactor.callFromThread(self._call_in_background, name, params, app)
@@ -496,7 +496,7 @@ class Middleware:
         """
 
         def this_user(avatar: Any) -> bool:
-            return avatar.user_id == user_id
+            return bool(avatar.user_id == user_id)
 
         if user is None:
             revoked = self.tokens.revoke_derived(user_id=user_id)

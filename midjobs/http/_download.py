@@ -178,7 +178,7 @@ class DownloadResource(Resource):
     def __init__(
         self, download: PendingDownload, counts: ICounts = NO_COUNTS, transfer: TransferProgress | None = None
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # not annotated in Twisted
         self._download = download
         self._counts = counts
         self._transfer = transfer
@@ -191,7 +191,7 @@ class DownloadResource(Resource):
         request.setHeader(b"Content-Disposition", content_disposition(download.filename))
         request.setHeader(b"Cache-Control", b"no-store")
         delivered = download.pipe.deliver_to(CountingConsumer(request, self._counts, self._transfer))
-        delivered.addCallbacks(self._complete, self._broken, (request, lost), None, (request, lost))
+        delivered.addCallbacks(self._complete, self._broken, callbackArgs=(request, lost), errbackArgs=(request, lost))
         return NOT_DONE_YET
 
     def _complete(self, _: None, request: Any, lost: list[Failure]) -> None:
