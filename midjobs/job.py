@@ -1049,11 +1049,9 @@ class JobsQueue:
         self._schedule()
         if recorded is None:
             return succeed(job)
-        told: Deferred[Job] = Deferred()
-        recorded.addCallbacks(
-            self._creation_recorded, self._not_recorded, callbackArgs=(job, told), errbackArgs=(job, told)
+        return recorded.addCallbacks(
+            self._creation_recorded, self._not_recorded, callbackArgs=(job,), errbackArgs=(job,)
         )
-        return told
 
     def recorded(self, job: Job) -> Deferred[Job]:
         """
@@ -1067,7 +1065,7 @@ class JobsQueue:
         recording[0].append(d)
         return d
 
-    def _creation_recorded(self, _: object, job: Job, told: Deferred[Job]) -> None:
+    def _creation_recorded(self, _: object, job: Job) -> Job | Deferred[Job]:
         waiters, held = self._recording.pop(job.id)
         for kind, record in held:
             self._tell_observers(job, kind, record)
@@ -1077,11 +1075,12 @@ class JobsQueue:
             # It ended already (its end is being recorded, often in this very
             # write): the caller hears of the job once it has ended, as it
             # would have without a store.
+            told: Deferred[Job] = Deferred()
             self._told_at_end[job.id] = told
-        else:
-            told.callback(job)
+            return told
+        return job
 
-    def _not_recorded(self, failure: Failure, job: Job, told: Deferred[Job]) -> None:
+    def _not_recorded(self, failure: Failure, job: Job) -> Failure:
         waiters, _ = self._recording.pop(job.id)
         self._unlisted.add(job.id)
         error = CallError(f"The job could not be recorded: {failure.getErrorMessage()}", errno.EIO)
@@ -1089,7 +1088,7 @@ class JobsQueue:
         job.abort(error.errmsg)
         for waiter in waiters:
             waiter.errback(error)
-        told.errback(error)
+        return Failure(error)  # type: ignore[no-untyped-call]  # not annotated in Twisted
 
     # What a queued job reports (L{Job._queue}).
 
