@@ -266,6 +266,9 @@ class JobLogEvents:
         pass
 
     def ended(self, job: Job, record: JobRecord) -> None:
+        self._follower_ended(job)
+
+    def _follower_ended(self, job: Job) -> None:
         follower = self._followers.get(job.id)
         if follower is not None:
             self._job_ended(follower, job)
@@ -326,6 +329,9 @@ class JobLogEvents:
             follower.loop = LoopingCall(self._look, follower, job)
             follower.loop.clock = self.middleware.reactor
             follower.loop.start(self.interval, now=False).addErrback(self._failed, job_id)
+            if job.options.transient:
+                # The queue tells its observers nothing of a transient job: wait for its end.
+                job.wait().addBoth(lambda _: self._follower_ended(job))
         return follower
 
     def _look(self, follower: _Follower, job: Job) -> Deferred[Any] | None:
