@@ -15,11 +15,11 @@ job itself, a subprocess it handed the descriptor to) shows up.
 from __future__ import annotations
 
 import codecs
+from enum import Enum, auto
 import errno
 import os
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from constantly import NamedConstant, Names
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
@@ -124,18 +124,18 @@ def _read_from(path: str, offset: int) -> tuple[str, int]:
     return data[:used].decode("utf-8", "replace"), used
 
 
-class _FollowerState(Names):
+class _FollowerState(Enum):
     """
     Where a L{_Follower} is.
     """
 
     #: Reading, sending.
-    FOLLOWING = NamedConstant()
+    FOLLOWING = auto()
     #: The job ended and its log was read to the end: a new subscriber
     #: still gets it whole, nothing more is sent to all.
-    ENDED = NamedConstant()
+    ENDED = auto()
     #: Nobody follows any more (or the daemon stops): reads that end are dropped.
-    CLOSED = NamedConstant()
+    CLOSED = auto()
 
 
 class _Follower:
