@@ -186,11 +186,15 @@ class _Follower:
         self._newcomers.append(subscriber)
         return self.run(self._serve_newcomers)
 
+    def _closed(self) -> bool:
+        return self.state is _FollowerState.CLOSED
+
     async def _serve_newcomers(self) -> None:
-        while self._newcomers and self.path is not None and self.state is not _FollowerState.CLOSED:
+        while self._newcomers and self.path is not None and not self._closed():
             newcomers, self._newcomers = self._newcomers, []
             backlog = await self._in_thread(_read_backlog, self.path, self.offset)
-            if self.state is _FollowerState.CLOSED or not backlog:
+            # Closed while it was read?
+            if self._closed() or not backlog:
                 continue
             for subscriber in newcomers:
                 self.events.send_to(subscriber, self.name, "added", self.job_id, {"data": backlog})
