@@ -131,7 +131,9 @@ def _forwarded_chain(header: HeaderGetter) -> list[tuple[_IPAddress, int] | None
 
 
 def _split_outside_quotes(text: str, separator: str) -> list[str]:
-    parts, current, quoted = [], [], False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
     for character in text:
         if character == '"':
             quoted = not quoted

@@ -24,7 +24,7 @@ __all__ = ["REDACTED", "Signature", "at_path", "signature_of"]
 #: What a secret argument is shown as wherever a call is recorded.
 REDACTED = "********"
 
-_SIMPLE_TYPES: dict[Any, tuple[type, ...]] = {
+_SIMPLE_TYPES: dict[object, tuple[type, ...]] = {
     int: (int,),
     float: (int, float),
     str: (str,),
@@ -35,7 +35,7 @@ _SIMPLE_TYPES: dict[Any, tuple[type, ...]] = {
 }
 
 
-def _accepted_types(annotation: Any) -> tuple[type, ...] | None:
+def _accepted_types(annotation: object) -> tuple[type, ...] | None:
     """
     The Python types a JSON value may have for C{annotation}; C{None} for "any".
     """
@@ -55,9 +55,7 @@ def _accepted_types(annotation: Any) -> tuple[type, ...] | None:
     return _SIMPLE_TYPES.get(annotation)
 
 
-def _fits(value: Any, accepted: tuple[type, ...] | None) -> bool:
-    if accepted is None:
-        return True
+def _fits(value: object, accepted: tuple[type, ...]) -> bool:
     if isinstance(value, bool):
         # A JSON boolean is no number, although Python's bool is an int.
         return bool in accepted
@@ -92,7 +90,7 @@ class Signature:
     def _required(self) -> int:
         return sum(p.required for p in self.parameters)
 
-    def check(self, params: Sequence[Any], prefix: str = "") -> None:
+    def check(self, params: Sequence[object], prefix: str = "") -> None:
         """
         Raise L{ValidationErrors} unless C{params} fit the parameters.
         """
@@ -104,7 +102,7 @@ class Signature:
         wrong = [
             ValidationError(f"{prefix}{parameter.name}", f"Not a valid {_type_name(parameter.accepted)}")
             for parameter, value in zip(self.parameters, params)
-            if not _fits(value, parameter.accepted)
+            if parameter.accepted is not None and not _fits(value, parameter.accepted)
         ]
         if wrong:
             raise ValidationErrors(wrong)
@@ -139,7 +137,7 @@ class Signature:
         ]
 
 
-def signature_of(func: Callable[..., Any], skip: int) -> Signature:
+def signature_of(func: Callable[..., object], skip: int) -> Signature:
     """
     The signature of C{func} without its first C{skip} parameters.
 

@@ -10,7 +10,7 @@ import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import attrs
 from twisted.internet.endpoints import quoteStringArgument
@@ -18,9 +18,20 @@ from twisted.internet.endpoints import quoteStringArgument
 from .logs import LEVELS
 from .paths import SOCKET_NAME, default_state_dir
 
+if TYPE_CHECKING:
+    from .notify import Webhook
+
 __all__ = ["ConfigError", "Settings", "DEFAULT_LISTEN", "LOG_FORMATS"]
 
 DEFAULT_LISTEN = "tcp:6000:interface=127.0.0.1"
+
+
+def _quote(argument: str) -> str:
+    """
+    C{argument} escaped for a field of an endpoint string.
+    """
+    quoted: str = quoteStringArgument(argument)  # type: ignore[no-untyped-call]  # not annotated in Twisted
+    return quoted
 
 
 class ConfigError(ValueError):
@@ -29,50 +40,50 @@ class ConfigError(ValueError):
     """
 
 
-def _str_list(value: Any, key: str) -> tuple[str, ...]:
+def _str_list(value: object, key: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{key} must be a list of strings")
     return tuple(value)
 
 
-def _positive_int(value: Any, key: str) -> int:
+def _positive_int(value: object, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{key} must be a positive integer")
     return value
 
 
-def _positive_number(value: Any, key: str) -> float:
+def _positive_number(value: object, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
         raise ConfigError(f"{key} must be a positive number")
     return float(value)
 
 
-def _bool(value: Any, key: str) -> bool:
+def _bool(value: object, key: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{key} must be true or false")
     return value
 
 
-def _str(value: Any, key: str) -> str:
+def _str(value: object, key: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{key} must be a non-empty string")
     return value
 
 
-def _absolute_path(value: Any, key: str) -> str:
+def _absolute_path(value: object, key: str) -> str:
     if not isinstance(value, str) or not os.path.isabs(value) or "\0" in value:
         raise ConfigError(f"{key} must be an absolute path")
     return os.path.normpath(value)
 
 
-def _absolute_paths(value: Any, key: str) -> tuple[str, ...]:
+def _absolute_paths(value: object, key: str) -> tuple[str, ...]:
     paths = _str_list(value, key)
     if not paths or not all(os.path.isabs(p) and "\0" not in p for p in paths):
         raise ConfigError(f"{key} must be a non-empty list of absolute paths")
     return tuple(os.path.normpath(p) for p in paths)
 
 
-def _addresses(value: Any, key: str) -> tuple[str, ...]:
+def _addresses(value: object, key: str) -> tuple[str, ...]:
     addresses = _str_list(value, key)
     for address in addresses:
         try:
@@ -86,19 +97,19 @@ def _addresses(value: Any, key: str) -> tuple[str, ...]:
 LOG_FORMATS = ("text", "json")
 
 
-def _log_format(value: Any, key: str) -> str:
-    if value not in LOG_FORMATS:
+def _log_format(value: object, key: str) -> str:
+    if not isinstance(value, str) or value not in LOG_FORMATS:
         raise ConfigError(f"{key} must be one of {', '.join(LOG_FORMATS)}")
     return value
 
 
-def _log_level(value: Any, key: str) -> str:
-    if value not in LEVELS:
+def _log_level(value: object, key: str) -> str:
+    if not isinstance(value, str) or value not in LEVELS:
         raise ConfigError(f"{key} must be one of {', '.join(LEVELS)}")
     return value
 
 
-def _origins(value: Any, key: str) -> tuple[str, ...]:
+def _origins(value: object, key: str) -> tuple[str, ...]:
     # Imported here: the origin check lives with the WebSocket protocol.
     from .rpc._origin import Origin
 
@@ -108,7 +119,7 @@ def _origins(value: Any, key: str) -> tuple[str, ...]:
         raise ConfigError(f"{key}: {e}") from None
 
 
-def _webhooks(value: Any, key: str) -> tuple[Any, ...]:
+def _webhooks(value: object, key: str) -> tuple[Webhook, ...]:
     # Imported here: the webhooks' own module reads and checks them.
     from .notify._webhook import webhooks_from_config
 
@@ -290,7 +301,7 @@ class Settings:
     max_tokens_per_user: int = 1000
     max_token_attrs: int = 4096
     max_history_queries: int = 2
-    webhooks: tuple[Any, ...] = ()
+    webhooks: tuple[Webhook, ...] = ()
     notify_outbox: int = 10000
     notify_deliveries: int = 4
     notify_attempts: int = 100
@@ -302,6 +313,13 @@ class Settings:
     @property
     def socket_path(self) -> str:
         return self.socket or os.path.join(self.state_dir, SOCKET_NAME)
+
+    @property
+    def socket_endpoint(self) -> str:
+        """
+        The endpoint string of the UNIX socket (without its options).
+        """
+        return f"unix:{_quote(self.socket_path)}"
 
     @property
     def state_path(self) -> Path:
@@ -339,14 +357,14 @@ class Settings:
                     f"the listener {description} names a certKey but no privateKey: add privateKey= "
                     "to it, or set [tls] private_key in the configuration (or --tls-private-key)"
                 )
-            return f"{description}:privateKey={quoteStringArgument(self.tls_private_key)}"
+            return f"{description}:privateKey={_quote(self.tls_private_key)}"
         if self.tls_certificate is None:
             raise ConfigError(
                 f"the listener {description} needs a TLS certificate: set [tls] certificate "
                 "and private_key in the configuration, or give --tls-certificate and --tls-private-key"
             )
-        key = quoteStringArgument(self.tls_private_key or self.tls_certificate)
-        return f"{description}:privateKey={key}:certKey={quoteStringArgument(self.tls_certificate)}"
+        key = _quote(self.tls_private_key or self.tls_certificate)
+        return f"{description}:privateKey={key}:certKey={_quote(self.tls_certificate)}"
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> Settings:
@@ -365,7 +383,8 @@ class Settings:
             raise ConfigError(f"{path} is not valid TOML: {e}") from None
         return attrs.evolve(cls().updated_from(document, str(path)), config_file=os.path.abspath(path))
 
-    def updated_from(self, document: Mapping[str, Any], source: str = "configuration") -> Settings:
+    def updated_from(self, document: Mapping[str, object], source: str = "configuration") -> Settings:
+        # Field names come from _KEYS at run time, each value from its field's check.
         changes: dict[str, Any] = {}
         for table, values in document.items():
             if not isinstance(values, dict):

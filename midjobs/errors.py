@@ -136,11 +136,11 @@ class ValidationErrors(CallError):
             raise self
 
     @property
-    def extra(self) -> list[list[Any]]:  # type: ignore[override]
+    def extra(self) -> list[list[str | int]]:
         return [[e.attribute, e.errmsg, e.errno] for e in self.errors]
 
     @extra.setter
-    def extra(self, value: Any) -> None:
+    def extra(self, value: object) -> None:
         pass
 
     def __iter__(self) -> Iterator[ValidationError]:

@@ -22,9 +22,10 @@ import logging
 import os
 import signal
 import sys
-from typing import IO, Any, Mapping
+from typing import IO, Mapping, cast
 
 import attrs
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import (
     FileLogObserver,
     ILogObserver,
@@ -58,7 +59,7 @@ _enabled: set[LogLevel] = set(_ORDER[_ORDER.index(LogLevel.info) :])
 
 
 class _LevelledLogger(Logger):
-    def emit(self, level: LogLevel, format: str | None = None, **kwargs: Any) -> None:
+    def emit(self, level: LogLevel, format: str | None = None, **kwargs: object) -> None:
         if level in _enabled:
             super().emit(level, format, **kwargs)
 
@@ -108,7 +109,8 @@ class StdlibBridge(logging.Handler):
         message = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
             _, error, traceback = record.exc_info
-            log.failure("{message}", Failure(error, type(error), traceback), level, message=message)
+            failure = Failure(error, type(error), traceback)  # type: ignore[no-untyped-call]  # not annotated in Twisted
+            log.failure("{message}", failure, level, message=message)
         else:
             log.emit(level, "{message}", message=message)
 
@@ -140,7 +142,7 @@ _PRIORITIES = {
 
 
 def _priority(event: LogEvent) -> int:
-    return _PRIORITIES.get(event.get("log_level"), 6)  # type: ignore[arg-type]
+    return _PRIORITIES.get(event.get("log_level"), 6)
 
 
 def format_journal_line(event: LogEvent) -> str | None:
@@ -157,7 +159,7 @@ def format_journal_line(event: LogEvent) -> str | None:
     return "".join(f"{prefix}{line}\n" for line in text.splitlines())
 
 
-def _json_value(value: object) -> Any:
+def _json_value(value: object) -> str | int:
     # What JSON has no type for is written as text, not dropped.
     if isinstance(value, bytes):
         return value.decode("utf-8", "backslashreplace")
@@ -185,15 +187,16 @@ def format_json_line(event: LogEvent) -> str:
     name) where C{eventAsJSON} writes C{{"unpersistable": true}}.
     """
     level = event.get("log_level")
+    name = getattr(level, "name", None)
     record = {
         "log_time": event.get("log_time"),
-        "log_level": level.name if level is not None and LEVELS.get(level.name) is level else level,
+        "log_level": name if isinstance(name, str) and LEVELS.get(name) is level else level,
         "log_namespace": event.get("log_namespace"),
         "log_text": eventAsText(event, includeTimestamp=False, includeSystem=False),
     }
     record.update((key, value) for key, value in event.items() if key not in record and key not in _NOT_WRITTEN)
     failure = event.get("log_failure")
-    if isinstance(failure, Failure):
+    if isinstance(failure, Failure) and failure.type is not None:
         record["log_failure"] = f"{failure.type.__qualname__}: {failure.getErrorMessage()}"
     try:
         return json.dumps(record, default=_json_value, skipkeys=True, ensure_ascii=False) + "\n"
@@ -222,7 +225,12 @@ class LogDestination:
         """
         An observer that writes the log here.
         """
-        out: IO[str] = sys.stdout if self.path is None else _rotated_by_sigusr1(LogFile.fromFullPath(self.path))
+        if self.path is None:
+            out: IO[str] = sys.stdout
+        else:
+            log_file: LogFile = LogFile.fromFullPath(self.path)  # type: ignore[no-untyped-call]  # not annotated in Twisted
+            # A LogFile has what a file observer uses (write, flush), though it is no IO.
+            out = cast(IO[str], _rotated_by_sigusr1(log_file))
         if self.format == "json":
             if self.journal:
                 return FileLogObserver(out, lambda event: f"<{_priority(event)}>{format_json_line(event)}")
@@ -239,13 +247,13 @@ def _rotated_by_sigusr1(log_file: LogFile) -> LogFile:
         def rotate(signum: int, frame: object) -> None:
             from twisted.internet import reactor
 
-            reactor.callFromThread(log_file.rotate)
+            IReactorFromThreads(reactor).callFromThread(log_file.rotate)
 
         signal.signal(signal.SIGUSR1, rotate)
     return log_file
 
 
-def writes_to_journal(environ: Mapping[str, str] = os.environ, stream: IO[Any] | None = None) -> bool:
+def writes_to_journal(environ: Mapping[str, str] = os.environ, stream: IO[str] | IO[bytes] | None = None) -> bool:
     """
     Whether C{stream} (standard output by default) is the systemd journal:
     C{$JOURNAL_STREAM} names its device and inode.  (C{$INVOCATION_ID}

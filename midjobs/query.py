@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import errno
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from functools import lru_cache
 from itertools import islice
 from decimal import Decimal
@@ -44,7 +44,7 @@ from numbers import Real
 from typing import Any
 
 import attrs
-import re2
+import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
 
 from midjobs.errors import CallError, ValidationErrors
 
@@ -251,12 +251,12 @@ def _compile_condition(
         if insensitive:
 
             def equal(item: Mapping[str, Any]) -> bool:
-                return _fold(get(item)) == target
+                return bool(_fold(get(item)) == target)
 
         else:
 
             def equal(item: Mapping[str, Any]) -> bool:
-                return get(item) == target
+                return bool(get(item) == target)
 
         return equal if base == "=" else _negate(equal)
 
@@ -825,16 +825,15 @@ def filter_list(
     matches: Iterable[Any] = items if predicate is _always else filter(predicate, items)
 
     if opts.count:
-        if predicate is _always and hasattr(items, "__len__"):
-            return len(items)  # type: ignore[arg-type]
+        if predicate is _always and isinstance(items, Sized):
+            return len(items)
         return sum(1 for _ in matches)
 
     if opts.get and not opts.order_by:
         # The first match after the offset: no need to look further.
-        row = next(islice(matches, opts.offset, None), _MISSING)
-        if row is _MISSING:
-            raise CallError("Object not found", errno.ENOENT)
-        return _project(row, opts.select) if opts.select else row
+        for row in islice(matches, opts.offset, None):
+            return _project(row, opts.select) if opts.select else row
+        raise CallError("Object not found", errno.ENOENT)
 
     rows = list(matches)
     if opts.order_by:

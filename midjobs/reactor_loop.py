@@ -9,9 +9,17 @@ L{ReactorLoop} gives it those names, so such code runs unchanged.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
+
+if TYPE_CHECKING:
+
+    class _IReactor(IReactorTime, IReactorFromThreads):
+        """
+        The reactor a L{ReactorLoop} stands for (for the type checker only,
+        as Twisted's own C{_IReactorCommon}).
+        """
 
 __all__ = ["ReactorLoop"]
 
@@ -23,7 +31,7 @@ class ReactorLoop:
     one a C{TimerHandle} has.
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: _IReactor) -> None:
         self._reactor = reactor
 
     def __repr__(self) -> str:
@@ -35,25 +43,25 @@ class ReactorLoop:
         """
         return float(self._reactor.seconds())
 
-    def call_soon(self, callback: Callable[..., Any], *args: Any) -> IDelayedCall:
+    def call_soon(self, callback: Callable[..., object], *args: object) -> IDelayedCall:
         """
         Call C{callback(*args)} in the reactor's next turn (reactor thread only).
         """
         return self._reactor.callLater(0, callback, *args)
 
-    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> IDelayedCall:
+    def call_later(self, delay: float, callback: Callable[..., object], *args: object) -> IDelayedCall:
         """
         Call C{callback(*args)} C{delay} seconds from now (reactor thread only).
         """
         return self._reactor.callLater(max(0.0, delay), callback, *args)
 
-    def call_at(self, when: float, callback: Callable[..., Any], *args: Any) -> IDelayedCall:
+    def call_at(self, when: float, callback: Callable[..., object], *args: object) -> IDelayedCall:
         """
         Call C{callback(*args)} at L{time} C{when} (reactor thread only).
         """
         return self.call_later(when - self.time(), callback, *args)
 
-    def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
+    def call_soon_threadsafe(self, callback: Callable[..., object], *args: object) -> None:
         """
         Call C{callback(*args)} in the reactor thread; safe from any thread.
         """

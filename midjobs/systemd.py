@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Callable, MutableMapping
+from typing import Callable, MutableMapping
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
 from .logs import logger
@@ -125,7 +126,7 @@ class SystemdNotifier:
     """
 
     def __init__(
-        self, socket: NotifySocket, clock: Any, watchdog: float | None = None, status_interval: float = 1.0
+        self, socket: NotifySocket, clock: IReactorTime, watchdog: float | None = None, status_interval: float = 1.0
     ) -> None:
         self.socket = socket
         self.watchdog = watchdog
@@ -137,7 +138,7 @@ class SystemdNotifier:
         self._sent_status: str | None = None
 
     @classmethod
-    def from_environment(cls, clock: Any, environ: MutableMapping[str, str] | None = None) -> SystemdNotifier | None:
+    def from_environment(cls, clock: IReactorTime, environ: MutableMapping[str, str] | None = None) -> SystemdNotifier | None:
         """
         The notifier of a process systemd started with C{NOTIFY_SOCKET}, or
         L{None}.  The notify variables are removed from C{environ}

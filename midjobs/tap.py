@@ -5,7 +5,6 @@ C{twistd midjobs}: the command line of the daemon.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from twisted.application.service import IService
 from twisted.python import usage
@@ -75,7 +74,7 @@ class Options(usage.Options):
     ]
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # not annotated in Twisted
         self["listen"] = []
         self["plugin"] = []
 
@@ -123,7 +122,7 @@ class Options(usage.Options):
         if twistd is not None:
             self._choose_log_observer(twistd, settings)
 
-    def _choose_log_observer(self, twistd: Any, settings: Settings) -> None:
+    def _choose_log_observer(self, twistd: usage.Options, settings: Settings) -> None:
         """
         Have twistd (whose options are C{twistd}, not yet turned into a
         runner) log with L{midjobs.logs.observer} when its own text file
@@ -136,7 +135,7 @@ class Options(usage.Options):
         to_stdout = logfile == "-" or (logfile is None and twistd.get("nodaemon"))
         if to_stdout and not twistd.get("nodaemon"):
             return  # twistd itself refuses: "Daemons cannot log to stdout".
-        journal = to_stdout and writes_to_journal()
+        journal = bool(to_stdout) and writes_to_journal()
         if settings.log_format == "text" and not journal:
             return
         path = None if to_stdout else os.path.abspath(logfile or "twistd.log")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = ["dumps", "lenient_dumps", "loads", "to_wire", "from_wire"]
 
@@ -18,7 +18,7 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 _MILLISECOND = datetime.timedelta(milliseconds=1)
 
 
-def to_wire(value: Any) -> Any:
+def to_wire(value: object) -> Any:
     """
     The JSON-ready form of one non-JSON value, for C{json.dumps(default=...)}.
 
@@ -61,14 +61,14 @@ def from_wire(obj: dict[str, Any]) -> Any:
     return obj
 
 
-def dumps(value: Any) -> str:
+def dumps(value: object) -> str:
     """
     Serialise C{value} with the extended forms.
     """
     return _encoder.encode(value)
 
 
-def lenient_dumps(value: Any) -> str:
+def lenient_dumps(value: object) -> str:
     """
     L{dumps}, writing C{repr()} for values that have no JSON form (for
     diagnostics and notifications, where something is better than nothing).
@@ -77,7 +77,7 @@ def lenient_dumps(value: Any) -> str:
         return dumps(value)
     except (TypeError, ValueError):
 
-        def default(obj: Any) -> Any:
+        def default(obj: object) -> Any:
             try:
                 return to_wire(obj)
             except TypeError:
@@ -98,7 +98,7 @@ def loads(text: str | bytes) -> Any:
     return _decoder.decode(text)
 
 
-def _reject_constant(name: str) -> Any:
+def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
 
 

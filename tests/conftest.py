@@ -18,6 +18,8 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.logger import globalLogPublisher
 
+from midjobs.auth import hashing
+from midjobs.auth import users as users_module
 from midjobs.client import Client, connect
 from midjobs.config import Settings
 from midjobs.daemon import Daemon
@@ -29,6 +31,35 @@ SAMPLE_SERVICES = "sample_services"
 
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
+
+#: scrypt's cost parameter C{N} for the passwords the tests hash in this
+#: process: the smallest scrypt takes.  A hash records its parameters, so a
+#: daemon verifies it the same way whatever cost it was made with; the
+#: production cost (L{hashing.N}) would make each user created and each login
+#: take tens of milliseconds of CPU, most of the time of many tests.
+TEST_HASH_N = 2
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "production_hash_cost: hash passwords at the cost the daemon uses, not the tests' cheap one"
+    )
+
+
+@pytest.fixture(autouse=True)
+def password_hash_cost(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """
+    The scrypt cost C{N} at which this test hashes passwords in this process:
+    L{TEST_HASH_N}, or the daemon's own for a test marked
+    C{production_hash_cost}.  Daemons run as subprocesses keep their own.
+    """
+    if request.node.get_closest_marker("production_hash_cost") is None:
+        monkeypatch.setattr(hashing, "N", TEST_HASH_N)
+    # The hash an unknown user's login is checked against is made once and
+    # kept: make it again at this test's cost, and forget it after.
+    users_module._dummy_hash.cache_clear()
+    yield hashing.N
+    users_module._dummy_hash.cache_clear()
 
 
 @attrs.frozen

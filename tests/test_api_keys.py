@@ -1,7 +1,7 @@
 """
 API keys: the store and checker against a real database file, then logins
 with a key over real WebSocket and HTTP connections, and across a restart
-of C{twistd midjobs} on the same state directory.
+of the daemon on the same state directory.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import errno
 import io
 import json
 import re
-import signal
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -38,13 +37,14 @@ from midjobs.auth import (
 )
 from midjobs.auth.api_keys import hash_secret, parse_key, secret_matches
 from midjobs.client import Client, ClientConnectionLost, ClientValidationErrors, UploadError, connect, upload
+from midjobs.config import Settings
+from midjobs.daemon import Daemon
 from midjobs.errors import CallError, ValidationErrors
 from midjobs.http import _auth as http_auth
 from midjobs.store import close_database, ensure_schema, open_database
 
 from conftest import RunningDaemon
 from test_midclt import midclt
-from test_twistd import Twistd, twistd
 
 PASSWORD = "alice-pass"
 KEY = re.compile(r"([1-9][0-9]*)-[A-Za-z0-9_-]{64}")
@@ -657,34 +657,34 @@ async def test_treq_helper_and_midclt(daemon: RunningDaemon, admin_client: Clien
 # -- restart -----------------------------------------------------------------
 
 
-def start(state_dir: Path, socket: Path, cwd: Path) -> Twistd:
-    return twistd(
-        "--state-dir", str(state_dir),
-        "--listen", "tcp:0:interface=127.0.0.1",
-        "--socket", str(socket),
-        path=cwd,
-    )  # fmt: skip
+async def started(settings: Settings) -> Daemon:
+    daemon = Daemon(settings, reactor)
+    daemon.startService()
+    await daemon.ready
+    return daemon
 
 
 @pytest_twisted.ensureDeferred
-async def test_key_survives_a_restart(tmp_path: Path, short_tmp: Path) -> None:
-    state, socket = tmp_path / "state", short_tmp / "s.sock"
-    process = start(state, socket, tmp_path)
+async def test_key_survives_a_restart(settings: Settings) -> None:
+    """
+    A key made before the daemon stops logs in to the next daemon on the
+    same state directory (a daemon of its own, in this process: what a
+    restart keeps is in the database, not in the process).
+    """
+    first = await started(settings)
     try:
-        await process.ready
-        local = await connect(f"ws+unix://{socket}", reactor=reactor, call_timeout=30)
+        local = await connect(f"ws+unix://{settings.socket_path}", reactor=reactor, call_timeout=30)
         try:
             await make_user(local, "alice")
             created = await local.call("api_key.create", {"name": "k", "username": "alice"})
         finally:
             await local.close()
     finally:
-        process.transport.signalProcess("TERM")
-    assert await process.ended == -signal.SIGTERM
+        await first.stopService()
 
-    process = start(state, socket, tmp_path)
+    second = await started(settings)
     try:
-        port = await process.ready
+        port = second.listeners[0].port.getHost().port
         client = await connect(f"ws://127.0.0.1:{port}/api/current", reactor=reactor, call_timeout=30)
         try:
             assert await client.login_with_api_key(created["key"])
@@ -694,5 +694,4 @@ async def test_key_survives_a_restart(tmp_path: Path, short_tmp: Path) -> None:
         finally:
             await client.close()
     finally:
-        process.transport.signalProcess("TERM")
-    assert await process.ended == -signal.SIGTERM
+        await second.stopService()

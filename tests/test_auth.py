@@ -76,6 +76,7 @@ async def validation_errors(d: defer.Deferred[Any]) -> dict[str, int]:
 # hashing
 
 
+@pytest.mark.production_hash_cost
 def test_hash_roundtrip():
     encoded = hash_password(PASSWORD)
     scheme, n, r, p, salt, digest = encoded.split("$")
@@ -103,6 +104,7 @@ def test_hash_rejects_non_str():
         hash_password(b"bytes")  # type: ignore[arg-type]
 
 
+@pytest.mark.production_hash_cost
 @pytest.mark.parametrize(
     "mangle",
     [
@@ -515,6 +517,7 @@ async def test_login_failures(portal, users, alice, username, password):
     assert str(info.value) == "Invalid username or password"
 
 
+@pytest.mark.production_hash_cost
 @pytest_twisted.ensureDeferred
 async def test_unknown_user_costs_a_verification(users, alice, monkeypatch):
     calls = []

@@ -1,10 +1,13 @@
 """
 Connection caps, the HTTP header deadline and idle timeout, and the
-descriptor limit (issue 11, finding 4), against a real daemon and in memory.
+descriptor limit (issue 11, finding 4).  The caps against a real daemon; the
+deadlines in memory, on the listeners' own site (L{make_site}) over a
+C{StringTransport}, its timers on a L{MemoryReactorClock}; the rest in memory.
 """
 
 from __future__ import annotations
 
+import json
 import resource
 from typing import Any
 
@@ -16,15 +19,20 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from midjobs.client import connect
 from midjobs.config import Settings
 from midjobs.descriptors import RESERVE, connection_capacity, raise_descriptor_limit
-from midjobs.http import ConnectionLimits, RefusalLog
+from midjobs.http import ConnectionLimits, RefusalLog, make_site
+from midjobs.middleware import Middleware
+from midjobs.plugins import BUILTIN_SERVICES
 
 from conftest import ADMIN, RunningDaemon
+from test_event_flow import client_frame, server_frames
 
 
 @pytest.fixture
@@ -122,51 +130,137 @@ async def test_websocket_connections_count_and_are_released(daemon: RunningDaemo
     await admitted(daemon, 0)
 
 
-@pytest_twisted.ensureDeferred
-async def test_websocket_outlives_the_http_timeouts(daemon: RunningDaemon) -> None:
-    # header_timeout and idle_timeout are 1 s here: an upgraded WebSocket is
-    # no HTTP request any more, and neither applies to it.
-    await daemon.middleware.users.create({"username": ADMIN[0], "password": ADMIN[1], "roles": ["FULL_ADMIN"]})
-    client = await connect(daemon.ws_url, reactor=reactor)
-    assert await client.login(*ADMIN)
-    await deferLater(reactor, 2.5)
-    assert await client.call("core.ping") == "pong"
-    await client.close()
+# -- the HTTP deadlines, in memory --------------------------------------------------
 
 
-@pytest_twisted.ensureDeferred
-async def test_trickled_headers_meet_the_deadline(daemon: RunningDaemon, log_events: list[dict[str, Any]]) -> None:
+PEER = IPv4Address("TCP", "192.0.2.7", 40000)
+#: The upgrade request of a WebSocket to the JSON-RPC endpoint.
+UPGRADE = (
+    b"GET /api/current HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+class Transport(StringTransport):
+    """
+    A L{StringTransport} that, like a reactor's transports, takes a second
+    C{unregisterProducer}: a connection whose header deadline and idle
+    timeout end at the same moment is closed twice.
+    """
+
+    def unregisterProducer(self) -> None:
+        if self.producer is not None:
+            super().unregisterProducer()
+
+
+@attrs.define
+class HttpConnection:
+    """
+    A connection to a listener's site, in memory.
+
+    @ivar transport: what the site wrote; its C{protocol} is what reads the
+        connection (the channel, then the WebSocket it upgrades to), as on a
+        reactor's transport.
+    """
+
+    clock: MemoryReactorClock
+    transport: Transport
+
+    def receive(self, data: bytes) -> None:
+        self.transport.protocol.dataReceived(data)
+
+    def closing(self) -> bool:
+        return bool(self.transport.disconnecting)
+
+
+@pytest.fixture
+def http_connection(tmp_path: Any) -> Any:
+    """
+    A connection to the site of a daemon whose C{header_timeout} and
+    C{idle_timeout} are 1 s, the built-in services loaded; its protocol
+    learns that the connection is lost after the test.
+    """
+    clock = MemoryReactorClock()
+    middleware = Middleware(clock, tmp_path, settings=Settings(header_timeout=1, idle_timeout=1))
+    middleware.add_services(BUILTIN_SERVICES)
+    channel = make_site(middleware).buildProtocol(PEER)
+    transport = Transport(peerAddress=PEER)
+    transport.protocol = channel
+    channel.makeConnection(transport)
+    yield HttpConnection(clock, transport)
+    transport.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+def test_websocket_outlives_the_http_timeouts(http_connection: HttpConnection) -> None:
+    # An upgraded WebSocket is no HTTP request any more: neither the header
+    # deadline nor the idle timeout (1 s here) applies to it.
+    conn = http_connection
+    conn.receive(UPGRADE)
+    assert conn.transport.value().startswith(b"HTTP/1.1 101 ")
+    conn.transport.clear()
+    conn.clock.advance(2.5)
+    assert not conn.closing() and conn.transport.value() == b""
+    conn.receive(client_frame('{"jsonrpc": "2.0", "id": 1, "method": "core.ping"}'))
+    [(opcode, payload)] = server_frames(conn.transport.value())
+    assert json.loads(payload) == {"jsonrpc": "2.0", "id": 1, "result": "pong"}
+
+
+def test_a_request_and_a_frame_split_across_reads_are_read_whole(http_connection: HttpConnection) -> None:
+    """
+    The upgrade request and then a WebSocket frame, each arriving a byte a
+    read, are one request and one call; the header deadline is over once
+    the headers are in.
+    """
+    conn = http_connection
+    for byte in UPGRADE:
+        conn.receive(bytes([byte]))
+    head = conn.transport.value()
+    assert head.startswith(b"HTTP/1.1 101 ") and head.count(b"HTTP/1.1") == 1
+    conn.transport.clear()
+    conn.clock.advance(5)
+    for byte in client_frame('{"jsonrpc": "2.0", "id": 1, "method": "core.ping"}'):
+        conn.receive(bytes([byte]))
+    [(opcode, payload)] = server_frames(conn.transport.value())
+    assert json.loads(payload) == {"jsonrpc": "2.0", "id": 1, "result": "pong"}
+    assert not conn.closing()
+
+
+def test_trickled_headers_meet_the_deadline(
+    http_connection: HttpConnection, log_events: list[dict[str, Any]]
+) -> None:
     # Finding 4: a header every little while kept a connection forever.
-    connection = await open_from(daemon)
-    connection.transport.write(b"GET / HTTP/1.1\r\n")
-    started = reactor.seconds()
-
-    def trickle() -> None:
-        if connection.transport.connected:
-            connection.transport.write(b"X-Slow: 1\r\n")
-            reactor.callLater(0.2, trickle)
-
-    trickle()
-    answer = await connection.closed.addTimeout(5, reactor)
-    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
-    assert reactor.seconds() - started >= 0.9
+    conn = http_connection
+    conn.receive(b"GET / HTTP/1.1\r\n")
+    for _ in range(4):
+        conn.clock.advance(0.2)
+        conn.receive(b"X-Slow: 1\r\n")
+    conn.clock.advance(0.19)
+    assert not conn.closing() and conn.transport.value() == b""
+    conn.clock.advance(0.01)
+    assert conn.closing()
+    assert conn.transport.value().startswith(b"HTTP/1.1 408 Request Timeout\r\n")
     [line] = [e for e in log_events if "request headers took more than" in e.get("log_format", "")]
-    assert line["address"] == "127.0.0.1"
+    assert line["address"] == "192.0.2.7"
 
 
-@pytest_twisted.ensureDeferred
-async def test_silent_connection_meets_the_deadline(daemon: RunningDaemon) -> None:
-    connection = await open_from(daemon)
-    assert (await connection.closed.addTimeout(5, reactor)).startswith(b"HTTP/1.1 408 ")
+def test_silent_connection_meets_the_deadline(http_connection: HttpConnection) -> None:
+    conn = http_connection
+    conn.clock.advance(0.99)
+    assert not conn.closing()
+    conn.clock.advance(0.01)
+    assert conn.closing() and conn.transport.value().startswith(b"HTTP/1.1 408 ")
 
 
-@pytest_twisted.ensureDeferred
-async def test_idle_keep_alive_connection_is_closed(daemon: RunningDaemon) -> None:
-    connection = await open_from(daemon)
-    assert (await http_get(connection)).startswith(b"HTTP/1.1 200 ")
+def test_idle_keep_alive_connection_is_closed(http_connection: HttpConnection) -> None:
+    conn = http_connection
+    conn.receive(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert conn.transport.value().startswith(b"HTTP/1.1 200 ")
+    conn.transport.clear()
+    conn.clock.advance(0.99)
+    assert not conn.closing()
     # Then nothing: closed after the idle timeout, without a 408.
-    answer = await connection.closed.addTimeout(5, reactor)
-    assert b"408" not in answer
+    conn.clock.advance(0.01)
+    assert conn.closing() and b"408" not in conn.transport.value()
 
 
 # -- in memory ------------------------------------------------------------------------

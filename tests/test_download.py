@@ -138,8 +138,7 @@ async def ended(daemon: Any, job_id: int) -> Any:
 
 
 def pipe_level(pipe: Pipe) -> int:
-    with pipe._lock:
-        return pipe._mem
+    return pipe.in_memory
 
 
 # Whole downloads.
@@ -292,12 +291,12 @@ async def test_slow_client_holds_the_job_back(daemon: Any, admin_client: Any, me
     # (While the kernel's buffers still fill, the response may resume the
     # pipe for a moment: wait until that is over.)
     async def blocked() -> bool:
-        if not (pipe._consumer_paused and pipe_level(pipe) >= pipe.high_water):
+        if not (pipe.delivery_paused and pipe_level(pipe) >= pipe.high_water):
             return False
         before = job.progress["extra"]
         for _ in range(5):
             await admin_client.call("core.ping")
-        return pipe._consumer_paused and job.progress["extra"] == before
+        return pipe.delivery_paused and job.progress["extra"] == before
 
     deadline = reactor.seconds() + 30
     while not await blocked():
@@ -311,7 +310,7 @@ async def test_slow_client_holds_the_job_back(daemon: Any, admin_client: Any, me
         await admin_client.call("core.ping")
     assert job.progress["extra"] - body.received <= pipe.high_water + 16 * MiB
     assert job.state.value == "RUNNING"
-    assert pipe._consumer_paused and pipe_level(pipe) <= pipe.high_water
+    assert pipe.delivery_paused and pipe_level(pipe) <= pipe.high_water
 
     body.transport.resumeProducing()
     await timeout(body.done)

@@ -25,11 +25,11 @@ oracle against the daemon's own parser, in process, on many more frames.
 
 What the generator leaves out, and why:
   - invalid UTF-8 and oversized frames: they end the connection by design
-    (tests/test_rpc.py covers them);
+    (tests/test_protocol_jsonrpc.py covers them);
   - NaN and Infinity inside requests, nesting deeper than Python's recursion
     limit, out-of-range C{$date} values, and answers over 64 KiB (so
-    core.get_jobs always gets a small C{limit}): known daemon bugs, each
-    with a strict xfail test in tests/test_rpc.py;
+    core.get_jobs always gets a small C{limit}): each has a test of its own
+    (tests/test_protocol_jsonrpc.py, and tests/test_rpc.py for the answers);
   - C{sample.thread_wait_abort} (it blocks until aborted), and numbers that
     would make a job sleep, loop or allocate without bound: such arguments
     come from small ranges only; core.job_wait never draws its own job's id;

@@ -23,7 +23,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 
 from midjobs.config import ConfigError, Settings
-from midjobs.http._headers import CONTENT_SECURITY_POLICY
+from midjobs.security_headers import CONTENT_SECURITY_POLICY
 from midjobs.rpc._origin import Origin, OriginPolicy
 
 from conftest import ADMIN, RunningDaemon

@@ -5,12 +5,14 @@ C{[limits] history_queries} of them at once, and the store reads through
 several connections, so a slow scan holds one reader, not all.
 
 The history is filled before the daemon starts, with enough rows that a scan
-which decodes each one is slow next to a query by id.
+which decodes each one is slow next to a query by id; it is made once for
+the module, and each test gets a copy of its own.
 """
 
 from __future__ import annotations
 
 import datetime
+import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -74,14 +76,24 @@ def in_order(order: list[str], label: str, d: Deferred[Any]) -> Deferred[Any]:
     return d.addBoth(done)
 
 
+@pytest.fixture(scope="module")
+def filled_history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """
+    A database with the history of L{fill_history}, to be copied, not used.
+    """
+    path = tmp_path_factory.mktemp("history") / "midjobs.db"
+    fill_history(path)
+    return path
+
+
 @pytest.fixture
-def settings(settings: Settings) -> Settings:
+def settings(settings: Settings, filled_history: Path) -> Settings:
     """
     The history is filled before the daemon starts.
     """
     state = Path(settings.state_dir)
     state.mkdir(parents=True)
-    fill_history(state / "midjobs.db")
+    shutil.copyfile(filled_history, state / "midjobs.db")
     return settings
 
 
@@ -132,13 +144,13 @@ async def test_one_users_scans_wait_for_each_other_over_many_connections(
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_slow_scan_leaves_other_readers_free(tmp_path: Path) -> None:
+async def test_a_slow_scan_leaves_other_readers_free(tmp_path: Path, filled_history: Path) -> None:
     """
     The store's reader pool has several connections: two slow scans hold
     two of them, and a query by id runs beside them at once.
     """
     path = tmp_path / "midjobs.db"
-    fill_history(path)
+    shutil.copyfile(filled_history, path)
     pool = open_database(str(path))
     store = SQLiteJobStore(pool, reactor, reader=open_database(str(path), connections=READERS))
     try:

@@ -3,9 +3,13 @@ Conformance of the WebSocket JSON-RPC 2.0 endpoint to PROTOCOL.md.
 
 The tests talk to a real daemon over real sockets through L{RawProtocol}, a
 bare Autobahn client that sends exactly the text frames a test gives it, so
-they can send what the midjobs client never would: broken JSON, batches,
-wrong types, oversized messages.  After each bad input they check that the
-same connection (when it should stay open) and a fresh one still work.
+they can send what the midjobs client never would.  They cover what a user's
+calls go through end to end: notifications that run jobs, logins, jobs old
+and new style, events and subscriptions.  After each bad input they check
+that the same connection (when it should stay open) and a fresh one still
+work.  The framing (broken JSON, batches, ids, message sizes, the parser's
+robustness), the error answers of calls and the limit on calls in flight are
+tested in memory, in C{test_protocol_jsonrpc.py}.
 
 The daemon also loads C{tests/rpc_services.py}, whose C{rpc.hold} and
 C{rpc.gated} wait until the test opens a named gate: calls stay in flight
@@ -456,143 +460,6 @@ async def job_ids(daemon: Any, method: str) -> list[int]:
     return [job.id for job in daemon.middleware.jobs if job.method == method]
 
 
-# Framing: what is a request at all.
-
-
-@pytest_twisted.ensureDeferred
-async def test_parse_error(daemon, anon):
-    """
-    A message that is not JSON gets -32700 with a null id, and the connection goes on.
-    """
-    for text in [
-        "",
-        " ",
-        "{",
-        "not json",
-        "{'single': 'quotes'}",
-        '{"jsonrpc": "2.0", "id": 1, "method": "core.ping"',
-        '{"jsonrpc": "2.0", "id": 1, "method": "core.ping"} trailing',
-        '{"jsonrpc": "2.0", "id": 1}{"jsonrpc": "2.0", "id": 2}',
-        "[1, 2,]",
-        "\u00e9\u4e2d\U0001f600",
-        "\x00",
-    ]:
-        error = check_error(await anon.send_and_receive(text), None, PARSE_ERROR)
-        assert "data" not in error or error["data"] is None or isinstance(error["data"], dict)
-        assert await anon.call("core.ping") == "pong", text
-    await assert_alive(daemon, anon)
-
-
-@pytest_twisted.ensureDeferred
-async def test_batch_is_invalid_request(daemon, raw):
-    """
-    A JSON array (a batch) gets one -32600 with a null id; none of its requests runs.
-    """
-    before = await job_ids(daemon, "core.job_test")
-    for batch in [
-        [],
-        [{"jsonrpc": "2.0", "id": "batched", "method": "core.ping"}],
-        [
-            {"jsonrpc": "2.0", "id": "batched", "method": "core.job_test", "params": [{}]},
-            {"jsonrpc": "2.0", "method": "core.job_test", "params": [{}]},
-        ],
-        [1, 2, 3],
-    ]:
-        check_error(await raw.send_and_receive(json.dumps(batch)), None, INVALID_REQUEST)
-    await assert_alive(daemon, raw)
-    assert raw.responses("batched") == []
-    assert await job_ids(daemon, "core.job_test") == before
-
-
-@pytest_twisted.ensureDeferred
-async def test_non_object_is_invalid_request(daemon, anon):
-    """
-    JSON that is neither an object nor an array gets -32600 with a null id.
-    """
-    for text in ["1", "-2.5", '"core.ping"', "null", "true", "false"]:
-        check_error(await anon.send_and_receive(text), None, INVALID_REQUEST)
-        assert await anon.call("core.ping") == "pong", text
-    await assert_alive(daemon, anon)
-
-
-#: Objects that are no valid JSON-RPC 2.0 request, and what is wrong with them.
-INVALID_REQUESTS = [
-    ("jsonrpc missing", {"method": "core.ping"}),
-    ("jsonrpc 1.0", {"jsonrpc": "1.0", "method": "core.ping"}),
-    ("jsonrpc a number", {"jsonrpc": 2.0, "method": "core.ping"}),
-    ("jsonrpc 2", {"jsonrpc": "2", "method": "core.ping"}),
-    ("jsonrpc null", {"jsonrpc": None, "method": "core.ping"}),
-    ("method missing", {"jsonrpc": "2.0"}),
-    ("method empty", {"jsonrpc": "2.0", "method": ""}),
-    ("method a number", {"jsonrpc": "2.0", "method": 5}),
-    ("method null", {"jsonrpc": "2.0", "method": None}),
-    ("method an array", {"jsonrpc": "2.0", "method": ["core.ping"]}),
-    ("method an object", {"jsonrpc": "2.0", "method": {"name": "core.ping"}}),
-    ("method a boolean", {"jsonrpc": "2.0", "method": True}),
-    ("params an object", {"jsonrpc": "2.0", "method": "core.job_test", "params": {"sleep": 0}}),
-    ("params a string", {"jsonrpc": "2.0", "method": "core.job_test", "params": "x"}),
-    ("params a number", {"jsonrpc": "2.0", "method": "core.job_test", "params": 5}),
-    ("params null", {"jsonrpc": "2.0", "method": "core.job_test", "params": None}),
-    ("params a boolean", {"jsonrpc": "2.0", "method": "core.job_test", "params": True}),
-]
-
-
-@pytest_twisted.ensureDeferred
-async def test_invalid_request(daemon, raw):
-    """
-    An object that is no valid JSON-RPC 2.0 request gets -32600 (with its id
-    when it has a valid one, else null), is not executed, and the connection goes on.
-    """
-    before = await job_ids(daemon, "core.job_test")
-    for what, message in INVALID_REQUESTS:
-        for request_id in ["bad-request", 7, None]:
-            response = await raw.send_and_receive(json.dumps({**message, "id": request_id}))
-            try:
-                check_error(response, request_id, INVALID_REQUEST)
-            except AssertionError as e:
-                raise AssertionError(f"{what}, id {request_id!r}: {e}") from None
-        # Without an id it is still no notification: it is answered, with a null id.
-        response = await raw.send_and_receive(json.dumps(message))
-        try:
-            check_error(response, None, INVALID_REQUEST)
-        except AssertionError as e:
-            raise AssertionError(f"{what}, no id: {e}") from None
-        assert await raw.call("core.ping") == "pong", what
-    await assert_alive(daemon, raw)
-    assert await job_ids(daemon, "core.job_test") == before
-
-
-@pytest_twisted.ensureDeferred
-async def test_bad_id_type(daemon, raw):
-    """
-    An id that is not a string, an integer or null gets -32600 with a null id; nothing runs.
-    """
-    before = await job_ids(daemon, "core.job_test")
-    for bad_id in [1.5, 1.0, -0.5, 1e300, True, False, [], [1], {}, {"id": 1}]:
-        message = {"jsonrpc": "2.0", "id": bad_id, "method": "core.job_test", "params": [{}]}
-        check_error(await raw.send_and_receive(json.dumps(message)), None, INVALID_REQUEST)
-        assert await raw.call("core.ping") == "pong", bad_id
-    await assert_alive(daemon, raw)
-    assert await job_ids(daemon, "core.job_test") == before
-
-
-@pytest_twisted.ensureDeferred
-async def test_valid_ids_are_echoed(daemon, anon):
-    """
-    A string, an integer or null id comes back as it was sent; params may be left out.
-    """
-    for request_id in ["abc", "", "\u00e9 \U0001f600", 0, -1, 1, 2**31, 2**63, 10**30]:
-        response = await anon.request("core.ping", [], id=request_id)
-        assert check_result(response, request_id) == "pong"
-        response = await anon.send_and_receive(json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "core.ping"}))
-        assert check_result(response, request_id) == "pong"
-    # null is an id too: the request is answered, with a null id.
-    null_id = {"jsonrpc": "2.0", "id": None, "method": "core.ping", "params": []}
-    response = await anon.send_and_receive(json.dumps(null_id))
-    assert check_result(response, None) == "pong"
-    await assert_alive(daemon, anon)
-
-
 # Notifications.
 
 
@@ -624,157 +491,7 @@ async def test_notification_is_executed_never_answered(daemon, raw):
     assert not any(m["id"] is None for m in answered), answered
 
 
-@pytest_twisted.ensureDeferred
-async def test_notification_before_login_is_not_answered(daemon, anon):
-    """
-    A notification that may not run (no login) gets no error either.
-    """
-    anon.notify("core.get_jobs", [])
-    anon.notify("core.job_test", [{}])
-    await assert_alive(daemon, anon)
-    assert [m for m in anon.messages if is_response(m) and m["id"] is None] == []
-    assert await job_ids(daemon, "core.job_test") == []
-
-
-# Methods and their errors.
-
-
-@pytest_twisted.ensureDeferred
-async def test_unknown_method(daemon, raw):
-    """
-    A method that does not exist gets -32601 "Method does not exist".
-    """
-    for name in [
-        "nope", "core.nope", "core.", ".ping", "core.ping.x", "core", "CORE.PING", " core.ping",
-        "core._job_test_lock", "core.setup", "core.stop", "core.exposed_methods", "core.__init__",
-        "sample.__class__", "rpc._wait",
-    ]:
-        check_error(await raw.request(name, []), raw.sent_ids[-1], METHOD_NOT_FOUND)
-    await assert_alive(daemon, raw)
-
-
-@pytest_twisted.ensureDeferred
-async def test_private_method(daemon, raw):
-    """
-    A private method does not exist for a connection until it sets private_methods.
-    """
-    check_error(await raw.request("sample.secret", []), raw.sent_ids[-1], METHOD_NOT_FOUND)
-    options = await raw.call("core.set_options", {"private_methods": True})
-    assert options == {"legacy_jobs": True, "private_methods": True, "py_exceptions": False}
-    assert await raw.call("sample.secret") == "hidden"
-    # Only for that connection.
-    other = await login(await connect_raw(daemon.ws_url))
-    try:
-        check_error(await other.request("sample.secret", []), other.sent_ids[-1], METHOD_NOT_FOUND)
-    finally:
-        await other.close()
-    await raw.call("core.set_options", {"private_methods": False})
-    check_error(await raw.request("sample.secret", []), raw.sent_ids[-1], METHOD_NOT_FOUND)
-    await assert_alive(daemon, raw)
-
-
-@pytest_twisted.ensureDeferred
-async def test_invalid_params(daemon, raw):
-    """
-    The wrong number or types of arguments get -32602 "Invalid params" with
-    errno 22 EINVAL and a list of [attribute, errmsg, errno], and nothing runs.
-    """
-    cases = [
-        ("sample.add", [], 1),
-        ("sample.add", [1], 1),
-        ("sample.add", [1, 2, 3], 1),
-        ("sample.add", [1, "2"], 1),
-        ("sample.add", ["1", 2.5], 2),
-        ("sample.add", [True, 1], 1),
-        ("sample.add", [None, [1]], 2),
-        ("sample.echo", [1, 2], 1),
-        ("core.ping", [1], 1),
-        ("core.set_options", [], 1),
-        ("core.set_options", ["legacy_jobs"], 1),
-        ("core.set_options", [{"no_such_option": True}], 1),
-        ("core.set_options", [{"legacy_jobs": 1, "private_methods": "yes"}], 2),
-        ("core.get_jobs", ["not a list"], 1),
-        ("core.job_test", ["not a dict"], 1),
-        ("core.job_test", [{}, {}], 1),
-        ("core.subscribe", [5], 1),
-    ]
-    before = await job_ids(daemon, "core.job_test")
-    for method, params, count in cases:
-        response = await raw.request(method, params)
-        error = check_error(response, raw.sent_ids[-1], INVALID_PARAMS)
-        extra = check_validation_errors(error)
-        assert len(extra) == count, (method, params, extra)
-        assert all(item[2] == errno.EINVAL for item in extra), extra
-        assert await raw.call("core.ping") == "pong"
-    assert await raw.call("core.set_options", {}) == DEFAULT_OPTIONS
-    assert await job_ids(daemon, "core.job_test") == before
-    await assert_alive(daemon, raw)
-
-
-@pytest_twisted.ensureDeferred
-async def test_call_error(daemon, raw):
-    """
-    A method raising CallError gets -32001 "Method call error" with its errno,
-    errname, reason, trace and extra.
-    """
-    error = check_error(await raw.request("sample.fail", ["boom"]), raw.sent_ids[-1], METHOD_CALL_ERROR)
-    data = error["data"]
-    assert data["error"] == errno.EFAULT and data["errname"] == "EFAULT"
-    assert data["reason"] == "boom"
-    assert data["extra"] is None
-    assert data["trace"]["class"] == "CallError"
-    assert data["trace"]["repr"] == "CallError('boom', 14, None)"
-    assert "Traceback" in data["trace"]["formatted"] and "boom" in data["trace"]["formatted"]
-    await assert_alive(daemon, raw)
-
-
-@pytest_twisted.ensureDeferred
-async def test_unexpected_exception(daemon, raw):
-    """
-    Any other exception also gets -32001, with its class and traceback.
-    """
-    error = check_error(await raw.request("sample.crash", []), raw.sent_ids[-1], METHOD_CALL_ERROR)
-    data = error["data"]
-    assert data["reason"] == "unexpected"
-    assert data["trace"]["class"] == "RuntimeError"
-    assert data["trace"]["repr"] == "RuntimeError('unexpected')"
-    assert "RuntimeError: unexpected" in data["trace"]["formatted"]
-    await assert_alive(daemon, raw)
-
-
-@pytest_twisted.ensureDeferred
-async def test_validation_errors_raised_inside(daemon, raw):
-    """
-    ValidationErrors raised by the method itself get -32602 too.
-    """
-    error = check_error(await raw.request("sample.invalid", []), raw.sent_ids[-1], INVALID_PARAMS)
-    assert check_validation_errors(error) == [["sample.field", "Bad value", errno.EINVAL]]
-    await assert_alive(daemon, raw)
-
-
-@pytest_twisted.ensureDeferred
-async def test_unserialisable_result(daemon, raw):
-    """
-    A result with no JSON form gets -32603 "Internal error".
-    """
-    check_error(await raw.request("sample.unserialisable", []), raw.sent_ids[-1], INTERNAL_ERROR)
-    await assert_alive(daemon, raw)
-
-
-@pytest_twisted.ensureDeferred
-async def test_extended_values(daemon, raw):
-    """
-    Datetimes, dates, times and sets travel in their extended forms, both ways.
-    """
-    values = {
-        "datetime": {"$date": 1714979289123},
-        "date": {"$type": "date", "$value": "2024-05-06"},
-        "time": {"$time": "07:08:09"},
-        "set": {"$set": [3]},
-    }
-    assert await raw.call("rpc.values") == values
-    assert await raw.call("sample.echo", values) == values
-    assert await raw.call("sample.echo", [values]) == [values]
+# Values on the wire.
 
 
 @pytest.mark.parametrize(
@@ -799,39 +516,6 @@ def test_a_datetime_is_its_millisecond(when: datetime.datetime, milliseconds: in
 
 
 # Authentication.
-
-
-@pytest_twisted.ensureDeferred
-async def test_not_authenticated(daemon, admin_client, anon):
-    """
-    Before login only core.ping, core.set_options and auth's login methods
-    answer; everything else gets -32001 errno 207 ENOTAUTHENTICATED "Not
-    authenticated", whatever its arguments, and runs nothing.
-    """
-    for method, params in [
-        ("core.get_jobs", []),
-        ("core.get_methods", []),
-        ("core.subscribe", ["core.get_jobs"]),
-        ("core.unsubscribe", ["x"]),
-        ("core.job_test", [{}]),
-        ("core.job_abort", [1]),
-        ("sample.echo", [1]),
-        ("sample.add", [1]),
-        ("sample.add", ["wrong", "types", "and count"]),
-        ("sample.fail", ["x"]),
-        ("user.query", []),
-        ("rpc.hold", ["never"]),
-    ]:
-        error = check_error(await anon.request(method, params), anon.sent_ids[-1], METHOD_CALL_ERROR)
-        data = error["data"]
-        assert data["error"] == ENOTAUTHENTICATED, (method, data)
-        assert (data["errname"], data["reason"]) == ("ENOTAUTHENTICATED", "Not authenticated"), (method, data)
-    assert await job_ids(daemon, "core.job_test") == []
-    assert rpc_services.waiting("never") == 0
-    assert await anon.call("core.ping") == "pong"
-    assert await anon.call("core.set_options", {}) == DEFAULT_OPTIONS
-    assert await anon.call("auth.logout") is True
-    await assert_alive(daemon, anon)
 
 
 @pytest_twisted.ensureDeferred
@@ -879,68 +563,7 @@ async def test_unix_socket_peer_is_trusted(daemon):
     await assert_alive(daemon)
 
 
-# Message sizes.
-
-
-@pytest_twisted.ensureDeferred
-async def test_message_size_under_the_limits(daemon, admin_client, anon):
-    """
-    Messages up to 8 KiB before login and up to 64 KiB after it are served.
-    """
-    for size in [ANONYMOUS_LIMIT - 1, ANONYMOUS_LIMIT]:
-        response = await anon.send_and_receive(padded({"jsonrpc": "2.0", "id": size, "method": "core.ping"}, size))
-        assert check_result(response, size) == "pong"
-    await login(anon)
-    for size in [ANONYMOUS_LIMIT + 1, AUTHENTICATED_LIMIT // 2, AUTHENTICATED_LIMIT]:
-        response = await anon.send_and_receive(padded({"jsonrpc": "2.0", "id": size, "method": "core.ping"}, size))
-        assert check_result(response, size) == "pong"
-    await assert_alive(daemon, anon)
-
-
-@pytest.mark.parametrize("logged_in, size", [(False, ANONYMOUS_LIMIT + 1), (True, AUTHENTICATED_LIMIT + 1)])
-@pytest_twisted.ensureDeferred
-async def test_oversized_message_closes_connection(daemon, admin_client, logged_in, size):
-    """
-    A message over the limit (8 KiB before login, 64 KiB after) ends that
-    connection, and only that one.
-    """
-    bystander = await connect_raw(daemon.ws_url)
-    conn = await connect_raw(daemon.ws_url)
-    if logged_in:
-        await login(conn)
-    conn.send_text(padded({"jsonrpc": "2.0", "id": "too-big", "method": "core.ping"}, size))
-    await conn.closed_with.addTimeout(TIMEOUT, reactor)
-    assert conn.responses("too-big") == []
-    await assert_alive(daemon, bystander)
-    await bystander.close()
-
-
-@pytest.mark.parametrize("logged_in, size", [(False, ANONYMOUS_LIMIT + 1), (True, AUTHENTICATED_LIMIT + 1)])
-@pytest_twisted.ensureDeferred
-async def test_oversized_message_close_code(daemon, admin_client, logged_in, size):
-    """
-    The connection is closed with 1009 (message too big) and a reason.
-    """
-    conn = await connect_raw(daemon.ws_url)
-    if logged_in:
-        await login(conn)
-    conn.send_text(padded({"jsonrpc": "2.0", "id": "too-big", "method": "core.ping"}, size))
-    was_clean, code, reason = await conn.closed_with.addTimeout(TIMEOUT, reactor)
-    assert code == 1009
-    assert reason
-
-
-@pytest_twisted.ensureDeferred
-async def test_invalid_utf8_closes_only_that_connection(daemon, anon):
-    """
-    A text frame that is not UTF-8 is a WebSocket protocol error: that connection ends, others go on.
-    """
-    bystander = await connect_raw(daemon.ws_url)
-    anon.send_text(b'{"jsonrpc": "2.0", "id": 1, "method": "\xff\xfe"}')
-    await anon.closed_with.addTimeout(TIMEOUT, reactor)
-    assert anon.responses(1) == []
-    await assert_alive(daemon, bystander)
-    await bystander.close()
+# Large answers.
 
 
 @pytest_twisted.ensureDeferred
@@ -980,76 +603,7 @@ async def test_large_job_event(daemon, raw):
         await subscriber.close()
 
 
-# Robustness of the parser.
-
-
-@pytest_twisted.ensureDeferred
-async def test_deeply_nested_json(daemon, anon):
-    """
-    Deeply nested JSON within the size limit gets an error answer, and the connection goes on.
-    """
-    depth = 3000
-    response = await anon.send_and_receive("[" * depth + "]" * depth)
-    assert check_error(response, None, response["error"]["code"])["code"] in (PARSE_ERROR, INVALID_REQUEST)
-    await assert_alive(daemon, anon)
-
-
-@pytest_twisted.ensureDeferred
-async def test_date_out_of_range(daemon, anon):
-    """
-    A $date out of range is bad input: it gets an error answer, and the connection goes on.
-    """
-    for value in [1e20, -1e20, 10**20]:
-        message = {"jsonrpc": "2.0", "id": "date", "method": "core.set_options", "params": [{"$date": value}]}
-        response = await anon.send_and_receive(json.dumps(message))
-        code = response["error"]["code"]
-        assert code in (PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS)
-        check_error(response, None if code == PARSE_ERROR else "date", code)
-    await assert_alive(daemon, anon)
-
-
-@pytest_twisted.ensureDeferred
-async def test_nan_is_not_json(daemon, raw):
-    """
-    NaN and Infinity are not JSON: -32700; nothing non-JSON is ever sent back.
-    """
-    for constant in ["NaN", "Infinity", "-Infinity"]:
-        text = '{"jsonrpc": "2.0", "id": "nan", "method": "sample.echo", "params": [%s]}' % constant
-        response = await raw.send_and_receive(text)
-        check_error(response, None, PARSE_ERROR)
-    assert raw.not_strict_json == []
-    await assert_alive(daemon, raw)
-
-
 # Concurrency.
-
-
-@pytest_twisted.ensureDeferred
-async def test_too_many_concurrent_calls(daemon, raw):
-    """
-    With 20 calls in flight on a connection, the next gets -32000 at once;
-    other connections are not limited; once calls end, the connection serves again.
-    """
-    held = [raw.response(f"hold-{i}") for i in range(20)]
-    for i in range(20):
-        raw.send_json({"jsonrpc": "2.0", "id": f"hold-{i}", "method": "rpc.hold", "params": ["gate"]})
-    response = await raw.request("core.ping", [], id="one-too-many")
-    check_error(response, "one-too-many", TOO_MANY_CALLS)
-    response = await raw.request("rpc.hold", ["gate"], id="two-too-many")
-    check_error(response, "two-too-many", TOO_MANY_CALLS)
-    # A notification over the limit is dropped silently; bad messages are still answered.
-    raw.notify("rpc.hold", ["gate"])
-    check_error(await raw.send_and_receive("{"), None, PARSE_ERROR)
-    assert rpc_services.waiting("gate") == 20
-    await assert_alive(daemon)
-    other = await login(await connect_raw(daemon.ws_url))
-    assert await other.call("sample.add", 1, 2) == 3
-    await other.close()
-    assert not any(d.called for d in held)
-    assert rpc_services.open_gate("gate") == 20
-    for i, d in enumerate(held):
-        assert check_result(await d, f"hold-{i}") == "gate"
-    await assert_alive(daemon, raw)
 
 
 @pytest_twisted.ensureDeferred
@@ -1069,24 +623,7 @@ async def test_too_many_concurrent_new_style_jobs(daemon, raw):
     await assert_alive(daemon, raw)
 
 
-# Options and jobs.
-
-
-@pytest_twisted.ensureDeferred
-async def test_set_options(daemon, anon):
-    """
-    core.set_options works before login and returns the three options in force, per connection.
-    """
-    defaults = DEFAULT_OPTIONS
-    assert await anon.call("core.set_options", {}) == defaults
-    assert await anon.call("core.set_options", {"legacy_jobs": False}) == {**defaults, "legacy_jobs": False}
-    everything = {"legacy_jobs": False, "private_methods": True, "py_exceptions": True}
-    assert await anon.call("core.set_options", {"private_methods": True, "py_exceptions": True}) == everything
-    assert await anon.call("core.set_options", {}) == everything
-    other = await connect_raw(daemon.ws_url)
-    assert await other.call("core.set_options", {}) == defaults
-    await other.close()
-    assert await anon.call("core.set_options", defaults) == defaults
+# Jobs.
 
 
 @pytest_twisted.ensureDeferred

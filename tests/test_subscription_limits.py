@@ -2,28 +2,33 @@
 Subscriptions are bounded per connection, and an event costs one check per
 subscriber, not per subscription (issue 11, finding 2: 20,000
 C{core.subscribe("core.get_jobs")} on one connection made every event cost
-20,000 visibility checks).
+20,000 visibility checks).  The event hub and the limit in memory (the limit
+on the daemon's JSON-RPC endpoint, L{open_endpoint}); delivery over the wire
+with a real daemon.
 """
 
 from __future__ import annotations
 
 import errno
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 import attrs
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
 from twisted.logger import formatEvent
 
-from midjobs.client import Client, connect
-from midjobs.errors import CallError
+from midjobs.auth.avatar import User
+from midjobs.client import Client
+from midjobs.config import Settings
 from midjobs.events import EventHub
+
+from test_protocol_jsonrpc import Endpoint, open_endpoint
+from test_rpc import METHOD_CALL_ERROR, check_error
 
 
 #: A small limit, so that the test reaches it quickly.
 LIMIT = 5
-BOB = ("bob", "bob-pass")
 
 
 class Listener:
@@ -87,45 +92,45 @@ def settings(settings: Any) -> Any:
 
 
 
-@pytest_twisted.async_yield_fixture
-async def bob(daemon: Any, admin_client: Client) -> Any:
-    await daemon.middleware.users.create({"username": BOB[0], "password": BOB[1], "roles": []})
-    client = await connect(daemon.ws_url, reactor=reactor)
-    assert await client.login(*BOB)
-    yield client
-    await client.close()
+BOB_USER = User("bob", (), "LOGIN_PASSWORD", user_id=2)
 
 
-@pytest_twisted.ensureDeferred
-async def test_subscriptions_past_the_limit_fail(daemon: Any, admin_client: Client, bob: Client, log_events: list) -> None:
+@pytest.fixture
+def endpoint(tmp_path: Path) -> Iterator[Endpoint]:
+    """
+    The JSON-RPC endpoint, in memory, of a daemon with C{max_subscriptions} of L{LIMIT}.
+    """
+    made = open_endpoint(tmp_path, Settings(max_subscriptions=LIMIT))
+    yield made
+    made.close()
+
+
+def test_subscriptions_past_the_limit_fail(endpoint: Endpoint, log_events: list) -> None:
     """
     Past C{max_subscriptions} on one connection, C{core.subscribe} fails
     with EBUSY naming the limit, logged with the user and address; ending
     one makes room again; other connections are not concerned.
     """
-    ids = [await bob.call("core.subscribe", "core.get_jobs") for _ in range(LIMIT)]
+    admin = endpoint.connect().login()
+    bob = endpoint.connect().login(BOB_USER)
+    ids = [bob.call("core.subscribe", "core.get_jobs") for _ in range(LIMIT)]
     assert len(set(ids)) == LIMIT
     for name in ("core.get_jobs", "*"):
-        with pytest.raises(CallError) as raised:
-            await bob.call("core.subscribe", name)
-        assert raised.value.errno == errno.EBUSY
-        assert f"({LIMIT})" in raised.value.errmsg
+        error = check_error(bob.request("core.subscribe", [name]), bob.sent_ids[-1], METHOD_CALL_ERROR)
+        assert error["data"]["error"] == errno.EBUSY
+        assert f"({LIMIT})" in error["data"]["reason"]
     refusals = [formatEvent(e) for e in log_events if "subscriptions" in e.get("log_format", "")]
     assert len(refusals) == 1, refusals
-    assert "bob" in refusals[0] and "127.0.0.1" in refusals[0]
+    assert "bob" in refusals[0] and "192.0.2.7" in refusals[0]
 
-    await bob.call("core.unsubscribe", ids[0])
-    await bob.call("core.subscribe", "core.get_jobs")
+    bob.call("core.unsubscribe", ids[0])
+    bob.call("core.subscribe", "core.get_jobs")
     # Another connection of the same user has its own allowance.
-    other = await connect(daemon.ws_url, reactor=reactor)
-    try:
-        assert await other.login(*BOB)
-        for _ in range(LIMIT):
-            await other.call("core.subscribe", "core.get_jobs")
-    finally:
-        await other.close()
-    assert await admin_client.call("core.subscribe", "core.get_jobs")
-    assert await bob.call("core.ping") == "pong"
+    other = endpoint.connect().login(BOB_USER)
+    for _ in range(LIMIT):
+        other.call("core.subscribe", "core.get_jobs")
+    assert admin.call("core.subscribe", "core.get_jobs")
+    assert bob.call("core.ping") == "pong"
 
 
 @pytest_twisted.ensureDeferred

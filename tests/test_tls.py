@@ -281,7 +281,8 @@ async def test_curl_upload_over_https(daemon: RunningDaemon, admin: Any, pki: Pk
     target = daemon.state_dir / "files" / "data.txt"
     data = json.dumps({"method": "filesystem.put", "params": [str(target)]})
     code, out, err = await curl(
-        "--cacert", str(pki.ca), "-u", f"{ADMIN[0]}:{ADMIN[1]}", "-D", "-",
+        # HTTP/1.1: over HTTP/2 see test_http2_upload.
+        "--http1.1", "--cacert", str(pki.ca), "-u", f"{ADMIN[0]}:{ADMIN[1]}", "-D", "-",
         "-F", f"data={data}", "-F", f"file=@{source}", f"{https_url(daemon)}/_upload",
     )
     assert code == 0, err

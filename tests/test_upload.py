@@ -36,8 +36,9 @@ from midjobs.errors import CallError
 from midjobs.http import make_site
 from midjobs.auth import User
 from midjobs.http._auth import APIKeyCredentials, IAPIKey
-from midjobs.http import _upload as upload_module
-from midjobs.http._upload import LINGER_BYTES, MAX_DATA_SIZE, UPLOAD_READ_SIZE, UploadInterrupted
+from midjobs.http import _body as body_module
+from midjobs.http._body import LINGER_BYTES, READ_SIZE
+from midjobs.http._upload import MAX_DATA_SIZE, UploadInterrupted
 from midjobs.job import JobState
 from midjobs.pipe import Pipe
 
@@ -218,8 +219,7 @@ async def unwound() -> None:
 
 
 def buffered(pipe: Pipe) -> int:
-    # Pipe has no public view of its fill level: the test peeks.
-    return pipe._mem
+    return pipe.in_memory
 
 
 # -- uploads that work -------------------------------------------------------------
@@ -587,7 +587,7 @@ async def test_bad_login_answers_before_the_body(daemon: RunningDaemon, admin: A
 
 @pytest_twisted.ensureDeferred
 async def test_refused_connection_closes_after_a_while(daemon: RunningDaemon, admin: Any, monkeypatch: Any) -> None:
-    monkeypatch.setattr(upload_module, "LINGER_SECONDS", 0.05)
+    monkeypatch.setattr(body_module, "LINGER_SECONDS", 0.05)
     client = await raw_client(daemon)
     client.transport.write(request_head(100_000_000, authorization=None) + b"--" + BOUNDARY)
     status, _, payload = await client.response()
@@ -849,7 +849,7 @@ async def test_slow_job_bounds_memory(daemon: RunningDaemon, admin: Any, gate: A
         before = tracemalloc.get_traced_memory()[0]
         done = Deferred.fromCoroutine(curl("-u", user_arg(), "-F", data("upload.gated", "gate"), "-F", f"file=@{path}", f"{daemon.http_url}/_upload"))
         pipe = await gate.started
-        producer = pipe._producer  # the connection, as the pipe's producer
+        producer = pipe.producer  # the connection, as the pipe's producer
         paused: Deferred[int] = Deferred()
         pause = producer.pauseProducing
 
@@ -861,7 +861,7 @@ async def test_slow_job_bounds_memory(daemon: RunningDaemon, admin: Any, gate: A
         producer.pauseProducing = pause_and_tell
         level = await paused
         # The socket pauses at high water; one read may be under way then.
-        assert pipe.high_water <= level < pipe.high_water + UPLOAD_READ_SIZE
+        assert pipe.high_water <= level < pipe.high_water + READ_SIZE
         gate.allow(None)
         status, body = await done
         peak = tracemalloc.get_traced_memory()[1] - before
@@ -871,4 +871,4 @@ async def test_slow_job_bounds_memory(daemon: RunningDaemon, admin: Any, gate: A
     job = await job_of(daemon, body["job_id"])
     assert job.result == [["slow.bin", "application/octet-stream", sha256(content), len(content)]]
     # A 64 MiB body through at most the pipe's buffer and a read or two.
-    assert peak < 2 * UPLOAD_READ_SIZE + 2 * MiB, peak
+    assert peak < 2 * READ_SIZE + 2 * MiB, peak

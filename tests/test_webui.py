@@ -11,12 +11,14 @@ C{docs/_static/screenshots}, for C{docs/webui.rst}) they are saved there.
 
 from __future__ import annotations
 
+import base64
 import html.parser
 import json
 import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -105,27 +107,22 @@ class DaemonProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def midclt(self, *args: str, user: tuple[str, str] | None = None) -> str:
-        """
-        Run midclt: over TCP logged in as C{user}, else over the UNIX socket
-        (where this process's uid is an administrator).
-        """
-        if user is None:
-            where = ["-u", f"ws+unix://{self.socket}"]
-        else:
-            where = ["-u", f"ws://127.0.0.1:{self.port}/api/current", "-U", user[0], "-P", user[1]]
-        done = subprocess.run(
-            [str(BIN / "midclt"), *where, *args], env=subprocess_env(), capture_output=True, text=True, timeout=60
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
     def call(self, user: tuple[str, str] | None, method: str, *params: Any) -> Any:
         """
-        Call C{method} with midclt; a job method returns the job id at once.
+        Call C{method} as midclt would: over TCP logged in as C{user}, else
+        over the UNIX socket (where this process's uid is an administrator).
+        A job method returns the job id at once.
         """
-        out = self.midclt("call", method, *(json.dumps(p) for p in params), user=user)
-        return json.loads(out) if out.strip() else None
+        if user is None:
+            connection = RpcConnection(socket.socket(socket.AF_UNIX), str(self.socket))
+        else:
+            connection = RpcConnection(socket.socket(socket.AF_INET), ("127.0.0.1", self.port))
+        try:
+            if user is not None:
+                assert connection.call("auth.login", *user) is True, user
+            return connection.call(method, *params)
+        finally:
+            connection.close()
 
     def create_user(self, user: tuple[str, str], roles: list[str]) -> None:
         self.call(None, "user.create", {"username": user[0], "password": user[1], "roles": roles})
@@ -147,6 +144,79 @@ class DaemonProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._reader.join(5)
+
+
+class RpcConnection:
+    """
+    A blocking JSON-RPC connection to the daemon, for the calls the tests
+    make besides the page's (the page is what they test): the WebSocket
+    handshake and text frames over a plain socket, as midclt sends them,
+    without the second or more a midclt process takes to start.
+
+    @param address: what C{sock} connects to.
+    """
+
+    def __init__(self, sock: socket.socket, address: Any) -> None:
+        self.sock = sock
+        self.sock.settimeout(60)
+        self.sock.connect(address)
+        self.incoming = sock.makefile("rb")
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            b"GET /api/current HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        status = self.incoming.readline()
+        assert status.startswith(b"HTTP/1.1 101 "), status
+        while self.incoming.readline() not in (b"\r\n", b""):
+            pass
+        self.last_id = 0
+
+    def _send(self, opcode: int, payload: bytes) -> None:
+        # A client's frames are masked: a zero mask leaves the payload as it is.
+        if len(payload) < 126:
+            length = bytes([0x80 | len(payload)])
+        elif len(payload) < 2**16:
+            length = bytes([0x80 | 126]) + struct.pack("!H", len(payload))
+        else:
+            length = bytes([0x80 | 127]) + struct.pack("!Q", len(payload))
+        self.sock.sendall(bytes([0x80 | opcode]) + length + b"\0\0\0\0" + payload)
+
+    def _text(self) -> bytes:
+        """
+        The payload of the next text frame (pings are Autobahn's to answer
+        only when idle for long: none come during a call).
+        """
+        while True:
+            first, second = self.incoming.read(2)
+            size = second & 0x7F
+            if size == 126:
+                (size,) = struct.unpack("!H", self.incoming.read(2))
+            elif size == 127:
+                (size,) = struct.unpack("!Q", self.incoming.read(8))
+            payload = self.incoming.read(size)
+            if first & 0x0F == 0x1:
+                return payload
+            if first & 0x0F == 0x8:
+                raise ConnectionError(f"closed by the daemon: {payload!r}")
+
+    def call(self, method: str, *params: Any) -> Any:
+        """
+        The result of C{method}; an error answer fails the test.
+        """
+        self.last_id += 1
+        request = {"jsonrpc": "2.0", "id": self.last_id, "method": method, "params": list(params)}
+        self._send(0x1, json.dumps(request).encode())
+        while True:
+            message = json.loads(self._text())
+            if message.get("id") == self.last_id:
+                assert "error" not in message, (method, message["error"])
+                return message["result"]
+
+    def close(self) -> None:
+        self._send(0x8, struct.pack("!H", 1000))
+        self.incoming.close()
+        self.sock.close()
 
 
 @pytest.fixture(scope="module")

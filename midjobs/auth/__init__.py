@@ -11,7 +11,7 @@ yields an L{AvatarId} and the L{Realm} turns it into a L{User}.
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from typing import Iterable, cast
 
 from twisted.cred.credentials import ICredentials
 from twisted.cred.portal import Portal
@@ -113,7 +113,7 @@ def make_portal(
     return Portal(Realm(users), checkers)
 
 
-def login(portal: Portal, credentials: ICredentials, mind: object = None) -> Deferred[User]:
+def login(portal: Portal, credentials: ICredentials, mind: object = None) -> Deferred[IUser]:
     """
     Log in and fire with the L{IUser} avatar.
 
@@ -121,4 +121,5 @@ def login(portal: Portal, credentials: ICredentials, mind: object = None) -> Def
     L{twisted.cred.error.UnhandledCredentials} if no checker takes them.
     """
     d = portal.login(credentials, mind, IUser)
-    return d.addCallback(lambda result: result[1])
+    # The realm answers the interface asked for.
+    return d.addCallback(lambda result: cast(IUser, result[1]))

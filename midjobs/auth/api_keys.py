@@ -29,19 +29,18 @@ import re
 import secrets
 import sqlite3
 import time
-from typing import Any, Final, Generator, Mapping
+from typing import Any, Final, Mapping
 
 import attrs
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import ICredentials
 from twisted.cred.error import UnauthorizedLogin
-from twisted.enterprise.adbapi import ConnectionPool, Transaction
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred
 from zope.interface import Attribute, implementer
 
 from midjobs.auth.avatar import AvatarId
 from midjobs.errors import CallError, ValidationErrors
-from midjobs.store.database import ensure_schema
+from midjobs.store.database import Cursor, Pool, Row, ensure_schema
 
 __all__ = [
     "API_KEY",
@@ -181,7 +180,7 @@ def secret_matches(secret: str, encoded: str) -> bool:
 _DUMMY_HASH = hash_secret(secrets.token_urlsafe(SECRET_BYTES))
 
 
-def _row_to_key(row: tuple[Any, ...]) -> ApiKeyDict:
+def _row_to_key(row: Row) -> ApiKeyDict:
     id_, name, username, created = row
     return {
         "id": id_,
@@ -234,7 +233,7 @@ class ApiKeyStore:
     Call L{setup} once, after the user store's, before anything else.
     """
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: Pool) -> None:
         self._pool = pool
 
     def setup(self) -> Deferred[int]:
@@ -251,7 +250,7 @@ class ApiKeyStore:
         C{CallError(ENOENT)} if there is none.
         """
 
-        def found(rows: list[tuple[Any, ...]]) -> ApiKeyDict:
+        def found(rows: list[Row]) -> ApiKeyDict:
             if not rows:
                 raise _not_found(id)
             return _row_to_key(rows[0])
@@ -266,10 +265,7 @@ class ApiKeyStore:
         d = self._pool.runQuery(f"SELECT {_COLUMNS} FROM {_FROM} ORDER BY k.id")
         return d.addCallback(lambda rows: [_row_to_key(row) for row in rows])
 
-    @inlineCallbacks
-    def authenticate(
-        self, key: object, username: object = None
-    ) -> Generator[Deferred[Any], Any, ApiKeyDict | None]:
+    def authenticate(self, key: object, username: object = None) -> Deferred[ApiKeyDict | None]:
         """
         The key C{key} stands for, if it is one and may log in now (its user
         is not locked, and is C{username} if that is given), else C{None}.
@@ -277,11 +273,14 @@ class ApiKeyStore:
         @return: a L{Deferred} firing with C{{"id", "name", "username",
             "user_id"}} or C{None}.
         """
+        return Deferred.fromCoroutine(self._authenticate(key, username))
+
+    async def _authenticate(self, key: object, username: object = None) -> ApiKeyDict | None:
         parsed = parse_key(key)
         if parsed is None:
             return None
         id_, secret = parsed
-        rows = yield self._pool.runQuery(
+        rows = await self._pool.runQuery(
             f"SELECT k.name, k.key_hash, u.username, u.locked, u.id FROM {_FROM} WHERE k.id = ?", (id_,)
         )
         matches = secret_matches(secret, rows[0][1] if rows else _DUMMY_HASH)
@@ -294,8 +293,7 @@ class ApiKeyStore:
 
     # Writing
 
-    @inlineCallbacks
-    def create(self, data: Mapping[str, Any]) -> Generator[Deferred[Any], Any, ApiKeyDict]:
+    def create(self, data: Mapping[str, Any]) -> Deferred[ApiKeyDict]:
         """
         Make a key for a user; fire with its record and, this once, the key.
 
@@ -303,20 +301,23 @@ class ApiKeyStore:
         the name (1 to 200 characters) be new among that user's keys.  Fails
         with L{ValidationErrors} otherwise, and adds nothing.
         """
+        return Deferred.fromCoroutine(self._create(data))
+
+    async def _create(self, data: Mapping[str, Any]) -> ApiKeyDict:
         clean, errors = _validate(data)
         if "username" not in clean:
             errors.check()
         secret = secrets.token_urlsafe(SECRET_BYTES)
-        id_ = yield self._pool.runInteraction(
+        id_ = await self._pool.runInteraction(
             self._insert, clean["username"], clean.get("name"), hash_secret(secret), errors
         )
-        record = yield self.get(id_)
+        record: ApiKeyDict = await self.get(id_)
         record["key"] = f"{id_}-{secret}"
         return record
 
     @staticmethod
     def _insert(
-        txn: Transaction, username: str, name: str | None, key_hash: str, errors: ValidationErrors
+        txn: Cursor, username: str, name: str | None, key_hash: str, errors: ValidationErrors
     ) -> int:
         txn.execute("SELECT id FROM users WHERE username = ?", (username,))
         row = txn.fetchone()
@@ -327,6 +328,7 @@ class ApiKeyStore:
             if txn.fetchone() is not None:
                 errors.add("name", _NAME_TAKEN, errno.EEXIST)
         errors.check()
+        assert row is not None  # errors.check() raised otherwise
         # One transaction on the pool's one connection: nothing of ours comes
         # between these checks and the insert, but another process might.
         try:
@@ -340,6 +342,7 @@ class ApiKeyStore:
             else:
                 errors.add("username", _NO_USER, errno.ENOENT)
             raise errors from None
+        assert txn.lastrowid is not None  # an INSERT sets it
         return txn.lastrowid
 
     def delete(self, id: int) -> Deferred[None]:
@@ -348,7 +351,7 @@ class ApiKeyStore:
         C{CallError(ENOENT)} if there is none.
         """
 
-        def delete(txn: Transaction) -> None:
+        def delete(txn: Cursor) -> None:
             txn.execute("DELETE FROM api_keys WHERE id = ?", (id,))
             if txn.rowcount == 0:
                 raise _not_found(id)
@@ -374,7 +377,7 @@ class APIKeyChecker:
     def __init__(self, store: ApiKeyStore) -> None:
         self.store = store
 
-    def requestAvatarId(self, credentials: IAPIKey) -> Deferred[AvatarId]:
+    def requestAvatarId(self, credentials: IAPIKey) -> Deferred[AvatarId]:  # type: ignore[override]  # twisted.cred's annotations say an avatar id is bytes; any value goes
         d = self.store.authenticate(credentials.key, getattr(credentials, "username", None))
 
         def vouch(found: ApiKeyDict | None) -> AvatarId:
@@ -392,7 +395,7 @@ class APIKeyChecker:
         return d.addCallback(vouch)
 
 
-def api_key_store_of(portal: Any) -> ApiKeyStore | None:
+def api_key_store_of(portal: object) -> ApiKeyStore | None:
     """
     The store of the L{APIKeyChecker} registered on C{portal}, if there is one.
     """

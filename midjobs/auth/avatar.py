@@ -6,7 +6,7 @@ avatar (L{User}) the realm hands back.
 from __future__ import annotations
 
 import copy
-from typing import Any, Final, Mapping
+from typing import Any, Final, Iterable, Mapping
 
 import attrs
 from zope.interface import implementer
@@ -20,6 +20,10 @@ __all__ = ["LOGIN_PASSWORD", "UNIX_SOCKET", "AvatarId", "User"]
 LOGIN_PASSWORD: Final = "LOGIN_PASSWORD"
 #: A trusted peer on the UNIX socket, with no login.
 UNIX_SOCKET: Final = "UNIX_SOCKET"
+
+
+def _roles(roles: Iterable[str]) -> frozenset[str]:
+    return frozenset(roles)
 
 
 @attrs.frozen
@@ -67,7 +71,7 @@ class User:
     """
 
     username: str
-    roles: frozenset[str] = attrs.field(converter=frozenset)
+    roles: frozenset[str] = attrs.field(converter=_roles)
     credentials_type: str
     credentials_data: Mapping[str, Any] = attrs.field(factory=dict, hash=False, kw_only=True)
     user_id: int | None = attrs.field(default=None, kw_only=True)

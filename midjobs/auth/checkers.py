@@ -6,12 +6,12 @@ Register new kinds (API keys, single-use tokens) on the portal beside these.
 
 from __future__ import annotations
 
-from typing import Any, Generator, Iterable
+from typing import Iterable
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from midjobs.auth.avatar import LOGIN_PASSWORD, UNIX_SOCKET, AvatarId
@@ -48,15 +48,15 @@ class PasswordChecker:
     def __init__(self, users: UserStore) -> None:
         self._users = users
 
-    @inlineCallbacks
-    def requestAvatarId(
-        self, credentials: IUsernamePassword
-    ) -> Generator[Deferred[Any], Any, AvatarId]:
+    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[AvatarId]:  # type: ignore[override]  # twisted.cred's annotations say an avatar id is bytes; any value goes
+        return Deferred.fromCoroutine(self._check(credentials))
+
+    async def _check(self, credentials: IUsernamePassword) -> AvatarId:
         username = _text(credentials.username)
         password = _text(credentials.password)
         if username is None or not password:
             raise UnauthorizedLogin(BAD_LOGIN)
-        user = yield self._users.check_password(username, password)
+        user = await self._users.check_password(username, password)
         if user is None or user["locked"]:
             raise UnauthorizedLogin(BAD_LOGIN)
         return AvatarId(user["username"], LOGIN_PASSWORD, user_id=user["id"])
@@ -73,7 +73,7 @@ class PeerCredentialsChecker:
     def __init__(self, trusted_uids: Iterable[int]) -> None:
         self._trusted_uids = frozenset(trusted_uids)
 
-    def requestAvatarId(self, credentials: IPeerCredentials) -> Deferred[AvatarId]:
+    def requestAvatarId(self, credentials: IPeerCredentials) -> Deferred[AvatarId]:  # type: ignore[override]  # twisted.cred's annotations say an avatar id is bytes; any value goes
         if credentials.uid in self._trusted_uids:
             return succeed(AvatarId("root", UNIX_SOCKET))
         return fail(UnauthorizedLogin(f"uid {credentials.uid} is not trusted"))

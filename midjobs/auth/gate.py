@@ -5,6 +5,8 @@ L{LoginGate}, which throttles failed attempts before the portal sees them.
 
 from __future__ import annotations
 
+from typing import cast
+
 from twisted.cred.credentials import ICredentials
 from twisted.cred.error import LoginFailed, UnauthorizedLogin
 from twisted.cred.portal import Portal
@@ -113,4 +115,5 @@ class LoginGate:
 
     async def _login(self, credentials: ICredentials) -> IUser:
         _, avatar, _ = await self.portal.login(credentials, None, IUser)
-        return avatar
+        # The realm answers the interface asked for.
+        return cast(IUser, avatar)

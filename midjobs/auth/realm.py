@@ -4,13 +4,12 @@ The realm: turns an L{AvatarId} into the L{User} avatar with its current roles.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generator
+from typing import Callable
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm
-from twisted.internet.defer import Deferred, inlineCallbacks
-from zope.interface import implementer
-from zope.interface.interface import InterfaceClass
+from twisted.internet.defer import Deferred
+from zope.interface import Interface, implementer
 
 from midjobs.auth.avatar import UNIX_SOCKET, AvatarId, User
 from midjobs.auth.interfaces import IUser
@@ -19,7 +18,7 @@ from midjobs.auth.users import UserStore
 
 __all__ = ["Realm"]
 
-AvatarTuple = tuple[InterfaceClass, User, Callable[[], None]]
+AvatarTuple = tuple[type[Interface], User, Callable[[], None]]
 
 
 def _logout() -> None:
@@ -49,10 +48,12 @@ class Realm:
     def __init__(self, users: UserStore) -> None:
         self._users = users
 
-    @inlineCallbacks
-    def requestAvatar(
-        self, avatarId: AvatarId, mind: object, *interfaces: InterfaceClass
-    ) -> Generator[Deferred[Any], Any, AvatarTuple]:
+    def requestAvatar(  # type: ignore[override]  # twisted.cred's annotations say an avatar id is bytes; any value goes
+        self, avatarId: AvatarId, mind: object, *interfaces: type[Interface]
+    ) -> Deferred[AvatarTuple]:
+        return Deferred.fromCoroutine(self._avatar(avatarId, interfaces))
+
+    async def _avatar(self, avatarId: AvatarId, interfaces: tuple[type[Interface], ...]) -> AvatarTuple:
         if IUser not in interfaces:
             raise NotImplementedError("this realm only gives IUser avatars")
         if not isinstance(avatarId, AvatarId):
@@ -71,10 +72,10 @@ class Realm:
             )
             return IUser, avatar, _logout
         if avatarId.user_id is None:
-            user = yield self._users.get_by_username(avatarId.username)
+            user = await self._users.get_by_username(avatarId.username)
             user_id = None
         else:
-            user = yield self._users.find(avatarId.user_id)
+            user = await self._users.find(avatarId.user_id)
             user_id = avatarId.user_id
         if user is None or user["locked"]:
             raise UnauthorizedLogin(f"user {avatarId.username!r} is gone or locked")

@@ -14,7 +14,9 @@ wait at another, so nobody can lock a user out by failing on purpose.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from typing import Any, Iterable
+from typing import Iterable
+
+from twisted.internet.interfaces import IReactorTime
 
 __all__ = ["Key", "LoginThrottle", "SOURCE_FACTOR", "source_key", "user_key"]
 
@@ -59,7 +61,7 @@ class LoginThrottle:
 
     def __init__(
         self,
-        clock: Any,
+        clock: IReactorTime,
         *,
         limit: int = 5,
         window: float = 60.0,

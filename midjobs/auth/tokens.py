@@ -30,6 +30,7 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import ICredentials
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import Attribute, implementer
 
 from midjobs.auth.avatar import UNIX_SOCKET, AvatarId
@@ -127,9 +128,11 @@ class TokenStore:
         the middleware sets it from C{[limits] tokens_per_user}.
     """
 
-    def __init__(self, clock: Any = None, *, max_per_user: int = MAX_TOKENS_PER_USER) -> None:
+    def __init__(self, clock: IReactorTime | None = None, *, max_per_user: int = MAX_TOKENS_PER_USER) -> None:
         if clock is None:
-            from twisted.internet import reactor as clock
+            from twisted.internet import reactor
+
+            clock = reactor
         self.clock = clock
         self.max_per_user = max_per_user
         #: Where refusals are counted (the daemon's metrics).
@@ -323,7 +326,7 @@ class TokenChecker:
     def __init__(self, store: TokenStore) -> None:
         self.store = store
 
-    def requestAvatarId(self, credentials: ITokenCredentials) -> Deferred[AvatarId]:
+    def requestAvatarId(self, credentials: ITokenCredentials) -> Deferred[AvatarId]:  # type: ignore[override]  # twisted.cred's annotations say an avatar id is bytes; any value goes
         try:
             token = self.store.consume(
                 credentials.token,
@@ -345,7 +348,7 @@ class TokenChecker:
         )
 
 
-def token_store_of(portal: Any) -> TokenStore | None:
+def token_store_of(portal: object) -> TokenStore | None:
     """
     The store of the L{TokenChecker} registered on C{portal}, if there is one.
     """

@@ -15,16 +15,15 @@ import re
 import secrets
 import sqlite3
 import time
-from typing import Any, Generator, Mapping
+from typing import Any, Callable, Mapping, ParamSpec, TypeVar
 
-from twisted.enterprise.adbapi import ConnectionPool, Transaction
-from twisted.internet.defer import Deferred, DeferredSemaphore, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.internet.threads import deferToThread
 
 from midjobs.auth.hashing import hash_password, verify_password
 from midjobs.auth.roles import is_role_name
 from midjobs.errors import CallError, ValidationErrors
-from midjobs.store.database import ensure_schema
+from midjobs.store.database import Cursor, Pool, Row, ensure_schema
 
 __all__ = ["USERS_SCHEMA", "UserDict", "UserStore"]
 
@@ -51,7 +50,7 @@ _FIELDS = frozenset({"username", "password", "full_name", "roles", "locked"})
 _COLUMNS = "id, username, full_name, roles, locked"
 
 
-def _row_to_user(row: tuple[Any, ...]) -> UserDict:
+def _row_to_user(row: Row) -> UserDict:
     id_, username, full_name, roles, locked = row
     return {
         "id": id_,
@@ -124,7 +123,7 @@ def _validate(data: object, *, creating: bool) -> tuple[dict[str, Any], Validati
     return clean, errors
 
 
-def _username_taken(txn: Transaction, username: str, exclude_id: int | None) -> bool:
+def _username_taken(txn: Cursor, username: str, exclude_id: int | None) -> bool:
     txn.execute("SELECT id FROM users WHERE username = ?", (username,))
     row = txn.fetchone()
     return row is not None and row[0] != exclude_id
@@ -156,11 +155,19 @@ def _dummy_hash() -> str:
 _hashing = DeferredSemaphore(2)
 
 
-def _hash_in_thread(function: Any, *args: Any) -> Deferred[Any]:
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _hash_in_thread(function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> Deferred[_T]:
     """
     Run a password-hashing C{function} in a thread, at most two at once.
     """
-    return _hashing.run(deferToThread, function, *args)
+
+    def start() -> Deferred[_T]:
+        return deferToThread(function, *args, **kwargs)
+
+    return _hashing.run(start)
 
 
 def _check_against(password: str, encoded: str | None) -> bool:
@@ -177,11 +184,11 @@ class UserStore:
     Call L{setup} once before anything else.
     """
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: Pool) -> None:
         self._pool = pool
 
     @property
-    def pool(self) -> ConnectionPool:
+    def pool(self) -> Pool:
         """
         The database pool the accounts live in, for stores of what belongs
         to a user (L{midjobs.auth.api_keys.ApiKeyStore}).
@@ -201,7 +208,7 @@ class UserStore:
         The user with this id; fails with C{CallError(ENOENT)} if there is none.
         """
 
-        def found(rows: list[tuple[Any, ...]]) -> UserDict:
+        def found(rows: list[Row]) -> UserDict:
             if not rows:
                 raise _not_found(id)
             return _row_to_user(rows[0])
@@ -230,44 +237,46 @@ class UserStore:
         d = self._pool.runQuery(f"SELECT {_COLUMNS} FROM users ORDER BY id")
         return d.addCallback(lambda rows: [_row_to_user(row) for row in rows])
 
-    @inlineCallbacks
-    def check_password(
-        self, username: str, password: str
-    ) -> Generator[Deferred[Any], Any, UserDict | None]:
+    def check_password(self, username: str, password: str) -> Deferred[UserDict | None]:
         """
         The user if C{password} is theirs (locked or not), else C{None}.
 
         An unknown username costs one hash verification like a known one, so
         the time taken does not tell whether the user exists.
         """
-        rows = yield self._pool.runQuery(
+        return Deferred.fromCoroutine(self._check_password(username, password))
+
+    async def _check_password(self, username: str, password: str) -> UserDict | None:
+        rows = await self._pool.runQuery(
             f"SELECT {_COLUMNS}, password_hash FROM users WHERE username = ?", (username,)
         )
         encoded = rows[0][-1] if rows else None
-        matches = yield _hash_in_thread(_check_against, password, encoded)
+        matches = await _hash_in_thread(_check_against, password, encoded)
         if not matches:
             return None
         return _row_to_user(rows[0][:-1])
 
     # Writing
 
-    @inlineCallbacks
-    def create(self, data: Mapping[str, Any]) -> Generator[Deferred[Any], Any, UserDict]:
+    def create(self, data: Mapping[str, Any]) -> Deferred[UserDict]:
         """
         Add a user; fire with it.  Fails with L{ValidationErrors} for bad data.
 
         C{username} and C{password} are required; C{full_name} (default empty),
         C{roles} (default none) and C{locked} (default false) are optional.
         """
+        return Deferred.fromCoroutine(self._create(data))
+
+    async def _create(self, data: Mapping[str, Any]) -> UserDict:
         clean, errors = _validate(data, creating=True)
         if "username" in clean:
-            taken = yield self._pool.runInteraction(_username_taken, clean["username"], None)
+            taken = await self._pool.runInteraction(_username_taken, clean["username"], None)
             if taken:
                 errors.add("username", _TAKEN, errno.EEXIST)
         errors.check()
 
-        password_hash = yield _hash_in_thread(hash_password, clean["password"])
-        id_ = yield self._pool.runInteraction(
+        password_hash = await _hash_in_thread(hash_password, clean["password"])
+        id_ = await self._pool.runInteraction(
             self._insert,
             clean["username"],
             clean.get("full_name", ""),
@@ -275,12 +284,12 @@ class UserStore:
             json.dumps(clean.get("roles", [])),
             clean.get("locked", False),
         )
-        user = yield self.get(id_)
+        user: UserDict = await self.get(id_)
         return user
 
     @staticmethod
     def _insert(
-        txn: Transaction, username: str, full_name: str, password_hash: str, roles: str, locked: bool
+        txn: Cursor, username: str, full_name: str, password_hash: str, roles: str, locked: bool
     ) -> int:
         try:
             txn.execute(
@@ -290,29 +299,30 @@ class UserStore:
             )
         except sqlite3.IntegrityError:
             raise _taken_error() from None
+        assert txn.lastrowid is not None  # an INSERT sets it
         return txn.lastrowid
 
-    @inlineCallbacks
-    def update(
-        self, id: int, data: Mapping[str, Any]
-    ) -> Generator[Deferred[Any], Any, UserDict]:
+    def update(self, id: int, data: Mapping[str, Any]) -> Deferred[UserDict]:
         """
         Change some fields of a user; fire with the user as it is now.
 
         Takes the fields of L{create}, all optional; a new password is hashed.
         Fails with C{CallError(ENOENT)} if there is no such user.
         """
+        return Deferred.fromCoroutine(self._update(id, data))
+
+    async def _update(self, id: int, data: Mapping[str, Any]) -> UserDict:
         clean, errors = _validate(data, creating=False)
-        yield self.get(id)
+        await self.get(id)
         if "username" in clean:
-            taken = yield self._pool.runInteraction(_username_taken, clean["username"], id)
+            taken = await self._pool.runInteraction(_username_taken, clean["username"], id)
             if taken:
                 errors.add("username", _TAKEN, errno.EEXIST)
         errors.check()
 
         columns: dict[str, Any] = {}
         if "password" in clean:
-            columns["password_hash"] = yield _hash_in_thread(hash_password, clean["password"])
+            columns["password_hash"] = await _hash_in_thread(hash_password, clean["password"])
         for key in ("username", "full_name"):
             if key in clean:
                 columns[key] = clean[key]
@@ -321,12 +331,12 @@ class UserStore:
         if "locked" in clean:
             columns["locked"] = int(clean["locked"])
         if columns:
-            yield self._pool.runInteraction(self._update, id, columns)
-        user = yield self.get(id)
+            await self._pool.runInteraction(self._update_columns, id, columns)
+        user: UserDict = await self.get(id)
         return user
 
     @staticmethod
-    def _update(txn: Transaction, id_: int, columns: dict[str, Any]) -> None:
+    def _update_columns(txn: Cursor, id_: int, columns: dict[str, Any]) -> None:
         # Column names come from a fixed list above, never from the caller.
         assignments = ", ".join(f"{name} = ?" for name in columns)
         try:
@@ -344,7 +354,7 @@ class UserStore:
         goes with it, in the same statement.
         """
 
-        def delete(txn: Transaction) -> None:
+        def delete(txn: Cursor) -> None:
             txn.execute("DELETE FROM users WHERE id = ?", (id,))
             if txn.rowcount == 0:
                 raise _not_found(id)

@@ -10,8 +10,11 @@ from typing import Any
 import attrs
 from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from midjobs import wire_json
 from midjobs.arguments import REDACTED
@@ -26,7 +29,7 @@ from ._errors import (
     error_from_response,
 )
 from ._jobs import JobWatcher
-from ._protocol import ClientProtocol
+from ._protocol import ClientProtocol, IMessageReceiver
 from ._types import EventCallback, JobCallback
 
 __all__ = ["Client", "connect"]
@@ -37,7 +40,7 @@ _log = Logger()
 def connect(
     uri: str,
     *,
-    reactor: Any = None,
+    reactor: IReactorTime | None = None,
     timeout: float = 10,
     insecure: bool = False,
     ca_file: str | None = None,
@@ -49,6 +52,8 @@ def connect(
 
     @param uri: C{ws://host:port/api/current}, C{wss://...} or
         C{ws+unix:///path/to/midjobs.sock}.
+    @param reactor: the reactor that connects (over TCP or a UNIX socket)
+        and keeps time; Twisted's global one by default.
     @param timeout: seconds for the connection and the handshake together.
     @param insecure: for C{wss://}, do not verify the server's certificate.
     @param ca_file: for C{wss://}, a PEM file of the certificate authorities
@@ -73,10 +78,11 @@ def connect(
     client = Client(reactor, call_timeout=call_timeout)
     factory = _ClientFactory(client, url=url, reactor=reactor, headers=headers)
     # Our own timeout covers the handshake: Autobahn's rounds to whole seconds.
-    factory.setProtocolOptions(openHandshakeTimeout=0)
+    factory.setProtocolOptions(openHandshakeTimeout=0)  # type: ignore[no-untyped-call]  # Autobahn is not annotated
 
     async def open_() -> Client:
-        protocol: ClientProtocol = await endpoint.connect(factory)
+        protocol = await endpoint.connect(factory)
+        assert isinstance(protocol, ClientProtocol)  # what the factory builds
         await protocol.opened
         return client
 
@@ -88,11 +94,13 @@ class _ClientFactory(WebSocketClientFactory):
     Makes the one L{ClientProtocol} of a L{Client}.
     """
 
-    def __init__(self, client: Client, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self, client: Client, *, url: str, reactor: IReactorTime, headers: dict[str, str] | None
+    ) -> None:
+        super().__init__(url=url, reactor=reactor, headers=headers)  # type: ignore[no-untyped-call]  # Autobahn is not annotated
         self._client = client
 
-    def buildProtocol(self, addr: Any) -> ClientProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> ClientProtocol:
         protocol = _Protocol(self._client)
         protocol.factory = self
         return protocol
@@ -104,7 +112,7 @@ class _Protocol(ClientProtocol):
     ways the opening can fail.
     """
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if not self.opened.called:
             tls = tls_failure_reason(reason)
             if tls is not None:
@@ -123,7 +131,7 @@ class _Subscription:
     id: str | None = None
     waiters: list[Deferred[None]] = attrs.Factory(list)
 
-    def matches(self, collection: Any) -> bool:
+    def matches(self, collection: object) -> bool:
         return self.name == "*" or self.name == collection
 
     def end(self, error: Exception | None) -> None:
@@ -135,6 +143,7 @@ class _Subscription:
                 d.errback(error)
 
 
+@implementer(IMessageReceiver)
 class Client:
     """
     A connection to a midjobs daemon, made by L{connect}.
@@ -148,7 +157,7 @@ class Client:
         forever; a call that runs out fails with C{defer.TimeoutError}.
     """
 
-    def __init__(self, reactor: Any, *, call_timeout: float | None = None) -> None:
+    def __init__(self, reactor: IReactorTime, *, call_timeout: float | None = None) -> None:
         self.call_timeout = call_timeout
         self._reactor = reactor
         self._ids = itertools.count(1)
@@ -190,10 +199,12 @@ class Client:
             self._protocol.sendClose(code=1000)
         return done
 
-    def _attach(self, protocol: ClientProtocol) -> None:
+    # IMessageReceiver: what the protocol tells.
+
+    def protocol_opened(self, protocol: ClientProtocol) -> None:
         self._protocol = protocol
 
-    def _lost(self, reason: str) -> None:
+    def connection_lost(self, reason: str) -> None:
         if self._lost_reason is not None:
             return
         self._lost_reason = reason
@@ -212,9 +223,10 @@ class Client:
         if not self.connected:
             raise ClientConnectionLost(self._lost_reason or "not connected")
         assert self._protocol is not None
-        self._protocol.sendMessage(wire_json.dumps(message).encode("utf-8"), isBinary=False)
+        payload = wire_json.dumps(message).encode("utf-8")
+        self._protocol.sendMessage(payload, isBinary=False)  # type: ignore[no-untyped-call]  # Autobahn is not annotated
 
-    def _received(self, payload: bytes) -> None:
+    def message_received(self, payload: bytes) -> None:
         try:
             message = wire_json.loads(payload)
         except ValueError:
@@ -237,7 +249,7 @@ class Client:
         else:
             d.callback(message.get("result"))
 
-    def _notified(self, method: str, params: Any) -> None:
+    def _notified(self, method: str, params: object) -> None:
         if not isinstance(params, dict):
             return
         collection = params.get("collection", "")
@@ -321,7 +333,7 @@ class Client:
             sub.id = sub_id
             return sub_id
 
-        def failed(reason: Any) -> Any:
+        def failed(reason: Failure) -> Failure:
             if sub in self._subscriptions:
                 self._subscriptions.remove(sub)
             return reason
@@ -399,7 +411,7 @@ class Client:
                 self.unsubscribe(sub_id).addErrback(lambda _: None)
 
 
-def _shows_redactions(value: Any) -> bool:
+def _shows_redactions(value: object) -> bool:
     """
     Whether a job's result, as records show it, has secrets hidden in it.
     """

@@ -12,9 +12,11 @@ A response that ends early is an error, never a short file.
 from __future__ import annotations
 
 import urllib.parse
-from typing import Any, BinaryIO
+from typing import Protocol
 
+from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.client import ResponseFailed
 
 from ._http import http_url, no_answer_reason, read_prefix, with_client
@@ -22,6 +24,17 @@ from ._http import http_url, no_answer_reason, read_prefix, with_client
 __all__ = ["DownloadError", "download"]
 
 #: The most of an error response's body kept as its reason.
+
+
+class Writable(Protocol):
+    """
+    Where a download goes: anything with a C{write(bytes)} method.
+    """
+
+    def write(self, data: bytes, /) -> object:
+        """
+        Take the next bytes of the body.
+        """
 
 
 class DownloadError(Exception):
@@ -51,10 +64,10 @@ def _url(base_url: str, path_or_url: str) -> bytes:
 def download(
     base_url: str,
     path_or_url: str,
-    file_obj: BinaryIO | Any,
+    file_obj: Writable,
     *,
-    reactor: Any = None,
-    client: Any = None,
+    reactor: IReactorTime | None = None,
+    client: HTTPClient | None = None,
     insecure: bool = False,
     ca_file: str | None = None,
 ) -> Deferred[int]:
@@ -78,7 +91,7 @@ def download(
 
     url = _url(base_url, path_or_url)
 
-    async def run(client: Any) -> int:
+    async def run(client: HTTPClient) -> int:
         try:
             response = await client.get(url)
         except Exception as e:

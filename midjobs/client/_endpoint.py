@@ -14,17 +14,21 @@ against those of a C{ca_file}, unless verification is turned off
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from twisted.internet import ssl
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTime, IStreamClientEndpoint
 from twisted.python.failure import Failure
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from ._errors import ClientConnectFailed
+
+if TYPE_CHECKING:
+    # Twisted defines the interface of a trust root but exports it nowhere public.
+    from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 __all__ = [
     "API_PATH",
@@ -66,7 +70,7 @@ def tls_failure_reason(failure: Failure) -> str | None:
     return None
 
 
-def trust_root(ca_file: str) -> Any:
+def trust_root(ca_file: str) -> IOpenSSLTrustRoot:
     """
     The certificates of the PEM file C{ca_file}, as the only authorities to
     trust.
@@ -84,10 +88,13 @@ def trust_root(ca_file: str) -> Any:
         raise ValueError(f"The CA file {ca_file} holds a bad certificate: {e}") from None
     if not certificates:
         raise ValueError(f"The CA file {ca_file} holds no PEM certificate")
-    return ssl.trustRootFromCertificates(certificates)
+    root: IOpenSSLTrustRoot = ssl.trustRootFromCertificates(certificates)  # type: ignore[no-untyped-call]  # not annotated in Twisted
+    return root
 
 
-def tls_options(host: str, *, insecure: bool = False, ca_file: str | None = None, root: Any = None) -> Any:
+def tls_options(
+    host: str, *, insecure: bool = False, ca_file: str | None = None, root: IOpenSSLTrustRoot | None = None
+) -> IOpenSSLClientConnectionCreator:
     """
     How to make a TLS connection to C{host}.
 
@@ -125,11 +132,14 @@ class TLSPolicy:
 
 
 def client_endpoint(
-    uri: str, reactor: Any, *, timeout: float = 30, insecure: bool = False, ca_file: str | None = None
+    uri: str, reactor: IReactorTime, *, timeout: float = 30, insecure: bool = False, ca_file: str | None = None
 ) -> tuple[IStreamClientEndpoint, str]:
     """
     The endpoint that reaches C{uri}, and the C{ws://} or C{wss://} URL of the
     WebSocket resource (for the handshake's request line and C{Host}).
+
+    @param reactor: the reactor that connects (over TCP or a UNIX socket)
+        and keeps time.
 
     @param insecure: for C{wss://}, skip the server certificate verification.
     @param ca_file: for C{wss://}, a PEM file of the certificate authorities
@@ -143,7 +153,8 @@ def client_endpoint(
         path = unquote(parts.netloc + parts.path)
         if not path:
             raise ValueError(f"No socket path in {uri!r}")
-        return UNIXClientEndpoint(reactor, path, timeout=timeout), f"ws://localhost{API_PATH}"
+        unix: IStreamClientEndpoint = UNIXClientEndpoint(reactor, path, timeout=timeout)  # type: ignore[no-untyped-call]  # not annotated in Twisted
+        return unix, f"ws://localhost{API_PATH}"
     if scheme not in ("ws", "wss"):
         raise ValueError(f"Unsupported URI scheme in {uri!r} (use ws://, wss:// or ws+unix://)")
     host = parts.hostname

@@ -95,6 +95,7 @@ class ClientCallError(CallError):
         extra: Any = None,
         code: int = METHOD_CALL_ERROR,
     ) -> None:
+        # The daemon may send no errno: here it is int | None, where CallError says int.
         super().__init__(reason, errno, extra)  # type: ignore[arg-type]
         self.reason = reason
         self.errname = errname or errno_name(errno)
@@ -146,26 +147,25 @@ class JobAborted(ClientError):
         self.job = job
 
 
-def error_from_data(data: Any, code: int = METHOD_CALL_ERROR) -> ClientCallError:
+def error_from_data(data: object, code: int = METHOD_CALL_ERROR) -> ClientCallError:
     """
     The exception for a method-failure C{data} object
     (C{{"error", "errname", "reason", "trace", "extra"}}).
     """
-    if not isinstance(data, dict):
-        data = {}
+    fields = data if isinstance(data, dict) else {}
     cls = ClientValidationErrors if code == INVALID_PARAMS else ClientCallError
-    trace = data.get("trace")
+    trace = fields.get("trace")
     return cls(
-        str(data.get("reason") or "Method call error"),
-        data.get("error"),
-        data.get("errname"),
+        str(fields.get("reason") or "Method call error"),
+        fields.get("error"),
+        fields.get("errname"),
         trace if isinstance(trace, dict) else None,
-        data.get("extra"),
+        fields.get("extra"),
         code,
     )
 
 
-def error_from_response(error: Any) -> Exception:
+def error_from_response(error: object) -> Exception:
     """
     The exception for the C{error} member of a JSON-RPC response.
     """

@@ -4,13 +4,15 @@ What the treq helpers share: a client for one transfer, base URLs, and reading a
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from typing import Callable, Coroutine, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import treq
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.iweb import IResponse
 
 from ._endpoint import TLSPolicy, tls_failure_reason
 
@@ -21,6 +23,8 @@ MAX_REASON = 4096
 
 #: The HTTP scheme of each WebSocket one.
 _HTTP_SCHEMES = {"ws": "http", "wss": "https"}
+
+_T = TypeVar("_T")
 
 
 def http_url(url: str) -> str:
@@ -48,16 +52,18 @@ def no_answer_reason(error: Exception) -> str:
 
 def with_client(
     client: HTTPClient | None,
-    reactor: Any,
-    transfer: Callable[[HTTPClient], Awaitable[Any]],
+    reactor: IReactorTime | None,
+    transfer: Callable[[HTTPClient], Coroutine[Deferred[object], object, _T]],
     *,
     insecure: bool = False,
     ca_file: str | None = None,
-) -> Deferred[Any]:
+) -> Deferred[_T]:
     """
     Run C{transfer} with C{client}, or with a client of its own whose
     connections are closed once C{transfer} is done.
 
+    @param reactor: the reactor for a client made here (Twisted's global
+        one by default).
     @param insecure: for a client made here, do not verify C{https://}
         certificates.
     @param ca_file: for a client made here, trust the certificate
@@ -65,20 +71,28 @@ def with_client(
     @return: fails with C{ValueError} if C{ca_file} cannot be used.
     """
     if client is not None:
-        return Deferred.fromCoroutine(transfer(client))  # type: ignore[arg-type]
+        return Deferred.fromCoroutine(transfer(client))
     if reactor is None:
         from twisted.internet import reactor
     try:
         policy = TLSPolicy(insecure=insecure, ca_file=ca_file)
     except ValueError:
         return fail()
-    pool = HTTPConnectionPool(reactor, persistent=False)
-    agent = Agent(reactor, contextFactory=policy, pool=pool)
-    d = Deferred.fromCoroutine(transfer(HTTPClient(agent)))  # type: ignore[arg-type]
-    return d.addBoth(lambda result: pool.closeCachedConnections().addBoth(lambda _: result))
+    pool = HTTPConnectionPool(reactor, persistent=False)  # type: ignore[no-untyped-call]  # not annotated in Twisted
+    agent = Agent(reactor, contextFactory=policy, pool=pool)  # type: ignore[no-untyped-call]  # not annotated in Twisted
+
+    async def transfer_and_close() -> _T:
+        try:
+            return await transfer(HTTPClient(agent))
+        finally:
+            closed: Deferred[None] = pool.closeCachedConnections()  # type: ignore[no-untyped-call]  # not annotated in Twisted
+            # However closing goes, the answer is the transfer's.
+            await closed.addErrback(lambda _: None)
+
+    return Deferred.fromCoroutine(transfer_and_close())
 
 
-async def read_prefix(response: Any) -> bytes:
+async def read_prefix(response: IResponse) -> bytes:
     """
     The first L{MAX_REASON} bytes of C{response}'s body (all of it is read).
     """

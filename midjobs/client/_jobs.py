@@ -8,6 +8,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ._errors import error_from_job
 from ._types import FINAL_STATES, JobCallback, JobRecord
@@ -15,7 +16,7 @@ from ._types import FINAL_STATES, JobCallback, JobRecord
 __all__ = ["JobWatcher"]
 
 
-def _change_key(job: JobRecord) -> tuple[Any, ...]:
+def _change_key(job: JobRecord) -> tuple[object, ...]:
     progress = job.get("progress") or {}
     return (
         job.get("state"),
@@ -41,9 +42,9 @@ class JobWatcher:
 
     def __init__(self, callback: JobCallback | None = None) -> None:
         self._callback = callback
-        self._buffered: dict[Any, list[JobRecord]] = {}
-        self._last_key: tuple[Any, ...] | None = None
-        self.job_id: Any = None
+        self._buffered: dict[object, list[JobRecord]] = {}
+        self._last_key: tuple[object, ...] | None = None
+        self.job_id: int | None = None
         self.job: JobRecord | None = None
         self.done: Deferred[Any] = Deferred()
 
@@ -56,7 +57,7 @@ class JobWatcher:
         elif id == self.job_id:
             self.update(fields)
 
-    def started(self, job_id: Any) -> None:
+    def started(self, job_id: int) -> None:
         """
         The job's id is known: replay what was buffered for it.
         """
@@ -86,7 +87,7 @@ class JobWatcher:
         elif state in FINAL_STATES:
             self.done.errback(error_from_job(self.job))
 
-    def fail(self, reason: Any) -> None:
+    def fail(self, reason: Exception | Failure) -> None:
         """
         Stop waiting: the events stopped coming (an exception or a Failure).
         """

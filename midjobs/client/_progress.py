@@ -17,7 +17,7 @@ as C{ls -h} and C{du -h} count.
 from __future__ import annotations
 
 import shutil
-from typing import Any, TextIO
+from typing import TextIO
 
 from ._types import JobRecord
 
@@ -41,7 +41,7 @@ _CLEAR = "\r\x1b[2K"
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
 
-def _number(value: Any) -> float | None:
+def _number(value: object) -> float | None:
     """
     C{value} if it is a finite, non-negative number (not a bool), else L{None}.
     """
@@ -85,7 +85,7 @@ def format_duration(seconds: float) -> str:
     return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
-def transfer_text(extra: Any) -> str | None:
+def transfer_text(extra: object) -> str | None:
     """
     The transfer figures of a job's C{progress.extra}, as
     C{"512 MiB of 1 GiB, 172 MiB/s, 3 s left"}: each part only when the extra

@@ -16,12 +16,18 @@ import json
 import os
 import urllib.parse
 from base64 import b64encode
-from typing import Any, BinaryIO, Iterable, Sequence, Union
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Iterable, Sequence, Union
 
+from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.client import FileBodyProducer
+from twisted.web.iweb import IBodyProducer
 
 from ._http import http_url, no_answer_reason, read_prefix, with_client
+
+if TYPE_CHECKING:
+    from ._client import Client
 
 __all__ = ["UploadError", "UploadFile", "upload"]
 
@@ -77,7 +83,7 @@ class _Stream:
     C{seek} at all: C{FileBodyProducer} then streams it with an unknown length.
     """
 
-    def __init__(self, file_obj: Any) -> None:
+    def __init__(self, file_obj: IO[bytes]) -> None:
         self._file = file_obj
 
     def read(self, size: int = -1) -> bytes:
@@ -87,7 +93,7 @@ class _Stream:
         self._file.close()
 
 
-def _seekable(file_obj: Any) -> bool:
+def _seekable(file_obj: IO[bytes]) -> bool:
     seekable = getattr(file_obj, "seekable", None)
     if seekable is not None and not seekable():
         return False
@@ -98,9 +104,12 @@ def _seekable(file_obj: Any) -> bool:
     return True
 
 
-def _file_fields(files: Iterable[UploadFile]) -> list[tuple[str, tuple[str | None, str, Any]]]:
-    fields = []
+def _file_fields(files: Iterable[UploadFile]) -> list[tuple[str, tuple[str | None, str, IBodyProducer]]]:
+    fields: list[tuple[str, tuple[str | None, str, IBodyProducer]]] = []
     for item in files:
+        filename: str | None
+        content_type: str | None
+        file_obj: IO[bytes] | _Stream
         if isinstance(item, tuple):
             if len(item) == 2:
                 filename, content_type, file_obj = item[0], None, item[1]
@@ -114,7 +123,7 @@ def _file_fields(files: Iterable[UploadFile]) -> list[tuple[str, tuple[str | Non
             filename = os.path.basename(name) if isinstance(name, str) else None
         if not _seekable(file_obj):
             file_obj = _Stream(file_obj)
-        producer = FileBodyProducer(file_obj, readSize=_READ_SIZE)
+        producer = FileBodyProducer(file_obj, readSize=_READ_SIZE)  # type: ignore[no-untyped-call]  # not annotated in Twisted
         fields.append(("file", (filename, content_type or "application/octet-stream", producer)))
     return fields
 
@@ -128,9 +137,9 @@ def upload(
     auth: tuple[str, str] | None = None,
     token: str | None = None,
     api_key: str | None = None,
-    client: Any = None,
-    reactor: Any = None,
-    wait: Any = None,
+    client: HTTPClient | None = None,
+    reactor: IReactorTime | None = None,
+    wait: Client | None = None,
     insecure: bool = False,
     ca_file: str | None = None,
 ) -> Deferred[Any]:
@@ -162,7 +171,7 @@ def upload(
         came, and with the job's error (L{ClientCallError}, L{JobAborted})
         when C{wait} is given and the job did not succeed.
     """
-    headers = {b"Accept": [b"application/json"]}
+    headers: dict[bytes | str, list[bytes | str]] = {b"Accept": [b"application/json"]}
     authorization = _authorization(auth, token, api_key)
     if authorization is not None:
         headers[b"Authorization"] = [authorization]
@@ -171,10 +180,17 @@ def upload(
 
     target = _upload_url(url)
 
-    async def run(client: Any) -> Any:
+    async def run(client: HTTPClient) -> Any:
         # treq puts the plain fields before the files: "data" comes first.
         try:
-            response = await client.post(target, headers=headers, data=[("data", data)], files=fields)
+            response = await client.post(
+                target,
+                headers=headers,
+                data=[("data", data)],
+                # treq's multipart writes a part with no file name for None,
+                # though its annotation asks for a str.
+                files=fields,  # type: ignore[arg-type]
+            )
         except Exception as e:
             raise UploadError(None, f"No answer from {target.decode()}: {no_answer_reason(e)}") from e
         try:

@@ -19,10 +19,11 @@ import getpass
 import json
 import os
 import sys
-from typing import Any, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, NoReturn, Sequence
 
 from twisted.internet import error as net_error
 from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeoutError
+from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.internet.task import react
 
 from midjobs import wire_json
@@ -32,6 +33,14 @@ from ._client import Client, connect
 from ._endpoint import ClientTLSError
 from ._errors import ClientCallError, ClientConnectFailed, ClientConnectionLost, JobAborted, JSONRPCError
 from ._progress import ProgressDisplay
+
+if TYPE_CHECKING:
+
+    class _IReactor(IReactorCore, IReactorTime):
+        """
+        What midclt needs of the reactor C{react} gives it (for the type
+        checker only, as Twisted's own C{_IReactorCommon}).
+        """
 
 __all__ = ["main", "default_uri", "format_result"]
 
@@ -148,7 +157,7 @@ class _Run:
         #: The call has been made: a failure now is the call's (C{-q} silences it).
         self.calling = False
 
-    async def __call__(self, reactor: Any) -> None:
+    async def __call__(self, reactor: _IReactor) -> None:
         reactor.addSystemEventTrigger("before", "shutdown", self._shutdown)
         try:
             code = await self._main(reactor)
@@ -163,7 +172,7 @@ class _Run:
             if self.display is not None:
                 self.display.end_line()
 
-    async def _main(self, reactor: Any) -> int:
+    async def _main(self, reactor: _IReactor) -> int:
         opts = self.opts
         uri = opts.uri or default_uri()
         try:
@@ -175,7 +184,8 @@ class _Run:
             return 1
         try:
             await self._login(client)
-            return await getattr(self, "_cmd_" + opts.command)(client, reactor)
+            command: Callable[[Client, _IReactor], Awaitable[int]] = getattr(self, "_cmd_" + opts.command)
+            return await command(client, reactor)
         except Exception as e:
             if self.display is not None:
                 self.display.finish(success=False)
@@ -231,7 +241,7 @@ class _Run:
         else:
             _err(f"{type(e).__name__}: {e}")
 
-    async def _cmd_call(self, client: Client, reactor: Any) -> int:
+    async def _cmd_call(self, client: Client, reactor: _IReactor) -> int:
         opts = self.opts
         self.calling = True
         if opts.job:
@@ -244,16 +254,16 @@ class _Run:
         _out(format_result(result))
         return 0
 
-    async def _cmd_ping(self, client: Client, reactor: Any) -> int:
+    async def _cmd_ping(self, client: Client, reactor: _IReactor) -> int:
         _out(str(await client.call("core.ping")))
         return 0
 
-    async def _cmd_subscribe(self, client: Client, reactor: Any) -> int:
+    async def _cmd_subscribe(self, client: Client, reactor: _IReactor) -> int:
         opts = self.opts
         done: Deferred[None] = Deferred()
         seen = 0
 
-        def stop(error: Any = None) -> None:
+        def stop(error: object = None) -> None:
             if done.called:
                 return
             if isinstance(error, Exception):
@@ -261,7 +271,7 @@ class _Run:
             else:
                 done.callback(None)
 
-        def on_event(msg: str, collection: str, id: Any, fields: Any) -> None:
+        def on_event(msg: str, collection: str, id: Any, fields: dict[str, Any]) -> None:
             nonlocal seen
             if done.called:
                 return

@@ -12,10 +12,12 @@ so no spelling of a secret's name shows its value.
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from twisted.web.http import combinedLogFormatter
+
+from ._typed_request import TypedRequest
+
 
 __all__ = ["SECRET_ARGUMENTS", "access_log_line", "redact_query"]
 
@@ -49,16 +51,17 @@ class _RedactedRequest:
     A request as the log formatter reads it: its URI without secrets.
     """
 
-    def __init__(self, request: Any) -> None:
+    def __init__(self, request: TypedRequest) -> None:
         self._request = request
         self.uri = redact_query(request.uri)
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> object:
         return getattr(self._request, name)
 
 
-def access_log_line(timestamp: str, request: Any) -> str:
+def access_log_line(timestamp: str, request: TypedRequest) -> str:
     """
     The combined-log-format line of C{request}, for C{Site(logFormatter=...)}.
     """
-    return combinedLogFormatter(timestamp, _RedactedRequest(request))
+    line: str = combinedLogFormatter(timestamp, _RedactedRequest(request))
+    return line

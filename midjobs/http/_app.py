@@ -4,11 +4,13 @@ The Klein app behind every listener.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from autobahn.twisted.resource import WebSocketResource
-from klein import Klein
+from klein import Klein, KleinRenderable
 from twisted.internet.defer import Deferred
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
 
 from ..config import Settings
 from ..rpc import RpcServerFactory
@@ -19,7 +21,7 @@ from ._download import serve_download
 from ._health import serve_health
 from ._limits import RefusalLog
 from ._metrics import serve_metrics
-from ._request import upload_request_factory
+from ._request import SiteRequestFactory
 
 if TYPE_CHECKING:
     from ..middleware import Middleware
@@ -32,7 +34,7 @@ class HttpApp:
     The routes of one daemon: C{/api/current} (the WebSocket),
     C{/_download/<id>}, C{/metrics} (L{serve_metrics}), C{/_health} (L{serve_health}), and the web
     task manager (C{/} and C{/static/...}).
-    C{POST /_upload} never reaches the app: see L{upload_request_factory}.
+    C{POST /_upload} never reaches the app: see L{SiteRequestFactory}.
     """
 
     app = Klein()
@@ -40,30 +42,31 @@ class HttpApp:
     def __init__(self, middleware: Middleware) -> None:
         self.middleware = middleware
         self.rpc_factory = RpcServerFactory(middleware)
-        self.websocket = WebSocketResource(self.rpc_factory)
+        # Autobahn's resource is unannotated.
+        self.websocket: IResource = WebSocketResource(self.rpc_factory)  # type: ignore[no-untyped-call]
         self.static_files = StaticFiles()
         self.index_page = index_page(self.static_files)
 
     @app.route("/api/current")
-    def api_current(self, request: Any) -> Any:
+    def api_current(self, request: IRequest) -> IResource:
         return self.websocket
 
     @app.route("/_download/<int:job_id>", methods=["GET"])
-    def download(self, request: Any, job_id: int) -> Any:
+    def download(self, request: IRequest, job_id: int) -> KleinRenderable:
         """
         Stream the output of job C{job_id} that C{core.download} prepared.
         """
         return Deferred.fromCoroutine(serve_download(self.middleware, request, job_id))
 
     @app.route("/metrics", methods=["GET"])
-    def metrics(self, request: Any) -> Any:
+    def metrics(self, request: IRequest) -> Deferred[bytes]:
         """
         The daemon's metrics, for Prometheus (a C{METRICS_READ} user's API key).
         """
         return Deferred.fromCoroutine(serve_metrics(self.middleware, request))
 
     @app.route("/_health", methods=["GET", "HEAD"])
-    def health(self, request: Any) -> Any:
+    def health(self, request: IRequest) -> Deferred[bytes]:
         """
         200 when the daemon serves and its store takes writes, else 503;
         with C{?full}, the reasons (for C{/metrics}'s readers).
@@ -71,14 +74,14 @@ class HttpApp:
         return Deferred.fromCoroutine(serve_health(self.middleware, request))
 
     @app.route("/", methods=["GET", "HEAD"])
-    def index(self, request: Any) -> Any:
+    def index(self, request: IRequest) -> IResource:
         """
         The web task manager's page.
         """
         return self.index_page
 
     @app.route("/static/", branch=True, methods=["GET", "HEAD"])
-    def static(self, request: Any) -> Any:
+    def static(self, request: IRequest) -> IResource:
         """
         The page's scripts, style sheets and images.
         """
@@ -101,6 +104,7 @@ def make_site(middleware: Middleware) -> Site:
     site.displayTracebacks = False
     # Requests whose headers come too late count as the header_timeout limit.
     site.refusals = RefusalLog(middleware.reactor, limit="header_timeout", counts=middleware.metrics)
-    # POST /_upload streams its body to a job: see _request.UploadRequest.
-    site.requestFactory = upload_request_factory(middleware)
+    # POST /_upload streams its body to a job: see _request.SiteRequest.
+    # Twisted types requestFactory as Request's class; it calls any INonQueuedRequestFactory.
+    site.requestFactory = SiteRequestFactory(middleware)  # type: ignore[assignment]
     return site

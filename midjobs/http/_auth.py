@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import binascii
 from base64 import b64decode
-from typing import Any
 
 from twisted.cred.credentials import ICredentials, UsernamePassword
 from twisted.cred.error import LoginFailed, UnauthorizedLogin, UnhandledCredentials
 
 from ..auth import peer_credentials
 from ..auth.gate import LoginGate, LoginThrottled
+from ..auth.interfaces import IUser
 from ..auth.api_keys import APIKeyCredentials, IAPIKey
 from ..auth.tokens import TokenCredentials, origin_of
+from ._typed_request import TypedRequest
 
 __all__ = [
     "APIKeyCredentials",
@@ -65,7 +66,7 @@ def _basic(value: bytes) -> UsernamePassword:
     return UsernamePassword(username.encode("utf-8"), password.encode("utf-8"))
 
 
-def credentials_from(request: Any) -> ICredentials | None:
+def credentials_from(request: TypedRequest) -> ICredentials | None:
     """
     The credentials C{request} carries, or L{None} if it carries none.
 
@@ -99,11 +100,11 @@ def credentials_from(request: Any) -> ICredentials | None:
     return None
 
 
-def _token(token: str, request: Any) -> TokenCredentials:
+def _token(token: str, request: TypedRequest) -> TokenCredentials:
     return TokenCredentials(token, origin=origin_of(request.getClientAddress()))
 
 
-async def authenticate(logins: LoginGate | None, request: Any) -> Any:
+async def authenticate(logins: LoginGate | None, request: TypedRequest) -> IUser:
     """
     Log the caller of C{request} in through C{logins} and return the
     L{midjobs.auth.IUser} avatar.

@@ -23,15 +23,48 @@ from __future__ import annotations
 
 import socket
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
-from twisted.internet.interfaces import IAddress
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IListeningPort,
+    IOpenSSLServerConnectionCreator,
+    IProtocolFactory,
+    IReactorTime,
+    ITCPTransport,
+)
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from ..logs import logger
 from ..metrics._counts import NO_COUNTS, ICounts
+
+if TYPE_CHECKING:
+    from zope.interface import Interface
+
+    class _IListeningReactor(Interface):
+        """
+        What L{LimitingReactor} calls on the reactor it wraps (for the type
+        checker only: Twisted's own interfaces ask for a C{ServerFactory},
+        where a listening port takes any protocol factory).
+        """
+
+        def listenTCP(
+            port: int, factory: IProtocolFactory, backlog: int = 50, interface: str = ""
+        ) -> IListeningPort:
+            """
+            See L{twisted.internet.interfaces.IReactorTCP.listenTCP}.
+            """
+
+        def adoptStreamPort(
+            fileDescriptor: int, addressFamily: socket.AddressFamily, factory: IProtocolFactory
+        ) -> IListeningPort:
+            """
+            See L{twisted.internet.interfaces.IReactorSocket.adoptStreamPort}.
+            """
 
 __all__ = ["ConnectionLimits", "LimitedFactory", "LimitingReactor", "RefusalLog", "SERVICE_UNAVAILABLE"]
 
@@ -63,7 +96,7 @@ class RefusalLog:
     """
 
     def __init__(
-        self, clock: Any, interval: float = 10.0, *, limit: str | None = None, counts: ICounts = NO_COUNTS
+        self, clock: IReactorTime, interval: float = 10.0, *, limit: str | None = None, counts: ICounts = NO_COUNTS
     ) -> None:
         self.clock = clock
         self.interval = interval
@@ -72,7 +105,7 @@ class RefusalLog:
         self._last: float | None = None
         self._unlogged = 0
 
-    def refused(self, message: str, **fields: Any) -> None:
+    def refused(self, message: str, **fields: object) -> None:
         """
         Log C{message} (a twisted.logger format with C{fields}) unless a line
         was logged less than C{interval} seconds ago; then only count it.
@@ -100,7 +133,7 @@ class ConnectionLimits:
         metrics exist).
     """
 
-    def __init__(self, clock: Any, total: int, per_address: int, counts: ICounts = NO_COUNTS) -> None:
+    def __init__(self, clock: IReactorTime, total: int, per_address: int, counts: ICounts = NO_COUNTS) -> None:
         self.clock = clock
         self.total = total
         self.per_address = per_address
@@ -168,7 +201,7 @@ class ConnectionLimits:
             del self._by_address[address]
 
 
-def _host(address: IAddress) -> str:
+def _host(address: IAddress | None) -> str:
     host = getattr(address, "host", None)
     return host if isinstance(host, str) else str(address)
 
@@ -187,25 +220,27 @@ class _Refused(Protocol):
     it is not gone after a short while.
     """
 
-    def __init__(self, answer: bytes | None, clock: Any) -> None:
+    def __init__(self, answer: bytes | None, clock: IReactorTime) -> None:
         self._answer = answer
         self._clock = clock
-        self._cut: Any = None
+        self._cut: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
+        # A TCP transport: the count is outside any TLS layer.
+        transport = cast(ITCPTransport, self.transport)
         if self._answer is None:
-            self.transport.abortConnection()
+            transport.abortConnection()
             return
-        self.transport.write(self._answer)
-        self.transport.loseConnection()
-        self._cut = self._clock.callLater(_REFUSAL_GRACE, self.transport.abortConnection)
+        transport.write(self._answer)
+        transport.loseConnection()
+        self._cut = self._clock.callLater(_REFUSAL_GRACE, transport.abortConnection)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._cut is not None and self._cut.active():
             self._cut.cancel()
 
 
-class LimitedFactory(WrappingFactory):
+class LimitedFactory(WrappingFactory[_CountedConnection]):
     """
     Wraps the factory of one listener so that its connections count in
     C{limits}, and those past a cap are refused.
@@ -217,12 +252,16 @@ class LimitedFactory(WrappingFactory):
 
     protocol = _CountedConnection
 
-    def __init__(self, wrapped: Factory, limits: ConnectionLimits, refusal: bytes | None = SERVICE_UNAVAILABLE) -> None:
-        super().__init__(wrapped)
+    def __init__(
+        self, wrapped: IProtocolFactory, limits: ConnectionLimits, refusal: bytes | None = SERVICE_UNAVAILABLE
+    ) -> None:
+        super().__init__(wrapped)  # type: ignore[no-untyped-call]  # not annotated in Twisted
         self.limits = limits
         self.refusal = refusal
 
-    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+    # A refused connection gets a protocol of its own, no wrapper: a listening
+    # port takes any protocol the factory gives.
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]
         source = _host(addr)
         if self.limits.refuse(source) is not None:
             return _Refused(self.refusal, self.limits.clock)
@@ -231,13 +270,13 @@ class LimitedFactory(WrappingFactory):
         return wrapper
 
     def registerProtocol(self, p: _CountedConnection) -> None:
-        super().registerProtocol(p)
+        super().registerProtocol(p)  # type: ignore[no-untyped-call]  # not annotated in Twisted
         self.limits.opened(p.source)
 
     def unregisterProtocol(self, p: _CountedConnection) -> None:
         if p in self.protocols:
             self.limits.closed(p.source)
-        super().unregisterProtocol(p)
+        super().unregisterProtocol(p)  # type: ignore[no-untyped-call]  # not annotated in Twisted
 
 
 class LimitingReactor:
@@ -248,23 +287,32 @@ class LimitingReactor:
     included, is the reactor's own.
     """
 
-    def __init__(self, reactor: Any, limits: ConnectionLimits) -> None:
+    def __init__(self, reactor: _IListeningReactor, limits: ConnectionLimits) -> None:
         self._reactor = reactor
         self.limits = limits
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> object:
         return getattr(self._reactor, name)
 
-    def listenTCP(self, port: int, factory: Factory, backlog: int = 50, interface: str = "") -> Any:
+    def listenTCP(self, port: int, factory: IProtocolFactory, backlog: int = 50, interface: str = "") -> IListeningPort:
         return self._reactor.listenTCP(port, LimitedFactory(factory, self.limits), backlog, interface)
 
-    def listenSSL(self, port: int, factory: Factory, contextFactory: Any, backlog: int = 50, interface: str = "") -> Any:
+    def listenSSL(
+        self,
+        port: int,
+        factory: IProtocolFactory,
+        contextFactory: IOpenSSLServerConnectionCreator,
+        backlog: int = 50,
+        interface: str = "",
+    ) -> IListeningPort:
         # What the reactor's listenSSL does, with the count outside the TLS
         # layer: a refused connection costs no handshake, and gets no answer.
         tls = TLSMemoryBIOFactory(contextFactory, False, factory)
         return self._reactor.listenTCP(port, LimitedFactory(tls, self.limits, refusal=None), backlog, interface)
 
-    def adoptStreamPort(self, fileDescriptor: int, addressFamily: Any, factory: Factory) -> Any:
+    def adoptStreamPort(
+        self, fileDescriptor: int, addressFamily: socket.AddressFamily, factory: IProtocolFactory
+    ) -> IListeningPort:
         """
         A listening socket handed over by systemd (C{systemd:} endpoints):
         counted like C{listenTCP} when it is an Internet one.

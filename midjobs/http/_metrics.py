@@ -10,17 +10,19 @@ the role: 403, logged with the user and address.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 
+from ..auth.interfaces import IUser
 from ..auth.roles import METRICS_READ, READONLY_ADMIN
 from ..config import Settings
 from ..logs import logger
 from ._auth import AuthenticationFailed, authenticate
 from ._channel import Site
+from ._typed_request import TypedRequest
 
 if TYPE_CHECKING:
     from ..middleware import Middleware
@@ -33,14 +35,15 @@ log = logger(__name__)
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
-def may_read_metrics(user: Any) -> bool:
+def may_read_metrics(user: IUser) -> bool:
     """
     Whether C{user} (an L{midjobs.auth.IUser}) may read C{/metrics}.
     """
-    return user.is_full_admin or not user.roles.isdisjoint((METRICS_READ, READONLY_ADMIN))
+    roles: frozenset[str] = user.roles
+    return bool(user.is_full_admin) or not roles.isdisjoint((METRICS_READ, READONLY_ADMIN))
 
 
-def answer(request: Any, code: int, content_type: bytes, body: bytes) -> bytes:
+def answer(request: TypedRequest, code: int, content_type: bytes, body: bytes) -> bytes:
     """
     Set the status and headers of an operator's page (C{/metrics},
     C{/_health}); return C{body}.
@@ -53,11 +56,11 @@ def answer(request: Any, code: int, content_type: bytes, body: bytes) -> bytes:
     return body
 
 
-def plain(request: Any, code: int, message: str) -> bytes:
+def plain(request: TypedRequest, code: int, message: str) -> bytes:
     return answer(request, code, b"text/plain; charset=utf-8", message.encode("utf-8") + b"\n")
 
 
-async def refusal(middleware: Middleware, request: Any, what: str) -> bytes | None:
+async def refusal(middleware: Middleware, request: TypedRequest, what: str) -> bytes | None:
     """
     The answer refusing C{request} an operator's page (C{what}, for the
     log): 401 without valid credentials, 403 without the role
@@ -78,7 +81,7 @@ async def refusal(middleware: Middleware, request: Any, what: str) -> bytes | No
     return None
 
 
-def metrics_page(registry: Any, request: Any) -> bytes:
+def metrics_page(registry: CollectorRegistry, request: TypedRequest) -> bytes:
     """
     The metrics of C{registry} as the answer to C{request}.
     """
@@ -87,7 +90,7 @@ def metrics_page(registry: Any, request: Any) -> bytes:
     return generate_latest(registry)
 
 
-async def serve_metrics(middleware: Middleware, request: Any) -> bytes:
+async def serve_metrics(middleware: Middleware, request: TypedRequest) -> bytes:
     """
     Answer C{GET /metrics}: 401 without valid credentials, 403 without the
     role, else the metrics of C{middleware}.
@@ -104,27 +107,28 @@ class MetricsOnly(Resource):
     404 for every other path.
     """
 
-    def __init__(self, registry: Any) -> None:
-        super().__init__()
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # not annotated in Twisted
         self._registry = registry
 
-    def getChild(self, path: bytes, request: Any) -> IResource:
+    def getChild(self, path: bytes, request: TypedRequest) -> IResource:
         if path == b"metrics" and not request.postpath:
             return _Page(self._registry)
         return notFound()
 
-    def render(self, request: Any) -> bytes:
-        return notFound().render(request)
+    def render(self, request: TypedRequest) -> bytes:
+        page: bytes = notFound().render(request)  # type: ignore[no-untyped-call]  # not annotated in Twisted
+        return page
 
 
 class _Page(Resource):
     isLeaf = True
 
-    def __init__(self, registry: Any) -> None:
-        super().__init__()
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # not annotated in Twisted
         self._registry = registry
 
-    def render_GET(self, request: Any) -> bytes:
+    def render_GET(self, request: TypedRequest) -> bytes:
         return metrics_page(self._registry, request)
 
 

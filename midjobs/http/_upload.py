@@ -1,22 +1,21 @@
+# twisted.web (Request, HTTPChannel) and twisted.python.failure are unannotated.
+# mypy: allow-untyped-calls
 """
 One C{POST /_upload}: a multipart body streamed straight into a job's input pipes.
 
-L{Upload} is driven by the L{UploadRequest<midjobs.http._request.UploadRequest>}
-that twisted.web makes for the request: L{Upload.headers_received} once the
-headers are in, L{Upload.data_received} for each piece of the (de-chunked)
-body, L{Upload.body_received} at its end, L{Upload.connection_lost}.
-
-Once the headers are in, the caller logs in (the socket paused meanwhile);
-C{Expect: 100-continue} is answered only after a good login, so a client
-that waits for it never sends a refused body.  The body then goes through a
+L{serve_upload} gets the request once its headers are in, with its body as a
+L{RequestBody<midjobs.http._body.RequestBody>}.  The L{Upload} then logs the
+caller in; the body is not read meanwhile, so C{Expect: 100-continue} is
+answered only after a good login and a client that waits for it never sends
+a refused body.  The body then goes through a
 C{multipart.PushMultipartParser}: C{data} (JSON C{{"method", "params"}})
 first, then one to five C{file} parts (PROTOCOL.md).  The job starts when the
 first file's headers arrive, with that file as its input pipe; every later
-file is added to C{job.pipes.inputs}.  The connection is the producer of the
-pipe being written, so a full pipe pauses the socket: memory stays bounded
-whatever the size of the files, and the upload goes as fast as the job reads.
-The answer, C{{"job_id": N}}, comes once the body ended and the last pipe was
-closed.
+file is added to C{job.pipes.inputs}.  The body is the push producer of the
+pipe being written: a full pipe pauses the connection, so memory stays
+bounded whatever the size of the files, and the upload goes as fast as the
+job reads.  The answer, C{{"job_id": N}}, comes once the body ended and the
+last pipe was closed.
 
 The bytes of the file parts handed to the pipes count in the job's transfer
 figures (C{progress.extra}'s C{bytes}, C{rate}; L{midjobs.transfer_progress}),
@@ -25,61 +24,61 @@ hundred bytes too many: part headers and boundaries), made exact once the
 body has ended.
 
 A refused upload (see L{STATUS}) is answered at once with C{{"error":
-reason}}; if the body had not ended, with C{Connection: close}, and what the
-client still sends is dropped for a short while so that it can read the
-answer, then the connection is closed.  An upload that breaks after the job
-started (a bad body, a client gone, a sixth file) fails the job's inputs with
-L{UploadInterrupted}: the job's next read raises, it never sees a short file.
+reason}}; if the body had not ended, with C{Connection: close} (HTTP/1.x),
+and what the client still sends is dropped for a short while so that it can
+read the answer (L{RequestBody.drop_rest<midjobs.http._body.RequestBody.drop_rest>}).
+An upload that breaks after the job started (a bad body, a client gone, a
+sixth file) fails the job's inputs with L{UploadInterrupted}: the job's next
+read raises, it never sees a short file.
 """
 
 from __future__ import annotations
 
 import errno
 import json
-from collections import deque
-from typing import TYPE_CHECKING, Any, Iterator
+from enum import Enum
+from typing import Any, AsyncIterator, TypeVar
 
-from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
+# multipart ships no type information.
+from multipart import (  # type: ignore[import-untyped]
+    MultipartError,
+    MultipartSegment,
+    PushMultipartParser,
+    parse_options_header,
+)
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
-from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from twisted.web.iweb import IRequest
 
 from .. import wire_json
+from ..access import AccessDenied
+from ..auth import IUser
 from ..errors import CallError
 from ..job import Job, JobState
 from ..logs import logger
-from ..access import AccessDenied
 from ..metrics import NO_COUNTS, ICounts
 from ..middleware import Method, MethodNotFound, Middleware, NotAuthenticated
 from ..pipe import InputPipes, Pipe, PipeBrokenError, Pipes
 from ..transfer_progress import TransferProgress, transfer_progress
 from ._auth import AuthenticationFailed, authenticate
+from ._body import BodyProducer, BodyState, RequestBody, StreamingRequest
 from ._session import HttpSession
 
-if TYPE_CHECKING:
-    from ._request import UploadRequest
-
-__all__ = ["MAX_FILES", "STATUS", "Upload", "UploadInterrupted"]
+__all__ = ["MAX_FILES", "STATUS", "UPLOAD_PATH", "Upload", "UploadInterrupted", "UploadPhase", "serve_upload"]
 
 log = logger(__name__)
 
+_T = TypeVar("_T")
+
+#: The path the upload is served at.
+UPLOAD_PATH = b"/_upload"
 #: The most C{file} parts one upload may carry.
 MAX_FILES = 5
 #: The largest C{data} part (it is held in memory to be parsed).
 MAX_DATA_SIZE = 1024 * 1024
-#: Bytes read from the socket at a time while an upload's body streams
-#: (Twisted reads 64 KiB otherwise).
-UPLOAD_READ_SIZE = 1024 * 1024
 #: How much body may come before the first part starts (a multipart
 #: preamble); past it, the body is taken for something else than multipart.
 MAX_PREAMBLE = 64 * 1024
-#: After a refusal, how long and how much of the rest of the body is read
-#: and dropped before the connection is closed: closing a socket with unread
-#: data resets it, and the client may then lose the answer.
-LINGER_SECONDS = 2.0
-LINGER_BYTES = 1024 * 1024
 
 #: The status codes of a refused upload (PROTOCOL.md), for reference.
 STATUS = {
@@ -104,6 +103,28 @@ class UploadInterrupted(CallError, PipeBrokenError):
         super().__init__(reason, errno.ECONNABORTED)
 
 
+class UploadPhase(Enum):
+    """
+    Where an L{Upload} is.
+    """
+
+    #: The caller's credentials are being checked; the body waits.
+    LOGIN = "login"
+    #: The parts are being read: the data part, then the files, streamed to
+    #: the job (which may still be starting).
+    PARTS = "parts"
+    #: The body ended; the answer waits for the job's id.
+    FINISHING = "finishing"
+    #: Answered (the job's id, or a refusal): nothing more is done.
+    ANSWERED = "answered"
+    #: The client went away before the answer.
+    INTERRUPTED = "interrupted"
+
+    @property
+    def over(self) -> bool:
+        return self in (UploadPhase.ANSWERED, UploadPhase.INTERRUPTED)
+
+
 class _Refused(Exception):
     """
     End the upload with an HTTP error: C{status} and a C{reason} for the client.
@@ -113,6 +134,12 @@ class _Refused(Exception):
         super().__init__(status, reason)
         self.status = status
         self.reason = reason
+
+
+class _Over(Exception):
+    """
+    The upload was answered, or its client went away, while it waited.
+    """
 
 
 def _stopped(job: Job) -> bool:
@@ -125,303 +152,221 @@ def _stopped(job: Job) -> bool:
     return bool(getattr(job, "ending", False)) and job.error is not None
 
 
-def _socket_transport(transport: Any) -> Any:
+def _job_failure(job: Job) -> str:
+    if job.state.finished:
+        how = job.state.value.lower()
+    else:
+        # Its end is being recorded, or it is being aborted: its error is known.
+        how = "aborted" if job.was_aborted else "failed"
+    return f"Job {job.id} ({job.method}) {how} while uploading: {job.error or 'no reason given'}"
+
+
+def origin(request: IRequest) -> str:
     """
-    The transport that reads the socket, under the protocol wrappers that
-    may sit between it and the HTTP channel (the connection limits').
+    The client's host (behind the trusted proxies) for a log line.
     """
-    while isinstance(transport, ProtocolWrapper):
-        transport = transport.transport
-    return transport
+    address = request.getClientAddress()
+    host = getattr(address, "host", None)
+    return host if isinstance(host, str) else "unix" if type(address).__name__ == "UNIXAddress" else str(address)
 
 
-@implementer(IPushProducer)
-class _PipeProducer:
+def _parser(request: IRequest) -> PushMultipartParser:
     """
-    The HTTP connection, as the producer of one input pipe: the pipe pauses
-    and resumes it, and tells it when the pipe broke.
+    A multipart parser for the body of C{request}.
+
+    @raise _Refused: 405, the body is not C{multipart/form-data} with a boundary.
     """
+    content_type = request.requestHeaders.getRawHeaders(b"Content-Type")
+    media, options = parse_options_header(content_type[0].decode("latin-1")) if content_type else ("", {})
+    if media != "multipart/form-data" or not options.get("boundary"):
+        raise _Refused(405, "No part found: the body must be multipart/form-data with a boundary")
+    try:
+        return PushMultipartParser(options["boundary"], max_segment_count=MAX_FILES + 2)
+    except MultipartError as e:
+        raise _Refused(405, f"No part found: bad multipart boundary ({e})") from None
 
-    def __init__(self, upload: Upload, pipe: Pipe) -> None:
-        self.upload = upload
-        self.pipe = pipe
-        self.paused = False
 
-    def pauseProducing(self) -> None:
-        self.paused = True
-        self.upload._pause(self)
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        self.upload._resume(self)
-
-    def stopProducing(self) -> None:
-        self.upload._pipe_broke(self.pipe)
+def serve_upload(middleware: Middleware, request: StreamingRequest, body: RequestBody) -> None:
+    """
+    Serve C{POST /_upload}: C{request}'s headers are in, C{body} streams.
+    """
+    Upload(middleware, request, body).start()
 
 
 class Upload:
     """
-    One upload, from its headers to its answer.
+    One upload, from its headers to its answer: L{_run} reads it straight
+    through; what happens meanwhile (the job's start, a job that fails, a
+    broken pipe, a client gone) may answer first, and cancels what L{_run}
+    waits for.
 
-    Body chunks queue in C{_chunks} only while the caller logs in; the
-    socket is paused then, so the queue holds at most what one read brought.
-    L{_run} feeds them to the parser and handles its events one at a time,
-    so that it can stop anywhere and go on later.  The job's start does not
-    hold the body back (the pipe does, once full); only the answer waits for
-    the job's id.
+    @ivar phase: an L{UploadPhase}.
     """
 
-    def __init__(self, request: UploadRequest, middleware: Middleware) -> None:
-        self._request = request
+    def __init__(self, middleware: Middleware, request: StreamingRequest, body: RequestBody) -> None:
         self._middleware = middleware
-        self._reactor = middleware.reactor
+        self._request = request
+        self._body = body
         #: Where uploaded bytes and the data part's limit count.
         self._counts: ICounts = getattr(middleware, "metrics", NO_COUNTS)
-        self._channel = request.channel
-        self._transport = request.channel.transport
-        self._connected = True
-        # Large reads while the body streams: each read costs a trip through
-        # the parser and the pipe, whatever its size.
-        self._socket = _socket_transport(self._transport)
-        self._read_size = getattr(self._socket, "bufferSize", None)
-        if self._read_size is not None:
-            self._socket.bufferSize = UPLOAD_READ_SIZE
-
-        self._pauses: set[object] = set()
-        self._transport_paused = False
-        self._saved_timeout: Any = None
-
-        self._chunks: deque[bytes] = deque()
-        self._events: Iterator[Any] | None = None
-        self._running = False
-        self._busy = False
-        self._body_done = False
-        self._answered = False
-        self._received = 0
-        self._expects_continue = False
-        self._continue_sent = False
-        self._linger_call: Any = None
-        self._lingered = 0
-
-        self._parser: PushMultipartParser | None = None
-        self._bad_body: _Refused | None = None
-        self._segments = 0
-        self._preamble = 0
-        self._part: str | None = None
-        self._data: list[bytes] = []
-        self._data_size = 0
-
-        self._session: HttpSession | None = None
-        self._method: Method | None = None
-        self._params: list[Any] = []
-        self._inputs: InputPipes | None = None
-        self._inputs_done = False
-        self._pipe: Pipe | None = None
-        self._producer: _PipeProducer | None = None
+        self.phase = UploadPhase.LOGIN
+        #: What L{_run} waits for, cancelled if the upload ends meanwhile.
+        self._waiting: Deferred[Any] | None = None
         self._files = 0
-        self._starting = False
+        #: The file part being streamed, and the body's hold for its pipe.
+        self._pipe: Pipe | None = None
+        self._producer: BodyProducer | None = None
+        self._inputs: InputPipes | None = None
+        #: Fires with the job once the call started it (see L{_start_job}).
+        self._started: Deferred[Job] | None = None
         self._job: Job | None = None
-        #: The bytes of file parts handed to the job's pipes so far.
+        #: The bytes of file parts handed to the job's pipes so far, and the
+        #: job's transfer figures, once the job is known.
         self._file_bytes = 0
-        #: The job's transfer figures, once the job is known.
         self._transfer: TransferProgress | None = None
 
-    # -- from the request ---------------------------------------------------
+    def start(self) -> None:
+        self._request.notifyFinish().addErrback(self._connection_lost)
+        Deferred.fromCoroutine(self._run()).addErrback(self._crashed)
 
-    def headers_received(self) -> None:
-        request = self._request
-        headers = request.requestHeaders
-        expect = headers.getRawHeaders(b"Expect")
-        if expect and request.clientproto == b"HTTP/1.1" and expect[0].lower() == b"100-continue":
-            self._expects_continue = True
-        # twisted.web would answer 100 Continue as soon as gotLength returns:
-        # we do it ourselves once the login is good.
-        headers.removeHeader(b"Expect")
-        self._parser = self._make_parser()
-        self._busy = True
-        self._pause("login")
-        d = Deferred.fromCoroutine(authenticate(self._middleware.logins, request))
-        d.addCallbacks(self._logged_in, self._login_failed).addErrback(self._crashed)
+    # -- the upload, straight through -------------------------------------------
 
-    def data_received(self, data: bytes) -> None:
-        self._received += len(data)
-        if self._answered:
-            self._linger_on(len(data))
-            return
-        self._chunks.append(data)
-        self._run()
-
-    def body_received(self) -> None:
-        self._body_done = True
-        self._restore_read_size()
-        if self._answered:
-            self._end_linger()
-            return
-        self._run()
-
-    def _restore_read_size(self) -> None:
-        if self._read_size is not None:
-            self._socket.bufferSize = self._read_size
-
-    def connection_lost(self, reason: Failure) -> None:
-        self._connected = False
-        self._transport_paused = False
-        if self._linger_call is not None and self._linger_call.active():
-            self._linger_call.cancel()
-        self._linger_call = None
-        if not self._answered:
-            self._answered = True
-            self._fail_inputs(self._interrupted_reason())
-            log.info(
-                "Upload from {peer} interrupted: the client disconnected",
-                peer=self._peer(),
-            )
-        self._drop_producer()
-        self._chunks.clear()
-        self._events = None
-
-    # -- logging in ----------------------------------------------------------
-
-    def _logged_in(self, user: Any) -> None:
-        if self._answered:
-            return
-        self._session = HttpSession(self._request.getClientAddress(), user)
-        if self._bad_body is not None:
-            self._refuse(self._bad_body.status, self._bad_body.reason)
-            return
-        if self._expects_continue and not self._received and not self._body_done and self._connected:
-            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            self._continue_sent = True
-        self._busy = False
-        self._resume("login")
-        self._run()
-
-    def _login_failed(self, failure: Failure) -> None:
-        if failure.check(AuthenticationFailed):
-            self._refuse(401, str(failure.value))
-        else:
-            log.failure("Login for an upload failed", failure)
-            self._refuse(500, "Internal error while logging in")
-
-    # -- the body -------------------------------------------------------------
-
-    def _make_parser(self) -> PushMultipartParser | None:
-        content_type = self._request.requestHeaders.getRawHeaders(b"Content-Type")
-        media, options = parse_options_header(content_type[0].decode("latin-1")) if content_type else ("", {})
-        if media != "multipart/form-data" or not options.get("boundary"):
-            self._bad_body = _Refused(405, "No part found: the body must be multipart/form-data with a boundary")
-            return None
+    async def _run(self) -> None:
         try:
-            return PushMultipartParser(options["boundary"], max_segment_count=MAX_FILES + 2)
-        except MultipartError as e:
-            self._bad_body = _Refused(405, f"No part found: bad multipart boundary ({e})")
-            return None
-
-    def _run(self) -> None:
-        """
-        Parse what has arrived and act on it, until the upload is busy,
-        answered, or has used all the body there is.
-        """
-        if self._running:
-            return
-        self._running = True
-        try:
-            while not self._answered and not self._busy:
-                if self._events is None:
-                    if not self._segments and self._preamble > MAX_PREAMBLE:
-                        raise _Refused(405, f"No part found in the first {MAX_PREAMBLE} bytes of the body")
-                    if self._chunks:
-                        assert self._parser is not None
-                        chunk = self._chunks.popleft()
-                        if not self._segments:
-                            self._preamble += len(chunk)
-                        self._events = self._parser.parse(chunk)
-                    elif self._body_done:
-                        self._end_of_body()
-                        return
-                    else:
-                        return
-                try:
-                    event = next(self._events)
-                except StopIteration:
-                    self._events = None
-                    continue
-                except MultipartError as e:
-                    raise self._malformed(e) from None
-                if isinstance(event, MultipartSegment):
-                    self._part_started(event)
-                elif event is None:
-                    self._part_ended()
-                else:
-                    self._part_data(event)
+            user = await self._login()
+            await self._read_parts(HttpSession(self._request.getClientAddress(), user))
+            self.phase = UploadPhase.FINISHING
+            job = await self._wait(self._job_started())
+            self._finish(job)
         except _Refused as refusal:
             self._refuse(refusal.status, refusal.reason)
+        except _Over:
+            pass
+
+    async def _wait(self, waiting: Deferred[_T]) -> _T:
+        """
+        What C{waiting} gives, unless the upload ends meanwhile.
+
+        @raise _Over: the upload was answered, or its client went away.
+        """
+        if self.phase.over:
+            waiting.addErrback(lambda _: None).cancel()
+            raise _Over()
+        self._waiting = waiting
+        try:
+            result = await waiting
         except Exception:
-            self._crashed(Failure())
+            if self.phase.over:
+                raise _Over() from None
+            raise
         finally:
-            self._running = False
-        # Pausing the transport takes effect at the next read: the one being
-        # handled is done, so make sure a pause asked for meanwhile holds.
-        if self._transport_paused and self._connected:
-            self._transport.pauseProducing()
+            self._waiting = None
+        if self.phase.over:
+            raise _Over()
+        return result
 
-    def _malformed(self, error: MultipartError) -> _Refused:
-        if not self._segments:
-            return _Refused(405, f"No part found: the body is not valid multipart/form-data ({error})")
-        return _Refused(400, f"Malformed multipart body: {error}")
+    async def _login(self) -> IUser:
+        # Through a Deferred of its own: an upload that ends meanwhile cancels
+        # its wait, not the login (the throttle counts it).
+        login: Deferred[IUser] = Deferred()
+        Deferred.fromCoroutine(authenticate(self._middleware.logins, self._request)).chainDeferred(login)
+        try:
+            user = await self._wait(login)
+        except AuthenticationFailed as e:
+            raise _Refused(401, str(e)) from None
+        except (_Over, _Refused):
+            raise
+        except Exception:
+            log.failure("Login for an upload failed", Failure())
+            raise _Refused(500, "Internal error while logging in") from None
+        return user
 
-    def _part_started(self, segment: MultipartSegment) -> None:
-        self._segments += 1
-        if self._segments == 1:
-            if segment.name != "data":
-                raise _Refused(405, f'The first part must be "data", not {segment.name!r}')
-            self._part = "data"
-            return
-        if segment.name != "file":
-            which = "The second part" if self._segments == 2 else f"Part {self._segments}"
-            raise _Refused(405, f'{which} must be "file", not {segment.name!r}')
-        if self._files == MAX_FILES:
-            raise _Refused(405, f"At most {MAX_FILES} files can be uploaded at once")
-        self._files += 1
-        self._part = "file"
-        pipe = Pipe(self._reactor, filename=segment.filename, content_type=segment.content_type)
-        if self._inputs is None:
-            self._start_job(pipe)
-        else:
-            self._inputs.add(pipe)
-            self._feed(pipe)
+    async def _events(self, parser: PushMultipartParser) -> AsyncIterator[MultipartSegment | bytes | None]:
+        """
+        The parser's events for the whole body.
 
-    def _part_data(self, chunk: bytes) -> None:
-        if self._part == "data":
-            self._data_size += len(chunk)
-            if self._data_size > MAX_DATA_SIZE:
-                self._counts.limit_hit("upload_data")
-                raise _Refused(413, f"The data part is larger than {MAX_DATA_SIZE} bytes")
-            self._data.append(chunk)
-        elif self._part == "file" and self._pipe is not None:
+        @raise _Refused: the body is not multipart, is malformed, or ends
+            before its closing boundary.
+        """
+        started = False
+        preamble = 0
+        while True:
+            if not started and preamble > MAX_PREAMBLE:
+                raise _Refused(405, f"No part found in the first {MAX_PREAMBLE} bytes of the body")
+            chunk = await self._wait(self._body.read())
+            if not chunk:
+                break
+            if not started:
+                preamble += len(chunk)
             try:
-                self._pipe.write(chunk)
-                self._counts.uploaded(len(chunk))
-                self._file_bytes += len(chunk)
-                if self._transfer is not None:
-                    self._transfer.moved(self._file_bytes)
-            except Exception:
-                # The pipe broke: its producer has been stopped (and the
-                # upload refused) already, or is about to be.
-                self._pipe_broke(self._pipe)
+                for event in parser.parse(chunk):
+                    started = True
+                    yield event
+            except MultipartError as e:
+                if not started:
+                    raise _Refused(405, f"No part found: the body is not valid multipart/form-data ({e})") from None
+                raise _Refused(400, f"Malformed multipart body: {e}") from None
+        try:
+            parser.close()
+        except MultipartError:
+            if not started:
+                raise _Refused(405, "No part found in the body") from None
+            raise _Refused(400, "The body ended before the closing multipart boundary") from None
+        if not started:
+            raise _Refused(405, "No part found in the body")
 
-    def _part_ended(self) -> None:
-        if self._part == "data":
-            self._data_ended()
-        elif self._part == "file" and self._pipe is not None:
-            pipe = self._pipe
-            self._drop_producer()
-            pipe.close()
-        self._part = None
+    async def _read_parts(self, session: HttpSession) -> None:
+        parser = _parser(self._request)
+        self.phase = UploadPhase.PARTS
+        segments = 0
+        data: list[bytes] = []
+        data_size = 0
+        method: Method | None = None
+        params: list[Any] = []
+        async for event in self._events(parser):
+            if isinstance(event, MultipartSegment):
+                segments += 1
+                if segments == 1:
+                    if event.name != "data":
+                        raise _Refused(405, f'The first part must be "data", not {event.name!r}')
+                    continue
+                if event.name != "file":
+                    which = "The second part" if segments == 2 else f"Part {segments}"
+                    raise _Refused(405, f'{which} must be "file", not {event.name!r}')
+                if self._files == MAX_FILES:
+                    raise _Refused(405, f"At most {MAX_FILES} files can be uploaded at once")
+                self._files += 1
+                pipe = Pipe(self._middleware.reactor, filename=event.filename, content_type=event.content_type)
+                if self._inputs is None:
+                    assert method is not None
+                    self._start_job(session, method, params, pipe, data_size)
+                else:
+                    self._inputs.add(pipe)
+                    self._feed(pipe)
+            elif event is None:
+                if segments == 1:
+                    method, params = self._call_of(session, b"".join(data))
+                    data = []
+                else:
+                    self._close_pipe()
+            elif segments == 1:
+                data_size += len(event)
+                if data_size > MAX_DATA_SIZE:
+                    self._counts.limit_hit("upload_data")
+                    raise _Refused(413, f"The data part is larger than {MAX_DATA_SIZE} bytes")
+                data.append(event)
+            else:
+                await self._write(event)
+        if not self._files:
+            raise _Refused(405, 'No "file" part after "data"')
 
-    def _data_ended(self) -> None:
-        raw = b"".join(self._data)
-        self._data = []
+    def _call_of(self, session: HttpSession, raw: bytes) -> tuple[Method, list[Any]]:
+        """
+        The method and parameters of the data part C{raw}.
+
+        @raise _Refused: they are not valid, or the caller may not call it
+            with an upload.
+        """
         try:
             # The WebSocket's JSON: the protocol's extended values ($date, $set...) alike.
             data = wire_json.loads(raw)
@@ -440,11 +385,11 @@ class Upload:
         if not isinstance(params, list):
             raise _Refused(412, 'The "params" of the data part must be an array')
         try:
-            method = self._middleware.method(name, self._session)
+            method = self._middleware.method(name, session)
         except MethodNotFound as e:
             raise _Refused(422, e.errmsg) from None
         try:
-            self._middleware.check_call(self._session, method)
+            self._middleware.check_call(session, method)
         except AccessDenied as e:
             raise _Refused(403, e.errmsg) from None
         options = method.spec.job
@@ -452,99 +397,151 @@ class Upload:
             raise _Refused(412, f"Method {name!r} is not a job: it takes no upload")
         if "input" not in options.pipes and options.check_pipes:
             raise _Refused(412, f"Method {name!r} takes no input pipe")
-        self._method = method
-        self._params = params
+        return method, params
 
-    def _end_of_body(self) -> None:
-        assert self._parser is not None
-        try:
-            self._parser.close()
-        except MultipartError:
-            if not self._segments:
-                raise _Refused(405, "No part found in the body") from None
-            raise _Refused(400, "The body ended before the closing multipart boundary") from None
-        if not self._segments:
-            raise _Refused(405, "No part found in the body")
-        if not self._files:
-            raise _Refused(405, 'No "file" part after "data"')
-        if self._starting:
-            # Answered when the job's id is known (or the call failed).
-            self._busy = True
-            return
-        assert self._inputs is not None and self._job is not None
-        if _stopped(self._job):
-            raise _Refused(412, self._job_failure(self._job))
-        self._inputs_done = True
+    def _finish(self, job: Job) -> None:
+        """
+        The body ended and the job runs: hand the inputs over and answer.
+        """
+        if _stopped(job):
+            raise _Refused(412, _job_failure(job))
+        assert self._inputs is not None
+        self.phase = UploadPhase.ANSWERED
         self._inputs.finish()
         if self._transfer is not None:
             # The size is exact now.
             self._transfer.expect(self._file_bytes)
             self._transfer.finish()
-        self._answered = True
-        self._pauses.clear()
-        self._steer()
         log.info(
             "Upload from {peer}: {files} file(s) handed to job {job_id} ({method})",
             peer=self._peer(),
             files=self._files,
-            job_id=self._job.id,
-            method=self._job.method,
+            job_id=job.id,
+            method=job.method,
         )
-        self._respond(200, {"job_id": self._job.id})
+        self._respond(200, {"job_id": job.id})
 
-    # -- the job --------------------------------------------------------------
+    # -- the pipes ------------------------------------------------------------------
 
-    def _start_job(self, pipe: Pipe) -> None:
+    def _feed(self, pipe: Pipe) -> None:
+        """
+        Make C{pipe} the one the file data goes to, with the body as its producer.
+        """
+        self._pipe = pipe
+        self._producer = self._body.producer(self._pipe_stopped)
+        pipe.registerProducer(self._producer, True)
+
+    async def _write(self, chunk: bytes) -> None:
+        pipe = self._pipe
+        assert pipe is not None
+        try:
+            room = pipe.write(chunk)
+        except Exception:
+            await self._pipe_broke(pipe)
+            return
+        self._counts.uploaded(len(chunk))
+        self._file_bytes += len(chunk)
+        if self._transfer is not None:
+            self._transfer.moved(self._file_bytes)
+        try:
+            await self._wait(room)
+        except (_Over, _Refused):
+            raise
+        except Exception:
+            await self._pipe_broke(pipe)
+
+    def _close_pipe(self) -> None:
+        pipe = self._pipe
+        self._drop_producer()
+        if pipe is not None:
+            pipe.close()
+
+    def _drop_producer(self) -> None:
+        pipe, producer = self._pipe, self._producer
+        self._pipe = self._producer = None
+        if pipe is not None and producer is not None:
+            pipe.unregisterProducer()
+            producer.stopProxying()
+
+    def _pipe_stopped(self) -> None:
+        """
+        The pipe stopped the body: it broke.  Unless the job is starting
+        (its start tells what happened), answer now, whatever L{_run} waits for.
+        """
+        pipe = self._pipe
+        if self.phase.over or pipe is None or self._job is None:
+            return
+        self._refuse(*self._broken(pipe))
+
+    async def _pipe_broke(self, pipe: Pipe) -> None:
+        """
+        A write found C{pipe} broken.
+
+        @raise _Refused: why.
+        """
+        if self._job is None and self._started is not None:
+            # The job is starting: its start tells what happened.
+            await self._wait(self._started)
+        raise _Refused(*self._broken(pipe))
+
+    def _broken(self, pipe: Pipe) -> tuple[int, str]:
+        job = self._job
+        if job is not None and _stopped(job):
+            return 412, _job_failure(job)
+        reason = pipe.failure.getErrorMessage() if pipe.failure is not None else "the pipe broke"
+        return 412, f"The job stopped reading its input: {reason}"
+
+    def _fail_inputs(self, reason: str) -> None:
+        if self._inputs is not None:
+            self._inputs.fail(UploadInterrupted(reason))
+
+    # -- the job ----------------------------------------------------------------------
+
+    def _start_job(self, session: HttpSession, method: Method, params: list[Any], pipe: Pipe, data_size: int) -> None:
         """
         Call the method with C{pipe} as the job's first input.
 
         The upload goes on streaming while the call's Deferred is pending
         (the middleware may record the job first): the pipe holds the data
-        back.  Only the answer waits for the job's id.
+        back.  Only the answer waits for the job (L{_job_started}).
         """
-        assert self._method is not None and self._session is not None
         self._inputs = InputPipes(pipe)
         self._feed(pipe)
-        self._starting = True
+        started: Deferred[Job] = Deferred()
+        self._started = started
         try:
-            d = self._middleware.call_from(
-                self._session, self._method.name, self._params, pipes=Pipes(inputs=self._inputs)
-            )
+            d = self._middleware.call_from(session, method.name, params, pipes=Pipes(inputs=self._inputs))
         except Exception:
-            self._call_failed(Failure())
+            self._call_failed(Failure(), method)
             return
-        d.addCallbacks(self._job_started, self._call_failed).addErrback(self._crashed)
+        d.addCallbacks(self._job_started_by, self._call_failed, callbackArgs=(data_size,), errbackArgs=(method,))
+        d.addErrback(self._crashed)
 
-    def _job_started(self, job: Any) -> None:
-        self._starting = False
-        if self._answered:
+    def _job_started(self) -> Deferred[Job]:
+        assert self._started is not None
+        return self._started
+
+    def _job_started_by(self, job: object, data_size: int) -> None:
+        if self.phase.over:
             return
         if not isinstance(job, Job) or job.pipes.inputs is not self._inputs:
             # A job queued behind an equal one (lock_queue_size) has no pipes of ours.
             self._refuse(412, "The method did not start a job for this upload")
             return
         self._job = job
-        log.info(
-            "Upload from {peer} started job {job_id} ({method})",
-            peer=self._peer(),
-            job_id=job.id,
-            method=job.method,
-        )
+        log.info("Upload from {peer} started job {job_id} ({method})", peer=self._peer(), job_id=job.id, method=job.method)
         if _stopped(job):
             # It failed while its start was being recorded.
-            self._refuse(412, self._job_failure(job))
+            self._refuse(412, _job_failure(job))
             return
         job.wait().addCallback(self._job_ended)
         self._transfer = transfer_progress(job)
-        self._transfer.expect(self._expected_file_bytes())
+        self._transfer.expect(self._expected_file_bytes(data_size))
         self._transfer.moved(self._file_bytes)
-        if self._busy:
-            # The body ended before the job's id was known.
-            self._busy = False
-            self._run()
+        assert self._started is not None
+        self._started.callback(job)
 
-    def _call_failed(self, failure: Failure) -> None:
-        self._starting = False
+    def _call_failed(self, failure: Failure, method: Method) -> None:
         error = failure.value
         if isinstance(error, NotAuthenticated):
             status = 401
@@ -558,45 +555,19 @@ class Upload:
         elif isinstance(error, CallError):
             status = 412
         else:
-            log.failure("Starting {method} for an upload failed", failure, method=self._method.name if self._method else None)
+            log.failure("Starting {method} for an upload failed", failure, method=method.name)
             self._refuse(500, "Internal error while starting the job")
             return
         self._refuse(status, error.errmsg if isinstance(error, CallError) else str(error))
 
     def _job_ended(self, _: object) -> None:
         job = self._job
-        if self._answered or job is None or job.state is JobState.SUCCESS:
+        if self.phase.over or job is None or job.state is JobState.SUCCESS:
             # A job may end without reading all its input: the rest is dropped.
             return
-        self._refuse(412, self._job_failure(job))
+        self._refuse(412, _job_failure(job))
 
-    def _crashed(self, failure: Failure) -> None:
-        """
-        A bug: say so, rather than leave the client waiting.
-        """
-        log.failure("Upload from {peer} failed", failure, peer=self._peer())
-        self._refuse(500, "Internal error")
-
-    def _job_failure(self, job: Job) -> str:
-        if job.state.finished:
-            how = job.state.value.lower()
-        else:
-            # Its end is being recorded, or it is being aborted: its error is known.
-            how = "aborted" if job.was_aborted else "failed"
-        return f"Job {job.id} ({job.method}) {how} while uploading: {job.error or 'no reason given'}"
-
-    def _pipe_broke(self, pipe: Pipe) -> None:
-        if self._answered or self._starting:
-            # While the job starts, its end is told by _job_started or _call_failed.
-            return
-        job = self._job
-        if job is not None and _stopped(job):
-            self._refuse(412, self._job_failure(job))
-            return
-        reason = pipe.failure.getErrorMessage() if pipe.failure is not None else "the pipe broke"
-        self._refuse(412, f"The job stopped reading its input: {reason}")
-
-    def _expected_file_bytes(self) -> int | None:
+    def _expected_file_bytes(self, data_size: int) -> int | None:
         """
         About how many bytes the files will be: the body's C{Content-Length}
         less the data part, so a little more than the files (the part
@@ -609,138 +580,75 @@ class Upload:
             size = None
         if size is None:
             return None
-        return max(size - self._data_size, self._file_bytes)
+        return max(size - data_size, self._file_bytes)
 
-    # -- pipes and flow control ------------------------------------------------
+    # -- the end ------------------------------------------------------------------------
 
-    def _feed(self, pipe: Pipe) -> None:
+    def _crashed(self, failure: Failure) -> None:
         """
-        Make C{pipe} the one the file data goes to, with the connection as its producer.
+        A bug: say so, rather than leave the client waiting.
         """
-        self._pipe = pipe
-        self._producer = _PipeProducer(self, pipe)
-        pipe.registerProducer(self._producer, True)
+        log.failure("Upload from {peer} failed", failure, peer=self._peer())
+        self._refuse(500, "Internal error")
 
-    def _drop_producer(self) -> None:
-        pipe, producer = self._pipe, self._producer
-        self._pipe = self._producer = None
-        if pipe is not None and producer is not None:
-            pipe.unregisterProducer()
-            self._resume(producer)
-
-    def _fail_inputs(self, reason: str) -> None:
-        if self._inputs is not None and not self._inputs_done:
-            self._inputs_done = True
-            self._inputs.fail(UploadInterrupted(reason))
-
-    def _pause(self, reason: object) -> None:
-        self._pauses.add(reason)
-        self._steer()
-
-    def _resume(self, reason: object) -> None:
-        self._pauses.discard(reason)
-        self._steer()
-
-    def _steer(self) -> None:
+    def _end(self, phase: UploadPhase) -> None:
         """
-        Pause the socket while anything asks for it, resume it once nothing does.
-
-        The channel's idle timeout is off meanwhile: a client held back by a
-        slow job is not idle.
+        Enter C{phase} (L{UploadPhase.over}): stop streaming, and cancel what
+        L{_run} waits for.
         """
-        if not self._connected:
-            return
-        if self._pauses and not self._transport_paused:
-            self._transport_paused = True
-            self._saved_timeout = self._channel.setTimeout(None)
-            self._transport.pauseProducing()
-        elif not self._pauses and self._transport_paused:
-            self._transport_paused = False
-            self._channel.setTimeout(self._saved_timeout)
-            self._transport.resumeProducing()
-
-    # -- answering -------------------------------------------------------------
+        self.phase = phase
+        self._drop_producer()
+        if self._waiting is not None:
+            self._waiting.cancel()
 
     def _refuse(self, status: int, reason: str) -> None:
         """
         Answer C{status} with C{{"error": reason}} and stop the upload; fail
         the job's inputs if the files were not all handed over.
         """
-        if self._answered:
+        if self.phase.over:
             return
-        self._answered = True
-        self._events = None
-        self._chunks.clear()
+        self._end(UploadPhase.ANSWERED)
         self._fail_inputs(f"The upload failed ({status}): {reason}")
-        self._drop_producer()
-        self._pauses.clear()
-        self._steer()
-        log.info(
-            "Upload from {peer} refused with {status}: {reason}",
-            peer=self._peer(),
-            status=status,
-            reason=reason,
-        )
-        if not self._connected:
-            return
-        request = self._request
+        log.info("Upload from {peer} refused with {status}: {reason}", peer=self._peer(), status=status, reason=reason)
+        body = self._body
         if status == 401:
-            request.setHeader(b"WWW-Authenticate", b'Basic realm="midjobs", charset="UTF-8"')
-        if not self._body_done:
+            self._request.setHeader(b"WWW-Authenticate", b'Basic realm="midjobs", charset="UTF-8"')
+        if body.state is BodyState.STREAMING:
             # The rest of the body is not read: this connection ends here.
-            request.setHeader(b"Connection", b"close")
-            self._channel.persistent = False
+            body.close_after_response()
         self._respond(status, {"error": reason})
-        if self._body_done:
-            return
-        if self._expects_continue and not self._continue_sent and not self._received:
-            # The client waits for 100 Continue before it sends the body: none comes.
-            self._close()
-            return
-        self._linger_call = self._reactor.callLater(LINGER_SECONDS, self._close)
+        body.drop_rest()
 
-    def _respond(self, status: int, body: dict[str, Any]) -> None:
-        if not self._connected:
-            return
+    def _respond(self, status: int, answer: dict[str, Any]) -> None:
         request = self._request
-        payload = json.dumps(body).encode("utf-8")
+        payload = json.dumps(answer).encode("utf-8")
         request.setResponseCode(status)
         request.setHeader(b"Content-Type", b"application/json")
         request.setHeader(b"Content-Length", b"%d" % len(payload))
         request.write(payload)
-        if self._body_done:
+        if self._body.state is BodyState.ENDED:
             # Only a request whose body ended may finish: the channel then
             # reads the next request (or closes, after a refusal).
             request.finish()
 
-    def _linger_on(self, size: int) -> None:
-        self._lingered += size
-        if self._lingered > LINGER_BYTES:
-            self._close()
+    def _connection_lost(self, failure: Failure) -> None:
+        if self.phase.over:
+            return
+        reason = self._interrupted_reason()
+        self._end(UploadPhase.INTERRUPTED)
+        self._fail_inputs(reason)
+        log.info("Upload from {peer} interrupted: the client disconnected", peer=self._peer())
 
-    def _end_linger(self) -> None:
-        if self._linger_call is not None and self._linger_call.active():
-            self._linger_call.cancel()
-        self._linger_call = None
-        if self._connected and not self._request.finished:
-            self._request.finish()
-
-    def _close(self) -> None:
-        if self._linger_call is not None and self._linger_call.active():
-            self._linger_call.cancel()
-        self._linger_call = None
-        if self._connected:
-            self._channel.loseConnection()
-
-    # -- describing ---------------------------------------------------------------
+    # -- describing ---------------------------------------------------------------------
 
     def _peer(self) -> str:
         peer = self._request.getClientAddress()
         host = getattr(peer, "host", None)
-        return f"{host}:{peer.port}" if host is not None else str(peer)
+        return f"{host}:{getattr(peer, 'port', '')}" if host is not None else str(peer)
 
     def _interrupted_reason(self) -> str:
-        where = f"{self._received} bytes into the body"
+        where = f"{self._body.received} bytes into the body"
         if self._pipe is not None:
             name = f" {self._pipe.filename!r}" if self._pipe.filename else ""
             where = f"in file {self._files}{name}, " + where

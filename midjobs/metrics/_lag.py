@@ -4,10 +4,10 @@ How late the reactor is: a 0.1 s timer, and how much later than asked it fires.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 __all__ = ["ReactorLag"]
 
@@ -25,7 +25,7 @@ class ReactorLag:
     busy with one long call shows it as lag.
     """
 
-    def __init__(self, reactor: Any, registry: CollectorRegistry, interval: float = INTERVAL) -> None:
+    def __init__(self, reactor: IReactorTime, registry: CollectorRegistry, interval: float = INTERVAL) -> None:
         self._reactor = reactor
         self.interval = interval
         self.histogram = Histogram(

@@ -28,7 +28,7 @@ class BackOff:
         Seconds between attempt number C{attempt} (from 1) and the next.
         """
         # Capped before it is computed: 2 ** 1000 is no float.
-        return min(self.maximum, self.first * 2 ** min(attempt - 1, 64))
+        return min(self.maximum, self.first * 2.0 ** min(attempt - 1, 64))
 
     def gives_up(self, attempt: int, age: float) -> bool:
         """

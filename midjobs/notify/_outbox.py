@@ -17,10 +17,9 @@ from __future__ import annotations
 from typing import Callable, Collection, Iterable
 
 import attrs
-from twisted.enterprise.adbapi import ConnectionPool, Transaction
 from twisted.internet.defer import Deferred
 
-from ..store.database import ensure_schema
+from ..store.database import Cursor, Pool, Row, ensure_schema
 
 __all__ = ["OUTBOX_SCHEMA", "Claimed", "Dropped", "Notification", "Outbox"]
 
@@ -90,12 +89,14 @@ class Claimed:
     pending: int
 
 
-def _count(txn: Transaction) -> int:
+def _count(txn: Cursor) -> int:
     txn.execute("SELECT count(*) FROM webhook_outbox")
-    return int(txn.fetchone()[0])
+    row = txn.fetchone()
+    assert row is not None  # an aggregate has one row
+    return int(row[0])
 
 
-def _notification(row: tuple) -> Notification:
+def _notification(row: Row) -> Notification:
     id_, delivery, url, job_id, body, created, attempts = row
     return Notification(id_, delivery, url, job_id, bytes(body), created, attempts)
 
@@ -105,7 +106,7 @@ class Outbox:
     The notifications not yet delivered, in the C{webhook_outbox} table.
     """
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: Pool) -> None:
         """
         @param pool: the daemon's database pool (one writing connection).
         """
@@ -130,7 +131,7 @@ class Outbox:
         """
         rows = [(n.delivery, n.url, n.job_id, n.body, n.created, n.created) for n in notifications]
 
-        def add(txn: Transaction) -> Dropped:
+        def add(txn: Cursor) -> Dropped:
             txn.executemany(
                 "INSERT INTO webhook_outbox (delivery, url, job_id, body, created, next_attempt) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -160,7 +161,7 @@ class Outbox:
         excluded = list(exclude)
         not_excluded = f"id NOT IN ({', '.join('?' * len(excluded))})" if excluded else "1"
 
-        def claim(txn: Transaction) -> Claimed:
+        def claim(txn: Cursor) -> Claimed:
             claimed: list[Notification] = []
             if most > 0:
                 txn.execute(
@@ -178,7 +179,9 @@ class Outbox:
             excluded_now = [*excluded, *(n.id for n in claimed)]
             where = f"WHERE id NOT IN ({', '.join('?' * len(excluded_now))})" if excluded_now else ""
             txn.execute(f"SELECT min(next_attempt) FROM webhook_outbox {where}", excluded_now)
-            (next_due,) = txn.fetchone()
+            found_next = txn.fetchone()
+            assert found_next is not None  # an aggregate has one row
+            (next_due,) = found_next
             return Claimed(claimed, next_due, _count(txn))
 
         return self._pool.runInteraction(claim)
@@ -196,7 +199,7 @@ class Outbox:
         Remove C{notification} (delivered or given up); fire with how many are pending.
         """
 
-        def remove(txn: Transaction) -> int:
+        def remove(txn: Cursor) -> int:
             txn.execute("DELETE FROM webhook_outbox WHERE id = ?", (notification.id,))
             return _count(txn)
 

@@ -6,7 +6,7 @@ key to sign it, and for which jobs.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Mapping
 
 import attrs
 import hyperlink
@@ -82,7 +82,7 @@ def display_url(url: str) -> str:
     return parsed.replace(userinfo="", query=(), fragment="").to_text()
 
 
-def _url(value: Any, key: str) -> tuple[str, str | None, str | None]:
+def _url(value: object, key: str) -> tuple[str, str | None, str | None]:
     """
     The URL of C{value} without credentials, and the user name and password it held.
     """
@@ -102,7 +102,7 @@ def _url(value: Any, key: str) -> tuple[str, str | None, str | None]:
     return parsed.replace(userinfo="").to_text(), username, password if username is not None else None
 
 
-def _secret(table: Mapping[str, Any], key: str) -> bytes:
+def _secret(table: Mapping[str, object], key: str) -> bytes:
     if ("secret" in table) == ("secret_file" in table):
         raise ValueError(f"{key} needs either a secret or a secret_file (the key its notifications are signed with)")
     if "secret" in table:
@@ -124,13 +124,13 @@ def _secret(table: Mapping[str, Any], key: str) -> bytes:
     return secret
 
 
-def _names(value: Any, key: str) -> frozenset[str]:
+def _names(value: object, key: str) -> frozenset[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ValueError(f"{key} must be a list of non-empty strings")
     return frozenset(value)
 
 
-def _webhook(table: Any, key: str) -> Webhook:
+def _webhook(table: object, key: str) -> Webhook:
     if not isinstance(table, dict):
         raise ValueError(f"{key} must be a table")
     unknown = sorted(set(table) - _KEYS)
@@ -157,7 +157,7 @@ def _webhook(table: Any, key: str) -> Webhook:
     )
 
 
-def webhooks_from_config(value: Any, key: str) -> tuple[Webhook, ...]:
+def webhooks_from_config(value: object, key: str) -> tuple[Webhook, ...]:
     """
     The webhooks of C{[notify] webhooks}: a list of tables (C{[[notify.webhooks]]}).
 

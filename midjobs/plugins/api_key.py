@@ -8,6 +8,7 @@ import errno
 from typing import Any
 
 from ..auth import ApiKeyStore, api_key_store_of
+from ..auth.api_keys import ApiKeyDict
 from ..errors import CallError
 from ..query import filter_list
 from ..service import Service, read_only, secret_result
@@ -29,7 +30,7 @@ class ApiKeyService(Service):
             await store.setup()
 
     @secret_result("key")
-    async def create(self, data: dict) -> dict:
+    async def create(self, data: dict[str, Any]) -> ApiKeyDict:
         """
         Make an API key for a user: C{{"name": ..., "username": ...}}.
 
@@ -39,7 +40,7 @@ class ApiKeyService(Service):
         return await self._store.create(data)
 
     @read_only
-    async def query(self, filters: list | None = None, options: dict | None = None) -> Any:
+    async def query(self, filters: list[Any] | None = None, options: dict[str, Any] | None = None) -> Any:
         """
         The API keys (C{id}, C{name}, C{username}, C{created_at}, never the
         key), filtered and shaped by C{filters} and C{options}.

@@ -4,20 +4,25 @@ C{auth.*}: logging a connection in and out.
 
 from __future__ import annotations
 
+import errno
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twisted.cred.credentials import UsernamePassword
+from twisted.cred.credentials import ICredentials, UsernamePassword
 from twisted.cred.error import LoginFailed
 
 from .. import wire_json
-from ..auth import APIKeyCredentials, TokenCredentials, origin_of
+from ..auth import APIKeyCredentials, IUser, TokenCredentials, origin_of
+from ..auth.gate import LoginGate
 from ..auth.tokens import TooManyTokens
 from ..config import Settings
-from ..errors import ValidationErrors
+from ..errors import CallError, ValidationErrors
 from ..interfaces import ISession
 from ..logs import logger
 from ..service import Service, no_auth_required, no_authz_required, pass_app, secret, secret_result
+
+if TYPE_CHECKING:
+    from ..middleware import Middleware
 
 log = logger(__name__)
 
@@ -31,7 +36,7 @@ _MECHANISMS = {
 _MAX_TOKEN_TTL = 86400
 
 
-def user_info(user: Any) -> dict[str, Any]:
+def user_info(user: IUser) -> dict[str, Any]:
     """
     What C{auth.me} and a successful login tell about the user.
     """
@@ -46,7 +51,7 @@ def user_info(user: Any) -> dict[str, Any]:
 class AuthService(Service):
     namespace = "auth"
 
-    def __init__(self, middleware: Any) -> None:
+    def __init__(self, middleware: Middleware) -> None:
         super().__init__(middleware)
         #: The tokens each connection made or logged in with: its logout revokes them.
         self._tokens_of: weakref.WeakKeyDictionary[ISession, set[str]] = weakref.WeakKeyDictionary()
@@ -54,7 +59,7 @@ class AuthService(Service):
     @no_auth_required
     @secret("data.password", "data.api_key")
     @pass_app
-    async def login_ex(self, app: ISession, data: dict) -> dict:
+    async def login_ex(self, app: ISession, data: dict[str, Any]) -> dict[str, Any]:
         """
         Log the connection in.  C{data} is C{{"mechanism": "PASSWORD_PLAIN",
         "username": ..., "password": ...}} or C{{"mechanism": "API_KEY_PLAIN",
@@ -88,15 +93,15 @@ class AuthService(Service):
         """
         return await self._login(app, username, password) is not None
 
-    async def _login(self, app: ISession, username: str, password: str) -> Any:
+    async def _login(self, app: ISession, username: str, password: str) -> IUser | None:
         return await self._log_in(app, UsernamePassword(username.encode(), password.encode()), "password")
 
-    async def _log_in(self, app: ISession, credentials: Any, kind: str) -> Any:
+    async def _log_in(self, app: ISession, credentials: ICredentials, kind: str) -> IUser | None:
         """
         Log C{app} in through the throttled portal; the user, or C{None} if refused.
         """
         try:
-            user = await self.middleware.logins.login(credentials, origin_of(app.peer), kind)
+            user = await self._logins.login(credentials, origin_of(app.peer), kind)
         except LoginFailed:
             return None
         app.login(user)
@@ -111,7 +116,14 @@ class AuthService(Service):
         """
         return await self._login_with_api_key(app, api_key) is not None
 
-    async def _login_with_api_key(self, app: ISession, api_key: str, username: str | None = None) -> Any:
+    @property
+    def _logins(self) -> LoginGate:
+        logins = self.middleware.logins
+        if logins is None:
+            raise CallError("This daemon takes no logins (it has no portal)", errno.ENOTSUP)
+        return logins
+
+    async def _login_with_api_key(self, app: ISession, api_key: str, username: str | None = None) -> IUser | None:
         return await self._log_in(app, APIKeyCredentials(api_key, username), "API-key")
 
     @no_authz_required
@@ -121,7 +133,7 @@ class AuthService(Service):
         self,
         app: ISession,
         ttl: int = 600,
-        attrs: dict | None = None,
+        attrs: dict[str, Any] | None = None,
         match_origin: bool = False,
         single_use: bool = False,
     ) -> str:
@@ -167,8 +179,8 @@ class AuthService(Service):
         return token
 
     @property
-    def _settings(self) -> Any:
-        settings = self.middleware.settings
+    def _settings(self) -> Settings:
+        settings: Settings | None = self.middleware.settings
         return settings if settings is not None else Settings()
 
     @no_auth_required
@@ -199,7 +211,7 @@ class AuthService(Service):
 
     @no_authz_required
     @pass_app
-    async def me(self, app: ISession) -> dict:
+    async def me(self, app: ISession) -> dict[str, Any]:
         """
         Who this connection is logged in as.
         """

@@ -115,7 +115,8 @@ class ConfigService(Service):
         hashes: keep the backup private.
         """
         state_dir = Path(self.middleware.state_dir)
-        output = job.pipes.output.w  # type: ignore[union-attr]
+        assert job.pipes.output is not None  # the job declares its output pipe
+        output = job.pipes.output.w
         config = self._read_config()
         progress = JobProgressBuffer(job)
         try:
@@ -165,6 +166,7 @@ class ConfigService(Service):
         """
         state_dir = Path(self.middleware.state_dir)
         progress = JobProgressBuffer(job)
+        assert job.pipes.input is not None  # the job declares its input pipe
 
         def report(done: int) -> None:
             if job.aborted.is_set():
@@ -175,7 +177,7 @@ class ConfigService(Service):
             with _state_errors("stage the backup"):
                 pending = stage_restore(
                     state_dir,
-                    job.pipes.input.r,  # type: ignore[union-attr]
+                    job.pipes.input.r,
                     SCHEMA_PARTS,
                     check_config=check_config,
                     progress=report,

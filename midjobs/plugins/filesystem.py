@@ -26,7 +26,7 @@ import os
 import re
 import secrets
 import stat as stat_module
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import attrs
 from twisted.internet.threads import deferToThreadPool
@@ -45,8 +45,10 @@ __all__ = ["FilesystemService", "Roots"]
 
 log = Logger()
 
-#: How much of a file C{filesystem.get} sends at once.
-GET_CHUNK = 64 * 1024
+#: How much of a file C{filesystem.get} sends at once: each write to the
+#: pipe is one trip to the reactor thread, and the job runs ahead of the
+#: download by the pipe's high water and one of these.
+GET_CHUNK = 256 * 1024
 #: How much of an upload C{filesystem.put} takes from its pipe at once.
 PUT_CHUNK = 1024 * 1024
 #: The mode of a new file written without C{options.mode}.
@@ -514,11 +516,12 @@ def sweep_leftovers(root: str) -> int:
     return removed
 
 
-def _receive(job: Job, pipe: Pipe, target: AtomicFile, report: Any) -> int:
+def _receive(job: Job, pipe: Pipe | None, target: AtomicFile, report: Callable[[int], None]) -> int:
     """
     Copy C{pipe} to C{target} until EOF, reporting with C{report(bytes)}.
     The pipe raises if the upload broke or the job was aborted.
     """
+    assert pipe is not None, "@job(pipes=['input']) refuses a call without it"
     buffer = bytearray(PUT_CHUNK)
     view = memoryview(buffer)
     done = 0
@@ -609,12 +612,7 @@ class FilesystemService(Service):
                 dir_fd, located.name, path, mode=mode, append=append, allow_hard_links=self.allow_hard_links
             )
             try:
-                done = _receive(
-                    job,
-                    job.pipes.input,  # type: ignore[arg-type]
-                    target,
-                    report,
-                )
+                done = _receive(job, job.pipes.input, target, report)
                 target.commit()
             except BaseException:
                 target.discard()
@@ -642,7 +640,9 @@ class FilesystemService(Service):
         names: set[str] = set()
         total = 0
         try:
-            for pipe in job.pipes.inputs:  # type: ignore[union-attr]
+            inputs = job.pipes.inputs
+            assert inputs is not None, "@job(pipes=['input']) refuses a call without them"
+            for pipe in inputs:
                 name = upload_name(pipe.filename)
                 if name in names:
                     raise CallError(f"{name!r} was uploaded twice", errno.EINVAL)
@@ -688,7 +688,8 @@ class FilesystemService(Service):
                 fd = os.open(real_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
         finally:
             os.close(dir_fd)
-        output = job.pipes.output.w  # type: ignore[union-attr]
+        assert job.pipes.output is not None, "@job(pipes=['output']) refuses a call without it"
+        output = job.pipes.output.w
         progress = JobProgressBuffer(job)
         transfer = transfer_progress(job)
         done = 0

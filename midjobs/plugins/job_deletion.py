@@ -17,7 +17,7 @@ batch at a time.  One batch is deleted at a time in the daemon.
 from __future__ import annotations
 
 import errno
-from typing import Any, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
 from twisted.internet.defer import DeferredLock
 from twisted.internet.threads import deferToThreadPool
@@ -27,6 +27,9 @@ from ..interfaces import ISession
 from ..log_files import remove_log_files
 from ..logs import logger
 from ..store.jobs import DELETE_BATCH
+
+if TYPE_CHECKING:
+    from ..middleware import Middleware
 
 __all__ = ["BATCH", "FINISHED", "JobDeletion", "UNFINISHED"]
 
@@ -60,7 +63,7 @@ class JobDeletion:
     @param query: how the jobs to delete are found.
     """
 
-    def __init__(self, middleware: Any, query: Query) -> None:
+    def __init__(self, middleware: Middleware, query: Query) -> None:
         self._middleware = middleware
         self._query = query
         #: Held while one batch is found and deleted.

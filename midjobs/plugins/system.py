@@ -14,17 +14,20 @@ import stat as stat_module
 import tarfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import twisted
-from twisted.internet.endpoints import quoteStringArgument
 from twisted.internet.threads import blockingCallFromThread
 
 from .. import wire_json
 from ..job import Job, JobAborted
 from ..progress import JobProgressBuffer
 from ..service import Service, job, read_only
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..middleware import Middleware
 
 __all__ = ["SystemService", "redacted"]
 
@@ -94,7 +97,7 @@ class SystemService(Service):
 
     namespace = "system"
 
-    def __init__(self, middleware: Any) -> None:
+    def __init__(self, middleware: Middleware) -> None:
         super().__init__(middleware)
         self._started = time.monotonic()
         self._boot_time = datetime.datetime.now(datetime.timezone.utc)
@@ -104,17 +107,17 @@ class SystemService(Service):
         self._boot_time = datetime.datetime.now(datetime.timezone.utc)
 
     @read_only
-    async def info(self) -> dict:
+    async def info(self) -> dict[str, Any]:
         """
         The daemon: C{version} (of midjobs), C{boot_time} (when the daemon
         started), C{uptime_seconds}, C{python} and C{twisted} versions,
         C{hostname}, C{pid}, C{state_dir} and C{listeners} (the endpoint
         strings it listens on, the UNIX socket last).
         """
-        settings = self.middleware.settings
+        settings: Settings | None = self.middleware.settings
         listeners: list[str] = []
         if settings is not None:
-            listeners = [*settings.listen, f"unix:{quoteStringArgument(settings.socket_path)}"]
+            listeners = [*settings.listen, settings.socket_endpoint]
         return {
             "version": midjobs_version(),
             "boot_time": self._boot_time,
@@ -128,7 +131,7 @@ class SystemService(Service):
         }
 
     @read_only
-    async def shutdown_status(self) -> dict:
+    async def shutdown_status(self) -> dict[str, Any]:
         """
         Whether the daemon is stopping: C{phase} (C{"SERVING"}; C{"DRAINING"}
         while running jobs are given C{[jobs] drain_timeout} seconds to end;
@@ -139,13 +142,14 @@ class SystemService(Service):
         return self.middleware.drain.status()
 
     def _config(self) -> dict[str, Any]:
-        settings = self.middleware.settings
+        settings: Settings | None = self.middleware.settings
         if settings is None:
             return {}
         config = attrs.asdict(settings)
         config["socket"] = settings.socket_path
         config["filesystem_roots"] = list(settings.filesystem_root_paths)
-        return redacted(config)
+        shown: dict[str, Any] = redacted(config)
+        return shown
 
     def _jobs(self) -> str:
         return wire_json.lenient_dumps([job.to_record() for job in self.middleware.jobs])
@@ -160,7 +164,8 @@ class SystemService(Service):
         C{logs/<id>.log} (every job log).
         """
         reactor = self.middleware.reactor
-        output = job.pipes.output.w  # type: ignore[union-attr]
+        assert job.pipes.output is not None  # the job declares its output pipe
+        output = job.pipes.output.w
         job.set_progress(0, "Collecting system information")
         info = blockingCallFromThread(reactor, self.middleware.call, "system.info")
         jobs = blockingCallFromThread(reactor, self._jobs)

@@ -11,13 +11,18 @@ waiting.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, Hashable, TypeVar
+from typing import Callable, Coroutine, Generic, Hashable, ParamSpec, TypeVar, Union
 
-from twisted.internet.defer import Deferred, DeferredSemaphore
+from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred
 
 __all__ = ["Slots"]
 
 _Owner = TypeVar("_Owner", bound=Hashable)
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+#: What a run calls: a function that returns a Deferred or a coroutine.
+_Run = Callable[_P, Union[Deferred[_T], Coroutine[Deferred[object], object, _T]]]
 
 
 class Slots(Generic[_Owner]):
@@ -50,7 +55,9 @@ class Slots(Generic[_Owner]):
         semaphore = self._semaphores.get(owner)
         return len(semaphore.waiting) if semaphore is not None else 0
 
-    def run(self, owner: _Owner, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
+    def run(
+        self, owner: _Owner, f: _Run[_P, _T], *args: _P.args, **kwargs: _P.kwargs
+    ) -> Deferred[_T]:
         """
         Call C{f(*args, **kwargs)} (which may return a Deferred or a
         coroutine) when fewer than L{limit} runs of C{owner} are under way.
@@ -61,18 +68,14 @@ class Slots(Generic[_Owner]):
         semaphore = self._semaphores.get(owner)
         if semaphore is None:
             semaphore = self._semaphores[owner] = DeferredSemaphore(self.limit)
-        d = semaphore.run(_call, f, args, kwargs)
+        def start() -> Deferred[_T]:
+            return ensureDeferred(f(*args, **kwargs))
+
+        d = semaphore.run(start)
         d.addBoth(self._forget_if_idle, owner, semaphore)
         return d
 
-    def _forget_if_idle(self, result: Any, owner: _Owner, semaphore: DeferredSemaphore) -> Any:
+    def _forget_if_idle(self, result: object, owner: _Owner, semaphore: DeferredSemaphore) -> object:
         if semaphore.tokens == self.limit and not semaphore.waiting and self._semaphores.get(owner) is semaphore:
             del self._semaphores[owner]
         return result
-
-
-def _call(f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    result = f(*args, **kwargs)
-    if hasattr(result, "__await__") and not isinstance(result, Deferred):
-        return Deferred.fromCoroutine(result)
-    return result

@@ -41,13 +41,13 @@ class SqlQuery:
     """
 
     where: str
-    params: tuple[Any, ...]
+    params: tuple[object, ...]
     order: str
     ordered: bool
     residual: Predicate | None
 
 
-def _number(value: Any) -> bool:
+def _number(value: object) -> bool:
     if isinstance(value, bool):
         return False
     if isinstance(value, int):
@@ -55,7 +55,7 @@ def _number(value: Any) -> bool:
     return isinstance(value, float) and math.isfinite(value)
 
 
-def _text(value: Any) -> bool:
+def _text(value: object) -> bool:
     if not isinstance(value, str) or "\0" in value:
         return False
     try:
@@ -65,7 +65,7 @@ def _text(value: Any) -> bool:
     return True
 
 
-def _condition(spec: Any) -> tuple[str, tuple[Any, ...]] | None:
+def _condition(spec: object) -> tuple[str, tuple[object, ...]] | None:
     """
     The SQL of one top-level C{[field, op, value]}, or C{None} if it must be checked in Python.
     """
@@ -121,7 +121,7 @@ def translate(filters: Sequence[Any] | None, options: QueryOptions) -> SqlQuery:
     The SQL for C{filters} (already validated) and C{options}.
     """
     clauses: list[str] = []
-    params: list[Any] = []
+    params: list[object] = []
     rest: list[Any] = []
     for spec in filters or ():
         sql = _condition(spec)

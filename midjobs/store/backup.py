@@ -23,7 +23,7 @@ import tarfile
 import time
 import urllib.parse
 from pathlib import Path
-from typing import BinaryIO, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 import attrs
 
@@ -34,6 +34,8 @@ __all__ = [
     "DATABASE_NAME",
     "MEMBER_LIMITS",
     "BackupError",
+    "ByteSink",
+    "ByteSource",
     "SchemaPart",
     "backup_database",
     "check_database",
@@ -123,8 +125,30 @@ def _header(name: str, size: int, mtime: float) -> bytes:
     return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
 
 
+class ByteSink(Protocol):
+    """
+    Where a backup is written: a binary file, or a job's output pipe.
+    """
+
+    def write(self, data: bytes, /) -> object:
+        """
+        Write all of C{data}.
+        """
+
+
+class ByteSource(Protocol):
+    """
+    Where a backup is read from: a binary file, or a job's input pipe.
+    """
+
+    def read(self, size: int, /) -> bytes:
+        """
+        Up to C{size} bytes; none at the end.
+        """
+
+
 def write_backup(
-    out: BinaryIO, database: Path, config: bytes | None, *, progress: Progress | None = None
+    out: ByteSink, database: Path, config: bytes | None, *, progress: Progress | None = None
 ) -> int:
     """
     Write a backup to C{out}: an uncompressed ustar tar of C{config} as
@@ -169,7 +193,7 @@ class _Blocks:
     the upload.
     """
 
-    def __init__(self, stream: BinaryIO, progress: Progress | None) -> None:
+    def __init__(self, stream: ByteSource, progress: Progress | None) -> None:
         self._stream = stream
         self._progress = progress
         self.done = 0
@@ -274,7 +298,7 @@ def _end_of_archive(blocks: _Blocks) -> None:
 
 
 def read_backup(
-    stream: BinaryIO,
+    stream: ByteSource,
     directory: Path,
     *,
     limits: Mapping[str, int] = MEMBER_LIMITS,

@@ -14,15 +14,23 @@ from __future__ import annotations
 import functools
 import sqlite3
 import time
-from typing import Sequence
+from typing import Any, Callable, Concatenate, ParamSpec, Protocol, Sequence, TypeVar
 
-from twisted.enterprise.adbapi import ConnectionPool, Transaction
+from twisted.enterprise.adbapi import ConnectionPool
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorCore
 from twisted.internet.threads import deferToThreadPool
 from ..logs import logger
 
-__all__ = ["DEFAULT_BUSY_TIMEOUT_MS", "close_database", "ensure_schema", "open_database"]
+__all__ = [
+    "DEFAULT_BUSY_TIMEOUT_MS",
+    "Cursor",
+    "Pool",
+    "Row",
+    "close_database",
+    "ensure_schema",
+    "open_database",
+]
 
 log = logger(__name__)
 
@@ -36,6 +44,80 @@ CREATE TABLE IF NOT EXISTS schema_version (
     applied REAL NOT NULL
 )
 """
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+#: A row as SQLite returns it.  Its values come from outside the program, like
+#: JSON's: each reader says what it expects of its own columns.
+Row = tuple[Any, ...]
+
+
+class Cursor(Protocol):
+    """
+    The DB-API cursor methods an interaction uses on its transaction
+    (adbapi's C{Transaction} passes them on to the connection's cursor).
+    """
+
+    @property
+    def rowcount(self) -> int:
+        """
+        How many rows the last statement changed.
+        """
+
+    @property
+    def lastrowid(self) -> int | None:
+        """
+        The row id of the row the last C{INSERT} added.
+        """
+
+    def execute(self, sql: str, parameters: Sequence[object] = ..., /) -> object:
+        """
+        Run one statement with its C{?} parameters.
+        """
+
+    def executemany(self, sql: str, parameters: Sequence[Sequence[object]], /) -> object:
+        """
+        Run one statement once for each parameter sequence.
+        """
+
+    def fetchone(self) -> Row | None:
+        """
+        The next row of the last query, or C{None} at its end.
+        """
+
+    def fetchall(self) -> list[Row]:
+        """
+        The remaining rows of the last query.
+        """
+
+
+class Pool(Protocol):
+    """
+    The typed face of a L{ConnectionPool} (whose own methods are not
+    annotated): what the stores call on their database.
+    """
+
+    def runInteraction(
+        self,
+        interaction: Callable[Concatenate[Cursor, _P], _T],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> Deferred[_T]:
+        """
+        Call C{interaction} with a cursor in one transaction, in the pool's
+        thread; fire with its result once committed.
+        """
+
+    def runQuery(self, sql: str, parameters: Sequence[object] = ..., /) -> Deferred[list[Row]]:
+        """
+        Fire with the rows of one query.
+        """
+
+    def runOperation(self, sql: str, parameters: Sequence[object] = ..., /) -> Deferred[None]:
+        """
+        Run one statement that returns no rows.
+        """
 
 
 def _configure_connection(connection: sqlite3.Connection, busy_timeout_ms: int, path: str) -> None:
@@ -69,7 +151,7 @@ def open_database(
     """
     if connections < 1:
         raise ValueError(f"a pool needs at least one connection, not {connections}")
-    return ConnectionPool(
+    pool: ConnectionPool = ConnectionPool(  # type: ignore[no-untyped-call]  # adbapi is not annotated
         "sqlite3",
         path,
         check_same_thread=False,
@@ -81,6 +163,7 @@ def open_database(
         ),
         cp_reactor=reactor,
     )
+    return pool
 
 
 def close_database(pool: ConnectionPool) -> Deferred[None]:
@@ -89,16 +172,17 @@ def close_database(pool: ConnectionPool) -> Deferred[None]:
     pool, which closes any others.
     """
     if not pool.running:
-        pool.close()
+        pool.close()  # type: ignore[no-untyped-call]  # adbapi is not annotated
         return succeed(None)
 
     def close_connection() -> None:
-        connection = pool.connections.pop(pool.threadID(), None)
+        thread = pool.threadID()  # type: ignore[no-untyped-call]  # adbapi is not annotated
+        connection = pool.connections.pop(thread, None)
         if connection is not None:
             connection.close()
 
     def stop(result: object) -> object:
-        pool.close()
+        pool.close()  # type: ignore[no-untyped-call]  # adbapi is not annotated
         return result
 
     # The pool keeps the reactor it was built with; the result is delivered there.
@@ -107,7 +191,7 @@ def close_database(pool: ConnectionPool) -> Deferred[None]:
     return d
 
 
-def _migrate(txn: Transaction, name: str, statements: Sequence[str]) -> int:
+def _migrate(txn: Cursor, name: str, statements: Sequence[str]) -> int:
     txn.execute(_SCHEMA_VERSION_TABLE)
     # Take the write lock before reading the version, so two processes cannot
     # both apply the same statements.
@@ -131,7 +215,7 @@ def _migrate(txn: Transaction, name: str, statements: Sequence[str]) -> int:
     return len(pending)
 
 
-def ensure_schema(pool: ConnectionPool, name: str, statements: Sequence[str]) -> Deferred[int]:
+def ensure_schema(pool: Pool, name: str, statements: Sequence[str]) -> Deferred[int]:
     """
     Bring the schema part C{name} up to date; fire with how many statements ran.
 
@@ -139,7 +223,5 @@ def ensure_schema(pool: ConnectionPool, name: str, statements: Sequence[str]) ->
     only ever append to it.  The table C{schema_version} records how many of
     them a database has seen, and the missing ones run in one transaction.
     """
-    statements = tuple(statements)
-    d: Deferred[int] = pool.runInteraction(_migrate, name, statements)
-    return d
+    return pool.runInteraction(_migrate, name, tuple(statements))
 

@@ -22,12 +22,13 @@ import shutil
 import sqlite3
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from ..logs import logger
 from .backup import (
     CONFIG_NAME,
     DATABASE_NAME,
+    ByteSource,
     Progress,
     SchemaPart,
     check_database,
@@ -121,7 +122,7 @@ def _install(staging: Path, pending: Path) -> None:
 
 def stage_restore(
     state_dir: Path,
-    stream: BinaryIO,
+    stream: ByteSource,
     parts: Sequence[SchemaPart],
     *,
     check_config: Callable[[bytes], None] | None = None,

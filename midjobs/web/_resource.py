@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import attrs
 from twisted.web.resource import Resource
+
+if TYPE_CHECKING:
+    # For annotations only: the page does not depend on the HTTP package.
+    from ..http._typed_request import TypedRequest
 
 __all__ = ["INDEX_NAME", "STATIC_DIR", "IndexPage", "StaticFile", "StaticFiles", "index_page"]
 
@@ -52,7 +56,7 @@ class StaticFile:
         etag = b'"' + hashlib.sha256(content).hexdigest()[:24].encode() + b'"'
         return cls(content, CONTENT_TYPES.get(path.suffix, b"application/octet-stream"), etag)
 
-    def render(self, request: Any) -> bytes:
+    def render(self, request: TypedRequest) -> bytes:
         """
         Answer C{request} with the file (or 304 if the browser's copy is current).
 
@@ -89,12 +93,12 @@ class StaticFiles(Resource):
     isLeaf = True
 
     def __init__(self, directory: Path = STATIC_DIR) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # not annotated in Twisted
         self.files = _load(directory)
 
-    def render_GET(self, request: Any) -> bytes:
+    def render_GET(self, request: TypedRequest) -> bytes:
         try:
-            name = b"/".join(request.postpath).decode("utf-8")
+            name = b"/".join(request.postpath or ()).decode("utf-8")
         except UnicodeDecodeError:
             name = ""
         found = self.files.get(name)
@@ -115,10 +119,10 @@ class IndexPage(Resource):
     isLeaf = True
 
     def __init__(self, page: StaticFile) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # not annotated in Twisted
         self.page = page
 
-    def render_GET(self, request: Any) -> bytes:
+    def render_GET(self, request: TypedRequest) -> bytes:
         return self.page.render(request)
 
     render_HEAD = render_GET

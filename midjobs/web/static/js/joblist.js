@@ -1,31 +1,42 @@
 /**
- * The job list: rows newest first, filtered by state and method and
- * searched in descriptions.  Each frame it touches only the rows of the jobs
- * that changed, and in those only the cells whose text changed.  The rows are
- * an ARIA table of CSS grid rows, not a `<table>`: a change in one row then
- * lays out that row alone, and rows off screen are not rendered at all.
+ * The job list: one page of the jobs that match the filters, in the chosen
+ * order, as the daemon answers them (jobstore.js), with the filter form, the
+ * sortable column headers, the pager, the count and the summary above it.
+ *
+ * What the list shows is a {@link ListQuery}, kept in the URL's fragment:
+ * every control writes the fragment, and the page shows what the fragment
+ * says (main.js hands it to {@link JobListView#apply}).
+ *
+ * Each frame it touches only the rows of the jobs that changed, and in those
+ * only the cells whose text changed.  The rows are an ARIA table of CSS grid
+ * rows, not a `<table>`: a change in one row then lays out that row alone.
  * @module joblist
  */
 
 import { byId, el, setText } from "./dom.js";
 import { dateMs, formatDuration, formatTime, isCutOff, jobDuration } from "./format.js";
+import { PAGE_SIZE, SORTS, isFiltered, queryHash, queryTitle } from "./listquery.js";
 import { ProgressView } from "./progress.js";
 import { StateBadge, shownState } from "./states.js";
 
 /**
  * The cells of one row, and the values they show.
  * @typedef {{
- *   tr: HTMLElement, method: HTMLElement, description: HTMLElement,
+ *   tr: HTMLElement, method: HTMLElement, description: HTMLElement, descText: HTMLElement, error: HTMLElement,
  *   state: StateBadge, progress: ProgressView, started: HTMLTimeElement, duration: HTMLElement,
- *   startedMs: number | null, visible: boolean
+ *   user: HTMLElement, startedMs: number | null
  * }} Row
+ * @typedef {import("./listquery.js").ListQuery} ListQuery
  */
 
 /** The column labels, shown beside each value when rows become cards at phone width. */
 const LABELS = {
   id: "ID", method: "Method", description: "Description", state: "State",
-  progress: "Progress", started: "Started", duration: "Duration",
+  progress: "Progress", started: "Started", duration: "Duration", user: "Started by",
 };
+
+/** Columns sorted newest or largest first on their first click. */
+const DESCENDING_FIRST = new Set(["id", "started"]);
 
 /**
  * @param {string} className
@@ -54,57 +65,195 @@ function durationText(job) {
   return formatDuration(jobDuration(job));
 }
 
+/**
+ * `1,234`
+ * @param {number} n
+ * @returns {string}
+ */
+const num = (n) => n.toLocaleString("en-US");
+
+/**
+ * A `datetime-local` value for a time (local time, to the minute).
+ * @param {number} ms
+ * @returns {string}
+ */
+export function localInput(ms) {
+  const d = new Date(ms);
+  const pad = (/** @type {number} */ n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
 export class JobListView {
-  /** @param {import("./jobstore.js").JobStore} store */
-  constructor(store) {
+  /**
+   * @param {import("./jobstore.js").JobStore} store
+   * @param {(query: ListQuery, replace?: boolean) => void} navigate show another query (through the URL)
+   */
+  constructor(store, navigate) {
     this.store = store;
+    this.navigate = navigate;
     this.body = byId("jobs-body");
     this.table = byId("jobs-table");
     this.count = byId("jobs-count");
     this.empty = byId("jobs-empty");
-    this.older = /** @type {HTMLButtonElement} */ (byId("jobs-older"));
+    this.pager = byId("jobs-pager");
+    this.pageText = byId("jobs-page");
+    this.first = /** @type {HTMLButtonElement} */ (byId("jobs-first"));
+    this.prev = /** @type {HTMLButtonElement} */ (byId("jobs-prev"));
+    this.next = /** @type {HTMLButtonElement} */ (byId("jobs-next"));
     this.stateFilter = /** @type {HTMLSelectElement} */ (byId("filter-state"));
     this.methodFilter = /** @type {HTMLSelectElement} */ (byId("filter-method"));
+    this.userFilter = /** @type {HTMLInputElement} */ (byId("filter-user"));
+    this.fromFilter = /** @type {HTMLInputElement} */ (byId("filter-from"));
+    this.toFilter = /** @type {HTMLInputElement} */ (byId("filter-to"));
     this.search = /** @type {HTMLInputElement} */ (byId("filter-search"));
+    this.clear = /** @type {HTMLButtonElement} */ (byId("filter-clear"));
+    this.summary = {
+      running: /** @type {HTMLAnchorElement} */ (byId("summary-running")),
+      waiting: /** @type {HTMLAnchorElement} */ (byId("summary-waiting")),
+      failed: /** @type {HTMLAnchorElement} */ (byId("summary-failed")),
+    };
     /** @type {Map<number, Row>} */
     this.rows = new Map();
-    /** @type {number[]} the ids of the rows, in their order (descending) */
-    this.order = [];
     /** @type {Set<number>} the rows whose duration runs on */
     this.running = new Set();
     /** @type {Set<string>} */
     this.methods = new Set();
-    this.visibleCount = 0;
-    this.filter = { state: "", method: "", text: "" };
+    /** @type {number | null} the job last opened from the list, marked when back */
+    this.selected = null;
 
     store.listen((ids) => this.update(ids));
-    this.stateFilter.addEventListener("change", () => this.readFilters());
-    this.methodFilter.addEventListener("change", () => this.readFilters());
+    for (const control of [this.stateFilter, this.methodFilter, this.userFilter, this.fromFilter, this.toFilter]) {
+      control.addEventListener("change", () => this.readFilters(false));
+    }
     /** @type {number | null} */
     let typing = null;
     this.search.addEventListener("input", () => {
       if (typing !== null) clearTimeout(typing);
       typing = setTimeout(() => {
         typing = null;
-        this.readFilters();
-      }, 120);
+        // Typing replaces the history entry: back leaves the search, not each letter of it.
+        this.readFilters(this.store.query.q !== "");
+      }, 200);
     });
-    byId("filters").addEventListener("submit", (event) => event.preventDefault());
-    this.older.addEventListener("click", () => this.loadOlder());
+    byId("filters").addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.readFilters(false);
+    });
+    this.clear.addEventListener("click", () => {
+      this.navigate({ ...this.store.query, state: "", method: "", user: "", from: "", to: "", q: "", page: 0 });
+    });
+    for (const header of this.table.querySelectorAll("[data-sort]")) {
+      const button = header.querySelector("button");
+      button?.addEventListener("click", () => this.sortBy(/** @type {HTMLElement} */ (header).dataset.sort ?? "id"));
+    }
+    this.first.addEventListener("click", () => this.toPage(0));
+    this.prev.addEventListener("click", () => this.toPage(this.store.query.page - 1));
+    this.next.addEventListener("click", () => this.toPage(this.store.query.page + 1));
+    this.body.addEventListener("click", (event) => {
+      const link = /** @type {HTMLElement} */ (event.target).closest?.("a[data-job]");
+      if (!link) return;
+      // Mark the job opened, so that it stands out when back on the list.
+      if (this.selected !== null) this.rows.get(this.selected)?.tr.classList.remove("selected");
+      this.selected = Number(/** @type {HTMLElement} */ (link).dataset.job);
+      this.rows.get(this.selected)?.tr.classList.add("selected");
+    });
     setInterval(() => this.tick(), 1000);
   }
 
   /**
-   * Bring the rows of these jobs up to date.
+   * Show a query: the controls say it, the store fetches it.
+   * @param {ListQuery} query
+   * @returns {Promise<void>}
+   */
+  apply(query) {
+    this.stateFilter.value = query.state;
+    if (query.method && !this.methods.has(query.method)) this.addMethod(query.method);
+    this.methodFilter.value = query.method;
+    if (document.activeElement !== this.userFilter) this.userFilter.value = query.user;
+    this.fromFilter.value = query.from;
+    this.toFilter.value = query.to;
+    if (document.activeElement !== this.search) this.search.value = query.q;
+    this.clear.hidden = !isFiltered(query);
+    for (const header of this.table.querySelectorAll("[data-sort]")) {
+      const key = /** @type {HTMLElement} */ (header).dataset.sort;
+      const sort = query.sort.replace(/^-/, "");
+      if (key === sort) header.setAttribute("aria-sort", query.sort.startsWith("-") ? "descending" : "ascending");
+      else header.setAttribute("aria-sort", "none");
+    }
+    this.table.setAttribute("aria-label", `Jobs, by ${SORTS[query.sort.replace(/^-/, "")]?.label ?? "ID"}`);
+    document.title = queryTitle(query);
+    const same = queryHash(query) === queryHash(this.store.query) && this.store.loaded;
+    if (same) {
+      this.showCount();
+      return Promise.resolve();
+    }
+    this.table.setAttribute("aria-busy", "true");
+    return this.store.setQuery(query)
+      .catch((error) => {
+        // The daemon refused or the connection went: say so (a reconnection loads again).
+        setText(this.count, `Could not load the jobs: ${error.message}`);
+      })
+      .finally(() => this.table.removeAttribute("aria-busy"));
+  }
+
+  /** @returns {string} the title of the list as it is now */
+  title() {
+    return queryTitle(this.store.query);
+  }
+
+  /** @param {boolean} replace */
+  readFilters(replace) {
+    this.navigate({
+      ...this.store.query,
+      state: this.stateFilter.value,
+      method: this.methodFilter.value,
+      user: this.userFilter.value.trim(),
+      from: this.fromFilter.value,
+      to: this.toFilter.value,
+      q: this.search.value.trim(),
+      page: 0,
+    }, replace);
+  }
+
+  /** @param {string} key */
+  sortBy(key) {
+    const current = this.store.query.sort;
+    let sort;
+    if (current.replace(/^-/, "") === key) sort = current.startsWith("-") ? key : `-${key}`;
+    else sort = DESCENDING_FIRST.has(key) ? `-${key}` : key;
+    this.navigate({ ...this.store.query, sort, page: 0 });
+  }
+
+  /** @param {number} page */
+  toPage(page) {
+    this.navigate({ ...this.store.query, page: Math.max(0, page) });
+    window.scrollTo(0, 0);
+  }
+
+  /**
+   * Bring the rows of these jobs up to date, and put the rows in the window's order.
    * @param {Set<number>} ids
    */
   update(ids) {
+    const store = this.store;
+    const inWindow = new Set(store.window);
     for (const id of ids) {
-      const job = this.store.jobs.get(id);
-      if (job) this.render(id, job);
+      const job = store.jobs.get(id);
+      if (job && inWindow.has(id)) this.render(id, job);
       else this.remove(id);
     }
+    // Order: move only the rows out of place (none, for a change of progress).
+    let expected = this.body.firstElementChild;
+    for (const id of store.window) {
+      const row = this.rows.get(id);
+      if (!row) continue;
+      if (row.tr !== expected) this.body.insertBefore(row.tr, expected);
+      else expected = expected.nextElementSibling;
+    }
     this.showCount();
+    this.showSummary();
+    // Which query the rows show (for tests and bench/webui.py: the filtered page is on screen).
+    if (store.shown) this.table.dataset.query = queryHash(store.shown);
   }
 
   /**
@@ -115,10 +264,14 @@ export class JobListView {
     let row = this.rows.get(id);
     if (!row) row = this.add(id);
     setText(row.method, job.method ?? "");
-    setText(row.description, job.description ?? "");
+    setText(row.descText, job.description ?? "");
     const state = shownState(job);
     row.state.set(state);
     row.progress.update(job, state);
+    // A failed job's error, in the list.
+    const error = state === "FAILED" ? job.error ?? "" : "";
+    setText(row.error, error);
+    row.error.hidden = error === "";
     // A waiting job has not started: its time_started is when it was queued.
     const started = job.state === "WAITING" ? null : dateMs(job.time_started);
     if (started !== row.startedMs) {
@@ -129,14 +282,15 @@ export class JobListView {
     setText(row.duration, durationText(job));
     const why = isCutOff(job) ? "Cut off when the daemon stopped: how long it ran is not known" : "";
     if (row.duration.title !== why) row.duration.title = why;
+    setText(row.user, job.credentials?.data?.username ?? (job.credentials ? "" : "the daemon"));
+    row.tr.classList.toggle("selected", id === this.selected);
     if (job.state === "RUNNING") this.running.add(id);
     else this.running.delete(id);
     if (job.method && !this.methods.has(job.method)) this.addMethod(job.method);
-    this.setVisible(row, this.matches(job));
   }
 
   /**
-   * A new row, in its place (newest first).
+   * A new row (update() puts it in its place).
    * @param {number} id
    * @returns {Row}
    */
@@ -147,10 +301,15 @@ export class JobListView {
     const idCell = cell("c-id", LABELS.id);
     const link = /** @type {HTMLAnchorElement} */ (el("a", "", String(id)));
     link.href = `#job/${id}`;
+    link.dataset.job = String(id);
     link.setAttribute("aria-label", `Job ${id}: details`);
     idCell.append(link);
     const method = cell("c-method", LABELS.method);
     const description = cell("c-desc", LABELS.description);
+    const descText = el("span", "desc-text");
+    const error = el("span", "row-error");
+    error.hidden = true;
+    description.append(descText, error);
     const stateCell = cell("c-state", LABELS.state);
     const state = new StateBadge();
     stateCell.append(state.root);
@@ -161,23 +320,14 @@ export class JobListView {
     const started = /** @type {HTMLTimeElement} */ (el("time"));
     startedCell.append(started);
     const duration = cell("c-duration", LABELS.duration);
-    tr.append(idCell, method, description, stateCell, progressCell, startedCell, duration);
-
-    // Binary search for the first row with a smaller id.
-    let lo = 0;
-    let hi = this.order.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.order[mid] > id) lo = mid + 1;
-      else hi = mid;
-    }
-    const before = lo < this.order.length ? this.rows.get(this.order[lo])?.tr ?? null : null;
-    this.body.insertBefore(tr, before);
-    this.order.splice(lo, 0, id);
+    const user = cell("c-user", LABELS.user);
+    tr.append(idCell, method, description, stateCell, progressCell, startedCell, duration, user);
+    this.body.append(tr);
     /** @type {Row} */
-    const row = { tr, method, description, state, progress, started, duration, startedMs: null, visible: true };
+    const row = {
+      tr, method, description, descText, error, state, progress, started, duration, user, startedMs: null,
+    };
     this.rows.set(id, row);
-    this.visibleCount += 1;
     return row;
   }
 
@@ -188,45 +338,6 @@ export class JobListView {
     row.tr.remove();
     this.rows.delete(id);
     this.running.delete(id);
-    if (row.visible) this.visibleCount -= 1;
-    const at = this.order.indexOf(id);
-    if (at >= 0) this.order.splice(at, 1);
-  }
-
-  /**
-   * @param {Row} row
-   * @param {boolean} visible
-   */
-  setVisible(row, visible) {
-    if (row.visible === visible) return;
-    row.visible = visible;
-    row.tr.hidden = !visible;
-    this.visibleCount += visible ? 1 : -1;
-  }
-
-  /**
-   * @param {import("./jobstore.js").JobRecord} job
-   * @returns {boolean}
-   */
-  matches(job) {
-    const { state, method, text } = this.filter;
-    if (state && shownState(job) !== state) return false;
-    if (method && job.method !== method) return false;
-    if (text && !(job.description ?? "").toLowerCase().includes(text)) return false;
-    return true;
-  }
-
-  readFilters() {
-    this.filter = {
-      state: this.stateFilter.value,
-      method: this.methodFilter.value,
-      text: this.search.value.trim().toLowerCase(),
-    };
-    for (const [id, row] of this.rows) {
-      const job = this.store.jobs.get(id);
-      if (job) this.setVisible(row, this.matches(job));
-    }
-    this.showCount();
   }
 
   /** @param {string} method */
@@ -238,24 +349,80 @@ export class JobListView {
     this.methodFilter.insertBefore(option, after ?? null);
   }
 
+  /**
+   * The job methods the filter offers (from `core.get_methods`), beside those seen in rows.
+   * @param {Record<string, {job?: boolean}>} methods
+   */
+  setMethods(methods) {
+    for (const [name, info] of Object.entries(methods)) {
+      if (info.job && !this.methods.has(name)) this.addMethod(name);
+    }
+    this.methodFilter.value = this.store.query.method;
+  }
+
+  /** The count: what is shown, out of how many. */
   showCount() {
-    if (!this.store.loaded) {
+    const store = this.store;
+    if (!store.loaded) {
       // Nothing to count yet: say so rather than show an empty list.
       setText(this.count, "Loading jobs…");
       this.empty.hidden = true;
       this.table.hidden = this.rows.size === 0;
-      this.older.hidden = true;
+      this.pager.hidden = true;
       return;
     }
-    const total = this.rows.size;
-    const shown = this.visibleCount;
-    const jobs = total === 1 ? "job" : "jobs";
-    setText(this.count, shown === total ? `${total} ${jobs}` : `${shown} of ${total} ${jobs}`);
+    const query = store.query;
+    const shown = store.window.length;
+    const total = store.total;
+    const filtered = isFiltered(query);
+    const firstShown = query.page * PAGE_SIZE + 1;
+    const lastShown = query.page * PAGE_SIZE + shown;
+    /** @param {number} n */
+    const jobs = (n) => (n === 1 ? "job" : "jobs");
+    let text;
+    if (total === null) {
+      text = shown === 0 ? "Counting…" : `${num(firstShown)}–${num(lastShown)} of … jobs`;
+    } else if (query.page === 0 && shown >= total) {
+      // All of them on this page.
+      if (!filtered) text = `${num(total)} ${jobs(total)}`;
+      else text = `${num(total)} of ${store.all === null ? "…" : num(store.all)} ${jobs(store.all ?? 2)}`;
+    } else if (shown === 0) {
+      text = `None here: ${num(total)} ${jobs(total)}${filtered ? " matching" : ""}`;
+    } else {
+      text = `${num(firstShown)}–${num(lastShown)} of ${num(total)} ${jobs(total)}${filtered ? " matching" : ""}`;
+    }
+    setText(this.count, text);
     // No bare column headers: the table shows only with rows in it.
     this.table.hidden = shown === 0;
     this.empty.hidden = shown > 0;
-    setText(this.empty, total === 0 ? NO_JOBS : "No jobs match the filters.");
-    this.older.hidden = !this.store.mayHaveOlder;
+    const none = !filtered && query.page === 0 && (store.all === 0 || total === 0);
+    setText(this.empty, none ? NO_JOBS : query.page > 0 ? "No jobs on this page." : "No jobs match the filters.");
+    // The pager.
+    const pages = total === null ? null : Math.max(1, Math.ceil(total / PAGE_SIZE));
+    const more = total === null ? shown >= PAGE_SIZE : lastShown < total;
+    this.pager.hidden = query.page === 0 && !more;
+    this.first.disabled = query.page === 0;
+    this.prev.disabled = query.page === 0;
+    this.next.disabled = !more;
+    setText(this.pageText, pages === null ? `Page ${num(query.page + 1)}` : `Page ${num(query.page + 1)} of ${num(pages)}`);
+  }
+
+  /** The summary above the list: running, waiting, failed in the last 24 hours. */
+  showSummary() {
+    const summary = this.store.summary;
+    byId("summary").hidden = summary === null;
+    if (summary === null) return;
+    const base = { ...this.store.query, method: "", user: "", from: "", to: "", q: "", page: 0 };
+    const link = (/** @type {HTMLAnchorElement} */ a, /** @type {number} */ n, /** @type {any} */ query) => {
+      setText(/** @type {HTMLElement} */ (a.querySelector(".n")), num(n));
+      const href = `#${queryHash(query)}`;
+      if (a.getAttribute("href") !== href) a.setAttribute("href", href);
+    };
+    link(this.summary.running, summary.running, { ...base, state: "RUNNING" });
+    link(this.summary.waiting, summary.waiting, { ...base, state: "WAITING" });
+    // The last 24 hours, to the minute (so the link stays the same for a minute).
+    const since = localInput(Math.floor((Date.now() - 86400_000) / 60_000) * 60_000);
+    link(this.summary.failed, summary.failed, { ...base, state: "FAILED", from: since });
   }
 
   /** Let the durations of running jobs run on. */
@@ -266,17 +433,6 @@ export class JobListView {
       const job = this.store.jobs.get(id);
       const row = this.rows.get(id);
       if (job && row) setText(row.duration, formatDuration(jobDuration(job, now)));
-    }
-  }
-
-  async loadOlder() {
-    this.older.disabled = true;
-    try {
-      await this.store.loadOlder();
-    } catch {
-      // The connection went; the button stays for another try.
-    } finally {
-      this.older.disabled = false;
     }
   }
 }

@@ -1,6 +1,7 @@
 /**
  * The task manager's page: one connection, the login, the views and the
- * routes between them (`#jobs`, `#job/<id>`, `#upload`, `#download`).
+ * routes between them (`#jobs` or `#jobs?<filters, sort and page>`,
+ * `#job/<id>`, `#upload`, `#download`).  The page's title names the view.
  * @module main
  */
 
@@ -9,18 +10,29 @@ import { byId, setText } from "./dom.js";
 import { JobDetailView } from "./jobdetail.js";
 import { JobListView } from "./joblist.js";
 import { JobStore } from "./jobstore.js";
+import { parseQuery, queryHash } from "./listquery.js";
 import { ConnectionLost, RpcClient } from "./rpc.js";
 import { LoginRefused, Session } from "./session.js";
 import { UploadView } from "./upload.js";
 
 const VIEWS = ["login", "jobs", "job", "upload", "download"];
+const TITLES = { login: "Log in", upload: "Upload", download: "Download" };
 
 class App {
   constructor() {
     this.rpc = new RpcClient(RpcClient.defaultUrl());
     this.session = new Session(this.rpc);
     this.store = new JobStore(this.rpc);
-    this.list = new JobListView(this.store);
+    this.list = new JobListView(this.store, (query, replace) => this.navigate(query, replace));
+    /** The fragment of the list last shown (where "All jobs" goes back to). */
+    this.listHash = "jobs";
+    /**
+     * Where the list was scrolled, for each list fragment left for a job: the
+     * first row on screen and how far from the top it was (rows off screen are
+     * not laid out, so a pixel offset alone would not land on the same rows).
+     * @type {Map<string, {id: number, top: number, y: number}>}
+     */
+    this.scrolls = new Map();
     this.detail = new JobDetailView(this.rpc, this.store, this.session);
     this.upload = new UploadView(this.session, this.store);
     this.download = new DownloadView(this.rpc, this.store);
@@ -52,6 +64,8 @@ class App {
     byId("logout").addEventListener("click", () => this.logout());
     this.e.reconnect.addEventListener("click", () => this.rpc.reconnectNow());
     window.addEventListener("hashchange", () => this.route());
+    // The page restores the list's scroll position itself, once its rows are in.
+    if ("scrollRestoration" in history) history.scrollRestoration = "manual";
     window.addEventListener("online", () => this.rpc.reconnectNow());
     this.rpc.connect();
   }
@@ -153,12 +167,15 @@ class App {
       if (reconnected) {
         this.store.forgetWatched();
         await this.rpc.resubscribe();
-        await this.store.load();
+        await this.store.reload();
+        this.restoreScroll();
         await this.store.refreshWatched();
       } else {
         await this.store.start();
+        this.restoreScroll();
       }
       const methods = await this.rpc.call("core.get_methods");
+      this.list.setMethods(methods);
       this.upload.setMethods(methods, this.session.identity);
       this.download.setMethods(methods, this.session.identity);
       document.body.dataset.ready = "true";
@@ -204,15 +221,82 @@ class App {
       this.show("login");
       return;
     }
-    const hash = decodeURIComponent(location.hash.slice(1));
+    const raw = location.hash.slice(1);
+    const hash = decodeURIComponent(raw);
     const job = /^job\/(\d+)$/.exec(hash);
+    if (this.view === "jobs") this.saveScroll();
     if (job) {
       this.show("job");
+      document.title = `Job ${job[1]} · midjobs`;
+      byId("job-back").setAttribute("href", `#${this.listHash}`);
       this.detail.show(Number(job[1]));
       return;
     }
     this.detail.hide();
-    this.show(hash === "upload" || hash === "download" ? hash : "jobs");
+    if (hash === "upload" || hash === "download") {
+      this.show(hash);
+      document.title = `${TITLES[hash]} · midjobs`;
+      return;
+    }
+    const list = /^jobs(?:\?(.*))?$/.exec(raw);
+    const query = parseQuery(list?.[1] ?? "");
+    this.listHash = queryHash(query);
+    this.show("jobs");
+    this.list.apply(query).then(() => this.restoreScroll()).catch(() => {});
+    this.restoreScroll();
+  }
+
+  /**
+   * Show another list (filters, sort or page): through the URL's fragment,
+   * so that back and forward go through the lists seen.
+   * @param {import("./listquery.js").ListQuery} query
+   * @param {boolean} [replace] replace the history entry (typing a search) instead of adding one
+   */
+  navigate(query, replace = false) {
+    const hash = queryHash(query);
+    if (replace) {
+      history.replaceState(null, "", `#${hash}`);
+      this.route();
+    } else if (location.hash !== `#${hash}`) {
+      location.hash = hash;
+    } else {
+      this.route();
+    }
+  }
+
+  /** Leaving the list: remember its first row on screen. */
+  saveScroll() {
+    for (const id of this.store.window) {
+      const tr = this.list.rows.get(id)?.tr;
+      if (!tr) continue;
+      const rect = tr.getBoundingClientRect();
+      if (rect.bottom > 0) {
+        this.scrolls.set(this.listHash, { id, top: rect.top, y: window.scrollY });
+        return;
+      }
+    }
+    this.scrolls.delete(this.listHash);
+  }
+
+  /**
+   * Back on a list left for a job: scroll so that the row that was first on
+   * screen is where it was, once the rows are there.
+   */
+  restoreScroll() {
+    if (this.view !== "jobs" || !this.store.loaded) return;
+    const saved = this.scrolls.get(this.listHash);
+    if (saved === undefined) return;
+    const tr = this.list.rows.get(saved.id)?.tr;
+    if (!tr) {
+      if (this.store.window.length > 0 && !this.store.window.includes(saved.id)) this.scrolls.delete(this.listHash);
+      return; // its rows are not in yet (or it is gone: the list starts at the top)
+    }
+    this.scrolls.delete(this.listHash);
+    const align = () => window.scrollBy(0, tr.getBoundingClientRect().top - saved.top);
+    window.scrollTo(0, saved.y);
+    align();
+    // Rows laid out for the first time may differ from their estimated height: once more after the frame.
+    requestAnimationFrame(align);
   }
 
   /** @param {string} name */
@@ -230,10 +314,13 @@ class App {
     this.view = name;
     document.body.dataset.view = name;
     if (name === "login") {
+      document.title = `${TITLES.login} · midjobs`;
       this.e.username.focus();
     } else if (!first) {
-      // Tell keyboard and screen-reader users where they are now.
-      byId(`view-${name}`).querySelector("h1")?.focus();
+      // Tell keyboard and screen-reader users where they are now (the list
+      // keeps its scroll position: restoreScroll() sees to it).
+      byId(`view-${name}`).querySelector("h1")?.focus({ preventScroll: true });
+      if (!(name === "jobs" && this.scrolls.has(this.listHash))) window.scrollTo(0, 0);
     }
   }
 }
