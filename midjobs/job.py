@@ -910,8 +910,7 @@ class JobsQueue:
 
     Who watches the jobs registers an L{IJobObserver} (L{observe}); each is
     told, in the order they were registered, of each job's addition, changes
-    and end, with the job's record (built once for all of them, and for an
-    addition or a change only if one of them is listening).  With a
+    and end; of its end with its final record.  With a
     C{store} (an L{IJobStore}), each job that is not transient is recorded
     (L{StoreRecorder}) before the observers hear of it: its creation as it
     is queued (its events wait until that is durable), its changes in
@@ -959,8 +958,20 @@ class JobsQueue:
         Tell C{observer} of every job from now on, after those registered before it.
         """
         self._observers.append(observer)
+        self._gather_tellers()
+
+    def unobserve(self, observer: IJobObserver) -> None:
+        """
+        Tell C{observer} nothing more.
+        """
+        self._observers.remove(observer)
+        self._gather_tellers()
+
+    def _gather_tellers(self) -> None:
         # New lists: a round of telling under way goes on with the observers it began with.
-        self._tellers = {kind: [*tellers, getattr(observer, kind)] for kind, tellers in self._tellers.items()}
+        self._tellers = {
+            kind: [getattr(observer, kind) for observer in self._observers] for kind in ("added", "changed", "ended")
+        }
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -1126,16 +1137,17 @@ class JobsQueue:
         """
         if job.options.transient or not self._observers or job.id in self._unlisted:
             return
+        recording = self._recording.get(job.id)
+        if recording is None:
+            self._tell_observers(job, kind, record)
+            return
+        # Held back until the job is recorded: with its record of now, if an observer wants it.
         if record is None:
             for observer in self._observers:
                 if observer.listening():
                     record = job.to_record()
                     break
-        recording = self._recording.get(job.id)
-        if recording is not None:
-            recording[1].append((kind, record))
-        else:
-            self._tell_observers(job, kind, record)
+        recording[1].append((kind, record))
 
     def _tell_observers(self, job: Job, kind: str, record: JobRecord | None) -> None:
         for tell in self._tellers[kind]:

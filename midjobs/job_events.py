@@ -45,7 +45,6 @@ class JobEvents:
 
     def _send(self, msg: str, job: Job, record: JobRecord | None) -> None:
         if record is None:
-            # Nobody listened when the change came (and it was held back while the job was recorded).
             if not self._events.has_subscribers(JOBS_EVENT):
                 return
             record = job.to_record()

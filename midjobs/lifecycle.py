@@ -94,8 +94,11 @@ class IJobObserver(Interface):
     observers were registered; must not block.  A transient job is never
     told of; a job the store could not record neither.
 
-    The record of an addition or a change is built once for all observers,
-    and only if one of them is L{listening}: otherwise they get C{None}.
+    An addition or a change comes with the job's record only if it was held
+    back while the job's creation was recorded and an observer was
+    L{listening} then (the record of that moment, built once for all);
+    otherwise the record is C{None}, and an observer that needs it reads the
+    job (C{job.to_record()}).
     """
 
     def listening() -> bool:
@@ -107,14 +110,13 @@ class IJobObserver(Interface):
     def added(job: Any, record: JobRecord | None) -> None:
         """
         C{job} (a L{midjobs.job.Job}) was queued, and its creation is durable
-        if the queue records jobs.  C{record} is its record then.
+        if the queue records jobs.
         """
 
     def changed(job: Any, record: JobRecord | None) -> None:
         """
         C{job} changed: it started, or its progress, description or message
-        ids changed.  C{record} is its record then (held back with the
-        change while the job's creation is recorded).
+        ids changed.
         """
 
     def ended(job: Any, record: JobRecord) -> None:

@@ -240,7 +240,8 @@ class _Follower:
 class JobLogEvents:
     """
     Offers C{core.job_log:<id>} on a middleware's event hub.  An observer of
-    its jobs: a followed job's end sends the rest of its log.
+    its jobs while it follows a running one: a followed job's end sends the
+    rest of its log.
     """
 
     def __init__(self, middleware: Middleware, interval: float = INTERVAL) -> None:
@@ -256,7 +257,6 @@ class JobLogEvents:
             prepare=self._prepare,
             subscribed=self._subscribed,
         )
-        self.middleware.jobs.observe(self)
 
     # IJobObserver
 
@@ -280,7 +280,9 @@ class JobLogEvents:
     def stop(self) -> None:
         for follower in self._followers.values():
             follower.close()
-        self._followers.clear()
+        if self._followers:
+            self._followers.clear()
+            self.middleware.jobs.unobserve(self)
 
     def _live_job(self, job_id: int) -> Job | None:
         try:
@@ -329,6 +331,9 @@ class JobLogEvents:
         follower.run(follower.start_at_end).addErrback(self._failed, job_id)
         if job is not None and not job.state.finished:
             # A running job's follower is shared; a finished one's serves one subscriber.
+            if not self._followers:
+                # An observer of the jobs only while it follows one.
+                self.middleware.jobs.observe(self)
             self._followers[job_id] = follower
             follower.loop = LoopingCall(self._look, follower, job)
             follower.loop.clock = self.middleware.reactor
@@ -360,6 +365,8 @@ class JobLogEvents:
     def _forget(self, follower: _Follower) -> None:
         if self._followers.get(follower.job_id) is follower:
             del self._followers[follower.job_id]
+            if not self._followers:
+                self.middleware.jobs.unobserve(self)
 
     def _drop(self, follower: _Follower) -> None:
         follower.close()
