@@ -1139,7 +1139,11 @@ class JobsQueue:
             return
         recording = self._recording.get(job.id)
         if recording is None:
-            self._tell_observers(job, kind, record)
+            for tell in self._tellers[kind]:
+                try:
+                    tell(job, record)
+                except Exception:
+                    log.failure("{tell} failed on job {job_id}", tell=tell, job_id=job.id)
             return
         # Held back until the job is recorded: with its record of now, if an observer wants it.
         if record is None:

@@ -35,17 +35,13 @@ class JobEvents:
         return self._events.has_subscribers(JOBS_EVENT)
 
     def added(self, job: Job, record: JobRecord | None) -> None:
-        self._send("added", job, record)
+        if self._events.has_subscribers(JOBS_EVENT):
+            self._events.send(JOBS_EVENT, "added", job.id, record if record is not None else job.to_record())
 
     def changed(self, job: Job, record: JobRecord | None) -> None:
-        self._send("changed", job, record)
+        if self._events.has_subscribers(JOBS_EVENT):
+            self._events.send(JOBS_EVENT, "changed", job.id, record if record is not None else job.to_record())
 
     def ended(self, job: Job, record: JobRecord) -> None:
-        self._send("changed", job, record)
-
-    def _send(self, msg: str, job: Job, record: JobRecord | None) -> None:
-        if record is None:
-            if not self._events.has_subscribers(JOBS_EVENT):
-                return
-            record = job.to_record()
-        self._events.send(JOBS_EVENT, msg, job.id, record)
+        # The hub sends nothing if nobody is subscribed.
+        self._events.send(JOBS_EVENT, "changed", job.id, record)
