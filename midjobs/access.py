@@ -33,7 +33,7 @@ from typing import Any, Iterable, Mapping
 
 from .auth.roles import READONLY_ADMIN
 from .errors import CallError
-from .service import MethodSpec
+from .decorators import MethodSpec
 
 __all__ = [
     "AccessDenied",

@@ -58,7 +58,8 @@ def server_endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
         certificate or key files that cannot be read or used.
     """
     try:
-        return serverFromString(reactor, description)
+        endpoint: IStreamServerEndpoint = serverFromString(reactor, description)  # type: ignore[no-untyped-call]  # not annotated in Twisted
+        return endpoint
     except OSError as e:
         where = f" ({e.filename})" if e.filename else ""
         reason = f"{e.strerror or e}{where}"
@@ -98,8 +99,8 @@ class Listener(Service):
         self.listening: Deferred[IListeningPort] | None = None
 
     def startService(self) -> None:
-        super().startService()
-        endpoint = self._endpoint or serverFromString(self._reactor, self.description)
+        super().startService()  # type: ignore[no-untyped-call]  # not annotated in Twisted
+        endpoint = self._endpoint or serverFromString(self._reactor, self.description)  # type: ignore[no-untyped-call]  # not annotated in Twisted
         self.listening = endpoint.listen(self.factory)
         self.listening.addCallback(self._listened)
 
@@ -112,7 +113,7 @@ class Listener(Service):
         """
         Stop listening (once: the drain stops listeners before the daemon stops).
         """
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]  # not annotated in Twisted
         port, self.port = self.port, None
         if port is not None:
             return port.stopListening()
@@ -167,9 +168,9 @@ class Daemon(MultiService):
     """
 
     def __init__(self, settings: Settings, reactor: Any = None, systemd: SystemdNotifier | None = None) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # not annotated in Twisted
         if reactor is None:
-            from twisted.internet import reactor  # type: ignore[no-redef]
+            from twisted.internet import reactor
         self.reactor = reactor
         self.settings = settings
         self.middleware: Middleware | None = None
@@ -189,7 +190,7 @@ class Daemon(MultiService):
         self._shutdown_trigger: Any = None
 
     def startService(self) -> None:
-        Service.startService(self)
+        Service.startService(self)  # type: ignore[no-untyped-call]  # not annotated in Twisted
         if self.systemd is not None:
             self.systemd.start()
         # Added before twistd adds the trigger that stops the application,
@@ -246,7 +247,7 @@ class Daemon(MultiService):
         set_level(settings.log_level)
         self._stdlib_bridge = StdlibBridge.install()
         # Bad endpoints or certificates stop the start before anything is touched.
-        socket = quoteStringArgument(settings.socket_path)
+        socket = quoteStringArgument(settings.socket_path)  # type: ignore[no-untyped-call]  # not annotated in Twisted
         descriptions = [*settings.listen_endpoints(), f"unix:{socket}:mode=600:lockfile=1"]
         # TCP and TLS listeners count their connections; UNIX ones never do.
         limits = self.connection_limits = self._connection_limits()
@@ -287,7 +288,7 @@ class Daemon(MultiService):
         if notifier is not None:
             notifier.counts = middleware.metrics
             middleware.metrics.webhooks_pending = lambda: notifier.pending
-            middleware.notifier = notifier
+            middleware.jobs.observe(notifier)
         await middleware.start()
         self.middleware = middleware
         limits.counts = middleware.metrics
@@ -313,8 +314,9 @@ class Daemon(MultiService):
         """
         for listener in listeners:
             self.listeners.append(listener)
-            listener.setServiceParent(self)
+            listener.setServiceParent(self)  # type: ignore[no-untyped-call]  # not annotated in Twisted
         for listener in listeners:
+            assert listener.listening is not None  # set as it started, just now
             await listener.listening
 
     def _connection_limits(self) -> ConnectionLimits:
@@ -381,14 +383,14 @@ class Daemon(MultiService):
         if draining is None and self._shutdown_trigger is not None:
             self.reactor.removeSystemEventTrigger(self._shutdown_trigger)
         self._shutdown_trigger = None
-        listeners_stopped = MultiService.stopService(self)  # not running from here on
+        listeners_stopped: Deferred[object] = MultiService.stopService(self)  # type: ignore[no-untyped-call]  # not annotated in Twisted; not running from here on
         if self.systemd is not None and draining is None:
             self.systemd.stopping()
         try:
             # The drain runs inside: the heartbeat goes on during it.
             if draining is not None:
                 await draining
-            await listeners_stopped  # type: ignore[misc]
+            await listeners_stopped
             if self.middleware is not None:
                 await self.middleware.stop()
             if self._history is not None:

@@ -17,10 +17,10 @@ the middleware asks it whether a client may start a job.
 
 from __future__ import annotations
 
+from enum import Enum, auto
 import errno
 from typing import Any
 
-from constantly import NamedConstant, Names
 from twisted.internet.defer import Deferred, succeed
 
 from .errors import CallError
@@ -46,20 +46,20 @@ class DaemonStopping(CallError):
         super().__init__(STOPPING, errno.ESHUTDOWN)
 
 
-class DrainPhase(Names):
+class DrainPhase(Enum):
     """
     Where a daemon is on its way out.
     """
 
     #: Not stopping: jobs are taken.
-    SERVING = NamedConstant()
+    SERVING = auto()
     #: Asked to stop: no new jobs; the running ones have until the deadline.
-    DRAINING = NamedConstant()
+    DRAINING = auto()
     #: The deadline passed (or the drain was cut short): the jobs left are
     #: aborted and their ends recorded.
-    ABORTING = NamedConstant()
+    ABORTING = auto()
     #: Every job has ended; the daemon closes.
-    DRAINED = NamedConstant()
+    DRAINED = auto()
 
 
 class Drain:
@@ -110,7 +110,8 @@ class Drain:
         """
         if self.phase is not DrainPhase.DRAINING or self._deadline is None:
             return None
-        return max(0.0, self._deadline - self._reactor.seconds())
+        remaining: float = self._deadline - self._reactor.seconds()
+        return max(0.0, remaining)
 
     def status(self) -> dict[str, Any]:
         """

@@ -3,7 +3,10 @@ Event fan-out: who is subscribed to what, and delivering each event once per sub
 
 The cost of an event is per subscriber (a connection), never per
 subscription: a connection subscribed a thousand times to one name gets
-each event once, after one visibility check.
+each event once, after one visibility check.  The hub knows nothing of the
+wire: a subscriber encodes a L{Notification} with the L{IEventSerializer} of
+its protocol (the JSON-RPC one is in L{midjobs.rpc}), once for all the
+subscribers that share it.
 """
 
 from __future__ import annotations
@@ -14,29 +17,47 @@ from typing import Any, Awaitable, Callable, Hashable
 import attrs
 from zope.interface import Attribute, Interface
 
-from . import wire_json
 from .logs import logger
 
-__all__ = ["EventHub", "EventSource", "ISubscriber", "Notification", "Subscription", "UnknownEvent"]
+__all__ = [
+    "EventHub",
+    "EventSource",
+    "IEventSerializer",
+    "ISubscriber",
+    "Notification",
+    "Subscription",
+    "UnknownEvent",
+]
 
 log = logger(__name__)
 
 
-@attrs.frozen
+@attrs.define(eq=False)
 class Notification:
     """
-    One serialised C{collection_update}, shared by all its subscribers.
+    One C{collection_update}, shared by all its subscribers.
 
     @ivar collection: the event's name (C{core.get_jobs}, C{core.job_log:7}).
     @ivar msg: C{added}, C{changed} or C{removed}.
     @ivar id: the object it is about.
-    @ivar payload: the JSON-RPC notification, UTF-8.
+    @ivar payload: its encoding on the wire, once L{encode} made it.
+    @ivar fields: the object's fields, if the event carries them.
     """
 
     collection: str
     msg: str
     id: Any
-    payload: bytes
+    payload: bytes | None = None
+    fields: dict[str, Any] | None = None
+
+    def encode(self, serializer: IEventSerializer) -> bytes:
+        """
+        The notification as C{serializer} writes it: encoded by the first
+        subscriber that asks, and shared by the others.
+        """
+        if self.payload is None:
+            self.payload = serializer.serialize(self)
+        return self.payload
 
     @property
     def merge_key(self) -> Hashable | None:
@@ -55,6 +76,18 @@ class Notification:
         return (self.collection, self.id)
 
 
+class IEventSerializer(Interface):
+    """
+    How a protocol writes a L{Notification} (the WebSocket's JSON-RPC
+    C{collection_update}, L{midjobs.rpc}).
+    """
+
+    def serialize(notification: Notification) -> bytes:
+        """
+        The bytes of C{notification} on the wire.
+        """
+
+
 class ISubscriber(Interface):
     """
     One end that receives events: a WebSocket session.
@@ -66,7 +99,7 @@ class ISubscriber(Interface):
 
     def send_event(notification: Notification) -> None:
         """
-        Deliver one L{Notification}.
+        Deliver one L{Notification} (encoding it with L{Notification.encode}).
         """
 
 
@@ -245,7 +278,7 @@ class EventHub:
             targets: Any = named if everything is None else everything
         else:
             targets = {**named, **everything}
-        notification = _notification(name, msg, id, fields)
+        notification = Notification(name, msg, id, None, fields)
         for subscriber in list(targets):
             if not self.allows(subscriber.user, name, fields):
                 continue
@@ -260,12 +293,4 @@ class EventHub:
         before it subscribed, say).
         """
         if self.allows(subscriber.user, name, fields):
-            subscriber.send_event(_notification(name, msg, id, fields))
-
-
-def _notification(name: str, msg: str, id: Any, fields: dict[str, Any] | None) -> Notification:
-    params: dict[str, Any] = {"msg": msg, "collection": name, "id": id}
-    if fields is not None:
-        params["fields"] = fields
-    payload = wire_json.dumps({"jsonrpc": "2.0", "method": "collection_update", "params": params})
-    return Notification(name, msg, id, payload.encode("utf-8"))
+            subscriber.send_event(Notification(name, msg, id, None, fields))

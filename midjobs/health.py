@@ -84,15 +84,15 @@ class StoreCheck:
             asked = self._check()
         except Exception:
             asked = Deferred()
-            asked.errback(Failure())
+            asked.errback()
         asked.addTimeout(self._timeout, self._clock)
         asked.addCallbacks(lambda _: OK, self._failed)
         asked.addCallback(self._answered)
         return d
 
     def _failed(self, failure: Failure) -> str:
-        reason = failure.getErrorMessage() or failure.type.__name__
-        if isinstance(failure.value, TimeoutError) or failure.type.__name__ == "TimeoutError":
+        reason = failure.getErrorMessage() or type(failure.value).__name__
+        if isinstance(failure.value, TimeoutError) or type(failure.value).__name__ == "TimeoutError":
             reason = f"no answer within {self._timeout:g} s"
         if self._answer is None or self._answer[0] != reason:
             log.error("The store takes no writes: {reason}", reason=reason)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from zope.interface import Attribute, Interface
 
-__all__ = ["ISession"]
+__all__ = ["IConnectionSession", "ISession"]
 
 
 class ISession(Interface):
@@ -30,4 +30,31 @@ class ISession(Interface):
     def logout() -> None:
         """
         Forget the session's user.
+        """
+
+
+class IConnectionSession(ISession):
+    """
+    A session that lasts as long as its connection (a WebSocket): it has
+    options and event subscriptions (C{core.set_options}, C{core.subscribe}).
+    """
+
+    def options() -> dict[str, bool]:
+        """
+        The session's options: C{legacy_jobs}, C{private_methods}, C{py_exceptions}.
+        """
+
+    def set_options(options: dict[str, bool]) -> None:
+        """
+        Change the options named in C{options} (already checked).
+        """
+
+    def subscribe(name: str) -> str:
+        """
+        Subscribe to the event C{name}; return the subscription id.
+        """
+
+    def unsubscribe(subscription_id: str) -> bool:
+        """
+        End the subscription C{subscription_id}; whether the session held it.
         """

@@ -8,6 +8,12 @@ C{Deferred.fromCoroutine} (aborting cancels it); plain ones run in the
 reactor's thread pool, and everything they touch on the job is safe to call
 from that thread.
 
+A job's life has named phases (L{JobPhase}): C{WAITING}, C{RUNNING},
+C{ENDING} (its method stopped; its log's excerpt is read in the thread pool
+and its final record recorded) and C{ENDED}.  The queue tells the
+L{IJobObserver}s registered with it (L{JobsQueue.observe}) of each job's
+addition, changes and end, each only once the store has made it durable.
+
 A job may have a time limit (C{@job(timeout=...)}, or the queue's
 C{default_timeout}), counted from the moment it starts running: past it the
 job is aborted.  A running job that does not stop within L{ABORT_GRACE}
@@ -18,7 +24,6 @@ what its method returns later is ignored.
 from __future__ import annotations
 
 import datetime
-import enum
 import errno
 import threading
 import traceback
@@ -31,20 +36,22 @@ from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
 from twisted.logger import LogLevel
-
-from .log_files import log_file
-from .logs import logger
 from twisted.python.failure import Failure
 from twisted.python.threadable import isInIOThread
+from zope.interface import implementer
 
 from . import wire_json
 from .errors import CallError, ValidationErrors
+from .lifecycle import IJobObserver, IJobRecorder, JobAborted, JobCancelledException, JobPhase, JobRecord, JobState
+from .log_excerpt import read_excerpt
+from .log_files import log_file
+from .logs import logger
 from .pipe import Pipes
 from .reactor_loop import ReactorLoop
+from .store._interfaces import IJobStore, StoreClosed
 
 if TYPE_CHECKING:
-    from .service import JobOptions
-    from .store import IJobStore
+    from .decorators import JobOptions
 
 __all__ = [
     "ABORT_GRACE",
@@ -53,11 +60,13 @@ __all__ = [
     "Job",
     "JobAborted",
     "JobCancelledException",
+    "JobPhase",
     "JobState",
     "JobTimedOut",
     "JobsQueue",
-    "keep_transfer_keys",
     "PipeNotOpen",
+    "StoreRecorder",
+    "keep_transfer_keys",
 ]
 
 log = logger(__name__)
@@ -71,13 +80,6 @@ ErrorClasses = tuple[type[BaseException], ...]
 #: What L{Job.wait} forwards by default: C{CallError} and its subclasses
 #: (C{ValidationErrors}, L{JobAborted}); anything else becomes a C{CallError}.
 FORWARDED_ERRORS: ErrorClasses = (CallError,)
-
-#: A job that wants events: called with the job and "added" or "changed" (and,
-#: for an event held back until the job was recorded, its record at the time).
-ChangeListener = Callable[..., None]
-
-#: Records a job's final record (its second argument) before the job tells of its end.
-EndRecorder = Callable[["Job", dict[str, Any]], Deferred[Any]]
 
 #: Whether the caller of a new job (the first) may be handed a waiting job (the second).
 SharePolicy = Callable[["Job", "Job"], bool]
@@ -109,36 +111,6 @@ def keep_transfer_keys(current: Any, extra: dict[str, Any]) -> dict[str, Any]:
         return extra
     kept = {key: current[key] for key in TRANSFER_KEYS if key in current and key not in extra}
     return {**extra, **kept} if kept else extra
-
-
-class JobState(enum.Enum):
-    """
-    Where a job is in its life; the value is the name on the wire.
-    """
-
-    WAITING = "WAITING"
-    RUNNING = "RUNNING"
-    SUCCESS = "SUCCESS"
-    FAILED = "FAILED"
-    ABORTED = "ABORTED"
-
-    @property
-    def finished(self) -> bool:
-        return self in (JobState.SUCCESS, JobState.FAILED, JobState.ABORTED)
-
-
-class JobAborted(CallError):
-    """
-    The job was aborted; C{errmsg} says why.
-    """
-
-    def __init__(self, reason: str = "Job aborted") -> None:
-        super().__init__(reason, errno.ECANCELED)
-
-
-#: The original daemon's name: a thread job raises it once it has stopped on
-#: C{job.aborted_event}, and the job ends ABORTED.
-JobCancelledException = JobAborted
 
 
 class AbortFlag(threading.Event):
@@ -187,18 +159,7 @@ def _now() -> datetime.datetime:
 
 
 def _in_thread() -> bool:
-    return not isInIOThread()
-
-
-def logs_excerpt(text: str, lines: int = 10) -> str:
-    """
-    The first and last C{lines} lines of a log, with a count of those between.
-    """
-    all_lines = text.splitlines()
-    if len(all_lines) <= 2 * lines:
-        return "\n".join(all_lines)
-    skipped = len(all_lines) - 2 * lines
-    return "\n".join(all_lines[:lines] + [f"... {skipped} more lines ..."] + all_lines[-lines:])
+    return not isInIOThread()  # type: ignore[no-untyped-call]  # not annotated in Twisted
 
 
 class Job:
@@ -290,11 +251,10 @@ class Job:
         # A thread job watches its event from its own thread; an async job's
         # is made only if someone asks for it (on the reactor thread).
         self._aborted: AbortFlag | None = None if is_async else AbortFlag()
-        self.on_change: ChangeListener | None = None
-        self.on_finish: Callable[[Job], None] | None = None
-        #: Set by a queue that records jobs: the end waits until it is recorded.
-        self.on_ending: EndRecorder | None = None
-        self._ending = False
+        #: Where the job is in its life (L{JobPhase}); C{state} is what the wire shows.
+        self.phase = JobPhase.WAITING
+        #: The queue the job reports its changes and its end to, once queued.
+        self._queue: JobsQueue | None = None
         self.time_limit: float | None = options.timeout
         self.waiting_for: str | None = None
         #: Fires when the job's time limit is reached (while it runs).
@@ -391,10 +351,11 @@ class Job:
     @property
     def ending(self) -> bool:
         """
-        The job has stopped: it is finished, or its end is being recorded
-        (until then its C{state} is the one it ran in and no one is told).
+        The job has stopped: its C{phase} is L{JobPhase.ENDING} (its end is
+        being recorded: its C{state} is still the one it ran in and nobody
+        has been told) or L{JobPhase.ENDED}.
         """
-        return self._ending
+        return self.phase is JobPhase.ENDING or self.phase is JobPhase.ENDED
 
     # The job's own reports.
 
@@ -412,7 +373,7 @@ class Job:
         if _in_thread():
             self.reactor.callFromThread(self.set_progress, percent, description, extra)
             return
-        if self._ending:
+        if self.ending:
             # A method still running after its job was recorded ABORTED.
             return
         progress = dict(self.progress)
@@ -450,7 +411,7 @@ class Job:
         if _in_thread():
             self.reactor.callFromThread(self.set_description, description)
             return
-        if description != self.description and not self._ending:
+        if description != self.description and not self.ending:
             self.description = description
             self._changed()
 
@@ -461,7 +422,7 @@ class Job:
         C{changed} event, so that a new-style caller learns the job's id.
         """
         self.message_ids.append(message_id)
-        if not self._ending:
+        if not self.ending:
             self._changed()
 
     def logs_fd_write(self, data: bytes) -> Deferred[Any]:
@@ -599,7 +560,7 @@ class Job:
         self._abort_with(JobAborted(reason))
 
     def _abort_with(self, error: JobAborted) -> None:
-        if self.state.finished or self._ending or self.was_aborted:
+        if self.state.finished or self.ending or self.was_aborted:
             return
         self.aborted.set()
         self._error = error
@@ -610,7 +571,7 @@ class Job:
         self.pipes.abort(self._error)
         if self._deferred is not None and self._is_async:
             self._deferred.cancel()
-        if not self._ending:
+        if not self.ending:
             self._grace_call = self.reactor.callLater(ABORT_GRACE, self._abandon)
 
     def _time_out(self) -> None:
@@ -634,7 +595,7 @@ class Job:
         runs: record it ABORTED and free its lock without waiting for it.
         """
         self._grace_call = None
-        if self._ending:
+        if self.ending:
             return
         log.warn(
             "Job {job_id} ({method}) of {user} did not stop within {grace} s of its abort: recorded ABORTED and"
@@ -677,6 +638,7 @@ class Job:
         Its time limit, if any, counts from now.
         """
         self.state = JobState.RUNNING
+        self.phase = JobPhase.RUNNING
         if self.waiting_for is not None:
             log.info(
                 "Job {job_id} ({method}) starts after waiting {seconds:.1f} s for lock {lock}",
@@ -710,7 +672,7 @@ class Job:
         self._deferred.addCallbacks(self._succeeded, self._failed)
 
     def _succeeded(self, result: Any) -> None:
-        if self._ending:
+        if self.ending:
             self._returned_late("returned")
             return
         if isinstance(self._error, JobTimedOut):
@@ -739,21 +701,21 @@ class Job:
         self._finish(JobState.SUCCESS)
 
     def _failed(self, failure: Failure) -> None:
-        if self._ending:
+        if self.ending:
             self._returned_late(f"failed ({failure.getErrorMessage()})")
             return
-        if self.was_aborted or failure.check(CancelledError, JobAborted):
+        if self.was_aborted or isinstance(failure.value, (CancelledError, JobAborted)):
             if not isinstance(self._error, JobAborted):
                 raised = failure.value
                 self._error = raised if isinstance(raised, JobAborted) else JobAborted()
             self._finish(JobState.ABORTED)
             return
         error = failure.value
+        assert error is not None
         self._error = error
         self.error = str(error)
-        self.exception = "".join(
-            traceback.format_exception(type(error), error, failure.getTracebackObject())
-        )
+        trace = failure.getTracebackObject()  # type: ignore[no-untyped-call]  # not annotated in Twisted
+        self.exception = "".join(traceback.format_exception(type(error), error, trace))
         self.exc_info = {
             "repr": repr(error),
             "type": "VALIDATION" if isinstance(error, ValidationErrors) else type(error).__name__,
@@ -773,17 +735,24 @@ class Job:
         self._finish(JobState.FAILED)
 
     def _finish(self, state: JobState) -> None:
+        """
+        The job stops as C{state}: it enters L{JobPhase.ENDING}, its log is
+        closed and its excerpt read (in the thread pool), its final record
+        recorded; then it ends (L{_end}).
+        """
         if state is JobState.ABORTED:
             self.error = str(self._error.errmsg if isinstance(self._error, CallError) else "Job aborted")
             code = self._error.errno if isinstance(self._error, JobAborted) else errno.ECANCELED
             self.exc_info = {"repr": repr(self._error), "type": "JobAborted", "errno": code, "extra": None}
-        self._ending = True
+        self.phase = JobPhase.ENDING
         for call in (self._time_limit_call, self._grace_call):
             if call is not None and call.active():
                 call.cancel()
         self._time_limit_call = self._grace_call = None
         time_finished = _now()
-        self._close_logs()
+        logs_fd, self.logs_fd = self.logs_fd, None
+        if logs_fd is not None:
+            logs_fd.close()
         if state is JobState.SUCCESS:
             self.pipes.close()
         else:
@@ -795,38 +764,56 @@ class Job:
             method=self.method,
             state=state.value,
         )
-        if self.on_ending is None:
-            self._end(state, time_finished)
+        if logs_fd is None or self.logs_path is None:
+            self._record_end(state, time_finished)
             return
+        excerpt = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), read_excerpt, self.logs_path)
+        excerpt.addCallbacks(self._excerpt_read, self._excerpt_failed)
+        excerpt.addCallback(lambda _: self._record_end(state, time_finished))
+
+    def _excerpt_read(self, excerpt: str) -> None:
+        self.logs_excerpt = excerpt
+
+    def _excerpt_failed(self, failure: Failure) -> None:
+        log.failure(
+            "Reading the log excerpt of job {job_id} ({method}) failed",
+            failure,
+            LogLevel.warn,
+            job_id=self.id,
+            method=self.method,
+        )
+
+    def _record_end(self, state: JobState, time_finished: datetime.datetime) -> None:
+        """
+        Build the job's final record and have its queue record it; end once
+        that is durable.
+        """
         record = self.to_record()
         record["state"] = state.value
         record["time_finished"] = time_finished
-        self.on_ending(self, record).addBoth(lambda _: self._end(state, time_finished))
+        recording = self._queue._job_ending(self, record) if self._queue is not None else None
+        if recording is None:
+            self._end(state, time_finished, record)
+        else:
+            recording.addBoth(lambda _: self._end(state, time_finished, record))
 
-    def _end(self, state: JobState, time_finished: datetime.datetime) -> None:
+    def _end(self, state: JobState, time_finished: datetime.datetime, record: JobRecord) -> None:
         """
-        Tell of the job's end: its state, the last event, the queue, the waiters.
+        Tell of the job's end (L{JobPhase.ENDED}): its queue and its
+        observers, then its waiters.
         """
         self.state = state
         self.time_finished = time_finished
-        self._changed()
-        if self.on_finish is not None:
-            self.on_finish(self)
+        self.phase = JobPhase.ENDED
+        if self._queue is not None:
+            self._queue._job_ended(self, record)
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(None)
 
-    def _close_logs(self) -> None:
-        if self.logs_fd is None:
-            return
-        self.logs_fd.close()
-        self.logs_fd = None
-        with open(self.logs_path, "rb") as f:  # type: ignore[arg-type]
-            self.logs_excerpt = logs_excerpt(f.read().decode("utf-8", "replace"))
-
-    def _changed(self, kind: str = "changed") -> None:
-        if self.on_change is not None and not self.options.transient:
-            self.on_change(self, kind)
+    def _changed(self) -> None:
+        if self._queue is not None:
+            self._queue._job_changed(self)
 
     def to_record(self, raw_result: bool = False) -> dict[str, Any]:
         """
@@ -869,6 +856,47 @@ def _same_credentials(new: Job, waiting: Job) -> bool:
     return new.credentials is None or new.credentials == waiting.credentials
 
 
+@implementer(IJobRecorder)
+class StoreRecorder:
+    """
+    Records a queue's jobs in an L{IJobStore}: each job's creation and end
+    durably, its changes in batches.
+    """
+
+    def __init__(self, store: IJobStore) -> None:
+        self.store = store
+
+    def created(self, job: Job) -> Deferred[None]:
+        # Its record is built when it is written, so that the newest state is stored.
+        d: Deferred[None] = self.store.record_created(job.id, job.to_record)
+        return d
+
+    def changed(self, job: Job) -> None:
+        self.store.record_changed(job.id, job.to_record)
+
+    def ending(self, job: Job, record: JobRecord) -> Deferred[None]:
+        d: Deferred[None] = self.store.record_finished(record)
+        d.addErrback(self._end_not_recorded, job, record["state"])
+        return d
+
+    def skipped(self, job: Job) -> None:
+        self.store.note_id(job.id)
+
+    def _end_not_recorded(self, failure: Failure, job: Job, state: str) -> None:
+        if isinstance(failure.value, StoreClosed):
+            # A thread job that ended after the daemon stopped: it reads as cut off at the next start.
+            log.info("Job {job_id} ({method}) ended {state} after the job store closed", job_id=job.id, method=job.method, state=state)
+            return
+        log.error(
+            "Job {job_id} ({method}) ended {state}, but its end could not be recorded: {error}",
+            job_id=job.id, method=job.method, state=state, error=failure.getErrorMessage(),
+        )  # fmt: skip
+
+
+#: What an L{IJobObserver} is told of a job whose creation is being recorded, held back until it is.
+_Held = list[tuple[str, "JobRecord | None"]]
+
+
 class JobsQueue:
     """
     Every job the daemon knows, and the order in which waiting jobs start.
@@ -880,11 +908,13 @@ class JobsQueue:
     one started with the same credentials), or C{EBUSY}.  The newest
     C{keep_finished} finished jobs stay listed.
 
-    With a C{store} (an L{IJobStore}), each job that is not transient is
-    recorded as it is queued, and nobody hears of it (its id, its events, its
-    listing) before that record is durable: its events wait until then.  Its
-    changes are recorded in batches, and its final record before its end is
-    told.
+    Who watches the jobs registers an L{IJobObserver} (L{observe}); each is
+    told, in the order they were registered, of each job's addition, changes
+    and end; of its end with its final record.  With a
+    C{store} (an L{IJobStore}), each job that is not transient is recorded
+    (L{StoreRecorder}) before the observers hear of it: its creation as it
+    is queued (its events wait until that is durable), its changes in
+    batches, and its final record while it is L{JobPhase.ENDING}.
 
     A job that has no C{timeout} of its own gets C{default_timeout} (seconds,
     or C{None}: no limit).  A job queued behind a held lock says so in its
@@ -893,24 +923,26 @@ class JobsQueue:
 
     def __init__(
         self,
-        on_change: ChangeListener | None = None,
         keep_finished: int = 1000,
         store: IJobStore | None = None,
-        listening: Callable[[], bool] | None = None,
         may_share: SharePolicy | None = None,
         default_timeout: float | None = None,
     ) -> None:
-        self._on_change = on_change
         #: The time limit of jobs whose method sets none (C{[jobs] default_timeout}).
         self.default_timeout = default_timeout
         #: Whether a new job's caller may be handed a waiting job instead (lock_queue_size).
         self._may_share = may_share or _same_credentials
-        #: Whether C{on_change} wants events now: held events keep their record only then.
-        self._listening = listening or (lambda: on_change is not None)
         self._keep_finished = keep_finished
         self.store = store
-        #: The jobs whose creation is being recorded: who waits for it, and the events held back.
-        self._recording: dict[int, tuple[list[Deferred[Job]], list[tuple[str, dict[str, Any]]]]] = {}
+        #: Makes the jobs durable before the observers hear of them.
+        self._recorder = StoreRecorder(store) if store is not None else None
+        self._observers: list[IJobObserver] = []
+        #: The observers' methods, by what they are told (L{IJobObserver}).
+        self._tellers: dict[str, list[Callable[[Job, Any], None]]] = {"added": [], "changed": [], "ended": []}
+        #: The jobs whose creation is being recorded: who waits for it, and what the observers will be told.
+        self._recording: dict[int, tuple[list[Deferred[Job]], _Held]] = {}
+        #: The callers of L{add} who hear of their job once it has ended (it ended before it was recorded).
+        self._told_at_end: dict[int, Deferred[Job]] = {}
         #: The jobs that could not be recorded: never listed, no events.
         self._unlisted: set[int] = set()
         self._jobs: dict[int, Job] = {}
@@ -920,6 +952,26 @@ class JobsQueue:
         self._scheduling = False
         self._reschedule = False
         self.next_id = 1
+
+    def observe(self, observer: IJobObserver) -> None:
+        """
+        Tell C{observer} of every job from now on, after those registered before it.
+        """
+        self._observers.append(observer)
+        self._gather_tellers()
+
+    def unobserve(self, observer: IJobObserver) -> None:
+        """
+        Tell C{observer} nothing more.
+        """
+        self._observers.remove(observer)
+        self._gather_tellers()
+
+    def _gather_tellers(self) -> None:
+        # New lists: a round of telling under way goes on with the observers it began with.
+        self._tellers = {
+            kind: [getattr(observer, kind) for observer in self._observers] for kind in ("added", "changed", "ended")
+        }
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -993,20 +1045,18 @@ class JobsQueue:
         if job.lock_name is not None and self._held(job.lock_name):
             # Before anyone hears of the job, so that its first record says why it waits.
             job.note_waiting(job.lock_name)
-        job.on_change = self._on_change
-        job.on_finish = self._job_finished
+        job._queue = self
         recorded: Deferred[None] | None = None
-        if self.store is not None and job.options.transient:
-            self.store.note_id(job.id)
-        elif self.store is not None:
-            job.on_change = self._job_changed
-            job.on_ending = self._record_end
+        recorder = self._recorder
+        if recorder is not None and job.options.transient:
+            recorder.skipped(job)
+        elif recorder is not None:
             self._recording[job.id] = ([], [])
-            # Before it starts, so that its first record comes first (built when written).
-            recorded = self.store.record_created(job.id, job.to_record)
+            # Before it starts, so that its first record comes first.
+            recorded = recorder.created(job)
         self._jobs[job.id] = job
         self._waiting.append(job)
-        job._changed("added")
+        self._tell(job, "added")
         self._schedule()
         if recorded is None:
             return succeed(job)
@@ -1027,17 +1077,18 @@ class JobsQueue:
         return d
 
     def _creation_recorded(self, _: object, job: Job) -> Job | Deferred[Job]:
-        waiters, events = self._recording.pop(job.id)
-        if self._on_change is not None:
-            for kind, record in events:
-                self._on_change(job, kind, record)  # type: ignore[call-arg]
+        waiters, held = self._recording.pop(job.id)
+        for kind, record in held:
+            self._tell_observers(job, kind, record)
         for waiter in waiters:
             waiter.callback(job)
-        if job.ending:
+        if job.phase is JobPhase.ENDING:
             # It ended already (its end is being recorded, often in this very
             # write): the caller hears of the job once it has ended, as it
             # would have without a store.
-            return job.wait().addBoth(lambda _: job)
+            told: Deferred[Job] = Deferred()
+            self._told_at_end[job.id] = told
+            return told
         return job
 
     def _not_recorded(self, failure: Failure, job: Job) -> Failure:
@@ -1048,35 +1099,66 @@ class JobsQueue:
         job.abort(error.errmsg)
         for waiter in waiters:
             waiter.errback(error)
-        return Failure(error)
+        return Failure(error)  # type: ignore[no-untyped-call]  # not annotated in Twisted
 
-    def _job_changed(self, job: Job, kind: str) -> None:
-        if kind == "changed" and not job.ending:
-            self.store.record_changed(job.id, job.to_record)  # type: ignore[union-attr]
-        recording = self._recording.get(job.id)
-        if recording is not None:
-            # Told once the job is recorded (with its record of now, if anyone listens).
-            if self._on_change is not None and self._listening():
-                recording[1].append((kind, job.to_record()))
-        elif self._on_change is not None and job.id not in self._unlisted:
-            self._on_change(job, kind)
+    # What a queued job reports (L{Job._queue}).
 
-    def _record_end(self, job: Job, record: dict[str, Any]) -> Deferred[Any]:
-        d = self.store.record_finished(record)  # type: ignore[union-attr]
-        d.addErrback(self._end_not_recorded, job, record["state"])
-        return d
-
-    def _end_not_recorded(self, failure: Failure, job: Job, state: str) -> None:
-        from .store import StoreClosed
-
-        if failure.check(StoreClosed):
-            # A thread job that ended after the daemon stopped: it reads as cut off at the next start.
-            log.info("Job {job_id} ({method}) ended {state} after the job store closed", job_id=job.id, method=job.method, state=state)
+    def _job_changed(self, job: Job) -> None:
+        if job.options.transient:
             return
-        log.error(
-            "Job {job_id} ({method}) ended {state}, but its end could not be recorded: {error}",
-            job_id=job.id, method=job.method, state=state, error=failure.getErrorMessage(),
-        )
+        if self._recorder is not None:
+            self._recorder.changed(job)
+        self._tell(job, "changed")
+
+    def _job_ending(self, job: Job, record: JobRecord) -> Deferred[None] | None:
+        """
+        C{job} is L{JobPhase.ENDING} with the final C{record}: a Deferred
+        that fires once that is recorded, or C{None} if it is not recorded.
+        """
+        if self._recorder is None or job.options.transient:
+            return None
+        return self._recorder.ending(job, record)
+
+    def _job_ended(self, job: Job, record: JobRecord) -> None:
+        """
+        C{job} ended (its end recorded): tell the observers, free its lock,
+        start what may start.
+        """
+        self._tell(job, "ended", record)
+        self._job_finished(job)
+        told = self._told_at_end.pop(job.id, None) if self._told_at_end else None
+        if told is not None:
+            told.callback(job)
+
+    def _tell(self, job: Job, kind: str, record: JobRecord | None = None) -> None:
+        """
+        Tell the observers of C{job}'s addition, change or end, or hold it
+        back while its creation is being recorded.
+        """
+        if job.options.transient or not self._observers or job.id in self._unlisted:
+            return
+        recording = self._recording.get(job.id)
+        if recording is None:
+            for tell in self._tellers[kind]:
+                try:
+                    tell(job, record)
+                except Exception:
+                    log.failure("{tell} failed on job {job_id}", tell=tell, job_id=job.id)
+            return
+        # Held back until the job is recorded: with its record of now, if an observer wants it.
+        if record is None:
+            for observer in self._observers:
+                if observer.listening():
+                    record = job.to_record()
+                    break
+        recording[1].append((kind, record))
+
+    def _tell_observers(self, job: Job, kind: str, record: JobRecord | None) -> None:
+        for tell in self._tellers[kind]:
+            try:
+                tell(job, record)
+            except Exception:
+                log.failure("{tell} failed on job {job_id}", tell=tell, job_id=job.id)
 
     def _held(self, lock: str) -> bool:
         """
@@ -1120,7 +1202,7 @@ class JobsQueue:
                 job.start()
 
     def _job_finished(self, job: Job) -> None:
-        if job in self._waiting:
+        if self._waiting and job in self._waiting:
             self._waiting.remove(job)
         if job.lock_name is not None and self._locks.get(job.lock_name) is job:
             del self._locks[job.lock_name]
@@ -1131,7 +1213,8 @@ class JobsQueue:
             self._finished.append(job.id)
             while len(self._finished) > self._keep_finished:
                 self._jobs.pop(self._finished.popleft(), None)
-        self._schedule()
+        if self._waiting:
+            self._schedule()
 
     def abort_all(self, reason: str) -> None:
         """

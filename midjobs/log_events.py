@@ -15,17 +15,20 @@ job itself, a subprocess it handed the descriptor to) shows up.
 from __future__ import annotations
 
 import codecs
+from enum import Enum, auto
 import errno
 import os
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from constantly import NamedConstant, Names
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 
+from zope.interface import implementer
+
 from .errors import CallError
 from .job import Job
+from .lifecycle import IJobObserver, JobRecord
 from .log_files import log_file
 from .logs import logger
 
@@ -121,18 +124,18 @@ def _read_from(path: str, offset: int) -> tuple[str, int]:
     return data[:used].decode("utf-8", "replace"), used
 
 
-class _FollowerState(Names):
+class _FollowerState(Enum):
     """
     Where a L{_Follower} is.
     """
 
     #: Reading, sending.
-    FOLLOWING = NamedConstant()
+    FOLLOWING = auto()
     #: The job ended and its log was read to the end: a new subscriber
     #: still gets it whole, nothing more is sent to all.
-    ENDED = NamedConstant()
+    ENDED = auto()
     #: Nobody follows any more (or the daemon stops): reads that end are dropped.
-    CLOSED = NamedConstant()
+    CLOSED = auto()
 
 
 class _Follower:
@@ -183,11 +186,15 @@ class _Follower:
         self._newcomers.append(subscriber)
         return self.run(self._serve_newcomers)
 
+    def _closed(self) -> bool:
+        return self.state is _FollowerState.CLOSED
+
     async def _serve_newcomers(self) -> None:
-        while self._newcomers and self.path is not None and self.state is not _FollowerState.CLOSED:
+        while self._newcomers and self.path is not None and not self._closed():
             newcomers, self._newcomers = self._newcomers, []
             backlog = await self._in_thread(_read_backlog, self.path, self.offset)
-            if self.state is _FollowerState.CLOSED or not backlog:
+            # Closed while it was read?
+            if self._closed() or not backlog:
                 continue
             for subscriber in newcomers:
                 self.events.send_to(subscriber, self.name, "added", self.job_id, {"data": backlog})
@@ -229,9 +236,12 @@ class _Follower:
         self.stop_loop()
 
 
+@implementer(IJobObserver)
 class JobLogEvents:
     """
-    Offers C{core.job_log:<id>} on a middleware's event hub.
+    Offers C{core.job_log:<id>} on a middleware's event hub.  An observer of
+    its jobs while it follows a running one: a followed job's end sends the
+    rest of its log.
     """
 
     def __init__(self, middleware: Middleware, interval: float = INTERVAL) -> None:
@@ -248,10 +258,31 @@ class JobLogEvents:
             subscribed=self._subscribed,
         )
 
+    # IJobObserver
+
+    def listening(self) -> bool:
+        return False
+
+    def added(self, job: Job, record: JobRecord | None) -> None:
+        pass
+
+    def changed(self, job: Job, record: JobRecord | None) -> None:
+        pass
+
+    def ended(self, job: Job, record: JobRecord) -> None:
+        self._follower_ended(job)
+
+    def _follower_ended(self, job: Job) -> None:
+        follower = self._followers.get(job.id)
+        if follower is not None:
+            self._job_ended(follower, job)
+
     def stop(self) -> None:
         for follower in self._followers.values():
             follower.close()
-        self._followers.clear()
+        if self._followers:
+            self._followers.clear()
+            self.middleware.jobs.unobserve(self)
 
     def _live_job(self, job_id: int) -> Job | None:
         try:
@@ -300,11 +331,16 @@ class JobLogEvents:
         follower.run(follower.start_at_end).addErrback(self._failed, job_id)
         if job is not None and not job.state.finished:
             # A running job's follower is shared; a finished one's serves one subscriber.
+            if not self._followers:
+                # An observer of the jobs only while it follows one.
+                self.middleware.jobs.observe(self)
             self._followers[job_id] = follower
             follower.loop = LoopingCall(self._look, follower, job)
             follower.loop.clock = self.middleware.reactor
             follower.loop.start(self.interval, now=False).addErrback(self._failed, job_id)
-            job.wait().addBoth(self._job_ended, follower, job)
+            if job.options.transient:
+                # The queue tells its observers nothing of a transient job: wait for its end.
+                job.wait().addBoth(lambda _: self._follower_ended(job))
         return follower
 
     def _look(self, follower: _Follower, job: Job) -> Deferred[Any] | None:
@@ -316,20 +352,21 @@ class JobLogEvents:
         # The loop waits for the look to end before it counts to the next.
         return follower.run(follower.catch_up)
 
-    def _job_ended(self, result: object, follower: _Follower, job: Job) -> None:
-        if self._followers.get(follower.job_id) is follower:
-            if follower.path is None:
-                follower.path = job.logs_path
-            follower.stop_loop()
-            # Who subscribes while the rest is read gets the whole log from
-            # this follower; who comes after, from a follower of its own.
-            follower.run(follower.catch_up_all).addBoth(lambda _: self._forget(follower)).addErrback(
-                self._failed, follower.job_id
-            )
+    def _job_ended(self, follower: _Follower, job: Job) -> None:
+        if follower.path is None:
+            follower.path = job.logs_path
+        follower.stop_loop()
+        # Who subscribes while the rest is read gets the whole log from
+        # this follower; who comes after, from a follower of its own.
+        follower.run(follower.catch_up_all).addBoth(lambda _: self._forget(follower)).addErrback(
+            self._failed, follower.job_id
+        )
 
     def _forget(self, follower: _Follower) -> None:
         if self._followers.get(follower.job_id) is follower:
             del self._followers[follower.job_id]
+            if not self._followers:
+                self.middleware.jobs.unobserve(self)
 
     def _drop(self, follower: _Follower) -> None:
         follower.close()

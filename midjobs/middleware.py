@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred, fail
@@ -31,16 +31,17 @@ from .errors import ENOMETHOD, ENOTAUTHENTICATED, CallError
 from .events import EventHub
 from .health import Health, StoreCheck, state_dir_writable
 from .job import Job, JobsQueue, ProgressCallback
+from .job_events import JOBS_EVENT, JobEvents
 from .metrics import Metrics
 from .pipe import Pipe, Pipes
-from .service import MethodSpec, Service, method_spec
+from .decorators import MethodSpec, method_spec
+from .transfers import Downloads
 
 if TYPE_CHECKING:
     from twisted.cred.portal import Portal
 
     from .auth.users import UserStore
     from .interfaces import ISession
-    from .notify import INotifier
     from .store import IJobStore
 
 __all__ = ["Method", "Middleware", "MethodNotFound", "NotAuthenticated", "WATCHING_JOBS"]
@@ -50,6 +51,24 @@ log = logger(__name__)
 #: Job methods that only wait for other jobs: clients may still call them
 #: while the daemon drains, to follow the jobs they started.
 WATCHING_JOBS = frozenset({"core.job_wait"})
+
+
+class Service(Protocol):
+    """
+    What the middleware needs of a service (L{midjobs.service.Service}, which
+    sits above it: it is handed the middleware).
+    """
+
+    namespace: ClassVar[str]
+
+    def __init__(self, middleware: Middleware) -> None: ...
+
+    async def setup(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    @classmethod
+    def exposed_methods(cls) -> Iterator[tuple[str, Callable[..., Any]]]: ...
 
 
 class MethodNotFound(CallError):
@@ -124,17 +143,15 @@ class Middleware:
         self.settings = settings
         self.events = EventHub()
         self.events.register(
-            "core.get_jobs",
+            JOBS_EVENT,
             "Jobs as they are added, change and end.",
             may_see=lambda user, name, fields: fields is None or self.may_see_job(user, fields),
         )
         #: Where jobs are recorded (C{None}: the newest are kept in memory only).
         self.job_store = job_store
         self.jobs = JobsQueue(
-            on_change=self._job_changed,
             keep_finished=keep_finished_jobs,
             store=job_store,
-            listening=lambda: self.events.has_subscribers("core.get_jobs"),
             may_share=lambda new, waiting: owns_or_administers(new.owner, waiting.credentials),
             default_timeout=_settings(settings).default_timeout,
         )
@@ -155,17 +172,17 @@ class Middleware:
         self.metrics = Metrics(reactor, jobs=lambda: self.jobs, methods=self.methods)
         # The token store counts its refusals (tokens_per_user) here.
         self.tokens.counts = self.metrics
-        #: Told of each job's end once it is recorded (the webhooks, L{midjobs.notify}); set by the daemon.
-        self.notifier: INotifier | None = None
+        # The job lifecycle's observers, in this order: the metrics count a job's
+        # end before its subscribers hear of it.  The webhooks (midjobs.notify)
+        # and the log followers (midjobs.log_events) register themselves.
+        self.jobs.observe(self.metrics)
+        self.jobs.observe(JobEvents(self.events))
         #: Every login goes through it, throttled (C{None} without a portal).
         self.logins = (
             LoginGate(portal, _throttle(reactor, settings), counts=self.metrics) if portal is not None else None
         )
         #: The logged-in WebSocket sessions, so a change to a user reaches them at once.
         self.sessions: weakref.WeakSet[ISession] = weakref.WeakSet()
-        # Imported here: the job layer does not depend on the HTTP package.
-        from .http._download import Downloads
-
         #: The downloads that core.download prepared and /_download serves.
         self.downloads = Downloads(reactor)
 
@@ -327,7 +344,7 @@ class Middleware:
             return C{None} at once; its failure is logged.
         @raise RuntimeError: called on the reactor thread, which must never block.
         """
-        if isInIOThread():
+        if isInIOThread():  # type: ignore[no-untyped-call]  # not annotated in Twisted
             raise RuntimeError("call_sync would block the reactor: use call()")
         if background:
             self.reactor.callFromThread(self._call_in_background, name, params, app)
@@ -399,8 +416,7 @@ class Middleware:
             job.message_ids.append(message_id)
         queued = self.jobs.add(job)
         if job.id:
-            # Queued (not shared with a waiting job): its end comes through _job_changed.
-            self.metrics.job_created(job)
+            # Queued (not shared with a waiting job).
             # One a running job started while draining: the drain waits for it too.
             self.drain.track(job)
             queued.addErrback(self._job_refused, job)
@@ -480,7 +496,7 @@ class Middleware:
         """
 
         def this_user(avatar: Any) -> bool:
-            return avatar.user_id == user_id
+            return bool(avatar.user_id == user_id)
 
         if user is None:
             revoked = self.tokens.revoke_derived(user_id=user_id)
@@ -577,19 +593,11 @@ class Middleware:
 
     def _job_refused(self, failure: Any, job: Job) -> Any:
         """
-        C{job} could not be recorded: it is aborted, and never heard of again.
+        C{job} could not be recorded: it is aborted, and never heard of again
+        (its observers are never told: the metrics count it here).
         """
         self.metrics.job_refused(job)
         return failure
-
-    def _job_changed(self, job: Job, kind: str, record: dict[str, Any] | None = None) -> None:
-        # The one place the job lifecycle is observed: the metrics count a job's end here,
-        # and the webhooks are told of it (its end is recorded by now).
-        self.metrics.job_changed(job)
-        if self.notifier is not None and job.state.finished:
-            self.notifier.job_ended(job)
-        if self.events.has_subscribers("core.get_jobs"):
-            self.events.send("core.get_jobs", kind, job.id, record or job.to_record())
 
 
 def _settings(settings: Any) -> Any:

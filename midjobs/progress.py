@@ -74,7 +74,7 @@ class Throttle:
         """
         with self._lock:
             self._wanted = True
-            if isInIOThread():
+            if isInIOThread():  # type: ignore[no-untyped-call]  # not annotated in Twisted
                 hop = False
             elif self._hopping:
                 return
@@ -89,7 +89,7 @@ class Throttle:
         """
         Serve a waiting request now.
         """
-        if isInIOThread():
+        if isInIOThread():  # type: ignore[no-untyped-call]  # not annotated in Twisted
             self._flush()
         else:
             self._reactor.callFromThread(self._flush)

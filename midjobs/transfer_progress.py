@@ -84,7 +84,7 @@ class TransferProgress:
         """
         Stop at the job's end (its figures no longer change then).
         """
-        if isInIOThread():
+        if isInIOThread():  # type: ignore[no-untyped-call]  # not annotated in Twisted
             self._watch_job()
         else:
             self._reactor.callFromThread(self._watch_job)

@@ -17,6 +17,7 @@ from midjobs.job import Job, JobAborted, JobCancelledException, JobsQueue, JobSt
 from midjobs.pipe import InputPipes, Pipe
 from midjobs.service import JobOptions
 
+from test_lifecycle import Told
 from test_job_timeout import ThreadReactor, async_job, log_lines, reactor, thread_job  # noqa: F401
 
 
@@ -191,8 +192,9 @@ def test_wrapping_an_aborted_subjob_raises_and_the_parent_ends_aborted(reactor: 
 
 
 def test_a_transient_job_is_listed_while_it_runs_and_sends_no_events(reactor: ThreadReactor) -> None:
-    told: list[tuple[int, str]] = []
-    queue = JobsQueue(on_change=lambda job, kind, record=None: told.append((job.id, kind)))
+    told: list[tuple[int, str, Any]] = []
+    queue = JobsQueue()
+    queue.observe(Told(told))
     job = thread_job(reactor, transient=True)
     queue.add(job)
     assert list(queue.listed()) == [job] and job.to_record()["transient"] is True
@@ -268,6 +270,9 @@ def test_logs_fd_write(reactor: ThreadReactor, tmp_path: Any) -> None:
     on_result(True, func(*args))
     assert written == [True]
     reactor.threads.finish(0, None)
+    # Its log's excerpt is read in the thread pool too: run it.
+    on_result, func, args = reactor.threads.calls[-1]
+    on_result(True, func(*args))
     assert job.logs_excerpt == "one line"
 
 

@@ -42,14 +42,9 @@ from midjobs.auth import (
 from midjobs.auth.tokens import TokenAvatarId, origin_of
 from midjobs.client import ClientCallError, JSONRPCError, connect
 from midjobs.client._download import DownloadError, download
-from midjobs.http._download import (
-    DownloadGone,
-    DownloadNotBegun,
-    Downloads,
-    content_disposition,
-    safe_filename,
-)
+from midjobs.http._download import content_disposition, safe_filename
 from midjobs.pipe import Pipe, PipeBrokenError
+from midjobs.transfers import DownloadGone, DownloadNotBegun, Downloads
 
 MiB = 1024 * 1024
 

@@ -17,12 +17,14 @@ from midjobs.job import Job, JobsQueue, JobState
 from midjobs.service import JobOptions
 
 from test_jobs import record, subscribed
+from test_lifecycle import Told
 
 
 def test_the_first_record_of_a_job_behind_a_lock_says_why_it_waits() -> None:
     reactor = MemoryReactorClock()
     events: list[tuple[int, str, dict[str, Any]]] = []
-    queue = JobsQueue(on_change=lambda job, kind, rec=None: events.append((job.id, kind, rec or job.to_record())))
+    queue = JobsQueue()
+    queue.observe(Told(events))
     gate: Deferred[None] = Deferred()
 
     async def hold(job: Job) -> None:

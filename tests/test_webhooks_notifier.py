@@ -68,6 +68,10 @@ class FakeJob:
         return {"id": self.id, "method": self.method, "state": self.state.value}
 
 
+def tell_end(told: WebhookNotifier, job: FakeJob) -> None:
+    told.ended(job, job.to_record())
+
+
 def notifier(clock: Clock, outbox: FlakyOutbox) -> WebhookNotifier:
     hook = Webhook(url="http://127.0.0.1:9/hook", secret=b"k")
     return WebhookNotifier(clock, outbox, [hook])  # type: ignore[arg-type]
@@ -79,10 +83,10 @@ async def test_a_job_end_is_told_once() -> None:
     told = notifier(clock, outbox)
     await told.start()
     job = FakeJob(1)
-    told.job_ended(job)
-    told.job_ended(job)
+    tell_end(told, job)
+    tell_end(told, job)
     assert len(outbox.rows) == 1
-    told.job_ended(FakeJob(2, state=JobState.RUNNING))  # no webhook wants it
+    tell_end(told, FakeJob(2, state=JobState.RUNNING))  # no webhook wants it
     assert len(outbox.rows) == 1
 
 
@@ -93,14 +97,14 @@ async def test_an_outbox_that_fails_is_logged_and_read_again_later(log_events: l
     outbox.failing = {"claim", "add"}
     await told.start()
     assert told.state is NotifierState.RUNNING
-    told.job_ended(FakeJob(1))
+    tell_end(told, FakeJob(1))
     failures = [formatEvent(e) for e in log_events if e.get("log_failure") is not None]
     assert failures == ["Writing the webhook outbox failed", "Writing the webhook outbox failed"]
     assert outbox.claims == 1
     outbox.failing = set()
     clock.advance(5)
     assert outbox.claims == 2
-    told.job_ended(FakeJob(2))
+    tell_end(told, FakeJob(2))
     assert list(outbox.rows) == [1] and outbox.claims == 3
     await told.stop()
     assert told.state is NotifierState.STOPPED

@@ -29,7 +29,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from zope.interface import implementer
 
-from ..job import Job, JobState
+from ..job import Job
+from ..lifecycle import IJobObserver, JobRecord, JobState
 from ..notify._interfaces import DELIVERY_OUTCOMES, IDeliveryCounts
 from ._counts import LIMITS, ICounts
 from ._lag import ReactorLag
@@ -63,7 +64,7 @@ def lock_label(job: Job) -> str:
     return lock if isinstance(lock, str) else job.method
 
 
-@implementer(ICounts, IDeliveryCounts)
+@implementer(ICounts, IDeliveryCounts, IJobObserver)
 class Metrics:
     """
     Every metric of one daemon.
@@ -157,28 +158,31 @@ class Metrics:
     def webhook_delivery(self, outcome: str) -> None:
         self._deliveries[outcome].inc()
 
-    # The job lifecycle.
+    # The job lifecycle (IJobObserver).
 
-    def job_created(self, job: Job) -> None:
+    def listening(self) -> bool:
+        return False
+
+    def added(self, job: Job, record: JobRecord | None) -> None:
         """
         C{job} was queued (it waits for its lock or runs already).  A
-        transient job is not counted: the daemon never hears of its end.
+        transient job is not told of: it is not counted.
         """
-        if job.options.transient or job.id in self._live:
-            return
         self._live.add(job.id)
         self._started[job.method] = self._started.get(job.method, 0) + 1
 
-    def job_changed(self, job: Job) -> None:
+    def changed(self, job: Job, record: JobRecord | None) -> None:
+        pass
+
+    def ended(self, job: Job, record: JobRecord) -> None:
         """
-        The middleware heard that C{job} changed: if it ended, count its end
-        and its duration (once).
+        C{job} ended: count its end and its duration.
         """
-        if not job.state.finished or job.id not in self._live:
+        if job.id not in self._live:
             return
         self._live.discard(job.id)
         method = job.method
-        key = (method, job.state.value)
+        key = (method, record["state"])
         self._finished[key] = self._finished.get(key, 0) + 1
         if job.time_finished is not None:
             seconds = max(0.0, (job.time_finished - job.time_started).total_seconds())
@@ -190,12 +194,11 @@ class Metrics:
 
     def job_refused(self, job: Job) -> None:
         """
-        C{job} could not be recorded: it is being aborted, and the daemon
-        will not hear of its end.  Counted as ended C{ABORTED}, without a duration.
+        C{job} could not be recorded: it is being aborted, and its observers
+        never hear of it.  Counted as started and ended C{ABORTED}, without
+        a duration.
         """
-        if job.id not in self._live:
-            return
-        self._live.discard(job.id)
+        self._started[job.method] = self._started.get(job.method, 0) + 1
         key = (job.method, JobState.ABORTED.value)
         self._finished[key] = self._finished.get(key, 0) + 1
 

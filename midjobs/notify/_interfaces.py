@@ -1,5 +1,5 @@
 """
-Where the notifier meets the middleware (which tells it of jobs' ends) and
+Where the notifier meets the job queue (which tells it of jobs' ends) and
 the metrics (which count its deliveries).
 """
 
@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import Final
 
 from zope.interface import Attribute, Interface, implementer
+
+from ..lifecycle import IJobObserver
 
 __all__ = ["DELIVERY_OUTCOMES", "IDeliveryCounts", "INotifier", "NO_DELIVERY_COUNTS"]
 
@@ -19,18 +21,14 @@ __all__ = ["DELIVERY_OUTCOMES", "IDeliveryCounts", "INotifier", "NO_DELIVERY_COU
 DELIVERY_OUTCOMES: Final = ("delivered", "failed", "gave_up", "dropped")
 
 
-class INotifier(Interface):
+class INotifier(IJobObserver):
     """
-    Told of each job's end, once, after it is recorded.
+    An observer of the job queue (C{JobsQueue.observe}) that queues the
+    webhook notifications of each job's end (L{IJobObserver.ended}, once
+    its end is recorded, with its final record).
     """
 
     pending = Attribute("How many notifications wait in the outbox (C{int}), C{None} before it is read.")
-
-    def job_ended(job: object) -> None:
-        """
-        C{job} (a L{midjobs.job.Job}) has ended and its end is recorded:
-        queue its notifications.  Called on the reactor thread; must not block.
-        """
 
 
 class IDeliveryCounts(Interface):

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import uuid
 import weakref
+from enum import Enum, auto
 from typing import Any, Callable, Iterable
 
-from constantly import NamedConstant, Names
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, TimeoutError
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
@@ -46,20 +46,20 @@ _USER_AGENT = "midjobs-webhook/1"
 _RETRY_CLAIM = 5.0
 
 
-class NotifierState(Names):
+class NotifierState(Enum):
     """
     Where a L{WebhookNotifier} is in its life.
     """
 
     #: Made, its outbox not yet read: jobs' ends are not taken.
-    NEW = NamedConstant()
+    NEW = auto()
     #: Taking jobs' ends and delivering.
-    RUNNING = NamedConstant()
+    RUNNING = auto()
     #: Stopping: no new attempt starts; those under way are cut short and
     #: written back as due, and notifications still being written are let finish.
-    STOPPING = NamedConstant()
+    STOPPING = auto()
     #: Stopped: a job's end is logged as not notified.
-    STOPPED = NamedConstant()
+    STOPPED = auto()
 
 
 class _TooLong(Exception):
@@ -105,9 +105,9 @@ class WebhookNotifier:
         self._concurrency = concurrency
         self._backoff = backoff if backoff is not None else BackOff()
         self._new_delivery_id = new_delivery_id
-        self._http_pool = HTTPConnectionPool(reactor, persistent=True)
+        self._http_pool = HTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]  # not annotated in Twisted
         self._http_pool.maxPersistentPerHost = concurrency
-        self._http = HTTPClient(Agent(reactor, pool=self._http_pool))
+        self._http = HTTPClient(Agent(reactor, pool=self._http_pool))  # type: ignore[no-untyped-call]  # not annotated in Twisted
         #: The attempts under way, by outbox row.
         self._delivering: dict[int, Deferred[None]] = {}
         #: The outbox writes not yet done (the stop waits for them).
@@ -158,15 +158,24 @@ class WebhookNotifier:
         while self._writes or self._delivering:
             await DeferredList([*self._writes, *self._delivering.values()], consumeErrors=True)
         self.state = NotifierState.STOPPED
-        await self._http_pool.closeCachedConnections()
+        await self._http_pool.closeCachedConnections()  # type: ignore[no-untyped-call]  # not annotated in Twisted
 
     # Jobs' ends.
 
-    def job_ended(self, job: Any) -> None:
+    def listening(self) -> bool:
+        return False
+
+    def added(self, job: Any, record: dict[str, Any] | None) -> None:
+        pass
+
+    def changed(self, job: Any, record: dict[str, Any] | None) -> None:
+        pass
+
+    def ended(self, job: Any, record: dict[str, Any]) -> None:
         if job in self._told:
             return
         self._told.add(job)
-        state = job.state.value
+        state = record["state"]
         webhooks = [webhook for webhook in self._webhooks.values() if webhook.wants(job.method, state)]
         if not webhooks:
             return
@@ -176,7 +185,6 @@ class WebhookNotifier:
                 job_id=job.id, method=job.method, state=state,
             )  # fmt: skip
             return
-        record = job.to_record()
         now = self.reactor.seconds()
         notifications = []
         for webhook in webhooks:
@@ -258,11 +266,9 @@ class WebhookNotifier:
             self._remove(notification)
             return
         timestamp = int(self.reactor.seconds())
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": _USER_AGENT,
-            **signature_headers(webhook.secret, timestamp, notification.body, notification.delivery),
-        }
+        headers: dict[bytes | str, bytes | str] = {"Content-Type": "application/json", "User-Agent": _USER_AGENT}
+        for name, value in signature_headers(webhook.secret, timestamp, notification.body, notification.delivery).items():
+            headers[name] = value
         attempt: Deferred[Any] = self._http.post(
             webhook.url,
             data=notification.body,
@@ -297,7 +303,7 @@ class WebhookNotifier:
 
     def _failed(self, failure: Failure, notification: Notification, webhook: Webhook) -> None:
         now = self.reactor.seconds()
-        if self.state is not NotifierState.RUNNING and _unwrapped(failure).check(CancelledError):
+        if self.state is not NotifierState.RUNNING and isinstance(_unwrapped(failure).value, CancelledError):
             # Cut short by the stop: due again at once at the next start.
             self._write(self._outbox.retry_at(notification, now))
             return
@@ -386,19 +392,21 @@ def _reason(failure: Failure, webhook: Webhook) -> str:
     Why an attempt failed, in a few words.
     """
     failure = _unwrapped(failure)
-    if failure.check(TimeoutError, CancelledError):
+    if isinstance(failure.value, (TimeoutError, CancelledError)):
         return f"no answer within {webhook.timeout:g} s"
-    if failure.check(_Refused):
+    if isinstance(failure.value, _Refused):
         return str(failure.value)
-    return failure.getErrorMessage() or failure.type.__name__
+    return failure.getErrorMessage() or type(failure.value).__name__
 
 
 def _unwrapped(failure: Failure) -> Failure:
     """
     The first reason of a L{ResponseNeverReceived}, or C{failure} itself.
     """
-    if failure.check(ResponseNeverReceived) and failure.value.reasons:
-        return failure.value.reasons[0]
+    error = failure.value
+    if isinstance(error, ResponseNeverReceived) and error.reasons:
+        first: Failure = error.reasons[0]
+        return first
     return failure
 
 

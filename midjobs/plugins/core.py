@@ -8,7 +8,7 @@ import errno
 import math
 import os
 import re
-from typing import Any, Hashable, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
@@ -17,7 +17,7 @@ from twisted.python.threadpool import ThreadPool
 
 from ..errors import CallError, ValidationError, ValidationErrors
 from ..events import UnknownEvent
-from ..interfaces import ISession
+from ..interfaces import IConnectionSession, ISession
 from ..job import Job
 from ..log_events import JobLogEvents
 from ..log_files import log_file
@@ -76,7 +76,7 @@ def _force_option(options: Any) -> bool:
     if not isinstance(force, bool):
         errors.add("options.force", "Not a valid boolean")
     errors.check()
-    return force
+    return bool(force)
 
 
 def _job_test_lock(args: list[Any]) -> str | None:
@@ -122,7 +122,8 @@ def _check_progress_update(data: Any) -> dict[str, Any] | None:
     if description is not None and not isinstance(description, str):
         errors.add("data.progress.description", "Must be a string")
     errors.check()
-    return progress
+    checked: dict[str, Any] = progress
+    return checked
 
 
 def _check_job_id(id: Any) -> None:
@@ -224,7 +225,7 @@ class CoreService(Service):
 
     @no_auth_required
     @pass_app
-    async def set_options(self, app: ISession, options: dict) -> dict:
+    async def set_options(self, app: IConnectionSession, options: dict[str, Any]) -> dict[str, Any]:
         """
         Set options of this connection and return the three now in force.
 
@@ -245,7 +246,7 @@ class CoreService(Service):
 
     @no_authz_required
     @pass_app
-    async def subscribe(self, app: ISession, name: str) -> str:
+    async def subscribe(self, app: IConnectionSession, name: str) -> str:
         """
         Subscribe to the event C{name} (C{*} for all); return the subscription id.
         Each event goes only to those who may see it (their own jobs, for
@@ -259,7 +260,7 @@ class CoreService(Service):
 
     @no_authz_required
     @pass_app
-    async def unsubscribe(self, app: ISession, id: str) -> None:
+    async def unsubscribe(self, app: IConnectionSession, id: str) -> None:
         """
         End the subscription C{id}.
         """
@@ -268,7 +269,7 @@ class CoreService(Service):
 
     @no_authz_required
     @pass_app
-    async def get_jobs(self, app: ISession | None, filters: list | None = None, options: dict | None = None) -> Any:
+    async def get_jobs(self, app: ISession | None, filters: list[Any] | None = None, options: dict[str, Any] | None = None) -> Any:
         """
         The jobs, as records, filtered and shaped by C{filters} and C{options}
         (the query language of the protocol).  Finished jobs stay listed: from
@@ -302,7 +303,7 @@ class CoreService(Service):
             )
         return await self._query_slots.run(owner, self._query_jobs, filters, options, app)
 
-    async def _query_jobs(self, filters: list | None, options: dict | None, app: ISession | None = None) -> Any:
+    async def _query_jobs(self, filters: list[Any] | None, options: dict[str, Any] | None, app: ISession | None = None) -> Any:
         # The option {"extra": {"raw_result": true}}: results with their
         # secrets, of the caller's own jobs (any job, for a full administrator).
         raw = isinstance(options, dict) and isinstance(options.get("extra"), dict) and options["extra"].get("raw_result") is True
@@ -322,7 +323,7 @@ class CoreService(Service):
 
     @no_authz_required
     @pass_app
-    async def job_abort(self, app: ISession | None, id: int, options: dict | None = None) -> None:
+    async def job_abort(self, app: ISession | None, id: int, options: dict[str, Any] | None = None) -> None:
         """
         Abort the job C{id}.  Only abortable jobs can be aborted, by the user
         who started them or a full administrator.
@@ -365,7 +366,7 @@ class CoreService(Service):
         target.abort(FORCED_ABORT)
 
     @private
-    async def job_update(self, id: int, data: dict) -> None:
+    async def job_update(self, id: int, data: dict[str, Any]) -> None:
         """
         Report the progress of job C{id} from elsewhere (a helper process, a
         plugin following another's work), as the original daemon's
@@ -396,7 +397,7 @@ class CoreService(Service):
         await self._deletion.delete(id, app)
 
     @pass_app
-    async def jobs_prune(self, app: ISession | None, filters: list | None = None) -> dict:
+    async def jobs_prune(self, app: ISession | None, filters: list[Any] | None = None) -> dict[str, Any]:
         """
         Delete from the history every job that has ended and matches
         C{filters} (the query language of C{core.get_jobs}; none or C{[]}
@@ -424,7 +425,7 @@ class CoreService(Service):
         return await job.wrap(target)
 
     @job(lock=_job_test_lock, abortable=True, pipes=["input"], check_pipes=False)
-    async def job_test(self, job: Job, data: dict | None = None) -> bool:
+    async def job_test(self, job: Job, data: dict[str, Any] | None = None) -> bool:
         """
         A job for trying things out.  C{data} may hold C{sleep} (seconds to
         run, reporting progress each second), C{lock} (a lock name to take),
@@ -455,7 +456,7 @@ class CoreService(Service):
     @forwards("method", "params.*", results="*.result")
     @job(lock=_bulk_lock, lock_queue_size=None)
     @pass_app
-    async def bulk(self, app: ISession | None, job: Job, method: str, params: list, description: str | None = None) -> list:
+    async def bulk(self, app: ISession | None, job: Job, method: str, params: list[Any], description: str | None = None) -> list[Any]:
         """
         Call C{method} once for each argument list in C{params}, one after
         another, and return a status for each: C{{"job_id", "result",
@@ -515,8 +516,8 @@ class CoreService(Service):
     @forwards("method", "args")
     @pass_app
     async def download(
-        self, app: ISession | None, method: str, args: list, filename: str, buffered: bool = False
-    ) -> list:
+        self, app: ISession | None, method: str, args: list[Any], filename: str, buffered: bool = False
+    ) -> list[Any]:
         """
         Start the job C{method(*args)} with an output pipe and return
         C{[job_id, "/_download/<job_id>?auth_token=<token>"]}.
@@ -552,7 +553,7 @@ class CoreService(Service):
             return self.middleware.call("core.read_job_logs", id, app=app, pipes=pipes)
 
         _, url = await self._start_download(app, start, filename, buffered)
-        return url
+        return str(url)
 
     async def _logs_path(self, id: int, app: ISession | None = None) -> str:
         """
@@ -578,16 +579,23 @@ class CoreService(Service):
         """
         Write the log file of job C{id} to this job's output pipe; return its size.
         """
-        path = blockingCallFromThread(self.middleware.reactor, lambda: Deferred.fromCoroutine(self._logs_path(id)))
+        def logs_path() -> Deferred[str]:
+            return Deferred.fromCoroutine(self._logs_path(id))
+
+        # Typed as the union Twisted's stub asks for.
+        waited: Callable[[], Deferred[str]] | Callable[[], str] = logs_path
+        path: str = blockingCallFromThread(self.middleware.reactor, waited)
+        output = job.pipes.output
+        assert output is not None  # the job declares its output pipe: the call checked it
         size = 0
         with open(path, "rb") as logs:
             while block := logs.read(_LOG_BLOCK):
-                job.pipes.output.w.write(block)
+                output.w.write(block)
                 size += len(block)
-        job.pipes.output.w.close()
+        output.w.close()
         return size
 
-    async def _start_download(self, app: ISession | None, start: Any, filename: str, buffered: bool) -> list:
+    async def _start_download(self, app: ISession | None, start: Any, filename: str, buffered: bool) -> list[Any]:
         if app is None or app.user is None:
             raise CallError("A download needs a logged-in caller", errno.EPERM)
         # Started from here, its job is no client's call: the drain is checked here.
@@ -635,7 +643,7 @@ class CoreService(Service):
 
     @no_authz_required
     @pass_app
-    async def get_methods(self, app: ISession | None) -> dict:
+    async def get_methods(self, app: ISession | None) -> dict[str, Any]:
         """
         The methods this connection may see, by name: their description,
         arguments, job options and decorations.

@@ -11,9 +11,11 @@ from types import CodeType
 from typing import Any
 
 import attrs
+from zope.interface import implementer
 
 from .. import wire_json
 from ..errors import ENOMETHOD, ENOTAUTHENTICATED, CallError, ValidationErrors, errno_name
+from ..events import IEventSerializer, Notification
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -173,3 +175,21 @@ def error_for(error: BaseException, request_id: Any, formatted: str | None = Non
             METHOD_CALL_ERROR, data=error_data(error, error.errno, not quiet, formatted), id=request_id
         )
     return RpcError(METHOD_CALL_ERROR, data=error_data(error, errno.EFAULT, True, formatted), id=request_id)
+
+
+@implementer(IEventSerializer)
+class CollectionUpdates:
+    """
+    Events as JSON-RPC notifications: C{collection_update} with C{msg},
+    C{collection}, C{id} and, if the event carries them, C{fields}.
+    """
+
+    def serialize(self, notification: Notification) -> bytes:
+        params: dict[str, Any] = {"msg": notification.msg, "collection": notification.collection, "id": notification.id}
+        if notification.fields is not None:
+            params["fields"] = notification.fields
+        return wire_json.dumps({"jsonrpc": "2.0", "method": "collection_update", "params": params}).encode("utf-8")
+
+
+#: The one serializer of the WebSocket's events.
+COLLECTION_UPDATES = CollectionUpdates()

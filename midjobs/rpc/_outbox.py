@@ -26,14 +26,15 @@ transport's own buffer, which holds what was written before it paused).
 from __future__ import annotations
 
 from collections import deque
+from enum import Enum, auto
 from typing import Callable, Hashable
 
 import attrs
-from constantly import NamedConstant, Names
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from ..events import Notification
+from ._jsonrpc import COLLECTION_UPDATES
 
 __all__ = ["Outbox", "OutboxState"]
 
@@ -41,17 +42,17 @@ __all__ = ["Outbox", "OutboxState"]
 _MIN_COMPACT = 64
 
 
-class OutboxState(Names):
+class OutboxState(Enum):
     """
     Where an L{Outbox} is.
     """
 
     #: The transport takes what is sent: it is written at once.
-    WRITING = NamedConstant()
+    WRITING = auto()
     #: The transport asked for a pause: what is sent is queued.
-    PAUSED = NamedConstant()
+    PAUSED = auto()
     #: Past the limit, or the connection is gone: what is sent is dropped.
-    CLOSED = NamedConstant()
+    CLOSED = auto()
 
 
 @attrs.define(eq=False)
@@ -111,7 +112,7 @@ class Outbox:
         """
         if self.state is OutboxState.CLOSED:
             return
-        payload = notification.payload
+        payload = notification.encode(COLLECTION_UPDATES)
         if self.state is OutboxState.WRITING and not self._queue:
             self._write(payload)
             return

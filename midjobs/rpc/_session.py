@@ -12,7 +12,7 @@ from zope.interface import implementer
 from ..config import Settings
 from ..errors import CallError
 from ..events import ISubscriber, Notification
-from ..interfaces import ISession
+from ..interfaces import IConnectionSession, ISession
 from ..logs import logger
 from ._outbox import Outbox
 
@@ -27,7 +27,7 @@ log = logger(__name__)
 _DEFAULTS = Settings()
 
 
-@implementer(ISession, ISubscriber)
+@implementer(IConnectionSession, ISubscriber)
 class Session:
     """
     A WebSocket connection as the middleware sees it.

@@ -13,10 +13,9 @@ from typing import Any, Callable, Container, Sequence
 
 from zope.interface import Attribute, Interface
 
-__all__ = ["IJobStore", "JobRecord", "StoreClosed"]
+from ..lifecycle import JobRecord
 
-#: A job as C{core.get_jobs} shows it (C{Job.to_record()}, ``PROTOCOL.md``).
-JobRecord = dict[str, Any]
+__all__ = ["IJobStore", "JobRecord", "StoreClosed"]
 
 
 class StoreClosed(Exception):

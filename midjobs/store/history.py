@@ -93,7 +93,7 @@ class JobHistory:
         """
         if now is None:
             now = time.time()
-        d = self.store.prune(now - self.keep_days * _DAY, self.keep_records)
+        d: Deferred[list[int]] = self.store.prune(now - self.keep_days * _DAY, self.keep_records)
         d.addCallback(self._delete_logs)
         return d
 
@@ -101,9 +101,8 @@ class JobHistory:
         if not job_ids:
             return succeed(job_ids)
         d = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), remove_log_files, self._logs_dir, job_ids)
-        d.addCallback(lambda _: job_ids)
         log.info("Pruned the logs of {count} old job(s)", count=len(job_ids))
-        return d
+        return d.addCallback(lambda _: job_ids)
 
     async def stop(self) -> None:
         """
@@ -117,7 +116,7 @@ class JobHistory:
 
 
 def _by_id(record: Mapping[str, Any]) -> int:
-    return record["id"]
+    return int(record["id"])
 
 
 #: Above this many jobs in memory, they are matched in a thread: matching is

@@ -21,23 +21,24 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Container, Iterator, Sequence
+from typing import Any, Callable, Container, Iterator, Protocol, Sequence, cast
 
 import attrs
-from twisted.enterprise.adbapi import ConnectionPool, Transaction
+from twisted.enterprise.adbapi import ConnectionPool
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .. import wire_json
-from ..job import JobAborted, logs_excerpt
+from ..lifecycle import JobAborted
+from ..log_excerpt import read_excerpt
 from ..log_files import log_file
 from ..logs import logger
 from ..query import QueryOptions
 from ._batch import WriteBatch
 from ._interfaces import IJobStore, JobRecord
 from ._sqlquery import translate
-from .database import close_database, ensure_schema
+from .database import Cursor, Pool, Row, close_database, ensure_schema
 
 __all__ = ["DELETE_BATCH", "JOBS_SCHEMA", "READERS", "SQLiteJobStore"]
 
@@ -111,7 +112,8 @@ def _seconds(value: Any) -> float | None:
     """
     if value is None:
         return None
-    return wire_json.to_wire(value)["$date"] / 1000
+    milliseconds: int = wire_json.to_wire(value)["$date"]
+    return milliseconds / 1000
 
 
 def _date(value: Any) -> Any:
@@ -202,6 +204,17 @@ def _decode(job_id: int, text: str, logs_dir: Path | None) -> JobRecord | None:
     return record
 
 
+class _ReadCursor(Cursor, Protocol):
+    """
+    A L{Cursor} that also reads rows in blocks (the queries' cursor).
+    """
+
+    def fetchmany(self, size: int = ..., /) -> list[Row]:
+        """
+        The next C{size} rows of the last query, fewer at its end.
+        """
+
+
 @implementer(IJobStore)
 class SQLiteJobStore:
     """
@@ -224,10 +237,11 @@ class SQLiteJobStore:
         reader: ConnectionPool | None = None,
         flush_interval: float = 0.2,
     ) -> None:
-        self._pool = pool
+        self._pool: Pool = pool
         self._logs_dir: Path | None = None
-        self._reader = reader or pool
-        self._own_reader = reader is not None
+        self._reader: Pool = reader or pool
+        #: The pool the store made for its queries, which it closes when it stops.
+        self._own_reader = reader
         self._batch = WriteBatch(reactor, self._write, flush_interval)
         #: Why the last write of job records failed, if it did (cleared by one that works).
         self._write_failed: str | None = None
@@ -250,19 +264,20 @@ class SQLiteJobStore:
         return self._pool.runInteraction(self._last_id)
 
     @staticmethod
-    def _last_id(txn: Transaction) -> int:
+    def _last_id(txn: Cursor) -> int:
         txn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'")
         row = txn.fetchone()
         sequence = row[0] if row else 0
         txn.execute("SELECT MAX(id) FROM jobs")
-        highest = txn.fetchone()[0] or 0
-        return max(sequence, highest)
+        row = txn.fetchone()
+        highest = (row[0] if row else None) or 0
+        return max(int(sequence), int(highest))
 
     def abort_unfinished(self, error: str) -> Deferred[int]:
         return self._pool.runInteraction(self._abort_unfinished, error, time.time(), self._logs_dir)
 
     @staticmethod
-    def _abort_unfinished(txn: Transaction, error: str, now: float, logs_dir: Path | None) -> int:
+    def _abort_unfinished(txn: Cursor, error: str, now: float, logs_dir: Path | None) -> int:
         txn.execute("SELECT id, record FROM jobs WHERE state IN ('WAITING', 'RUNNING') ORDER BY id")
         rows = txn.fetchall()
         aborted = JobAborted(error)
@@ -281,8 +296,7 @@ class SQLiteJobStore:
             if record.get("logs_path"):
                 try:
                     assert logs_dir is not None  # a record shows a log path only with one
-                    with open(log_file(logs_dir, job_id), "rb") as f:
-                        record["logs_excerpt"] = logs_excerpt(f.read().decode("utf-8", "replace"))
+                    record["logs_excerpt"] = read_excerpt(log_file(logs_dir, job_id))
                 except OSError:
                     pass
             updates.append(("ABORTED", _seconds(when), encode(record), job_id))
@@ -322,7 +336,7 @@ class SQLiteJobStore:
 
     def _written(self, result: Any) -> Any:
         if isinstance(result, Failure):
-            self._write_failed = result.getErrorMessage() or result.type.__name__
+            self._write_failed = result.getErrorMessage() or type(result.value).__name__
         else:
             self._write_failed = None
         return result
@@ -345,11 +359,13 @@ class SQLiteJobStore:
         return d
 
     @staticmethod
-    def _probe_write(txn: Transaction, commit: bool) -> None:
+    def _probe_write(txn: Cursor, commit: bool) -> None:
         txn.execute("BEGIN IMMEDIATE")
         try:
             txn.execute("PRAGMA user_version")
-            (version,) = txn.fetchone()
+            answer = txn.fetchone()
+            assert answer is not None  # the pragma always answers one row
+            (version,) = answer
             txn.execute(f"PRAGMA user_version = {int(version)}")
         except BaseException:
             txn.execute("ROLLBACK")
@@ -361,7 +377,7 @@ class SQLiteJobStore:
             self._write_failed = None
 
     @staticmethod
-    def _write_rows(txn: Transaction, rows: list[_Row], taken: int) -> None:
+    def _write_rows(txn: Cursor, rows: list[_Row], taken: int) -> None:
         # The log of a job that ended is on disk before its end is recorded.
         for row in rows:
             if row[5] is not None and row[2] in _FINISHED:
@@ -384,8 +400,9 @@ class SQLiteJobStore:
                 written=self._batch.written, flushes=self._batch.flushes,
             )
         )
-        if self._own_reader:
-            d.addCallback(lambda _: close_database(self._reader))
+        own_reader = self._own_reader
+        if own_reader is not None:
+            d.addCallback(lambda _: close_database(own_reader))
         return d
 
     # Reads.
@@ -395,13 +412,15 @@ class SQLiteJobStore:
 
     @staticmethod
     def _query(
-        txn: Transaction, filters: Any, options: QueryOptions, exclude_ids: Container[int], logs_dir: Path | None
+        txn: Cursor, filters: Any, options: QueryOptions, exclude_ids: Container[int], logs_dir: Path | None
     ) -> Any:
+        # adbapi's transaction passes every cursor method on, fetchmany too.
+        reader = cast(_ReadCursor, txn)
         sql = translate(filters, options)
         residual = sql.residual
         if options.count and residual is None:
             txn.execute(f"SELECT id FROM jobs {sql.where}", sql.params)
-            return sum(1 for rows in _batches(txn) for (job_id,) in rows if job_id not in exclude_ids)
+            return sum(1 for rows in _batches(reader) for (job_id,) in rows if job_id not in exclude_ids)
         need: int | None = None
         if sql.ordered and not options.count:
             if options.get:
@@ -411,7 +430,7 @@ class SQLiteJobStore:
         txn.execute(f"SELECT id, record FROM jobs {sql.where} {sql.order}", sql.params)
         found: list[JobRecord] = []
         count = 0
-        for rows in _batches(txn, need or _FETCH):
+        for rows in _batches(reader, need or _FETCH):
             for job_id, text in rows:
                 if job_id in exclude_ids:
                     continue
@@ -447,7 +466,7 @@ class SQLiteJobStore:
         return deleted
 
     @staticmethod
-    def _delete_rows(txn: Transaction, job_ids: list[int]) -> int:
+    def _delete_rows(txn: Cursor, job_ids: list[int]) -> int:
         txn.execute(_delete(len(job_ids)), job_ids)
         return txn.rowcount
 
@@ -465,7 +484,7 @@ class SQLiteJobStore:
                 return with_logs
 
     @staticmethod
-    def _prune_batch(txn: Transaction, finished_before: float, max_records: int) -> tuple[int, list[int]]:
+    def _prune_batch(txn: Cursor, finished_before: float, max_records: int) -> tuple[int, list[int]]:
         """
         Delete at most L{_PRUNE_BATCH} jobs: those too old, then the oldest of too many.
         """
@@ -479,7 +498,9 @@ class SQLiteJobStore:
         room = _PRUNE_BATCH - len(victims)
         if room:
             txn.execute("SELECT COUNT(*) FROM jobs")
-            excess = txn.fetchone()[0] - max_records
+            counted = txn.fetchone()
+            assert counted is not None  # COUNT(*) always answers one row
+            excess = int(counted[0]) - max_records
             if excess > 0:
                 txn.execute(
                     "SELECT id, logs_path FROM jobs WHERE state IN ('SUCCESS', 'FAILED', 'ABORTED') "
@@ -501,7 +522,7 @@ def _delete(rows: int) -> str:
     return f"DELETE FROM jobs WHERE id IN ({marks}) AND state IN ('SUCCESS', 'FAILED', 'ABORTED')"
 
 
-def _batches(txn: Transaction, first: int = _FETCH) -> Iterator[list[Any]]:
+def _batches(txn: _ReadCursor, first: int = _FETCH) -> Iterator[list[Row]]:
     """
     The rows of the last query, C{first} at once, then ever more (so that a
     query that needs few rows reads few).
@@ -513,4 +534,4 @@ def _batches(txn: Transaction, first: int = _FETCH) -> Iterator[list[Any]]:
 
 
 def _record_id(record: JobRecord) -> int:
-    return record["id"]
+    return int(record["id"])

@@ -1,0 +1,47 @@
+"""
+C{core.get_jobs} events: each job's addition, changes and end, told to its
+subscribers as C{collection_update}s.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from zope.interface import implementer
+
+from .events import EventHub
+from .lifecycle import IJobObserver, JobRecord
+
+if TYPE_CHECKING:
+    from .job import Job
+
+__all__ = ["JOBS_EVENT", "JobEvents"]
+
+#: The event of every job's life.
+JOBS_EVENT = "core.get_jobs"
+
+
+@implementer(IJobObserver)
+class JobEvents:
+    """
+    The L{IJobObserver} that tells the subscribers of L{JOBS_EVENT}: C{added}
+    when a job is queued, C{changed} when it changes and when it ends.
+    """
+
+    def __init__(self, events: EventHub) -> None:
+        self._events = events
+
+    def listening(self) -> bool:
+        return self._events.has_subscribers(JOBS_EVENT)
+
+    def added(self, job: Job, record: JobRecord | None) -> None:
+        if self._events.has_subscribers(JOBS_EVENT):
+            self._events.send(JOBS_EVENT, "added", job.id, record if record is not None else job.to_record())
+
+    def changed(self, job: Job, record: JobRecord | None) -> None:
+        if self._events.has_subscribers(JOBS_EVENT):
+            self._events.send(JOBS_EVENT, "changed", job.id, record if record is not None else job.to_record())
+
+    def ended(self, job: Job, record: JobRecord) -> None:
+        # The hub sends nothing if nobody is subscribed.
+        self._events.send(JOBS_EVENT, "changed", job.id, record)

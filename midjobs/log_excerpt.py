@@ -1,0 +1,120 @@
+"""
+A job log's excerpt: its first and last lines, with a count of those between.
+
+L{read_excerpt} reads only the head and the tail of the file and counts the
+lines between in fixed-size chunks, so a large log costs little memory; it
+blocks, so the daemon calls it off the reactor thread.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import BinaryIO
+
+__all__ = ["EXCERPT_LINES", "logs_excerpt", "read_excerpt"]
+
+#: How many lines an excerpt keeps at each end.
+EXCERPT_LINES = 10
+
+#: Bytes read at once: the head and the tail are read a chunk at a time.
+_CHUNK = 64 * 1024
+
+
+def logs_excerpt(text: str, lines: int = EXCERPT_LINES) -> str:
+    """
+    The first and last C{lines} lines of C{text}, with a count of those between.
+    """
+    all_lines = text.splitlines()
+    if len(all_lines) <= 2 * lines:
+        return "\n".join(all_lines)
+    skipped = len(all_lines) - 2 * lines
+    return "\n".join(all_lines[:lines] + [f"... {skipped} more lines ..."] + all_lines[-lines:])
+
+
+def read_excerpt(path: str | os.PathLike[str], lines: int = EXCERPT_LINES) -> str:
+    """
+    L{logs_excerpt} of the log file at C{path}, decoded as UTF-8 (bad bytes
+    replaced), without reading the whole file into memory: a file larger
+    than a few chunks is read as its head, its tail, and a count of the line
+    breaks (C{\\n}) between.
+
+    @raise OSError: the file cannot be read.
+    """
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size <= 4 * _CHUNK:
+            return logs_excerpt(f.read().decode("utf-8", "replace"), lines)
+        head = _head(f, lines)
+        tail_start = _tail_start(f, size, lines)
+        f.seek(len(head))
+        between = _count_breaks(f, tail_start - len(head))
+        f.seek(tail_start)
+        tail = f.read()
+    first = head.decode("utf-8", "replace").splitlines()
+    last = tail.decode("utf-8", "replace").splitlines()
+    if len(first) < lines or len(last) < lines or between == 0:
+        # Very long lines: too few at either end to tell them apart from the middle.
+        with open(path, "rb") as f:
+            return logs_excerpt(f.read().decode("utf-8", "replace"), lines)
+    return "\n".join(first + [f"... {between} more lines ..."] + last)
+
+
+def _head(f: BinaryIO, lines: int) -> bytes:
+    """
+    The first C{lines} lines of C{f}, each with its line break.
+    """
+    data = b""
+    while data.count(b"\n") < lines:
+        chunk = f.read(_CHUNK)
+        if not chunk:
+            break
+        data += chunk
+    end = -1
+    for _ in range(lines):
+        end = data.find(b"\n", end + 1)
+        if end < 0:
+            return data
+    return data[: end + 1]
+
+
+def _tail_start(f: BinaryIO, size: int, lines: int) -> int:
+    """
+    The offset in C{f} where its last C{lines} lines begin.
+    """
+    # A final line without a break counts as a line, as splitlines() counts it.
+    wanted = lines if not _ends_with_break(f, size) else lines + 1
+    position = size
+    found = 0
+    while position > 0:
+        start = max(0, position - _CHUNK)
+        f.seek(start)
+        chunk = f.read(position - start)
+        index = len(chunk)
+        while True:
+            index = chunk.rfind(b"\n", 0, index)
+            if index < 0:
+                break
+            found += 1
+            if found == wanted:
+                return start + index + 1
+        position = start
+    return 0
+
+
+def _ends_with_break(f: BinaryIO, size: int) -> bool:
+    f.seek(size - 1)
+    return f.read(1) == b"\n"
+
+
+def _count_breaks(f: BinaryIO, length: int) -> int:
+    """
+    The line breaks in the next C{length} bytes of C{f}.
+    """
+    count = 0
+    while length > 0:
+        chunk = f.read(min(_CHUNK, length))
+        if not chunk:
+            break
+        count += chunk.count(b"\n")
+        length -= len(chunk)
+    return count
