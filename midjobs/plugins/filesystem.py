@@ -30,11 +30,11 @@ from typing import Any, Callable, Iterator, Sequence
 
 import attrs
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 
 from ..config import Settings
 from ..errors import CallError, ValidationErrors
 from ..job import Job, JobAborted
+from ..logs import logger
 from ..pipe import Pipe
 from ..progress import JobProgressBuffer
 from ..transfer_progress import transfer_progress
@@ -43,7 +43,7 @@ from ..service import Service, job, read_only, roles
 
 __all__ = ["FilesystemService", "Roots"]
 
-log = Logger()
+log = logger(__name__)
 
 #: How much of a file C{filesystem.get} sends at once: each write to the
 #: pipe is one trip to the reactor thread, and the job runs ahead of the
@@ -259,7 +259,7 @@ def _stat_dict(st: os.stat_result) -> dict[str, Any]:
     }
 
 
-def _put_options(options: dict | None) -> tuple[bool, int | None]:
+def _put_options(options: dict[str, Any] | None) -> tuple[bool, int | None]:
     options = options or {}
     errors = ValidationErrors()
     for key in sorted(options.keys() - {"append", "mode"}):
@@ -588,7 +588,7 @@ class FilesystemService(Service):
 
     @roles("FILESYSTEM_WRITE")
     @job(pipes=["input"], abortable=True, description=lambda path, options=None: f"Uploading {path}")
-    def put(self, job: Job, path: str, options: dict | None = None) -> int:
+    def put(self, job: Job, path: str, options: dict[str, Any] | None = None) -> int:
         """
         Write the upload to C{path}, atomically: the file changes only once the
         whole upload has arrived, and not at all if it breaks.
@@ -624,7 +624,7 @@ class FilesystemService(Service):
 
     @roles("FILESYSTEM_WRITE")
     @job(pipes=["input"], abortable=True, description=lambda directory: f"Uploading files to {directory}")
-    def put_files(self, job: Job, directory: str) -> list:
+    def put_files(self, job: Job, directory: str) -> list[str]:
         """
         Write every uploaded file into C{directory} (which must exist), under
         the last component of its file name, each atomically as C{put} does.
@@ -716,7 +716,7 @@ class FilesystemService(Service):
 
     @roles("FILESYSTEM_READ")
     @read_only
-    def stat(self, path: str) -> dict:
+    def stat(self, path: str) -> dict[str, Any]:
         """
         What C{path} is: C{type} (C{FILE}, C{DIRECTORY}, C{SYMLINK} or
         C{OTHER}; a symlink is not followed), C{size}, C{mode} (the permission
@@ -733,7 +733,7 @@ class FilesystemService(Service):
 
     @roles("FILESYSTEM_READ")
     @read_only
-    def listdir(self, path: str, filters: list | None = None, options: dict | None = None) -> Any:
+    def listdir(self, path: str, filters: list[Any] | None = None, options: dict[str, Any] | None = None) -> Any:
         """
         The entries of the directory C{path}, each C{{"name", "path", "type",
         "size", "mode", "uid", "gid", "mtime"}} (symlinks are not followed),
