@@ -10,8 +10,10 @@ inventories, read from files on this machine, so the build needs no network:
 Python's from the C{python3.X-doc} package, Twisted's made here by pydoctor
 from the installed Twisted (L{_twisted_inventory}).
 
-pydoctor's own report on the docstrings (a bad docstring, a link it cannot
-resolve) is the same command without C{--quiet}::
+The docs build keeps pydoctor's report on the docstrings (a bad docstring, a
+link it cannot resolve) to itself, as Twisted's does.  pydoctor run on its
+own with the same arguments, from the top of the repository, prints it and
+exits non-zero if there is anything to say::
 
     python -m pydoctor $(python docs/conf.py)
 """
@@ -98,10 +100,9 @@ _PYDOCTOR = [
     str(_ROOT / "midjobs"),
 ]
 
-# The bridge turns every line pydoctor prints into a Sphinx warning.  As in
-# Twisted, one more --quiet (the bridge adds it) keeps the docstrings' report
-# out of the docs build; pydoctor run on its own gives it (see the top of
-# this file).
+# The bridge turns every line pydoctor prints into a Sphinx warning, and adds
+# a --quiet of its own: that second one keeps the docstrings' report out of
+# the docs build (see the top of this file).
 pydoctor_args = ["--html-output={outdir}/api", *_PYDOCTOR]
 pydoctor_url_path = "api/"
 
