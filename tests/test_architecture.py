@@ -299,7 +299,7 @@ def _describe(cycle: tuple[list[Import], list[str]]) -> str:
 
 _SECTION = re.compile(r"^(?P<title>\S[^\n]*)\n(?P<rule>[=]+)\n", re.MULTILINE)
 _MODULES = re.compile(r"^:modules:(?P<list>.*(?:\n[ \t]+.*)*)", re.MULTILINE)
-_LITERAL = re.compile(r"``([\w.]+)``")
+_MODULE = re.compile(r":mod:`([\w.]+)`")
 _LAYER_TITLE = re.compile(r"Layer (\d+)\b")
 _APART_RULE = re.compile(r"^:imports: layers 0 to (\d+)", re.MULTILINE)
 
@@ -316,7 +316,7 @@ def documented(text: str) -> tuple[dict[str, int], dict[str, int]]:
     for n, section in enumerate(sections):
         end = sections[n + 1].start() if n + 1 < len(sections) else len(text)
         body = text[section.end() : end]
-        listed = [name for m in _MODULES.finditer(body) for name in _LITERAL.findall(m.group("list"))]
+        listed = [name for m in _MODULES.finditer(body) for name in _MODULE.findall(m.group("list"))]
         title = _LAYER_TITLE.match(section.group("title"))
         rule = _APART_RULE.search(body)
         if title is not None:
@@ -424,25 +424,25 @@ def test_documented_table_is_read_from_sections() -> None:
 Title
 #####
 
-Intro ``pkg.not_a_layer``.
+Intro :mod:`pkg.not_a_layer`.
 
 Layer 0: base
 =============
 
-:modules: ``pkg.a``,
-   ``pkg.b``
+:modules: :mod:`pkg.a`,
+   :mod:`pkg.b`
 
-Text ``pkg.mentioned``.
+Text :mod:`pkg.mentioned`.
 
 Layer 1: top
 ============
 
-:modules: ``pkg.c``
+:modules: :mod:`pkg.c`
 
 The client
 ==========
 
-:modules: ``pkg.client``
+:modules: :mod:`pkg.client`
 :imports: layers 0 to 0
 """
     assert documented(text) == ({"pkg.a": 0, "pkg.b": 0, "pkg.c": 1}, {"pkg.client": 0})
