@@ -10,7 +10,7 @@ Once the headers are in, the caller logs in (the socket paused meanwhile);
 C{Expect: 100-continue} is answered only after a good login, so a client
 that waits for it never sends a refused body.  The body then goes through a
 C{multipart.PushMultipartParser}: C{data} (JSON C{{"method", "params"}})
-first, then one to five C{file} parts (PROTOCOL.md).  The job starts when the
+first, then one to five C{file} parts (C{docs/protocol.rst}, "POST /_upload").  The job starts when the
 first file's headers arrive, with that file as its input pipe; every later
 file is added to C{job.pipes.inputs}.  The connection is the producer of the
 pipe being written, so a full pipe pauses the socket: memory stays bounded
@@ -81,7 +81,7 @@ MAX_PREAMBLE = 64 * 1024
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 1024 * 1024
 
-#: The status codes of a refused upload (PROTOCOL.md), for reference.
+#: The status codes of a refused upload (C{docs/protocol.rst}, "POST /_upload"), for reference.
 STATUS = {
     400: "data is not valid JSON (or nested too deeply); or the multipart body is malformed or ends too early",
     401: "no credentials, or bad ones",

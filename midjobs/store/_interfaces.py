@@ -15,7 +15,7 @@ from zope.interface import Attribute, Interface
 
 __all__ = ["IJobStore", "JobRecord", "StoreClosed"]
 
-#: A job as C{core.get_jobs} shows it (C{Job.to_record()}, ``PROTOCOL.md``).
+#: A job as C{core.get_jobs} shows it (C{Job.to_record()}, C{docs/protocol.rst}, "The job record").
 JobRecord = dict[str, Any]
 
 
@@ -103,7 +103,7 @@ class IJobStore(Interface):
         The stored records that match C{filters}, leaving out the ids in
         C{exclude_ids} (the jobs the caller has fresher records of).
 
-        C{filters} are already valid (``PROTOCOL.md``), C{options} a
+        C{filters} are already valid (C{docs/protocol.rst}, "Querying"), C{options} a
         L{midjobs.query.QueryOptions}.  With C{options.count}, a Deferred
         firing with the number of matches.  Otherwise a Deferred firing with
         a list of records in id order that contains at least every match that
