@@ -1,106 +1,111 @@
-"""Sphinx configuration for the midjobs documentation."""
+"""
+Sphinx configuration for the midjobs documentation.
 
-import os
-import re
+The pages of C{docs/} are the prose.  The API reference is pydoctor's, built
+from the code's epytext docstrings into C{api/} of the same output through
+pydoctor's Sphinx bridge, as Twisted builds its own; the prose links to it
+through C{intersphinx} (C{:class:}, C{:func:}, C{:mod:}, ... on a
+C{midjobs} name).  Both resolve Python's and Twisted's names against their
+inventories, read from files on this machine, so the build needs no network:
+Python's from the C{python3.X-doc} package, Twisted's made here by pydoctor
+from the installed Twisted (L{_twisted_inventory}).
+
+The docs build keeps pydoctor's report on the docstrings (a bad docstring, a
+link it cannot resolve) to itself, as Twisted's does.  pydoctor run on its
+own with the same arguments, from the top of the repository, prints it and
+exits non-zero if there is anything to say::
+
+    python -m pydoctor $(python docs/conf.py)
+"""
+
+from __future__ import annotations
+
+import subprocess
 import sys
+from importlib.metadata import version as _version
+from pathlib import Path
 
-sys.path.insert(0, os.path.abspath(".."))
+import twisted
+
+_DOCS = Path(__file__).resolve().parent
+_ROOT = _DOCS.parent
 
 project = "midjobs"
 author = "the midjobs authors"
 copyright = "the midjobs authors"
 release = version = "0.1.0"
 
-extensions = ["sphinx.ext.autodoc"]
+extensions = ["sphinx.ext.intersphinx", "pydoctor.sphinx_ext.build_apidocs"]
 exclude_patterns = ["_build"]
 html_theme = "alabaster"
-html_static_path = []
+html_static_path: list[str] = []
 
-autodoc_member_order = "bysource"
-autodoc_typehints = "description"
-autodoc_typehints_description_target = "documented_params"
-autodoc_typehints_format = "short"
-autodoc_preserve_defaults = True
+_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+_PYTHON_INVENTORY = Path(f"/usr/share/doc/python{_PYTHON}/html/objects.inv")
+_PYTHON_URL = f"https://docs.python.org/{_PYTHON}/"
+_TWISTED_VERSION = _version("twisted")
+_TWISTED_URL = f"https://docs.twisted.org/en/twisted-{_TWISTED_VERSION}/api/"
 
-# The code's docstrings are epytext (@param, C{...}); the hook below turns them
-# into reStructuredText that autodoc understands.
 
-_FIELDS = [
-    (re.compile(r"^(\s*)@param\s+(\w+):"), r"\1:param \2:"),
-    (re.compile(r"^(\s*)@ivar\s+(\w+):"), r"\1:ivar \2:"),
-    (re.compile(r"^(\s*)@cvar\s+(\w+):"), r"\1:cvar \2:"),
-    (re.compile(r"^(\s*)@type\s+(\w+):"), r"\1:type \2:"),
-    (re.compile(r"^(\s*)@raises?\s+([\w.]+):"), r"\1:raises \2:"),
-    (re.compile(r"^(\s*)@returns?:"), r"\1:returns:"),
-    (re.compile(r"^(\s*)@rtype:"), r"\1:rtype:"),
+def _twisted_inventory() -> Path:
+    """
+    The intersphinx inventory of the installed Twisted, made by pydoctor the
+    first time (about half a minute) and kept under C{docs/_build/}.  pydoctor
+    runs in a process of its own: imported here, it would register its
+    docutils directives before Sphinx registers its own.
+    """
+    out = _DOCS / "_build" / "inventories" / f"twisted-{_TWISTED_VERSION}"
+    inventory = out / "objects.inv"
+    if not inventory.exists():
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pydoctor",
+                "--make-intersphinx",
+                "-qq",
+                "--docformat=epytext",
+                "--project-name=Twisted",
+                f"--project-version={_TWISTED_VERSION}",
+                f"--html-output={out}",
+                str(Path(twisted.__file__).parent),
+            ],
+            check=True,
+        )
+    return inventory
+
+
+if not _PYTHON_INVENTORY.exists():
+    raise RuntimeError(
+        f"{_PYTHON_INVENTORY} is missing: install python{_PYTHON}-doc,"
+        " whose inventory links the docs to Python's"
+    )
+_TWISTED_INVENTORY = _twisted_inventory()
+
+intersphinx_mapping = {
+    "python": (_PYTHON_URL, str(_PYTHON_INVENTORY)),
+    "twisted": (_TWISTED_URL, str(_TWISTED_INVENTORY)),
+}
+
+#: pydoctor's command line, less the output: quiet enough to print only what
+#: is wrong with a docstring.
+_PYDOCTOR = [
+    "--quiet",
+    "--docformat=epytext",
+    f"--project-name={project}",
+    f"--project-version={release}",
+    f"--project-base-dir={_ROOT}",
+    f"--intersphinx-file={_PYTHON_INVENTORY}::{_PYTHON_URL}",
+    f"--intersphinx-file={_TWISTED_INVENTORY}::{_TWISTED_URL}",
+    str(_ROOT / "midjobs"),
 ]
-_MARKUP = re.compile(r"([CLIB])\{")
-_WORD = re.compile(r"\w")
+
+# The bridge turns every line pydoctor prints into a Sphinx warning, and adds
+# a --quiet of its own: that second one keeps the docstrings' report out of
+# the docs build (see the top of this file).
+pydoctor_args = ["--html-output={outdir}/api", *_PYDOCTOR]
+pydoctor_url_path = "api/"
 
 
-def _convert_markup(line: str) -> str:
-    """Replace C{x}, L{x}, I{x} and B{x} (braces may nest, lines may break) with reST."""
-    out, pos = [], 0
-    while True:
-        match = _MARKUP.search(line, pos)
-        if match is None or (match.start() and _WORD.match(line[match.start() - 1])):
-            if match is None:
-                out.append(line[pos:])
-                return "".join(out)
-            out.append(line[pos:match.end()])
-            pos = match.end()
-            continue
-        depth, end = 1, match.end()
-        while end < len(line) and depth:
-            depth += {"{": 1, "}": -1}.get(line[end], 0)
-            end += 1
-        if depth:  # unbalanced: leave the rest alone
-            out.append(line[pos:])
-            return "".join(out)
-        content = line[match.end():end - 1]
-        kind = match.group(1)
-        if kind in "CL":
-            text = f"``{content}``" if content.strip() == content and content else content
-        elif kind == "I":
-            text = f"*{content}*"
-        else:
-            text = f"**{content}**"
-        before = line[pos:match.start()]
-        if before and not before[-1].isspace() and before[-1] not in "-:/'\"<([{":
-            text = "\\ " + text
-        if end < len(line) and (_WORD.match(line[end]) or line[end] in "*`"):
-            text += "\\ "
-        out.append(before + text)
-        pos = end
-
-
-def epytext_to_rest(app, what, name, obj, options, lines):
-    converted = []
-    for line in lines:
-        for pattern, replacement in _FIELDS:
-            line = pattern.sub(replacement, line)
-        converted.append(line)
-    lines[:] = _convert_markup("\n".join(converted)).split("\n")
-
-
-_ATTRS_DEFAULT = re.compile(r"attr_dict\['(\w+)'\]\.default")
-
-
-def attrs_defaults(app, what, name, obj, options, signature, return_annotation):
-    """Show an attrs class's real defaults, not the generated ``attr_dict[...]``."""
-    if not signature or "attr_dict[" not in signature:
-        return None
-    import attrs
-
-    defaults = {f.name: f.default for f in attrs.fields(obj)} if attrs.has(obj) else {}
-
-    def default(match):
-        value = defaults.get(match.group(1))
-        return "..." if isinstance(value, attrs.Factory) else repr(value)
-
-    return _ATTRS_DEFAULT.sub(default, signature), return_annotation
-
-
-def setup(app):
-    app.connect("autodoc-process-docstring", epytext_to_rest)
-    app.connect("autodoc-process-signature", attrs_defaults)
+if __name__ == "__main__":
+    print(" ".join(["--html-output=docs/_build/pydoctor", *_PYDOCTOR]))

@@ -4,7 +4,7 @@ Exceptions that cross the wire, with the errno values the protocol carries.
 A method raises :class:`CallError` for a failure the caller should see with an
 errno, and :class:`ValidationErrors` for bad arguments.  The RPC layer turns
 the first into JSON-RPC error -32001 and the second into -32602
-(``PROTOCOL.md``); the job layer records both in the job's ``exc_info``.
+(C{docs/protocol.rst}, "Error codes"); the job layer records both in the job's ``exc_info``.
 """
 
 from __future__ import annotations

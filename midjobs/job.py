@@ -817,7 +817,7 @@ class Job:
 
     def to_record(self, raw_result: bool = False) -> dict[str, Any]:
         """
-        The job as ``core.get_jobs`` shows it (``PROTOCOL.md``).
+        The job as ``core.get_jobs`` shows it (C{docs/protocol.rst}, "The job record").
 
         @param raw_result: show the result as it is, secrets included (see
             L{midjobs.service.secret_result}); records the daemon keeps or

@@ -33,7 +33,7 @@ __all__ = [
     "JobState",
 ]
 
-#: A job as C{core.get_jobs} shows it (C{Job.to_record()}, ``PROTOCOL.md``).
+#: A job as C{core.get_jobs} shows it (C{Job.to_record()}, C{docs/protocol.rst}, "The job record").
 JobRecord = dict[str, Any]
 
 

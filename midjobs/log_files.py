@@ -1,7 +1,7 @@
 """
 Where a job's log file is: derived from the job's id, never read from a record.
 
-A record's C{logs_path} is shown to clients (``PROTOCOL.md``), but the file
+A record's C{logs_path} is shown to clients (C{docs/protocol.rst}, "The job record"), but the file
 the daemon reads, follows, serves or deletes for job C{id} is always
 L{log_file} of the logs directory and that id: a path stored in the database
 (which a restored backup could have crafted) is never opened.

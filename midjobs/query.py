@@ -1,8 +1,8 @@
 """
 The query language of C{core.get_jobs} and C{user.query}: filters and options.
 
-It is the TrueNAS middleware's C{filter_list} (``PROTOCOL.md``, "Query filters
-and options"), implemented here.  C{filters} is a list of C{[field, op, value]}
+It is the TrueNAS middleware's C{filter_list} (C{docs/protocol.rst}, "Filters"
+and "Options"), implemented here.  C{filters} is a list of C{[field, op, value]}
 conditions, ANDed; C{["OR", [member, ...]]} ORs its members, each a condition
 (or a nested OR) or a list of conditions that are ANDed.  Fields may be dotted
 (C{progress.percent}); C{\\.} stands for a literal dot in a key and a numeric

@@ -3,7 +3,7 @@ JSON with the protocol's extended values, both directions.
 
 A datetime travels as C{{"$date": <ms since the epoch, UTC>}}, a date as
 C{{"$type": "date", "$value": "YYYY-MM-DD"}}, a time as C{{"$time": "HH:MM:SS"}}
-and a set as C{{"$set": [...]}} (``PROTOCOL.md``, "Values on the wire").
+and a set as C{{"$set": [...]}} (C{docs/protocol.rst}, "Extended values").
 """
 
 from __future__ import annotations

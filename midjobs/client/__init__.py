@@ -9,7 +9,7 @@ Over TLS (C{wss://}, C{https://}) the server's certificate is verified
 against the system's authorities, or those of a C{ca_file}; C{insecure}
 turns the verification off.
 
-The wire contract is C{PROTOCOL.md}; C{midclt} is the command line tool on top.
+The wire contract is C{docs/protocol.rst}; C{midclt} is the command line tool on top.
 """
 
 from ._client import Client, connect

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-#: A job record as C{core.get_jobs} returns it and its events carry (PROTOCOL.md).
+#: A job record as C{core.get_jobs} returns it and its events carry (C{docs/protocol.rst}, "The job record").
 JobRecord = dict[str, Any]
 
 #: Called with C{(msg, collection, id, fields)} for each C{collection_update} event.

@@ -1,7 +1,7 @@
 """
 Who is calling an HTTP route: credentials read from the request, checked by the portal.
 
-PROTOCOL.md allows C{Authorization: Basic} (a username and password),
+C{docs/protocol.rst} ("POST /_upload") allows C{Authorization: Basic} (a username and password),
 C{Authorization: Bearer <api key>}, C{Authorization: Token <token>} and the
 query argument C{?auth_token=<token>}.  L{authenticate} is the one entry
 point: it reads whichever the request carries and logs in through the same
@@ -74,7 +74,7 @@ def credentials_from(request: TypedRequest) -> ICredentials | None:
     A token is a login token (bound to no job), from the request's origin.
 
     @raise AuthenticationFailed: a header or argument is there but malformed,
-        or names a scheme PROTOCOL.md does not know.
+        or names a scheme C{docs/protocol.rst} ("POST /_upload") does not know.
     """
     header = request.requestHeaders.getRawHeaders(b"Authorization")
     if header:

@@ -9,7 +9,7 @@ caller in; the body is not read meanwhile, so C{Expect: 100-continue} is
 answered only after a good login and a client that waits for it never sends
 a refused body.  The body then goes through a
 C{multipart.PushMultipartParser}: C{data} (JSON C{{"method", "params"}})
-first, then one to five C{file} parts (PROTOCOL.md).  The job starts when the
+first, then one to five C{file} parts (C{docs/protocol.rst}, "POST /_upload").  The job starts when the
 first file's headers arrive, with that file as its input pipe; every later
 file is added to C{job.pipes.inputs}.  The body is the push producer of the
 pipe being written: a full pipe pauses the connection, so memory stays
@@ -80,7 +80,7 @@ MAX_DATA_SIZE = 1024 * 1024
 #: preamble); past it, the body is taken for something else than multipart.
 MAX_PREAMBLE = 64 * 1024
 
-#: The status codes of a refused upload (PROTOCOL.md), for reference.
+#: The status codes of a refused upload (C{docs/protocol.rst}, "POST /_upload"), for reference.
 STATUS = {
     400: "data is not valid JSON (or nested too deeply); or the multipart body is malformed or ends too early",
     401: "no credentials, or bad ones",

@@ -35,7 +35,7 @@ from .job_deletion import JobDeletion
 
 _SESSION_OPTIONS = ("legacy_jobs", "private_methods", "py_exceptions")
 
-#: How long the token of a download URL lives, in seconds (PROTOCOL.md).
+#: How long the token of a download URL lives, in seconds (C{docs/protocol.rst}, "core.download and GET /_download/<job id>").
 DOWNLOAD_TOKEN_TTL = 300
 
 #: How much of a log file is read at once for a download.

@@ -1,5 +1,5 @@
 """
-The JSON-RPC 2.0 protocol over a WebSocket at ``/api/current`` (``PROTOCOL.md``).
+The JSON-RPC 2.0 protocol over a WebSocket at ``/api/current`` (C{docs/protocol.rst}).
 """
 
 from ._protocol import RpcProtocol, RpcServerFactory

@@ -46,7 +46,7 @@ __all__ = ["RpcProtocol", "RpcServerFactory"]
 
 log = logger(__name__)
 
-#: Largest message before and after login (PROTOCOL.md).
+#: Largest message before and after login (C{docs/limits.rst}, "The table").
 MAX_MESSAGE_ANONYMOUS = 8 * 1024
 MAX_MESSAGE_AUTHENTICATED = 64 * 1024
 #: Calls one connection may have in flight.
@@ -217,7 +217,7 @@ class RpcProtocol(WebSocketServerProtocol):
 
     async def _trust_local_peer(self) -> None:
         """
-        Log in a UNIX-socket peer whose uid the daemon trusts (DESIGN.md).
+        Log in a UNIX-socket peer whose uid the daemon trusts (C{docs/protocol.rst}, "Connecting").
         """
         credentials = peer_credentials(self.transport)
         portal = self.factory.middleware.portal

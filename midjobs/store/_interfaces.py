@@ -102,7 +102,7 @@ class IJobStore(Interface):
         The stored records that match C{filters}, leaving out the ids in
         C{exclude_ids} (the jobs the caller has fresher records of).
 
-        C{filters} are already valid (``PROTOCOL.md``), C{options} a
+        C{filters} are already valid (C{docs/protocol.rst}, "Querying"), C{options} a
         L{midjobs.query.QueryOptions}.  With C{options.count}, a Deferred
         firing with the number of matches.  Otherwise a Deferred firing with
         a list of records in id order that contains at least every match that

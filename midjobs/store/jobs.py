@@ -2,7 +2,7 @@
 Job history in SQLite: the embedded L{IJobStore}.
 
 One row per non-transient job, keyed by its id.  The record itself is kept as
-its wire JSON (``PROTOCOL.md``); copies of the fields that queries and
+its wire JSON (C{docs/protocol.rst}, "The job record"); copies of the fields that queries and
 retention look for sit in indexed columns beside it.
 
 Writes go through a L{WriteBatch} to the daemon's one-connection pool, so

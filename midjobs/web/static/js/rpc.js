@@ -1,6 +1,6 @@
 /**
  * JSON-RPC 2.0 over the page's one WebSocket (`/api/current`), with events and
- * reconnection.  PROTOCOL.md is the contract.
+ * reconnection.  docs/protocol.rst is the contract.
  * @module rpc
  */
 

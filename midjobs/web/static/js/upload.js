@@ -10,7 +10,7 @@ import { formatBytes } from "./format.js";
 import { JobFollow } from "./jobfollow.js";
 import { MethodChoice, parseParams } from "./methods.js";
 
-/** The most files one upload carries (PROTOCOL.md). */
+/** The most files one upload carries (docs/protocol.rst, "POST /_upload"). */
 export const MAX_FILES = 5;
 /** Where uploads go. */
 const UPLOAD_URL = "/_upload";
@@ -134,7 +134,7 @@ export class UploadView {
       return;
     }
     const body = new FormData();
-    // The data part must come first (PROTOCOL.md), then the files.
+    // The data part must come first (docs/protocol.rst, "POST /_upload"), then the files.
     body.append("data", JSON.stringify({ method, params }));
     for (const file of this.files) body.append("file", file, file.name);
     this.send(body, token);
