@@ -10,16 +10,16 @@ import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import attrs
 from twisted.internet.endpoints import quoteStringArgument
 
 from .logs import LEVELS
+from .origins import Origin
 from .paths import SOCKET_NAME, default_state_dir
+from .webhooks import Webhook, webhooks_from_config
 
-if TYPE_CHECKING:
-    from .notify import Webhook
 
 __all__ = ["ConfigError", "Settings", "DEFAULT_LISTEN", "LOG_FORMATS"]
 
@@ -110,9 +110,6 @@ def _log_level(value: object, key: str) -> str:
 
 
 def _origins(value: object, key: str) -> tuple[str, ...]:
-    # Imported here: the origin check lives with the WebSocket protocol.
-    from .rpc._origin import Origin
-
     try:
         return tuple(str(Origin.parse(origin)) for origin in _str_list(value, key))
     except ValueError as e:
@@ -120,9 +117,6 @@ def _origins(value: object, key: str) -> tuple[str, ...]:
 
 
 def _webhooks(value: object, key: str) -> tuple[Webhook, ...]:
-    # Imported here: the webhooks' own module reads and checks them.
-    from .notify._webhook import webhooks_from_config
-
     try:
         return webhooks_from_config(value, key)
     except ValueError as e:

@@ -13,11 +13,11 @@ C{derandomize=True}, C{database=None}, no deadline; no shrinking, because
 the daemon's state carries over from one example to the next (a failure
 names the frames of its batch instead).
 
-The oracle, L{expectation}, reads each frame's text as PROTOCOL.md says the
+The oracle, L{expectation}, reads each frame's text as docs/protocol.rst says the
 daemon must: not JSON gets -32700 with a null id; JSON that is no valid
 request gets -32600 (with the request's id when it has a valid one, else
 null); a notification gets nothing; a request gets exactly one answer with
-its id: a result, or an error whose code is one of PROTOCOL.md's (-32601 for
+its id: a result, or an error whose code is one of docs/protocol.rst's (-32601 for
 a method that does not exist).  Every batch ends with a core.ping whose
 answer must come too; after every batch a fresh connection must get "pong"
 and a job must run to SUCCESS.  L{test_parser_agrees_with_oracle} checks the
@@ -124,7 +124,7 @@ def _valid_id(value: Any) -> bool:
 
 def expectation(text: str, known_methods: frozenset[str]) -> Expectation:
     """
-    What PROTOCOL.md says the daemon does with the text frame C{text}.
+    What docs/protocol.rst says the daemon does with the text frame C{text}.
     """
     try:
         message = json.loads(text, parse_constant=_reject_constant)
@@ -565,7 +565,7 @@ async def anonymous_fuzzer(daemon, admin_client):
 async def test_fuzz_logged_in(daemon, admin_fuzzer, batch):
     """
     Random batches on one logged-in connection: every request is answered
-    exactly once as PROTOCOL.md says, notifications never; the daemon still serves.
+    exactly once as docs/protocol.rst says, notifications never; the daemon still serves.
     """
     await admin_fuzzer.exchange(batch)
     await still_serving(daemon, admin_fuzzer)

@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 
 from midjobs.config import ConfigError, Settings
 from midjobs.security_headers import CONTENT_SECURITY_POLICY
-from midjobs.rpc._origin import Origin, OriginPolicy
+from midjobs.origins import Origin, OriginPolicy
 
 from conftest import ADMIN, RunningDaemon
 from test_tls import Pki, make_pki

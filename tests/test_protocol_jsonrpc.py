@@ -1,5 +1,5 @@
 """
-The JSON-RPC protocol of the WebSocket endpoint (PROTOCOL.md), in memory:
+The JSON-RPC protocol of the WebSocket endpoint (docs/protocol.rst), in memory:
 what is a request at all, the error answers of calls, the limits on message
 sizes and on calls in flight, and how the parser takes bad input.
 

@@ -1,5 +1,5 @@
 """
-Conformance of the WebSocket JSON-RPC 2.0 endpoint to PROTOCOL.md.
+Conformance of the WebSocket JSON-RPC 2.0 endpoint to docs/protocol.rst.
 
 The tests talk to a real daemon over real sockets through L{RawProtocol}, a
 bare Autobahn client that sends exactly the text frames a test gives it, so
@@ -49,11 +49,11 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 TOO_MANY_CALLS = -32000
 METHOD_CALL_ERROR = -32001
-#: Every error code of PROTOCOL.md.
+#: Every error code of docs/protocol.rst.
 ERROR_CODES = frozenset(
     {PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR, TOO_MANY_CALLS, METHOD_CALL_ERROR}
 )
-#: The fixed messages of PROTOCOL.md, by code.
+#: The fixed messages of docs/protocol.rst, by code.
 ERROR_MESSAGES = {
     METHOD_NOT_FOUND: "Method does not exist",
     INVALID_PARAMS: "Invalid params",
@@ -65,7 +65,7 @@ ENOMETHOD = 201
 ENOTAUTHENTICATED = 207
 ERRNO_NAMES = {**errno.errorcode, ENOMETHOD: "ENOMETHOD", ENOTAUTHENTICATED: "ENOTAUTHENTICATED"}
 
-#: The fields of a job record (PROTOCOL.md).
+#: The fields of a job record (docs/protocol.rst).
 JOB_FIELDS = frozenset(
     {
         "id", "message_ids", "method", "arguments", "transient", "description", "abortable",
@@ -297,7 +297,7 @@ def check_result(response: Any, request_id: Any) -> Any:
 
 def check_error_data(data: Any) -> dict[str, Any]:
     """
-    C{data} has the shape PROTOCOL.md gives for -32001 and -32602.
+    C{data} has the shape docs/protocol.rst gives for -32001 and -32602.
     """
     assert isinstance(data, dict), data
     assert set(data) == {"error", "errname", "reason", "trace", "extra"}, data
@@ -324,7 +324,7 @@ def check_error(response: Any, request_id: Any, code: int) -> dict[str, Any]:
     if code in ERROR_MESSAGES:
         assert error["message"] == ERROR_MESSAGES[code], error
     if code in (METHOD_CALL_ERROR, INVALID_PARAMS):
-        # PROTOCOL.md gives the shape of data for these two codes only.
+        # docs/protocol.rst gives the shape of data for these two codes only.
         check_error_data(error.get("data"))
     return error
 
@@ -348,7 +348,7 @@ def check_validation_errors(error: dict[str, Any]) -> list[list[Any]]:
 
 def check_job_record(record: Any) -> None:
     """
-    C{record} has every field of a PROTOCOL.md job record, with the types it gives.
+    C{record} has every field of a docs/protocol.rst job record, with the types it gives.
     """
     assert isinstance(record, dict) and set(record) == JOB_FIELDS, record
     assert isinstance(record["id"], int) and record["id"] >= 1

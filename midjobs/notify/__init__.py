@@ -8,7 +8,7 @@ from ._interfaces import DELIVERY_OUTCOMES, NO_DELIVERY_COUNTS, IDeliveryCounts,
 from ._notifier import EVENT, NotifierState, WebhookNotifier
 from ._outbox import OUTBOX_SCHEMA, Notification, Outbox
 from ._signature import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify
-from ._webhook import FINAL_STATES, Webhook, display_url, webhooks_from_config
+from ..webhooks import FINAL_STATES, Webhook, display_url, webhooks_from_config
 
 __all__ = [
     "BackOff",

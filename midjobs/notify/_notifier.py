@@ -31,7 +31,7 @@ from ._backoff import BackOff
 from ._interfaces import NO_DELIVERY_COUNTS, IDeliveryCounts, INotifier
 from ._outbox import Claimed, Dropped, Notification, Outbox
 from ._signature import signature_headers
-from ._webhook import Webhook, display_url
+from ..webhooks import Webhook, display_url
 
 __all__ = ["NotifierState", "WebhookNotifier", "EVENT"]
 

@@ -35,7 +35,7 @@ from ..logs import logger
 from ..metrics import NO_COUNTS
 from ..security_headers import security_header_lines
 from ._jsonrpc import TOO_MANY_CONCURRENT_CALLS, Request, RpcError, error_for, parse_request, result_response
-from ._origin import OriginPolicy
+from ..origins import OriginPolicy
 from ._outbox import Outbox
 from ._session import Session
 
