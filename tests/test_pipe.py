@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from midjobs.pipe import InputPipes, Pipe, PipeBrokenError, PipeError, Pipes
+from midjobs.pipe import InputPipes, Pipe, PipeBrokenError, PipeError, Pipes, PipeState
 
 
 class Boom(Exception):
@@ -565,13 +565,13 @@ def test_buffered_pipe_never_waits_and_reads_from_the_start() -> None:
     for data in sent:
         assert has_fired(pipe.write(data))
     assert producer.events == []
-    assert pipe._mem == 0  # all of it is on disk
+    assert pipe.in_memory == 0  # all of it is on disk
     pipe.close()
     got = []
     while data := result_of(pipe.read()):
         got.append(data)
     assert b"".join(got) == b"".join(sent)
-    assert pipe._spool is None  # closed once read to the end
+    assert not pipe.holds_spool  # closed once read to the end
 
 
 @pytest_twisted.ensureDeferred
@@ -663,14 +663,14 @@ async def test_input_pipes_async_iteration() -> None:
 
     running = defer.Deferred.fromCoroutine(job())
     assert not running.called  # waiting for the second file
-    assert first._discarded
+    assert first.state is PipeState.DISCARDED
     second = Pipe(filename="two")
     inputs.add(second)
     second.write(b"22")
     assert not running.called
     inputs.finish()
     assert await running == [b"11", b"22"]
-    assert second._discarded
+    assert second.state is PipeState.DISCARDED
 
 
 @pytest_twisted.ensureDeferred
@@ -717,10 +717,10 @@ def test_pipes_container() -> None:
     pipes.close()
     assert result_of(output.read()) == b"result"
     assert result_of(output.read()) == b""
-    assert first._discarded
+    assert first.state is PipeState.DISCARDED
     later = Pipe()
     inputs.add(later)
-    assert later._discarded
+    assert later.state is PipeState.DISCARDED
     assert list(inputs) == [first, later]
 
 

@@ -64,7 +64,7 @@ def connection(length: int) -> tuple[Any, StringTransport, Fed]:
 
 def level(pipe: Pipe) -> int:
     # Pipe has no public view of its fill level: the test peeks.
-    return pipe._mem
+    return pipe.in_memory
 
 
 def test_paused_exactly_at_high_water_resumed_at_low_water() -> None:
