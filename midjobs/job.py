@@ -1060,9 +1060,13 @@ class JobsQueue:
         self._schedule()
         if recorded is None:
             return succeed(job)
-        return recorded.addCallbacks(
-            self._creation_recorded, self._not_recorded, callbackArgs=(job,), errbackArgs=(job,)
+        # The caller's own Deferred, fired by the queue (not chained onto the
+        # store's): one Deferred fewer to chain through when the job ended first.
+        caller: Deferred[Job] = Deferred()
+        recorded.addCallbacks(
+            self._creation_recorded, self._not_recorded, callbackArgs=(job, caller), errbackArgs=(job, caller)
         )
+        return caller
 
     def recorded(self, job: Job) -> Deferred[Job]:
         """
@@ -1076,7 +1080,7 @@ class JobsQueue:
         recording[0].append(d)
         return d
 
-    def _creation_recorded(self, _: object, job: Job) -> Job | Deferred[Job]:
+    def _creation_recorded(self, _: object, job: Job, caller: Deferred[Job]) -> None:
         waiters, held = self._recording.pop(job.id)
         for kind, record in held:
             self._tell_observers(job, kind, record)
@@ -1086,12 +1090,11 @@ class JobsQueue:
             # It ended already (its end is being recorded, often in this very
             # write): the caller hears of the job once it has ended, as it
             # would have without a store.
-            told: Deferred[Job] = Deferred()
-            self._told_at_end[job.id] = told
-            return told
-        return job
+            self._told_at_end[job.id] = caller
+            return
+        caller.callback(job)
 
-    def _not_recorded(self, failure: Failure, job: Job) -> Failure:
+    def _not_recorded(self, failure: Failure, job: Job, caller: Deferred[Job]) -> None:
         waiters, _ = self._recording.pop(job.id)
         self._unlisted.add(job.id)
         error = CallError(f"The job could not be recorded: {failure.getErrorMessage()}", errno.EIO)
@@ -1099,7 +1102,7 @@ class JobsQueue:
         job.abort(error.errmsg)
         for waiter in waiters:
             waiter.errback(error)
-        return Failure(error)  # type: ignore[no-untyped-call]  # not annotated in Twisted
+        caller.errback(error)
 
     # What a queued job reports (L{Job._queue}).
 

@@ -325,11 +325,8 @@ class RpcProtocol(WebSocketServerProtocol):
         except Exception:
             d = fail()
         d.addCallback(self._job_outcome, request)
-        d.addCallback(self._result_response, request)
-        d.addErrback(self._error_response, request)
-        d.addCallback(self._respond, request)
-        d.addErrback(lambda f: log.failure("Unhandled error answering {method}", f, method=request.method))
-        d.addBoth(self._answered)
+        d.addCallbacks(self._result_response, self._error_response, callbackArgs=(request,), errbackArgs=(request,))
+        d.addBoth(self._answer, request)
 
     def _job_outcome(self, result: Any, request: Request) -> Any:
         """
@@ -345,7 +342,10 @@ class RpcProtocol(WebSocketServerProtocol):
         return result.wait(raise_error=True)
 
     def _result_response(self, result: Any, request: Request) -> str:
-        response = result_response(request.response_id, result)
+        try:
+            response = result_response(request.response_id, result)
+        except RpcError:
+            return self._error_response(Failure(), request)
         metrics = self.factory.metrics
         if metrics is not None:
             metrics.rpc_call(request.method, "success")
@@ -362,12 +362,19 @@ class RpcProtocol(WebSocketServerProtocol):
             return error_for(error, request.response_id).response()
         return failure  # type: ignore[return-value]
 
-    def _respond(self, response: str, request: Request) -> None:
-        if not request.is_notification:
-            self._send_text(response)
-
-    def _answered(self, _: object) -> None:
-        self._in_flight -= 1
+    def _answer(self, response: str | Failure, request: Request) -> None:
+        """
+        Send the answer (none to a notification); the call is no longer in flight.
+        """
+        try:
+            if isinstance(response, Failure):
+                log.failure("Unhandled error answering {method}", response, method=request.method)
+            elif not request.is_notification:
+                self._send_text(response)
+        except Exception:
+            log.failure("Unhandled error answering {method}", method=request.method)
+        finally:
+            self._in_flight -= 1
 
 
 class RpcServerFactory(WebSocketServerFactory):
