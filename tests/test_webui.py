@@ -25,8 +25,9 @@ import tempfile
 import threading
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import pytest
 
@@ -219,23 +220,42 @@ class RpcConnection:
         self.sock.close()
 
 
-@pytest.fixture(scope="module")
-def webui() -> Iterator[DaemonProcess]:
+@contextmanager
+def webui_daemon(
+    prefix: str,
+    users: Mapping[tuple[str, str], list[str]],
+    *,
+    config: str = "",
+    before_start: Callable[[Path], None] | None = None,
+) -> Iterator[DaemonProcess]:
     """
-    One daemon for the module, with an administrator and two plain users.
+    A daemon with the web test services and C{users} (credentials -> roles),
+    in a temporary directory removed afterwards.  C{before_start} gets the
+    state directory before the daemon starts.
     """
-    base = Path(tempfile.mkdtemp(prefix="mjweb"))
+    base = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        daemon = DaemonProcess(base, base / "s.sock", "webui_services")
+        if before_start is not None:
+            before_start(base / "state")
+        daemon = DaemonProcess(base, base / "s.sock", "webui_services", config=config)
         try:
-            daemon.create_user(ADMIN, ["FULL_ADMIN"])
-            daemon.create_user(ALICE, [webui_services.USER_ROLE])
-            daemon.create_user(BOB, [webui_services.USER_ROLE])
+            for credentials, roles in users.items():
+                daemon.create_user(credentials, roles)
             yield daemon
         finally:
             daemon.stop()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def webui() -> Iterator[DaemonProcess]:
+    """
+    One daemon for the module, with an administrator and two plain users.
+    """
+    users = {ADMIN: ["FULL_ADMIN"], ALICE: [webui_services.USER_ROLE], BOB: [webui_services.USER_ROLE]}
+    with webui_daemon("mjweb", users) as daemon:
+        yield daemon
 
 
 # -- A relay that can cut connections, for the reconnection test -----------------
@@ -362,15 +382,21 @@ class Pages:
             context.close()
 
 
-@pytest.fixture
-def pages(browser: Any, webui: DaemonProcess) -> Iterator[Pages]:
+@contextmanager
+def pages_on(browser: Any, url: str) -> Iterator[Pages]:
     """
-    New pages on the daemon; the test fails if any of them logged an error.
+    New pages on the daemon at C{url}; the test fails if any of them logged an error.
     """
-    made = Pages(browser, webui.url)
+    made = Pages(browser, url)
     yield made
     made.close()
     assert made.errors == []
+
+
+@pytest.fixture
+def pages(browser: Any, webui: DaemonProcess) -> Iterator[Pages]:
+    with pages_on(browser, webui.url) as made:
+        yield made
 
 
 def screenshot(page: Any, name: str, full_page: bool = False) -> None:

@@ -9,9 +9,6 @@ aborted; a job that moves bytes shows its transfer figures as midclt does.
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -21,6 +18,8 @@ from test_webui import (  # noqa: F401 (browser is a fixture)
     DaemonProcess,
     Pages,
     browser,
+    pages_on,
+    webui_daemon,
     log_in,
     needs_chromium,
     row,
@@ -34,25 +33,14 @@ MIB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[DaemonProcess]:
-    base = Path(tempfile.mkdtemp(prefix="mjwebact"))
-    try:
-        running = DaemonProcess(base, base / "s.sock", "webui_services")
-        try:
-            running.create_user(ADMIN, ["FULL_ADMIN"])
-            running.create_user(READER, ["READONLY_ADMIN"])
-            yield running
-        finally:
-            running.stop()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    with webui_daemon("mjwebact", {ADMIN: ["FULL_ADMIN"], READER: ["READONLY_ADMIN"]}) as running:
+        yield running
 
 
 @pytest.fixture
 def pages(browser: Any, daemon: DaemonProcess) -> Iterator[Pages]:  # noqa: F811
-    made = Pages(browser, daemon.url)
-    yield made
-    made.close()
-    assert made.errors == []
+    with pages_on(browser, daemon.url) as made:
+        yield made
 
 
 def state_of(daemon: DaemonProcess, job_id: int) -> str:

@@ -12,8 +12,6 @@ logged in after C{LOGIN_TIMEOUT} seconds.
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -25,6 +23,8 @@ from test_webui import (  # noqa: F401 (browser is a fixture)
     DaemonProcess,
     Pages,
     browser,
+    pages_on,
+    webui_daemon,
     log_in,
     needs_chromium,
     next_job,
@@ -39,28 +39,16 @@ LOGIN_TIMEOUT = 3
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[DaemonProcess]:
-    base = Path(tempfile.mkdtemp(prefix="mjwebd"))
-    try:
-        running = DaemonProcess(
-            base, base / "s.sock", "webui_services", config=f"[limits]\nlogin_timeout = {LOGIN_TIMEOUT}\n"
-        )
-        try:
-            running.create_user(ADMIN, ["FULL_ADMIN"])
-            running.create_user(READER, ["READONLY_ADMIN", webui_services.USER_ROLE])
-            running.create_user(NOBODY, [])
-            yield running
-        finally:
-            running.stop()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    users = {ADMIN: ["FULL_ADMIN"], READER: ["READONLY_ADMIN", webui_services.USER_ROLE], NOBODY: []}
+    config = f"[limits]\nlogin_timeout = {LOGIN_TIMEOUT}\n"
+    with webui_daemon("mjwebd", users, config=config) as running:
+        yield running
 
 
 @pytest.fixture
 def pages(browser: Any, daemon: DaemonProcess) -> Iterator[Pages]:  # noqa: F811
-    made = Pages(browser, daemon.url)
-    yield made
-    made.close()
-    assert made.errors == []
+    with pages_on(browser, daemon.url) as made:
+        yield made
 
 
 def job_record(daemon: DaemonProcess, job_id: int) -> dict[str, Any]:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import datetime
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +25,8 @@ from test_webui import (  # noqa: F401 (browser is a fixture)
     DaemonProcess,
     Pages,
     browser,
+    pages_on,
+    webui_daemon,
     log_in,
     needs_chromium,
     row,
@@ -39,25 +39,17 @@ PAGE = 100
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[DaemonProcess]:
-    base = Path(tempfile.mkdtemp(prefix="mjwebl"))
-    try:
-        history.fill_history(base / "state", PAST, now=time.time())
-        running = DaemonProcess(base, base / "s.sock", "webui_services")
-        try:
-            running.create_user(ADMIN, ["FULL_ADMIN"])
-            yield running
-        finally:
-            running.stop()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    def fill(state: Path) -> None:
+        history.fill_history(state, PAST, now=time.time())
+
+    with webui_daemon("mjwebl", {ADMIN: ["FULL_ADMIN"]}, before_start=fill) as running:
+        yield running
 
 
 @pytest.fixture
 def pages(browser: Any, daemon: DaemonProcess) -> Iterator[Pages]:  # noqa: F811
-    made = Pages(browser, daemon.url)
-    yield made
-    made.close()
-    assert made.errors == []
+    with pages_on(browser, daemon.url) as made:
+        yield made
 
 
 def count(daemon: DaemonProcess, filters: list[Any]) -> int:
