@@ -15,7 +15,6 @@ import errno
 import io
 import json
 import sqlite3
-import tarfile
 from pathlib import Path
 from typing import Any
 

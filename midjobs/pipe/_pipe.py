@@ -11,7 +11,7 @@ C{await pipe.write(data)}, C{pipe.r}, C{pipe.w}, L{Pipe.deliver_to}.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IConsumer, IProducer, IPushProducer

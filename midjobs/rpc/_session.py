@@ -12,7 +12,7 @@ from zope.interface import implementer
 from ..config import Settings
 from ..errors import CallError
 from ..events import ISubscriber, Notification
-from ..interfaces import IConnectionSession, ISession
+from ..interfaces import IConnectionSession
 from ..logs import logger
 from ._outbox import Outbox
 
