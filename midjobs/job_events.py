@@ -35,13 +35,16 @@ class JobEvents:
         return self._events.has_subscribers(JOBS_EVENT)
 
     def added(self, job: Job, record: JobRecord | None) -> None:
-        if self._events.has_subscribers(JOBS_EVENT):
-            self._events.send(JOBS_EVENT, "added", job.id, record if record is not None else job.to_record())
+        self._tell("added", job, record)
 
     def changed(self, job: Job, record: JobRecord | None) -> None:
-        if self._events.has_subscribers(JOBS_EVENT):
-            self._events.send(JOBS_EVENT, "changed", job.id, record if record is not None else job.to_record())
+        self._tell("changed", job, record)
 
     def ended(self, job: Job, record: JobRecord) -> None:
         # The hub sends nothing if nobody is subscribed.
         self._events.send(JOBS_EVENT, "changed", job.id, record)
+
+    def _tell(self, kind: str, job: Job, record: JobRecord | None) -> None:
+        # The job's record is built only if someone is subscribed.
+        if self._events.has_subscribers(JOBS_EVENT):
+            self._events.send(JOBS_EVENT, kind, job.id, record if record is not None else job.to_record())

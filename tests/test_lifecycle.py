@@ -100,6 +100,17 @@ class HeldStore:
         return d
 
 
+def held_queue() -> tuple[JobsQueue, HeldStore, Told]:
+    """
+    A queue recording into a L{HeldStore}, with one L{Told} observer.
+    """
+    store = HeldStore()
+    queue = JobsQueue(store=store)  # type: ignore[arg-type]  # duck-typed store
+    told = Told()
+    queue.observe(told)
+    return queue, store, told
+
+
 def quick(result: Any = "done") -> Callable[[Job], Any]:
     async def run(job: Job) -> Any:
         return result
@@ -222,10 +233,7 @@ def test_a_transient_job_is_told_to_nobody() -> None:
 
 def test_nobody_hears_of_a_job_before_its_creation_is_durable() -> None:
     reactor = MemoryReactorClock()
-    store = HeldStore()
-    queue = JobsQueue(store=store)  # type: ignore[arg-type]  # duck-typed store
-    told = Told()
-    queue.observe(told)
+    queue, store, told = held_queue()
     gate: Deferred[None] = Deferred()
     job = Job(reactor, "t.gated", JobOptions(), gated(gate), [], is_async=True)
     answered: list[Job] = []
@@ -242,10 +250,7 @@ def test_nobody_hears_of_a_job_before_its_creation_is_durable() -> None:
 
 def test_nobody_hears_of_a_job_s_end_before_it_is_durable() -> None:
     reactor = MemoryReactorClock()
-    store = HeldStore()
-    queue = JobsQueue(store=store)  # type: ignore[arg-type]  # duck-typed store
-    told = Told()
-    queue.observe(told)
+    queue, store, told = held_queue()
     gate: Deferred[None] = Deferred()
     job = Job(reactor, "t.gated", JobOptions(), gated(gate), [], is_async=True)
     queue.add(job)
@@ -265,10 +270,7 @@ def test_nobody_hears_of_a_job_s_end_before_it_is_durable() -> None:
 
 def test_a_job_that_ends_before_its_creation_is_durable_is_told_in_order() -> None:
     reactor = MemoryReactorClock()
-    store = HeldStore()
-    queue = JobsQueue(store=store)  # type: ignore[arg-type]  # duck-typed store
-    told = Told()
-    queue.observe(told)
+    queue, store, told = held_queue()
     job = Job(reactor, "t.quick", JobOptions(), quick(), [], is_async=True)
     answered: list[Job] = []
     queue.add(job).addCallback(answered.append)
@@ -287,10 +289,7 @@ def test_a_job_that_ends_before_its_creation_is_durable_is_told_in_order() -> No
 
 def test_a_job_whose_creation_cannot_be_recorded_is_told_to_nobody() -> None:
     reactor = MemoryReactorClock()
-    store = HeldStore()
-    queue = JobsQueue(store=store)  # type: ignore[arg-type]  # duck-typed store
-    told = Told()
-    queue.observe(told)
+    queue, store, told = held_queue()
     gate: Deferred[None] = Deferred()
     job = Job(reactor, "t.gated", JobOptions(), gated(gate), [], is_async=True)
     failed: list[Any] = []

@@ -25,6 +25,7 @@ from zope.interface.verify import verifyObject
 from midjobs.pipe import InputPipes, Pipe, PipeError
 from midjobs.pipe._buffer import MemoryBuffer, SpoolBuffer
 from midjobs.pipe._core import PipeCore, PipeState
+from test_pipe import RecordingProducer
 
 
 class Boom(Exception):
@@ -76,21 +77,6 @@ class Worker:
         if not ok:
             raise value
         return value
-
-
-@implementer(IPushProducer)
-class RecordingProducer:
-    def __init__(self) -> None:
-        self.events: list[str] = []
-
-    def pauseProducing(self) -> None:
-        self.events.append("pause")
-
-    def resumeProducing(self) -> None:
-        self.events.append("resume")
-
-    def stopProducing(self) -> None:
-        self.events.append("stop")
 
 
 def fired(d: Deferred[Any]) -> list[Any]:
