@@ -15,7 +15,7 @@ from zope.interface import Attribute, Interface
 
 from ..lifecycle import JobRecord
 
-__all__ = ["IJobStore", "JobRecord", "StoreClosed"]
+__all__ = ["IJobIds", "IJobStore", "JobRecord", "StoreClosed"]
 
 
 class StoreClosed(Exception):
@@ -55,13 +55,23 @@ class IJobStore(Interface):
         above it, so ids are never given twice.
         """
 
-    def abort_unfinished(error: str) -> Any:
+    def abort_unfinished(error: str, node: str | None = None) -> Any:
         """
         Record every job stored as C{WAITING} or C{RUNNING} as C{ABORTED} with
         C{error}, C{time_finished} now and, if it kept logs, its
-        C{logs_excerpt} (read from the file its id gives, see L{setup}).  Called at start, before any job is queued: such jobs
-        were cut off when the daemon stopped.  A Deferred firing with how many
-        there were.
+        C{logs_excerpt} (read from the file its id gives, see L{setup}).
+        Called at start, before any job is queued: such jobs were cut off
+        when the daemon stopped.  A Deferred firing with how many there were.
+
+        C{node} limits this to the jobs of that node (the C{node} of their
+        records) in a store several daemons share; a store of one daemon
+        ignores it.
+        """
+
+    def get(job_id: int) -> Any:
+        """
+        A Deferred firing with the stored record of job C{job_id}, or C{None}
+        if it is not stored (or not yet durable).
         """
 
     def record_created(job_id: int, record: JobRecord | Callable[[], JobRecord]) -> Any:
@@ -133,4 +143,38 @@ class IJobStore(Interface):
         """
         Write what is pending and refuse further writes (L{StoreClosed}).
         A Deferred firing once everything is written.
+        """
+
+
+class IJobIds(Interface):
+    """
+    Where new jobs get their ids: unique among every job a store has held,
+    and, in a store several daemons share, among those of every daemon.
+
+    L{take} is synchronous, so queueing a job costs no round trip: an
+    implementation keeps ids at hand (a block taken ahead from a shared
+    sequence, say) and says when it has none.
+    """
+
+    def start() -> Any:
+        """
+        A Deferred firing once L{take} has ids to give: called once, before
+        the first job is queued.
+        """
+
+    def take() -> int | None:
+        """
+        The next id, or C{None} when none is at hand: then L{available}
+        says when there will be.
+        """
+
+    def available() -> Any:
+        """
+        A Deferred firing once L{take} will give an id.
+        """
+
+    def skipped(job_id: int) -> None:
+        """
+        Job C{job_id} is not stored (a transient job): its id must still
+        never be given again, after a restart too.
         """
