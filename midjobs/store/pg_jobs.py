@@ -20,13 +20,14 @@ from __future__ import annotations
 import functools
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Container
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from zope.interface import implementer
 
 from ..logs import logger
+from ..query import QueryOptions
 from ._interfaces import IJobStore, JobRecord
 from .database import Cursor, Row
 from .errors import Unavailable
@@ -117,6 +118,7 @@ class PgJobStore(SqlJobStore):
             database is unavailable before it fails.
         """
         super().__init__(db, reactor, reader=db, flush_interval=flush_interval)
+        self._db = db
         self.node = node
         self._write_timeout = write_timeout
 
@@ -155,6 +157,12 @@ class PgJobStore(SqlJobStore):
                     log.warn("{count} job record(s) wait for the database: {error}", count=len(rows), error=e)
             await deferLater(self._reactor, pause, lambda: None)
             pause = min(pause * 2, _LONGEST_RETRY)
+
+    # Reads.
+
+    def query(self, filters: Any, options: QueryOptions, exclude_ids: Container[int]) -> Deferred[Any]:
+        # The rows come from the server as the scan asks for them.
+        return self._db.runScan(self._query, filters, options, exclude_ids, self._logs_dir)
 
     # Health.
 
