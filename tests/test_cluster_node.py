@@ -9,25 +9,24 @@ itself and comes back by itself.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
-import psycopg_pool
 import pytest
 import pytest_twisted
-from psycopg.types.json import Jsonb
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
-from twisted.internet.threads import deferToThread, deferToThreadPool
-from twisted.python.threadpool import ThreadPool
+from twisted.internet.threads import deferToThread
 
 from midjobs.cluster import Node, NodeNameTaken, NodeState
 from midjobs.cluster.node import LOCKS_CHANNEL, _take_name, stopped_message
 from midjobs.lifecycle import JobRecord
 from midjobs.store.database import Cursor, Row
+from midjobs.store.pg import PgDatabase
 from midjobs.store.pg_listen import PgListener
 
 if TYPE_CHECKING:
@@ -47,82 +46,15 @@ NODE_TIMEOUT = 1.0
 #: busy machine.
 SLACK = 0.5
 
-#: The cluster's tables as section 2 of the plan has them (the part the nodes use).
-SCHEMA = """
-CREATE TABLE nodes (
-    name text PRIMARY KEY,
-    advertise text NOT NULL,
-    state text NOT NULL CHECK (state IN ('ONLINE','OFFLINE')),
-    epoch bigint NOT NULL DEFAULT 1,
-    heartbeat double precision NOT NULL,
-    started double precision NOT NULL,
-    host text NOT NULL, pid int NOT NULL, version text NOT NULL);
-CREATE TABLE jobs (
-    id bigint PRIMARY KEY,
-    method text COLLATE "C" NOT NULL,
-    state text COLLATE "C" NOT NULL,
-    time_started double precision, time_finished double precision,
-    logs_path text, record jsonb NOT NULL,
-    node text NOT NULL REFERENCES nodes (name),
-    rev bigint NOT NULL DEFAULT 0,
-    lock_name text, lock_seq bigint,
-    log_size bigint NOT NULL DEFAULT 0);
-CREATE TABLE job_locks (name text PRIMARY KEY, job_id bigint NOT NULL UNIQUE, node text NOT NULL,
-    since double precision NOT NULL);
-"""
-
-
-class _Cursor:
+class GatedDatabase:
     """
-    A psycopg cursor with the store's C{?} placeholders.
+    A L{PgDatabase} whose interactions a closed gate holds back: the node is
+    cut from the database while the others reach it.
     """
 
-    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
-        self._cursor = cursor
-
-    @property
-    def rowcount(self) -> int:
-        return self._cursor.rowcount
-
-    @property
-    def lastrowid(self) -> int | None:
-        return None
-
-    def execute(self, sql: str, parameters: Sequence[object] = (), /) -> object:
-        return self._cursor.execute(sql.replace("?", "%s"), parameters)
-
-    def executemany(self, sql: str, parameters: Sequence[Sequence[object]], /) -> object:
-        return self._cursor.executemany(sql.replace("?", "%s"), parameters)
-
-    def fetchone(self) -> Row | None:
-        return self._cursor.fetchone()
-
-    def fetchall(self) -> list[Row]:
-        return self._cursor.fetchall()
-
-
-class PgPool:
-    """
-    The store's C{Pool} on PostgreSQL for these tests: a psycopg pool in a
-    thread pool of its own, one transaction per interaction.  A closed
-    C{gate} holds every interaction back (the node is cut from the
-    database).
-    """
-
-    def __init__(self, url: str) -> None:
-        self.pool = psycopg_pool.ConnectionPool(
-            url, min_size=1, max_size=3, open=False, timeout=5.0, check=psycopg_pool.ConnectionPool.check_connection
-        )
-        self.threads = ThreadPool(minthreads=0, maxthreads=3, name="test-pg")
+    def __init__(self, url: str, name: str) -> None:
+        self.db = PgDatabase(url, reactor, size=2, application_name=f"midjobs {name}")
         self.gate: Deferred[None] | None = None
-
-    async def open(self) -> None:
-        self.threads.start()
-        await deferToThreadPool(reactor, self.threads, self.pool.open, wait=True, timeout=30)
-
-    async def close(self) -> None:
-        await deferToThreadPool(reactor, self.threads, self.pool.close)
-        self.threads.stop()
 
     def cut(self) -> None:
         self.gate = Deferred()
@@ -132,46 +64,40 @@ class PgPool:
         if gate is not None:
             gate.callback(None)
 
+    def _after_gate(self, call: Callable[[], Deferred[_T]]) -> Deferred[_T]:
+        if self.gate is None:
+            return call()
+        passed: Deferred[None] = Deferred()
+        self.gate.addCallback(lambda _: passed.callback(None))
+        return passed.addCallback(lambda _: call())
+
     def runInteraction(
         self, interaction: Callable[Concatenate[Cursor, _P], _T], *args: _P.args, **kwargs: _P.kwargs
     ) -> Deferred[_T]:
-        def work() -> _T:
-            with self.pool.connection() as conn, conn.cursor() as cursor:
-                return interaction(_Cursor(cursor), *args, **kwargs)
+        return self._after_gate(lambda: self.db.runInteraction(interaction, *args, **kwargs))
 
-        gate: Deferred[Any] = Deferred() if self.gate is not None else succeed(None)
-        if self.gate is not None:
-            self.gate.addCallback(lambda _: gate.callback(None))
-        return gate.addCallback(lambda _: deferToThreadPool(reactor, self.threads, work))
+    def runQuery(self, sql: str, parameters: Sequence[object] | None = None, /) -> Deferred[list[Row]]:
+        return self._after_gate(lambda: self.db.runQuery(sql, parameters))
 
-    def runQuery(self, sql: str, parameters: Sequence[object] = (), /) -> Deferred[list[Row]]:
-        def query(txn: Cursor) -> list[Row]:
-            txn.execute(sql, parameters)
-            return txn.fetchall()
-
-        return self.runInteraction(query)
-
-    def runOperation(self, sql: str, parameters: Sequence[object] = (), /) -> Deferred[None]:
-        def operation(txn: Cursor) -> None:
-            txn.execute(sql, parameters)
-
-        return self.runInteraction(operation)
+    def runOperation(self, sql: str, parameters: Sequence[object] | None = None, /) -> Deferred[None]:
+        return self._after_gate(lambda: self.db.runOperation(sql, parameters))
 
 
 def abort_node_jobs(txn: Cursor, error: str, now: float, node: str) -> list[JobRecord]:
     """
-    The store's rewrite of a node's unfinished jobs as aborted (plan 4.5).
+    The store's rewrite of a node's unfinished jobs as aborted (plan 4.5),
+    until the store's own C{abort_node_jobs}.
     """
     txn.execute(
         "SELECT id, record FROM jobs WHERE node = ? AND state IN ('WAITING', 'RUNNING') ORDER BY id FOR UPDATE",
         (node,),
     )
     records = []
-    for job_id, record in txn.fetchall():
-        record = {**record, "state": "ABORTED", "error": error, "time_finished": {"$date": int(now * 1000)}}
+    for job_id, text in txn.fetchall():
+        record = {**json.loads(text), "state": "ABORTED", "error": error, "time_finished": {"$date": int(now * 1000)}}
         txn.execute(
             "UPDATE jobs SET state = 'ABORTED', time_finished = ?, record = ? WHERE id = ?",
-            (now, Jsonb(record), job_id),
+            (now, json.dumps(record), job_id),
         )
         records.append(record)
     return records
@@ -183,7 +109,7 @@ class Member:
     """
 
     def __init__(self, url: str, name: str, aborts: list[tuple[str, str]]) -> None:
-        self.pool = PgPool(url)
+        self.pool = GatedDatabase(url, name)
         self.listener = PgListener(url, reactor, application_name=f"midjobs {name}")
 
         def store_abort(txn: Cursor, error: str, now: float, node: str) -> list[JobRecord]:
@@ -206,14 +132,14 @@ class Member:
         self.node.on_rejoined(lambda: self.events.append("rejoined"))
 
     async def start(self) -> None:
-        await self.pool.open()
+        await self.pool.db.open()
         await self.listener.start()
 
     async def stop(self) -> None:
         self.pool.mend()
         await self.node.leave()
         await self.listener.stop()
-        await self.pool.close()
+        await self.pool.db.close()
 
 
 class Cluster:
@@ -242,8 +168,12 @@ class Cluster:
 
 @pytest_twisted.async_yield_fixture
 async def cluster(postgres_database: str) -> Any:
-    with psycopg.connect(postgres_database) as conn:
-        conn.execute(SCHEMA)
+    db = PgDatabase(postgres_database, reactor, size=1)
+    await db.open()
+    try:
+        await db.migrate()
+    finally:
+        await db.close()
     cluster = Cluster(postgres_database)
     yield cluster
     await cluster.stop()
@@ -273,7 +203,7 @@ async def _add_job(url: str, job_id: int, node: str, state: str, lock: str | Non
     await _sql(
         url,
         "INSERT INTO jobs (id, method, state, record, node, lock_name) VALUES (%s, 'test.job', %s, %s, %s, %s)",
-        (job_id, state, Jsonb(record), node, lock),
+        (job_id, state, json.dumps(record), node, lock),
     )
     if lock is not None:
         await _sql(url, "INSERT INTO job_locks (name, job_id, node, since) VALUES (%s, %s, %s, 0)", (lock, job_id, node))
@@ -314,7 +244,7 @@ async def test_join_list_leave(cluster: Cluster) -> None:
     assert again.node.epoch == 2
     assert [r["id"] for (r,) in again.reaped] == [1]
     assert again.reaped[0][0]["error"] == stopped_message("n1") == "The node n1 stopped while this job was running"
-    rows = await _sql(cluster.url, "SELECT id, state, record->>'error' FROM jobs ORDER BY id")
+    rows = await _sql(cluster.url, "SELECT id, state, record::jsonb->>'error' FROM jobs ORDER BY id")
     assert rows == [(1, "ABORTED", "The node n1 stopped while this job was running"), (2, "SUCCESS", None)]
     assert n1.events == again.events == n2.events == []
 

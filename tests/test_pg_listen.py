@@ -28,7 +28,6 @@ from midjobs.store.pg_listen import (
     ListenerState,
     NotListening,
     PgListener,
-    describe_conninfo,
     reconnect_delays,
 )
 
@@ -418,9 +417,10 @@ def test_reconnect_delays() -> None:
     assert [round(next(most), 3) for _ in range(9)] == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0]
 
 
-def test_describe_conninfo() -> None:
+def test_password_never_shown() -> None:
     """
-    What a log line says of a connection string: never the password.
+    What the listener says of itself (and logs) shows the database without
+    its password.
     """
-    assert describe_conninfo("postgresql://u:secret@db.example:5433/midjobs") == "u@db.example:5433/midjobs"
-    assert describe_conninfo("host=h dbname=d user=u password=secret") == "u@h/d"
+    listener = PgListener("postgresql://u:secret@db.example:5433/midjobs", reactor)
+    assert repr(listener) == "<PgListener postgresql://u@db.example:5433/midjobs STOPPED>"

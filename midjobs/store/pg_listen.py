@@ -44,12 +44,12 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from ..logs import logger
+from .pg import safe_url
 
 __all__ = [
     "ListenerState",
     "NotListening",
     "PgListener",
-    "describe_conninfo",
     "reconnect_delays",
 ]
 
@@ -119,22 +119,6 @@ def reconnect_delays(
         delay = min(delay * 2, longest)
 
 
-def describe_conninfo(conninfo: str) -> str:
-    """
-    C{user@host:port/dbname} for a connection string or URL: what a log line
-    may say of it (never its password).
-    """
-    try:
-        params = conninfo_to_dict(conninfo)
-    except psycopg.ProgrammingError:
-        return "(unreadable connection string)"
-    where = str(params.get("host") or params.get("hostaddr") or "localhost")
-    if params.get("port"):
-        where += f":{params['port']}"
-    user = f"{params['user']}@" if params.get("user") else ""
-    return f"{user}{where}/{params.get('dbname', '')}"
-
-
 def _connect(conninfo: str, application_name: str, channels: list[str]) -> psycopg.Connection[Any]:
     """
     Open the listener's session and issue its C{LISTEN}s (in the thread).
@@ -178,12 +162,15 @@ class PgListener:
     def __init__(self, conninfo: str, reactor: Any, *, application_name: str = "midjobs listener") -> None:
         """
         @param conninfo: a libpq connection string or C{postgresql://} URL.
+        @raise ValueError: C{conninfo} is not a connection string.
         @param reactor: provides C{IReactorFDSet}, C{IReactorTime} and
             C{IReactorFromThreads}.
         @param application_name: how the session shows in
             C{pg_stat_activity}.
         """
         self._conninfo = conninfo
+        #: The database as a log line may show it.
+        self._where = safe_url(conninfo)
         self._reactor = reactor
         self._application_name = application_name
         self.state = ListenerState.STOPPED
@@ -203,7 +190,7 @@ class PgListener:
         self._retry: IDelayedCall | None = None
 
     def __repr__(self) -> str:
-        return f"<PgListener {describe_conninfo(self._conninfo)} {self.state.name}>"
+        return f"<PgListener {self._where} {self.state.name}>"
 
     # The public face.
 
@@ -449,7 +436,7 @@ class PgListener:
                 if isinstance(result, Failure):
                     result.raiseException()
                 if result is True:
-                    log.info("listening again to {where}", where=describe_conninfo(self._conninfo))
+                    log.info("listening again to {where}", where=self._where)
                     self._reconnected()
 
             return d.addCallback(connected).addBoth(release)
@@ -473,7 +460,7 @@ class PgListener:
             return
         log.warn(
             "lost the listening session to {where}: {error}",
-            where=describe_conninfo(self._conninfo),
+            where=self._where,
             error=str(reason.value).strip(),
         )
         self.state = ListenerState.RECONNECTING
