@@ -18,8 +18,8 @@ import psycopg
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
-from twisted.internet.task import deferLater
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.threads import deferToThread
 
 from midjobs.cluster import Node, NodeNameTaken, NodeState
@@ -404,3 +404,118 @@ async def test_fenced_while_database_down(cluster: Cluster, postgres_server: Pos
     await until(lambda: members[0].node.holds_name)
     with pytest.raises(NodeNameTaken):
         await intruder.node.join()
+
+
+class _ScriptedDatabase:
+    """
+    A database whose transactions the test answers: each interaction waits
+    in C{calls} as (its function's name, its Deferred).
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Deferred[Any]]] = []
+
+    def runInteraction(self, interaction: Callable[..., Any], *args: object, **kwargs: object) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.calls.append((interaction.__name__, d))
+        return d
+
+    def runOperation(self, sql: str, parameters: Sequence[object] | None = None, /) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self.calls.append((sql, d))
+        return d
+
+    def answer(self, name: str, result: object) -> None:
+        (index,) = [i for i, (called, _) in enumerate(self.calls) if called == name]
+        _, d = self.calls.pop(index)
+        d.callback(result)
+
+    def pending(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+
+class _SessionHolder:
+    """
+    A listener whose session always holds the name.
+    """
+
+    def run(self, fn: Callable[..., Any]) -> Deferred[bool]:
+        return succeed(True)
+
+    def on_lost(self, callback: Callable[..., object]) -> None:
+        pass
+
+    def on_reconnect(self, callback: Callable[..., object]) -> None:
+        pass
+
+
+def _scripted_node() -> tuple[Node, _ScriptedDatabase, Clock, list[str]]:
+    clock = Clock()
+    db = _ScriptedDatabase()
+    node = Node(db, _SessionHolder(), clock, name="n1", advertise="http://n1:6000",  # type: ignore[arg-type]
+                node_timeout=10.0, store_abort=abort_node_jobs)
+    events: list[str] = []
+    node.on_fenced(lambda: events.append("fenced"))
+    node.on_rejoined(lambda: events.append("rejoined"))
+    node.on_reaped(lambda records: events.append(f"reaped {[r['id'] for r in records]}"))
+    return node, db, clock, events
+
+
+def test_fence_timing() -> None:
+    """
+    With node_timeout 10 s: a heartbeat every 2 s; the fence falls 8 s after
+    the last committed heartbeat was sent, whatever is still in flight; a
+    heartbeat that commits too late to count does not bring the node back,
+    the next one in time does; the reaper runs after each committed
+    heartbeat.
+    """
+    node, db, clock, events = _scripted_node()
+    joined = node.join()
+    db.answer("_register", (1, [], []))
+    assert joined.called and node.state is NodeState.ONLINE
+    assert node.heartbeat_interval == 2.0
+
+    clock.advance(2)  # t=2: heartbeat sent, answered in time.
+    db.answer("_heartbeat", True)
+    db.answer("_reap", [("n2", [{"id": 7}], ["l1"])])
+    assert events == ["reaped [7]"]
+    clock.advance(2)  # t=4: sent, not answered (the database is cut).
+    assert db.pending() == ["_heartbeat"]
+    clock.advance(5.9)  # t=9.9: 7.9 s after the last committed one (t=2) was sent.
+    assert node.state is NodeState.ONLINE
+    clock.advance(0.1)  # t=10
+    assert node.state is NodeState.DEGRADED and events == ["reaped [7]", "fenced"]
+
+    clock.advance(3)  # t=13: the heartbeat of t=4 commits, 9 s late: it does not count.
+    db.answer("_heartbeat", True)
+    db.answer("_reap", [])
+    assert node.state is NodeState.DEGRADED
+    clock.advance(1)  # t=14: the next one, answered at once.
+    db.answer("_heartbeat", True)
+    assert node.state is NodeState.ONLINE and events[-1] == "rejoined"
+    db.answer("_reap", [])
+    assert db.pending() == []
+
+
+def test_reaped_joins_again_in_the_same_tick() -> None:
+    """
+    A heartbeat that finds the row taken (zero rows: reaped) fences, writes
+    a new incarnation, and the node is online again with its new epoch.
+    """
+    node, db, clock, events = _scripted_node()
+    node.join()
+    db.answer("_register", (1, [], []))
+    clock.advance(2)
+    db.answer("_heartbeat", False)
+    assert node.state is NodeState.DEGRADED and events == ["fenced"]
+    assert db.pending() == ["_register"]
+    db.answer("_register", (2, [{"id": 3}], []))
+    assert node.state is NodeState.ONLINE and node.epoch == 2
+    assert events == ["fenced", "reaped [3]", "rejoined"]
+    assert db.pending() == ["_reap"]
+    db.answer("_reap", [])
+    left = node.leave()
+    assert db.pending() == ["UPDATE nodes SET state = 'OFFLINE' WHERE name = ? AND epoch = ?"]
+    db.calls.pop()[1].callback(None)
+    assert left.called and node.state is NodeState.OFFLINE
+    assert clock.getDelayedCalls() == []
