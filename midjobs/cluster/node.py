@@ -92,6 +92,8 @@ class NodeState(Enum):
 
     #: Not joined yet, or left.
     OFFLINE = auto()
+    #: Taking its name and writing its row (L{Node.join}).
+    JOINING = auto()
     #: Joined, its heartbeat committed in time: it takes jobs.
     ONLINE = auto()
     #: Fenced: no heartbeat committed for 0.8 C{node_timeout}, or counted as
@@ -395,9 +397,17 @@ class Node:
     # Joining and leaving.
 
     async def _join(self) -> None:
+        self.state = NodeState.JOINING
         sent = self._reactor.seconds()
-        await self._take_name()
-        await self._register()
+        try:
+            await self._take_name()
+            await self._register()
+        except BaseException:
+            if self.state is NodeState.JOINING:
+                self.state = NodeState.OFFLINE
+            raise
+        if self._left():
+            return  # left meanwhile
         self.state = NodeState.ONLINE
         self._arm_fence(sent)
         self._beating = self._beats.start(self.heartbeat_interval, now=False)
