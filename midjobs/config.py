@@ -443,7 +443,8 @@ class Settings:
     notify_retry_delay: float = 1.0
     notify_retry_max_delay: float = 600.0
     config_file: str | None = None
-    database_url: str | None = None
+    # Out of the repr: it may hold a password.
+    database_url: str | None = attrs.field(default=None, repr=False)
     database_pool_size: int = 8
     node: str = attrs.field(factory=_default_node)
     advertise: str | None = None

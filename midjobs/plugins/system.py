@@ -150,6 +150,8 @@ class SystemService(Service):
         config = attrs.asdict(settings)
         config["socket"] = settings.socket_path
         config["filesystem_roots"] = list(settings.filesystem_root_paths)
+        # Without the password it may hold.
+        config["database_url"] = settings.database_display if settings.database_url is not None else None
         shown: dict[str, Any] = redacted(config)
         return shown
 
