@@ -52,7 +52,7 @@ class LocalCluster:
         self._advertise = advertise
 
     def nodes(self) -> Deferred[list[dict[str, Any]]]:
-        running = sum(1 for job in self._jobs.listed() if job.state is JobState.RUNNING) if self._jobs else 0
+        running = sum(1 for job in self._jobs.listed() if job.state is JobState.RUNNING) if self._jobs is not None else 0
         return succeed(
             [
                 {

@@ -2,18 +2,30 @@
 The settings of a node of a cluster: C{[database]} and C{[cluster]} in the
 configuration file, C{--database}, C{--node} and C{--migrate-only} on the
 command line, the URL the other nodes reach this one at, and a database
-password that never shows.
+password that never shows.  And the cluster of a daemon alone
+(L{LocalCluster}), as the RPC layer asks it of jobs not in memory.
 """
 
 from __future__ import annotations
 
+import datetime
+import errno
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
+from zope.interface.verify import verifyObject
 
 from midjobs.config import ConfigError, Settings
+from midjobs.errors import CallError
+from midjobs.interfaces import NODE_ONLINE, ICluster
+from midjobs.job import Job, JobsQueue
+from midjobs.local_cluster import LocalCluster
+from midjobs.service import JobOptions
 from midjobs.tap import Options
 
 SECRET_URL = "postgresql://midjobs:hunter2@db.example.com:5433/jobs?sslmode=require&password=hunter2"
@@ -147,3 +159,52 @@ def test_the_help_tells_the_options() -> None:
     text = str(Options())
     for option in ("--database=", "--node=", "--migrate-only"):
         assert option in text
+
+
+# The cluster of one node.
+
+
+class Records:
+    """
+    A job store's L{midjobs.store.IJobStore.get}, over a dict.
+    """
+
+    def __init__(self, records: dict[int, dict[str, Any]]) -> None:
+        self.records = records
+
+    def get(self, job_id: int) -> Deferred[dict[str, Any] | None]:
+        return succeed(self.records.get(job_id))
+
+
+def result_of(d: Deferred[Any]) -> Any:
+    seen: list[Any] = []
+    d.addBoth(seen.append)
+    assert seen, "the Deferred has not fired"
+    return seen[0]
+
+
+def test_one_node_lists_itself_online_with_its_running_jobs() -> None:
+    reactor = MemoryReactorClock()
+    queue = JobsQueue(node="n1")
+
+    async def forever(job: Job) -> None:
+        await Deferred()
+
+    queue.add(Job(reactor, "t.forever", JobOptions(), forever, [], is_async=True))
+    cluster = LocalCluster("n1", None, queue, "http://n1.example:6000")
+    assert verifyObject(ICluster, cluster)
+    before = datetime.datetime.now(datetime.timezone.utc)
+    [node] = result_of(cluster.nodes())
+    assert node.pop("heartbeat") >= before
+    assert node == {"name": "n1", "advertise": "http://n1.example:6000", "state": NODE_ONLINE, "running_jobs": 1}
+
+
+def test_one_node_reads_jobs_it_forgot_from_its_store_and_runs_no_other() -> None:
+    record = {"id": 3, "state": "SUCCESS", "node": "n1"}
+    cluster = LocalCluster("n1", Records({3: record}))  # type: ignore[arg-type]  # only get() is asked
+    assert result_of(cluster.record(3)) == record
+    assert result_of(cluster.record(4)) is None
+    assert result_of(LocalCluster("n1", None).record(3)) is None
+    for d in (cluster.abort(record, "stop"), cluster.wait(4)):
+        error = result_of(d).value
+        assert isinstance(error, CallError) and error.errno == errno.ENOENT
