@@ -76,7 +76,7 @@ def open_download(page: Any, method: str) -> None:
     log_in(page, ADMIN)
     page.get_by_role("link", name="Download").click()
     expect(page.get_by_role("heading", name="Download")).to_be_focused()
-    page.get_by_label("Method").select_option(method)
+    page.locator("#download-method").select_option(method)
 
 
 def form(page: Any) -> Any:
@@ -168,7 +168,7 @@ def test_the_form_and_the_json_carry_each_others_values(daemon: DaemonProcess, p
     toggle = page.get_by_role("button", name="Edit as JSON")
     toggle.click()
     expect(toggle).to_have_attribute("aria-pressed", "true")
-    text = page.get_by_label("Parameters (a JSON array)")
+    text = page.locator("#download-params")
     expect(text).to_be_visible()
     expect(form(page)).to_be_hidden()
     assert json.loads(text.input_value()) == FILLED
@@ -210,8 +210,8 @@ def test_the_form_and_the_json_carry_each_others_values(daemon: DaemonProcess, p
 
     # Each method keeps what was typed for it.
     text.fill('["kept", 1]')
-    page.get_by_label("Method").select_option(UNTYPED)
-    page.get_by_label("Method").select_option(REPORT)
+    page.locator("#download-method").select_option(UNTYPED)
+    page.locator("#download-method").select_option(REPORT)
     expect(text).to_have_value('["kept", 1]')
 
 
@@ -259,7 +259,7 @@ def test_a_method_without_a_described_signature_is_given_as_json(daemon: DaemonP
     )
     expect(page.get_by_role("button", name="Edit as JSON")).to_be_hidden()
     expect(form(page)).to_be_hidden()
-    text = page.get_by_label("Parameters (a JSON array)")
+    text = page.locator("#download-params")
     expect(text).to_be_visible()
     text.fill('[{"any": ["thing"]}, 2]')
     _, saved = wait_for_download(page, lambda: page.get_by_role("button", name="Download", exact=True).click())
@@ -300,7 +300,7 @@ def test_the_daemons_validation_errors_show_at_their_fields(daemon: DaemonProces
 
     # The call's own check (its signature's types), given as JSON: the error names the parameter.
     page.get_by_role("button", name="Edit as JSON").click()
-    page.get_by_label("Parameters (a JSON array)").fill('["t", "three"]')
+    page.locator("#download-params").fill('["t", "three"]')
     page.get_by_role("button", name="Download", exact=True).click()
     expect(page.locator("#download-error")).to_have_text(
         "Could not start the download: the daemon refused copies: Not a valid integer."
@@ -322,7 +322,7 @@ def test_the_help_is_formatted_and_its_markup_stays_text(daemon: DaemonProcess, 
     expect(doc.locator("strong")).to_have_text("zero")
     expect(doc).not_to_contain_text("C{")
 
-    page.get_by_label("Method").select_option(UNTYPED)
+    page.locator("#download-method").select_option(UNTYPED)
     expect(doc).to_contain_text('<img src=x onerror="window.injected = 1"> and <b>bold</b>.')
     expect(doc.locator("img, b")).to_have_count(0)
     assert page.evaluate("window.injected") is None
