@@ -308,6 +308,44 @@ def test_the_daemons_validation_errors_show_at_their_fields(daemon: DaemonProces
 
 
 @needs_chromium
+def test_an_uploads_validation_errors_show_at_their_fields(
+    daemon: DaemonProcess, pages: Pages, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"x" * 2000)
+    page = pages()
+    log_in(page, ADMIN)
+    page.get_by_role("link", name="Upload").click()
+    page.locator("#upload-method").select_option("forms.store")
+    box = page.locator("#upload-params-form")
+    box.get_by_label("name").fill("not a name")
+    box.get_by_label("limit").fill("100")
+    page.get_by_label("Files (one to five)").set_input_files(str(data))
+    # The job fails while the upload comes in: the upload is refused (the browser logs the 412 itself).
+    pages.allowed = (r"status of 412",)
+    page.get_by_role("button", name="Upload", exact=True).click()
+    expect(page.locator("#upload-error")).to_have_text(
+        "The daemon refused the upload (HTTP 412): see the parameters marked."
+    )
+    name, limit = box.get_by_label("name"), box.get_by_label("limit")
+    expect(page.locator(f"#{name.get_attribute('id')}-error")).to_have_text("Must be a plain name")
+    expect(page.locator(f"#{limit.get_attribute('id')}-error")).to_have_text("Smaller than the upload (2000 bytes)")
+    expect(name).to_be_focused()
+    failed = daemon.call(ADMIN, "core.get_jobs", [["method", "=", "forms.store"]], {"get": True})
+    assert (failed["state"], failed["arguments"]) == ("FAILED", ["not a name", 100])
+
+    # Right the second time: the job succeeds and the marks go.
+    name.fill("data")
+    limit.fill("5000")
+    page.get_by_role("button", name="Upload", exact=True).click()
+    expect(page.locator("#upload-job .state")).to_have_text("Success")
+    expect(box.locator(".field-error:visible")).to_have_count(0)
+    assert arguments_of(daemon, int(page.locator("#upload-job").get_attribute("data-job-id"))) == ["data", 5000]
+
+
+@needs_chromium
 def test_the_help_is_formatted_and_its_markup_stays_text(daemon: DaemonProcess, pages: Pages) -> None:
     from playwright.sync_api import expect
 

@@ -1,8 +1,8 @@
 """
 Services for the browser tests of the parameter forms (C{test_webui_forms.py}),
 loaded into the daemon as a --plugin module beside C{webui_services}: a
-download whose signature C{core.get_methods} describes, one whose parameters
-have no types, and their help texts.
+download and an upload whose signatures C{core.get_methods} describes, a
+download whose parameters have no types, and their help texts.
 """
 
 from __future__ import annotations
@@ -52,6 +52,23 @@ class FormsService(Service):
             await job.pipes.output.write(f"{title} {copy} {scale}\n".encode())
         await job.pipes.output.close()
         return copies
+
+    @job(pipes=["input"])
+    async def store(self, job: Job, name: str, limit: int = 1024) -> int:
+        """
+        Read the upload (at most C{limit} bytes) and keep it as C{name}, which
+        must be a plain name (letters, digits and C{_}).  Returns its size.
+        """
+        assert job.pipes.input is not None
+        size = len(await job.pipes.input.read())
+        errors = ValidationErrors()
+        if not name.isidentifier():
+            errors.add("forms.store.name", "Must be a plain name")
+        if size > limit:
+            errors.add("forms.store.limit", f"Smaller than the upload ({size} bytes)")
+        if errors:
+            raise errors
+        return size
 
     @job(pipes=["output"])
     async def untyped(self, job: Job, first, second=None):  # type: ignore[no-untyped-def]  # no described signature, on purpose

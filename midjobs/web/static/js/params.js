@@ -34,7 +34,7 @@ export function parseParams(text) {
  * The errors of the daemon's validation in an error or a failed job, as
  * `[attribute, message]` pairs: a call's `data.extra` (`[[attribute, message,
  * errno], ...]`, docs/protocol.rst), a failed job's `exc_info` of type
- * `VALIDATION`, or the `[EINVAL] attribute: message` lines of a refused
+ * `VALIDATION`, or the `[EINVAL] attribute: message` parts of a refused
  * upload's reason.
  * @param {any} source an `RpcError`, a job record or a reason text
  * @returns {[string, string][]}
@@ -43,12 +43,9 @@ export function validationErrors(source) {
   /** @type {any} */
   let extra = null;
   if (typeof source === "string") {
-    const pairs = [];
-    for (const line of source.split("\n")) {
-      const match = /^\[[A-Z0-9_]+\] ([^\s:]+): (.+)$/.exec(line.trim());
-      if (match) pairs.push(/** @type {[string, string]} */ ([match[1], match[2]]));
-    }
-    return pairs;
+    // One a line, or one after another on one line ("... failed while uploading: [EINVAL] a: ... [EINVAL] b: ...").
+    const each = /\[[A-Z0-9_]+\] ([^\s:]+): (.+?)(?=\s+\[[A-Z0-9_]+\] [^\s:]+: |\n|$)/g;
+    return [...source.matchAll(each)].map((m) => /** @type {[string, string]} */ ([m[1], m[2]]));
   }
   if (source?.exc_info) extra = source.exc_info.type === "VALIDATION" ? source.exc_info.extra : null;
   else if (source?.data) extra = source.data.extra;

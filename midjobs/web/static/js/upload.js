@@ -177,8 +177,10 @@ export class UploadView {
         }
       } else {
         setText(this.statusTitle, "Refused");
-        const rest = this.choice.params.showErrors(this.method, validationErrors(refusal(xhr, false)));
-        setText(this.error, rest.length || xhr.status !== 422 ? refusal(xhr, true)
+        // Errors of the parameters' validation go beside their fields; the rest is said here.
+        const errors = validationErrors(refusal(xhr, false));
+        const rest = this.choice.params.showErrors(this.method, errors);
+        setText(this.error, errors.length === 0 || rest.length ? refusal(xhr, true)
           : `The daemon refused the upload (HTTP ${xhr.status}): see the parameters marked.`);
       }
       this.done();
