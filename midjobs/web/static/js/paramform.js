@@ -72,11 +72,15 @@ class Field {
   }
 
   /**
-   * The elements a control is described by: the hint and the error.
+   * Tie a control to the field: it is described by the hint and the error,
+   * and a change to it takes the error away.
    * @param {HTMLElement} control
    */
   describe(control) {
     control.setAttribute("aria-describedby", `${this.hint.id} ${this.errorNode.id}`);
+    control.addEventListener("input", () => {
+      if (!this.errorNode.hidden) this.setError("");
+    });
   }
 
   /**
@@ -417,7 +421,6 @@ class ObjectField extends Field {
   }
 
   nullChanged() {
-    /** @type {HTMLFieldSetElement} */ (this.root).disabled = false;
     this.body.hidden = this.isNull();
   }
 

@@ -111,6 +111,7 @@ export class ParamsEditor {
     setText(this.note, !info ? "" : this.form === null
       ? "This method does not describe its parameters: give them as a JSON array."
       : "");
+    this.showJsonError("");
     this.render();
     this.checkJson();
   }
