@@ -368,6 +368,45 @@ def test_the_help_is_formatted_and_its_markup_stays_text(daemon: DaemonProcess, 
 
 
 @needs_chromium
+def test_epytext_fields_numbered_lists_and_literal_blocks(daemon: DaemonProcess, pages: Pages) -> None:
+    """
+    The other blocks a docstring has: numbered lists, a literal block after
+    C{::}, epytext fields, nested braces in C{C{...}}.
+    """
+    page = pages()
+    log_in(page, ADMIN)
+    shape = page.evaluate(
+        """async (text) => {
+            const { renderDoc } = await import("/static/js/doctext.js");
+            const box = document.createElement("div");
+            box.append(renderDoc(text));
+            return [...box.children].map(e => [e.tagName.toLowerCase(), [...e.children].map(c => c.tagName.toLowerCase()),
+                e.textContent]);
+        }""",
+        "Run it in three steps:\n"
+        "1. read C{{\"percent\": 0}};\n"
+        "2. wait,\n"
+        "   a line that goes on;\n"
+        "3. write.\n"
+        "\n"
+        "For example::\n"
+        "\n"
+        "    midclt call --job x '[1]'\n"
+        "      <indented>\n"
+        "\n"
+        "@param path: where it goes, as C{/a/b}.\n"
+        "@return: the size.\n",
+    )
+    assert shape == [
+        ["p", [], "Run it in three steps:"],
+        ["ol", ["li", "li", "li"], 'read {"percent": 0};wait, a line that goes on;write.'],
+        ["p", [], "For example:"],
+        ["pre", [], "midclt call --job x '[1]'\n  <indented>"],
+        ["dl", ["dt", "dd", "dt", "dd"], "Parameter pathwhere it goes, as /a/b.Returnsthe size."],
+    ]
+
+
+@needs_chromium
 def test_a_json_schema_description_gets_choices_groups_and_list_editors(daemon: DaemonProcess, pages: Pages) -> None:
     """
     What C{core.get_methods} may describe beyond types (choices, defaults,
