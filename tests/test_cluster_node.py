@@ -278,7 +278,13 @@ async def test_name_free_when_session_ends(cluster: Cluster) -> None:
     """
     first = await cluster.member("n1")
     second = await cluster.member("n1", join=False)
+    pid = await first.listener.run(lambda conn: conn.info.backend_pid)
     await first.listener.stop()
+    # The server ends the session (and frees its locks) just after the close.
+    deadline = reactor.seconds() + TIMEOUT
+    while await _sql(cluster.url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)):
+        assert reactor.seconds() < deadline, "timed out"
+        await deferLater(reactor, 0.01, lambda: None)
     await second.node.join()
     assert second.node.epoch == 2 and second.node.holds_name
     await until(lambda: first.events == ["fenced"])
