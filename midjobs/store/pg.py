@@ -99,7 +99,7 @@ class _Cursor:
     placeholders, and the store's exceptions for the engine's.
     """
 
-    def __init__(self, cursor: psycopg.Cursor[Row], where: str) -> None:
+    def __init__(self, cursor: psycopg.Cursor[Row] | psycopg.ServerCursor[Row], where: str) -> None:
         self._cursor = cursor
         self._where = where
 
@@ -248,10 +248,14 @@ class PgDatabase:
         self._closing = d
         return d
 
-    def _transact(self, interaction: Callable[..., _T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> _T:
+    def _transact(
+        self, scan: bool, interaction: Callable[..., _T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> _T:
         try:
-            with self._pool.connection() as conn, conn.cursor() as cursor:
-                return interaction(_Cursor(cursor, self.safe_url), *args, **kwargs)
+            with self._pool.connection() as conn:
+                cursor = conn.cursor(name="midjobs_scan") if scan else conn.cursor()
+                with cursor:
+                    return interaction(_Cursor(cursor, self.safe_url), *args, **kwargs)
         except psycopg.Error as e:
             translated = store_error(e, self.safe_url)
             if translated is None:
@@ -268,7 +272,21 @@ class PgDatabase:
         Call C{interaction} with a cursor in one transaction, in the
         database's threads; fire with its result once committed.
         """
-        return deferToThreadPool(self._reactor, self._threads, self._transact, interaction, args, kwargs)
+        return deferToThreadPool(self._reactor, self._threads, self._transact, False, interaction, args, kwargs)
+
+    def runScan(
+        self,
+        interaction: Callable[Concatenate[Cursor, _P], _T],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> Deferred[_T]:
+        """
+        L{runInteraction} with a server-side cursor, for one query whose rows
+        are read a block at a time (C{fetchmany}): the server sends the rows
+        as they are asked for, so a scan that stops early reads few, and a
+        large answer never sits in memory whole.
+        """
+        return deferToThreadPool(self._reactor, self._threads, self._transact, True, interaction, args, kwargs)
 
     def ensure_schema(self, name: str) -> Deferred[int]:
         """
