@@ -23,10 +23,12 @@ from twisted.internet.task import Clock, deferLater
 from twisted.internet.threads import deferToThread
 
 from midjobs.cluster import Node, NodeNameTaken, NodeState
-from midjobs.cluster.node import LOCKS_CHANNEL, _take_name, stopped_message
+from midjobs.cluster.node import LOCKS_CHANNEL, _take_name
 from midjobs.lifecycle import JobRecord
 from midjobs.store.database import Cursor, Row
+from midjobs.store.history import node_stopped
 from midjobs.store.pg import PgDatabase
+from midjobs.store.pg_jobs import abort_node_jobs
 from midjobs.store.pg_listen import PgListener
 
 if TYPE_CHECKING:
@@ -81,26 +83,6 @@ class GatedDatabase:
 
     def runOperation(self, sql: str, parameters: Sequence[object] | None = None, /) -> Deferred[None]:
         return self._after_gate(lambda: self.db.runOperation(sql, parameters))
-
-
-def abort_node_jobs(txn: Cursor, error: str, now: float, node: str) -> list[JobRecord]:
-    """
-    The store's rewrite of a node's unfinished jobs as aborted (plan 4.5),
-    until the store's own C{abort_node_jobs}.
-    """
-    txn.execute(
-        "SELECT id, record FROM jobs WHERE node = ? AND state IN ('WAITING', 'RUNNING') ORDER BY id FOR UPDATE",
-        (node,),
-    )
-    records = []
-    for job_id, text in txn.fetchall():
-        record = {**json.loads(text), "state": "ABORTED", "error": error, "time_finished": {"$date": int(now * 1000)}}
-        txn.execute(
-            "UPDATE jobs SET state = 'ABORTED', time_finished = ?, record = ? WHERE id = ?",
-            (now, json.dumps(record), job_id),
-        )
-        records.append(record)
-    return records
 
 
 class Member:
@@ -199,7 +181,8 @@ def _sql(url: str, sql: str, parameters: Sequence[object] = ()) -> Deferred[list
 
 
 async def _add_job(url: str, job_id: int, node: str, state: str, lock: str | None = None) -> None:
-    record = {"id": job_id, "method": "test.job", "state": state, "error": None}
+    record = {"id": job_id, "method": "test.job", "state": state, "error": None, "time_started": None,
+              "time_finished": None, "logs_path": None, "node": node}
     await _sql(
         url,
         "INSERT INTO jobs (id, method, state, record, node, lock_name) VALUES (%s, 'test.job', %s, %s, %s, %s)",
@@ -243,7 +226,7 @@ async def test_join_list_leave(cluster: Cluster) -> None:
     again = await cluster.member("n1")
     assert again.node.epoch == 2
     assert [r["id"] for (r,) in again.reaped] == [1]
-    assert again.reaped[0][0]["error"] == stopped_message("n1") == "The node n1 stopped while this job was running"
+    assert again.reaped[0][0]["error"] == node_stopped("n1") == "The node n1 stopped while this job was running"
     rows = await _sql(cluster.url, "SELECT id, state, record::jsonb->>'error' FROM jobs ORDER BY id")
     assert rows == [(1, "ABORTED", "The node n1 stopped while this job was running"), (2, "SUCCESS", None)]
     assert n1.events == again.events == n2.events == []
@@ -278,7 +261,13 @@ async def test_name_free_when_session_ends(cluster: Cluster) -> None:
     """
     first = await cluster.member("n1")
     second = await cluster.member("n1", join=False)
+    pid = await first.listener.run(lambda conn: conn.info.backend_pid)
     await first.listener.stop()
+    # The server ends the session (and frees its locks) just after the close.
+    deadline = reactor.seconds() + TIMEOUT
+    while await _sql(cluster.url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)):
+        assert reactor.seconds() < deadline, "timed out"
+        await deferLater(reactor, 0.01, lambda: None)
     await second.node.join()
     assert second.node.epoch == 2 and second.node.holds_name
     await until(lambda: first.events == ["fenced"])

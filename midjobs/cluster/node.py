@@ -59,12 +59,13 @@ from ..config import ConfigError
 from ..lifecycle import JobRecord
 from ..logs import logger
 from ..store.database import Cursor, Pool, Row
+from ..store.history import node_stopped
 from ..store.pg_listen import NotListening, PgListener
 
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["LOCKS_CHANNEL", "Node", "NodeNameTaken", "NodeState", "StoreAbort", "stopped_message"]
+__all__ = ["LOCKS_CHANNEL", "Node", "NodeNameTaken", "NodeState", "StoreAbort"]
 
 log = logger(__name__)
 
@@ -113,13 +114,6 @@ class NodeNameTaken(ConfigError):
             where = f"host {host}, pid {pid}, last heartbeat {round(age or 0)} s ago"
         super().__init__(f"node {name} is already online ({where})")
         self.name = name
-
-
-def stopped_message(name: str) -> str:
-    """
-    The error of the jobs of a node that was gone while they ran.
-    """
-    return f"The node {name} stopped while this job was running"
 
 
 def _version() -> str:
@@ -195,7 +189,7 @@ def _register(
     row = txn.fetchone()
     assert row is not None
     epoch, now = int(row[0]), float(row[1])
-    records = store_abort(txn, stopped_message(name), now, name)
+    records = store_abort(txn, node_stopped(name), now, name)
     return epoch, records, _free_locks(txn, name)
 
 
@@ -224,7 +218,7 @@ def _reap(
         (me, older_than),
     )
     dead = [(str(name), float(now)) for name, now in txn.fetchall()]
-    return [(name, store_abort(txn, stopped_message(name), now, name), _free_locks(txn, name)) for name, now in dead]
+    return [(name, store_abort(txn, node_stopped(name), now, name), _free_locks(txn, name)) for name, now in dead]
 
 
 def _nodes(txn: Cursor) -> list[Row]:
