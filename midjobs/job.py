@@ -1069,6 +1069,9 @@ class JobsQueue:
             lock manager that answers later: as the Deferred's failure).
         """
         if job.lock_name is None:
+            job_id = self.ids.take()
+            if job_id is not None:
+                return self._queue(job, job_id, False)
             return self._admitted(Admission.FREE, job)
         admission = self.locks.admit(
             job, job.options.lock_queue_size, lambda credentials: self._may_share(job, credentials)
@@ -1106,14 +1109,19 @@ class JobsQueue:
         return failure
 
     def _queue(self, job: Job, job_id: int, behind: bool) -> Deferred[Job]:
+        """
+        Queue C{job} as number C{job_id} (C{behind} a held lock, maybe):
+        record it, tell of it, start it if it may.
+        """
         job.id = job_id
         job.node = self.node
         if job.time_limit is None:
             job.time_limit = self.default_timeout
-        if behind:
-            # Before anyone hears of the job, so that its first record says why it waits.
-            assert job.lock_name is not None
-            job.note_waiting(job.lock_name)
+        if job.lock_name is not None:
+            self.locks.queued(job)
+            if behind:
+                # Before anyone hears of the job, so that its first record says why it waits.
+                job.note_waiting(job.lock_name)
         job._queue = self
         recorded: Deferred[None] | None = None
         recorder = self._recorder
