@@ -88,9 +88,11 @@ FORWARDED_ERRORS: ErrorClasses = (CallError,)
 #: these credentials (the C{credentials} of its record) instead.
 SharePolicy = Callable[["Job", "dict[str, Any] | None"], bool]
 
-#: Gives the caller of a new job (the second argument) the job C{job_id} of
-#: another node that it shares (C{lock_queue_size}): a Deferred firing with
-#: what the caller gets in place of a local L{Job}.
+#: Gives the caller of a new job (the second argument, never queued: its
+#: C{message_ids} hold the caller's request id, if any) the waiting job
+#: C{job_id} of another node that it shares (C{lock_queue_size}): a Deferred
+#: firing with what the caller gets in place of a local L{Job}.  Set on
+#: L{JobsQueue.remote_job} by whoever knows the other nodes.
 RemoteJobs = Callable[[int, "Job"], "Deferred[Any]"]
 
 #: Seconds a running job has to stop once it is aborted (by C{core.job_abort},
