@@ -921,7 +921,8 @@ class JobsQueue:
     Every job the daemon knows, and the order in which waiting jobs start.
 
     A job without a lock starts at once; jobs sharing a lock start one at a
-    time, first come first served, as its L{ILockManager} (C{locks}) says.
+    time, first come first served, as its L{ILockManager} (C{locks}) says
+    (told of a lock freed on another node with L{lock_freed}).
     When as many jobs as the lock's C{lock_queue_size} wait, a new one is
     not queued: its caller gets the newest waiting job that
     C{may_share(new, its credentials)} allows (by default, one started with
