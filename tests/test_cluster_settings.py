@@ -107,7 +107,7 @@ def test_the_password_never_shows() -> None:
     settings = Settings(database_url=SECRET_URL)
     assert settings.database_display == "postgresql://midjobs@db.example.com:5433/jobs"
     assert "hunter2" not in repr(settings)
-    assert Settings(database_url="postgres://db/jobs").database_display == "postgres://db/jobs"
+    assert Settings(database_url="postgres://db/jobs").database_display == "postgresql://db/jobs"
     assert Settings(database_url="postgresql://u:p@[::1]:5432/x").database_display == "postgresql://u@[::1]:5432/x"
 
 
