@@ -136,8 +136,9 @@ def database_url(value: object, key: str) -> str:
 
 def display_url(url: str) -> str:
     """
-    A database URL as logs may show it: C{scheme://user@host:port/database},
-    without its password or query (which may hold one).
+    A database URL as logs may show it: C{postgresql://user@host:port/database}
+    (as L{midjobs.store.pg.safe_url} shows it too), without its password or
+    query (which may hold one).
     """
     parts = urllib.parse.urlsplit(url)
     user = f"{parts.username}@" if parts.username else ""
@@ -148,7 +149,7 @@ def display_url(url: str) -> str:
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
+    return f"postgresql://{user}{host}{port}{parts.path}"
 
 
 #: A node name: what C{[cluster] node} and C{--node} accept.

@@ -88,9 +88,11 @@ FORWARDED_ERRORS: ErrorClasses = (CallError,)
 #: these credentials (the C{credentials} of its record) instead.
 SharePolicy = Callable[["Job", "dict[str, Any] | None"], bool]
 
-#: Gives the caller of a new job (the second argument) the job C{job_id} of
-#: another node that it shares (C{lock_queue_size}): a Deferred firing with
-#: what the caller gets in place of a local L{Job}.
+#: Gives the caller of a new job (the second argument, never queued: its
+#: C{message_ids} hold the caller's request id, if any) the waiting job
+#: C{job_id} of another node that it shares (C{lock_queue_size}): a Deferred
+#: firing with what the caller gets in place of a local L{Job}.  Set on
+#: L{JobsQueue.remote_job} by whoever knows the other nodes.
 RemoteJobs = Callable[[int, "Job"], "Deferred[Any]"]
 
 #: Seconds a running job has to stop once it is aborted (by C{core.job_abort},
@@ -919,7 +921,8 @@ class JobsQueue:
     Every job the daemon knows, and the order in which waiting jobs start.
 
     A job without a lock starts at once; jobs sharing a lock start one at a
-    time, first come first served, as its L{ILockManager} (C{locks}) says.
+    time, first come first served, as its L{ILockManager} (C{locks}) says
+    (told of a lock freed on another node with L{lock_freed}).
     When as many jobs as the lock's C{lock_queue_size} wait, a new one is
     not queued: its caller gets the newest waiting job that
     C{may_share(new, its credentials)} allows (by default, one started with
@@ -1069,6 +1072,9 @@ class JobsQueue:
             lock manager that answers later: as the Deferred's failure).
         """
         if job.lock_name is None:
+            job_id = self.ids.take()
+            if job_id is not None:
+                return self._queue(job, job_id, False)
             return self._admitted(Admission.FREE, job)
         admission = self.locks.admit(
             job, job.options.lock_queue_size, lambda credentials: self._may_share(job, credentials)
@@ -1106,14 +1112,19 @@ class JobsQueue:
         return failure
 
     def _queue(self, job: Job, job_id: int, behind: bool) -> Deferred[Job]:
+        """
+        Queue C{job} as number C{job_id} (C{behind} a held lock, maybe):
+        record it, tell of it, start it if it may.
+        """
         job.id = job_id
         job.node = self.node
         if job.time_limit is None:
             job.time_limit = self.default_timeout
-        if behind:
-            # Before anyone hears of the job, so that its first record says why it waits.
-            assert job.lock_name is not None
-            job.note_waiting(job.lock_name)
+        if job.lock_name is not None:
+            self.locks.queued(job)
+            if behind:
+                # Before anyone hears of the job, so that its first record says why it waits.
+                job.note_waiting(job.lock_name)
         job._queue = self
         recorded: Deferred[None] | None = None
         recorder = self._recorder

@@ -3,17 +3,20 @@ Job locks: which job holds each lock, and who may queue behind it.
 
 A job method's C{@job(lock=...)} names a lock; jobs with the same lock run
 one at a time, first come first served, and C{lock_queue_size} bounds how
-many may wait.  The C{JobsQueue} asks an L{ILockManager} at three moments:
-L{ILockManager.admit} when a job is queued, L{ILockManager.acquire} when a
-waiting job is at the head of its lock's queue, L{ILockManager.release}
-once its end is recorded.
+many may wait.  The C{JobsQueue} asks an L{ILockManager}
+(L{ILockManager.admit}) before it numbers a new job, so that a refused call
+takes no id; tells it the job's id once numbered (L{ILockManager.queued});
+asks it again when a waiting job is at the head of its lock's queue
+(L{ILockManager.acquire}), and tells it once the job's end is recorded
+(L{ILockManager.release}).
 
 L{LocalLocks} keeps that in memory, for one daemon: every answer comes at
 once.  A manager several daemons share keeps it in their database, so its
 answers may come later, as Deferreds: admission counts the waiting jobs of
 the lock on every node, in one transaction that also records this one as
-waiting (by the job, which is numbered once admitted: its id is 0 here);
-acquisition inserts the holder's row; release is the deletion of that row
+waiting (a row without a job id yet, whose id L{ILockManager.queued} fills
+in: a job still without one is not handed to another caller); acquisition
+inserts the holder's row; release is the deletion of that row
 in the transaction of the job's final record, so L{ILockManager.release}
 only forgets what the manager kept of the job.  When a job on another node
 frees a lock, the manager's owner calls C{JobsQueue.lock_freed(lock)}, and
@@ -108,6 +111,11 @@ class ILockManager(Interface):
             refuses.  Raised at once, or as the Deferred's failure.
         """
 
+    def queued(job: LockingJob) -> None:
+        """
+        C{job}, admitted, now has its C{id} and is queued.
+        """
+
     def acquire(job: LockingJob) -> Any:
         """
         Whether the waiting C{job}, first of its lock's queue on this node,
@@ -149,6 +157,10 @@ class LocalLocks:
         behind = lock in self._holders or any(not queued.ending for queued in waiting)
         self._waiting.setdefault(lock, []).append(job)
         return Admission.BEHIND if behind else Admission.FREE
+
+    def queued(self, job: LockingJob) -> None:
+        # The job itself is kept since its admission: its id is read from it.
+        pass
 
     def acquire(self, job: LockingJob) -> bool:
         lock = job.lock_name

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import errno
+import json
 import socket
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from midjobs.errors import CallError
 from midjobs.interfaces import NODE_ONLINE, ICluster
 from midjobs.job import Job, JobsQueue
 from midjobs.local_cluster import LocalCluster
+from midjobs.middleware import Middleware
+from midjobs.plugins.system import SystemService
 from midjobs.service import JobOptions
 from midjobs.tap import Options
 
@@ -104,7 +107,7 @@ def test_the_password_never_shows() -> None:
     settings = Settings(database_url=SECRET_URL)
     assert settings.database_display == "postgresql://midjobs@db.example.com:5433/jobs"
     assert "hunter2" not in repr(settings)
-    assert Settings(database_url="postgres://db/jobs").database_display == "postgres://db/jobs"
+    assert Settings(database_url="postgres://db/jobs").database_display == "postgresql://db/jobs"
     assert Settings(database_url="postgresql://u:p@[::1]:5432/x").database_display == "postgresql://u@[::1]:5432/x"
 
 
@@ -208,3 +211,13 @@ def test_one_node_reads_jobs_it_forgot_from_its_store_and_runs_no_other() -> Non
     for d in (cluster.abort(record, "stop"), cluster.wait(4)):
         error = result_of(d).value
         assert isinstance(error, CallError) and error.errno == errno.ENOENT
+
+
+def test_the_debug_archive_shows_the_database_without_its_password(tmp_path: Path) -> None:
+    settings = Settings(state_dir=str(tmp_path), database_url=SECRET_URL)
+    middleware = Middleware(MemoryReactorClock(), tmp_path, settings=settings)
+    config = SystemService(middleware)._config()
+    assert config["database_url"] == "postgresql://midjobs@db.example.com:5433/jobs"
+    assert "hunter2" not in json.dumps(config)
+    alone = SystemService(Middleware(MemoryReactorClock(), tmp_path, settings=Settings(state_dir=str(tmp_path))))
+    assert alone._config()["database_url"] is None

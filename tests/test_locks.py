@@ -138,11 +138,16 @@ class LaterLocks:
         self.admissions: list[tuple[LockingJob, int | None, Shareable, Deferred[Any]]] = []
         self.acquisitions: list[tuple[LockingJob, Deferred[bool]]] = []
         self.released: list[LockingJob] = []
+        #: The ids of the admitted jobs, as they were numbered.
+        self.numbered: list[int] = []
 
     def admit(self, job: LockingJob, queue_size: int | None, shareable: Shareable) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
         self.admissions.append((job, queue_size, shareable, d))
         return d
+
+    def queued(self, job: LockingJob) -> None:
+        self.numbered.append(job.id)
 
     def acquire(self, job: LockingJob) -> Deferred[bool]:
         d: Deferred[bool] = Deferred()
@@ -185,10 +190,11 @@ def test_a_queue_waits_for_admission_and_acquisition_and_asks_again_when_another
     assert len(locks.admissions) == 2 and first.id == second.id == 0
     # Admitted: numbered and queued; the first asks for the lock.
     locks.admit_next(Admission.FREE)
-    assert first.id == 1 and first_added == [first]
+    assert first.id == 1 and first_added == [first] and locks.numbered == [1]
     assert [job for job, _ in locks.acquisitions] == [first]
     locks.admit_next(Admission.BEHIND)
     assert second.id == 2 and second.progress["description"] == "Waiting for lock disk"
+    assert locks.numbered == [1, 2]
     # One question a lock at a time: the second waits for the first's answer.
     assert [job for job, _ in locks.acquisitions] == [first]
     assert first.state is JobState.WAITING and first.waiting_for is None
@@ -238,7 +244,7 @@ def test_a_caller_handed_a_waiting_job_of_this_node_gets_it_once_recorded() -> N
     _, size, shareable, d = locks.admissions[0]
     assert size == 5 and shareable(ALICE) and not shareable(BOB)
     d.callback(Share(waiting.id))
-    assert answer == [waiting] and new.id == 0
+    assert answer == [waiting] and new.id == 0 and locks.numbered == [waiting.id]
 
 
 def test_a_waiting_job_of_another_node_comes_through_the_remote_hook() -> None:
