@@ -32,8 +32,8 @@ from .events import EventHub
 from .health import Health, StoreCheck, state_dir_writable
 from .job import Job, JobsQueue, ProgressCallback
 from .job_events import JOBS_EVENT, JobEvents
-from .job_ids import CountingJobIds
 from .local_cluster import LocalCluster
+from .store.ids import CountedJobIds, StoredJobIds
 from .metrics import Metrics
 from .pipe import Pipe, Pipes
 from .decorators import MethodSpec, method_spec
@@ -132,15 +132,15 @@ class Middleware:
         settings: Any = None,
         job_store: IJobStore | None = None,
         job_ids: IJobIds | None = None,
-        first_job_id: int = 1,
         locks: ILockManager | None = None,
         node: str | None = None,
         cluster: ICluster | None = None,
         store_check: Callable[[], Deferred[Any]] | None = None,
     ) -> None:
         """
-        @param job_ids: where new jobs get their ids; by default counted from
-            C{first_job_id}, the ids of transient jobs noted in C{job_store}.
+        @param job_ids: where new jobs get their ids; by default from above
+            the highest C{job_store} holds (L{StoredJobIds}), or counted from 1
+            without one.
         @param locks: who holds the job locks (by default in memory).
         @param node: the daemon's node name, the C{node} of its jobs'
             records; by default the settings' C{node} (the host name).
@@ -165,7 +165,7 @@ class Middleware:
         #: Where jobs are recorded (C{None}: the newest are kept in memory only).
         self.job_store = job_store
         if job_ids is None:
-            job_ids = CountingJobIds(first_job_id, job_store.note_id if job_store is not None else None)
+            job_ids = StoredJobIds(job_store) if job_store is not None else CountedJobIds()
         self.jobs = JobsQueue(
             keep_finished=keep_finished_jobs,
             store=job_store,

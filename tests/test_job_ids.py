@@ -10,7 +10,7 @@ import socket
 from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import MemoryReactorClock
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -167,6 +167,9 @@ class NotingStore(HeldStore):
     def note_id(self, job_id: int) -> None:
         self.noted.append(job_id)
 
+    def last_id(self) -> Deferred[int]:
+        return succeed(11)
+
 
 def test_the_middleware_has_ids_at_hand_before_its_services_start(middleware_of: Any) -> None:
     ids = Blocks()
@@ -180,7 +183,8 @@ def test_the_middleware_has_ids_at_hand_before_its_services_start(middleware_of:
 
 def test_without_ids_the_middleware_counts_on_and_keeps_transient_ids_in_its_store(middleware_of: Any) -> None:
     store = NotingStore()
-    middleware = middleware_of(job_store=store, first_job_id=12)
+    middleware = middleware_of(job_store=store)
+    Deferred.fromCoroutine(middleware.start())
     transient = new_job(middleware.reactor, transient=True)
     middleware.jobs.add(transient)
     assert transient.id == 12 and store.noted == [12]
