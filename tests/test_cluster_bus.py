@@ -1,0 +1,487 @@
+"""
+L{midjobs.cluster.bus.ClusterBus} in one process: two nodes (two
+L{Middleware}s, each with its queue and event hub) on one private
+PostgreSQL database.  A job of node A is told to B's C{core.get_jobs}
+subscribers in order, with the visibility rules, its progress coalesced and
+a record too big for a notification read from the store; B aborts A's job
+(with force too) and waits for it, and a waiter is woken by the resync after
+B's listener was away.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+import attrs
+import psycopg
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, threads
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReadDescriptor
+from zope.interface import implementer
+
+from midjobs.auth.avatar import User
+from midjobs.auth.roles import FULL_ADMIN
+from midjobs.cluster.bus import ClusterBus
+from midjobs.cluster.payloads import JOBS_CHANNEL, MAX_PAYLOAD
+from midjobs.events import Notification
+from midjobs.job import Job
+from midjobs.lifecycle import JobRecord
+from midjobs.middleware import Middleware
+from midjobs.service import Service, job
+
+if TYPE_CHECKING:
+    from postgres_server import PostgresServer
+
+#: The fixtures postgres_server and postgres_database.
+pytest_plugins = ["postgres_server"]
+
+ADMIN = User("admin", [FULL_ADMIN], "LOGIN_PASSWORD", user_id=1)
+ALICE = User("alice", [], "LOGIN_PASSWORD", user_id=2)
+BOB = User("bob", [], "LOGIN_PASSWORD", user_id=3)
+
+#: The table of the commands addressed to a node (as in the cluster's schema).
+NODE_COMMANDS = """
+CREATE TABLE node_commands (
+    id bigserial PRIMARY KEY, node text NOT NULL, job_id bigint NOT NULL, command text NOT NULL,
+    args jsonb NOT NULL, created double precision NOT NULL)
+"""
+
+
+class _QmarkCursor:
+    """
+    A psycopg cursor that takes the stores' C{?} placeholders.
+    """
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, parameters: Any = ()) -> Any:
+        return self._cursor.execute(sql.replace("?", "%s"), parameters)
+
+    def fetchall(self) -> list[Any]:
+        return list(self._cursor.fetchall())
+
+
+class Database:
+    """
+    The Pool protocol on psycopg, one connection per transaction in a thread.
+    """
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+
+    def _run(self, interaction: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        with psycopg.connect(self.conninfo) as conn:
+            with conn.cursor() as cursor:
+                return interaction(_QmarkCursor(cursor), *args)
+
+    def runInteraction(self, interaction: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        return threads.deferToThread(self._run, interaction, args)
+
+    def runQuery(self, sql: str, parameters: Any = ()) -> Deferred[list[Any]]:
+        def query(txn: _QmarkCursor) -> list[Any]:
+            txn.execute(sql, parameters)
+            return txn.fetchall()
+
+        return self.runInteraction(query)
+
+
+@implementer(IReadDescriptor)
+class Listener:
+    """
+    A LISTEN connection read by the reactor, which the test can cut and bring back.
+    """
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+        self.handlers: dict[str, Callable[[str], None]] = {}
+        self.reconnected: list[Callable[[], Any]] = []
+        self.conn: Any = None
+        self._fd = -1
+
+    async def start(self) -> None:
+        self.conn = await threads.deferToThread(psycopg.connect, self.conninfo, autocommit=True)
+        for channel in self.handlers:
+            await self._execute("LISTEN", channel)
+        self._fd = os.dup(self.conn.fileno())
+        reactor.addReader(self)
+
+    def _execute(self, verb: str, channel: str) -> Deferred[Any]:
+        sql = psycopg.sql.SQL(verb + " {}").format(psycopg.sql.Identifier(channel))
+        return threads.deferToThread(self.conn.execute, sql)
+
+    async def listen(self, channel: str, handler: Callable[[str], None]) -> None:
+        self.handlers[channel] = handler
+        await self._execute("LISTEN", channel)
+
+    async def unlisten(self, channel: str) -> None:
+        del self.handlers[channel]
+        await self._execute("UNLISTEN", channel)
+
+    def on_reconnect(self, callback: Callable[[], Any]) -> None:
+        self.reconnected.append(callback)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def logPrefix(self) -> str:
+        return "test-listener"
+
+    def doRead(self) -> None:
+        for notify in self.conn.notifies(timeout=0):
+            self.handlers[notify.channel](notify.payload)
+
+    def connectionLost(self, reason: Any) -> None:
+        pass
+
+    def cut(self) -> None:
+        reactor.removeReader(self)
+        os.close(self._fd)
+        self.conn.close()
+
+    async def reconnect(self) -> None:
+        await self.start()
+        for callback in self.reconnected:
+            callback()
+
+
+class JobsInMemory:
+    """
+    The job store's C{get} over the nodes' queues (the records they would
+    have stored).
+    """
+
+    def __init__(self) -> None:
+        self.nodes: list[Middleware] = []
+        self.reads: list[int] = []
+
+    def get(self, job_id: int) -> Deferred[JobRecord | None]:
+        self.reads.append(job_id)
+        for middleware in self.nodes:
+            try:
+                return succeed(middleware.jobs.get(job_id).to_record())
+            except Exception:
+                continue
+        return succeed(None)
+
+
+class WorkService(Service):
+    namespace = "work"
+
+    def __init__(self, middleware: Any) -> None:
+        super().__init__(middleware)
+        self.running: dict[str, Deferred[Job]] = {}
+        self.release: dict[str, Deferred[Any]] = {}
+
+    def _started(self, job: Job, name: str) -> Deferred[Any]:
+        self.release[name] = Deferred()
+        self.running.setdefault(name, Deferred()).callback(job)
+        return self.release[name]
+
+    def started(self, name: str) -> Deferred[Job]:
+        return self.running.setdefault(name, Deferred())
+
+    @job(abortable=True)
+    async def hold(self, job: Job, name: str, description: str = "") -> Any:
+        if description:
+            job.set_description(description)
+        return await self._started(job, name)
+
+    @job(abortable=False)
+    async def fixed(self, job: Job, name: str) -> Any:
+        return await self._started(job, name)
+
+
+@attrs.define(eq=False)
+class Subscriber:
+    """
+    An L{midjobs.events.ISubscriber} that keeps what it gets.
+    """
+
+    user: Any
+    got: list[Notification] = attrs.Factory(list)
+    _waiting: list[tuple[Callable[[Notification], bool], Deferred[Notification]]] = attrs.Factory(list)
+
+    def send_event(self, notification: Notification) -> None:
+        self.got.append(notification)
+        for test, d in list(self._waiting):
+            if test(notification):
+                self._waiting.remove((test, d))
+                d.callback(notification)
+
+    def wait_for(self, test: Callable[[Notification], bool], timeout: float = 10) -> Deferred[Notification]:
+        for notification in self.got:
+            if test(notification):
+                return succeed(notification)
+        d: Deferred[Notification] = Deferred()
+        self._waiting.append((test, d))
+        return d.addTimeout(timeout, reactor)
+
+    def of(self, job_id: int) -> list[tuple[str, dict[str, Any]]]:
+        return [(n.msg, n.fields or {}) for n in self.got if n.id == job_id]
+
+
+@attrs.define
+class Node:
+    name: str
+    middleware: Middleware
+    listener: Listener
+    bus: ClusterBus
+    db: Database
+
+    @property
+    def work(self) -> WorkService:
+        service = self.middleware.services["work"]
+        assert isinstance(service, WorkService)
+        return service
+
+    def subscribe(self, user: Any) -> Subscriber:
+        subscriber = Subscriber(user)
+        self.middleware.events.subscribe(subscriber, "core.get_jobs")
+        return subscriber
+
+
+class Session:
+    """
+    Who calls: the job's owner.
+    """
+
+    def __init__(self, user: Any) -> None:
+        self.user = user
+        self.private_methods = False
+        self.peer = "test"
+
+
+class Cluster:
+    def __init__(self, conninfo: str, tmp_path: Path) -> None:
+        self.conninfo = conninfo
+        self.tmp_path = tmp_path
+        self.store = JobsInMemory()
+        self.nodes: list[Node] = []
+
+    async def node(self, name: str, first_job_id: int) -> Node:
+        middleware = Middleware(reactor, self.tmp_path / name, first_job_id=first_job_id)
+        middleware.add_service(WorkService)
+        self.store.nodes.append(middleware)
+        listener = Listener(self.conninfo)
+        await listener.start()
+        db = Database(self.conninfo)
+        bus = ClusterBus(
+            reactor, name, db=db, listener=listener, jobs=middleware.jobs, store=self.store, events=middleware.events
+        )
+        await bus.start()
+        node = Node(name, middleware, listener, bus, db)
+        self.nodes.append(node)
+        return node
+
+    async def stop(self) -> None:
+        for node in self.nodes:
+            node.middleware.jobs.abort_all("The test ended")
+            for release in node.work.release.values():
+                if not release.called:
+                    release.callback(None)
+            await node.bus.stop()
+            node.listener.cut()
+
+
+@pytest_twisted.async_yield_fixture
+async def cluster(postgres_database: str, tmp_path: Path) -> AsyncIterator[Cluster]:
+    await threads.deferToThread(_create_schema, postgres_database)
+    nodes = Cluster(postgres_database, tmp_path)
+    yield nodes
+    await nodes.stop()
+
+
+def _create_schema(url: str) -> None:
+    with psycopg.connect(url) as conn:
+        conn.execute(NODE_COMMANDS)
+
+
+async def _call(node: Node, user: Any, method: str, *params: Any) -> Job:
+    job: Job = await node.middleware.call(method, *params, app=Session(user))
+    return job
+
+
+def _states(events: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, str]]:
+    return [(msg, fields["state"]) for msg, fields in events]
+
+
+@pytest_twisted.ensureDeferred
+async def test_events_of_a_job_on_a_reach_b_in_order(cluster: Cluster) -> None:
+    a = await cluster.node("a", 1)
+    b = await cluster.node("b", 1000)
+    watching = b.subscribe(ADMIN)
+    held = await _call(a, ALICE, "work.hold", "one", "Holding")
+    await a.work.started("one")
+    held.set_progress(50, "half")
+    a.work.release["one"].callback("done")
+    ended = await watching.wait_for(lambda n: n.id == held.id and n.fields["state"] == "SUCCESS")
+    assert ended.fields["result"] == "done"
+    assert ended.fields["credentials"]["data"]["user_id"] == ALICE.user_id
+    events = watching.of(held.id)
+    assert events[0][0] == "added"
+    assert all(msg == "changed" for msg, _ in events[1:])
+    states = [fields["state"] for _, fields in events]
+    # In order: never back to an earlier state.
+    order = ["WAITING", "RUNNING", "SUCCESS"]
+    assert [order.index(s) for s in states] == sorted(order.index(s) for s in states)
+    # B's own jobs are not told twice: a's subscriber hears of it from its own queue only.
+    on_a = a.subscribe(ADMIN)
+    own = await _call(a, ALICE, "work.hold", "two")
+    await a.work.started("two")
+    a.work.release["two"].callback(None)
+    await on_a.wait_for(lambda n: n.id == own.id and n.fields["state"] == "SUCCESS")
+    await watching.wait_for(lambda n: n.id == own.id and n.fields["state"] == "SUCCESS")
+    assert [msg for msg, _ in on_a.of(own.id)].count("added") == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_visibility_holds_across_nodes(cluster: Cluster) -> None:
+    a = await cluster.node("a", 1)
+    b = await cluster.node("b", 1000)
+    admin, alice, bob = b.subscribe(ADMIN), b.subscribe(ALICE), b.subscribe(BOB)
+    held = await _call(a, ALICE, "work.hold", "one")
+    await a.work.started("one")
+    a.work.release["one"].callback(None)
+    await admin.wait_for(lambda n: n.id == held.id and n.fields["state"] == "SUCCESS")
+    await alice.wait_for(lambda n: n.id == held.id and n.fields["state"] == "SUCCESS")
+    assert bob.of(held.id) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_progress_is_coalesced(cluster: Cluster) -> None:
+    a = await cluster.node("a", 1)
+    b = await cluster.node("b", 1000)
+    watching = b.subscribe(ADMIN)
+    held = await _call(a, ALICE, "work.hold", "one")
+    await a.work.started("one")
+    await watching.wait_for(lambda n: n.id == held.id and n.fields["state"] == "RUNNING")
+    # A burst within one turn of the reactor: one notification, the newest.
+    for percent in range(1, 101):
+        held.set_progress(percent, f"at {percent}")
+    last = await watching.wait_for(lambda n: n.id == held.id and n.fields["progress"]["percent"] == 100)
+    assert last.fields["progress"]["description"] == "at 100"
+    progress = [f["progress"]["percent"] for msg, f in watching.of(held.id) if f["state"] == "RUNNING"]
+    assert len(progress) < 10, progress
+    assert progress == sorted(progress)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_record_too_big_for_a_notification_is_read_from_the_store(cluster: Cluster) -> None:
+    a = await cluster.node("a", 1)
+    b = await cluster.node("b", 1000)
+    watching = b.subscribe(ADMIN)
+    big = "x" * (2 * MAX_PAYLOAD)
+    held = await _call(a, ALICE, "work.hold", "one", big)
+    await a.work.started("one")
+    a.work.release["one"].callback(None)
+    ended = await watching.wait_for(lambda n: n.id == held.id and n.fields["state"] == "SUCCESS")
+    assert ended.fields["description"] == big
+    assert held.id in cluster.store.reads
+
+
+@pytest_twisted.ensureDeferred
+async def test_b_aborts_a_job_on_a(cluster: Cluster) -> None:
+    a = await cluster.node("a", 1)
+    b = await cluster.node("b", 1000)
+    held = await _call(a, ALICE, "work.hold", "one")
+    await a.work.started("one")
+    record = await b.bus.record(held.id)
+    assert record is not None and record["state"] == "RUNNING"
+    record["node"] = "a"
+    waited = b.bus.wait(held.id)
+    await b.bus.abort(record, "Stopped from b")
+    final = await waited
+    assert final["state"] == "ABORTED" and final["error"] == "Stopped from b"
+    assert held.error == "Stopped from b"
+
+
+@pytest_twisted.ensureDeferred
+async def test_b_forces_the_abort_of_a_job_that_is_not_abortable(cluster: Cluster) -> None:
+    a = await cluster.node("a", 1)
+    b = await cluster.node("b", 1000)
+    fixed = await _call(a, ADMIN, "work.fixed", "one")
+    await a.work.started("one")
+    record = await b.bus.record(fixed.id)
+    assert record is not None and record["abortable"] is False
+    waited = b.bus.wait(fixed.id)
+    await b.bus.abort({**record, "node": "a"}, "Job aborted by force")
+    final = await waited
+    assert final["state"] == "ABORTED" and final["error"] == "Job aborted by force"
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_abort_sent_while_a_was_away_is_carried_out_when_it_is_back(cluster: Cluster) -> None:
+    a = await cluster.node("a", 1)
+    b = await cluster.node("b", 1000)
+    held = await _call(a, ALICE, "work.hold", "one")
+    await a.work.started("one")
+    a.listener.cut()
+    record = await b.bus.record(held.id)
+    assert record is not None
+    await b.bus.abort({**record, "node": "a"}, "Stopped while away")
+    assert held.state.value == "RUNNING"
+    await a.listener.reconnect()
+    await held.wait()
+    assert held.error == "Stopped while away"
+
+
+@pytest_twisted.ensureDeferred
+async def test_remote_wait_wakes_with_progress(cluster: Cluster) -> None:
+    a = await cluster.node("a", 1)
+    b = await cluster.node("b", 1000)
+    held = await _call(a, ALICE, "work.hold", "one")
+    await a.work.started("one")
+    seen: list[float] = []
+    reached: Deferred[None] = Deferred()
+
+    def progress(p: dict[str, Any]) -> None:
+        seen.append(p["percent"])
+        if p["percent"] == 70 and not reached.called:
+            reached.callback(None)
+
+    waited = b.bus.wait(held.id, progress)
+    held.set_progress(70)
+    await reached.addTimeout(10, reactor)
+    a.work.release["one"].callback(42)
+    final = await waited.addTimeout(10, reactor)
+    assert final["state"] == "SUCCESS" and final["result"] == 42
+    # A job that has ended: at once, from the store.
+    again = await b.bus.wait(held.id).addTimeout(10, reactor)
+    assert again["result"] == 42
+
+
+@pytest_twisted.ensureDeferred
+async def test_waiting_for_no_job(cluster: Cluster) -> None:
+    b = await cluster.node("b", 1000)
+    with pytest.raises(Exception, match="does not exist"):
+        await b.bus.wait(123456)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_listener_back_resyncs_a_waiter(cluster: Cluster) -> None:
+    a = await cluster.node("a", 1)
+    b = await cluster.node("b", 1000)
+    held = await _call(a, ALICE, "work.hold", "one")
+    await a.work.started("one")
+    waited = b.bus.wait(held.id)
+    # Let the waiter's first read of the store be done.
+    await b.bus.record(held.id)
+    b.listener.cut()
+    a.work.release["one"].callback("done")
+    await held.wait()
+    # Told to a channel b no longer hears.
+    await a.bus.publisher.flush()
+    assert not waited.called
+    await b.listener.reconnect()
+    final = await waited.addTimeout(10, reactor)
+    assert final["state"] == "SUCCESS"
+
+
+def test_channel_names() -> None:
+    assert JOBS_CHANNEL == "midjobs_jobs"
