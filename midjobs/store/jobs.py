@@ -273,8 +273,12 @@ class SQLiteJobStore:
         highest = (row[0] if row else None) or 0
         return max(int(sequence), int(highest))
 
-    def abort_unfinished(self, error: str) -> Deferred[int]:
+    def abort_unfinished(self, error: str, node: str | None = None) -> Deferred[int]:
+        # One daemon's store: every unfinished job is this daemon's, whatever C{node}.
         return self._pool.runInteraction(self._abort_unfinished, error, time.time(), self._logs_dir)
+
+    def get(self, job_id: int) -> Deferred[JobRecord | None]:
+        return self._reader.runInteraction(_get, job_id, self._logs_dir)
 
     @staticmethod
     def _abort_unfinished(txn: Cursor, error: str, now: float, logs_dir: Path | None) -> int:
@@ -531,6 +535,15 @@ def _batches(txn: _ReadCursor, first: int = _FETCH) -> Iterator[list[Row]]:
     while rows := txn.fetchmany(size):
         yield rows
         size = min(size * 2, _FETCH * 4)
+
+
+def _get(txn: Cursor, job_id: int, logs_dir: Path | None) -> JobRecord | None:
+    """
+    The stored record of job C{job_id}, or C{None}.
+    """
+    txn.execute("SELECT record FROM jobs WHERE id = ?", (job_id,))
+    row = txn.fetchone()
+    return None if row is None else _decode(job_id, row[0], logs_dir)
 
 
 def _record_id(record: JobRecord) -> int:
