@@ -8,6 +8,8 @@ per test.
 from __future__ import annotations
 
 import threading
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import psycopg
@@ -15,14 +17,19 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredList
+from twisted.internet.task import deferLater
+
+from midjobs import wire_json
 
 from midjobs.auth.api_keys import ApiKeyStore
 from midjobs.auth.users import USERS_SCHEMA, UserStore
 from midjobs.errors import ValidationErrors
-from midjobs.store import ensure_schema
+from midjobs.store import CUT_OFF, ensure_schema
 from midjobs.store.database import Cursor
 from midjobs.store.errors import Conflict, MissingReference, Unavailable
 from midjobs.store.pg import PgDatabase, pg_sql, safe_url
+from midjobs.store.history import node_stopped
+from midjobs.store.pg_jobs import PgJobStore, abort_node_jobs
 from midjobs.store.pg_schema import PARTS
 
 if TYPE_CHECKING:
@@ -263,3 +270,176 @@ async def test_users_and_api_keys_on_postgres(db: PgDatabase) -> None:
     await users.delete(alice["id"])
     assert await keys.query() == []
     assert [u["username"] for u in await users.query()] == ["bob"]
+
+
+# PgJobStore: what a store several nodes share adds to the store-level
+# tests of tests/test_history.py (which run on both engines).
+
+
+def job(job_id: int, state: str = "RUNNING", **fields: Any) -> dict[str, Any]:
+    """
+    A job record of C{state}.
+    """
+    started = wire_json.from_wire({"$date": 1_700_000_000_000 + job_id})
+    finished = None if state in ("WAITING", "RUNNING") else wire_json.from_wire({"$date": 1_700_000_100_000})
+    return {
+        "id": job_id, "message_ids": [job_id], "method": "core.job_test", "arguments": [], "transient": False,
+        "description": None, "abortable": True, "logs_path": None, "logs_excerpt": None,
+        "progress": {"percent": 0, "description": "", "extra": None}, "result": None,
+        "result_encoding_error": None, "error": None, "exception": None, "exc_info": None, "state": state,
+        "time_started": started, "time_finished": finished, "credentials": None, **fields,
+    }
+
+
+@pytest_twisted.async_yield_fixture
+async def nodes(db: PgDatabase, tmp_path: Path) -> AsyncIterator[tuple[PgJobStore, PgJobStore]]:
+    """
+    The job stores of two nodes, n1 and n2, on one database.
+    """
+    stores = (PgJobStore(db, reactor, node="n1"), PgJobStore(db, reactor, node="n2"))
+    for store in stores:
+        await store.setup(tmp_path)
+    yield stores
+    for store in stores:
+        await store.stop()
+
+
+async def stored(db: PgDatabase) -> dict[int, tuple[str, str]]:
+    rows = await db.runQuery("SELECT id, state, node FROM jobs ORDER BY id")
+    return {job_id: (state, node) for job_id, state, node in rows}
+
+
+@pytest_twisted.ensureDeferred
+async def test_rows_carry_their_node_and_only_it_writes_them(
+    db: PgDatabase, nodes: tuple[PgJobStore, PgJobStore]
+) -> None:
+    n1, n2 = nodes
+    await n1.record_created(1, job(1))
+    await n2.record_created(2, job(2, "WAITING"))
+    assert await stored(db) == {1: ("RUNNING", "n1"), 2: ("WAITING", "n2")}
+    # Another node's write of the same id changes nothing.
+    await n2.record_finished(job(1, "SUCCESS"))
+    assert await stored(db) == {1: ("RUNNING", "n1"), 2: ("WAITING", "n2")}
+    await n1.record_finished(job(1, "SUCCESS", result=7))
+    record = await n2.get(1)
+    assert record is not None and (record["state"], record["result"]) == ("SUCCESS", 7)
+    assert await n1.get(99) is None
+    # A finished job's row is final.
+    await n1.record_finished(job(1, "FAILED"))
+    assert (await stored(db))[1] == ("SUCCESS", "n1")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_late_write_of_a_reaped_node_changes_nothing(
+    db: PgDatabase, nodes: tuple[PgJobStore, PgJobStore]
+) -> None:
+    n1, n2 = nodes
+    await n1.record_created(1, job(1))
+    await n1.record_created(2, job(2, "WAITING", logs_path="/n1/jobs/2.log"))
+    await n1.record_created(3, job(3, "SUCCESS"))
+    await n2.record_created(4, job(4))
+    error = node_stopped("n1")
+    now = time.time()
+    records = await db.runInteraction(abort_node_jobs, error, now, "n1")
+    assert [r["id"] for r in records] == [1, 2]
+    for record in records:
+        assert (record["state"], record["error"], record["exc_info"]["type"]) == ("ABORTED", error, "JobAborted")
+        assert abs(record["time_finished"].timestamp() - now) < 0.01
+    # The log path stays the one n1 gave: its logs are n1's.
+    assert records[1]["logs_path"] == "/n1/jobs/2.log"
+    assert await stored(db) == {1: ("ABORTED", "n1"), 2: ("ABORTED", "n1"), 3: ("SUCCESS", "n1"),
+                                4: ("RUNNING", "n2")}
+    # n1, cut off meanwhile, writes its jobs' ends: the reaper's records stay.
+    await n1.record_finished(job(1, "SUCCESS"))
+    n1.record_changed(2, lambda: job(2, "RUNNING"))
+    await n1.record_finished(job(3, "FAILED"))
+    after = await n2.get(1)
+    assert after is not None and (after["state"], after["error"]) == ("ABORTED", error)
+    assert await stored(db) == {1: ("ABORTED", "n1"), 2: ("ABORTED", "n1"), 3: ("SUCCESS", "n1"),
+                                4: ("RUNNING", "n2")}
+    # Nothing of n1 is left to reap.
+    assert await db.runInteraction(abort_node_jobs, error, now, "n1") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_abort_unfinished_is_the_nodes_own(db: PgDatabase, nodes: tuple[PgJobStore, PgJobStore]) -> None:
+    n1, n2 = nodes
+    for job_id, store in ((1, n1), (2, n2), (3, n1), (4, n2)):
+        await store.record_created(job_id, job(job_id))
+    assert await n1.abort_unfinished(CUT_OFF) == 2
+    assert await stored(db) == {1: ("ABORTED", "n1"), 2: ("RUNNING", "n2"), 3: ("ABORTED", "n1"),
+                                4: ("RUNNING", "n2")}
+    assert await n1.abort_unfinished(CUT_OFF, node="n2") == 2
+    assert {state for state, _ in (await stored(db)).values()} == {"ABORTED"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_last_id_follows_the_sequence(db: PgDatabase, nodes: tuple[PgJobStore, PgJobStore]) -> None:
+    n1, _ = nodes
+    assert await n1.last_id() == 0
+    assert await db.runQuery("SELECT nextval('job_ids') FROM generate_series(1, 5)") == [(i,) for i in range(1, 6)]
+    assert await n1.last_id() == 5
+    await n1.record_created(9, job(9))
+    assert await n1.last_id() == 9
+    await n1.check_writable()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_read_only_database_is_not_writable(postgres_server: PostgresServer, postgres_database: str) -> None:
+    name = postgres_database.rsplit("/", 1)[1]
+    postgres_server.psql(f"ALTER DATABASE {name} SET default_transaction_read_only = on;")
+    database = PgDatabase(postgres_database, reactor, size=1)
+    await database.open()
+    try:
+        store = PgJobStore(database, reactor, node="n1")
+        with pytest.raises(Unavailable, match="read-only"):
+            await store.check_writable()
+    finally:
+        await database.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_write_waits_for_the_database_to_come_back(
+    postgres_server: PostgresServer, postgres_database: str, tmp_path: Path
+) -> None:
+    """
+    A durable write made while the server is down is tried again until it
+    is back (within C{write_timeout}), then fires: nothing is dropped.
+    """
+    database = PgDatabase(postgres_database, reactor, size=2, timeout=0.5)
+    await database.open()
+    store = PgJobStore(database, reactor, node="n1", write_timeout=60)
+    await store.setup(tmp_path)
+    try:
+        await store.record_created(1, job(1))
+        postgres_server.stop()
+        try:
+            written = store.record_finished(job(1, "SUCCESS"))
+            # Tried and failed at least once: the pool's timeout has passed.
+            await deferLater(reactor, 1.5, lambda: None)
+            assert not written.called
+        finally:
+            postgres_server.start()
+        await written
+        assert await stored(database) == {1: ("SUCCESS", "n1")}
+    finally:
+        await store.stop()
+        await database.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_write_fails_after_write_timeout(postgres_server: PostgresServer, postgres_database: str) -> None:
+    database = PgDatabase(postgres_database, reactor, size=1, timeout=0.2)
+    await database.open()
+    store = PgJobStore(database, reactor, node="n1", write_timeout=0.5)
+    await store.setup()
+    try:
+        postgres_server.stop()
+        try:
+            with pytest.raises(Unavailable):
+                await store.record_created(1, job(1))
+        finally:
+            postgres_server.start()
+    finally:
+        await store.stop()
+        await database.close()

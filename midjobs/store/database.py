@@ -155,6 +155,20 @@ class _Transaction(Transaction):
             raise _integrity_error(e) from e
 
 
+class _SQLiteConflict(Conflict, sqlite3.IntegrityError):
+    """
+    SQLite's unique violation: a L{Conflict}, and still the
+    C{sqlite3.IntegrityError} that code written for SQLite alone catches.
+    """
+
+
+class _SQLiteMissingReference(MissingReference, sqlite3.IntegrityError):
+    """
+    SQLite's foreign key violation: a L{MissingReference}, and still the
+    C{sqlite3.IntegrityError} that code written for SQLite alone catches.
+    """
+
+
 def _integrity_error(error: sqlite3.IntegrityError) -> Exception:
     """
     The store's exception for a violated constraint, or C{error} itself for
@@ -162,9 +176,9 @@ def _integrity_error(error: sqlite3.IntegrityError) -> Exception:
     """
     message = str(error)
     if message.startswith("UNIQUE constraint failed"):
-        return Conflict(message)
+        return _SQLiteConflict(message)
     if message.startswith("FOREIGN KEY constraint failed"):
-        return MissingReference(message)
+        return _SQLiteMissingReference(message)
     return error
 
 
