@@ -10,32 +10,29 @@ B's listener was away.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import Any, AsyncIterator
 
 import attrs
-import psycopg
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, threads
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReadDescriptor
-from zope.interface import implementer
 
 from midjobs.auth.avatar import User
 from midjobs.auth.roles import FULL_ADMIN
 from midjobs.cluster.bus import ClusterBus
-from midjobs.cluster.payloads import JOBS_CHANNEL, MAX_PAYLOAD
+from midjobs.cluster.node import Node as ClusterNode
+from midjobs.cluster.payloads import JOBS_CHANNEL, MAX_PAYLOAD, node_channel
 from midjobs.events import Notification
 from midjobs.job import Job
 from midjobs.lifecycle import JobRecord
 from midjobs.middleware import Middleware
 from midjobs.service import Service, job
-
-if TYPE_CHECKING:
-    from postgres_server import PostgresServer
+from midjobs.store.pg import PgDatabase
+from midjobs.store.pg_jobs import PgJobStore, abort_node_jobs
+from midjobs.store.pg_listen import PgListener
 
 #: The fixtures postgres_server and postgres_database.
 pytest_plugins = ["postgres_server"]
@@ -44,130 +41,22 @@ ADMIN = User("admin", [FULL_ADMIN], "LOGIN_PASSWORD", user_id=1)
 ALICE = User("alice", [], "LOGIN_PASSWORD", user_id=2)
 BOB = User("bob", [], "LOGIN_PASSWORD", user_id=3)
 
-#: The table of the commands addressed to a node (as in the cluster's schema).
-NODE_COMMANDS = """
-CREATE TABLE node_commands (
-    id bigserial PRIMARY KEY, node text NOT NULL, job_id bigint NOT NULL, command text NOT NULL,
-    args jsonb NOT NULL, created double precision NOT NULL)
-"""
+#: The cluster's nodes here never miss a heartbeat for this long.
+NODE_TIMEOUT = 30.0
 
 
-class _QmarkCursor:
+class CountingStore:
     """
-    A psycopg cursor that takes the stores' C{?} placeholders.
+    A job store whose reads of one record (C{get}) are counted.
     """
 
-    def __init__(self, cursor: Any) -> None:
-        self._cursor = cursor
-
-    def execute(self, sql: str, parameters: Any = ()) -> Any:
-        return self._cursor.execute(sql.replace("?", "%s"), parameters)
-
-    def fetchall(self) -> list[Any]:
-        return list(self._cursor.fetchall())
-
-
-class Database:
-    """
-    The Pool protocol on psycopg, one connection per transaction in a thread.
-    """
-
-    def __init__(self, conninfo: str) -> None:
-        self.conninfo = conninfo
-
-    def _run(self, interaction: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        with psycopg.connect(self.conninfo) as conn:
-            with conn.cursor() as cursor:
-                return interaction(_QmarkCursor(cursor), *args)
-
-    def runInteraction(self, interaction: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        return threads.deferToThread(self._run, interaction, args)
-
-    def runQuery(self, sql: str, parameters: Any = ()) -> Deferred[list[Any]]:
-        def query(txn: _QmarkCursor) -> list[Any]:
-            txn.execute(sql, parameters)
-            return txn.fetchall()
-
-        return self.runInteraction(query)
-
-
-@implementer(IReadDescriptor)
-class Listener:
-    """
-    A LISTEN connection read by the reactor, which the test can cut and bring back.
-    """
-
-    def __init__(self, conninfo: str) -> None:
-        self.conninfo = conninfo
-        self.handlers: dict[str, Callable[[str], None]] = {}
-        self.reconnected: list[Callable[[], Any]] = []
-        self.conn: Any = None
-        self._fd = -1
-
-    async def start(self) -> None:
-        self.conn = await threads.deferToThread(psycopg.connect, self.conninfo, autocommit=True)
-        for channel in self.handlers:
-            await self._execute("LISTEN", channel)
-        self._fd = os.dup(self.conn.fileno())
-        reactor.addReader(self)
-
-    def _execute(self, verb: str, channel: str) -> Deferred[Any]:
-        sql = psycopg.sql.SQL(verb + " {}").format(psycopg.sql.Identifier(channel))
-        return threads.deferToThread(self.conn.execute, sql)
-
-    async def listen(self, channel: str, handler: Callable[[str], None]) -> None:
-        self.handlers[channel] = handler
-        await self._execute("LISTEN", channel)
-
-    async def unlisten(self, channel: str) -> None:
-        del self.handlers[channel]
-        await self._execute("UNLISTEN", channel)
-
-    def on_reconnect(self, callback: Callable[[], Any]) -> None:
-        self.reconnected.append(callback)
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def logPrefix(self) -> str:
-        return "test-listener"
-
-    def doRead(self) -> None:
-        for notify in self.conn.notifies(timeout=0):
-            self.handlers[notify.channel](notify.payload)
-
-    def connectionLost(self, reason: Any) -> None:
-        pass
-
-    def cut(self) -> None:
-        reactor.removeReader(self)
-        os.close(self._fd)
-        self.conn.close()
-
-    async def reconnect(self) -> None:
-        await self.start()
-        for callback in self.reconnected:
-            callback()
-
-
-class JobsInMemory:
-    """
-    The job store's C{get} over the nodes' queues (the records they would
-    have stored).
-    """
-
-    def __init__(self) -> None:
-        self.nodes: list[Middleware] = []
+    def __init__(self, store: PgJobStore) -> None:
+        self._store = store
         self.reads: list[int] = []
 
     def get(self, job_id: int) -> Deferred[JobRecord | None]:
         self.reads.append(job_id)
-        for middleware in self.nodes:
-            try:
-                return succeed(middleware.jobs.get(job_id).to_record())
-            except Exception:
-                continue
-        return succeed(None)
+        return self._store.get(job_id)
 
 
 class WorkService(Service):
@@ -230,9 +119,11 @@ class Subscriber:
 class Node:
     name: str
     middleware: Middleware
-    listener: Listener
+    listener: PgListener
     bus: ClusterBus
-    db: Database
+    db: PgDatabase
+    member: ClusterNode
+    store: CountingStore
 
     @property
     def work(self) -> WorkService:
@@ -244,6 +135,14 @@ class Node:
         subscriber = Subscriber(user)
         self.middleware.events.subscribe(subscriber, "core.get_jobs")
         return subscriber
+
+    async def cut(self) -> None:
+        """
+        Cut the listener's session from the server's side: it connects
+        again by itself.
+        """
+        pid = await self.listener.run(lambda conn: conn.info.backend_pid)
+        await self.db.runQuery("SELECT pg_terminate_backend(?)", (pid,))
 
 
 class Session:
@@ -258,48 +157,71 @@ class Session:
 
 
 class Cluster:
-    def __init__(self, conninfo: str, tmp_path: Path) -> None:
-        self.conninfo = conninfo
+    def __init__(self, url: str, tmp_path: Path) -> None:
+        self.url = url
         self.tmp_path = tmp_path
-        self.store = JobsInMemory()
         self.nodes: list[Node] = []
 
     async def node(self, name: str, first_job_id: int) -> Node:
-        middleware = Middleware(reactor, self.tmp_path / name, first_job_id=first_job_id)
-        middleware.add_service(WorkService)
-        self.store.nodes.append(middleware)
-        listener = Listener(self.conninfo)
+        db = PgDatabase(self.url, reactor, size=2, application_name=f"midjobs {name}")
+        await db.open()
+        listener = PgListener(self.url, reactor, application_name=f"midjobs {name}")
         await listener.start()
-        db = Database(self.conninfo)
-        bus = ClusterBus(
-            reactor, name, db=db, listener=listener, jobs=middleware.jobs, store=self.store, events=middleware.events
+        member = ClusterNode(
+            db,
+            listener,
+            reactor,
+            name=name,
+            advertise=f"http://{name}.example:6000",
+            node_timeout=NODE_TIMEOUT,
+            store_abort=abort_node_jobs,
         )
+        await member.join()
+        store = PgJobStore(db, reactor, node=name, flush_interval=0.05)
+        middleware = Middleware(reactor, self.tmp_path / name, job_store=store, first_job_id=first_job_id, node=name)
+        middleware.add_service(WorkService)
+        counting = CountingStore(store)
+        bus = ClusterBus(
+            reactor,
+            name,
+            db=db,
+            listener=listener,
+            jobs=middleware.jobs,
+            store=counting,
+            events=middleware.events,
+            nodes=member.nodes,
+        )
+        middleware.cluster = bus
+        member.on_reaped(bus.reaped)
         await bus.start()
-        node = Node(name, middleware, listener, bus, db)
+        node = Node(name, middleware, listener, bus, db, member, counting)
         self.nodes.append(node)
         return node
 
     async def stop(self) -> None:
         for node in self.nodes:
-            node.middleware.jobs.abort_all("The test ended")
             for release in node.work.release.values():
                 if not release.called:
                     release.callback(None)
+            await node.middleware.stop("The test ended")
             await node.bus.stop()
-            node.listener.cut()
+            await node.middleware.job_store.stop()
+            await node.member.leave()
+            await node.listener.stop()
+            await node.db.close()
 
 
 @pytest_twisted.async_yield_fixture
 async def cluster(postgres_database: str, tmp_path: Path) -> AsyncIterator[Cluster]:
-    await threads.deferToThread(_create_schema, postgres_database)
+    db = PgDatabase(postgres_database, reactor, size=1)
+    await db.open()
+    try:
+        await db.migrate()
+    finally:
+        await db.close()
     nodes = Cluster(postgres_database, tmp_path)
     yield nodes
     await nodes.stop()
-
-
-def _create_schema(url: str) -> None:
-    with psycopg.connect(url) as conn:
-        conn.execute(NODE_COMMANDS)
 
 
 async def _call(node: Node, user: Any, method: str, *params: Any) -> Job:
@@ -382,7 +304,7 @@ async def test_a_record_too_big_for_a_notification_is_read_from_the_store(cluste
     a.work.release["one"].callback(None)
     ended = await watching.wait_for(lambda n: n.id == held.id and n.fields["state"] == "SUCCESS")
     assert ended.fields["description"] == big
-    assert held.id in cluster.store.reads
+    assert held.id in b.store.reads
 
 
 @pytest_twisted.ensureDeferred
@@ -392,8 +314,7 @@ async def test_b_aborts_a_job_on_a(cluster: Cluster) -> None:
     held = await _call(a, ALICE, "work.hold", "one")
     await a.work.started("one")
     record = await b.bus.record(held.id)
-    assert record is not None and record["state"] == "RUNNING"
-    record["node"] = "a"
+    assert record is not None and record["state"] == "RUNNING" and record["node"] == "a"
     waited = b.bus.wait(held.id)
     await b.bus.abort(record, "Stopped from b")
     final = await waited
@@ -410,25 +331,29 @@ async def test_b_forces_the_abort_of_a_job_that_is_not_abortable(cluster: Cluste
     record = await b.bus.record(fixed.id)
     assert record is not None and record["abortable"] is False
     waited = b.bus.wait(fixed.id)
-    await b.bus.abort({**record, "node": "a"}, "Job aborted by force")
+    await b.bus.abort(record, "Job aborted by force")
     final = await waited
     assert final["state"] == "ABORTED" and final["error"] == "Job aborted by force"
 
 
 @pytest_twisted.ensureDeferred
-async def test_an_abort_sent_while_a_was_away_is_carried_out_when_it_is_back(cluster: Cluster) -> None:
+async def test_an_abort_a_did_not_hear_is_carried_out_when_its_listener_is_back(cluster: Cluster) -> None:
     a = await cluster.node("a", 1)
     b = await cluster.node("b", 1000)
     held = await _call(a, ALICE, "work.hold", "one")
     await a.work.started("one")
-    a.listener.cut()
+    # A no longer hears its channel: the wake-up is lost, the command is kept.
+    await a.listener.unlisten(node_channel("a"))
     record = await b.bus.record(held.id)
     assert record is not None
-    await b.bus.abort({**record, "node": "a"}, "Stopped while away")
+    await b.bus.abort(record, "Stopped while away")
+    assert await b.db.runQuery("SELECT node, job_id, command FROM node_commands") == [("a", held.id, "abort")]
     assert held.state.value == "RUNNING"
-    await a.listener.reconnect()
-    await held.wait()
+    # Its listener's session is cut; back, A reads its commands.
+    await a.cut()
+    await held.wait().addTimeout(10, reactor)
     assert held.error == "Stopped while away"
+    assert await b.db.runQuery("SELECT count(*) FROM node_commands") == [(0,)]
 
 
 @pytest_twisted.ensureDeferred
@@ -470,17 +395,16 @@ async def test_a_listener_back_resyncs_a_waiter(cluster: Cluster) -> None:
     held = await _call(a, ALICE, "work.hold", "one")
     await a.work.started("one")
     waited = b.bus.wait(held.id)
-    # Let the waiter's first read of the store be done.
-    await b.bus.record(held.id)
-    b.listener.cut()
+    # B no longer hears of the jobs: the end is told while it is deaf.
+    await b.listener.unlisten(JOBS_CHANNEL)
     a.work.release["one"].callback("done")
     await held.wait()
-    # Told to a channel b no longer hears.
     await a.bus.publisher.flush()
     assert not waited.called
-    await b.listener.reconnect()
+    # Its listener's session is cut; back, B reads what it waits for.
+    await b.cut()
     final = await waited.addTimeout(10, reactor)
-    assert final["state"] == "SUCCESS"
+    assert final["state"] == "SUCCESS" and final["result"] == "done"
 
 
 def test_channel_names() -> None:

@@ -29,9 +29,11 @@ import attrs
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ..errors import CallError
 from ..events import EventHub
+from ..interfaces import ICluster
 from ..job import Job, JobsQueue
 from ..job_events import JobEvents
 from ..lifecycle import JobRecord, JobState
@@ -108,6 +110,7 @@ def _send_command(txn: Cursor, node: str, job_id: int, command: str, args: dict[
     txn.execute("SELECT pg_notify(?, ?)", (node_channel(node), str(job_id)))
 
 
+@implementer(ICluster)
 class ClusterBus:
     """
     This node's part in the cluster's one job list and one event stream (see the module).

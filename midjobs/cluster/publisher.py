@@ -13,7 +13,6 @@ seconds, one transaction each, one at a time and in order.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
