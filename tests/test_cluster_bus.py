@@ -10,6 +10,7 @@ B's listener was away.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -25,10 +26,12 @@ from midjobs.auth.roles import FULL_ADMIN
 from midjobs.cluster.bus import ClusterBus
 from midjobs.cluster.node import Node as ClusterNode
 from midjobs.cluster.payloads import JOBS_CHANNEL, MAX_PAYLOAD, node_channel
+from midjobs.errors import CallError
 from midjobs.events import Notification
 from midjobs.job import Job
-from midjobs.lifecycle import JobRecord
+from midjobs.lifecycle import JobAborted, JobRecord
 from midjobs.middleware import Middleware
+from midjobs.plugins.core import CoreService
 from midjobs.service import Service, job
 from midjobs.store.pg import PgDatabase
 from midjobs.store.pg_jobs import PgJobStore, abort_node_jobs
@@ -179,7 +182,7 @@ class Cluster:
         await member.join()
         store = PgJobStore(db, reactor, node=name, flush_interval=0.05)
         middleware = Middleware(reactor, self.tmp_path / name, job_store=store, first_job_id=first_job_id, node=name)
-        middleware.add_service(WorkService)
+        middleware.add_services([CoreService, WorkService])
         counting = CountingStore(store)
         bus = ClusterBus(
             reactor,
@@ -194,6 +197,7 @@ class Cluster:
         middleware.cluster = bus
         member.on_reaped(bus.reaped)
         await bus.start()
+        await middleware.start()
         node = Node(name, middleware, listener, bus, db, member, counting)
         self.nodes.append(node)
         return node
@@ -407,5 +411,45 @@ async def test_a_listener_back_resyncs_a_waiter(cluster: Cluster) -> None:
     assert final["state"] == "SUCCESS" and final["result"] == "done"
 
 
-def test_channel_names() -> None:
-    assert JOBS_CHANNEL == "midjobs_jobs"
+@pytest_twisted.ensureDeferred
+async def test_core_waits_for_and_aborts_a_job_of_another_node(cluster: Cluster) -> None:
+    a = await cluster.node("a", 1)
+    b = await cluster.node("b", 1000)
+    first = await _call(a, ALICE, "work.hold", "one")
+    second = await _call(a, ALICE, "work.hold", "two")
+    await a.work.started("one")
+    await a.work.started("two")
+    waiting = await _call(b, BOB, "core.job_wait", first.id)
+    # Bob may not see Alice's job.
+    await waiting.wait()
+    assert waiting.state.value == "FAILED" and "Job is not owned by current session" in waiting.error
+    waiting = await _call(b, ALICE, "core.job_wait", first.id)
+    a.work.release["one"].callback("first")
+    assert await waiting.wait(raise_error=True) == "first"
+
+    # Bob may not abort it; Alice may; then it ends ABORTED for her waiter on b.
+    with pytest.raises(CallError) as refused:
+        await b.middleware.call("core.job_abort", second.id, app=Session(BOB))
+    assert refused.value.errno == errno.EPERM
+    waiting = await _call(b, ALICE, "core.job_wait", second.id)
+    await b.middleware.call("core.job_abort", second.id, app=Session(ALICE))
+    with pytest.raises(JobAborted):
+        await waiting.wait(raise_error=True)
+    assert (await second.wait().addCallback(lambda _: second.error)) == "Job aborted"
+
+    # A job that is not abortable: only by force, for a full administrator.
+    fixed = await _call(a, ALICE, "work.fixed", "three")
+    await a.work.started("three")
+    with pytest.raises(CallError, match="not abortable"):
+        await b.middleware.call("core.job_abort", fixed.id, app=Session(ALICE))
+    with pytest.raises(CallError) as refused:
+        await b.middleware.call("core.job_abort", fixed.id, {"force": True}, app=Session(ALICE))
+    assert refused.value.errno == errno.EPERM
+    await b.middleware.call("core.job_abort", fixed.id, {"force": True}, app=Session(ADMIN))
+    await fixed.wait()
+    assert fixed.error == "Job aborted by force"
+
+    # No such job anywhere.
+    with pytest.raises(CallError) as missing:
+        await b.middleware.call("core.job_abort", 999999, app=Session(ADMIN))
+    assert missing.value.errno == errno.ENOENT
