@@ -20,17 +20,20 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import deferLater
 
 from midjobs.auth.avatar import User
 from midjobs.auth.roles import FULL_ADMIN
 from midjobs.cluster.bus import ClusterBus
 from midjobs.cluster.node import Node as ClusterNode
+from midjobs.cluster.logs import CHUNK_SIZE
 from midjobs.cluster.payloads import JOBS_CHANNEL, MAX_PAYLOAD, node_channel
 from midjobs.errors import CallError
 from midjobs.events import Notification
 from midjobs.job import Job
 from midjobs.lifecycle import JobAborted, JobRecord
 from midjobs.middleware import Middleware
+from midjobs.pipe import Pipes
 from midjobs.plugins.core import CoreService
 from midjobs.service import Service, job
 from midjobs.store.pg import PgDatabase
@@ -87,6 +90,12 @@ class WorkService(Service):
     @job(abortable=False)
     async def fixed(self, job: Job, name: str) -> Any:
         return await self._started(job, name)
+
+    @job(logs=True)
+    async def logged(self, job: Job, name: str, first: str, rest: str) -> None:
+        await job.logs_fd_write(first.encode())
+        await self._started(job, name)
+        await job.logs_fd_write(rest.encode())
 
 
 @attrs.define(eq=False)
@@ -182,6 +191,7 @@ class Cluster:
         await member.join()
         store = PgJobStore(db, reactor, node=name, flush_interval=0.05)
         middleware = Middleware(reactor, self.tmp_path / name, job_store=store, first_job_id=first_job_id, node=name)
+        await store.setup(middleware.logs_dir)
         middleware.add_services([CoreService, WorkService])
         counting = CountingStore(store)
         bus = ClusterBus(
@@ -453,3 +463,48 @@ async def test_core_waits_for_and_aborts_a_job_of_another_node(cluster: Cluster)
     with pytest.raises(CallError) as missing:
         await b.middleware.call("core.job_abort", 999999, app=Session(ADMIN))
     assert missing.value.errno == errno.ENOENT
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 10) -> None:
+    """
+    Wait until C{await predicate()} is true, looking every few milliseconds.
+    """
+    deadline = reactor.seconds() + timeout
+    while not await predicate():
+        assert reactor.seconds() < deadline, "timed out"
+        await deferLater(reactor, 0.01, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_log_of_a_job_on_a_is_followed_and_downloaded_on_b(cluster: Cluster) -> None:
+    a = await cluster.node("a", 1)
+    b = await cluster.node("b", 1000)
+    first, rest = "first line é\n", "second line\n" + "x" * (3 * CHUNK_SIZE) + "\nlast\n"
+    logged = await _call(a, ALICE, "work.logged", "one", first, rest)
+    await a.work.started("one")
+
+    async def shipped() -> bool:
+        return bool(await b.bus.log_chunks(logged.id, 0))
+
+    await until(shipped)
+    name = f"core.job_log:{logged.id}"
+    # Bob may not follow Alice's job's log.
+    with pytest.raises(CallError):
+        await b.middleware.events.prepare(Session(BOB), name)
+    await b.middleware.events.prepare(Session(ALICE), name)
+    following = Subscriber(ALICE)
+    b.middleware.events.subscribe(following, name)
+    await following.wait_for(lambda n: n.fields == {"data": first})
+    a.work.release["one"].callback(None)
+    await logged.wait()
+    await following.wait_for(lambda n: n.fields["data"].endswith("last\n"))
+    assert "".join(n.fields["data"] for n in following.got) == first + rest
+
+    # Its download, through b, from the database.
+    pipe = b.middleware.pipe(buffered=True)
+    reading = await b.middleware.call("core.read_job_logs", logged.id, pipes=Pipes(output=pipe))
+    data = b""
+    while piece := await pipe.read(65536):
+        data += piece
+    assert data.decode() == first + rest
+    assert await reading.wait(raise_error=True) == len(data)

@@ -40,6 +40,7 @@ from ..lifecycle import JobRecord, JobState
 from ..logs import logger
 from ..store import IJobStore
 from ..store.database import Cursor, Pool
+from .logs import CHUNKS_AT_ONCE, IJobLogChunks, LogShipper, read_chunks
 from .payloads import JOBS_CHANNEL, ItemKind, JobItem, LogItem, node_channel, unpack
 from .publisher import JobPublisher
 
@@ -110,7 +111,7 @@ def _send_command(txn: Cursor, node: str, job_id: int, command: str, args: dict[
     txn.execute("SELECT pg_notify(?, ?)", (node_channel(node), str(job_id)))
 
 
-@implementer(ICluster)
+@implementer(ICluster, IJobLogChunks)
 class ClusterBus:
     """
     This node's part in the cluster's one job list and one event stream (see the module).
@@ -146,6 +147,10 @@ class ClusterBus:
         self._events = JobEvents(events)
         self._nodes = nodes
         self.publisher = JobPublisher(reactor, node, db)
+        #: Copies this node's job logs to the database.
+        self.logs = LogShipper(reactor, db, self.publisher)
+        #: Who follows the log of a job of another node.
+        self._log_followers: dict[int, list[Callable[[int, bool], None]]] = {}
         #: The newest revision told of each job of another node that has not ended.
         self._revs: dict[int, int] = {}
         #: The jobs of other nodes whose end was told (the newest L{_ENDED_MEMORY}).
@@ -165,6 +170,7 @@ class ClusterBus:
         the commands addressed to this node (those left while it was away too).
         """
         self._jobs.observe(self.publisher)
+        self._jobs.observe(self.logs)
         self._listener.on_reconnect(self._resync)
         await self._listener.listen(JOBS_CHANNEL, self._received)
         await self._listener.listen(node_channel(self.node), self._woken)
@@ -176,6 +182,8 @@ class ClusterBus:
         a job of another node fails with C{ESHUTDOWN}.
         """
         self._jobs.unobserve(self.publisher)
+        self._jobs.unobserve(self.logs)
+        await self.logs.stop()
         await self.publisher.flush()
         await self._listener.unlisten(JOBS_CHANNEL)
         await self._listener.unlisten(node_channel(self.node))
@@ -253,6 +261,33 @@ class ClusterBus:
             self._tell(JobItem(ItemKind.ENDED, record["id"], 0, record), record)
         self.publisher.reaped(records)
 
+    # IJobLogChunks
+
+    def log_chunks(self, job_id: int, after: int, limit: int = CHUNKS_AT_ONCE) -> Deferred[list[tuple[int, bytes]]]:
+        """
+        The chunks of job C{job_id}'s log in the database numbered above
+        C{after}, in order, at most C{limit}: C{(number, bytes)}.
+        """
+        chunks: Deferred[list[tuple[int, bytes]]] = self._db.runInteraction(read_chunks, job_id, after, limit)
+        return chunks
+
+    def follow_log(self, job_id: int, grew: Callable[[int, bool], None]) -> Callable[[], None]:
+        """
+        Call C{grew(size, final)} each time another node tells that more of
+        job C{job_id}'s log is in the database (C{final}: all of it); return
+        what stops it.
+        """
+        self._log_followers.setdefault(job_id, []).append(grew)
+
+        def stop() -> None:
+            followers = self._log_followers.get(job_id, [])
+            if grew in followers:
+                followers.remove(grew)
+                if not followers:
+                    del self._log_followers[job_id]
+
+        return stop
+
     # Waiting.
 
     def _drop_waiter(self, job_id: int, waiter: _Waiter) -> None:
@@ -310,6 +345,8 @@ class ClusterBus:
         items: list[JobItem] = []
         for item in payload.items:
             if isinstance(item, LogItem):
+                for grew in list(self._log_followers.get(item.job_id, ())):
+                    grew(item.size, item.final)
                 continue
             if item.job_id in self._ended:
                 continue

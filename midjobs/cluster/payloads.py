@@ -4,7 +4,7 @@ L{JOBS_CHANNEL}: NOTIFY payloads, packed and read as pure functions.
 
 A payload is C{{"n": <node>, "e": [<item>, ...]}}, each item
 C{[kind, job id, rev, record or null]} (L{JobItem}), or C{["l", job id,
-size]} for a log that grew (L{LogItem}).  A payload stays under
+size, final]} for a log that grew (L{LogItem}).  A payload stays under
 L{MAX_PAYLOAD} bytes (PostgreSQL refuses 8 000); a record that does not fit
 in one goes as C{null}, and its receiver reads it from the job store.
 """
@@ -54,7 +54,7 @@ class ItemKind(enum.Enum):
     @cvar ADDED: a job was queued (C{core.get_jobs} C{added}).
     @cvar CHANGED: it changed: started, progress (C{changed}).
     @cvar ENDED: it ended; the record is its final one (C{changed}).
-    @cvar LOG: its log grew to C{size} bytes in the job store.
+    @cvar LOG: its log grew to C{size} bytes in the job store (C{final}: all of it).
     """
 
     ADDED = "a"
@@ -89,11 +89,13 @@ class JobItem:
 @attrs.frozen
 class LogItem:
     """
-    A job's log is C{size} bytes long in the job store now.
+    A job's log is C{size} bytes long in the job store now; C{final} once
+    the job ended and its whole log is there.
     """
 
     job_id: int
     size: int
+    final: bool = False
 
 
 Item = JobItem | LogItem
@@ -111,7 +113,7 @@ class Payload:
 
 def _item(item: Item, record: str | None) -> str:
     if isinstance(item, LogItem):
-        return json.dumps([ItemKind.LOG.value, item.job_id, item.size])
+        return json.dumps([ItemKind.LOG.value, item.job_id, item.size, item.final])
     head = json.dumps([item.kind.value, item.job_id, item.rev])
     return f"{head[:-1]},{record if record is not None else 'null'}]"
 
@@ -159,7 +161,7 @@ def unpack(payload: str) -> Payload:
             raise ValueError(f"not a job item: {raw!r}")
         kind = ItemKind(raw[0])
         if kind is ItemKind.LOG:
-            items.append(LogItem(raw[1], raw[2]))
+            items.append(LogItem(raw[1], raw[2], len(raw) > 3 and raw[3] is True))
             continue
         record = raw[3] if len(raw) > 3 else None
         if record is not None and not isinstance(record, dict):

@@ -47,6 +47,7 @@ class _Pending:
     @ivar added: its addition has not been told.
     @ivar end: its final record, once it ended.
     @ivar log_size: its log's size in the store, if it grew.
+    @ivar log_final: that log is whole.
     """
 
     job: Job | None
@@ -54,6 +55,7 @@ class _Pending:
     changed: bool = False
     end: JobRecord | None = None
     log_size: int | None = None
+    log_final: bool = False
 
 
 def _notify(txn: Cursor, payloads: list[str]) -> None:
@@ -109,11 +111,14 @@ class JobPublisher:
             self._entry(record["id"], None).end = record
         self._due()
 
-    def log_grew(self, job_id: int, size: int) -> None:
+    def log_grew(self, job_id: int, size: int, final: bool) -> None:
         """
-        Tell that the log of job C{job_id} is C{size} bytes long in the store.
+        Tell that the log of job C{job_id} is C{size} bytes long in the
+        store (C{final}: the job ended, and that is all of it).
         """
-        self._entry(job_id, None).log_size = size
+        entry = self._entry(job_id, None)
+        entry.log_size = size
+        entry.log_final = final
         self._due()
 
     def flush(self) -> Deferred[None]:
@@ -166,7 +171,7 @@ class JobPublisher:
             if entry.end is not None:
                 items.append(JobItem(ItemKind.ENDED, job_id, self._next_rev(), entry.end))
             if entry.log_size is not None:
-                items.append(LogItem(job_id, entry.log_size))
+                items.append(LogItem(job_id, entry.log_size, entry.log_final))
         return items
 
     def _send(self) -> Deferred[None]:
@@ -197,5 +202,6 @@ class JobPublisher:
                 newer.added = newer.added or entry.added
                 newer.changed = newer.changed or entry.changed
                 newer.end = newer.end if newer.end is not None else entry.end
-                newer.log_size = newer.log_size if newer.log_size is not None else entry.log_size
+                if newer.log_size is None:
+                    newer.log_size, newer.log_final = entry.log_size, entry.log_final
         self._timer = self._reactor.callLater(RETRY_DELAY, self._timed)

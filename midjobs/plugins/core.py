@@ -24,6 +24,7 @@ from ..log_events import JobLogEvents
 from ..log_files import log_file
 from ..access import JobAccessDenied, may_force_abort, owns_or_administers
 from ..auth import TooManyTokens
+from ..cluster.logs import IJobLogChunks, elsewhere
 from ..arguments import REDACTED
 from ..config import Settings
 from ..logs import logger
@@ -642,19 +643,23 @@ class CoreService(Service):
         _, url = await self._start_download(app, start, filename, buffered)
         return str(url)
 
-    async def _logs_path(self, id: int, app: ISession | None = None) -> str:
+    async def _logs_path(self, id: int, app: ISession | None = None) -> str | None:
         """
         The log file of job C{id}, if C{app} may read it: always the one its
         id gives in the logs directory (L{log_file}), never a path read from
-        a record, which a restored backup could have crafted.
+        a record, which a restored backup could have crafted.  C{None} for
+        the log of a job of another node, read from the cluster's database
+        (L{midjobs.cluster.logs}).
 
         @raise CallError: C{ENOENT}, no such job, or it has no log file;
             C{EPERM}, C{app} may not read the job.
         """
         record = await self.get_jobs(
-            None, [["id", "=", id]], {"get": True, "select": ["logs_path", "credentials", "method"]}
+            None, [["id", "=", id]], {"get": True, "select": ["logs_path", "credentials", "method", "node"]}
         )
         self.middleware.check_job_access(app, record)
+        if record.get("logs_path") and elsewhere(self.middleware.cluster, record) is not None:
+            return None
         path = log_file(self.middleware.logs_dir, id) if record.get("logs_path") else None
         if path is None or not os.path.exists(path):
             raise CallError(f"Job {id} has no logs", errno.ENOENT)
@@ -664,21 +669,32 @@ class CoreService(Service):
     @job(pipes=["output"])
     def read_job_logs(self, job: Job, id: int) -> int:
         """
-        Write the log file of job C{id} to this job's output pipe; return its size.
+        Write the log of job C{id} to this job's output pipe (its file, or
+        its chunks in the cluster's database); return its size.
         """
-        def logs_path() -> Deferred[str]:
+        def logs_path() -> Deferred[str | None]:
             return Deferred.fromCoroutine(self._logs_path(id))
 
+        reactor = self.middleware.reactor
         # Typed as the union Twisted's stub asks for.
-        waited: Callable[[], Deferred[str]] | Callable[[], str] = logs_path
-        path: str = blockingCallFromThread(self.middleware.reactor, waited)
+        waited: Callable[[], Deferred[str | None]] | Callable[[], str | None] = logs_path
+        path: str | None = blockingCallFromThread(reactor, waited)
         output = job.pipes.output
         assert output is not None  # the job declares its output pipe: the call checked it
         size = 0
-        with open(path, "rb") as logs:
-            while block := logs.read(_LOG_BLOCK):
-                output.w.write(block)
-                size += len(block)
+        if path is None:
+            cluster = IJobLogChunks(self.middleware.cluster)
+            seq = 0
+            while chunks := blockingCallFromThread(reactor, cluster.log_chunks, id, seq):
+                seq = chunks[-1][0]
+                for _, chunk in chunks:
+                    output.w.write(chunk)
+                    size += len(chunk)
+        else:
+            with open(path, "rb") as logs:
+                while block := logs.read(_LOG_BLOCK):
+                    output.w.write(block)
+                    size += len(block)
         output.w.close()
         return size
 
