@@ -14,7 +14,9 @@ L{ClusterBus} is this node's side of it:
   - it aborts a job of another node (L{abort}): a row in C{node_commands}
     and a wake-up on that node's channel (L{node_channel}), in one
     transaction; each node takes the commands addressed to it when woken,
-    when it starts, and when its listener is back.
+    when it starts, and when its listener is back;
+  - it copies this node's job logs to the database and tells who follows
+    the log of another node's job that it grew (L{midjobs.cluster.logs}).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import collections
 import errno
 import json
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import attrs
 from twisted.internet.defer import Deferred, gatherResults, succeed
@@ -40,11 +42,12 @@ from ..lifecycle import JobRecord, JobState
 from ..logs import logger
 from ..store import IJobStore
 from ..store.database import Cursor, Pool
+from ..store.pg_listen import PgListener
 from .logs import CHUNKS_AT_ONCE, IJobLogChunks, LogShipper, read_chunks
 from .payloads import JOBS_CHANNEL, ItemKind, JobItem, LogItem, node_channel, unpack
 from .publisher import JobPublisher
 
-__all__ = ["ABORT", "ClusterBus", "Listener"]
+__all__ = ["ABORT", "ClusterBus"]
 
 log = logger(__name__)
 
@@ -53,28 +56,6 @@ ABORT = "abort"
 
 #: How many ended jobs the receiver remembers, to drop what comes late about them.
 _ENDED_MEMORY = 10_000
-
-
-class Listener(Protocol):
-    """
-    What the bus needs of the node's LISTEN connection
-    (L{midjobs.store.pg_listen.PgListener}, started).
-    """
-
-    def listen(self, channel: str, handler: Callable[[str], None]) -> Deferred[Any]:
-        """
-        Call C{handler} with the payload of each notification on C{channel}, on the reactor thread.
-        """
-
-    def unlisten(self, channel: str) -> Any:
-        """
-        Stop listening on C{channel}.
-        """
-
-    def on_reconnect(self, callback: Callable[[], Any]) -> Any:
-        """
-        Call C{callback} each time the connection is back (what was notified meanwhile is lost).
-        """
 
 
 def _finished(record: JobRecord) -> bool:
@@ -125,11 +106,11 @@ class ClusterBus:
         node: str,
         *,
         db: Pool,
-        listener: Listener,
+        listener: PgListener,
         jobs: JobsQueue,
         store: IJobStore,
         events: EventHub,
-        nodes: Callable[[], Deferred[Any]] | None = None,
+        nodes: Callable[[], Deferred[Any]],
     ) -> None:
         """
         @param db: the cluster's database (L{midjobs.store.pg.PgDatabase}).
@@ -196,10 +177,8 @@ class ClusterBus:
 
     def nodes(self) -> Deferred[Any]:
         """
-        The nodes of the cluster, as C{cluster.nodes} lists them.
+        The nodes of the cluster, as C{cluster.nodes} lists them (L{ICluster.nodes}).
         """
-        if self._nodes is None:
-            return succeed([{"name": self.node}])
         return self._nodes()
 
     def _local(self, job_id: int) -> Job | None:
@@ -258,6 +237,7 @@ class ClusterBus:
         subscribers and waiters here, and the other nodes.
         """
         for record in records:
+            self._note_end(record["id"])
             self._tell(JobItem(ItemKind.ENDED, record["id"], 0, record), record)
         self.publisher.reaped(records)
 
@@ -351,10 +331,7 @@ class ClusterBus:
             if item.job_id in self._ended:
                 continue
             if item.kind is ItemKind.ENDED:
-                self._revs.pop(item.job_id, None)
-                self._ended[item.job_id] = None
-                if len(self._ended) > _ENDED_MEMORY:
-                    self._ended.popitem(last=False)
+                self._note_end(item.job_id)
             else:
                 last = self._revs.get(item.job_id)
                 if last is not None and item.rev <= last:
@@ -388,6 +365,15 @@ class ClusterBus:
         gatherResults([self._store.get(job_id) for job_id in missing], consumeErrors=True).addCallbacks(
             fetched, failed
         )
+
+    def _note_end(self, job_id: int) -> None:
+        """
+        The end of job C{job_id} is told: what comes about it later is dropped.
+        """
+        self._revs.pop(job_id, None)
+        self._ended[job_id] = None
+        if len(self._ended) > _ENDED_MEMORY:
+            self._ended.popitem(last=False)
 
     def _deliver(self) -> None:
         # In the order the payloads came.
