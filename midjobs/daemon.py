@@ -180,8 +180,8 @@ class Daemon(MultiService):
         self.listeners: list[Listener] = []
         self.ready: Deferred[Daemon] = Deferred()
         self.systemd = systemd
-        #: Where the daemon keeps its state, once opened.
-        self._backends: IBackends | None = None
+        #: Where the daemon keeps its state, once opened (L{IBackends}).
+        self.backends: IBackends | None = None
         #: Python's logging into the daemon's log, while the daemon runs.
         self._stdlib_bridge: StdlibBridge | None = None
         #: Tells the webhooks of jobs' ends (L{None} when none are configured).
@@ -269,7 +269,7 @@ class Daemon(MultiService):
             )
             self.reactor.callWhenRunning(self.reactor.stop)
             return self
-        backends = self._backends = await open_backends(settings, self.reactor)
+        backends = self.backends = await open_backends(settings, self.reactor)
         if settings.webhooks:
             # Started before any job can end (a service's setup may start one).
             self.notifier = _notifier(self.reactor, backends.local_database, settings)
@@ -403,8 +403,8 @@ class Daemon(MultiService):
             if self.notifier is not None:
                 # Pending notifications stay in the outbox, for the next start.
                 await self.notifier.stop()
-            if self._backends is not None:
-                await self._backends.stop()
+            if self.backends is not None:
+                await self.backends.stop()
         finally:
             # The heartbeat goes on until everything is closed: a long stop is no hung one.
             if self.systemd is not None:

@@ -17,10 +17,10 @@ from zope.interface.verify import verifyObject
 
 from midjobs.config import Settings
 from midjobs.job import Job, JobsQueue, JobState
-from midjobs.job_ids import CountingJobIds
 from midjobs.middleware import Middleware
 from midjobs.service import JobOptions
 from midjobs.store._interfaces import IJobIds
+from midjobs.store.ids import CountedJobIds
 
 from test_lifecycle import HeldStore
 
@@ -66,20 +66,18 @@ class Blocks:
             d.callback(None)
 
 
-def test_counting_ids_count_from_the_first_and_keep_the_skipped() -> None:
-    kept: list[int] = []
-    ids = CountingJobIds(40, keep=kept.append)
+def test_counted_ids_count_from_the_first() -> None:
+    ids = CountedJobIds(40)
     assert verifyObject(IJobIds, ids)
     assert ids.start().called and ids.available().called
     assert [ids.take(), ids.take()] == [40, 41]
-    ids.skipped(41)
-    assert kept == [41]
-    CountingJobIds().skipped(1)  # without a store: nothing to keep
+    ids.skipped(41)  # without a store: nothing to keep
+    assert ids.take() == 42
 
 
 def test_a_job_with_an_id_at_hand_is_queued_at_once() -> None:
     reactor = MemoryReactorClock()
-    queue = JobsQueue(ids=CountingJobIds(7))
+    queue = JobsQueue(ids=CountedJobIds(7))
     job = new_job(reactor)
     d = queue.add(job)
     # No round trip, no Deferred to wait on: the job ran and ended already.
