@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from twisted.enterprise.adbapi import ConnectionPool
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from zope.interface import Attribute, Interface, implementer
 
 from .config import ConfigError, Settings
 from .logs import logger
 from .middleware import Middleware
 from .store import READERS, JobHistory, SQLiteJobStore, close_database, open_database
+from .store.errors import Unavailable
+from .store.history import node_stopped
 from .store._interfaces import IJobIds, IJobStore
 from .store.database import Pool
 from .store.ids import PgJobIds, StoredJobIds
@@ -33,7 +35,7 @@ from .store.pg import PgDatabase
 from .store.pg_jobs import PgJobStore, abort_node_jobs
 from .store.pg_listen import PgListener
 from .cluster.bus import ClusterBus
-from .cluster.node import Node
+from .cluster.node import Node, NodeState
 
 __all__ = ["ClusterBackends", "EmbeddedBackends", "IBackends", "migrate_database", "open_backends"]
 
@@ -145,8 +147,17 @@ class ClusterBackends:
         self.job_ids: IJobIds = PgJobIds(db, reactor, block=settings.id_block)
         store = history.store
         assert isinstance(store, PgJobStore)  # made by open below
-        self.store_check: Callable[[], Deferred[Any]] | None = store.check_writable
+        self._store = store
         self.bus: ClusterBus | None = None
+
+    def store_check(self) -> Deferred[None]:
+        """
+        Whether this node takes jobs: it holds its place in the cluster
+        (not fenced, L{NodeState.DEGRADED}) and the database takes writes.
+        """
+        if self.node.state is not NodeState.ONLINE:
+            return fail(Unavailable(f"the node {self.node.name} is {self.node.state.name}, cut from the job database"))
+        return self._store.check_writable()
 
     @classmethod
     async def open(cls, settings: Settings, reactor: Any) -> ClusterBackends:
@@ -188,9 +199,11 @@ class ClusterBackends:
         bus = self.bus = ClusterBus(
             self._reactor, self.node.name, db=self.db, listener=self.listener, jobs=middleware.jobs,
             store=store, events=middleware.events, nodes=self.node.nodes,
+            accepting=lambda: self.node.state is NodeState.ONLINE,
         )
         middleware.cluster = bus
         self.node.on_reaped(bus.reaped)
+        self.node.on_fenced(lambda: middleware.jobs.abort_all(node_stopped(self.node.name)))
         await bus.start()
 
     def stop(self) -> Deferred[None]:

@@ -295,12 +295,16 @@ class Middleware:
         @raise NotAuthenticated: the session must log in first.
         @raise midjobs.drain.DaemonStopping: a job method (but those of
             L{WATCHING_JOBS}) while the daemon drains.
+        @raise CallError: C{ENOTCONN}, a job method (but those of
+            L{WATCHING_JOBS}) while this node is cut from its cluster's
+            job store (L{ICluster.check_accepting}).
         """
         method = self.method(name, app)
         self.check_call(app, method)
         if method.spec.job is not None and name not in WATCHING_JOBS:
             # Jobs already running may still start theirs (they are let finish).
             self.drain.check_accepting()
+            self.cluster.check_accepting()
         return self._call(method, params, app, pipes, message_id)
 
     def check_call(self, app: ISession, method: Method) -> None:

@@ -25,7 +25,7 @@ from twisted.internet.task import deferLater
 from midjobs.auth.avatar import User
 from midjobs.auth.roles import FULL_ADMIN
 from midjobs.cluster.bus import ClusterBus
-from midjobs.cluster.node import Node as ClusterNode
+from midjobs.cluster.node import Node as ClusterNode, NodeState
 from midjobs.cluster.logs import CHUNK_SIZE
 from midjobs.cluster.payloads import JOBS_CHANNEL, MAX_PAYLOAD, node_channel
 from midjobs.errors import CallError
@@ -37,6 +37,7 @@ from midjobs.pipe import Pipes
 from midjobs.plugins.core import CoreService
 from midjobs.service import Service, job
 from midjobs.store.pg import PgDatabase
+from midjobs.store.ids import CountedJobIds
 from midjobs.store.pg_jobs import PgJobStore, abort_node_jobs
 from midjobs.store.pg_listen import PgListener
 
@@ -190,7 +191,7 @@ class Cluster:
         )
         await member.join()
         store = PgJobStore(db, reactor, node=name, flush_interval=0.05)
-        middleware = Middleware(reactor, self.tmp_path / name, job_store=store, first_job_id=first_job_id, node=name)
+        middleware = Middleware(reactor, self.tmp_path / name, job_store=store, job_ids=CountedJobIds(first_job_id), node=name)
         await store.setup(middleware.logs_dir)
         middleware.add_services([CoreService, WorkService])
         counting = CountingStore(store)
@@ -203,6 +204,7 @@ class Cluster:
             store=counting,
             events=middleware.events,
             nodes=member.nodes,
+            accepting=lambda: member.state is NodeState.ONLINE,
         )
         middleware.cluster = bus
         member.on_reaped(bus.reaped)
