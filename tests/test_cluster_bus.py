@@ -11,6 +11,7 @@ B's listener was away.
 from __future__ import annotations
 
 import errno
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -58,11 +59,18 @@ class CountingStore:
 
     def __init__(self, store: PgJobStore) -> None:
         self._store = store
+        #: The jobs read, as they were asked for, and as the reads answered.
         self.reads: list[int] = []
+        self.answered: list[int] = []
 
     def get(self, job_id: int) -> Deferred[JobRecord | None]:
         self.reads.append(job_id)
-        return self._store.get(job_id)
+
+        def answered(record: JobRecord | None) -> JobRecord | None:
+            self.answered.append(job_id)
+            return record
+
+        return self._store.get(job_id).addCallback(answered)
 
 
 class WorkService(Service):
@@ -409,6 +417,9 @@ async def test_a_listener_back_resyncs_a_waiter(cluster: Cluster) -> None:
     held = await _call(a, ALICE, "work.hold", "one")
     await a.work.started("one")
     waited = b.bus.wait(held.id)
+    # Its first read of the store has answered: the job still runs.
+    await until(lambda: held.id in b.store.answered)
+    assert not waited.called
     # B no longer hears of the jobs: the end is told while it is deaf.
     await b.listener.unlisten(JOBS_CHANNEL)
     a.work.release["one"].callback("done")
@@ -465,12 +476,17 @@ async def test_core_waits_for_and_aborts_a_job_of_another_node(cluster: Cluster)
     assert missing.value.errno == errno.ENOENT
 
 
+async def _value(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
 async def until(predicate: Callable[[], Any], timeout: float = 10) -> None:
     """
-    Wait until C{await predicate()} is true, looking every few milliseconds.
+    Wait until C{predicate()} is true (or a Deferred or coroutine of it that
+    fires true), looking every few milliseconds.
     """
     deadline = reactor.seconds() + timeout
-    while not await predicate():
+    while not await _value(predicate()):
         assert reactor.seconds() < deadline, "timed out"
         await deferLater(reactor, 0.01, lambda: None)
 
