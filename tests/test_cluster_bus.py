@@ -28,7 +28,7 @@ from midjobs.auth.roles import FULL_ADMIN
 from midjobs.cluster.bus import ClusterBus
 from midjobs.cluster.node import Node as ClusterNode
 from midjobs.cluster.logs import CHUNK_SIZE
-from midjobs.cluster.payloads import JOBS_CHANNEL, MAX_PAYLOAD, node_channel
+from midjobs.cluster.payloads import JOBS_CHANNEL, MAX_PAYLOAD, ItemKind, JobItem, LogItem, node_channel, pack, unpack
 from midjobs.errors import CallError
 from midjobs.events import Notification
 from midjobs.job import Job
@@ -524,3 +524,25 @@ async def test_the_log_of_a_job_on_a_is_followed_and_downloaded_on_b(cluster: Cl
         data += piece
     assert data.decode() == first + rest
     assert await reading.wait(raise_error=True) == len(data)
+
+
+def test_payloads_stay_under_the_limit_in_order() -> None:
+    records = [{"id": i, "state": "RUNNING", "description": "d" * 3000} for i in range(1, 8)]
+    items: list[Any] = [JobItem(ItemKind.CHANGED, r["id"], 10 + r["id"], r) for r in records]
+    items.append(JobItem(ItemKind.ENDED, 99, 5, {"id": 99, "state": "SUCCESS", "description": "x" * MAX_PAYLOAD}))
+    items.append(LogItem(7, 1234, True))
+    payloads = pack("n1", items)
+    assert len(payloads) > 1
+    assert all(len(p.encode()) <= MAX_PAYLOAD for p in payloads)
+    read = [item for p in payloads for item in unpack(p).items]
+    assert {unpack(p).node for p in payloads} == {"n1"}
+    # The record too big for any payload goes as null; the others whole, in order.
+    assert read[:-2] == items[:-2]
+    assert read[-2] == JobItem(ItemKind.ENDED, 99, 5, None)
+    assert read[-1] == LogItem(7, 1234, True)
+
+
+def test_a_payload_that_is_not_one_is_refused() -> None:
+    for text in ["[]", '{"n": 1, "e": []}', '{"n": "a", "e": [["z", 1, 2, null]]}', '{"n": "a", "e": [["c", 1, 2, 3]]}']:
+        with pytest.raises(ValueError):
+            unpack(text)
