@@ -546,3 +546,21 @@ def test_a_payload_that_is_not_one_is_refused() -> None:
     for text in ["[]", '{"n": 1, "e": []}', '{"n": "a", "e": [["z", 1, 2, null]]}', '{"n": "a", "e": [["c", 1, 2, 3]]}']:
         with pytest.raises(ValueError):
             unpack(text)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_reapers_ends_are_told_here_and_on_the_other_nodes(cluster: Cluster) -> None:
+    a = await cluster.node("a", 1)
+    b = await cluster.node("b", 1000)
+    c = await cluster.node("c", 2000)
+    held = await _call(c, ALICE, "work.hold", "one")
+    await c.work.started("one")
+    waited = b.bus.wait(held.id)
+    on_a, on_b = a.subscribe(ADMIN), b.subscribe(ADMIN)
+    # As a's reaper would write it once c is gone.
+    final = {**held.to_record(), "state": "ABORTED", "error": "The node c stopped while this job was running"}
+    a.bus.reaped([final])
+    assert (await waited.addTimeout(10, reactor))["error"] == final["error"]
+    for watching in (on_a, on_b):
+        told = await watching.wait_for(lambda n: n.id == held.id and n.fields["state"] == "ABORTED")
+        assert told.msg == "changed"
