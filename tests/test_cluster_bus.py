@@ -11,6 +11,7 @@ B's listener was away.
 from __future__ import annotations
 
 import errno
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -27,7 +28,7 @@ from midjobs.auth.roles import FULL_ADMIN
 from midjobs.cluster.bus import ClusterBus
 from midjobs.cluster.node import Node as ClusterNode, NodeState
 from midjobs.cluster.logs import CHUNK_SIZE
-from midjobs.cluster.payloads import JOBS_CHANNEL, MAX_PAYLOAD, node_channel
+from midjobs.cluster.payloads import JOBS_CHANNEL, MAX_PAYLOAD, ItemKind, JobItem, LogItem, node_channel, pack, unpack
 from midjobs.errors import CallError
 from midjobs.events import Notification
 from midjobs.job import Job
@@ -59,11 +60,18 @@ class CountingStore:
 
     def __init__(self, store: PgJobStore) -> None:
         self._store = store
+        #: The jobs read, as they were asked for, and as the reads answered.
         self.reads: list[int] = []
+        self.answered: list[int] = []
 
     def get(self, job_id: int) -> Deferred[JobRecord | None]:
         self.reads.append(job_id)
-        return self._store.get(job_id)
+
+        def answered(record: JobRecord | None) -> JobRecord | None:
+            self.answered.append(job_id)
+            return record
+
+        return self._store.get(job_id).addCallback(answered)
 
 
 class WorkService(Service):
@@ -411,6 +419,9 @@ async def test_a_listener_back_resyncs_a_waiter(cluster: Cluster) -> None:
     held = await _call(a, ALICE, "work.hold", "one")
     await a.work.started("one")
     waited = b.bus.wait(held.id)
+    # Its first read of the store has answered: the job still runs.
+    await until(lambda: held.id in b.store.answered)
+    assert not waited.called
     # B no longer hears of the jobs: the end is told while it is deaf.
     await b.listener.unlisten(JOBS_CHANNEL)
     a.work.release["one"].callback("done")
@@ -467,12 +478,17 @@ async def test_core_waits_for_and_aborts_a_job_of_another_node(cluster: Cluster)
     assert missing.value.errno == errno.ENOENT
 
 
+async def _value(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
 async def until(predicate: Callable[[], Any], timeout: float = 10) -> None:
     """
-    Wait until C{await predicate()} is true, looking every few milliseconds.
+    Wait until C{predicate()} is true (or a Deferred or coroutine of it that
+    fires true), looking every few milliseconds.
     """
     deadline = reactor.seconds() + timeout
-    while not await predicate():
+    while not await _value(predicate()):
         assert reactor.seconds() < deadline, "timed out"
         await deferLater(reactor, 0.01, lambda: None)
 
@@ -510,3 +526,43 @@ async def test_the_log_of_a_job_on_a_is_followed_and_downloaded_on_b(cluster: Cl
         data += piece
     assert data.decode() == first + rest
     assert await reading.wait(raise_error=True) == len(data)
+
+
+def test_payloads_stay_under_the_limit_in_order() -> None:
+    records = [{"id": i, "state": "RUNNING", "description": "d" * 3000} for i in range(1, 8)]
+    items: list[Any] = [JobItem(ItemKind.CHANGED, r["id"], 10 + r["id"], r) for r in records]
+    items.append(JobItem(ItemKind.ENDED, 99, 5, {"id": 99, "state": "SUCCESS", "description": "x" * MAX_PAYLOAD}))
+    items.append(LogItem(7, 1234, True))
+    payloads = pack("n1", items)
+    assert len(payloads) > 1
+    assert all(len(p.encode()) <= MAX_PAYLOAD for p in payloads)
+    read = [item for p in payloads for item in unpack(p).items]
+    assert {unpack(p).node for p in payloads} == {"n1"}
+    # The record too big for any payload goes as null; the others whole, in order.
+    assert read[:-2] == items[:-2]
+    assert read[-2] == JobItem(ItemKind.ENDED, 99, 5, None)
+    assert read[-1] == LogItem(7, 1234, True)
+
+
+def test_a_payload_that_is_not_one_is_refused() -> None:
+    for text in ["[]", '{"n": 1, "e": []}', '{"n": "a", "e": [["z", 1, 2, null]]}', '{"n": "a", "e": [["c", 1, 2, 3]]}']:
+        with pytest.raises(ValueError):
+            unpack(text)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_reapers_ends_are_told_here_and_on_the_other_nodes(cluster: Cluster) -> None:
+    a = await cluster.node("a", 1)
+    b = await cluster.node("b", 1000)
+    c = await cluster.node("c", 2000)
+    held = await _call(c, ALICE, "work.hold", "one")
+    await c.work.started("one")
+    waited = b.bus.wait(held.id)
+    on_a, on_b = a.subscribe(ADMIN), b.subscribe(ADMIN)
+    # As a's reaper would write it once c is gone.
+    final = {**held.to_record(), "state": "ABORTED", "error": "The node c stopped while this job was running"}
+    a.bus.reaped([final])
+    assert (await waited.addTimeout(10, reactor))["error"] == final["error"]
+    for watching in (on_a, on_b):
+        told = await watching.wait_for(lambda n: n.id == held.id and n.fields["state"] == "ABORTED")
+        assert told.msg == "changed"
