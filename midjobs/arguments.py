@@ -29,7 +29,7 @@ import attrs
 from . import wire_json
 from .errors import ValidationError, ValidationErrors
 
-__all__ = ["REDACTED", "Signature", "at_path", "describe", "parameter_docs", "signature_of"]
+__all__ = ["REDACTED", "Signature", "at_path", "signature_of"]
 
 #: What a secret argument is shown as wherever a call is recorded.
 REDACTED = "********"
@@ -79,7 +79,7 @@ _SEQUENCES = (list, collections.abc.Sequence, collections.abc.MutableSequence)
 _LITERAL_TYPES: dict[type, str] = {bool: "boolean", int: "integer", str: "string", type(None): "null"}
 
 
-def describe(annotation: object) -> dict[str, Any]:
+def _describe(annotation: object, within: frozenset[object] = frozenset()) -> dict[str, Any]:
     """
     How C{core.get_methods} describes a value of type C{annotation}.
 
@@ -89,14 +89,9 @@ def describe(annotation: object) -> dict[str, Any]:
     C{items}, the description of a list's items; C{properties}, the
     description of each member of a C{TypedDict}, and C{required}, the names
     of the members a value must have.
-    """
-    return _describe(annotation, frozenset())
 
-
-def _describe(annotation: object, within: frozenset[object]) -> dict[str, Any]:
-    """
-    L{describe}, inside the C{TypedDict}s in C{within} (a C{TypedDict} that
-    holds itself is described inside as an object, without its members).
+    C{within} holds the C{TypedDict}s being described around this value: one
+    that holds itself is described inside as an object, without its members.
     """
     origin = typing.get_origin(annotation)
     arguments = typing.get_args(annotation)
@@ -115,9 +110,13 @@ def _describe(annotation: object, within: frozenset[object]) -> dict[str, Any]:
             description["items"] = items
         return description
     if typing.is_typeddict(annotation):
-        if annotation in within:
+        try:
+            hints = typing.get_type_hints(annotation)
+        except NameError:
+            # A member's type is only imported for the type checker.
+            hints = None
+        if hints is None or annotation in within:
             return {"type": ["object"]}
-        hints = typing.get_type_hints(annotation)
         return {
             "type": ["object"],
             "properties": {name: _describe(hint, within | {annotation}) for name, hint in hints.items()},
@@ -184,7 +183,7 @@ _EPYTEXT_MARKUP = re.compile(r"(?<!\w)([BCEILMUX])\{")
 _REST_MARKUP = re.compile(r"``(.+?)``|(?::[\w.-]+:)?`([^`]+)`|\*\*(\S(?:.*?\S)?)\*\*")
 
 
-def parameter_docs(doc: str | None) -> dict[str, str]:
+def _parameter_docs(doc: str | None) -> dict[str, str]:
     """
     The text of each C{@param name:} (or C{:param name:}) field of C{doc},
     by name: plain text, its markup taken away and its white space folded.
@@ -220,10 +219,13 @@ def _plain(text: str) -> str:
     position = 0
     while (markup := _EPYTEXT_MARKUP.search(text, position)) is not None:
         end = _closing_brace(text, markup.end())
-        if end == -1:
-            break
-        tag, inner = markup.group(1), text[markup.end() : end - 1]
         out.append(text[position : markup.start()])
+        if end == -1:
+            # Never closed: no markup, its characters are text.
+            out.append(markup.group(0))
+            position = markup.end()
+            continue
+        tag, inner = markup.group(1), text[markup.end() : end - 1]
         if tag == "E":
             out.append({"lb": "{", "rb": "}"}.get(inner, inner))
         elif tag == "L":
@@ -270,7 +272,7 @@ class _Parameter:
     required: bool
     #: The types L{Signature.check} lets through; C{None} for any.
     accepted: tuple[type, ...] | None
-    #: The value as C{core.get_methods} describes it (L{describe}), with its
+    #: The value as C{core.get_methods} describes it (L{_describe}), with its
     #: C{default} and C{description} when known; JSON-ready, never changed.
     schema: Mapping[str, Any] = attrs.field(hash=False)
 
@@ -328,7 +330,7 @@ class Signature:
         The parameters as C{core.get_methods} shows them: each one's
         C{name}, whether a call must give it (C{required}), the JSON types
         L{check} lets through (C{type}, C{None} for any) and the description
-        of its value (C{schema}, see L{describe}).
+        of its value (C{schema}, see L{_describe}).
         """
         return [
             {
@@ -350,7 +352,7 @@ def signature_of(func: Callable[..., object], skip: int) -> Signature:
     of its C{@param} field in C{func}'s docstring.
     """
     hints = typing.get_type_hints(func)
-    docs = parameter_docs(inspect.getdoc(func))
+    docs = _parameter_docs(inspect.getdoc(func))
     parameters = []
     variadic = False
     for parameter in list(inspect.signature(func).parameters.values())[skip:]:
@@ -364,7 +366,7 @@ def signature_of(func: Callable[..., object], skip: int) -> Signature:
             continue
         annotation = hints.get(parameter.name, inspect.Parameter.empty)
         required = parameter.default is inspect.Parameter.empty
-        schema = describe(annotation)
+        schema = _describe(annotation)
         if not required:
             schema.update(_wire_default(parameter.default))
         if parameter.name in docs:
