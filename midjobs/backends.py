@@ -168,10 +168,10 @@ class ClusterBackends:
         if advertise is None:
             raise ConfigError("[cluster] advertise: no TCP or TLS listener to make it of; set it")
         db = PgDatabase(url, reactor, size=settings.database_pool_size, application_name=f"midjobs {name}")
+        listener = PgListener(url, reactor, application_name=f"midjobs {name} listener")
         await db.open()
         try:
             await db.migrate()
-            listener = PgListener(url, reactor, application_name=f"midjobs {name} listener")
             await listener.start()
             node = Node(
                 db, listener, reactor, name=name, advertise=advertise, node_timeout=settings.node_timeout,
@@ -185,6 +185,8 @@ class ClusterBackends:
                 keep_days=settings.keep_days, keep_records=settings.keep_records, node=name,
             )
         except BaseException:
+            # Their threads would keep the process from exiting.
+            await listener.stop()
             await db.close()
             raise
         local_database = open_database(str(settings.state_path / "midjobs.db"))

@@ -70,7 +70,7 @@ async def test_a_killed_node_s_jobs_are_aborted_by_another_within_node_timeout(
 ) -> None:
     n1, _, one, two = two_nodes
     finished = await one.call("sample.logging_job", 3)
-    await one.call("core.job_wait", finished)
+    await one.call_job("core.job_wait", finished)
     events = await subscribed(two)
     running = await one.call("core.job_test", {"sleep": 120})
     await events.state(running, "RUNNING")
@@ -98,7 +98,7 @@ async def test_a_database_restart_loses_nothing_and_the_nodes_go_on(
     _, _, one, two = two_nodes
     before = [await one.call("core.job_test", {}), await two.call("core.job_test", {})]
     for job_id, client in zip(before, (one, two)):
-        await client.call("core.job_wait", job_id)
+        await client.call_job("core.job_wait", job_id)
     postgres_server.restart()
 
     async def new_job(client: Client) -> int | None:
@@ -110,7 +110,7 @@ async def test_a_database_restart_loses_nothing_and_the_nodes_go_on(
 
     after = [await _until(lambda: new_job(client), 30, "a new job taken") for client in (one, two)]
     for job_id, client in zip(after, (one, two)):
-        assert await client.call("core.job_wait", job_id) is True
+        assert await client.call_job("core.job_wait", job_id) is True
     for job_id in before + after:
         for client in (one, two):
             assert (await record(client, job_id))["state"] == "SUCCESS"
@@ -147,13 +147,13 @@ async def test_a_node_cut_from_the_database_refuses_new_jobs_then_takes_them_aga
             return None
 
     job_id = await _until(accepted, 30, "new jobs taken again")
-    assert await one.call("core.job_wait", job_id) is True
+    assert await one.call_job("core.job_wait", job_id) is True
     assert n1.health() == 200
 
 
 def test_a_second_node_with_an_online_name_does_not_start(cluster_nodes: NodeStarter, postgres_database: str) -> None:
     (first,) = cluster_nodes("n1", database_url=postgres_database)
     second = cluster_nodes.spawn("n1-again", database_url=postgres_database, node="n1")
-    assert second.wait(60) == 1
-    assert "node n1 is already online (host " in second.log
+    assert second.wait(60) == 1, second.log_tail()
+    assert "node n1 is already online (host " in second.log()
     assert first.health() == 200
