@@ -124,7 +124,7 @@ async def serve_download(middleware: Middleware, request: Any, job_id: int) -> A
         token = values[0].decode("ascii")
     except UnicodeDecodeError:
         return _plain(request, 401, "Invalid or expired token")
-    if middleware.tokens.lookup(token) is None or middleware.logins is None:
+    if middleware.logins is None or await middleware.tokens.lookup(token) is None:
         return _plain(request, 401, "Invalid or expired token")
     pending = middleware.downloads.get(job_id)
     if pending is None:
