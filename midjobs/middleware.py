@@ -35,7 +35,7 @@ from .job_events import JOBS_EVENT, JobEvents
 from .metrics import Metrics
 from .pipe import Pipe, Pipes
 from .decorators import MethodSpec, method_spec
-from .transfers import Downloads
+from .transfers import DownloadRelay, Downloads
 
 if TYPE_CHECKING:
     from twisted.cred.portal import Portal
@@ -185,6 +185,9 @@ class Middleware:
         self.sessions: weakref.WeakSet[ISession] = weakref.WeakSet()
         #: The downloads that core.download prepared and /_download serves.
         self.downloads = Downloads(reactor)
+        #: How downloads cross between the nodes of a cluster (L{None}: one daemon, and
+        #: C{/_internal/download} answers 404).
+        self.download_relay: DownloadRelay | None = None
 
     # The registry.
 
