@@ -16,7 +16,7 @@ import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import succeed
+from twisted.internet.defer import fail, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.utils import getProcessOutputAndValue
@@ -280,6 +280,17 @@ async def test_owner_out_of_reach_is_502(nodes: Nodes) -> None:
     nodes.b.middleware.download_relay.locate = lambda job_id: succeed(nowhere)
     code, _, body = await fetch(nodes.b, path)
     assert code == 502 and b"cannot be reached" in body
+
+
+@pytest_twisted.ensureDeferred
+async def test_owner_unknown_for_now_is_503(nodes: Nodes) -> None:
+    job_id, path = await start_download(nodes.a_client, "dl.thread_write", [1000])
+    nodes.b.middleware.download_relay.locate = lambda job_id: fail(ConnectionRefusedError("the database is away"))
+    code, _, body = await fetch(nodes.b, path)
+    assert code == 503 and b"Cannot tell which node runs job" in body
+    # The token was not used: it works once the owner is known again.
+    nodes.b.middleware.download_relay.locate = lambda job_id: succeed(nodes.a.http_url)
+    assert (await fetch(nodes.b, path))[0] == 200
 
 
 # The relay credential.

@@ -104,8 +104,8 @@ async def serve_download(middleware: Middleware, request: Any, job_id: int) -> A
     Answer C{GET /_download/<job_id>?auth_token=...}.
 
     401 without a live token; 404 if job C{job_id} has no download waiting
-    (here, or on the node of the cluster that runs it); 410 if it was not
-    begun in time; 401 if the token is not for that job, was used already,
+    (here, or on the node of the cluster that runs it); 503 if that node
+    cannot be found now; 410 if it was not begun in time; 401 if the token is not for that job, was used already,
     or its user is gone.  Otherwise a L{DownloadResource} that streams the
     job's output, or for a job another node runs, a
     L{midjobs.http._relay.RelayedDownload} that streams it from that node.
@@ -124,7 +124,13 @@ async def serve_download(middleware: Middleware, request: Any, job_id: int) -> A
         return plain(request, 401, "Invalid or expired token")
     pending = middleware.downloads.get(job_id)
     relay = middleware.download_relay
-    owner = await relay.locate(job_id) if pending is None and relay is not None else None
+    owner: str | None = None
+    if pending is None and relay is not None:
+        try:
+            owner = await relay.locate(job_id)
+        except Exception as e:
+            log.warn("Job {job_id}: cannot tell which node runs it: {reason}", job_id=job_id, reason=e)
+            return plain(request, 503, f"Cannot tell which node runs job {job_id}; try again")
     if pending is None and owner is None:
         return plain(request, 404, f"Job {job_id} has no download")
     if pending is not None and pending.expired:
