@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -25,16 +26,19 @@ from twisted.web.http_headers import Headers
 
 from conftest import SAMPLE_SERVICES, RunningDaemon
 from download_services import pattern_sha256
-from postgres_server import free_port
-from midjobs.auth import ITokenCredentials
+from midjobs.auth import ITokenCredentials, ITokenStore
+from midjobs.auth.pg_tokens import PgTokenStore
 from midjobs.client import Client, connect
 from midjobs.config import Settings
 from midjobs.daemon import Daemon
 from midjobs.transfers import RELAY_HEADER, RELAY_VALIDITY, DownloadRelay
+from test_tokens_store import Database, database  # noqa: F401  # the fixture
 from test_download import PausingBody, RawGet, ended, fetch, job_of, pipe_level, start_download, timeout, token_of
 
 MiB = 1024 * 1024
 SECRET = b"the cluster's relay secret"
+
+pytest_plugins = ["postgres_server"]
 
 
 @attrs.frozen
@@ -145,6 +149,29 @@ async def test_download_through_another_node(nodes: Nodes, tmp_path: Path) -> No
     job = await ended(nodes.a, job_id)
     assert job.state.value == "SUCCESS" and job.result == size
     # Used once: refused on a second use through either node.
+    assert (await fetch(nodes.b, path))[0] == 401
+    assert (await fetch(nodes.a, path))[0] == 401
+
+
+def use_tokens(node: RunningDaemon, tokens: ITokenStore) -> None:
+    """
+    Make C{node} keep its tokens in C{tokens}.
+    """
+    tokens.counts = node.middleware.metrics
+    node.middleware.tokens = tokens
+    node.middleware.portal.checkers[ITokenCredentials].store = tokens
+
+
+@pytest_twisted.ensureDeferred
+async def test_tokens_in_the_database_each_node_its_own_store(nodes: Nodes, database: Database) -> None:
+    # As the nodes of a cluster: one database, a store on each node.
+    use_tokens(nodes.a, PgTokenStore(database, reactor))
+    use_tokens(nodes.b, PgTokenStore(database, reactor))
+    job_id, path = await start_download(nodes.a_client, "dl.thread_write", [3 * MiB])
+    assert len(await database.runQuery("SELECT digest FROM tokens WHERE job_id = ?", (job_id,))) == 1
+    code, _, body = await fetch(nodes.b, path)
+    assert code == 200 and hashlib.sha256(body).hexdigest() == pattern_sha256(3 * MiB)
+    assert await database.runQuery("SELECT digest FROM tokens") == []
     assert (await fetch(nodes.b, path))[0] == 401
     assert (await fetch(nodes.a, path))[0] == 401
 
@@ -276,7 +303,9 @@ async def test_job_failed_before_the_relay_answers_its_error(nodes: Nodes) -> No
 async def test_owner_out_of_reach_is_502(nodes: Nodes) -> None:
     job_id, path = await start_download(nodes.a_client, "dl.thread_write", [1000])
     # The owner at a port nothing listens on.
-    nowhere = f"http://127.0.0.1:{free_port()}"
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        nowhere = "http://127.0.0.1:%d" % unused.getsockname()[1]
     nodes.b.middleware.download_relay.locate = lambda job_id: succeed(nowhere)
     code, _, body = await fetch(nodes.b, path)
     assert code == 502 and b"cannot be reached" in body
