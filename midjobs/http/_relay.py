@@ -61,7 +61,7 @@ async def fetch_relayed(relay: DownloadRelay, reactor: Any, request: Any, job_id
     try:
         response = await asked
     except CancelledError:
-        return b""
+        raise
     except Exception as e:
         log.warn("Job {job_id}: the node at {owner} cannot be reached: {reason}", job_id=job_id, owner=owner, reason=e)
         return plain(request, 502, f"The node that runs job {job_id} cannot be reached")
