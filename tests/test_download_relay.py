@@ -31,8 +31,9 @@ from midjobs.auth.pg_tokens import PgTokenStore
 from midjobs.client import Client, connect
 from midjobs.config import Settings
 from midjobs.daemon import Daemon
+from midjobs.store.pg import PgDatabase
 from midjobs.transfers import RELAY_HEADER, RELAY_VALIDITY, DownloadRelay
-from test_tokens_store import Database, database  # noqa: F401  # the fixture
+from test_tokens_store import database  # noqa: F401  # the fixture
 from test_download import PausingBody, RawGet, ended, fetch, job_of, pipe_level, start_download, timeout, token_of
 
 MiB = 1024 * 1024
@@ -163,7 +164,7 @@ def use_tokens(node: RunningDaemon, tokens: ITokenStore) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_tokens_in_the_database_each_node_its_own_store(nodes: Nodes, database: Database) -> None:
+async def test_tokens_in_the_database_each_node_its_own_store(nodes: Nodes, database: PgDatabase) -> None:
     # As the nodes of a cluster: one database, a store on each node.
     use_tokens(nodes.a, PgTokenStore(database, reactor))
     use_tokens(nodes.b, PgTokenStore(database, reactor))
@@ -248,6 +249,7 @@ async def test_slow_reader_through_the_other_node_pauses_the_job(nodes: Nodes) -
     deadline = reactor.seconds() + 30
     while not await held():
         assert reactor.seconds() < deadline, "the job's writes never waited"
+        await deferLater(reactor, 0.01, lambda: None)
     assert job.state.value == "RUNNING" and pipe_level(pipe) <= pipe.high_water
     # What the job wrote beyond what the client read is in the buffers on
     # the way: A's pipe, and the sockets' and transports' buffers of two hops.

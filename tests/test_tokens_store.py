@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
-from typing import Any, Callable, Concatenate, ParamSpec, Sequence, TypeVar
+from typing import Any, AsyncIterator, Sequence
 
 import psycopg
 import pytest
@@ -19,97 +19,17 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.task import Clock, deferLater
-from twisted.internet.threads import deferToThread
 
 from midjobs.auth import LOGIN_PASSWORD, TOKEN, UNIX_SOCKET, InvalidToken, ITokenStore, TokenChecker, TokenCredentials, TokenStore, User
 from midjobs.auth.pg_tokens import PRUNE_INTERVAL, PgTokenStore, digest_of
 from midjobs.auth.tokens import TokenAvatarId, TooManyTokens
 from midjobs.metrics._counts import NO_COUNTS
-from midjobs.store.database import Cursor, Row
+from midjobs.store.pg import PgDatabase
+from midjobs.store.pg_schema import PARTS, migrate_part
 
 pytest_plugins = ["postgres_server"]
 
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
-
 LIMIT = 4
-
-#: The C{tokens} table of part C{cluster} (midjobs/store/pg_schema.py).
-TOKENS_TABLE = """
-CREATE TABLE tokens (
-    digest bytea PRIMARY KEY,
-    kind text NOT NULL,
-    user_id bigint,
-    job_id bigint,
-    expires double precision NOT NULL,
-    data text NOT NULL
-)
-"""
-
-
-class _Cursor:
-    """
-    A psycopg cursor with C{?} placeholders, as the stores write them.
-    """
-
-    def __init__(self, cursor: psycopg.Cursor[Row]) -> None:
-        self._cursor = cursor
-
-    @property
-    def rowcount(self) -> int:
-        return self._cursor.rowcount
-
-    @property
-    def lastrowid(self) -> int | None:
-        return None
-
-    def execute(self, sql: str, parameters: Sequence[object] | None = None, /) -> object:
-        if parameters is None:
-            return self._cursor.execute(sql)  # type: ignore[arg-type]  # test SQL, written here
-        return self._cursor.execute(sql.replace("?", "%s"), parameters)  # type: ignore[arg-type]  # test SQL, written here
-
-    def executemany(self, sql: str, parameters: Sequence[Sequence[object]], /) -> object:
-        return self._cursor.executemany(sql.replace("?", "%s"), parameters)  # type: ignore[arg-type]  # test SQL, written here
-
-    def fetchone(self) -> Row | None:
-        return self._cursor.fetchone()
-
-    def fetchall(self) -> list[Row]:
-        return self._cursor.fetchall()
-
-
-class Database:
-    """
-    The L{midjobs.store.database.Pool} face on a test database: each
-    interaction on a connection of its own, in the reactor's thread pool, in
-    one transaction.
-    """
-
-    def __init__(self, conninfo: str) -> None:
-        self.conninfo = conninfo
-
-    def runInteraction(
-        self, interaction: Callable[Concatenate[Cursor, _P], _T], *args: _P.args, **kwargs: _P.kwargs
-    ) -> Deferred[_T]:
-        def work() -> _T:
-            with psycopg.connect(self.conninfo) as conn, conn.cursor() as cursor:
-                return interaction(_Cursor(cursor), *args, **kwargs)
-
-        return deferToThread(work)
-
-    def runQuery(self, sql: str, parameters: Sequence[object] = (), /) -> Deferred[list[Row]]:
-        def query(cursor: Cursor) -> list[Row]:
-            cursor.execute(sql, parameters)
-            return cursor.fetchall()
-
-        return self.runInteraction(query)
-
-    def runOperation(self, sql: str, parameters: Sequence[object] = (), /) -> Deferred[None]:
-        def operation(cursor: Cursor) -> None:
-            cursor.execute(sql, parameters)
-
-        return self.runInteraction(operation)
-
 
 class Counting:
     """
@@ -126,11 +46,18 @@ class Counting:
         return getattr(NO_COUNTS, name)
 
 
-@pytest.fixture
-def database(postgres_database: str) -> Database:
-    with psycopg.connect(postgres_database) as conn:
-        conn.execute(TOKENS_TABLE)
-    return Database(postgres_database)
+@pytest_twisted.async_yield_fixture
+async def database(postgres_database: str) -> AsyncIterator[PgDatabase]:
+    """
+    A database of the private server with the schema a node makes, the
+    C{tokens} table of part C{cluster} among it.
+    """
+    db = PgDatabase(postgres_database, reactor, size=10)
+    await db.open()
+    for part in PARTS:
+        await db.runInteraction(migrate_part, part)
+    yield db
+    await db.close()
 
 
 @pytest.fixture(params=["memory", "postgres"])
@@ -312,7 +239,7 @@ async def test_token_checker_uses_the_store(store: ITokenStore) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_only_the_digest_is_stored(database: Database) -> None:
+async def test_only_the_digest_is_stored(database: PgDatabase) -> None:
     store = PgTokenStore(database, reactor)
     value = await store.create(user(1), 60, attrs={"a": 1}, job_id=5, single_use=True)
     rows = await database.runQuery("SELECT digest, kind, user_id, job_id, data FROM tokens")
@@ -324,7 +251,7 @@ async def test_only_the_digest_is_stored(database: Database) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_single_use_token_is_used_once_among_many_at_once(database: Database) -> None:
+async def test_a_single_use_token_is_used_once_among_many_at_once(database: PgDatabase) -> None:
     # Several stores on one database, as the nodes of a cluster.
     stores = [PgTokenStore(database, reactor) for _ in range(4)]
     for _ in range(3):
@@ -338,7 +265,7 @@ async def test_a_single_use_token_is_used_once_among_many_at_once(database: Data
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_limit_holds_for_creations_at_once(database: Database) -> None:
+async def test_the_limit_holds_for_creations_at_once(database: PgDatabase) -> None:
     stores = [PgTokenStore(database, reactor, max_per_user=LIMIT) for _ in range(4)]
     # Hold the identity's lock, so that every creation is in its transaction
     # at once, waiting on it: then they count one after the other.
@@ -356,7 +283,7 @@ async def test_the_limit_holds_for_creations_at_once(database: Database) -> None
     assert await stores[0].count_of(1) == LIMIT
 
 
-async def waiting_on_advisory_locks(database: Database) -> int:
+async def waiting_on_advisory_locks(database: PgDatabase) -> int:
     rows = await database.runQuery(
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"
     )
@@ -364,7 +291,7 @@ async def waiting_on_advisory_locks(database: Database) -> int:
 
 
 @pytest_twisted.ensureDeferred
-async def test_expired_rows_are_pruned_every_minute(database: Database) -> None:
+async def test_expired_rows_are_pruned_every_minute(database: PgDatabase) -> None:
     clock = Clock()
     store = PgTokenStore(database, clock)
     await gatherResults([store.create(user(1), 0.05), store.create(user(2), 0.05)])
