@@ -24,6 +24,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from ..logs import logger
@@ -207,15 +208,26 @@ class PgDatabase:
     def open(self) -> Deferred[None]:
         """
         Start the threads and connect; fire once the pool has its first
-        connections, or fail with C{Unavailable} if the server cannot be
-        reached within three times its C{timeout}.
+        connections, or fail with C{Unavailable} (and close) if the server
+        cannot be reached or refuses the connection.
         """
         self._threads.start()
         self._shutdown = self._reactor.addSystemEventTrigger("during", "shutdown", self.close)
-        return deferToThreadPool(self._reactor, self._threads, self._open)
+        d = deferToThreadPool(self._reactor, self._threads, self._open)
+
+        def failed(failure: Failure) -> Deferred[None]:
+            closed = self.close()
+            closed.addBoth(lambda _: failure)
+            return closed
+
+        d.addErrback(failed)
+        return d
 
     def _open(self) -> None:
         try:
+            # One connection first: a server that is down or refuses us says
+            # why at once (the pool would only time out).
+            psycopg.connect(self.conninfo, connect_timeout=max(int(self._timeout), 2)).close()
             self._pool.open(wait=True, timeout=self._timeout * 3)
         except psycopg.Error as e:
             translated = store_error(e, self.safe_url)
