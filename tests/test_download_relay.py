@@ -11,7 +11,7 @@ import hashlib
 import os
 import socket
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import attrs
 import pytest
@@ -20,6 +20,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import fail, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import Clock, deferLater
+from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 from twisted.web.http_headers import Headers
@@ -32,6 +33,7 @@ from midjobs.client import Client, connect
 from midjobs.config import Settings
 from midjobs.daemon import Daemon
 from midjobs.store.pg import PgDatabase
+from midjobs.store.pg_schema import PARTS, migrate_part
 from midjobs.transfers import RELAY_HEADER, RELAY_VALIDITY, DownloadRelay
 from test_tokens_store import database  # noqa: F401  # the fixture
 from test_download import PausingBody, RawGet, ended, fetch, job_of, pipe_level, start_download, timeout, token_of
@@ -175,6 +177,32 @@ async def test_tokens_in_the_database_each_node_its_own_store(nodes: Nodes, data
     assert await database.runQuery("SELECT digest FROM tokens") == []
     assert (await fetch(nodes.b, path))[0] == 401
     assert (await fetch(nodes.a, path))[0] == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_tokens_database_away_is_503(nodes: Nodes, postgres_server: Any, postgres_database: str) -> None:
+    db = PgDatabase(postgres_database, reactor, size=2, timeout=1.0)
+    await db.open()
+    try:
+        for part in PARTS:
+            await db.runInteraction(migrate_part, part)
+        use_tokens(nodes.a, PgTokenStore(db, reactor))
+        use_tokens(nodes.b, PgTokenStore(db, reactor))
+        job_id, path = await start_download(nodes.a_client, "dl.thread_write", [1000])
+        await deferToThread(postgres_server.stop)
+        try:
+            code, _, body = await fetch(nodes.b, path)
+        finally:
+            await deferToThread(postgres_server.start)
+        assert code == 503 and b"token database is unavailable" in body
+        # Nothing was used: once the database is back, the URL works.
+        deadline = reactor.seconds() + 30
+        while (code := (await fetch(nodes.b, path))[0]) == 503:
+            assert reactor.seconds() < deadline, "the database never came back"
+            await deferLater(reactor, 0.1, lambda: None)
+        assert code == 200
+    finally:
+        await db.close()
 
 
 @pytest_twisted.ensureDeferred

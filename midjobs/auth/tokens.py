@@ -108,7 +108,8 @@ class Token:
 
     @ivar user: the L{IUser} avatar the token was made for; its C{user_id}
         and C{api_key_id} are the identity the token derives from.
-    @ivar expires: the reactor time at which it stops being valid.
+    @ivar expires: the time at which it stops being valid, by the clock of its
+        store (the reactor's for L{TokenStore}, the database's for a cluster).
     @ivar attributes: what its creator attached (a JSON-ready dict).
     @ivar single_use: the first use removes it.
     @ivar job_id: the one job download it is for, or L{None} for a login token.

@@ -33,6 +33,7 @@ from ..auth import TokenCredentials, origin_of
 from ..metrics import NO_COUNTS, ICounts
 from ..errors import CallError
 from ..logs import logger
+from ..store.errors import Unavailable
 from ..transfer_progress import TransferProgress, transfer_progress
 from ..transfers import RELAY_HEADER, DownloadGone, PendingDownload
 from ._answers import abort_connection, plain
@@ -105,11 +106,20 @@ async def serve_download(middleware: Middleware, request: Any, job_id: int) -> A
 
     401 without a live token; 404 if job C{job_id} has no download waiting
     (here, or on the node of the cluster that runs it); 503 if that node
-    cannot be found now; 410 if it was not begun in time; 401 if the token is not for that job, was used already,
+    cannot be found now or the tokens cannot be read; 410 if it was not
+    begun in time; 401 if the token is not for that job, was used already,
     or its user is gone.  Otherwise a L{DownloadResource} that streams the
     job's output, or for a job another node runs, a
     L{midjobs.http._relay.RelayedDownload} that streams it from that node.
     """
+    try:
+        return await _serve_download(middleware, request, job_id)
+    except Unavailable as e:
+        log.warn("Job {job_id}: no download, the token database is unavailable: {reason}", job_id=job_id, reason=e)
+        return plain(request, 503, "The token database is unavailable; try again")
+
+
+async def _serve_download(middleware: Middleware, request: Any, job_id: int) -> Any:
     if request.method != b"GET":
         request.setHeader(b"Allow", b"GET")
         return plain(request, 405, "Only GET is allowed")
