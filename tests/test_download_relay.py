@@ -342,6 +342,19 @@ async def test_owner_out_of_reach_is_502(nodes: Nodes) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_owner_refusing_the_relay_is_502(nodes: Nodes) -> None:
+    job_id, path = await start_download(nodes.a_client, "dl.thread_write", [1000])
+    # B does not share A's secret.
+    nodes.b.middleware.download_relay = DownloadRelay(
+        reactor, "b", b"not the cluster's secret", lambda job_id: succeed(nodes.a.http_url)
+    )
+    code, _, body = await fetch(nodes.b, path)
+    assert code == 502 and b"refused to relay it" in body
+    # A's download is still there for a genuine relay.
+    assert nodes.a.middleware.downloads.get(job_id) is not None
+
+
+@pytest_twisted.ensureDeferred
 async def test_owner_unknown_for_now_is_503(nodes: Nodes) -> None:
     job_id, path = await start_download(nodes.a_client, "dl.thread_write", [1000])
     nodes.b.middleware.download_relay.locate = lambda job_id: fail(ConnectionRefusedError("the database is away"))
