@@ -19,6 +19,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.task import Clock, deferLater
+from zope.interface.verify import verifyObject
 
 from midjobs.auth import LOGIN_PASSWORD, TOKEN, UNIX_SOCKET, InvalidToken, ITokenStore, TokenChecker, TokenCredentials, TokenStore, User
 from midjobs.auth.pg_tokens import PRUNE_INTERVAL, PgTokenStore, digest_of
@@ -87,6 +88,10 @@ async def refused(answer: Deferred[Any], error: type[Exception] = InvalidToken) 
 
 
 # The contract.
+
+
+def test_both_provide_the_interface(store: ITokenStore) -> None:
+    assert verifyObject(ITokenStore, store)
 
 
 @pytest_twisted.ensureDeferred
