@@ -759,6 +759,7 @@ class CoreService(Service):
             methods[name] = {
                 "description": method.doc,
                 "accepts": method.signature.to_wire(),
+                "variadic": method.signature.variadic,
                 "job": spec.job is not None,
                 "job_options": spec.job.to_wire(self._default_timeout) if spec.job else None,
                 "uploadable": spec.job is not None and "input" in spec.job.pipes,
