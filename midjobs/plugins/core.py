@@ -714,7 +714,7 @@ class CoreService(Service):
             pipe.abort(e)
             raise
         try:
-            token = self.middleware.tokens.create(
+            token = await self.middleware.tokens.create(
                 app.user, DOWNLOAD_TOKEN_TTL, attrs={"filename": filename}, single_use=True, job_id=started.id
             )
         except TooManyTokens as e:
