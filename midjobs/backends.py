@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from twisted.enterprise.adbapi import ConnectionPool
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from zope.interface import Attribute, Interface, implementer
 
+from .auth import ITokenStore
+from .auth.pg_tokens import PgTokenStore
 from .config import ConfigError, Settings
 from .logs import logger
 from .middleware import Middleware
@@ -34,8 +36,10 @@ from .store.ids import PgJobIds, StoredJobIds
 from .store.pg import PgDatabase
 from .store.pg_jobs import PgJobStore, abort_node_jobs
 from .store.pg_listen import PgListener
+from .transfers import DownloadRelay
 from .cluster.bus import ClusterBus
 from .cluster.node import Node, NodeState
+from .cluster.secret import shared_secret
 
 __all__ = ["ClusterBackends", "EmbeddedBackends", "IBackends", "migrate_database", "open_backends"]
 
@@ -53,9 +57,16 @@ class IBackends(Interface):
     )
     history = Attribute("The job history (L{JobHistory}), or C{None} when none is kept.")
     job_ids = Attribute("Where new jobs get their ids (L{IJobIds}), or C{None}: counted in memory.")
+    tokens = Attribute("The short-lived tokens (L{ITokenStore}), or C{None}: in memory.")
     store_check = Attribute(
         "A function starting a check that the job store takes writes (for C{/_health}), or C{None}."
     )
+
+    def listening(bound: dict[str, int]) -> Any:
+        """
+        The daemon listens: C{bound} is the port each TCP or TLS listener
+        got, by its endpoint string.  A Deferred.
+        """
 
     def attach(middleware: Middleware) -> Any:
         """
@@ -86,6 +97,7 @@ class EmbeddedBackends:
         self.history = history
         store = _job_store(history)
         self.job_ids: IJobIds | None = StoredJobIds(store) if store is not None else None
+        self.tokens: ITokenStore | None = None
         self.store_check: Callable[[], Deferred[Any]] | None = (
             history.store.check_writable if history is not None else None  # type: ignore[attr-defined]  # SQLiteJobStore's own probe
         )
@@ -103,11 +115,11 @@ class EmbeddedBackends:
             )
         return cls(database, history)
 
-    def attach(self, middleware: Middleware) -> Deferred[None]:
-        return Deferred.fromCoroutine(self._nothing())
+    def listening(self, bound: dict[str, int]) -> Deferred[None]:
+        return succeed(None)
 
-    async def _nothing(self) -> None:
-        return None
+    def attach(self, middleware: Middleware) -> Deferred[None]:
+        return succeed(None)
 
     def stop(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
@@ -145,6 +157,7 @@ class ClusterBackends:
         self.history = history
         self.local_database = local_database
         self.job_ids: IJobIds = PgJobIds(db, reactor, block=settings.id_block)
+        self.tokens = PgTokenStore(db, reactor)
         store = history.store
         assert isinstance(store, PgJobStore)  # made by open below
         self._store = store
@@ -193,6 +206,15 @@ class ClusterBackends:
         log.info("node {node} of the cluster on {database}", node=name, database=settings.database_display)
         return cls(settings, reactor, db, listener, node, history, local_database)
 
+    def listening(self, bound: dict[str, int]) -> Deferred[None]:
+        """
+        Advertise the port a listener got, if it was asked for port 0.
+        """
+        advertise = self._settings.advertise_url(bound)
+        if advertise is None or advertise == self.node.advertise:
+            return succeed(None)
+        return self.node.readvertise(advertise)
+
     def attach(self, middleware: Middleware) -> Deferred[None]:
         return Deferred.fromCoroutine(self._attach(middleware))
 
@@ -202,11 +224,30 @@ class ClusterBackends:
             self._reactor, self.node.name, db=self.db, listener=self.listener, jobs=middleware.jobs,
             store=store, events=middleware.events, nodes=self.node.nodes,
             accepting=lambda: self.node.state is NodeState.ONLINE,
+            catalogue=middleware.catalogue_changed_elsewhere,
         )
         middleware.cluster = bus
         self.node.on_reaped(bus.reaped)
         self.node.on_fenced(lambda: middleware.jobs.abort_all(node_stopped(self.node.name)))
+        middleware.download_relay = DownloadRelay(
+            self._reactor, self.node.name, await shared_secret(self.db), self._locate
+        )
+        self.tokens.startService()
         await bus.start()
+
+    async def _locate_job(self, job_id: int) -> str | None:
+        record = await self.history.store.get(job_id)
+        if record is None or record.get("node") in (None, self.node.name):
+            return None
+        advertise: str | None = await self.node.advertise_of(record["node"])
+        return advertise
+
+    def _locate(self, job_id: int) -> Deferred[str | None]:
+        """
+        The URL of the node that runs job C{job_id}, or C{None} if it is
+        this one or none (L{DownloadRelay}'s C{locate}).
+        """
+        return Deferred.fromCoroutine(self._locate_job(job_id))
 
     def stop(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
@@ -214,6 +255,7 @@ class ClusterBackends:
     async def _stop(self) -> None:
         if self.bus is not None:
             await self.bus.stop()
+        await maybeDeferred(self.tokens.stopService)
         await self.history.stop()
         await self.node.leave()
         await self.listener.stop()

@@ -284,10 +284,11 @@ def _endpoint_fields(description: str) -> list[tuple[str, str | None]]:
 _URL_SCHEMES = {"tcp": ("http", 1), "tcp6": ("http", 2), "ssl": ("https", 5)}
 
 
-def _listener_url(description: str) -> str | None:
+def _listener_url(description: str, bound: int | None = None) -> str | None:
     """
     The URL of the TCP or TLS listener C{description} (C{None} for another
-    kind): its interface, or the host name for every interface.
+    kind): its interface, or the host name for every interface, and its
+    port, or C{bound}, the port it got, if given (for port 0).
     """
     fields = _endpoint_fields(description)
     kind = _URL_SCHEMES.get(fields[0][0].lower())
@@ -299,6 +300,8 @@ def _listener_url(description: str) -> str | None:
     port = keywords.get("port", positional[0] if positional else None)
     if port is None:
         return None
+    if bound is not None:
+        port = str(bound)
     interface = keywords.get("interface", positional[at] if len(positional) > at else "")
     try:
         address = ipaddress.ip_address(interface) if interface else None
@@ -463,17 +466,20 @@ class Settings:
             return os.path.join(self.state_dir, "midjobs.db")
         return display_url(self.database_url)
 
-    def advertise_url(self) -> str | None:
+    def advertise_url(self, bound: Mapping[str, int] | None = None) -> str | None:
         """
         The URL at which the other nodes reach this one: L{advertise}, or
         made from the first TCP or TLS listener (C{https} for C{ssl:}), with
         its interface, or the host name when it listens on every one;
         C{None} if it has neither.
+
+        @param bound: the port each listener got, by its endpoint string,
+            once they listen (one asked for port 0 gets another).
         """
         if self.advertise is not None:
             return self.advertise
         for description in self.listen:
-            url = _listener_url(description)
+            url = _listener_url(description, (bound or {}).get(description))
             if url is not None:
                 return url
         return None

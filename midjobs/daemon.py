@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any, Callable, Iterable
 
 from twisted.application.service import MultiService, Service
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import quoteStringArgument, serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
@@ -279,7 +280,7 @@ class Daemon(MultiService):
         middleware = Middleware(
             self.reactor,
             state_dir,
-            portal=make_portal(users, default_trusted_uids()),
+            portal=make_portal(users, default_trusted_uids(), tokens=backends.tokens),
             users=users,
             keep_finished_jobs=settings.keep_finished_jobs,
             settings=settings,
@@ -307,6 +308,7 @@ class Daemon(MultiService):
             assert settings.metrics_listen is not None
             listeners.append(Listener(self.reactor, settings.metrics_listen, metrics_site(middleware), metrics_endpoint))
         await self._listen(listeners)
+        await backends.listening(_bound_ports(listeners))
         # What was made to start (modules, services, settings) lives as long
         # as the daemon: out of the collector's sight, a full collection does
         # not walk it again and again while jobs come and go.
@@ -415,6 +417,18 @@ class Daemon(MultiService):
 
     def stopService(self) -> Deferred[None]:
         return ensureDeferred(self._stop())
+
+
+def _bound_ports(listeners: Iterable[Listener]) -> dict[str, int]:
+    """
+    The port each TCP or TLS listener got, by its endpoint string.
+    """
+    bound: dict[str, int] = {}
+    for listener in listeners:
+        host = listener.port.getHost() if listener.port is not None else None
+        if isinstance(host, (IPv4Address, IPv6Address)):
+            bound[listener.description] = host.port
+    return bound
 
 
 def _notifier(reactor: Any, database: Any, settings: Settings) -> WebhookNotifier:

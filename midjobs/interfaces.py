@@ -109,6 +109,13 @@ class ICluster(Interface):
             C{ENOENT}, no node runs that job.
         """
 
+    def catalogue_changed(kind: str, identity: int) -> None:
+        """
+        Tell the other nodes that the user (C{kind} C{"user"}) or API key
+        (C{"api_key"}) numbered C{identity} changed or is gone, so that
+        they update or log out their sessions of it at once.
+        """
+
     def check_accepting() -> None:
         """
         Check that this node may take new jobs: it may not while it is cut

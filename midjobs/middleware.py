@@ -48,7 +48,11 @@ if TYPE_CHECKING:
     from .store import IJobStore
     from .store._interfaces import IJobIds
 
-__all__ = ["Method", "Middleware", "MethodNotFound", "NotAuthenticated", "WATCHING_JOBS"]
+__all__ = ["API_KEY", "USER", "Method", "Middleware", "MethodNotFound", "NotAuthenticated", "WATCHING_JOBS"]
+
+#: What L{Middleware.catalogue_changed_elsewhere} is told changed: a user, an API key.
+USER = "user"
+API_KEY = "api_key"
 
 log = logger(__name__)
 
@@ -537,13 +541,42 @@ class Middleware:
         """
         The stored user C{user_id} is now C{user} (a record of the user
         store), or is gone (L{None}): its logged-in sessions get its new name
-        and roles, or lose their login if it is gone or locked, at once.  A
-        gone user's tokens are revoked.  A UNIX-socket peer's rights do not
-        come from the store and stay.
+        and roles, or lose their login if it is gone or locked, at once, on
+        every node of the cluster.  A gone user's tokens are revoked.  A
+        UNIX-socket peer's rights do not come from the store and stay.
 
         @return: fires once the tokens are revoked (a failure is logged, never passed on).
         """
+        self.cluster.catalogue_changed(USER, user_id)
+        return self._user_changed_here(user_id, user)
 
+    def api_key_deleted(self, api_key_id: int) -> Deferred[None]:
+        """
+        The API key C{api_key_id} is gone: revoke every token derived from it,
+        and log out the sessions that logged in with it or with those tokens,
+        on every node of the cluster.
+
+        @return: fires once the tokens are revoked (a failure is logged, never passed on).
+        """
+        self.cluster.catalogue_changed(API_KEY, api_key_id)
+        return self._api_key_deleted_here(api_key_id)
+
+    def catalogue_changed_elsewhere(self, kind: str, identity: int) -> Deferred[None]:
+        """
+        Another node changed or deleted the user or API key C{identity}
+        (L{ICluster.catalogue_changed}): update or log out this node's
+        sessions of it, from what the store now holds.
+        """
+        if kind == API_KEY:
+            return self._api_key_deleted_here(identity)
+        if kind != USER or self.users is None:
+            return succeed(None)
+        d: Deferred[None] = self.users.find(identity).addCallback(
+            lambda user: self._user_changed_here(identity, user)
+        )
+        return d.addErrback(lambda failure: log.failure("User {user_id} changed elsewhere", failure, user_id=identity))
+
+    def _user_changed_here(self, user_id: int, user: Mapping[str, Any] | None) -> Deferred[None]:
         def this_user(avatar: Any) -> bool:
             return bool(avatar.user_id == user_id)
 
@@ -562,13 +595,7 @@ class Middleware:
                 session.user = attrs.evolve(session.user, username=user["username"], roles=frozenset(user["roles"]))
         return succeed(None)
 
-    def api_key_deleted(self, api_key_id: int) -> Deferred[None]:
-        """
-        The API key C{api_key_id} is gone: revoke every token derived from it,
-        and log out the sessions that logged in with it or with those tokens.
-
-        @return: fires once the tokens are revoked (a failure is logged, never passed on).
-        """
+    def _api_key_deleted_here(self, api_key_id: int) -> Deferred[None]:
         revoked = self.tokens.revoke_derived(api_key_id=api_key_id).addCallbacks(
             lambda count: log.info("API key {api_key_id} is gone: {count} tokens revoked", api_key_id=api_key_id, count=count),
             lambda failure: log.failure("API key {api_key_id} is gone: its tokens", failure, api_key_id=api_key_id),

@@ -213,6 +213,7 @@ class Cluster:
             events=middleware.events,
             nodes=member.nodes,
             accepting=lambda: member.state is NodeState.ONLINE,
+            catalogue=middleware.catalogue_changed_elsewhere,
         )
         middleware.cluster = bus
         member.on_reaped(bus.reaped)

@@ -54,7 +54,7 @@ async def _until(check: Callable[[], Awaitable[_T | None]], timeout: float, what
 
 @pytest_twisted.async_yield_fixture
 async def two_nodes(
-    cluster_nodes: NodeStarter, postgres_database: str
+    postgres_database: str, cluster_nodes: NodeStarter
 ) -> AsyncIterator[tuple[Node, Node, Client, Client]]:
     n1, n2 = cluster_nodes("n1", "n2", database_url=postgres_database, config=CONFIG)
     one: Client = await connect(n1.unix_url)
@@ -151,7 +151,7 @@ async def test_a_node_cut_from_the_database_refuses_new_jobs_then_takes_them_aga
     assert n1.health() == 200
 
 
-def test_a_second_node_with_an_online_name_does_not_start(cluster_nodes: NodeStarter, postgres_database: str) -> None:
+def test_a_second_node_with_an_online_name_does_not_start(postgres_database: str, cluster_nodes: NodeStarter) -> None:
     (first,) = cluster_nodes("n1", database_url=postgres_database)
     second = cluster_nodes.spawn("n1-again", database_url=postgres_database, node="n1")
     assert second.wait(60) == 1, second.log_tail()

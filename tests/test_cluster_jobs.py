@@ -32,7 +32,7 @@ async def _admin(node: Node) -> Client:
 
 
 @pytest_twisted.async_yield_fixture
-async def two_nodes(cluster_nodes: NodeStarter, postgres_database: str) -> AsyncIterator[tuple[Client, Client]]:
+async def two_nodes(postgres_database: str, cluster_nodes: NodeStarter) -> AsyncIterator[tuple[Client, Client]]:
     """
     Clients of the nodes n1 and n2 of one cluster.
     """

@@ -44,7 +44,7 @@ from ..store import IJobStore
 from ..store.database import Cursor, Pool
 from ..store.pg_listen import PgListener
 from .logs import CHUNKS_AT_ONCE, IJobLogChunks, LogShipper, read_chunks
-from .payloads import JOBS_CHANNEL, ItemKind, JobItem, LogItem, node_channel, unpack
+from .payloads import CATALOGUE_CHANNEL, JOBS_CHANNEL, ItemKind, JobItem, LogItem, node_channel, unpack
 from .publisher import JobPublisher
 
 __all__ = ["ABORT", "ClusterBus"]
@@ -112,6 +112,7 @@ class ClusterBus:
         events: EventHub,
         nodes: Callable[[], Deferred[Any]],
         accepting: Callable[[], bool],
+        catalogue: Callable[[str, int], object],
     ) -> None:
         """
         @param db: the cluster's database (L{midjobs.store.pg.PgDatabase}).
@@ -122,6 +123,8 @@ class ClusterBus:
         @param nodes: what L{nodes} answers (L{midjobs.cluster.node.Node.nodes}).
         @param accepting: whether this node holds its place in the cluster
             and may take new jobs (its L{midjobs.cluster.node.Node} is online).
+        @param catalogue: called with the kind and id of a user or API key
+            another node changed (L{ICluster.catalogue_changed}).
         """
         self.node = node
         self._db = db
@@ -131,6 +134,7 @@ class ClusterBus:
         self._events = JobEvents(events)
         self._nodes = nodes
         self._accepting = accepting
+        self._catalogue = catalogue
         self.publisher = JobPublisher(reactor, node, db)
         #: Copies this node's job logs to the database.
         self.logs = LogShipper(reactor, db, self.publisher)
@@ -149,6 +153,23 @@ class ClusterBus:
 
     # Start and stop.
 
+    def catalogue_changed(self, kind: str, identity: int) -> None:
+        payload = json.dumps({"n": self.node, "k": kind, "i": identity})
+        self._db.runOperation("SELECT pg_notify(?, ?)", (CATALOGUE_CHANNEL, payload)).addErrback(
+            lambda failure: log.failure("Telling the other nodes that {kind} {identity} changed", failure,
+                                        kind=kind, identity=identity)
+        )
+
+    def _catalogue_changed(self, payload: str) -> None:
+        try:
+            told = json.loads(payload)
+            node, kind, identity = told["n"], str(told["k"]), int(told["i"])
+        except (ValueError, KeyError, TypeError):
+            log.warn("A catalogue notification that is not one: {payload!r}", payload=payload[:200])
+            return
+        if node != self.node:
+            self._catalogue(kind, identity)
+
     def check_accepting(self) -> None:
         if not self._accepting():
             raise CallError(
@@ -166,6 +187,7 @@ class ClusterBus:
         self._listener.on_reconnect(self._resync)
         await self._listener.listen(JOBS_CHANNEL, self._received)
         await self._listener.listen(node_channel(self.node), self._woken)
+        await self._listener.listen(CATALOGUE_CHANNEL, self._catalogue_changed)
         await self._take_commands()
 
     async def stop(self) -> None:
@@ -179,6 +201,7 @@ class ClusterBus:
         await self.publisher.flush()
         await self._listener.unlisten(JOBS_CHANNEL)
         await self._listener.unlisten(node_channel(self.node))
+        await self._listener.unlisten(CATALOGUE_CHANNEL)
         waiters, self._waiters = self._waiters, {}
         for each in waiters.values():
             for waiter in each:

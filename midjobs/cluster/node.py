@@ -354,6 +354,16 @@ class Node:
 
         return self._db.runInteraction(_nodes).addCallback(dicts)
 
+    def readvertise(self, advertise: str) -> Deferred[None]:
+        """
+        This node is reached at C{advertise} from now on (its listener got
+        its port only once it listened).
+        """
+        self.advertise = advertise
+        return self._db.runOperation(
+            "UPDATE nodes SET advertise = ? WHERE name = ? AND epoch = ?", (advertise, self.name, self.epoch)
+        )
+
     def advertise_of(self, name: str) -> Deferred[str | None]:
         """
         The URL at which the online node C{name} is reached, or L{None} if

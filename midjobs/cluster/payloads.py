@@ -22,6 +22,7 @@ from ..lifecycle import JobRecord
 from ..store.jobs import encode
 
 __all__ = [
+    "CATALOGUE_CHANNEL",
     "JOBS_CHANNEL",
     "MAX_PAYLOAD",
     "ItemKind",
@@ -35,6 +36,10 @@ __all__ = [
 
 #: The channel every node's job events go to.
 JOBS_CHANNEL = "midjobs_jobs"
+
+#: The channel that tells of users and API keys changed or deleted on a node:
+#: C{{"n": node, "k": "user" or "api_key", "i": id}}.
+CATALOGUE_CHANNEL = "midjobs_catalogue"
 
 #: The most bytes of one payload (PostgreSQL's limit is 8 000, less one).
 MAX_PAYLOAD = 7900
