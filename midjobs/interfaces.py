@@ -124,11 +124,12 @@ class ICluster(Interface):
         @raise midjobs.errors.CallError: C{ENOTCONN}, it may not.
         """
 
-    def wait(job_id: int) -> Any:
+    def wait(job_id: int, progress: Any = None) -> Any:
         """
         A Deferred firing with the final record of job C{job_id}, running
         on another node, once it has ended (at once if it has).  Cancelling
-        the Deferred stops waiting.
+        the Deferred stops waiting.  C{progress}, if given, is called with
+        each C{progress} of the job's records meanwhile (a dict).
 
         @raise midjobs.errors.CallError: (as the Deferred's failure)
             C{ENOENT}, there is no such job.

@@ -532,7 +532,7 @@ class Job:
         try:
             return await subjob.wait(raise_error=True, raise_error_forward_classes=raise_error_forward_classes)
         finally:
-            subjob._progress_listeners.remove(self._copy_progress)
+            subjob._progress_listeners.remove(self.copy_progress)
 
     def wrap_sync(self, subjob: Job, raise_error_forward_classes: ErrorClasses = FORWARDED_ERRORS) -> Any:
         """
@@ -542,13 +542,17 @@ class Job:
         try:
             return subjob.wait_sync(raise_error=True, raise_error_forward_classes=raise_error_forward_classes)
         finally:
-            self.reactor.callFromThread(subjob._progress_listeners.remove, self._copy_progress)
+            self.reactor.callFromThread(subjob._progress_listeners.remove, self.copy_progress)
 
     def _follow(self, subjob: Job) -> None:
-        subjob._progress_listeners.append(self._copy_progress)
-        self._copy_progress(subjob.progress)
+        subjob._progress_listeners.append(self.copy_progress)
+        self.copy_progress(subjob.progress)
 
-    def _copy_progress(self, progress: dict[str, Any]) -> None:
+    def copy_progress(self, progress: dict[str, Any]) -> None:
+        """
+        Show C{progress}, another job's (a record's C{progress} dict), as
+        this job's own: a job that waits for or wraps another follows it.
+        """
         self.set_progress(progress["percent"], progress["description"], progress["extra"])
 
     # Life cycle, driven by the queue.

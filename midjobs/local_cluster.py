@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime
 import errno
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
@@ -84,7 +84,7 @@ class LocalCluster:
         A daemon alone always may: its store is its own.
         """
 
-    def wait(self, job_id: int) -> Deferred[JobRecord]:
+    def wait(self, job_id: int, progress: Callable[[dict[str, Any]], None] | None = None) -> Deferred[JobRecord]:
         return fail(_no_such_job(job_id))
 
 

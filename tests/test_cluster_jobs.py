@@ -78,3 +78,17 @@ async def test_no_such_job_on_any_node(two_nodes: tuple[Client, Client]) -> None
     with pytest.raises(ClientCallError) as missing:
         await two.call("core.job_abort", 987654)
     assert missing.value.errname == "ENOENT"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_wait_on_n2_shows_the_progress_of_the_job_on_n1(two_nodes: tuple[Client, Client]) -> None:
+    one, two = two_nodes
+    events = await subscribed(two)
+    job_id = await one.call("core.job_test", {"sleep": 3})
+    waiting = await two.call("core.job_wait", job_id)
+    # job_test reports its progress each second: the wait shows it before the end.
+    moving = await events.wait_for(
+        lambda msg, id, fields: id == waiting and fields["state"] == "RUNNING" and 0 < (fields["progress"]["percent"] or 0) < 100
+    )
+    assert moving["method"] == "core.job_wait"
+    assert (await events.state(waiting, "SUCCESS"))["result"] is True

@@ -506,7 +506,8 @@ class CoreService(Service):
         if target is None:
             record = await self._record_elsewhere(id)
             self.middleware.check_job_access(app, record)
-            return _outcome(await self.middleware.cluster.wait(id))
+            # The waiting job shows the waited one's progress, as it does for a job here.
+            return _outcome(await self.middleware.cluster.wait(id, progress=job.copy_progress))
         self.middleware.check_job_access(app, target)
         # Its record shows the result as the waited job's record does.
         job.redact_result = target.redact_result
