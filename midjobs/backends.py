@@ -30,7 +30,7 @@ from .middleware import Middleware
 from .store import READERS, JobHistory, SQLiteJobStore, close_database, open_database
 from .store.errors import Unavailable
 from .store.history import node_stopped
-from .store._interfaces import IJobIds, IJobStore
+from .store._interfaces import IJobIds
 from .store.database import Pool
 from .store.ids import PgJobIds, StoredJobIds
 from .store.pg import PgDatabase
@@ -81,39 +81,32 @@ class IBackends(Interface):
         """
 
 
-def _job_store(history: JobHistory | None) -> IJobStore | None:
-    return history.store if history is not None else None
-
-
 @implementer(IBackends)
 class EmbeddedBackends:
     """
     One daemon alone: SQLite in the state directory.
     """
 
-    def __init__(self, database: ConnectionPool, history: JobHistory | None) -> None:
+    def __init__(self, database: ConnectionPool, store: SQLiteJobStore | None, history: JobHistory | None) -> None:
         self.database: Pool = database
         self.local_database = database
         self.history = history
-        store = _job_store(history)
         self.job_ids: IJobIds | None = StoredJobIds(store) if store is not None else None
         self.tokens: ITokenStore | None = None
-        self.store_check: Callable[[], Deferred[Any]] | None = (
-            history.store.check_writable if history is not None else None  # type: ignore[attr-defined]  # SQLiteJobStore's own probe
-        )
+        self.store_check: Callable[[], Deferred[Any]] | None = store.check_writable if store is not None else None
         self._pool = database
 
     @classmethod
     async def open(cls, settings: Settings, reactor: Any) -> EmbeddedBackends:
         path = str(settings.state_path / "midjobs.db")
         database = open_database(path)
-        history = None
-        if settings.job_history:
-            store = SQLiteJobStore(database, reactor, reader=open_database(path, connections=READERS))
-            history = await JobHistory.open(
-                store, reactor, settings.state_path / "jobs", keep_days=settings.keep_days, keep_records=settings.keep_records
-            )
-        return cls(database, history)
+        if not settings.job_history:
+            return cls(database, None, None)
+        store = SQLiteJobStore(database, reactor, reader=open_database(path, connections=READERS))
+        history = await JobHistory.open(
+            store, reactor, settings.state_path / "jobs", keep_days=settings.keep_days, keep_records=settings.keep_records
+        )
+        return cls(database, store, history)
 
     def listening(self, bound: dict[str, int]) -> Deferred[None]:
         return succeed(None)
@@ -145,21 +138,20 @@ class ClusterBackends:
         db: PgDatabase,
         listener: PgListener,
         node: Node,
+        store: PgJobStore,
         history: JobHistory,
         local_database: ConnectionPool,
     ) -> None:
         self._settings = settings
         self._reactor = reactor
         self.database: Pool = db
-        self.db = db
+        self._db = db
         self.listener = listener
         self.node = node
         self.history = history
         self.local_database = local_database
         self.job_ids: IJobIds = PgJobIds(db, reactor, block=settings.id_block)
         self.tokens = PgTokenStore(db, reactor)
-        store = history.store
-        assert isinstance(store, PgJobStore)  # made by open below
         self._store = store
         self.bus: ClusterBus | None = None
 
@@ -204,7 +196,7 @@ class ClusterBackends:
             raise
         local_database = open_database(str(settings.state_path / "midjobs.db"))
         log.info("node {node} of the cluster on {database}", node=name, database=settings.database_display)
-        return cls(settings, reactor, db, listener, node, history, local_database)
+        return cls(settings, reactor, db, listener, node, store, history, local_database)
 
     def listening(self, bound: dict[str, int]) -> Deferred[None]:
         """
@@ -219,10 +211,9 @@ class ClusterBackends:
         return Deferred.fromCoroutine(self._attach(middleware))
 
     async def _attach(self, middleware: Middleware) -> None:
-        store = self.history.store
         bus = self.bus = ClusterBus(
-            self._reactor, self.node.name, db=self.db, listener=self.listener, jobs=middleware.jobs,
-            store=store, events=middleware.events, nodes=self.node.nodes,
+            self._reactor, self.node.name, db=self._db, listener=self.listener, jobs=middleware.jobs,
+            store=self._store, events=middleware.events, nodes=self.node.nodes,
             accepting=lambda: self.node.state is NodeState.ONLINE,
             catalogue=middleware.catalogue_changed_elsewhere,
         )
@@ -230,13 +221,13 @@ class ClusterBackends:
         self.node.on_reaped(bus.reaped)
         self.node.on_fenced(lambda: middleware.jobs.abort_all(node_stopped(self.node.name)))
         middleware.download_relay = DownloadRelay(
-            self._reactor, self.node.name, await shared_secret(self.db), self._locate
+            self._reactor, self.node.name, await shared_secret(self._db), self._locate
         )
         self.tokens.startService()
         await bus.start()
 
     async def _locate_job(self, job_id: int) -> str | None:
-        record = await self.history.store.get(job_id)
+        record = await self._store.get(job_id)
         if record is None or record.get("node") in (None, self.node.name):
             return None
         advertise: str | None = await self.node.advertise_of(record["node"])
@@ -259,7 +250,7 @@ class ClusterBackends:
         await self.history.stop()
         await self.node.leave()
         await self.listener.stop()
-        await self.db.close()
+        await self._db.close()
         await close_database(self.local_database)
 
 
