@@ -18,16 +18,15 @@ fixtures, the tests themselves and C{bench/} alike; they are bounded by
 deadlines, and a node that ends before it is ready raises L{NodeFailed} with
 the end of its log.
 
-A test module takes the fixture C{cluster_nodes} with::
+A test module takes the fixture C{cluster_nodes} by importing it::
 
-    pytest_plugins = ["cluster_nodes"]
+    from cluster_nodes import cluster_nodes  # noqa: F401 (fixture)
 """
 
 from __future__ import annotations
 
 import ctypes
 import http.client
-import os
 import re
 import shutil
 import signal
