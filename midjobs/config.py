@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
+import socket
 import tomllib
+import urllib.parse
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -116,6 +119,76 @@ def _origins(value: object, key: str) -> tuple[str, ...]:
         raise ConfigError(f"{key}: {e}") from None
 
 
+#: The schemes of a C{[database] url}: PostgreSQL's.
+DATABASE_SCHEMES = ("postgresql", "postgres")
+
+
+def database_url(value: object, key: str) -> str:
+    """
+    C{value}, a PostgreSQL connection URL (C{postgresql://} or
+    C{postgres://}).  Its error never repeats the URL, which may hold a
+    password.
+    """
+    if not isinstance(value, str) or urllib.parse.urlsplit(value).scheme.lower() not in DATABASE_SCHEMES:
+        raise ConfigError(f"{key} must be a postgresql:// or postgres:// URL")
+    return value
+
+
+def display_url(url: str) -> str:
+    """
+    A database URL as logs may show it: C{postgresql://user@host:port/database}
+    (as L{midjobs.store.pg.safe_url} shows it too), without its password or
+    query (which may hold one).
+    """
+    parts = urllib.parse.urlsplit(url)
+    user = f"{parts.username}@" if parts.username else ""
+    try:
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        port = ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"postgresql://{user}{host}{port}{parts.path}"
+
+
+#: A node name: what C{[cluster] node} and C{--node} accept.
+_NODE_NAME = re.compile(r"[A-Za-z0-9._-]{1,63}")
+
+
+def node_name(value: object, key: str) -> str:
+    """
+    C{value}, a node name: 1 to 63 letters, digits, C{.}, C{_} or C{-}.
+    """
+    if not isinstance(value, str) or not _NODE_NAME.fullmatch(value):
+        raise ConfigError(f"{key} must be 1 to 63 letters, digits, '.', '_' or '-'")
+    return value
+
+
+def _node_timeout(value: object, key: str) -> float:
+    timeout = _positive_number(value, key)
+    if not timeout > 1:
+        raise ConfigError(f"{key} must be a number of seconds above 1")
+    return timeout
+
+
+def _advertise(value: object, key: str) -> str:
+    if not isinstance(value, str) or urllib.parse.urlsplit(value).scheme not in ("http", "https"):
+        raise ConfigError(f"{key} must be an http:// or https:// URL")
+    parts = urllib.parse.urlsplit(value)
+    if not parts.hostname:
+        raise ConfigError(f"{key} must name a host")
+    return value
+
+
+def _default_node() -> str:
+    """
+    The host name, as a node name: cut at 63 characters, and any
+    character a node name may not hold replaced by C{-}.
+    """
+    return re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:63] or "localhost"
+
+
 def _webhooks(value: object, key: str) -> tuple[Webhook, ...]:
     try:
         return webhooks_from_config(value, key)
@@ -165,34 +238,87 @@ _KEYS = {
     ("notify", "retry_for"): ("notify_retry_for", _positive_int),
     ("notify", "retry_delay"): ("notify_retry_delay", _positive_number),
     ("notify", "retry_max_delay"): ("notify_retry_max_delay", _positive_number),
+    ("database", "url"): ("database_url", database_url),
+    ("database", "pool_size"): ("database_pool_size", _positive_int),
+    ("cluster", "node"): ("node", node_name),
+    ("cluster", "advertise"): ("advertise", _advertise),
+    ("cluster", "node_timeout"): ("node_timeout", _node_timeout),
+    ("cluster", "id_block"): ("id_block", _positive_int),
 }
+
+
+def _endpoint_fields(description: str) -> list[tuple[str, str | None]]:
+    """
+    The fields of a Twisted endpoint string, each C{(text, None)} or, for a
+    keyword argument, C{(name, value)}, read as
+    L{twisted.internet.endpoints.serverFromString} does: fields split at
+    C{:}, a keyword before the first C{=} of a field, and a backslash
+    escapes the next character.
+    """
+    fields: list[tuple[str, str | None]] = []
+    name, value, escaped = "", None, False
+    for char in description:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+            continue
+        elif char == ":":
+            fields.append((name, value))
+            name, value = "", None
+            continue
+        elif char == "=" and value is None:
+            value = ""
+            continue
+        if value is None:
+            name += char
+        else:
+            value += char
+    fields.append((name, value))
+    return fields
+
+
+#: The endpoint types L{Settings.advertise_url} makes a URL of: their
+#: scheme, and where the interface comes among their positional arguments
+#: (the parsers of L{twisted.internet.endpoints}).
+_URL_SCHEMES = {"tcp": ("http", 1), "tcp6": ("http", 2), "ssl": ("https", 5)}
+
+
+def _listener_url(description: str) -> str | None:
+    """
+    The URL of the TCP or TLS listener C{description} (C{None} for another
+    kind): its interface, or the host name for every interface.
+    """
+    fields = _endpoint_fields(description)
+    kind = _URL_SCHEMES.get(fields[0][0].lower())
+    if kind is None:
+        return None
+    scheme, at = kind
+    positional = [name for name, value in fields[1:] if value is None]
+    keywords = {name: value for name, value in fields[1:] if value is not None}
+    port = keywords.get("port", positional[0] if positional else None)
+    if port is None:
+        return None
+    interface = keywords.get("interface", positional[at] if len(positional) > at else "")
+    try:
+        address = ipaddress.ip_address(interface) if interface else None
+    except ValueError:
+        address = None
+    if not interface or (address is not None and address.is_unspecified):
+        host = socket.gethostname()
+    elif address is not None and address.version == 6:
+        host = f"[{interface}]"
+    else:
+        host = interface
+    return f"{scheme}://{host}:{port}"
 
 
 def _endpoint_keywords(description: str) -> tuple[str, set[str]]:
     """
-    The type of a Twisted endpoint string and the names of its keyword
-    arguments, read as L{twisted.internet.endpoints.serverFromString} does:
-    fields split at C{:}, a keyword before the first C{=} of a field, and a
-    backslash escapes the next character.
+    The type of a Twisted endpoint string and the names of its keyword arguments.
     """
-    fields: list[tuple[str, bool]] = []  # (text before any "=", whether "=" came)
-    current, equals, escaped = "", False, False
-    for char in description:
-        if escaped:
-            escaped = False
-            if not equals:
-                current += char
-        elif char == "\\":
-            escaped = True
-        elif char == ":":
-            fields.append((current, equals))
-            current, equals = "", False
-        elif char == "=":
-            equals = True
-        elif not equals:
-            current += char
-    fields.append((current, equals))
-    return fields[0][0], {name for name, keyword in fields[1:] if keyword}
+    fields = _endpoint_fields(description)
+    return fields[0][0], {name for name, value in fields[1:] if value is not None}
 
 
 @attrs.frozen
@@ -260,6 +386,21 @@ class Settings:
     @ivar notify_retry_max_delay: ...up to this many seconds.
     @ivar config_file: the absolute path of the TOML file these settings
         were read from, if any (C{config.save} backs it up).
+    @ivar database_url: the PostgreSQL database (a C{postgresql://} URL)
+        the daemon shares with the other nodes of its cluster; C{None} (the
+        default) for SQLite in C{state_dir}.  It may hold a password: show
+        L{database_display} instead.
+    @ivar database_pool_size: the most connections to that database at once.
+    @ivar node: the daemon's name in its cluster, unique among the nodes
+        (default: the host name); the C{node} of its jobs' records.
+    @ivar advertise: the URL at which the other nodes reach this one; by
+        default from the first TCP or TLS listener (L{advertise_url}).
+    @ivar node_timeout: seconds without a heartbeat after which a node
+        counts as gone.
+    @ivar id_block: how many job ids a node takes from the shared sequence
+        at a time.
+    @ivar migrate_only: create or migrate the database, then exit
+        (C{--migrate-only}).
     """
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
@@ -303,6 +444,39 @@ class Settings:
     notify_retry_delay: float = 1.0
     notify_retry_max_delay: float = 600.0
     config_file: str | None = None
+    # Out of the repr: it may hold a password.
+    database_url: str | None = attrs.field(default=None, repr=False)
+    database_pool_size: int = 8
+    node: str = attrs.field(factory=_default_node)
+    advertise: str | None = None
+    node_timeout: float = 15.0
+    id_block: int = 16
+    migrate_only: bool = False
+
+    @property
+    def database_display(self) -> str:
+        """
+        The job database as logs show it: C{postgresql://user@host:port/db}
+        without the password, or the SQLite file in C{state_dir}.
+        """
+        if self.database_url is None:
+            return os.path.join(self.state_dir, "midjobs.db")
+        return display_url(self.database_url)
+
+    def advertise_url(self) -> str | None:
+        """
+        The URL at which the other nodes reach this one: L{advertise}, or
+        made from the first TCP or TLS listener (C{https} for C{ssl:}), with
+        its interface, or the host name when it listens on every one;
+        C{None} if it has neither.
+        """
+        if self.advertise is not None:
+            return self.advertise
+        for description in self.listen:
+            url = _listener_url(description)
+            if url is not None:
+                return url
+        return None
 
     @property
     def socket_path(self) -> str:

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import datetime
 import errno
+import socket
 import threading
 import traceback
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
@@ -42,13 +43,15 @@ from zope.interface import implementer
 
 from . import wire_json
 from .errors import CallError, ValidationErrors
+from .job_ids import CountingJobIds
 from .lifecycle import IJobObserver, IJobRecorder, JobAborted, JobCancelledException, JobPhase, JobRecord, JobState
+from .locks import Admission, ILockManager, LocalLocks, Share
 from .log_excerpt import read_excerpt
 from .log_files import log_file
 from .logs import logger
 from .pipe import Pipes
 from .reactor_loop import ReactorLoop
-from .store._interfaces import IJobStore, StoreClosed
+from .store._interfaces import IJobIds, IJobStore, StoreClosed
 
 if TYPE_CHECKING:
     from .decorators import JobOptions
@@ -81,8 +84,16 @@ ErrorClasses = tuple[type[BaseException], ...]
 #: (C{ValidationErrors}, L{JobAborted}); anything else becomes a C{CallError}.
 FORWARDED_ERRORS: ErrorClasses = (CallError,)
 
-#: Whether the caller of a new job (the first) may be handed a waiting job (the second).
-SharePolicy = Callable[["Job", "Job"], bool]
+#: Whether the caller of a new job may be handed a waiting job started with
+#: these credentials (the C{credentials} of its record) instead.
+SharePolicy = Callable[["Job", "dict[str, Any] | None"], bool]
+
+#: Gives the caller of a new job (the second argument, never queued: its
+#: C{message_ids} hold the caller's request id, if any) the waiting job
+#: C{job_id} of another node that it shares (C{lock_queue_size}): a Deferred
+#: firing with what the caller gets in place of a local L{Job}.  Set on
+#: L{JobsQueue.remote_job} by whoever knows the other nodes.
+RemoteJobs = Callable[[int, "Job"], "Deferred[Any]"]
 
 #: Seconds a running job has to stop once it is aborted (by C{core.job_abort},
 #: its time limit, or the daemon stopping).  An async job stops at once unless
@@ -188,6 +199,8 @@ class Job:
         C{default_timeout} if it has none.
     @ivar waiting_for: the lock the job waits for while it is C{WAITING}
         behind another job (its progress description says so), else C{None}.
+    @ivar node: the name of the daemon that runs the job (a node of a
+        cluster), given with its id when it is queued.
     """
 
     def __init__(
@@ -223,6 +236,7 @@ class Job:
         self._progress_listeners: list[Callable[[dict[str, Any]], None]] = []
 
         self.id: int = 0
+        self.node = ""
         self.method = method
         self.options = options
         self.arguments = list(arguments)
@@ -846,14 +860,22 @@ class Job:
             "time_started": self.time_started,
             "time_finished": self.time_finished,
             "credentials": self.credentials,
+            "node": self.node,
         }
 
 
-def _same_credentials(new: Job, waiting: Job) -> bool:
+def _same_credentials(new: Job, credentials: dict[str, Any] | None) -> bool:
     """
     The default L{SharePolicy}: the daemon's own calls, or the same credentials.
     """
-    return new.credentials is None or new.credentials == waiting.credentials
+    return new.credentials is None or new.credentials == credentials
+
+
+def _no_remote_jobs(job_id: int, job: Job) -> Deferred[Any]:
+    """
+    The default L{RemoteJobs}: a daemon alone has no other node's jobs.
+    """
+    return fail(CallError(f"Job {job_id} does not exist", errno.ENOENT))
 
 
 @implementer(IJobRecorder)
@@ -879,9 +901,6 @@ class StoreRecorder:
         d.addErrback(self._end_not_recorded, job, record["state"])
         return d
 
-    def skipped(self, job: Job) -> None:
-        self.store.note_id(job.id)
-
     def _end_not_recorded(self, failure: Failure, job: Job, state: str) -> None:
         if isinstance(failure.value, StoreClosed):
             # A thread job that ended after the daemon stopped: it reads as cut off at the next start.
@@ -902,11 +921,18 @@ class JobsQueue:
     Every job the daemon knows, and the order in which waiting jobs start.
 
     A job without a lock starts at once; jobs sharing a lock start one at a
-    time, first come first served.  When as many jobs as the lock's
-    C{lock_queue_size} wait, a new one is not queued: its caller gets the
-    newest waiting job that C{may_share(new, waiting)} allows (by default,
-    one started with the same credentials), or C{EBUSY}.  The newest
-    C{keep_finished} finished jobs stay listed.
+    time, first come first served, as its L{ILockManager} (C{locks}) says
+    (told of a lock freed on another node with L{lock_freed}).
+    When as many jobs as the lock's C{lock_queue_size} wait, a new one is
+    not queued: its caller gets the newest waiting job that
+    C{may_share(new, its credentials)} allows (by default, one started with
+    the same credentials), or C{EBUSY}; a waiting job of another node comes
+    through L{remote_job}.  The newest C{keep_finished} finished jobs stay
+    listed.
+
+    Each queued job is numbered by C{ids} (an L{IJobIds}; by default counted
+    from 1) and marked with the C{node} that runs it (by default the host
+    name).
 
     Who watches the jobs registers an L{IJobObserver} (L{observe}); each is
     told, in the order they were registered, of each job's addition, changes
@@ -927,6 +953,10 @@ class JobsQueue:
         store: IJobStore | None = None,
         may_share: SharePolicy | None = None,
         default_timeout: float | None = None,
+        *,
+        ids: IJobIds | None = None,
+        locks: ILockManager | None = None,
+        node: str | None = None,
     ) -> None:
         #: The time limit of jobs whose method sets none (C{[jobs] default_timeout}).
         self.default_timeout = default_timeout
@@ -948,10 +978,20 @@ class JobsQueue:
         self._jobs: dict[int, Job] = {}
         self._finished: deque[int] = deque()
         self._waiting: list[Job] = []
-        self._locks: dict[str, Job] = {}
+        #: Where new jobs get their ids.
+        self.ids: IJobIds = ids if ids is not None else CountingJobIds()
+        #: Who holds each lock, and who waits for it.
+        self.locks: ILockManager = locks if locks is not None else LocalLocks()
+        #: The name of this daemon, the C{node} of its jobs.
+        self.node = node if node is not None else socket.gethostname()
+        #: Hands the caller of a new job a waiting job of another node that it shares.
+        self.remote_job: RemoteJobs = _no_remote_jobs
+        #: The locks whose acquisition is under way (an L{ILockManager} answering later), by the job asking.
+        self._acquiring: dict[str, Job] = {}
+        #: The jobs granted their lock by such a late answer, to start at the next scheduling.
+        self._granted: set[Job] = set()
         self._scheduling = False
         self._reschedule = False
-        self.next_id = 1
 
     def observe(self, observer: IJobObserver) -> None:
         """
@@ -1018,43 +1058,83 @@ class JobsQueue:
             self._finished = deque(i for i in self._finished if i not in gone)
         return dropped
 
-    def add(self, job: Job) -> Deferred[Job]:
+    def add(self, job: Job) -> Deferred[Any]:
         """
         Queue C{job}, or find the job it must share with (see C{lock_queue_size}).
 
         @return: a Deferred firing with the job once it may be told of: once
             it is recorded if there is a store.  It fails with a C{CallError}
             (C{EIO}) if the job cannot be recorded; the job is then aborted.
+            A caller handed a waiting job gets that job instead (or what
+            L{remote_job} gives for one of another node).
         @raise CallError: C{EBUSY}, the lock is held and its queue size is 0,
-            or its queue is full of jobs the caller may not share.
+            or its queue is full of jobs the caller may not share (from a
+            lock manager that answers later: as the Deferred's failure).
         """
-        size = job.options.lock_queue_size
-        if job.lock_name is not None and size is not None:
-            waiting = [j for j in self._waiting if j.lock_name == job.lock_name]
-            if size == 0 and (job.lock_name in self._locks or waiting):
-                raise CallError("This job is already being performed", errno.EBUSY)
-            if size and len(waiting) >= size:
-                for queued in reversed(waiting):
-                    if self._may_share(job, queued):
-                        return self.recorded(queued)
-                raise CallError("This job is already being performed by another user", errno.EBUSY)
-        job.id = self.next_id
-        self.next_id += 1
+        if job.lock_name is None:
+            job_id = self.ids.take()
+            if job_id is not None:
+                return self._queue(job, job_id, False)
+            return self._admitted(Admission.FREE, job)
+        admission = self.locks.admit(
+            job, job.options.lock_queue_size, lambda credentials: self._may_share(job, credentials)
+        )
+        if isinstance(admission, Deferred):
+            admitted: Deferred[Any] = admission.addCallback(self._admitted, job)
+            return admitted
+        return self._admitted(admission, job)
+
+    def _admitted(self, admission: Admission | Share, job: Job) -> Deferred[Any]:
+        """
+        Number and queue C{job} as its lock's C{admission} says, or hand its
+        caller the job it shares.
+        """
+        if isinstance(admission, Share):
+            shared = self._jobs.get(admission.job_id)
+            if shared is None:
+                return self.remote_job(admission.job_id, job)
+            return self.recorded(shared)
+        job_id = self.ids.take()
+        if job_id is None:
+            available: Deferred[Any] = self.ids.available()
+            available.addCallbacks(
+                lambda _: self._admitted(admission, job), self._not_numbered, errbackArgs=(job,)
+            )
+            return available
+        return self._queue(job, job_id, admission is Admission.BEHIND)
+
+    def _not_numbered(self, failure: Failure, job: Job) -> Failure:
+        """
+        No id came for the admitted C{job}: it waits for its lock no more.
+        """
+        if job.lock_name is not None:
+            self.locks.release(job)
+        return failure
+
+    def _queue(self, job: Job, job_id: int, behind: bool) -> Deferred[Job]:
+        """
+        Queue C{job} as number C{job_id} (C{behind} a held lock, maybe):
+        record it, tell of it, start it if it may.
+        """
+        job.id = job_id
+        job.node = self.node
         if job.time_limit is None:
             job.time_limit = self.default_timeout
-        if job.lock_name is not None and self._held(job.lock_name):
-            # Before anyone hears of the job, so that its first record says why it waits.
-            job.note_waiting(job.lock_name)
+        if job.lock_name is not None:
+            self.locks.queued(job)
+            if behind:
+                # Before anyone hears of the job, so that its first record says why it waits.
+                job.note_waiting(job.lock_name)
         job._queue = self
         recorded: Deferred[None] | None = None
         recorder = self._recorder
-        if recorder is not None and job.options.transient:
-            recorder.skipped(job)
+        if job.options.transient:
+            self.ids.skipped(job_id)
         elif recorder is not None:
-            self._recording[job.id] = ([], [])
+            self._recording[job_id] = ([], [])
             # Before it starts, so that its first record comes first.
             recorded = recorder.created(job)
-        self._jobs[job.id] = job
+        self._jobs[job_id] = job
         self._waiting.append(job)
         self._tell(job, "added")
         self._schedule()
@@ -1163,13 +1243,6 @@ class JobsQueue:
             except Exception:
                 log.failure("{tell} failed on job {job_id}", tell=tell, job_id=job.id)
 
-    def _held(self, lock: str) -> bool:
-        """
-        Whether a job queued now with C{lock} would wait: the lock is held,
-        or another job waits for it.
-        """
-        return lock in self._locks or any(j.lock_name == lock and not j.ending for j in self._waiting)
-
     def _schedule(self) -> None:
         if self._scheduling:
             self._reschedule = True
@@ -1184,31 +1257,104 @@ class JobsQueue:
             self._scheduling = False
 
     def _start_ready(self) -> None:
-        ready, waiting, blocked = [], [], set()
+        ready: list[Job] = []
+        waiting: list[Job] = []
+        blocked: set[str] = set()
         for job in self._waiting:
             lock = job.lock_name
             if job.ending:  # aborted while waiting: its end is being recorded
                 waiting.append(job)
                 continue
-            if lock is not None and (lock in self._locks or lock in blocked):
+            if lock is not None and not self._may_start(job, lock, blocked):
                 blocked.add(lock)
                 waiting.append(job)
-                if job.waiting_for != lock:
-                    job.note_waiting(lock)
                 continue
-            if lock is not None:
-                self._locks[lock] = job
             ready.append(job)
         self._waiting = waiting
         for job in ready:
             if job.state is JobState.WAITING:
                 job.start()
 
+    def _may_start(self, job: Job, lock: str, blocked: set[str]) -> bool:
+        """
+        Whether the waiting C{job} now holds its C{lock}, the jobs before it
+        in the queue having C{blocked} those locks.  A job that does not
+        says that it waits.
+        """
+        if job in self._granted:
+            self._granted.discard(job)
+            return True
+        if lock in self._acquiring:
+            if self._acquiring[lock] is not job:
+                self._note_waiting(job, lock)
+            return False
+        if lock in blocked:
+            self._note_waiting(job, lock)
+            return False
+        answer = self.locks.acquire(job)
+        if isinstance(answer, Deferred):
+            self._acquiring[lock] = job
+            answer.addCallbacks(self._acquired, self._not_acquired, callbackArgs=(job,), errbackArgs=(job,))
+            # It may have answered already (and been granted).
+            if job in self._granted:
+                self._granted.discard(job)
+                return True
+            return False
+        if not answer:
+            self._note_waiting(job, lock)
+        return bool(answer)
+
+    @staticmethod
+    def _note_waiting(job: Job, lock: str) -> None:
+        if job.waiting_for != lock:
+            job.note_waiting(lock)
+
+    def _acquired(self, granted: bool, job: Job) -> None:
+        """
+        The lock manager answered later whether C{job} holds its lock.
+        """
+        lock = job.lock_name
+        assert lock is not None
+        del self._acquiring[lock]
+        if not granted:
+            # Asked again once a job of that lock ends, here or elsewhere (lock_freed).
+            if not job.ending:
+                self._note_waiting(job, lock)
+            return
+        if job.phase is JobPhase.ENDED:
+            # Aborted while it asked, and already ended: it holds the lock for nothing.
+            self.locks.release(job)
+        elif not job.ending:
+            self._granted.add(job)
+        self._schedule()
+
+    def _not_acquired(self, failure: Failure, job: Job) -> None:
+        """
+        The lock manager could not say whether C{job} holds its lock: the
+        job is aborted (nothing would ask again).
+        """
+        lock = job.lock_name
+        del self._acquiring[lock]  # type: ignore[arg-type]  # only jobs with a lock are asked
+        log.error(
+            "Job {job_id} ({method}) could not take its lock {lock}: {error}",
+            job_id=job.id, method=job.method, lock=lock, error=failure.getErrorMessage(),
+        )  # fmt: skip
+        job.abort(f"The lock {lock} could not be taken: {failure.getErrorMessage()}")
+        self._schedule()
+
+    def lock_freed(self, lock: str) -> None:
+        """
+        A job of another node freed C{lock} (its lock manager heard of it):
+        ask again for the jobs here that wait for it.
+        """
+        if self._waiting and any(job.lock_name == lock for job in self._waiting):
+            self._schedule()
+
     def _job_finished(self, job: Job) -> None:
         if self._waiting and job in self._waiting:
             self._waiting.remove(job)
-        if job.lock_name is not None and self._locks.get(job.lock_name) is job:
-            del self._locks[job.lock_name]
+        if job.lock_name is not None:
+            self.locks.release(job)
         if job.options.transient or job.id in self._unlisted:
             del self._jobs[job.id]
             self._unlisted.discard(job.id)

@@ -41,10 +41,19 @@ class JobEvents:
         self._tell("changed", job, record)
 
     def ended(self, job: Job, record: JobRecord) -> None:
+        self.tell("changed", job.id, record)
+
+    def tell(self, kind: str, job_id: int, record: JobRecord) -> None:
+        """
+        Tell the subscribers who may see it (L{midjobs.access}, by the
+        owner in C{record}'s C{credentials}) that job C{job_id} was C{added}
+        or C{changed} to C{record}: a job of this daemon, or one another node
+        of a cluster runs (L{midjobs.cluster}).
+        """
         # The hub sends nothing if nobody is subscribed.
-        self._events.send(JOBS_EVENT, "changed", job.id, record)
+        self._events.send(JOBS_EVENT, kind, job_id, record)
 
     def _tell(self, kind: str, job: Job, record: JobRecord | None) -> None:
         # The job's record is built only if someone is subscribed.
         if self._events.has_subscribers(JOBS_EVENT):
-            self._events.send(JOBS_EVENT, kind, job.id, record if record is not None else job.to_record())
+            self.tell(kind, job.id, record if record is not None else job.to_record())

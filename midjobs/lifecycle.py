@@ -144,12 +144,6 @@ class IJobRecorder(Interface):
         Note that C{job} changed; written later, with other writes.
         """
 
-    def skipped(job: Any) -> None:
-        """
-        C{job} is transient: it is not recorded, but its id is taken (never
-        given again, even after a restart).
-        """
-
     def ending(job: Any, record: JobRecord) -> Any:
         """
         Record the final C{record} of C{job} (L{JobPhase.ENDING}).  A Deferred

@@ -9,7 +9,9 @@ read the job (L{midjobs.access}) may follow its log, from memory or the job
 history alike; a finished job's log comes whole and nothing follows.
 
 The log file is read, not hooked: whatever writes to C{job.logs_fd} (the
-job itself, a subprocess it handed the descriptor to) shows up.
+job itself, a subprocess it handed the descriptor to) shows up.  The log of
+a job of another node of a cluster is read from the database, where that
+node copies it (L{midjobs.cluster.logs}), as that node tells it grew.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from twisted.internet.threads import deferToThreadPool
 
 from zope.interface import implementer
 
+from .cluster.logs import elsewhere
 from .errors import CallError
 from .job import Job
-from .lifecycle import IJobObserver, JobRecord
+from .lifecycle import IJobObserver, JobRecord, JobState
 from .log_files import log_file
 from .logs import logger
 
@@ -236,6 +239,82 @@ class _Follower:
         self.stop_loop()
 
 
+def _backlog(data: bytes) -> str:
+    """
+    The text of a log's last L{MAX_BACKLOG} bytes C{data}, from a line's start.
+    """
+    if len(data) > MAX_BACKLOG:
+        data = data[-MAX_BACKLOG:]
+        data = data[data.find(b"\n") + 1 :]
+    return data.decode("utf-8", "replace")
+
+
+class _RemoteFollower:
+    """
+    Follows the log of a job of another node in the cluster's database
+    (L{IJobLogChunks}): a new subscriber gets what came so far, then each
+    piece as the node tells that it is there.  Reads run one at a time
+    (L{_lock}), so nobody sees a piece twice or out of order.
+    """
+
+    def __init__(self, events: Any, name: str, job_id: int, chunks: Any, done: Callable[[], None]) -> None:
+        self.events = events
+        self.name = name
+        self.job_id = job_id
+        self._chunks = chunks
+        self._done = done
+        #: The last chunk read.
+        self.seq = 0
+        #: The end of what was read (its last L{MAX_BACKLOG} bytes), for newcomers.
+        self.tail = b""
+        self._lock = DeferredLock()
+        self._unfollow = chunks.follow_log(job_id, self._grew)
+
+    async def _read(self) -> bytes:
+        """
+        What came since the last read (at most L{MAX_BACKLOG} bytes of it).
+        """
+        pieces: list[bytes] = []
+        while True:
+            chunks = await self._chunks.log_chunks(self.job_id, self.seq)
+            if not chunks:
+                break
+            self.seq = chunks[-1][0]
+            pieces.append(b"".join(chunk for _, chunk in chunks))
+            self.tail = (self.tail + pieces[-1])[-MAX_BACKLOG:]
+            if sum(map(len, pieces)) > MAX_BACKLOG:
+                pieces = [self.tail]
+        return b"".join(pieces)
+
+    def welcome(self, subscriber: Any) -> Deferred[None]:
+        async def welcome() -> None:
+            await self._read()
+            if self.tail:
+                self.events.send_to(subscriber, self.name, "added", self.job_id, {"data": _backlog(self.tail)})
+
+        return self._lock.run(lambda: Deferred.fromCoroutine(welcome()))
+
+    def _grew(self, size: int, final: bool) -> None:
+        if not self.events.has_subscribers(self.name):
+            self.close()
+            return
+
+        async def catch_up() -> None:
+            data = await self._read()
+            if data:
+                self.events.send(self.name, "added", self.job_id, {"data": data.decode("utf-8", "replace")})
+            if final:
+                self.close()
+
+        self._lock.run(lambda: Deferred.fromCoroutine(catch_up())).addErrback(
+            lambda f: log.failure("Following the log of job {job_id} failed", f, job_id=self.job_id)
+        )
+
+    def close(self) -> None:
+        self._unfollow()
+        self._done()
+
+
 @implementer(IJobObserver)
 class JobLogEvents:
     """
@@ -248,6 +327,8 @@ class JobLogEvents:
         self.middleware = middleware
         self.interval = interval
         self._followers: dict[int, _Follower] = {}
+        #: The followers of the logs of other nodes' running jobs, and their records.
+        self._remote: dict[int, tuple[_RemoteFollower | None, Any]] = {}
 
     def register(self) -> None:
         self.middleware.events.register(
@@ -278,6 +359,9 @@ class JobLogEvents:
             self._job_ended(follower, job)
 
     def stop(self) -> None:
+        for remote, _ in list(self._remote.values()):
+            if remote is not None:
+                remote.close()
         for follower in self._followers.values():
             follower.close()
         if self._followers:
@@ -291,21 +375,30 @@ class JobLogEvents:
             return None
 
     def _may_see(self, user: Any, name: str, fields: Any) -> bool:
-        job = self._live_job(_job_id(name))
+        job_id = _job_id(name)
+        job: Any = self._live_job(job_id)
+        if job is None and job_id in self._remote:
+            job = self._remote[job_id][1]
         return job is not None and self.middleware.may_see_job(user, job)
+
+    def _chunks(self, record: Any) -> Any:
+        return elsewhere(self.middleware.cluster, record)
 
     async def _prepare(self, session: Any, name: str) -> None:
         job_id = _job_id(name)
         record = await self.middleware.call(
             "core.get_jobs",
             [["id", "=", job_id]],
-            {"get": True, "select": ["id", "method", "credentials", "logs_path", "state"]},
+            {"get": True, "select": ["id", "method", "credentials", "logs_path", "state", "node"]},
         )
         self.middleware.check_job_access(session, record)
         job = self._live_job(job_id)
         has_logs = job.options.logs if job is not None else bool(record.get("logs_path"))
         if not has_logs:
             raise CallError(f"Job {job_id} has no logs", errno.ENOENT)
+        if job is None and self._chunks(record) is not None and job_id not in self._remote:
+            # Its follower starts once subscribed (L{_subscribed}).
+            self._remote[job_id] = (None, record)
 
     def _in_thread(self, f: Callable[..., _T], *args: Any) -> Deferred[_T]:
         reactor = self.middleware.reactor
@@ -313,6 +406,9 @@ class JobLogEvents:
 
     def _subscribed(self, subscriber: Any, name: str) -> None:
         job_id = _job_id(name)
+        if job_id in self._remote:
+            self._subscribed_elsewhere(subscriber, name, job_id)
+            return
         follower = self._followers.get(job_id)
         if follower is None:
             follower = self._follow(name, job_id)
@@ -320,6 +416,21 @@ class JobLogEvents:
         if follower.loop is None:
             # A finished job's log is all there: nothing more follows.
             follower.run(follower.catch_up_all).addErrback(self._failed, job_id)
+
+    def _subscribed_elsewhere(self, subscriber: Any, name: str, job_id: int) -> None:
+        remote, record = self._remote[job_id]
+        if remote is None:
+            chunks = self._chunks(record)
+
+            def done() -> None:
+                self._remote.pop(job_id, None)
+
+            remote = _RemoteFollower(self.middleware.events, name, job_id, chunks, done)
+            self._remote[job_id] = (remote, record)
+        follower = remote
+        follower.welcome(subscriber).addCallback(
+            lambda _: follower.close() if JobState(record["state"]).finished else None
+        ).addErrback(self._failed, job_id)
 
     def _failed(self, failure: Any, job_id: int) -> None:
         log.failure("Following the log of job {job_id} failed", failure, job_id=job_id)

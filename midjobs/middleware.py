@@ -32,6 +32,8 @@ from .events import EventHub
 from .health import Health, StoreCheck, state_dir_writable
 from .job import Job, JobsQueue, ProgressCallback
 from .job_events import JOBS_EVENT, JobEvents
+from .job_ids import CountingJobIds
+from .local_cluster import LocalCluster
 from .metrics import Metrics
 from .pipe import Pipe, Pipes
 from .decorators import MethodSpec, method_spec
@@ -41,8 +43,10 @@ if TYPE_CHECKING:
     from twisted.cred.portal import Portal
 
     from .auth.users import UserStore
-    from .interfaces import ISession
+    from .interfaces import ICluster, ISession
+    from .locks import ILockManager
     from .store import IJobStore
+    from .store._interfaces import IJobIds
 
 __all__ = ["Method", "Middleware", "MethodNotFound", "NotAuthenticated", "WATCHING_JOBS"]
 
@@ -127,10 +131,21 @@ class Middleware:
         keep_finished_jobs: int = 1000,
         settings: Any = None,
         job_store: IJobStore | None = None,
+        job_ids: IJobIds | None = None,
         first_job_id: int = 1,
+        locks: ILockManager | None = None,
+        node: str | None = None,
+        cluster: ICluster | None = None,
         store_check: Callable[[], Deferred[Any]] | None = None,
     ) -> None:
         """
+        @param job_ids: where new jobs get their ids; by default counted from
+            C{first_job_id}, the ids of transient jobs noted in C{job_store}.
+        @param locks: who holds the job locks (by default in memory).
+        @param node: the daemon's node name, the C{node} of its jobs'
+            records; by default the settings' C{node} (the host name).
+        @param cluster: the nodes that share the job store; by default this
+            one alone (L{LocalCluster}).
         @param store_check: starts a check that the job store takes writes
             (L{midjobs.health.StoreCheck}); by default, that a file can be
             made in C{state_dir}.
@@ -149,13 +164,23 @@ class Middleware:
         )
         #: Where jobs are recorded (C{None}: the newest are kept in memory only).
         self.job_store = job_store
+        if job_ids is None:
+            job_ids = CountingJobIds(first_job_id, job_store.note_id if job_store is not None else None)
         self.jobs = JobsQueue(
             keep_finished=keep_finished_jobs,
             store=job_store,
-            may_share=lambda new, waiting: owns_or_administers(new.owner, waiting.credentials),
+            may_share=lambda new, credentials: owns_or_administers(new.owner, credentials),
             default_timeout=_settings(settings).default_timeout,
+            ids=job_ids,
+            locks=locks,
+            node=node if node is not None else _settings(settings).node,
         )
-        self.jobs.next_id = first_job_id
+        #: The nodes that share the job store, for the jobs not in C{jobs}.
+        self.cluster: ICluster = (
+            cluster
+            if cluster is not None
+            else LocalCluster(self.jobs.node, job_store, self.jobs, _settings(settings).advertise_url())
+        )
         #: The daemon's way out: once it drains, clients start no more jobs.
         self.drain = Drain(reactor, self.jobs)
         if store_check is None:
@@ -229,9 +254,11 @@ class Middleware:
 
     async def start(self) -> None:
         """
-        Run each service's C{setup}, in the order they were added; start
-        measuring the reactor's lag and the job history's commits.
+        Have job ids at hand (L{midjobs.store.IJobIds.start}); run each
+        service's C{setup}, in the order they were added; start measuring
+        the reactor's lag and the job history's commits.
         """
+        await self.jobs.ids.start()
         self.metrics.start()
         # A store that writes in batches (midjobs.store.WriteBatch) times its commits.
         batch = getattr(self.job_store, "batch", None)
@@ -416,13 +443,26 @@ class Middleware:
             job.message_ids.append(message_id)
         queued = self.jobs.add(job)
         if job.id:
-            # Queued (not shared with a waiting job).
+            # Queued at once (not shared with a waiting job, an id at hand).
             # One a running job started while draining: the drain waits for it too.
             self.drain.track(job)
             queued.addErrback(self._job_refused, job)
-        if message_id is not None and not job.id:
-            # Not queued: it shares the job queued before it (lock_queue_size).
-            queued.addCallback(_shared_with, job, message_id)
+        else:
+            # Shared with a waiting job (lock_queue_size), or queued later (a
+            # lock manager or the ids answering later).
+            queued.addCallbacks(self._queued_later, self._job_refused, callbackArgs=(job, message_id), errbackArgs=(job,))
+        return queued
+
+    def _queued_later(self, queued: Any, job: Job, message_id: Any) -> Any:
+        """
+        C{job} was queued (C{queued} is C{job}: the drain waits for it), or
+        its caller got the waiting job C{queued} instead, which gains the
+        request's id.
+        """
+        if queued is job:
+            self.drain.track(job)
+        elif message_id is not None and isinstance(queued, Job):
+            queued.add_message_id(message_id)
         return queued
 
     def redact(self, method: Method, params: Sequence[Any]) -> list[Any]:
@@ -593,10 +633,12 @@ class Middleware:
 
     def _job_refused(self, failure: Any, job: Job) -> Any:
         """
-        C{job} could not be recorded: it is aborted, and never heard of again
-        (its observers are never told: the metrics count it here).
+        C{job} was not queued.  One numbered could not be recorded: it is
+        aborted, and never heard of again (its observers are never told: the
+        metrics count it here).
         """
-        self.metrics.job_refused(job)
+        if job.id:
+            self.metrics.job_refused(job)
         return failure
 
 
@@ -623,13 +665,3 @@ def _throttle(reactor: Any, settings: Any) -> LoginThrottle:
 
 def _redacted(value: Any) -> str:
     return REDACTED
-
-
-def _shared_with(queued: Job, job: Job, message_id: Any) -> Job:
-    """
-    Add the request's id to the job it shares (C{lock_queue_size}), with a
-    C{changed} event, so that a new-style caller learns that job's id.
-    """
-    if queued is not job:
-        queued.add_message_id(message_id)
-    return queued

@@ -9,7 +9,7 @@ import os
 from twisted.application.service import IService
 from twisted.python import usage
 
-from .config import LOG_FORMATS, ConfigError, Settings
+from .config import LOG_FORMATS, ConfigError, Settings, database_url, node_name
 from .daemon import Daemon
 from .logs import LEVELS, LogDestination, log_to, writes_to_journal
 from .systemd import SystemdNotifier
@@ -71,6 +71,23 @@ class Options(usage.Options):
             "text (default) or json: one JSON object a line, with the fields of each event as keys. "
             "Under systemd (standard output is $JOURNAL_STREAM) lines carry their priority and text lines no time.",
         ],
+        [
+            "database",
+            None,
+            None,
+            "A postgresql:// URL: the database this daemon shares with the other nodes of its cluster "
+            "(default: SQLite in the state directory).  Prefer ~/.pgpass or $PGPASSWORD to a password in it.",
+        ],
+        [
+            "node",
+            None,
+            None,
+            "This daemon's name among the nodes of its cluster: 1 to 63 letters, digits, '.', '_' or '-' "
+            "(default: the host name).",
+        ],
+    ]
+    optFlags = [
+        ["migrate-only", None, "Create or migrate the database's schema, then exit."],
     ]
 
     def __init__(self) -> None:
@@ -110,6 +127,9 @@ class Options(usage.Options):
             log_format=self["log-format"],
             tls_certificate=_absolute(self["tls-certificate"]),
             tls_private_key=_absolute(self["tls-private-key"]),
+            database_url=self["database"],
+            node=self["node"],
+            migrate_only=True if self["migrate-only"] else None,
         )
 
     def postOptions(self) -> None:
@@ -117,6 +137,13 @@ class Options(usage.Options):
             raise usage.UsageError(f"--log-level must be one of {', '.join(LEVELS)}")
         if self["log-format"] is not None and self["log-format"] not in LOG_FORMATS:
             raise usage.UsageError(f"--log-format must be one of {', '.join(LOG_FORMATS)}")
+        try:
+            if self["database"] is not None:
+                database_url(self["database"], "--database")
+            if self["node"] is not None:
+                node_name(self["node"], "--node")
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
         settings = self.settings()
         twistd = getattr(self, "parent", None)
         if twistd is not None:

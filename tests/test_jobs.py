@@ -75,7 +75,7 @@ async def test_job_returns_id_then_succeeds(admin_client: Client) -> None:
     expected = {
         "id", "message_ids", "method", "arguments", "transient", "description", "abortable",
         "logs_path", "logs_excerpt", "progress", "result", "result_encoding_error", "error",
-        "exception", "exc_info", "state", "time_started", "time_finished", "credentials",
+        "exception", "exc_info", "state", "time_started", "time_finished", "credentials", "node",
     }
     assert set(job) == expected
     assert job["method"] == "core.job_test"

@@ -70,7 +70,7 @@ JOB_FIELDS = frozenset(
     {
         "id", "message_ids", "method", "arguments", "transient", "description", "abortable",
         "logs_path", "logs_excerpt", "progress", "result", "result_encoding_error", "error",
-        "exception", "exc_info", "state", "time_started", "time_finished", "credentials",
+        "exception", "exc_info", "state", "time_started", "time_finished", "credentials", "node",
     }
 )
 JOB_STATES = ("WAITING", "RUNNING", "SUCCESS", "FAILED", "ABORTED")

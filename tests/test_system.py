@@ -57,6 +57,7 @@ async def test_info(admin_client: Client, daemon: RunningDaemon) -> None:
     settings = daemon.middleware.settings
     assert info["listeners"] == [*settings.listen, f"unix:{daemon.socket_path}"]
     assert info["state_dir"] == str(daemon.state_dir)
+    assert info["node"] == settings.node
     later = await admin_client.call("system.info")
     assert later["uptime_seconds"] >= info["uptime_seconds"]
     assert later["boot_time"] == info["boot_time"]

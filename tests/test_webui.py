@@ -706,6 +706,7 @@ def test_upload_files(webui: DaemonProcess, pages: Pages, tmp_path: Path) -> Non
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(5 * 1024 * 1024 + 3))
     page.locator("#upload-method").select_option("filesystem.put")
+    page.get_by_role("button", name="Edit as JSON").click()
     page.locator("#upload-params").fill(json.dumps([str(webui.root / "big.bin")]))
     page.get_by_label("Files (one to five)").set_input_files(str(big))
     expect(page.locator("#upload-files-list")).to_contain_text("big.bin (5.0 MiB)")
@@ -758,6 +759,7 @@ def test_download_a_file(webui: DaemonProcess, pages: Pages) -> None:
     methods = page.locator("#download-method").locator("option").all_text_contents()
     assert "filesystem.get" in methods and "filesystem.put" not in methods
     page.locator("#download-method").select_option("filesystem.get")
+    page.get_by_role("button", name="Edit as JSON").click()
     page.locator("#download-params").fill(json.dumps([str(webui.root / "out.bin")]))
     page.get_by_label("Save as").fill("saved.bin")
     name, saved = wait_for_download(page, lambda: page.get_by_role("button", name="Download", exact=True).click())

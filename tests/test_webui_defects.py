@@ -276,6 +276,7 @@ def test_downloading_a_missing_file_says_so_on_the_page(daemon: DaemonProcess, p
     log_in(page, ADMIN)
     page.goto("/#download")
     page.locator("#download-method").select_option("filesystem.get")
+    page.get_by_role("button", name="Edit as JSON").click()
     page.locator("#download-params").fill(f'["{daemon.root / "missing.bin"}"]')
     page.get_by_role("button", name="Download", exact=True).click()
     expect(page.locator("#download-error")).to_contain_text("The download failed")

@@ -27,7 +27,6 @@ import hmac
 import os
 import re
 import secrets
-import sqlite3
 import time
 from typing import Any, Final, Mapping
 
@@ -41,6 +40,7 @@ from zope.interface import Attribute, implementer
 from midjobs.auth.avatar import AvatarId
 from midjobs.errors import CallError, ValidationErrors
 from midjobs.store.database import Cursor, Pool, Row, ensure_schema
+from midjobs.store.errors import Conflict, MissingReference
 
 __all__ = [
     "API_KEY",
@@ -333,17 +333,18 @@ class ApiKeyStore:
         # between these checks and the insert, but another process might.
         try:
             txn.execute(
-                "INSERT INTO api_keys (user_id, name, key_hash, created) VALUES (?, ?, ?, ?)",
+                "INSERT INTO api_keys (user_id, name, key_hash, created) VALUES (?, ?, ?, ?) RETURNING id",
                 (row[0], name, key_hash, time.time()),
             )
-        except sqlite3.IntegrityError as e:
-            if "UNIQUE" in str(e):
-                errors.add("name", _NAME_TAKEN, errno.EEXIST)
-            else:
-                errors.add("username", _NO_USER, errno.ENOENT)
+        except Conflict:
+            errors.add("name", _NAME_TAKEN, errno.EEXIST)
             raise errors from None
-        assert txn.lastrowid is not None  # an INSERT sets it
-        return txn.lastrowid
+        except MissingReference:
+            errors.add("username", _NO_USER, errno.ENOENT)
+            raise errors from None
+        inserted = txn.fetchone()
+        assert inserted is not None  # an INSERT ... RETURNING answers its row
+        return int(inserted[0])
 
     def delete(self, id: int) -> Deferred[None]:
         """

@@ -1,5 +1,6 @@
 """
-The user store: accounts with a password hash and roles, in the SQLite pool.
+The user store: accounts with a password hash and roles, in the database pool
+(SQLite, or PostgreSQL shared by the nodes of a cluster).
 
 Users leave this module as plain dicts that never carry the password or its
 hash.  Hashing runs in the reactor's thread pool and SQL in the database pool's
@@ -13,7 +14,6 @@ import functools
 import json
 import re
 import secrets
-import sqlite3
 import time
 from typing import Any, Callable, Mapping, ParamSpec, TypeVar
 
@@ -24,6 +24,7 @@ from midjobs.auth.hashing import hash_password, verify_password
 from midjobs.auth.roles import is_role_name
 from midjobs.errors import CallError, ValidationErrors
 from midjobs.store.database import Cursor, Pool, Row, ensure_schema
+from midjobs.store.errors import Conflict
 
 __all__ = ["USERS_SCHEMA", "UserDict", "UserStore"]
 
@@ -294,13 +295,14 @@ class UserStore:
         try:
             txn.execute(
                 "INSERT INTO users (username, full_name, password_hash, roles, locked, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                 (username, full_name, password_hash, roles, int(locked), time.time()),
             )
-        except sqlite3.IntegrityError:
+        except Conflict:
             raise _taken_error() from None
-        assert txn.lastrowid is not None  # an INSERT sets it
-        return txn.lastrowid
+        row = txn.fetchone()
+        assert row is not None  # an INSERT ... RETURNING answers its row
+        return int(row[0])
 
     def update(self, id: int, data: Mapping[str, Any]) -> Deferred[UserDict]:
         """
@@ -341,7 +343,7 @@ class UserStore:
         assignments = ", ".join(f"{name} = ?" for name in columns)
         try:
             txn.execute(f"UPDATE users SET {assignments} WHERE id = ?", (*columns.values(), id_))
-        except sqlite3.IntegrityError:
+        except Conflict:
             raise _taken_error() from None
         if txn.rowcount == 0:
             raise _not_found(id_)

@@ -19,10 +19,12 @@ from ..errors import CallError, ValidationError, ValidationErrors
 from ..events import UnknownEvent
 from ..interfaces import IConnectionSession, ISession
 from ..job import Job
+from ..lifecycle import JobAborted, JobState
 from ..log_events import JobLogEvents
 from ..log_files import log_file
 from ..access import JobAccessDenied, may_force_abort, owns_or_administers
 from ..auth import TooManyTokens
+from ..cluster.logs import IJobLogChunks, elsewhere
 from ..arguments import REDACTED
 from ..config import Settings
 from ..logs import logger
@@ -202,6 +204,32 @@ def _query_owner(app: ISession) -> Hashable:
     return app
 
 
+def _caller(app: ISession | None) -> dict[str, str | None]:
+    """
+    Who calls, as the log lines of a forced abort name them.
+    """
+    if app is None:
+        return {"user": "the daemon", "address": "-"}
+    return {"user": getattr(app.user, "username", None), "address": str(app.peer)}
+
+
+def _outcome(record: dict[str, Any]) -> Any:
+    """
+    What waiting for the job whose final record is C{record} gives, as
+    C{Job.wait(raise_error=True)} does for a job in memory: its result, or
+    its error raised (L{JobAborted} if it was aborted).
+    """
+    state = JobState(record["state"])
+    if state is JobState.SUCCESS:
+        return record["result"]
+    error = record.get("error") or "Job failed"
+    if state is JobState.ABORTED:
+        raise JobAborted(error)
+    exc_info = record.get("exc_info")
+    code = exc_info.get("errno") if isinstance(exc_info, dict) else None
+    raise CallError(error, code if isinstance(code, int) else errno.EFAULT)
+
+
 class CoreService(Service):
     namespace = "core"
 
@@ -335,7 +363,10 @@ class CoreService(Service):
         lock freed.
         """
         force = _force_option(options)
-        target = self.middleware.jobs.get(id)
+        target = self._job_here(id)
+        if target is None:
+            await self._abort_elsewhere(app, id, force)
+            return
         self.middleware.check_job_access(app, target, change=True)
         if force:
             self._force_abort(app, target)
@@ -344,25 +375,78 @@ class CoreService(Service):
             raise CallError("Job is not abortable", errno.EINVAL)
         target.abort()
 
-    def _force_abort(self, app: ISession | None, target: Job) -> None:
+    def _job_here(self, id: int) -> Job | None:
+        """
+        The job C{id} if it is in this daemon's memory.
+        """
+        try:
+            return self.middleware.jobs.get(id)
+        except CallError:
+            return None
+
+    async def _record_elsewhere(self, id: int) -> dict[str, Any]:
+        """
+        The record of job C{id}, which runs (or ran) on another node of the
+        cluster (L{midjobs.interfaces.ICluster}).
+
+        @raise CallError: C{ENOENT}, as for a job not in memory on one
+            daemon: there is no such job, or it is this node's.
+        """
+        cluster = self.middleware.cluster
+        record: dict[str, Any] | None = await cluster.record(id)
+        if record is None or record.get("node") in (None, cluster.node):
+            raise CallError(f"Job {id} does not exist", errno.ENOENT)
+        return record
+
+    async def _abort_elsewhere(self, app: ISession | None, id: int, force: bool) -> None:
+        """
+        L{job_abort} for a job of another node: the same checks on its
+        record, then the abort goes to its node.
+        """
+        record = await self._record_elsewhere(id)
+        self.middleware.check_job_access(app, record, change=True)
+        finished = JobState(record["state"]).finished
+        if force:
+            self._check_force(app, id, record["method"])
+            if finished:
+                return
+            self._log_forced(app, id, record["method"], record["abortable"], record["state"])
+            reason = FORCED_ABORT
+        else:
+            if not record["abortable"] and not finished:
+                raise CallError("Job is not abortable", errno.EINVAL)
+            if finished:
+                return
+            reason = JobAborted().errmsg
+        await self.middleware.cluster.abort(record, reason)
+
+    def _check_force(self, app: ISession | None, id: int, method: str) -> None:
+        """
+        Refuse (and log) a forced abort to anyone but a full administrator.
+        """
         user = app.user if app is not None else None
-        who = {
-            "user": getattr(user, "username", None) if app is not None else "the daemon",
-            "address": str(app.peer) if app is not None else "-",
-            "job_id": target.id,
-            "method": target.method,
-        }
         if not may_force_abort(user):
-            log.warn("{user} from {address} may not force the abort of job {job_id} ({method})", **who)
+            log.warn(
+                "{user} from {address} may not force the abort of job {job_id} ({method})",
+                job_id=id, method=method, **_caller(app),
+            )  # fmt: skip
             raise JobAccessDenied(FORCE_NOT_ALLOWED)
-        if target.state.finished or target.ending:
-            return
+
+    def _log_forced(self, app: ISession | None, id: int, method: str, abortable: bool, state: str) -> None:
         log.warn(
             "{user} from {address} forced the abort of job {job_id} ({method}, {abortable}) in state {state}",
-            abortable="abortable" if target.options.abortable else "not abortable",
-            state=target.state.value,
-            **who,
+            abortable="abortable" if abortable else "not abortable",
+            state=state,
+            job_id=id,
+            method=method,
+            **_caller(app),
         )
+
+    def _force_abort(self, app: ISession | None, target: Job) -> None:
+        self._check_force(app, target.id, target.method)
+        if target.state.finished or target.ending:
+            return
+        self._log_forced(app, target.id, target.method, target.options.abortable, target.state.value)
         target.abort(FORCED_ABORT)
 
     @private
@@ -418,7 +502,11 @@ class CoreService(Service):
         """
         if id == job.id:
             raise CallError("A job cannot wait for itself", errno.EINVAL)
-        target = self.middleware.jobs.get(id)
+        target = self._job_here(id)
+        if target is None:
+            record = await self._record_elsewhere(id)
+            self.middleware.check_job_access(app, record)
+            return _outcome(await self.middleware.cluster.wait(id))
         self.middleware.check_job_access(app, target)
         # Its record shows the result as the waited job's record does.
         job.redact_result = target.redact_result
@@ -555,19 +643,23 @@ class CoreService(Service):
         _, url = await self._start_download(app, start, filename, buffered)
         return str(url)
 
-    async def _logs_path(self, id: int, app: ISession | None = None) -> str:
+    async def _logs_path(self, id: int, app: ISession | None = None) -> str | None:
         """
         The log file of job C{id}, if C{app} may read it: always the one its
         id gives in the logs directory (L{log_file}), never a path read from
-        a record, which a restored backup could have crafted.
+        a record, which a restored backup could have crafted.  C{None} for
+        the log of a job of another node, read from the cluster's database
+        (L{midjobs.cluster.logs}).
 
         @raise CallError: C{ENOENT}, no such job, or it has no log file;
             C{EPERM}, C{app} may not read the job.
         """
         record = await self.get_jobs(
-            None, [["id", "=", id]], {"get": True, "select": ["logs_path", "credentials", "method"]}
+            None, [["id", "=", id]], {"get": True, "select": ["logs_path", "credentials", "method", "node"]}
         )
         self.middleware.check_job_access(app, record)
+        if record.get("logs_path") and elsewhere(self.middleware.cluster, record) is not None:
+            return None
         path = log_file(self.middleware.logs_dir, id) if record.get("logs_path") else None
         if path is None or not os.path.exists(path):
             raise CallError(f"Job {id} has no logs", errno.ENOENT)
@@ -577,21 +669,32 @@ class CoreService(Service):
     @job(pipes=["output"])
     def read_job_logs(self, job: Job, id: int) -> int:
         """
-        Write the log file of job C{id} to this job's output pipe; return its size.
+        Write the log of job C{id} to this job's output pipe (its file, or
+        its chunks in the cluster's database); return its size.
         """
-        def logs_path() -> Deferred[str]:
+        def logs_path() -> Deferred[str | None]:
             return Deferred.fromCoroutine(self._logs_path(id))
 
+        reactor = self.middleware.reactor
         # Typed as the union Twisted's stub asks for.
-        waited: Callable[[], Deferred[str]] | Callable[[], str] = logs_path
-        path: str = blockingCallFromThread(self.middleware.reactor, waited)
+        waited: Callable[[], Deferred[str | None]] | Callable[[], str | None] = logs_path
+        path: str | None = blockingCallFromThread(reactor, waited)
         output = job.pipes.output
         assert output is not None  # the job declares its output pipe: the call checked it
         size = 0
-        with open(path, "rb") as logs:
-            while block := logs.read(_LOG_BLOCK):
-                output.w.write(block)
-                size += len(block)
+        if path is None:
+            cluster = IJobLogChunks(self.middleware.cluster)
+            seq = 0
+            while chunks := blockingCallFromThread(reactor, cluster.log_chunks, id, seq):
+                seq = chunks[-1][0]
+                for _, chunk in chunks:
+                    output.w.write(chunk)
+                    size += len(chunk)
+        else:
+            with open(path, "rb") as logs:
+                while block := logs.read(_LOG_BLOCK):
+                    output.w.write(block)
+                    size += len(block)
         output.w.close()
         return size
 

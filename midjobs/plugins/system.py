@@ -111,8 +111,9 @@ class SystemService(Service):
         """
         The daemon: C{version} (of midjobs), C{boot_time} (when the daemon
         started), C{uptime_seconds}, C{python} and C{twisted} versions,
-        C{hostname}, C{pid}, C{state_dir} and C{listeners} (the endpoint
-        strings it listens on, the UNIX socket last).
+        C{hostname}, C{node} (its name in its cluster: C{[cluster] node}),
+        C{pid}, C{state_dir} and C{listeners} (the endpoint strings it
+        listens on, the UNIX socket last).
         """
         settings: Settings | None = self.middleware.settings
         listeners: list[str] = []
@@ -125,6 +126,7 @@ class SystemService(Service):
             "python": platform.python_version(),
             "twisted": twisted.__version__,
             "hostname": socket.gethostname(),
+            "node": self.middleware.jobs.node,
             "pid": os.getpid(),
             "state_dir": str(self.middleware.state_dir),
             "listeners": listeners,
@@ -148,6 +150,8 @@ class SystemService(Service):
         config = attrs.asdict(settings)
         config["socket"] = settings.socket_path
         config["filesystem_roots"] = list(settings.filesystem_root_paths)
+        # Without the password it may hold.
+        config["database_url"] = settings.database_display if settings.database_url is not None else None
         shown: dict[str, Any] = redacted(config)
         return shown
 

@@ -6,6 +6,12 @@ L{open_database} returns and adds its tables with L{ensure_schema}.  Job
 history goes through L{IJobStore}; L{SQLiteJobStore} is the embedded one.
 L{backup} makes configuration backups of the database, checks uploaded ones
 and restores them at the next start (L{apply_pending_restore}).
+
+The nodes of a cluster keep the same state in PostgreSQL instead, through the
+same faces: L{midjobs.store.pg.PgDatabase} (the pool), L{midjobs.store.pg_jobs}
+(the job store), L{midjobs.store.pg_schema} (the schema) and
+L{midjobs.store.ids} (job ids).  They need psycopg (the C{postgresql} extra),
+so they are imported from their modules, not from here.
 """
 
 from midjobs.store._interfaces import IJobStore, JobRecord, StoreClosed

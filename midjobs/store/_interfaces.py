@@ -1,10 +1,10 @@
 """
 What the job layer needs from a job history store.
 
-The daemon ships one implementation, L{midjobs.store.jobs.SQLiteJobStore}.
-Anything that provides L{IJobStore} can take its place (a PostgreSQL store
-shared by several daemons, for one), because the queue, the middleware and
-C{core.get_jobs} only ever call these methods.
+The daemon ships two implementations: L{midjobs.store.jobs.SQLiteJobStore},
+embedded, and L{midjobs.store.pg_jobs.PgJobStore}, on a PostgreSQL database
+that several daemons share.  Either can take the other's place, because the
+queue, the middleware and C{core.get_jobs} only ever call these methods.
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ def _condition(spec: object) -> tuple[str, tuple[object, ...]] | None:
         if not ok:
             return None
         if not members:
-            return ("0", ()) if op == "in" else ("1", ())
+            return ("FALSE", ()) if op == "in" else ("TRUE", ())
         marks = ", ".join("?" * len(members))
         return f"{field} {'IN' if op == 'in' else 'NOT IN'} ({marks})", tuple(members)
     return None

@@ -7,6 +7,10 @@ and rules out C{SQLITE_BUSY} between our own connections.  A pool that only
 reads may have several (in WAL mode readers never wait for each other or for
 the writer), so that one long query does not hold back the others.  Nothing
 here touches SQLite on the reactor thread.
+
+The pools' transactions raise L{midjobs.store.errors}' exceptions for
+violated constraints, as L{midjobs.store.pg}'s do on PostgreSQL, so the
+stores' SQL and its callers are the same for both engines.
 """
 
 from __future__ import annotations
@@ -14,19 +18,22 @@ from __future__ import annotations
 import functools
 import sqlite3
 import time
-from typing import Any, Callable, Concatenate, ParamSpec, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Concatenate, ParamSpec, Protocol, Sequence, TypeVar, runtime_checkable
 
-from twisted.enterprise.adbapi import ConnectionPool
+from twisted.enterprise.adbapi import ConnectionPool, Transaction
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorCore
 from twisted.internet.threads import deferToThreadPool
 from ..logs import logger
+from .errors import Conflict, MissingReference
 
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT_MS",
     "Cursor",
     "Pool",
     "Row",
+    "SchemaOwner",
+    "apply_part",
     "close_database",
     "ensure_schema",
     "open_database",
@@ -63,12 +70,6 @@ class Cursor(Protocol):
     def rowcount(self) -> int:
         """
         How many rows the last statement changed.
-        """
-
-    @property
-    def lastrowid(self) -> int | None:
-        """
-        The row id of the row the last C{INSERT} added.
         """
 
     def execute(self, sql: str, parameters: Sequence[object] = ..., /) -> object:
@@ -120,6 +121,75 @@ class Pool(Protocol):
         """
 
 
+@runtime_checkable
+class SchemaOwner(Protocol):
+    """
+    A database whose engine keeps its own statements for each schema part
+    (PostgreSQL's are in L{midjobs.store.pg_schema}): L{ensure_schema} hands
+    it the part's name instead of running the SQLite statements.
+    """
+
+    def ensure_schema(self, name: str) -> Deferred[int]:
+        """
+        Bring the schema part C{name} up to date; fire with how many
+        statements ran.
+        """
+
+
+class _Transaction(Transaction):
+    """
+    adbapi's transaction, raising the store's exceptions
+    (L{midjobs.store.errors}) for SQLite's constraint violations.
+    """
+
+    def execute(self, sql: str, parameters: Sequence[object] = (), /) -> object:
+        try:
+            return self._cursor.execute(sql, parameters)  # type: ignore[union-attr]  # open while the transaction runs
+        except sqlite3.IntegrityError as e:
+            raise _integrity_error(e) from e
+
+    def executemany(self, sql: str, parameters: Sequence[Sequence[object]], /) -> object:
+        try:
+            return self._cursor.executemany(sql, parameters)  # type: ignore[union-attr]  # idem
+        except sqlite3.IntegrityError as e:
+            raise _integrity_error(e) from e
+
+
+class _SQLiteConflict(Conflict, sqlite3.IntegrityError):
+    """
+    SQLite's unique violation: a L{Conflict}, and still the
+    C{sqlite3.IntegrityError} that code written for SQLite alone catches.
+    """
+
+
+class _SQLiteMissingReference(MissingReference, sqlite3.IntegrityError):
+    """
+    SQLite's foreign key violation: a L{MissingReference}, and still the
+    C{sqlite3.IntegrityError} that code written for SQLite alone catches.
+    """
+
+
+def _integrity_error(error: sqlite3.IntegrityError) -> Exception:
+    """
+    The store's exception for a violated constraint, or C{error} itself for
+    those it has none for (C{NOT NULL}, C{CHECK}: bugs in a statement).
+    """
+    message = str(error)
+    if message.startswith("UNIQUE constraint failed"):
+        return _SQLiteConflict(message)
+    if message.startswith("FOREIGN KEY constraint failed"):
+        return _SQLiteMissingReference(message)
+    return error
+
+
+class _SQLitePool(ConnectionPool):
+    """
+    adbapi's pool, whose transactions raise the store's exceptions.
+    """
+
+    transactionFactory = _Transaction
+
+
 def _configure_connection(connection: sqlite3.Connection, busy_timeout_ms: int, path: str) -> None:
     """
     Set the pragmas every connection needs; adbapi calls this after each connect.
@@ -151,7 +221,7 @@ def open_database(
     """
     if connections < 1:
         raise ValueError(f"a pool needs at least one connection, not {connections}")
-    pool: ConnectionPool = ConnectionPool(  # type: ignore[no-untyped-call]  # adbapi is not annotated
+    pool: ConnectionPool = _SQLitePool(  # type: ignore[no-untyped-call]  # adbapi is not annotated
         "sqlite3",
         path,
         check_same_thread=False,
@@ -196,6 +266,17 @@ def _migrate(txn: Cursor, name: str, statements: Sequence[str]) -> int:
     # Take the write lock before reading the version, so two processes cannot
     # both apply the same statements.
     txn.execute("BEGIN IMMEDIATE")
+    return apply_part(txn, name, statements)
+
+
+def apply_part(txn: Cursor, name: str, statements: Sequence[str]) -> int:
+    """
+    In a transaction that holds the database's migration lock and has a
+    C{schema_version} table: run the statements of part C{name} its version
+    has not seen, and record the new version.  Fire with how many ran.
+
+    @raise RuntimeError: the database is at a version newer than C{statements}.
+    """
     txn.execute("SELECT version FROM schema_version WHERE name = ?", (name,))
     row = txn.fetchone()
     version = row[0] if row else 0
@@ -222,6 +303,10 @@ def ensure_schema(pool: Pool, name: str, statements: Sequence[str]) -> Deferred[
     C{statements} is the part's whole history, one SQL statement per item:
     only ever append to it.  The table C{schema_version} records how many of
     them a database has seen, and the missing ones run in one transaction.
+    A database of another engine (a L{SchemaOwner}) runs its own statements
+    for the part instead.
     """
+    if isinstance(pool, SchemaOwner):
+        return pool.ensure_schema(name)
     return pool.runInteraction(_migrate, name, tuple(statements))
 

@@ -27,12 +27,21 @@ from ..logs import logger
 from ..query import Predicate, QueryOptions, compile_filters, filter_list, validate_options
 from ._interfaces import IJobStore, JobRecord
 
-__all__ = ["CUT_OFF", "JobHistory", "query_jobs"]
+__all__ = ["CUT_OFF", "JobHistory", "node_stopped", "query_jobs"]
 
 log = logger(__name__)
 
 #: The error of a job that was running when the daemon stopped or died.
 CUT_OFF = "The daemon stopped while this job was running"
+
+
+def node_stopped(node: str) -> str:
+    """
+    The error of a job that was running on the node C{node} of a cluster
+    when that node stopped, died or lost the database (what the node that
+    notices records).
+    """
+    return f"The node {node} stopped while this job was running"
 
 #: Seconds between two prunings.
 PRUNE_INTERVAL = 3600.0
@@ -62,15 +71,25 @@ class JobHistory:
 
     @classmethod
     async def open(
-        cls, store: IJobStore, reactor: Any, logs_dir: Path, *, keep_days: float, keep_records: int
+        cls,
+        store: IJobStore,
+        reactor: Any,
+        logs_dir: Path,
+        *,
+        keep_days: float,
+        keep_records: int,
+        node: str | None = None,
     ) -> JobHistory:
         """
         Set C{store} up, mark the jobs it holds as cut off, learn the next id,
         and start pruning (the first time at once, in the background).
+
+        @param node: this daemon's node in a store several daemons share:
+            only its own jobs were cut off.
         """
         history = cls(store, reactor, logs_dir, keep_days=keep_days, keep_records=keep_records)
         await store.setup(logs_dir)
-        aborted = await store.abort_unfinished(CUT_OFF)
+        aborted = await store.abort_unfinished(CUT_OFF, node)
         if aborted:
             log.warn("{count} job(s) were cut off when the daemon last stopped: now ABORTED", count=aborted)
         history.next_id = await store.last_id() + 1

@@ -5,6 +5,10 @@ One row per non-transient job, keyed by its id.  The record itself is kept as
 its wire JSON (C{docs/protocol.rst}, "The job record"); copies of the fields that queries and
 retention look for sit in indexed columns beside it.
 
+L{SqlJobStore} is what a store on SQL is whatever its engine (its SQL runs on
+SQLite and PostgreSQL alike, see L{midjobs.store.pg_jobs}); L{SQLiteJobStore}
+adds SQLite's writes, ids and start-up.
+
 Writes go through a L{WriteBatch} to the daemon's one-connection pool, so
 every burst of writes is one transaction and SQL never runs on the reactor
 thread.  Reads may use a second pool on the same file, of L{READERS}
@@ -15,6 +19,7 @@ the other queries.
 
 from __future__ import annotations
 
+import abc
 import datetime
 import functools
 import math
@@ -40,7 +45,19 @@ from ._interfaces import IJobStore, JobRecord
 from ._sqlquery import translate
 from .database import Cursor, Pool, Row, close_database, ensure_schema
 
-__all__ = ["DELETE_BATCH", "JOBS_SCHEMA", "READERS", "SQLiteJobStore"]
+__all__ = [
+    "DELETE_BATCH",
+    "JOBS_SCHEMA",
+    "READERS",
+    "SQLiteJobStore",
+    "SqlJobStore",
+    "abort",
+    "abort_unfinished_rows",
+    "encode",
+    "parse",
+    "row_of",
+    "sync_finished_logs",
+]
 
 log = logger(__name__)
 
@@ -183,12 +200,11 @@ def _sync_file(path: str) -> None:
         os.close(fd)
 
 
-def _decode(job_id: int, text: str, logs_dir: Path | None) -> JobRecord | None:
+def parse(job_id: int, text: str) -> JobRecord | None:
     """
-    The record stored as C{text} in the row of C{job_id}, with that id and
-    the log path derived from it (L{log_file}): what the database says of
-    either is not trusted, a restored backup may have crafted it.  Without
-    C{logs_dir}, a record shows no log path.
+    The record stored as C{text} in the row of C{job_id}, with that id (what
+    the database says of it is not trusted), its other fields as stored; or
+    C{None} (and a warning) if C{text} is not a JSON object.
     """
     try:
         record = wire_json.loads(text)
@@ -199,9 +215,59 @@ def _decode(job_id: int, text: str, logs_dir: Path | None) -> JobRecord | None:
         log.warn("The stored record of job {job_id} is not an object; it is skipped", job_id=job_id)
         return None
     record["id"] = job_id
-    if record.get("logs_path") is not None:
+    return record
+
+
+def _decode(job_id: int, text: str, logs_dir: Path | None) -> JobRecord | None:
+    """
+    The record stored as C{text} in the row of C{job_id}, with that id and
+    the log path derived from it (L{log_file}): what the database says of
+    either is not trusted, a restored backup may have crafted it.  Without
+    C{logs_dir}, a record shows no log path.
+    """
+    record = parse(job_id, text)
+    if record is not None and record.get("logs_path") is not None:
         record["logs_path"] = str(log_file(logs_dir, job_id)) if logs_dir is not None else None
     return record
+
+
+def abort(record: JobRecord, error: str, now: float) -> None:
+    """
+    Make C{record} (of a job stored as C{WAITING} or C{RUNNING} whose daemon
+    is gone) that of a job C{ABORTED} with C{error} at C{now} (seconds since
+    the epoch).
+    """
+    aborted = JobAborted(error)
+    record.update(
+        state="ABORTED",
+        error=error,
+        exc_info={"repr": repr(aborted), "type": "JobAborted", "errno": aborted.errno, "extra": None},
+        time_finished=wire_json.from_wire({"$date": int(now * 1000)}),
+    )
+
+
+def abort_unfinished_rows(txn: Cursor, rows: list[Row], error: str, now: float, logs_dir: Path | None) -> int:
+    """
+    Record the unfinished jobs of C{rows} (C{(id, record)}, read in this
+    transaction) as C{ABORTED} with C{error} at C{now}, each with the
+    C{logs_excerpt} of its log file under C{logs_dir} if it kept logs.
+    Return how many there were.
+    """
+    updates = []
+    for job_id, text in rows:
+        record = _decode(job_id, text, logs_dir)
+        if record is None:
+            continue
+        abort(record, error, now)
+        if record.get("logs_path"):
+            try:
+                assert logs_dir is not None  # a record shows a log path only with one
+                record["logs_excerpt"] = read_excerpt(log_file(logs_dir, job_id))
+            except OSError:
+                pass
+        updates.append(("ABORTED", _seconds(record["time_finished"]), encode(record), job_id))
+    txn.executemany("UPDATE jobs SET state = ?, time_finished = ?, record = ? WHERE id = ?", updates)
+    return len(updates)
 
 
 class _ReadCursor(Cursor, Protocol):
@@ -215,33 +281,24 @@ class _ReadCursor(Cursor, Protocol):
         """
 
 
-@implementer(IJobStore)
-class SQLiteJobStore:
+class SqlJobStore(abc.ABC):
     """
-    L{IJobStore} on the daemon's SQLite database.
+    What a job store on SQL is whatever its engine: the group commit of
+    records through a L{WriteBatch}, reads, deletion and retention.  The
+    SQL here runs on SQLite and PostgreSQL alike; an engine's store adds
+    how it writes rows (L{_commit}), its ids and its start-up.
 
-    @param pool: the one-connection pool from L{midjobs.store.open_database};
-        every write goes through it.
-    @param reader: a pool on the same file for queries, or C{None} to read
-        through C{pool}: C{open_database(path, connections=READERS)}, so that
-        a slow query holds one reader, not all of them.  The store closes it
-        when it stops.
+    @param pool: the database every write goes through.
+    @param reader: the database queries read through (C{pool} itself, or
+        another pool on the same database).
     @param flush_interval: how long a change nobody waits for may wait.
     """
 
-    def __init__(
-        self,
-        pool: ConnectionPool,
-        reactor: Any,
-        *,
-        reader: ConnectionPool | None = None,
-        flush_interval: float = 0.2,
-    ) -> None:
-        self._pool: Pool = pool
+    def __init__(self, pool: Pool, reactor: Any, *, reader: Pool, flush_interval: float) -> None:
+        self._pool = pool
+        self._reader = reader
+        self._reactor = reactor
         self._logs_dir: Path | None = None
-        self._reader: Pool = reader or pool
-        #: The pool the store made for its queries, which it closes when it stops.
-        self._own_reader = reader
         self._batch = WriteBatch(reactor, self._write, flush_interval)
         #: Why the last write of job records failed, if it did (cleared by one that works).
         self._write_failed: str | None = None
@@ -258,50 +315,8 @@ class SQLiteJobStore:
         self._logs_dir = logs_dir
         return ensure_schema(self._pool, "jobs", JOBS_SCHEMA)
 
-    # Start-up.
-
-    def last_id(self) -> Deferred[int]:
-        return self._pool.runInteraction(self._last_id)
-
-    @staticmethod
-    def _last_id(txn: Cursor) -> int:
-        txn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'")
-        row = txn.fetchone()
-        sequence = row[0] if row else 0
-        txn.execute("SELECT MAX(id) FROM jobs")
-        row = txn.fetchone()
-        highest = (row[0] if row else None) or 0
-        return max(int(sequence), int(highest))
-
-    def abort_unfinished(self, error: str) -> Deferred[int]:
-        return self._pool.runInteraction(self._abort_unfinished, error, time.time(), self._logs_dir)
-
-    @staticmethod
-    def _abort_unfinished(txn: Cursor, error: str, now: float, logs_dir: Path | None) -> int:
-        txn.execute("SELECT id, record FROM jobs WHERE state IN ('WAITING', 'RUNNING') ORDER BY id")
-        rows = txn.fetchall()
-        aborted = JobAborted(error)
-        when = wire_json.from_wire({"$date": int(now * 1000)})
-        updates = []
-        for job_id, text in rows:
-            record = _decode(job_id, text, logs_dir)
-            if record is None:
-                continue
-            record.update(
-                state="ABORTED",
-                error=error,
-                exc_info={"repr": repr(aborted), "type": "JobAborted", "errno": aborted.errno, "extra": None},
-                time_finished=when,
-            )
-            if record.get("logs_path"):
-                try:
-                    assert logs_dir is not None  # a record shows a log path only with one
-                    record["logs_excerpt"] = read_excerpt(log_file(logs_dir, job_id))
-                except OSError:
-                    pass
-            updates.append(("ABORTED", _seconds(when), encode(record), job_id))
-        txn.executemany("UPDATE jobs SET state = ?, time_finished = ?, record = ? WHERE id = ?", updates)
-        return len(updates)
+    def get(self, job_id: int) -> Deferred[JobRecord | None]:
+        return self._reader.runInteraction(_get, job_id, self._logs_dir)
 
     # Writes.
 
@@ -330,9 +345,16 @@ class SQLiteJobStore:
                 # Encoded here, on the reactor thread: a record holds the
                 # job's own values (its result), which only this thread may read.
                 rows.append(row_of(value() if callable(value) else value))
-        d = self._pool.runInteraction(self._write_rows, rows, taken)
+        d = self._commit(rows, taken)
         d.addBoth(self._written)
         return d
+
+    @abc.abstractmethod
+    def _commit(self, rows: list[_Row], taken: int) -> Deferred[None]:
+        """
+        Write C{rows} in one transaction, and keep C{taken} (the highest id
+        a job that is not stored took, or C{0}) from being given again.
+        """
 
     def _written(self, result: Any) -> Any:
         if isinstance(result, Failure):
@@ -341,56 +363,9 @@ class SQLiteJobStore:
             self._write_failed = None
         return result
 
-    # Health.
-
-    def check_writable(self) -> Deferred[None]:
-        """
-        Whether the database takes writes, through the writer's connection
-        (so in turn with the job records): a write transaction that changes
-        the header's C{user_version} to the value it has, rolled back, so
-        that a locked or read-only database fails and nothing reaches the
-        disk.  After a write of job records failed (a full disk, an I/O
-        error) the probe commits, and only a commit that works clears it.
-
-        @return: fires if the database takes writes; fails with why not.
-        """
-        d = self._pool.runInteraction(self._probe_write, self._write_failed is not None)
-        d.addCallback(self._probed)
-        return d
-
-    @staticmethod
-    def _probe_write(txn: Cursor, commit: bool) -> None:
-        txn.execute("BEGIN IMMEDIATE")
-        try:
-            txn.execute("PRAGMA user_version")
-            answer = txn.fetchone()
-            assert answer is not None  # the pragma always answers one row
-            (version,) = answer
-            txn.execute(f"PRAGMA user_version = {int(version)}")
-        except BaseException:
-            txn.execute("ROLLBACK")
-            raise
-        txn.execute("COMMIT" if commit else "ROLLBACK")
-
     def _probed(self, _: None) -> None:
         if self._write_failed is not None:
             self._write_failed = None
-
-    @staticmethod
-    def _write_rows(txn: Cursor, rows: list[_Row], taken: int) -> None:
-        # The log of a job that ended is on disk before its end is recorded.
-        for row in rows:
-            if row[5] is not None and row[2] in _FINISHED:
-                _sync_file(row[5])
-        for start in range(0, len(rows), _MAX_ROWS):
-            chunk = rows[start : start + _MAX_ROWS]
-            txn.execute(_upsert(len(chunk)), [value for row in chunk for value in row])
-        if taken:
-            txn.execute(
-                "INSERT INTO sqlite_sequence (name, seq) SELECT 'jobs', 0 "
-                "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'jobs')"
-            )
-            txn.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'jobs'", (taken,))
 
     def stop(self) -> Deferred[None]:
         d = self._batch.close()
@@ -400,9 +375,6 @@ class SQLiteJobStore:
                 written=self._batch.written, flushes=self._batch.flushes,
             )
         )
-        own_reader = self._own_reader
-        if own_reader is not None:
-            d.addCallback(lambda _: close_database(own_reader))
         return d
 
     # Reads.
@@ -414,7 +386,7 @@ class SQLiteJobStore:
     def _query(
         txn: Cursor, filters: Any, options: QueryOptions, exclude_ids: Container[int], logs_dir: Path | None
     ) -> Any:
-        # adbapi's transaction passes every cursor method on, fetchmany too.
+        # Both engines' cursors read rows in blocks (adbapi's transaction passes fetchmany on).
         reader = cast(_ReadCursor, txn)
         sql = translate(filters, options)
         residual = sql.residual
@@ -511,6 +483,133 @@ class SQLiteJobStore:
                 txn.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id, _ in oldest])
                 victims += oldest
         return len(victims), [job_id for job_id, logs_path in victims if logs_path]
+
+
+@implementer(IJobStore)
+class SQLiteJobStore(SqlJobStore):
+    """
+    L{IJobStore} on the daemon's SQLite database.
+
+    @param pool: the one-connection pool from L{midjobs.store.open_database};
+        every write goes through it.
+    @param reader: a pool on the same file for queries, or C{None} to read
+        through C{pool}: C{open_database(path, connections=READERS)}, so that
+        a slow query holds one reader, not all of them.  The store closes it
+        when it stops.
+    @param flush_interval: how long a change nobody waits for may wait.
+    """
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        reactor: Any,
+        *,
+        reader: ConnectionPool | None = None,
+        flush_interval: float = 0.2,
+    ) -> None:
+        super().__init__(pool, reactor, reader=reader or pool, flush_interval=flush_interval)
+        #: The pool the store made for its queries, which it closes when it stops.
+        self._own_reader = reader
+
+    # Start-up.
+
+    def last_id(self) -> Deferred[int]:
+        return self._pool.runInteraction(self._last_id)
+
+    @staticmethod
+    def _last_id(txn: Cursor) -> int:
+        txn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'")
+        row = txn.fetchone()
+        sequence = row[0] if row else 0
+        txn.execute("SELECT MAX(id) FROM jobs")
+        row = txn.fetchone()
+        highest = (row[0] if row else None) or 0
+        return max(int(sequence), int(highest))
+
+    def abort_unfinished(self, error: str, node: str | None = None) -> Deferred[int]:
+        # One daemon's store: every unfinished job is this daemon's, whatever C{node}.
+        return self._pool.runInteraction(self._abort_unfinished, error, time.time(), self._logs_dir)
+
+    @staticmethod
+    def _abort_unfinished(txn: Cursor, error: str, now: float, logs_dir: Path | None) -> int:
+        txn.execute("SELECT id, record FROM jobs WHERE state IN ('WAITING', 'RUNNING') ORDER BY id")
+        return abort_unfinished_rows(txn, txn.fetchall(), error, now, logs_dir)
+
+    # Writes.
+
+    def _commit(self, rows: list[_Row], taken: int) -> Deferred[None]:
+        return self._pool.runInteraction(self._write_rows, rows, taken)
+
+    @staticmethod
+    def _write_rows(txn: Cursor, rows: list[_Row], taken: int) -> None:
+        # The log of a job that ended is on disk before its end is recorded.
+        sync_finished_logs(rows)
+        for start in range(0, len(rows), _MAX_ROWS):
+            chunk = rows[start : start + _MAX_ROWS]
+            txn.execute(_upsert(len(chunk)), [value for row in chunk for value in row])
+        if taken:
+            txn.execute(
+                "INSERT INTO sqlite_sequence (name, seq) SELECT 'jobs', 0 "
+                "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'jobs')"
+            )
+            txn.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'jobs'", (taken,))
+
+    # Health.
+
+    def check_writable(self) -> Deferred[None]:
+        """
+        Whether the database takes writes, through the writer's connection
+        (so in turn with the job records): a write transaction that changes
+        the header's C{user_version} to the value it has, rolled back, so
+        that a locked or read-only database fails and nothing reaches the
+        disk.  After a write of job records failed (a full disk, an I/O
+        error) the probe commits, and only a commit that works clears it.
+
+        @return: fires if the database takes writes; fails with why not.
+        """
+        d = self._pool.runInteraction(self._probe_write, self._write_failed is not None)
+        d.addCallback(self._probed)
+        return d
+
+    @staticmethod
+    def _probe_write(txn: Cursor, commit: bool) -> None:
+        txn.execute("BEGIN IMMEDIATE")
+        try:
+            txn.execute("PRAGMA user_version")
+            answer = txn.fetchone()
+            assert answer is not None  # the pragma always answers one row
+            (version,) = answer
+            txn.execute(f"PRAGMA user_version = {int(version)}")
+        except BaseException:
+            txn.execute("ROLLBACK")
+            raise
+        txn.execute("COMMIT" if commit else "ROLLBACK")
+
+    def stop(self) -> Deferred[None]:
+        d = super().stop()
+        own_reader = self._own_reader
+        if own_reader is not None:
+            d.addCallback(lambda _: close_database(own_reader))
+        return d
+
+
+def sync_finished_logs(rows: Sequence[tuple[Any, ...]]) -> None:
+    """
+    Flush to disk the log file of each job of C{rows} that ended: the log of
+    a job is on disk before its end is recorded.  In the writer's thread.
+    """
+    for row in rows:
+        if row[5] is not None and row[2] in _FINISHED:
+            _sync_file(row[5])
+
+
+def _get(txn: Cursor, job_id: int, logs_dir: Path | None) -> JobRecord | None:
+    """
+    The stored record of job C{job_id}, or C{None}.
+    """
+    txn.execute("SELECT record FROM jobs WHERE id = ?", (job_id,))
+    row = txn.fetchone()
+    return None if row is None else _decode(job_id, row[0], logs_dir)
 
 
 @functools.lru_cache(maxsize=8)

@@ -7,7 +7,8 @@
 
 import { byId, saveUrl, setText } from "./dom.js";
 import { JobFollow } from "./jobfollow.js";
-import { MethodChoice, parseParams } from "./methods.js";
+import { MethodChoice } from "./methods.js";
+import { validationErrors } from "./params.js";
 
 /**
  * How long a streamed download's job may run without any sign (a progress,
@@ -18,7 +19,7 @@ export const GRACE_MS = 1500;
 
 /**
  * A download started, not yet handed to the browser.
- * @typedef {{id: number, url: string, filename: string, buffered: boolean, grace: number | null}} PendingSave
+ * @typedef {{id: number, method: string, url: string, filename: string, buffered: boolean, grace: number | null}} PendingSave
  */
 
 /**
@@ -48,13 +49,7 @@ export class DownloadView {
     this.error = byId("download-error");
     this.submit = /** @type {HTMLButtonElement} */ (byId("download-submit"));
     this.status = byId("download-status");
-    this.choice = new MethodChoice(
-      /** @type {HTMLSelectElement} */ (byId("download-method")),
-      /** @type {HTMLTextAreaElement} */ (byId("download-params")),
-      byId("download-method-doc"),
-      byId("download-params-hint"),
-      (info) => info.downloadable,
-    );
+    this.choice = new MethodChoice("download", (info) => info.downloadable);
     this.job = new JobFollow(store, byId("download-job"));
     /** @type {PendingSave | null} a download whose job has not yet shown it will deliver */
     this.waiting = null;
@@ -92,7 +87,11 @@ export class DownloadView {
     if (!job) return;
     if (job.state === "FAILED" || job.state === "ABORTED") {
       this.forget();
-      setText(this.error, `The download failed: ${job.error ?? job.state}`);
+      const errors = validationErrors(job);
+      if (errors.length) {
+        const rest = this.choice.params.showErrors(waiting.method, errors);
+        setText(this.error, `The download failed: the daemon refused ${rest.length ? rest.join("; ") : "the parameters marked"}.`);
+      } else setText(this.error, `The download failed: ${job.error ?? job.state}`);
       return;
     }
     const ready = job.state === "SUCCESS" || (!waiting.buffered && job.state === "RUNNING" && sending(job));
@@ -123,7 +122,7 @@ export class DownloadView {
     let params;
     try {
       if (!method) throw new Error("Choose a method.");
-      params = parseParams(this.choice.params.value);
+      params = this.choice.params.value();
       if (!filename) throw new Error("Give the file a name.");
     } catch (error) {
       setText(this.error, error.message);
@@ -137,11 +136,15 @@ export class DownloadView {
       this.status.hidden = false;
       this.job.follow(jobId);
       // The browser is handed the URL only once the job shows it will deliver (check()).
-      this.waiting = { id: jobId, url, filename, buffered, grace: null };
+      this.waiting = { id: jobId, method, url, filename, buffered, grace: null };
       this.job.store.mark(jobId);
       this.job.store.schedule();
     } catch (error) {
-      setText(this.error, `Could not start the download: ${error.message}`);
+      const errors = validationErrors(error);
+      const rest = this.choice.params.showErrors(method, errors);
+      setText(this.error, errors.length
+        ? `Could not start the download: the daemon refused ${rest.length ? rest.join("; ") : "the parameters marked"}.`
+        : `Could not start the download: ${error.message}`);
     } finally {
       this.submit.disabled = false;
     }

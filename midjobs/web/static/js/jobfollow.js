@@ -12,10 +12,14 @@ export class JobFollow {
   /**
    * @param {import("./jobstore.js").JobStore} store
    * @param {HTMLElement} root
+   * @param {(job: import("./jobstore.js").JobRecord) => void} [ended] told once when the job has ended
    */
-  constructor(store, root) {
+  constructor(store, root, ended) {
     this.store = store;
     this.root = root;
+    this.ended = ended ?? null;
+    /** Whether the job followed was seen ended (and `ended` told). */
+    this.seenEnd = false;
     /** @type {number | null} */
     this.id = null;
     this.link = /** @type {HTMLAnchorElement} */ (el("a"));
@@ -39,6 +43,7 @@ export class JobFollow {
   follow(id) {
     this.stop();
     this.id = id;
+    this.seenEnd = false;
     this.link.href = `#job/${id}`;
     setText(this.link, `Job ${id}`);
     this.root.hidden = false;
@@ -64,5 +69,9 @@ export class JobFollow {
     const failed = state === "FAILED" || state === "ABORTED";
     this.error.hidden = !failed;
     setText(this.error, failed ? job.error ?? "" : "");
+    if (!this.seenEnd && (failed || state === "SUCCESS")) {
+      this.seenEnd = true;
+      this.ended?.(job);
+    }
   }
 }

@@ -1,25 +1,18 @@
 /**
  * The methods a form can start (from `core.get_methods`), and the parts the
  * upload and download forms share: the method choice with its documentation,
- * and the parameters as a JSON array.
+ * and its parameters (a form, or a JSON array: {@link ParamsEditor}).
  * @module methods
  */
 
-import { el, setText } from "./dom.js";
+import { byId, el, setText } from "./dom.js";
+import { renderDoc } from "./doctext.js";
+import { ParamsEditor } from "./params.js";
 
 /**
  * @typedef {{description: string | null, accepts: {name: string, required: boolean, type: string[] | null}[],
  *   uploadable: boolean, downloadable: boolean}} MethodInfo
  */
-
-/**
- * A docstring for reading: epytext markup such as `C{path}` becomes `path`.
- * @param {string | null} text
- * @returns {string}
- */
-export function plainDoc(text) {
-  return (text ?? "").replace(/\b[BCILMU]\{([^{}]*)\}/g, "$1");
-}
 
 /**
  * `name(a, b?)`: a method's parameters as a hint.
@@ -29,29 +22,10 @@ export function plainDoc(text) {
  */
 export function signature(name, info) {
   const params = (info.accepts ?? []).map((p) => {
-    const type = p.type ? `: ${p.type.join(" | ")}` : "";
+    const type = Array.isArray(p.type) ? `: ${p.type.join(" | ")}` : "";
     return `${p.name}${p.required ? "" : "?"}${type}`;
   });
   return `${name}(${params.join(", ")})`;
-}
-
-/**
- * A parameters text as an array.
- * @param {string} text
- * @returns {any[]}
- * @throws {Error} with a message for the user
- */
-export function parseParams(text) {
-  const trimmed = text.trim();
-  if (trimmed === "") return [];
-  let value;
-  try {
-    value = JSON.parse(trimmed);
-  } catch (error) {
-    throw new Error(`The parameters are not valid JSON: ${error.message}`);
-  }
-  if (!Array.isArray(value)) throw new Error("The parameters must be a JSON array, such as [\"/path\", {}].");
-  return value;
 }
 
 /**
@@ -61,26 +35,24 @@ export function parseParams(text) {
  */
 export class MethodChoice {
   /**
-   * @param {HTMLSelectElement} select
-   * @param {HTMLTextAreaElement} params
-   * @param {HTMLElement} doc
-   * @param {HTMLElement} hint
+   * @param {string} prefix the ids' prefix of the view (`upload`, `download`):
+   *   `<prefix>-method`, `<prefix>-method-doc`, `<prefix>-params-hint` and those of {@link ParamsEditor}
    * @param {(info: MethodInfo) => boolean} test
    */
-  constructor(select, params, doc, hint, test) {
-    this.select = select;
-    this.params = params;
-    this.doc = doc;
-    this.hint = hint;
+  constructor(prefix, test) {
+    this.select = /** @type {HTMLSelectElement} */ (byId(`${prefix}-method`));
+    this.doc = byId(`${prefix}-method-doc`);
+    this.hint = byId(`${prefix}-params-hint`);
+    this.params = new ParamsEditor(prefix);
     this.test = test;
     /** @type {Record<string, MethodInfo>} */
     this.methods = {};
-    /** @type {Map<string, string>} parameters typed, by method */
+    /** @type {Map<string, any[] | string>} parameters typed, by method */
     this.typed = new Map();
     this.current = "";
     /** What the documentation line says when no method is offered. */
     this.none = "";
-    select.addEventListener("change", () => this.chosen());
+    this.select.addEventListener("change", () => this.chosen());
   }
 
   /**
@@ -94,6 +66,7 @@ export class MethodChoice {
    */
   fill(methods, identity, none) {
     const previous = this.select.value;
+    if (this.current) this.typed.set(this.current, this.params.current());
     this.methods = {};
     const options = [];
     for (const [name, info] of Object.entries(methods)) {
@@ -119,12 +92,13 @@ export class MethodChoice {
   }
 
   chosen() {
-    if (this.current) this.typed.set(this.current, this.params.value);
+    if (this.current) this.typed.set(this.current, this.params.current());
     const name = this.select.value;
     this.current = name;
     const info = this.methods[name];
-    setText(this.doc, info ? plainDoc(info.description ?? null) : this.none);
+    if (info) this.doc.replaceChildren(renderDoc(info.description ?? null));
+    else setText(this.doc, this.none);
     setText(this.hint, info ? `Parameters of ${signature(name, info)}` : "");
-    this.params.value = this.typed.get(name) ?? "[]";
+    this.params.show(name, info, this.typed.get(name) ?? []);
   }
 }

@@ -8,7 +8,8 @@
 import { byId, el, setText } from "./dom.js";
 import { formatBytes } from "./format.js";
 import { JobFollow } from "./jobfollow.js";
-import { MethodChoice, parseParams } from "./methods.js";
+import { MethodChoice } from "./methods.js";
+import { validationErrors } from "./params.js";
 
 /** The most files one upload carries (docs/protocol.rst, "POST /_upload"). */
 export const MAX_FILES = 5;
@@ -16,11 +17,13 @@ export const MAX_FILES = 5;
 const UPLOAD_URL = "/_upload";
 
 /**
- * The daemon's word on a refused upload, short.
+ * The daemon's word on a refused upload: short and with the status for the
+ * user, or its reason as it is.
  * @param {XMLHttpRequest} xhr
+ * @param {boolean} forUser
  * @returns {string}
  */
-function refusal(xhr) {
+function refusal(xhr, forUser) {
   let text = (xhr.responseText ?? "").trim();
   try {
     const body = JSON.parse(text);
@@ -29,6 +32,7 @@ function refusal(xhr) {
     // Not JSON: the text as it is.
   }
   if (typeof text !== "string") text = JSON.stringify(text);
+  if (!forUser) return text;
   return `The daemon refused the upload (HTTP ${xhr.status})${text ? `: ${text.slice(0, 300)}` : "."}`;
 }
 
@@ -50,14 +54,10 @@ export class UploadView {
     this.statusTitle = byId("upload-status-title");
     this.bytes = /** @type {HTMLProgressElement} */ (byId("upload-bytes"));
     this.bytesText = byId("upload-bytes-text");
-    this.choice = new MethodChoice(
-      /** @type {HTMLSelectElement} */ (byId("upload-method")),
-      /** @type {HTMLTextAreaElement} */ (byId("upload-params")),
-      byId("upload-method-doc"),
-      byId("upload-params-hint"),
-      (info) => info.uploadable,
-    );
-    this.job = new JobFollow(store, byId("upload-job"));
+    this.choice = new MethodChoice("upload", (info) => info.uploadable);
+    /** The method of the upload sent last. */
+    this.method = "";
+    this.job = new JobFollow(store, byId("upload-job"), (job) => this.ended(job));
     /** @type {File[]} */
     this.files = [];
     /** @type {XMLHttpRequest | null} */
@@ -115,7 +115,7 @@ export class UploadView {
     let params;
     try {
       if (!method) throw new Error("Choose a method.");
-      params = parseParams(this.choice.params.value);
+      params = this.choice.params.value();
       if (this.files.length === 0) throw new Error("Choose at least one file.");
       if (this.files.length > MAX_FILES) throw new Error(`At most ${MAX_FILES} files go in one upload.`);
     } catch (error) {
@@ -136,6 +136,7 @@ export class UploadView {
     const body = new FormData();
     // The data part must come first (docs/protocol.rst, "POST /_upload"), then the files.
     body.append("data", JSON.stringify({ method, params }));
+    this.method = method;
     for (const file of this.files) body.append("file", file, file.name);
     this.send(body, token);
   }
@@ -176,7 +177,11 @@ export class UploadView {
         }
       } else {
         setText(this.statusTitle, "Refused");
-        setText(this.error, refusal(xhr));
+        // Errors of the parameters' validation go beside their fields; the rest is said here.
+        const errors = validationErrors(refusal(xhr, false));
+        const rest = this.choice.params.showErrors(this.method, errors);
+        setText(this.error, errors.length === 0 || rest.length ? refusal(xhr, true)
+          : `The daemon refused the upload (HTTP ${xhr.status}): see the parameters marked.`);
       }
       this.done();
     });
@@ -193,6 +198,15 @@ export class UploadView {
     xhr.open("POST", UPLOAD_URL);
     xhr.setRequestHeader("Authorization", `Token ${token}`);
     xhr.send(body);
+  }
+
+  /**
+   * The job that received the upload ended: errors of its validation go beside their fields.
+   * @param {import("./jobstore.js").JobRecord} job
+   */
+  ended(job) {
+    const errors = validationErrors(job);
+    if (errors.length) this.choice.params.showErrors(this.method, errors);
   }
 
   done() {
