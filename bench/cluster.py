@@ -60,6 +60,7 @@ from twisted.internet.task import deferLater, react  # noqa: E402
 from twisted.internet.utils import getProcessOutputAndValue  # noqa: E402
 
 from cluster_nodes import Node, NodeStarter  # noqa: E402  (tests/cluster_nodes.py)
+from conftest import subprocess_env  # noqa: E402  (tests/conftest.py)
 from postgres_server import PostgresServer, missing_binaries, start_postgres  # noqa: E402  (tests/postgres_server.py)
 
 PLUGINS = ("cluster_services", "download_services")
@@ -92,7 +93,8 @@ def database_option() -> bool:
     Whether this midjobs takes C{--database} (issue 13's nodes).
     """
     twistd = str(Path(sys.executable).parent / "twistd")
-    help_text = subprocess.run([twistd, "midjobs", "--help"], capture_output=True, text=True, check=False).stdout
+    help_text = subprocess.run([twistd, "midjobs", "--help"], env=subprocess_env(), capture_output=True, text=True,
+                               check=False).stdout
     return "--database" in help_text
 
 
@@ -125,15 +127,26 @@ def cpu_of(pids: list[int]) -> dict[int, float]:
     return seconds
 
 
-async def create_user(reactor: Any, node: Node) -> None:
+async def prepare(reactor: Any, cluster: Cluster) -> None:
     """
-    The benchmark's administrator, made through the node's UNIX socket.
+    The benchmark's administrator, made through the first node's UNIX
+    socket; on PostgreSQL, a check that the nodes run as one cluster (each
+    listed ONLINE by C{cluster.nodes}).
     """
-    from midjobs.client import connect
+    from midjobs.client import ClientCallError, JSONRPCError, connect
 
-    admin = await connect(node.unix_url, reactor=reactor, call_timeout=60)
+    admin = await connect(cluster.nodes[0].unix_url, reactor=reactor, call_timeout=60)
     try:
         await admin.call("user.create", {"username": USERNAME, "password": PASSWORD, "roles": ["FULL_ADMIN"]})
+        if cluster.url is None:
+            return
+        try:
+            listed = await admin.call("cluster.nodes")
+        except (ClientCallError, JSONRPCError) as e:
+            raise NotRun(f"this midjobs takes --database but runs no cluster yet (cluster.nodes: {e})") from None
+        online = {node["name"] for node in listed if node.get("state") == "ONLINE"}
+        if not {node.name for node in cluster.nodes} <= online:
+            raise NotRun(f"the nodes are not all ONLINE: {listed}")
     finally:
         await admin.close()
 
@@ -155,10 +168,10 @@ class Cluster:
     def __init__(self, root: Path, names: list[str], server: PostgresServer | None, database: str | None) -> None:
         self.server = server
         self.starter = NodeStarter(root)
-        url = server.url_for(database) if server is not None and database is not None else None
+        self.url = server.url_for(database) if server is not None and database is not None else None
         if server is not None and database is not None:
             server.psql(f"CREATE DATABASE {database} OWNER {server.user} TEMPLATE template0;")
-        self.nodes = self.starter(*names, database_url=url, plugins=PLUGINS)
+        self.nodes = self.starter(*names, database_url=self.url, plugins=PLUGINS)
 
     def pids(self) -> list[int]:
         return [node.pid for node in self.nodes] + (postgres_pids(self.server) if self.server else [])
@@ -168,7 +181,6 @@ class Cluster:
 
 
 async def trivial_jobs(reactor: Any, args: argparse.Namespace, cluster: Cluster) -> dict[str, Any]:
-    await create_user(reactor, cluster.nodes[0])
     setup = [
         ("auth.login", [USERNAME, PASSWORD], lambda r: r is True),
         ("core.set_options", [{"legacy_jobs": False}], lambda r: isinstance(r, dict) and r.get("legacy_jobs") is False),
@@ -342,6 +354,7 @@ async def main(reactor: Any, argv: list[str]) -> None:
                 raise NotRun(why_no_postgres)
             cluster = Cluster(root / name, names, server, database)
             try:
+                await prepare(reactor, cluster)
                 return await work(reactor, args, cluster)
             finally:
                 cluster.stop()
