@@ -37,7 +37,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 
-from cluster_nodes import Node, NodeStarter
+from cluster_nodes import Node, NodeStarter, cluster_nodes  # noqa: F401 (fixture)
 from conftest import ADMIN, SAMPLE_SERVICES, subprocess_env
 from download_services import pattern_blocks, pattern_sha256
 from haproxy_server import HAProxy, HAProxyStarter, haproxy, haproxy_or_skip, start_haproxy  # noqa: F401 (fixture)
@@ -364,3 +364,27 @@ async def test_nodes_read_the_client_address_haproxy_forwards(deployment: Deploy
     assert proxied == [[CLIENT_SOURCE]] * len(through_proxy)
     assert direct_from_proxy == ["203.0.113.9"]
     assert direct_from_client == [CLIENT_SOURCE]
+
+
+# -- a node that goes away ------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_haproxy_sends_nothing_to_a_node_that_is_down(
+    deployment: Deployment, cluster_nodes: NodeStarter, haproxy: HAProxyStarter
+) -> None:
+    """
+    Once a node fails its health checks HAProxy sends every request to the
+    others: clients see no error.
+    """
+    stays = deployment.nodes[0]
+    (goes,) = cluster_nodes("n3", config=NODE_CONFIG, plugins=PLUGINS)
+    proxy = haproxy([(stays.name, stays.port), (goes.name, goes.port)], source=PROXY_SOURCE,
+                    server_options="check inter 200ms fall 2 rise 1")
+    goes.kill()
+    proxy.wait_states({"n3": "DOWN", stays.name: "UP"})
+    markers = [f"down={uuid.uuid4().hex}" for _ in range(4)]
+    for marker in markers:
+        assert await curl(f"{proxy.url}/_health?{marker}") == (200, "ok\n")
+    await wait_for(lambda: all(access_log_clients(stays, marker) for marker in markers),
+                   what="every request on the node left")
