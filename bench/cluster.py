@@ -53,8 +53,9 @@ sys.path[:0] = [BENCH_DIR, ROOT, os.path.join(ROOT, "tests")]
 # (tests/conftest.py's subprocess_env) extends this process's.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [BENCH_DIR, os.environ.get("PYTHONPATH")]))
 
-from jobs import HOST, PASSWORD, USERNAME, LoadFactory, LoadRun, proc_cpu  # noqa: E402  (bench/jobs.py)
+from jobs import PASSWORD, USERNAME, LoadFactory, LoadRun, proc_cpu  # noqa: E402  (bench/jobs.py)
 from procstats import proc_status  # noqa: E402  (bench/procstats.py)
+from servers import HOST  # noqa: E402  (bench/servers.py)
 from twisted.internet import defer  # noqa: E402
 from twisted.internet.task import deferLater, react  # noqa: E402
 from twisted.internet.utils import getProcessOutputAndValue  # noqa: E402
