@@ -1,6 +1,6 @@
 """
 The fixture of tests/cluster_nodes.py: nodes start on ports of their own,
-answer, stop or die as asked, take C{--database} and C{--node} when given
+answer, stop or die as asked, start again where they were, take C{--database} and C{--node} when given
 them, and a node that cannot start says why.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster_nodes import NodeFailed, NodeStarter, cluster_nodes, start_node  # noqa: F401 (fixture)
+from cluster_nodes import NodeFailed, NodeStarter, cluster_nodes, restart_node, start_node  # noqa: F401 (fixture)
 from postgres_server import postgres_database, postgres_server  # noqa: F401 (fixtures)
 
 
@@ -24,6 +24,17 @@ def test_nodes_start_answer_and_stop(cluster_nodes: NodeStarter) -> None:
     b.kill()
     assert b.wait(10) == -signal.SIGKILL
     assert a.health() is None and b.health() is None
+
+
+def test_a_node_restarts_where_it_was(cluster_nodes: NodeStarter) -> None:
+    (node,) = cluster_nodes("a")
+    port, state_dir = node.port, node.state_dir
+    node.kill()
+    node.wait(10)
+    restart_node(node)
+    assert (node.port, node.state_dir, node.health()) == (port, state_dir, 200)
+    # Its log is this run's: one start-up, not two.
+    assert node.log().count("midjobs is ready") == 1
 
 
 def test_database_and_node_are_passed(cluster_nodes: NodeStarter, postgres_database: str) -> None:
