@@ -53,11 +53,9 @@ async def main(reactor: Any, argv: list[str]) -> None:
     state_dir = Path(tempfile.mkdtemp(prefix="midjobs-job-path-"))
     database = open_database(str(state_dir / "midjobs.db"))
     store = None if args.no_history else SQLiteJobStore(database, reactor)
-    first_id = 1
     if store is not None:
-        history = await JobHistory.open(store, reactor, state_dir / "jobs", keep_days=30, keep_records=10**6)
-        first_id = history.next_id
-    middleware = Middleware(reactor, state_dir, users=UserStore(database), job_store=store, first_job_id=first_id)
+        await JobHistory.open(store, reactor, state_dir / "jobs", keep_days=30, keep_records=10**6)
+    middleware = Middleware(reactor, state_dir, users=UserStore(database), job_store=store)
     middleware.add_service(CoreService)
     await middleware.start()
 

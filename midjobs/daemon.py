@@ -29,6 +29,7 @@ from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 
 from .logs import StdlibBridge, logger, set_level
 
+from .backends import IBackends, migrate_database, open_backends
 from .auth import UserStore, default_trusted_uids, make_portal
 from .config import ConfigError, Settings
 from .drain import DrainPhase
@@ -39,7 +40,7 @@ from .middleware import Middleware
 from .notify import BackOff, Outbox, WebhookNotifier
 from .plugins import BUILTIN_SERVICES
 from .service import Service as MidjobsService
-from .store import READERS, JobHistory, SQLiteJobStore, apply_pending_restore, close_database, open_database
+from .store import apply_pending_restore
 from .systemd import SystemdNotifier
 
 __all__ = ["Daemon", "Listener", "load_service_classes", "server_endpoint"]
@@ -179,10 +180,10 @@ class Daemon(MultiService):
         self.listeners: list[Listener] = []
         self.ready: Deferred[Daemon] = Deferred()
         self.systemd = systemd
-        self._database: Any = None
+        #: Where the daemon keeps its state, once opened (L{IBackends}).
+        self.backends: IBackends | None = None
         #: Python's logging into the daemon's log, while the daemon runs.
         self._stdlib_bridge: StdlibBridge | None = None
-        self._history: JobHistory | None = None
         #: Tells the webhooks of jobs' ends (L{None} when none are configured).
         self.notifier: WebhookNotifier | None = None
         #: The drain, once the reactor's shutdown began it (L{drain}).
@@ -259,18 +260,22 @@ class Daemon(MultiService):
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.reactor.suggestThreadPoolSize(settings.threads)
         apply_pending_restore(state_dir)
-        database_path = str(state_dir / "midjobs.db")
-        self._database = open_database(database_path)
-        if settings.job_history:
-            store = SQLiteJobStore(self._database, self.reactor, reader=open_database(database_path, connections=READERS))
-            self._history = await JobHistory.open(
-                store, self.reactor, state_dir / "jobs", keep_days=settings.keep_days, keep_records=settings.keep_records
+        if settings.migrate_only:
+            versions = await migrate_database(settings, self.reactor)
+            log.info(
+                "The database {database} is up to date ({versions}); --migrate-only: stopping",
+                database=settings.database_display,
+                versions=", ".join(f"{part} {version}" for part, version in sorted(versions.items())),
             )
+            self.reactor.callWhenRunning(self.reactor.stop)
+            return self
+        backends = self.backends = await open_backends(settings, self.reactor)
         if settings.webhooks:
             # Started before any job can end (a service's setup may start one).
-            self.notifier = _notifier(self.reactor, self._database, settings)
+            self.notifier = _notifier(self.reactor, backends.local_database, settings)
             await self.notifier.start()
-        users = UserStore(self._database)
+        users = UserStore(backends.database)
+        history = backends.history
         middleware = Middleware(
             self.reactor,
             state_dir,
@@ -278,9 +283,10 @@ class Daemon(MultiService):
             users=users,
             keep_finished_jobs=settings.keep_finished_jobs,
             settings=settings,
-            job_store=self._history.store if self._history is not None else None,
-            first_job_id=self._history.next_id if self._history is not None else 1,
-            store_check=store.check_writable if self._history is not None else None,
+            job_store=history.store if history is not None else None,
+            job_ids=backends.job_ids,
+            node=settings.node,
+            store_check=backends.store_check,
         )
         middleware.add_services(BUILTIN_SERVICES)
         middleware.add_services(load_service_classes(settings.plugins))
@@ -289,6 +295,7 @@ class Daemon(MultiService):
             notifier.counts = middleware.metrics
             middleware.metrics.webhooks_pending = lambda: notifier.pending
             middleware.jobs.observe(notifier)
+        await backends.attach(middleware)
         await middleware.start()
         self.middleware = middleware
         limits.counts = middleware.metrics
@@ -393,13 +400,11 @@ class Daemon(MultiService):
             await listeners_stopped
             if self.middleware is not None:
                 await self.middleware.stop()
-            if self._history is not None:
-                await self._history.stop()
             if self.notifier is not None:
                 # Pending notifications stay in the outbox, for the next start.
                 await self.notifier.stop()
-            if self._database is not None:
-                await close_database(self._database)
+            if self.backends is not None:
+                await self.backends.stop()
         finally:
             # The heartbeat goes on until everything is closed: a long stop is no hung one.
             if self.systemd is not None:

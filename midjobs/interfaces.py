@@ -109,6 +109,14 @@ class ICluster(Interface):
             C{ENOENT}, no node runs that job.
         """
 
+    def check_accepting() -> None:
+        """
+        Check that this node may take new jobs: it may not while it is cut
+        from the job store its cluster shares.
+
+        @raise midjobs.errors.CallError: C{ENOTCONN}, it may not.
+        """
+
     def wait(job_id: int) -> Any:
         """
         A Deferred firing with the final record of job C{job_id}, running

@@ -43,7 +43,6 @@ from zope.interface import implementer
 
 from . import wire_json
 from .errors import CallError, ValidationErrors
-from .job_ids import CountingJobIds
 from .lifecycle import IJobObserver, IJobRecorder, JobAborted, JobCancelledException, JobPhase, JobRecord, JobState
 from .locks import Admission, ILockManager, LocalLocks, Share
 from .log_excerpt import read_excerpt
@@ -52,6 +51,7 @@ from .logs import logger
 from .pipe import Pipes
 from .reactor_loop import ReactorLoop
 from .store._interfaces import IJobIds, IJobStore, StoreClosed
+from .store.ids import CountedJobIds
 
 if TYPE_CHECKING:
     from .decorators import JobOptions
@@ -979,7 +979,7 @@ class JobsQueue:
         self._finished: deque[int] = deque()
         self._waiting: list[Job] = []
         #: Where new jobs get their ids.
-        self.ids: IJobIds = ids if ids is not None else CountingJobIds()
+        self.ids: IJobIds = ids if ids is not None else CountedJobIds()
         #: Who holds each lock, and who waits for it.
         self.locks: ILockManager = locks if locks is not None else LocalLocks()
         #: The name of this daemon, the C{node} of its jobs.

@@ -74,6 +74,11 @@ class LocalCluster:
     def abort(self, record: JobRecord, reason: str) -> Deferred[None]:
         return fail(_no_such_job(record["id"]))
 
+    def check_accepting(self) -> None:
+        """
+        A daemon alone always may: its store is its own.
+        """
+
     def wait(self, job_id: int) -> Deferred[JobRecord]:
         return fail(_no_such_job(job_id))
 

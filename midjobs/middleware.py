@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import attrs
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
 from .logs import logger
 from twisted.python.threadable import isInIOThread
@@ -24,7 +24,7 @@ from .access import AccessDenied, check_job_access, may_call, may_see_job, owns_
 from .arguments import REDACTED, Signature, at_path, signature_of
 from .auth.gate import LoginGate
 from .auth.throttle import LoginThrottle
-from .auth.tokens import TokenStore, token_store_of
+from .auth.tokens import ITokenStore, TokenStore, token_store_of
 from .config import Settings
 from .drain import Drain
 from .errors import ENOMETHOD, ENOTAUTHENTICATED, CallError
@@ -32,12 +32,12 @@ from .events import EventHub
 from .health import Health, StoreCheck, state_dir_writable
 from .job import Job, JobsQueue, ProgressCallback
 from .job_events import JOBS_EVENT, JobEvents
-from .job_ids import CountingJobIds
 from .local_cluster import LocalCluster
+from .store.ids import CountedJobIds, StoredJobIds
 from .metrics import Metrics
 from .pipe import Pipe, Pipes
 from .decorators import MethodSpec, method_spec
-from .transfers import Downloads
+from .transfers import DownloadRelay, Downloads
 
 if TYPE_CHECKING:
     from twisted.cred.portal import Portal
@@ -132,15 +132,15 @@ class Middleware:
         settings: Any = None,
         job_store: IJobStore | None = None,
         job_ids: IJobIds | None = None,
-        first_job_id: int = 1,
         locks: ILockManager | None = None,
         node: str | None = None,
         cluster: ICluster | None = None,
         store_check: Callable[[], Deferred[Any]] | None = None,
     ) -> None:
         """
-        @param job_ids: where new jobs get their ids; by default counted from
-            C{first_job_id}, the ids of transient jobs noted in C{job_store}.
+        @param job_ids: where new jobs get their ids; by default from above
+            the highest C{job_store} holds (L{StoredJobIds}), or counted from 1
+            without one.
         @param locks: who holds the job locks (by default in memory).
         @param node: the daemon's node name, the C{node} of its jobs'
             records; by default the settings' C{node} (the host name).
@@ -165,7 +165,7 @@ class Middleware:
         #: Where jobs are recorded (C{None}: the newest are kept in memory only).
         self.job_store = job_store
         if job_ids is None:
-            job_ids = CountingJobIds(first_job_id, job_store.note_id if job_store is not None else None)
+            job_ids = StoredJobIds(job_store) if job_store is not None else CountedJobIds()
         self.jobs = JobsQueue(
             keep_finished=keep_finished_jobs,
             store=job_store,
@@ -189,7 +189,7 @@ class Middleware:
         self.health = Health(StoreCheck(reactor, store_check), self.drain)
         #: The short-lived tokens; the portal's token checker uses the same store.
         tokens = token_store_of(portal)
-        self.tokens: TokenStore = tokens if tokens is not None else TokenStore(reactor)
+        self.tokens: ITokenStore = tokens if tokens is not None else TokenStore(reactor)
         self.tokens.max_per_user = _settings(settings).max_tokens_per_user
         self.services: dict[str, Service] = {}
         self.methods: dict[str, Method] = {}
@@ -210,6 +210,9 @@ class Middleware:
         self.sessions: weakref.WeakSet[ISession] = weakref.WeakSet()
         #: The downloads that core.download prepared and /_download serves.
         self.downloads = Downloads(reactor)
+        #: How downloads cross between the nodes of a cluster (L{None}: one daemon, and
+        #: C{/_internal/download} answers 404).
+        self.download_relay: DownloadRelay | None = None
 
     # The registry.
 
@@ -295,12 +298,16 @@ class Middleware:
         @raise NotAuthenticated: the session must log in first.
         @raise midjobs.drain.DaemonStopping: a job method (but those of
             L{WATCHING_JOBS}) while the daemon drains.
+        @raise CallError: C{ENOTCONN}, a job method (but those of
+            L{WATCHING_JOBS}) while this node is cut from its cluster's
+            job store (L{ICluster.check_accepting}).
         """
         method = self.method(name, app)
         self.check_call(app, method)
         if method.spec.job is not None and name not in WATCHING_JOBS:
             # Jobs already running may still start theirs (they are let finish).
             self.drain.check_accepting()
+            self.cluster.check_accepting()
         return self._call(method, params, app, pipes, message_id)
 
     def check_call(self, app: ISession, method: Method) -> None:
@@ -526,38 +533,48 @@ class Middleware:
         name = params[index] if index < len(params) else None
         return self.methods.get(name) if isinstance(name, str) else None
 
-    def user_changed(self, user_id: int, user: Mapping[str, Any] | None) -> None:
+    def user_changed(self, user_id: int, user: Mapping[str, Any] | None) -> Deferred[None]:
         """
         The stored user C{user_id} is now C{user} (a record of the user
         store), or is gone (L{None}): its logged-in sessions get its new name
         and roles, or lose their login if it is gone or locked, at once.  A
         gone user's tokens are revoked.  A UNIX-socket peer's rights do not
         come from the store and stay.
+
+        @return: fires once the tokens are revoked (a failure is logged, never passed on).
         """
 
         def this_user(avatar: Any) -> bool:
             return bool(avatar.user_id == user_id)
 
         if user is None:
-            revoked = self.tokens.revoke_derived(user_id=user_id)
-            log.info("User {user_id} is gone: {count} tokens revoked", user_id=user_id, count=revoked)
+            revoked = self.tokens.revoke_derived(user_id=user_id).addCallbacks(
+                lambda count: log.info("User {user_id} is gone: {count} tokens revoked", user_id=user_id, count=count),
+                lambda failure: log.failure("User {user_id} is gone: its tokens", failure, user_id=user_id),
+            )
             self.log_out(this_user, "its user is gone")
-            return
+            return revoked
         if user["locked"]:
             self.log_out(this_user, "its user is locked")
-            return
+            return succeed(None)
         for session in list(self.sessions):
             if session.user is not None and this_user(session.user):
                 session.user = attrs.evolve(session.user, username=user["username"], roles=frozenset(user["roles"]))
+        return succeed(None)
 
-    def api_key_deleted(self, api_key_id: int) -> None:
+    def api_key_deleted(self, api_key_id: int) -> Deferred[None]:
         """
         The API key C{api_key_id} is gone: revoke every token derived from it,
         and log out the sessions that logged in with it or with those tokens.
+
+        @return: fires once the tokens are revoked (a failure is logged, never passed on).
         """
-        revoked = self.tokens.revoke_derived(api_key_id=api_key_id)
-        log.info("API key {api_key_id} is gone: {count} tokens revoked", api_key_id=api_key_id, count=revoked)
+        revoked = self.tokens.revoke_derived(api_key_id=api_key_id).addCallbacks(
+            lambda count: log.info("API key {api_key_id} is gone: {count} tokens revoked", api_key_id=api_key_id, count=count),
+            lambda failure: log.failure("API key {api_key_id} is gone: its tokens", failure, api_key_id=api_key_id),
+        )
         self.log_out(lambda avatar: avatar.api_key_id == api_key_id, f"API key {api_key_id} was deleted")
+        return revoked
 
     def log_out(self, which: Callable[[Any], bool], reason: str) -> None:
         """

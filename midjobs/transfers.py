@@ -1,18 +1,30 @@
 """
-Transfers the daemon prepares for a client: downloads waiting to begin.
+Transfers the daemon prepares for a client: downloads waiting to begin, and
+how a download crosses from the node that runs its job to another.
 
 C{core.download} starts a job with an output pipe, makes a single-use token
 bound to that job and records a L{PendingDownload} here; C{GET /_download}
 (L{midjobs.http}) claims it and streams the pipe.  A download not begun by
 its deadline aborts the job's output pipe, so a job blocked writing to it
 fails instead of waiting forever.
+
+In a cluster, the URL may be fetched through any node: that node checks the
+token, finds the node that runs the job (L{DownloadRelay.locate}) and fetches
+the download from it with a short-lived credential
+(L{DownloadRelay.credential}) the owner checks (L{DownloadRelay.verify})
+instead of the token, already used.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import hashlib
+import hmac
+import math
+from typing import TYPE_CHECKING, Any, Callable, Final
 
 import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 
 from .logs import logger
 from .pipe import Pipe, PipeBrokenError
@@ -20,7 +32,15 @@ from .pipe import Pipe, PipeBrokenError
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall
 
-__all__ = ["DownloadGone", "DownloadNotBegun", "Downloads", "PendingDownload"]
+__all__ = [
+    "RELAY_HEADER",
+    "RELAY_VALIDITY",
+    "DownloadGone",
+    "DownloadNotBegun",
+    "DownloadRelay",
+    "Downloads",
+    "PendingDownload",
+]
 
 log = logger(__name__)
 
@@ -139,3 +159,71 @@ class Downloads:
         for job_id, download in list(self._pending.items()):
             if download.expired and download.deadline + self.forget_after <= now:
                 del self._pending[job_id]
+
+
+#: The header in which a node presents its L{DownloadRelay.credential}.
+RELAY_HEADER: Final = b"X-Midjobs-Relay"
+
+#: Seconds a relay credential is good for.
+RELAY_VALIDITY: Final = 10.0
+
+
+class DownloadRelay:
+    """
+    How this node fetches downloads of jobs other nodes run, and lets other
+    nodes fetch the downloads of its own jobs: every node of a cluster has
+    one, with the same C{secret}.  A single daemon has none.
+
+    A credential reads C{<node>.<expires>.<mac>}: the node that asks, the
+    integral clock time until which it holds, and the hex HMAC-SHA256 of
+    C{download|<job id>|<node>|<expires>} with the shared secret.  It is good
+    for one job, for L{RELAY_VALIDITY} seconds (the nodes' clocks must agree
+    within a few seconds).
+
+    @ivar node: this node's name in the cluster.
+    @ivar locate: C{locate(job_id)} fires with the base URL
+        (C{http(s)://host:port}) of the node that runs job C{job_id}, or
+        L{None} if that is this node or none.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        node: str,
+        secret: bytes,
+        locate: Callable[[int], Deferred[str | None]],
+    ) -> None:
+        if not secret:
+            raise ValueError("A download relay needs a secret")
+        self._clock = reactor
+        self.node = node
+        self._secret = secret
+        self.locate = locate
+
+    def credential(self, job_id: int) -> str:
+        """
+        What this node presents in L{RELAY_HEADER} to fetch the download of job C{job_id}.
+        """
+        expires = math.ceil(self._clock.seconds() + RELAY_VALIDITY)
+        return f"{self.node}.{expires}.{self._mac(job_id, self.node, expires)}"
+
+    def verify(self, credential: str, job_id: int) -> str | None:
+        """
+        The name of the node that presented C{credential} for the download
+        of job C{job_id}, if it is genuine and current; else L{None}.
+        """
+        node, _, rest = credential.rpartition(".")
+        node, _, expires_text = node.rpartition(".")
+        if not node or not expires_text.isdigit() or len(expires_text) > 20:
+            return None
+        expires = int(expires_text)
+        now = self._clock.seconds()
+        if not now <= expires <= now + 2 * RELAY_VALIDITY:
+            return None
+        if not hmac.compare_digest(rest.encode("ascii", "replace"), self._mac(job_id, node, expires).encode("ascii")):
+            return None
+        return node
+
+    def _mac(self, job_id: int, node: str, expires: int) -> str:
+        message = f"download|{job_id}|{node}|{expires}".encode("utf-8")
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()

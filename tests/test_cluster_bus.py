@@ -26,7 +26,7 @@ from twisted.internet.task import deferLater
 from midjobs.auth.avatar import User
 from midjobs.auth.roles import FULL_ADMIN
 from midjobs.cluster.bus import ClusterBus
-from midjobs.cluster.node import Node as ClusterNode
+from midjobs.cluster.node import Node as ClusterNode, NodeState
 from midjobs.cluster.logs import CHUNK_SIZE
 from midjobs.cluster.payloads import JOBS_CHANNEL, MAX_PAYLOAD, ItemKind, JobItem, LogItem, node_channel, pack, unpack
 from midjobs.errors import CallError
@@ -38,6 +38,7 @@ from midjobs.pipe import Pipes
 from midjobs.plugins.core import CoreService
 from midjobs.service import Service, job
 from midjobs.store.pg import PgDatabase
+from midjobs.store.ids import CountedJobIds
 from midjobs.store.pg_jobs import PgJobStore, abort_node_jobs
 from midjobs.store.pg_listen import PgListener
 
@@ -198,7 +199,7 @@ class Cluster:
         )
         await member.join()
         store = PgJobStore(db, reactor, node=name, flush_interval=0.05)
-        middleware = Middleware(reactor, self.tmp_path / name, job_store=store, first_job_id=first_job_id, node=name)
+        middleware = Middleware(reactor, self.tmp_path / name, job_store=store, job_ids=CountedJobIds(first_job_id), node=name)
         await store.setup(middleware.logs_dir)
         middleware.add_services([CoreService, WorkService])
         counting = CountingStore(store)
@@ -211,6 +212,7 @@ class Cluster:
             store=counting,
             events=middleware.events,
             nodes=member.nodes,
+            accepting=lambda: member.state is NodeState.ONLINE,
         )
         middleware.cluster = bus
         member.on_reaped(bus.reaped)

@@ -3,12 +3,6 @@ One job list and one event stream over real nodes: two C{twistd midjobs}
 processes on one private PostgreSQL database (L{cluster_nodes}).  A job
 started on n1 is seen, waited for and aborted through n2, and n2's
 C{core.get_jobs} subscriber hears of it as it runs.
-
-WAITS FOR THE WIRING: these tests need the daemon to make a
-L{midjobs.cluster.bus.ClusterBus} for C{--database postgresql://...} and give
-it to the middleware as C{middleware.cluster} (the lead's step, see the bus
-engineer's report).  Until then they are skipped with that reason; the lead
-removes L{pytestmark} when the daemon is wired.
 """
 
 from __future__ import annotations
@@ -27,7 +21,6 @@ from test_jobs import record, subscribed
 #: The fixtures postgres_server, postgres_database and cluster_nodes.
 pytest_plugins = ["postgres_server", "cluster_nodes"]
 
-pytestmark = pytest.mark.skip(reason="waits for the daemon's wiring of ClusterBus (middleware.cluster)")
 
 
 async def _admin(node: Node) -> Client:

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_twisted
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from zope.interface.verify import verifyObject
 
+from midjobs.client import Client
 from midjobs.config import ConfigError, Settings
 from midjobs.errors import CallError
 from midjobs.interfaces import NODE_ONLINE, ICluster
@@ -221,3 +223,12 @@ def test_the_debug_archive_shows_the_database_without_its_password(tmp_path: Pat
     assert "hunter2" not in json.dumps(config)
     alone = SystemService(Middleware(MemoryReactorClock(), tmp_path, settings=Settings(state_dir=str(tmp_path))))
     assert alone._config()["database_url"] is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_daemon_alone_answers_cluster_nodes_and_system_info_with_its_node(admin_client: Client) -> None:
+    (node,) = await admin_client.call("cluster.nodes")
+    info = await admin_client.call("system.info")
+    assert node["name"] == info["node"] == Settings().node
+    assert node["state"] == NODE_ONLINE and node["running_jobs"] == 0
+    assert isinstance(node["heartbeat"], datetime.datetime)

@@ -24,6 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock, deferLater
+from twisted.python.failure import Failure
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 
@@ -433,7 +434,7 @@ async def test_expired_token_gets_401(daemon: Any, admin_client: Any, monkeypatc
     monkeypatch.setattr(daemon.middleware.tokens, "clock", clock)
     job_id, path = await start_download(admin_client, "dl.thread_write", [1000])
     clock.advance(299)
-    assert daemon.middleware.tokens.lookup(token_of(path)) is not None
+    assert (await daemon.middleware.tokens.lookup(token_of(path))) is not None
     clock.advance(1)
     assert (await fetch(daemon, path))[0] == 401
 
@@ -691,7 +692,7 @@ async def test_generate_token_options(daemon: Any, admin_client: Any, anonymous_
         assert info.value.errno == errno.EINVAL
     # Both ends are on 127.0.0.1: a token bound to the origin is good here.
     bound = await admin_client.call("auth.generate_token", 60, {}, True)
-    record = daemon.middleware.tokens.lookup(bound)
+    record = (await daemon.middleware.tokens.lookup(bound))
     assert record.origin == "127.0.0.1" and record.attributes == {}
     assert await anonymous_client.call("auth.login_with_token", bound) is True
 
@@ -712,6 +713,18 @@ async def test_token_of_a_locked_user_is_refused(daemon: Any, anonymous_client: 
 # The token store, checker and download registry on their own.
 
 
+def now(answer: Deferred[Any]) -> Any:
+    """
+    What the memory token store answered: it answers at once.
+    """
+    results: list[Any] = []
+    answer.addBoth(results.append)
+    (result,) = results
+    if isinstance(result, Failure):
+        result.raiseException()
+    return result
+
+
 def make_user(name: str = "alice", credentials_type: str = "LOGIN_PASSWORD") -> User:
     return User(name, frozenset({"READONLY_ADMIN"}), credentials_type)
 
@@ -719,45 +732,45 @@ def make_user(name: str = "alice", credentials_type: str = "LOGIN_PASSWORD") -> 
 def test_token_store_expiry_and_pruning() -> None:
     clock = Clock()
     store = TokenStore(clock)
-    short = store.create(make_user(), 10)
-    long = store.create(make_user(), 100, attrs={"a": 1})
+    short = now(store.create(make_user(), 10))
+    long = now(store.create(make_user(), 100, attrs={"a": 1}))
     assert len(store) == 2 and short != long
-    assert store.check(long).attributes == {"a": 1}
+    assert now(store.check(long)).attributes == {"a": 1}
     clock.advance(9.9)
-    assert store.check(short).user.username == "alice"
+    assert now(store.check(short)).user.username == "alice"
     clock.advance(0.1)
     with pytest.raises(InvalidToken):
-        store.check(short)
+        now(store.check(short))
     assert len(store) == 1
     clock.advance(90)
     assert len(store) == 0 and store._expiries == []
     with pytest.raises(ValueError):
-        store.create(make_user(), 0)
+        now(store.create(make_user(), 0))
 
 
 def test_token_store_scope() -> None:
     store = TokenStore(Clock())
-    once = store.create(make_user(), 60, single_use=True)
-    assert store.consume(once).single_use
+    once = now(store.create(make_user(), 60, single_use=True))
+    assert now(store.consume(once)).single_use
     with pytest.raises(InvalidToken):
-        store.consume(once)
-    many = store.create(make_user(), 60)
+        now(store.consume(once))
+    many = now(store.create(make_user(), 60))
     for _ in range(3):
-        store.consume(many)
-    bound = store.create(make_user(), 60, single_use=True, job_id=7)
+        now(store.consume(many))
+    bound = now(store.create(make_user(), 60, single_use=True, job_id=7))
     for job_id in (None, 8):
         with pytest.raises(InvalidToken):
-            store.consume(bound, job_id=job_id)
-    assert store.consume(bound, job_id=7).job_id == 7
-    local = store.create(make_user(), 60, match_origin="10.0.0.1")
+            now(store.consume(bound, job_id=job_id))
+    assert now(store.consume(bound, job_id=7)).job_id == 7
+    local = now(store.create(make_user(), 60, match_origin="10.0.0.1"))
     with pytest.raises(InvalidToken):
-        store.check(local, origin="10.0.0.2")
+        now(store.check(local, origin="10.0.0.2"))
     with pytest.raises(InvalidToken):
-        store.check(local)
-    assert store.check(local, origin="10.0.0.1")
-    assert store.revoke(local) and not store.revoke(local)
-    assert store.lookup("x" * 1000) is None
-    assert many not in repr(store.lookup(many))
+        now(store.check(local))
+    assert now(store.check(local, origin="10.0.0.1"))
+    assert now(store.revoke(local)) and not now(store.revoke(local))
+    assert now(store.lookup("x" * 1000)) is None
+    assert many not in repr(now(store.lookup(many)))
 
 
 def test_origin_of() -> None:
@@ -772,13 +785,13 @@ def test_origin_of() -> None:
 async def test_token_checker() -> None:
     store = TokenStore(Clock())
     checker = TokenChecker(store)
-    token = store.create(make_user("bob"), 60, single_use=True)
+    token = now(store.create(make_user("bob"), 60, single_use=True))
     avatar_id = await checker.requestAvatarId(TokenCredentials(token))
     assert avatar_id == TokenAvatarId("bob", TOKEN, trusted_peer=False)
     assert isinstance(avatar_id, AvatarId)
     with pytest.raises(UnauthorizedLogin):
         await checker.requestAvatarId(TokenCredentials(token))
-    root = store.create(make_user("root", UNIX_SOCKET), 60)
+    root = now(store.create(make_user("root", UNIX_SOCKET), 60))
     assert (await checker.requestAvatarId(TokenCredentials(root))).trusted_peer
     assert "secret" not in repr(TokenCredentials("secret"))
 

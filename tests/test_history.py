@@ -497,7 +497,7 @@ async def test_retention_prunes_records_and_their_logs(few: Settings, restartabl
     ids = [j["id"] for j in await client.call("core.get_jobs", [["method", "=", "sample.logging_job"]])]
     logs = daemon.state_dir / "jobs"
     assert len(ids) == 6 and all((logs / f"{i}.log").exists() for i in ids)
-    history = daemon.daemon._history
+    history = daemon.daemon.backends.history
     pruned = await history.prune()
     # 7 jobs for 4 places: the 3 oldest finished go, not the running one.
     assert pruned == ids[:3]

@@ -169,7 +169,7 @@ async def test_a_deleted_users_token_does_not_log_in_a_new_account_of_the_same_n
     session = await log_in(daemon, connections, "bob")
     token = await session.call("auth.generate_token", 600)
     await admin_client.call("user.delete", bob["id"])
-    assert daemon.middleware.tokens.lookup(token) is None
+    assert (await daemon.middleware.tokens.lookup(token)) is None
     await create_user(admin_client, "bob")
     assert await anonymous_client.call("auth.login_with_token", token) is False
     await refused(anonymous_client.call("auth.me"), ENOTAUTHENTICATED)
@@ -224,14 +224,14 @@ async def test_deleting_an_api_key_revokes_the_tokens_made_from_it(
     await admin_client.call("api_key.delete", key["id"])
 
     tokens = daemon.middleware.tokens
-    assert tokens.lookup(token) is None and tokens.lookup(grandchild) is None
+    assert (await tokens.lookup(token)) is None and (await tokens.lookup(grandchild)) is None
     assert await anonymous_client.call("auth.login_with_token", token) is False
     assert await anonymous_client.call("auth.login_with_token", grandchild) is False
     await refused(by_key.call("auth.me"), ENOTAUTHENTICATED)
     await refused(by_token.call("auth.me"), ENOTAUTHENTICATED)
     assert (await by_password.call("auth.me"))["pw_name"] == "dave"
     assert (await by_other.call("auth.me"))["pw_name"] == "dave"
-    assert tokens.lookup(unrelated) is not None and tokens.lookup(from_other) is not None
+    assert (await tokens.lookup(unrelated)) is not None and (await tokens.lookup(from_other)) is not None
     assert await anonymous_client.call("auth.login_with_token", from_other) is True
 
 
@@ -252,5 +252,5 @@ async def test_deleting_a_user_revokes_every_token_derived_from_it(
     await admin_client.call("user.delete", erin["id"])
 
     tokens = daemon.middleware.tokens
-    assert [tokens.lookup(token) for token in erins] == [None, None]
-    assert tokens.lookup(franks).user.user_id == frank["id"]
+    assert [await tokens.lookup(token) for token in erins] == [None, None]
+    assert (await tokens.lookup(franks)).user.user_id == frank["id"]

@@ -10,17 +10,17 @@ import socket
 from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import MemoryReactorClock
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from midjobs.config import Settings
 from midjobs.job import Job, JobsQueue, JobState
-from midjobs.job_ids import CountingJobIds
 from midjobs.middleware import Middleware
 from midjobs.service import JobOptions
 from midjobs.store._interfaces import IJobIds
+from midjobs.store.ids import CountedJobIds
 
 from test_lifecycle import HeldStore
 
@@ -66,20 +66,18 @@ class Blocks:
             d.callback(None)
 
 
-def test_counting_ids_count_from_the_first_and_keep_the_skipped() -> None:
-    kept: list[int] = []
-    ids = CountingJobIds(40, keep=kept.append)
+def test_counted_ids_count_from_the_first() -> None:
+    ids = CountedJobIds(40)
     assert verifyObject(IJobIds, ids)
     assert ids.start().called and ids.available().called
     assert [ids.take(), ids.take()] == [40, 41]
-    ids.skipped(41)
-    assert kept == [41]
-    CountingJobIds().skipped(1)  # without a store: nothing to keep
+    ids.skipped(41)  # without a store: nothing to keep
+    assert ids.take() == 42
 
 
 def test_a_job_with_an_id_at_hand_is_queued_at_once() -> None:
     reactor = MemoryReactorClock()
-    queue = JobsQueue(ids=CountingJobIds(7))
+    queue = JobsQueue(ids=CountedJobIds(7))
     job = new_job(reactor)
     d = queue.add(job)
     # No round trip, no Deferred to wait on: the job ran and ended already.
@@ -167,6 +165,9 @@ class NotingStore(HeldStore):
     def note_id(self, job_id: int) -> None:
         self.noted.append(job_id)
 
+    def last_id(self) -> Deferred[int]:
+        return succeed(11)
+
 
 def test_the_middleware_has_ids_at_hand_before_its_services_start(middleware_of: Any) -> None:
     ids = Blocks()
@@ -180,7 +181,8 @@ def test_the_middleware_has_ids_at_hand_before_its_services_start(middleware_of:
 
 def test_without_ids_the_middleware_counts_on_and_keeps_transient_ids_in_its_store(middleware_of: Any) -> None:
     store = NotingStore()
-    middleware = middleware_of(job_store=store, first_job_id=12)
+    middleware = middleware_of(job_store=store)
+    Deferred.fromCoroutine(middleware.start())
     transient = new_job(middleware.reactor, transient=True)
     middleware.jobs.add(transient)
     assert transient.id == 12 and store.noted == [12]

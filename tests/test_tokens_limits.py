@@ -24,6 +24,7 @@ from midjobs.client import Client, ClientCallError, ClientValidationErrors
 from midjobs.config import Settings
 from midjobs import wire_json
 
+from test_download import now
 from test_identities import create_user, log_in
 
 MAX_TOKENS = 3
@@ -57,7 +58,7 @@ async def test_token_attributes_are_bounded(
     await create_user(admin_client, "bob")
     bob = await log_in(daemon, connections, "bob")
     token = await bob.call("auth.generate_token", 60, attrs_of_size(MAX_ATTRS))
-    assert daemon.middleware.tokens.lookup(token).attributes == attrs_of_size(MAX_ATTRS)
+    assert (await daemon.middleware.tokens.lookup(token)).attributes == attrs_of_size(MAX_ATTRS)
     with pytest.raises(ClientValidationErrors) as info:
         await bob.call("auth.generate_token", 60, attrs_of_size(MAX_ATTRS + 1))
     assert [(e.attribute, e.errno) for e in info.value.errors] == [("generate_token.attrs", errno.EINVAL)]
@@ -85,7 +86,7 @@ async def test_tokens_per_user_are_bounded(
     assert refusal and refusal[-1]["username"] == "bob" and "127.0.0.1" in str(refusal[-1]["peer"])
     # Nothing was evicted, and other users are not affected.
     tokens = daemon.middleware.tokens
-    assert all(tokens.lookup(token) is not None for token in made)
+    assert None not in [await tokens.lookup(token) for token in made]
     carol = await log_in(daemon, connections, "carol")
     assert await carol.call("auth.generate_token", 60)
     # Logging out revokes bob's tokens, which frees room for new ones.
@@ -104,38 +105,38 @@ def user(user_id: int | None, *, api_key_id: int | None = None) -> User:
 def test_store_limits_live_tokens_per_identity_and_prunes_expired_ones() -> None:
     clock = Clock()
     store = TokenStore(clock, max_per_user=2)
-    first = store.create(user(1), 10)
-    store.create(user(1), 100)
+    first = now(store.create(user(1), 10))
+    now(store.create(user(1), 100))
     with pytest.raises(TooManyTokens) as info:
-        store.create(user(1), 100)
+        now(store.create(user(1), 100))
     assert info.value.errno == errno.EBUSY
     # Other identities, the local peer among them, have their own count.
-    store.create(user(2), 100)
-    store.create(user(None), 100)
-    store.create(user(None), 100)
+    now(store.create(user(2), 100))
+    now(store.create(user(None), 100))
+    now(store.create(user(None), 100))
     with pytest.raises(TooManyTokens):
-        store.create(user(None), 100)
+        now(store.create(user(None), 100))
     clock.advance(10)
-    assert store.lookup(first) is None
-    store.create(user(1), 100)
+    assert now(store.lookup(first)) is None
+    now(store.create(user(1), 100))
     assert len(store) == 5
     clock.advance(100)
-    assert len(store) == 0 and store.count_of(1) == 0
+    assert len(store) == 0 and now(store.count_of(1)) == 0
 
 
 def test_store_revokes_what_derives_from_a_user_or_key() -> None:
     store = TokenStore(Clock())
-    by_password = store.create(user(1), 100)
-    by_key = store.create(user(1, api_key_id=7), 100)
-    single = store.create(user(1, api_key_id=7), 100, single_use=True, job_id=3)
-    other_key = store.create(user(1, api_key_id=8), 100)
-    other_user = store.create(user(2, api_key_id=9), 100)
-    assert store.revoke_derived(api_key_id=7) == 2
-    assert store.lookup(by_key) is None and store.lookup(single) is None
-    assert store.lookup(by_password) is not None and store.lookup(other_key) is not None
-    assert store.revoke_derived(user_id=1) == 2
-    assert store.lookup(by_password) is None and store.lookup(other_key) is None
-    assert store.lookup(other_user) is not None
-    assert store.count_of(1) == 0 and store.count_of(2) == 1
+    by_password = now(store.create(user(1), 100))
+    by_key = now(store.create(user(1, api_key_id=7), 100))
+    single = now(store.create(user(1, api_key_id=7), 100, single_use=True, job_id=3))
+    other_key = now(store.create(user(1, api_key_id=8), 100))
+    other_user = now(store.create(user(2, api_key_id=9), 100))
+    assert now(store.revoke_derived(api_key_id=7)) == 2
+    assert now(store.lookup(by_key)) is None and now(store.lookup(single)) is None
+    assert now(store.lookup(by_password)) is not None and now(store.lookup(other_key)) is not None
+    assert now(store.revoke_derived(user_id=1)) == 2
+    assert now(store.lookup(by_password)) is None and now(store.lookup(other_key)) is None
+    assert now(store.lookup(other_user)) is not None
+    assert now(store.count_of(1)) == 0 and now(store.count_of(2)) == 1
     with pytest.raises(ValueError):
         store.revoke_derived()

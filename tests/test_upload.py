@@ -555,19 +555,19 @@ async def test_tokens(daemon: RunningDaemon, admin: Any, tmp_path: Path) -> None
     args = ["-F", data("upload.hash"), "-F", f"file=@{path}"]
     url = f"{daemon.http_url}/_upload"
 
-    status, body = await curl("-H", f"Authorization: Token {tokens.create(user, 60)}", *args, url)
+    status, body = await curl("-H", f"Authorization: Token {await tokens.create(user, 60)}", *args, url)
     assert status == 200, body
     job = await job_of(daemon, body["job_id"])
     assert job.credentials == {"type": "TOKEN", "data": {"username": ADMIN[0]}}
 
-    once = tokens.create(user, 60, single_use=True)
+    once = await tokens.create(user, 60, single_use=True)
     status, body = await curl(*args, f"{url}?auth_token={once}")
     assert status == 200, body
     assert await curl(*args, f"{url}?auth_token={once}") == (401, {"error": "Invalid credentials"})
 
-    for_a_download = tokens.create(user, 60, job_id=job.id)
+    for_a_download = await tokens.create(user, 60, job_id=job.id)
     assert await curl("-H", f"Authorization: Token {for_a_download}", *args, url) == (401, {"error": "Invalid credentials"})
-    elsewhere = tokens.create(user, 60, match_origin="192.0.2.1")
+    elsewhere = await tokens.create(user, 60, match_origin="192.0.2.1")
     assert await curl(*args, f"{url}?auth_token={elsewhere}") == (401, {"error": "Invalid credentials"})
 
 

@@ -91,7 +91,7 @@ def fill_report(page: Any) -> None:
     box.get_by_label("title").fill("Quarterly <b>figures</b>")
     box.get_by_label("copies").fill("3")
     box.get_by_label("scale").fill("2.5")
-    box.get_by_label("draft").select_option("true")
+    box.get_by_label("draft").check()
     box.get_by_label("note is null").check()
     box.get_by_label("options").fill('{"depth": 2, "tags": ["a"]}')
 
@@ -126,7 +126,8 @@ def test_a_described_signature_is_a_form_and_runs_with_exactly_its_values(
         ("title", "input", "text", None, "true"),
         ("copies", "input", "number", "1", "true"),
         ("scale (optional)", "input", "number", "any", None),
-        ("draft (optional)", "select", "select-one", None, None),
+        # Its default (false) is known: a check box.
+        ("draft (optional)", "input", "checkbox", None, None),
         ("note (optional)", "input", "text", None, None),
         ("options (optional) (JSON)", "textarea", "textarea", None, None),
     ]
@@ -135,7 +136,8 @@ def test_a_described_signature_is_a_form_and_runs_with_exactly_its_values(
         "integer"
     )
     expect(box.get_by_label("note is null")).to_be_visible()
-    expect(box.get_by_label("draft")).to_contain_text("(not given)")
+    expect(box.get_by_label("draft")).not_to_be_checked()
+    expect(box.get_by_label("scale")).to_have_attribute("placeholder", "1")
 
     # Filled in and sent: the job has exactly those arguments.
     fill_report(page)
@@ -150,7 +152,7 @@ def test_a_described_signature_is_a_form_and_runs_with_exactly_its_values(
     # Optional parameters left empty at the end are left out of the call.
     box.get_by_label("note is null").uncheck()
     box.get_by_label("options").fill("")
-    box.get_by_label("draft").select_option("(not given)")
+    box.get_by_label("draft").uncheck()
     box.get_by_label("scale").fill("")
     _, saved = wait_for_download(page, lambda: page.get_by_role("button", name="Download", exact=True).click())
     assert arguments_of(daemon, int(page.locator("#download-job").get_attribute("data-job-id"))) == [
@@ -182,7 +184,7 @@ def test_the_form_and_the_json_carry_each_others_values(daemon: DaemonProcess, p
     expect(box.get_by_label("title")).to_have_value("Quarterly <b>figures</b>")
     expect(box.get_by_label("copies")).to_have_value("7")
     expect(box.get_by_label("scale")).to_have_value("0.5")
-    expect(box.get_by_label("draft")).to_have_value("1")  # the choice "false"
+    expect(box.get_by_label("draft")).not_to_be_checked()
     expect(box.get_by_label("note", exact=False).first).to_have_value("a note")
     expect(box.get_by_label("note is null")).not_to_be_checked()
     expect(box.get_by_label("options")).to_have_value("")
@@ -237,15 +239,15 @@ def test_a_required_field_left_empty_is_refused_before_sending(daemon: DaemonPro
     expect(box.locator(".json-field .field-error")).to_have_text("Must be a JSON object or null")
     expect(page.locator("#download-error")).to_have_text("Some parameters need attention: title, options.")
 
-    # Parameters are positional: one left empty before one given must be given too.
+    assert job_count(daemon) == before
+
+    # Parameters are positional: those left empty before one given take the defaults the daemon describes.
     title.fill("t")
     box.get_by_label("options").fill('{"a": 1}')
-    page.get_by_role("button", name="Download", exact=True).click()
-    expect(page.locator("#download-error")).to_have_text("Some parameters need attention: scale, draft, note.")
-    expect(box.get_by_label("scale")).to_be_focused()
-    expect(box.locator(".field-error:visible")).to_have_count(3)
-    expect(box.locator(".field-error:visible").first).to_contain_text("a later parameter is given")
-    assert job_count(daemon) == before
+    wait_for_download(page, lambda: page.get_by_role("button", name="Download", exact=True).click())
+    assert arguments_of(daemon, int(page.locator("#download-job").get_attribute("data-job-id"))) == [
+        "t", 2, 1.0, False, None, {"a": 1}
+    ]
 
 
 @needs_chromium

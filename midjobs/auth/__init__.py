@@ -35,6 +35,7 @@ from midjobs.auth.roles import BUILTIN_ROLES, FULL_ADMIN, READONLY_ADMIN
 from midjobs.auth.tokens import (
     TOKEN,
     ITokenCredentials,
+    ITokenStore,
     InvalidToken,
     Token,
     TokenChecker,
@@ -61,6 +62,7 @@ __all__ = [
     "IAPIKey",
     "IPeerCredentials",
     "ITokenCredentials",
+    "ITokenStore",
     "InvalidToken",
     "IUser",
     "PasswordChecker",
@@ -96,13 +98,13 @@ def default_trusted_uids() -> set[int]:
 def make_portal(
     users: UserStore,
     trusted_uids: Iterable[int],
-    tokens: TokenStore | None = None,
+    tokens: ITokenStore | None = None,
     api_keys: ApiKeyStore | None = None,
 ) -> Portal:
     """
     A portal that checks passwords against C{users}, trusts UNIX-socket
     peers whose uid is in C{trusted_uids}, accepts the tokens of C{tokens}
-    (a new L{TokenStore} if not given; L{token_store_of} finds it) and the
+    (an L{ITokenStore}: a new L{TokenStore} if not given; L{token_store_of} finds it) and the
     API keys of C{api_keys} (if not given, a new L{ApiKeyStore} in the
     database of C{users}; L{api_key_store_of} finds it, and its C{setup}
     must run before it is used).

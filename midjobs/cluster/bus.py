@@ -111,6 +111,7 @@ class ClusterBus:
         store: IJobStore,
         events: EventHub,
         nodes: Callable[[], Deferred[Any]],
+        accepting: Callable[[], bool],
     ) -> None:
         """
         @param db: the cluster's database (L{midjobs.store.pg.PgDatabase}).
@@ -119,6 +120,8 @@ class ClusterBus:
         @param store: the cluster's job store, where another node's job is read.
         @param events: this node's event hub.
         @param nodes: what L{nodes} answers (L{midjobs.cluster.node.Node.nodes}).
+        @param accepting: whether this node holds its place in the cluster
+            and may take new jobs (its L{midjobs.cluster.node.Node} is online).
         """
         self.node = node
         self._db = db
@@ -127,6 +130,7 @@ class ClusterBus:
         self._store = store
         self._events = JobEvents(events)
         self._nodes = nodes
+        self._accepting = accepting
         self.publisher = JobPublisher(reactor, node, db)
         #: Copies this node's job logs to the database.
         self.logs = LogShipper(reactor, db, self.publisher)
@@ -144,6 +148,13 @@ class ClusterBus:
         self._take_again = False
 
     # Start and stop.
+
+    def check_accepting(self) -> None:
+        if not self._accepting():
+            raise CallError(
+                f"The node {self.node} is cut from the job database: it takes no new jobs until it is back",
+                errno.ENOTCONN,
+            )
 
     async def start(self) -> None:
         """

@@ -17,7 +17,8 @@ from ..rpc import RpcServerFactory
 from ..web import StaticFiles, index_page
 from ._access_log import access_log_line
 from ._channel import Site
-from ._download import serve_download
+from ._answers import plain
+from ._download import serve_download, serve_relayed_download
 from ._health import serve_health
 from ._limits import RefusalLog
 from ._metrics import serve_metrics
@@ -32,7 +33,8 @@ __all__ = ["HttpApp", "make_site"]
 class HttpApp:
     """
     The routes of one daemon: C{/api/current} (the WebSocket),
-    C{/_download/<id>}, C{/metrics} (L{serve_metrics}), C{/_health} (L{serve_health}), and the web
+    C{/_download/<id>}, C{/_internal/download/<id>} (for the other nodes of
+    a cluster), C{/metrics} (L{serve_metrics}), C{/_health} (L{serve_health}), and the web
     task manager (C{/} and C{/static/...}).
     C{POST /_upload} never reaches the app: see L{SiteRequestFactory}.
     """
@@ -57,6 +59,24 @@ class HttpApp:
         Stream the output of job C{job_id} that C{core.download} prepared.
         """
         return Deferred.fromCoroutine(serve_download(self.middleware, request, job_id))
+
+    @app.route("/_internal/download/<int:job_id>", methods=["GET"])
+    def relayed_download(self, request: IRequest, job_id: int) -> KleinRenderable:
+        """
+        Stream the output of job C{job_id} to the node of the cluster that
+        relays it (L{serve_relayed_download}).
+        """
+        return Deferred.fromCoroutine(serve_relayed_download(self.middleware, request, job_id))
+
+    @app.route("/_internal/", branch=True)
+    def internal(self, request: IRequest) -> bytes:
+        """
+        What the nodes of a cluster ask each other for: nothing else here
+        (403; 404 on a single daemon).
+        """
+        if self.middleware.download_relay is None:
+            return plain(request, 404, "No such resource")
+        return plain(request, 403, "A relay needs a valid credential")
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request: IRequest) -> Deferred[bytes]:

@@ -33,8 +33,11 @@ from ..auth import TokenCredentials, origin_of
 from ..metrics import NO_COUNTS, ICounts
 from ..errors import CallError
 from ..logs import logger
+from ..store.errors import Unavailable
 from ..transfer_progress import TransferProgress, transfer_progress
-from ..transfers import DownloadGone, PendingDownload
+from ..transfers import RELAY_HEADER, DownloadGone, PendingDownload
+from ._answers import abort_connection, plain
+from ._relay import fetch_relayed
 
 if TYPE_CHECKING:
     from ..middleware import Middleware
@@ -44,6 +47,7 @@ __all__ = [
     "content_disposition",
     "safe_filename",
     "serve_download",
+    "serve_relayed_download",
 ]
 
 log = logger(__name__)
@@ -96,55 +100,106 @@ def content_disposition(filename: str) -> bytes:
     return value.encode("ascii")
 
 
-def _plain(request: Any, code: int, message: str) -> bytes:
-    request.setResponseCode(code)
-    request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-    request.setHeader(b"Cache-Control", b"no-store")
-    if code == 401:
-        request.setHeader(b"WWW-Authenticate", b'Token realm="midjobs"')
-    return message.encode("utf-8") + b"\n"
-
-
 async def serve_download(middleware: Middleware, request: Any, job_id: int) -> Any:
     """
     Answer C{GET /_download/<job_id>?auth_token=...}.
 
-    401 without a live token; 404 if job C{job_id} has no download waiting;
-    410 if it was not begun in time; 401 if the token is not for that job,
-    was used already, or its user is gone.  Otherwise a L{DownloadResource}
-    that streams the job's output.
+    401 without a live token; 404 if job C{job_id} has no download waiting
+    (here, or on the node of the cluster that runs it); 503 if that node
+    cannot be found now or the tokens cannot be read; 410 if it was not
+    begun in time; 401 if the token is not for that job, was used already,
+    or its user is gone.  Otherwise a L{DownloadResource} that streams the
+    job's output, or for a job another node runs, a
+    L{midjobs.http._relay.RelayedDownload} that streams it from that node.
     """
+    try:
+        return await _serve_download(middleware, request, job_id)
+    except Unavailable as e:
+        log.warn("Job {job_id}: no download, the token database is unavailable: {reason}", job_id=job_id, reason=e)
+        return plain(request, 503, "The token database is unavailable; try again")
+
+
+async def _serve_download(middleware: Middleware, request: Any, job_id: int) -> Any:
     if request.method != b"GET":
         request.setHeader(b"Allow", b"GET")
-        return _plain(request, 405, "Only GET is allowed")
+        return plain(request, 405, "Only GET is allowed")
     values = (request.args or {}).get(b"auth_token") or []
     if len(values) != 1 or not values[0]:
-        return _plain(request, 401, "Give one auth_token")
+        return plain(request, 401, "Give one auth_token")
     try:
         token = values[0].decode("ascii")
     except UnicodeDecodeError:
-        return _plain(request, 401, "Invalid or expired token")
-    if middleware.tokens.lookup(token) is None or middleware.logins is None:
-        return _plain(request, 401, "Invalid or expired token")
+        return plain(request, 401, "Invalid or expired token")
+    if middleware.logins is None or await middleware.tokens.lookup(token) is None:
+        return plain(request, 401, "Invalid or expired token")
     pending = middleware.downloads.get(job_id)
-    if pending is None:
-        return _plain(request, 404, f"Job {job_id} has no download")
-    if pending.expired:
-        return _plain(request, 410, f"The download of job {job_id} was not begun in time")
+    relay = middleware.download_relay
+    owner: str | None = None
+    if pending is None and relay is not None:
+        try:
+            owner = await relay.locate(job_id)
+        except Exception as e:
+            log.warn("Job {job_id}: cannot tell which node runs it: {reason}", job_id=job_id, reason=e)
+            return plain(request, 503, f"Cannot tell which node runs job {job_id}; try again")
+    if pending is None and owner is None:
+        return plain(request, 404, f"Job {job_id} has no download")
+    if pending is not None and pending.expired:
+        return plain(request, 410, f"The download of job {job_id} was not begun in time")
     origin = origin_of(request.getClientAddress())
     try:
         user = await middleware.logins.login(TokenCredentials(token, job_id=job_id, origin=origin), origin, "download token")
     except (UnauthorizedLogin, LoginFailed):
-        return _plain(request, 401, "Invalid or expired token")
+        return plain(request, 401, "Invalid or expired token")
+    if relay is not None and owner is not None:
+        log.info(
+            "{username} began downloading job {job_id} through this node from {owner}",
+            username=user.username,
+            job_id=job_id,
+            owner=owner,
+        )
+        return await fetch_relayed(relay, middleware.reactor, request, job_id, owner)
+    return _claim(middleware, request, job_id, user.username)
+
+
+async def serve_relayed_download(middleware: Middleware, request: Any, job_id: int) -> Any:
+    """
+    Answer C{GET /_internal/download/<job_id>} from another node of the
+    cluster, which used the token already: with a genuine, current relay
+    credential for job C{job_id} in L{RELAY_HEADER}, the job's output as
+    C{/_download} streams it; 403 without one; 404 on a single daemon.
+    """
+    relay = middleware.download_relay
+    if relay is None:
+        return plain(request, 404, "No such resource")
+    values = request.requestHeaders.getRawHeaders(RELAY_HEADER) or []
+    node = relay.verify(values[0].decode("latin-1"), job_id) if len(values) == 1 else None
+    if node is None:
+        log.warn(
+            "Refused a relay of job {job_id} from {peer}: no valid credential",
+            job_id=job_id,
+            peer=str(request.getClientAddress()),
+        )
+        return plain(request, 403, "A relay needs a valid credential")
+    pending = middleware.downloads.get(job_id)
+    if pending is None:
+        return plain(request, 404, f"Job {job_id} has no download")
+    return _claim(middleware, request, job_id, f"node {node}")
+
+
+def _claim(middleware: Middleware, request: Any, job_id: int, who: str) -> Any:
+    """
+    Begin the download of job C{job_id} for C{who} (for the log): a
+    L{DownloadResource}, or 404 or 410.
+    """
     try:
         download = middleware.downloads.claim(job_id)
     except KeyError:
-        return _plain(request, 404, f"Job {job_id} has no download")
+        return plain(request, 404, f"Job {job_id} has no download")
     except DownloadGone as e:
-        return _plain(request, 410, str(e))
+        return plain(request, 410, str(e))
     log.info(
         "{username} began downloading job {job_id} as {filename!r}",
-        username=user.username,
+        username=who,
         job_id=job_id,
         filename=download.filename,
     )
@@ -154,18 +209,6 @@ async def serve_download(middleware: Middleware, request: Any, job_id: int) -> A
         # The job is gone already (a buffered download of a job that ended).
         transfer = None
     return DownloadResource(download, getattr(middleware, "metrics", NO_COUNTS), transfer)
-
-
-def _abort_connection(request: Any) -> None:
-    channel = getattr(request, "channel", None)
-    transport = getattr(channel, "transport", None) or getattr(request, "transport", None)
-    if transport is None:
-        return
-    abort = getattr(transport, "abortConnection", None)
-    if abort is not None:
-        abort()
-    else:
-        transport.loseConnection()
 
 
 class DownloadResource(Resource):
@@ -211,11 +254,11 @@ class DownloadResource(Resource):
                 "Job {job_id}: no download, the job failed: {reason}", job_id=job_id, reason=failure.value
             )
             request.responseHeaders.removeHeader(b"Content-Disposition")
-            request.write(_plain(request, 500, f"The job failed: {failure.value}"))
+            request.write(plain(request, 500, f"The job failed: {failure.value}"))
             request.finish()
         else:
             log.info("Job {job_id}: download cut off: {reason}", job_id=job_id, reason=failure.value)
-            _abort_connection(request)
+            abort_connection(request)
 
 
 @implementer(IConsumer)

@@ -54,5 +54,5 @@ class ApiKeyService(Service):
         connections logged in with it or with those tokens are logged out at once.
         """
         await self._store.delete(id)
-        self.middleware.api_key_deleted(id)
+        await self.middleware.api_key_deleted(id)
         return True

@@ -164,7 +164,7 @@ class AuthService(Service):
         errors.check()
         origin = origin_of(app.peer) if match_origin else None
         try:
-            token = self.middleware.tokens.create(
+            token = await self.middleware.tokens.create(
                 app.user, ttl, attrs=attrs or {}, single_use=single_use, match_origin=origin
             )
         except TooManyTokens:
@@ -205,7 +205,7 @@ class AuthService(Service):
         log in again after a reload is logged out for good).
         """
         for token in self._tokens_of.pop(app, ()):
-            self.middleware.tokens.revoke(token)
+            await self.middleware.tokens.revoke(token)
         app.logout()
         return True
 

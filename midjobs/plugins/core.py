@@ -714,7 +714,7 @@ class CoreService(Service):
             pipe.abort(e)
             raise
         try:
-            token = self.middleware.tokens.create(
+            token = await self.middleware.tokens.create(
                 app.user, DOWNLOAD_TOKEN_TTL, attrs={"filename": filename}, single_use=True, job_id=started.id
             )
         except TooManyTokens as e:
@@ -759,6 +759,7 @@ class CoreService(Service):
             methods[name] = {
                 "description": method.doc,
                 "accepts": method.signature.to_wire(),
+                "variadic": method.signature.variadic,
                 "job": spec.job is not None,
                 "job_options": spec.job.to_wire(self._default_timeout) if spec.job else None,
                 "uploadable": spec.job is not None and "input" in spec.job.pipes,

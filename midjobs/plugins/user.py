@@ -50,7 +50,7 @@ class UserService(Service):
         tokens (they belong to the id, not the name).
         """
         user = await self._users.update(id, data)
-        self.middleware.user_changed(id, user)
+        await self.middleware.user_changed(id, user)
         return user
 
     async def delete(self, id: int) -> bool:
@@ -60,5 +60,5 @@ class UserService(Service):
         remains (a new user of the same name owns none of them).
         """
         await self._users.delete(id)
-        self.middleware.user_changed(id, None)
+        await self.middleware.user_changed(id, None)
         return True

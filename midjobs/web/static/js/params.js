@@ -94,7 +94,7 @@ export class ParamsEditor {
    */
   show(method, info, params) {
     this.method = method;
-    const parameters = info ? parametersOf(info.accepts) : null;
+    const parameters = info && info.variadic !== true ? parametersOf(info.accepts) : null;
     this.form = parameters ? new ParamsForm(parameters, `${this.prefix}-p`) : null;
     this.box.replaceChildren(...(this.form ? [this.form.root] : []));
     this.text.value = typeof params === "string" ? params : JSON.stringify(params);
