@@ -1,13 +1,11 @@
 """
-HAProxy from Debian in front of two C{twistd midjobs} nodes, configured as
-C{etc/haproxy-cluster.cfg} says (docs/cluster.rst): what goes through it
-reaches the nodes in turn, WebSocket sessions and transfers pass whole and
-streaming, and the nodes read the client's address from its
-C{X-Forwarded-For}.
-
-The nodes here run on SQLite, each with its own database, so these tests
-check what holds per connection; what needs one shared database (a job seen
-from another node, a download relayed) is for the cluster's own tests.
+HAProxy from Debian in front of three C{twistd midjobs} nodes of one cluster
+on a private PostgreSQL, configured as C{etc/haproxy-cluster.cfg} says
+(docs/cluster.rst): what goes through it reaches the nodes in turn,
+WebSocket sessions and transfers pass whole and streaming, the nodes read
+the client's address from its C{X-Forwarded-For}, and clients whose
+sessions land on different nodes see one system: one job list, a download
+made through one node fetched through another.
 
 HAProxy connects to the nodes from 127.0.0.2, the address their
 C{[http] trusted_proxies} names, and the tests' clients from 127.0.0.1
@@ -40,6 +38,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from cluster_nodes import Node, NodeStarter, cluster_nodes  # noqa: F401 (fixture)
 from conftest import ADMIN, SAMPLE_SERVICES, subprocess_env
 from download_services import pattern_blocks, pattern_sha256
+from postgres_server import PostgresServer, postgres_server  # noqa: F401 (fixture)
 from haproxy_server import HAProxy, HAProxyStarter, haproxy, haproxy_or_skip, start_haproxy  # noqa: F401 (fixture)
 from midjobs.client import Client, connect
 from test_midclt import MIDCLT, midclt
@@ -75,18 +74,20 @@ def create_admin(node: Node) -> None:
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+def deployment(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer) -> Iterator[Deployment]:
     """
-    Two nodes, each with the tests' administrator, behind one HAProxy: for
-    the whole module (starting them is most of its time).
+    Three nodes of one cluster, with the tests' administrator, behind one
+    HAProxy: for the whole module (starting them is most of its time).
     """
     program = haproxy_or_skip()
+    database = "haproxy_cluster"
+    postgres_server.psql(f"CREATE DATABASE {database} OWNER {postgres_server.user} TEMPLATE template0;")
     starter = NodeStarter(tmp_path_factory.mktemp("nodes"))
     proxy = None
     try:
-        nodes = starter("n1", "n2", config=NODE_CONFIG, plugins=PLUGINS)
-        for node in nodes:
-            create_admin(node)
+        nodes = starter("n1", "n2", "n3", database_url=postgres_server.url_for(database), config=NODE_CONFIG,
+                        plugins=PLUGINS)
+        create_admin(nodes[0])  # one catalogue: the others know the user too
         proxy = start_haproxy(tmp_path_factory.mktemp("haproxy"), [(node.name, node.port) for node in nodes],
                               program=program, source=PROXY_SOURCE)
         yield Deployment(nodes, proxy)
@@ -94,6 +95,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         if proxy is not None:
             proxy.stop()
         starter.stop_all()
+        postgres_server.psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE);")
 
 
 # -- helpers -------------------------------------------------------------------
@@ -157,7 +159,7 @@ def access_log_clients(node: Node, marker: str) -> list[str]:
 
 @pytest_twisted.ensureDeferred
 async def test_http_requests_go_to_each_node_in_turn(deployment: Deployment) -> None:
-    markers = [f"rr={uuid.uuid4().hex}" for _ in range(4)]
+    markers = [f"rr={uuid.uuid4().hex}" for _ in range(6)]
     for marker in markers:
         status, body = await curl(f"{deployment.proxy.url}/_health?{marker}")
         assert (status, body) == (200, "ok\n")
@@ -167,21 +169,42 @@ async def test_http_requests_go_to_each_node_in_turn(deployment: Deployment) -> 
         return [names[0] for names in found] if all(len(names) == 1 for names in found) else None
 
     order = await wait_for(receivers, what="one access log line per request")
-    assert order[0] != order[1] and order[:2] == order[2:], order
-    assert sorted(order[:2]) == ["n1", "n2"]
+    assert sorted(order[:3]) == ["n1", "n2", "n3"] and order[:3] == order[3:], order
 
 
 @pytest_twisted.ensureDeferred
 async def test_websocket_sessions_go_to_each_node_in_turn(deployment: Deployment) -> None:
     pids = []
-    for _ in range(4):
+    for _ in range(6):
         client = await logged_in(deployment.proxy.ws_url)
         try:
             pids.append((await client.call("system.info"))["pid"])
         finally:
             await client.close()
-    assert pids[0] != pids[1] and pids[:2] == pids[2:], pids
-    assert sorted(pids[:2]) == sorted(node.pid for node in deployment.nodes)
+    assert sorted(pids[:3]) == sorted(node.pid for node in deployment.nodes) and pids[:3] == pids[3:], pids
+
+
+@pytest_twisted.ensureDeferred
+async def test_sessions_on_different_nodes_see_one_system(deployment: Deployment) -> None:
+    """
+    Three sessions through HAProxy land on the three nodes: a job started in
+    one is listed, followed, waited for and aborted in the others.
+    """
+    clients = [await logged_in(deployment.proxy.ws_url) for _ in range(3)]
+    try:
+        nodes = [(await client.call("system.info"))["node"] for client in clients]
+        assert sorted(nodes) == ["n1", "n2", "n3"]
+        starter, watcher, aborter = clients
+        job_id = await starter.call("core.job_test", {"sleep": 60})
+        assert (await watcher.call("core.get_jobs", [["id", "=", job_id]], {"get": True}))["node"] == nodes[0]
+        await aborter.call("core.job_abort", job_id)
+        aborted = await ended(watcher, job_id)
+        assert (aborted["state"], aborted["error"]) == ("ABORTED", "Job aborted")
+        quick = await watcher.call("core.job_test", {})
+        assert await aborter.call_job("core.job_wait", quick) is True
+    finally:
+        for client in clients:
+            await client.close()
 
 
 # -- a job over a WebSocket through HAProxy ------------------------------------
@@ -310,14 +333,12 @@ async def test_upload_streams_through_haproxy(deployment: Deployment, tmp_path: 
 
 
 @pytest_twisted.ensureDeferred
-async def test_download_through_haproxy(deployment: Deployment, haproxy: HAProxyStarter, tmp_path: Path) -> None:
+async def test_download_through_haproxy(deployment: Deployment, tmp_path: Path) -> None:
     """
-    wget fetches a download through HAProxy, whole.  The download's token
-    and job live on the node that made them until nodes share a database,
-    so this HAProxy has that one node behind it.
+    wget fetches a download through HAProxy, whole, whichever node its
+    request lands on: that node relays it from the one that runs the job.
     """
-    node = deployment.nodes[0]
-    proxy = haproxy([(node.name, node.port)])
+    proxy = deployment.proxy
     client = await logged_in(proxy.ws_url)
     try:
         size = 48 * MiB + 7
