@@ -35,7 +35,7 @@ from midjobs.client import Client, connect
 from midjobs.config import Settings, display_url
 from midjobs.daemon import Daemon
 from midjobs.job import JobAborted, JobState
-from midjobs.plugins.config import _SQLITE_SCHEMAS, SCHEMA_PARTS
+from midjobs.plugins.config import SQLITE_SCHEMAS, SCHEMA_PARTS
 from midjobs.store.backup import CONFIG_NAME, DATABASE_NAME, check_database, read_backup
 from midjobs.store.pg import PgDatabase
 from midjobs.store.pg_backup import BACKED_UP, copy_catalogue
@@ -246,14 +246,14 @@ async def test_an_empty_cluster_makes_a_backup_that_passes_the_checks(
 ) -> None:
     reports: list[tuple[int, int]] = []
     target = tmp_path / DATABASE_NAME
-    copied = await copy_catalogue(cluster_database, target, _SQLITE_SCHEMAS, progress=lambda *r: reports.append(r))
+    copied = await copy_catalogue(cluster_database, target, SQLITE_SCHEMAS, progress=lambda *r: reports.append(r))
     assert copied == 0
     assert reports == [(0, 0)]
     assert target.stat().st_mode & 0o777 == 0o600
     assert not Path(f"{target}-wal").exists()
     check_database(target, SCHEMA_PARTS)
     versions = dict(_sqlite_rows(target, "SELECT name, version FROM schema_version"))
-    assert versions == {part.name: len(_SQLITE_SCHEMAS[part.name]) for part in BACKED_UP}
+    assert versions == {part.name: len(SQLITE_SCHEMAS[part.name]) for part in BACKED_UP}
     assert _sqlite_rows(target, "SELECT count(*) FROM users") == [(0,)]
 
 
@@ -273,7 +273,7 @@ async def test_an_abort_stops_the_copy(cluster_database: PgDatabase, tmp_path: P
 
     target = tmp_path / DATABASE_NAME
     with pytest.raises(JobAborted):
-        await copy_catalogue(cluster_database, target, _SQLITE_SCHEMAS, progress=progress)
+        await copy_catalogue(cluster_database, target, SQLITE_SCHEMAS, progress=progress)
     # Read a batch at a time, and nothing of it kept.
     assert reports == [(0, 1200), (500, 1200)]
     assert _sqlite_rows(target, "SELECT count(*) FROM jobs") == [(0,)]

@@ -32,13 +32,13 @@ from ..job import Job, JobAborted
 from ..logs import logger
 from ..progress import JobProgressBuffer
 from ..service import Service, job
-from ..store.errors import Unavailable
 from ..store.backup import CONFIG_NAME, DATABASE_NAME, MEMBER_LIMITS, BackupError, SchemaPart, backup_database, write_backup
+from ..store.errors import Unavailable
 from ..store.jobs import JOBS_SCHEMA
 from ..store.pg_backup import copy_catalogue
 from ..store.restore import scratch_directory, stage_restore
 
-__all__ = ["SCHEMA_PARTS", "ConfigService", "check_config"]
+__all__ = ["SCHEMA_PARTS", "SQLITE_SCHEMAS", "ConfigService", "check_config"]
 
 log = logger(__name__)
 
@@ -51,9 +51,9 @@ SCHEMA_PARTS = (
     SchemaPart("api_keys", len(API_KEYS_SCHEMA), ("api_keys",), required=False),
 )
 
-#: The SQLite statements of the parts a cluster's backup is built with
+#: The SQLite statements of each part a cluster's backup is built with
 #: (L{copy_catalogue}): those the embedded daemon's stores run.
-_SQLITE_SCHEMAS = {"users": USERS_SCHEMA, "api_keys": API_KEYS_SCHEMA, "jobs": JOBS_SCHEMA}
+SQLITE_SCHEMAS = {"users": USERS_SCHEMA, "api_keys": API_KEYS_SCHEMA, "jobs": JOBS_SCHEMA}
 
 
 @contextlib.contextmanager
@@ -145,7 +145,7 @@ class ConfigService(Service):
         database = self.middleware.users.pool
 
         def start() -> Deferred[int]:
-            return Deferred.fromCoroutine(copy_catalogue(database, target, _SQLITE_SCHEMAS, progress=report))
+            return Deferred.fromCoroutine(copy_catalogue(database, target, SQLITE_SCHEMAS, progress=report))
 
         # Spelt as the union blockingCallFromThread's signature names, for mypy to infer int.
         copy: Callable[[], Deferred[int]] | Callable[[], int] = start
