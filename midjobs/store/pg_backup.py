@@ -75,7 +75,8 @@ async def copy_catalogue(
     """
     Make the new SQLite database C{target} a copy of the catalogue and the
     job history of the PostgreSQL C{database}: the tables of L{BACKED_UP},
-    as one repeatable-read transaction sees them.
+    as one repeatable-read transaction sees them.  Call it on the reactor
+    (a thread job through C{blockingCallFromThread}): no SQL runs there.
 
     The file is created with L{ensure_schema} and C{schemas}, then filled
     in one transaction of its own; it uses a rollback journal (whole
@@ -86,7 +87,7 @@ async def copy_catalogue(
     @param schemas: the SQLite statements of each part of L{BACKED_UP}, by
         name, as the embedded daemon's stores keep them.
     @param progress: told the rows copied so far after each batch.
-    @return: (in the Deferred) how many rows were copied.
+    @return: how many rows were copied.
     @raise KeyError: C{schemas} lacks a part of L{BACKED_UP}.
     """
     statements = {part.name: tuple(schemas[part.name]) for part in BACKED_UP}
