@@ -7,7 +7,8 @@ the database made with SQLite's online backup API (consistent however busy
 the daemon is), and C{midjobs.toml}, the configuration file the daemon was
 started with, if it had one.  L{write_backup} makes it; L{read_backup} reads
 one strictly and L{check_database} checks its database.
-L{midjobs.store.restore} puts a checked backup in place.
+L{midjobs.store.restore} puts a checked backup in place.  On a node of a
+cluster, L{midjobs.store.pg_backup} makes the database from PostgreSQL.
 
 Every function here blocks: call them from a thread job, or at start before
 the reactor serves anyone.
