@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import webui_nodes_history as history
+import webui_services
 from test_webui import (  # noqa: F401 (browser is a fixture)
     ADMIN,
+    ALICE,
     PHONE,
     DaemonProcess,
     Pages,
@@ -61,7 +63,8 @@ def daemon() -> Iterator[DaemonProcess]:
     def fill(state: Path) -> None:
         history.fill_history(state, PAST, now)
 
-    with webui_daemon("mjwebn", {ADMIN: ["FULL_ADMIN"]}, config=f'[cluster]\nnode = "{HERE}"\n', before_start=fill) as running:
+    users = {ADMIN: ["FULL_ADMIN"], ALICE: [webui_services.USER_ROLE]}
+    with webui_daemon("mjwebn", users, config=f'[cluster]\nnode = "{HERE}"\n', before_start=fill) as running:
         yield running
 
 
@@ -216,6 +219,21 @@ def test_new_jobs_show_their_node_and_follow_the_node_filter(daemon: DaemonProce
         daemon.call(ADMIN, "core.job_abort", running)
 
 
+@needs_chromium
+def test_a_user_who_may_not_list_the_nodes(daemon: DaemonProcess, pages: Pages) -> None:
+    """
+    C{cluster.nodes} is for administrators: a plain user's page does without
+    it (no error), and knows no other node than its own jobs'.
+    """
+    from playwright.sync_api import expect
+
+    page = pages()
+    log_in(page, ALICE)
+    expect(page.locator("#jobs-empty")).to_be_visible()
+    expect(page.locator("#filter-node-field")).to_be_hidden()
+    expect(page.locator("#cluster")).to_be_hidden()
+
+
 # -- A daemon alone --------------------------------------------------------------
 
 
@@ -283,6 +301,11 @@ def test_the_cluster_line_lists_the_nodes(
         log_in(phone, ADMIN)
         phone.goto("/#jobs?node=n2")
         wait_for_rows(phone, running)
+        # The rows are cards: every cell, the node's too, within its card.
+        assert phone.evaluate("""() => [...document.querySelectorAll('#jobs-body .jobs-row')].every(tr => {
+            const card = tr.getBoundingClientRect();
+            return [...tr.children].every(c => c.getBoundingClientRect().right <= card.right + 0.5);
+        })""")
         screenshot(phone, "cluster-phone", full_page=True)
 
         # A node that stopped is listed offline, with when it was last seen.
