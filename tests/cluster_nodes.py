@@ -7,7 +7,8 @@ L{start_node} starts one and returns once it answers C{GET /_health} with
 Each node logs to a file in its directory (L{Node.log}), where its port is
 read from the line C{Listening on tcp:...(IPv4Address(... port=N))}.
 L{Node.stop} ends a node as an operator does (SIGTERM, then SIGKILL after
-L{STOP_GRACE} seconds); L{Node.kill} sends one signal, as a crash test does.
+L{STOP_GRACE} seconds); L{Node.kill} sends one signal, as a crash test does;
+L{restart_node} starts it again where it was.
 
 A node is given C{--database URL --node NAME} only when the caller names
 them (L{start_node}'s C{database_url} and C{node}): without them it is a
@@ -18,16 +19,15 @@ fixtures, the tests themselves and C{bench/} alike; they are bounded by
 deadlines, and a node that ends before it is ready raises L{NodeFailed} with
 the end of its log.
 
-A test module takes the fixture C{cluster_nodes} with::
+A test module takes the fixture C{cluster_nodes} by importing it::
 
-    pytest_plugins = ["cluster_nodes"]
+    from cluster_nodes import cluster_nodes  # noqa: F401 (fixture)
 """
 
 from __future__ import annotations
 
 import ctypes
 import http.client
-import os
 import re
 import shutil
 import signal
@@ -43,7 +43,8 @@ import pytest
 
 from conftest import SAMPLE_SERVICES, subprocess_env
 
-__all__ = ["Node", "NodeFailed", "NodeStarter", "STOP_GRACE", "cluster_nodes", "spawn_node", "start_node", "start_nodes"]
+__all__ = ["Node", "NodeFailed", "NodeStarter", "STOP_GRACE", "cluster_nodes", "restart_node", "spawn_node", "start_node",
+           "start_nodes"]
 
 #: Seconds a node has to stop after SIGTERM before it gets SIGKILL.
 STOP_GRACE = 10.0
@@ -88,8 +89,11 @@ class Node:
     name: str
     root: Path
     socket_path: Path
+    argv: list[str]
     process: subprocess.Popen[bytes]
     port: int = 0
+    #: Where this run's output starts in the log file (a restarted node appends to it).
+    log_start: int = 0
 
     @property
     def pid(self) -> int:
@@ -117,10 +121,13 @@ class Node:
 
     def log(self) -> str:
         """
-        Everything it logged so far (twistd's log and its standard error).
+        Everything this run of it logged so far (twistd's log and its
+        standard error).
         """
         try:
-            return self.log_path.read_bytes().decode("utf-8", "replace")
+            with open(self.log_path, "rb") as f:
+                f.seek(self.log_start)
+                return f.read().decode("utf-8", "replace")
         except OSError:
             return ""
 
@@ -219,7 +226,6 @@ def spawn_node(
     config: str | None = None,
     plugins: Sequence[str] = (SAMPLE_SERVICES,),
     options: Sequence[str] = (),
-    socket_path: Path | None = None,
 ) -> Node:
     """
     Start C{twistd -n midjobs} in C{root / name} and return at once: see
@@ -227,8 +233,7 @@ def spawn_node(
     """
     directory = root / name
     directory.mkdir(parents=True, exist_ok=True)
-    if socket_path is None:
-        socket_path = _socket_dir() / "midjobs.sock"
+    socket_path = _socket_dir() / "midjobs.sock"
     argv = [str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", "--logfile=-", "midjobs",
             "--state-dir", str(directory / "state"),
             "--listen", f"tcp:{port}:interface=127.0.0.1",
@@ -244,11 +249,43 @@ def spawn_node(
     for plugin in plugins:
         argv += ["--plugin", plugin]
     argv += options
+    process, log_start = _popen(argv, directory)
+    return Node(name=node or name, root=directory, socket_path=socket_path, argv=argv, process=process,
+                log_start=log_start)
+
+
+def _popen(argv: list[str], directory: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """
+    Run C{argv} in C{directory}, its output appended to the log file there;
+    return the process and where its output starts in the log.
+    """
+    log_path = directory / "twistd.log"
+    log_start = log_path.stat().st_size if log_path.exists() else 0
     env = {**subprocess_env(), "PYTHONUNBUFFERED": "1"}
-    with open(directory / "twistd.log", "ab") as log:
+    with open(log_path, "ab") as log:
         process = subprocess.Popen(argv, cwd=directory, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=subprocess.STDOUT, preexec_fn=_end_with_parent)
-    return Node(name=node or name, root=directory, socket_path=socket_path, process=process)
+    return process, log_start
+
+
+def restart_node(node: Node, timeout: float = READY_TIMEOUT) -> None:
+    """
+    Start again a node that has ended, with the same options, state
+    directory, socket and port (so a load balancer finds it where it was),
+    and wait until it is ready, as L{start_node} does.
+
+    @raise NodeFailed: it ended, or was not ready within C{timeout}; it is
+        stopped first.
+    """
+    if node.process.poll() is None:
+        raise RuntimeError(f"node {node.name} still runs")
+    node.argv[node.argv.index("--listen") + 1] = f"tcp:{node.port}:interface=127.0.0.1"
+    node.process, node.log_start = _popen(node.argv, node.root)
+    try:
+        node.wait_ready(timeout)
+    except NodeFailed:
+        node.stop()
+        raise
 
 
 def start_node(root: Path, name: str, *, database_url: str | None = None, node: str | None = None,

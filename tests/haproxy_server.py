@@ -10,9 +10,9 @@ It checks the result with C{haproxy -c -f}, runs C{haproxy -f cfg -db} (in the
 foreground, logging to its standard output, kept in a file), and returns
 once the frontend answers and every node is C{UP} in HAProxy's eyes.
 
-A test module takes the fixture C{haproxy} with::
+A test module takes the fixture C{haproxy} by importing it::
 
-    pytest_plugins = ["haproxy_server"]
+    from haproxy_server import haproxy  # noqa: F401 (fixture)
 
 Without the C{haproxy} program, the tests that use it are skipped with that
 reason, and only then.
