@@ -96,8 +96,7 @@ def test_a_node_condition_is_checked_in_python_with_filter_lists_answer() -> Non
     records = [history.record(i, 30, 0.0) for i in range(1, 31)]
     kept = [r["id"] for r in records if sql.residual(r)]
     assert kept == [i for i in range(1, 31) if history.node_of(i) == "beta"]
-    expected = filter_list(records, [["node", "=", "beta"]], {"select": ["id"]})
-    assert [r["id"] for r in expected] == kept
+    assert filter_list(records, [["node", "=", "beta"]], {"select": ["id"]}) == [{"id": i} for i in kept]
 
 
 def test_the_daemon_filters_and_sorts_by_node(daemon: DaemonProcess) -> None:
@@ -105,7 +104,9 @@ def test_the_daemon_filters_and_sorts_by_node(daemon: DaemonProcess) -> None:
     assert [j["id"] for j in beta] == past_of("beta")
     assert daemon.call(ADMIN, "core.get_jobs", [["node", "=", "beta"]], {"count": True}) == len(past_of("beta"))
     ordered = daemon.call(ADMIN, "core.get_jobs", [["id", "<=", PAST]], {"order_by": ["-node", "id"], "select": ["id"]})
-    assert [j["id"] for j in ordered] == sorted(range(1, PAST + 1), key=lambda i: (history.NODES.index(history.node_of(i)) * -1, i))
+    # Node names Z to A (gamma, beta, alpha), each node's jobs oldest first.
+    by_node = sorted(range(1, PAST + 1), key=lambda i: (-history.NODES.index(history.node_of(i)), i))
+    assert [j["id"] for j in ordered] == by_node
 
 
 # -- The list --------------------------------------------------------------------
@@ -167,8 +168,9 @@ def test_the_node_column_sorts_and_filters_through_the_url(daemon: DaemonProcess
     expect(node_filter).to_have_value("gamma")
     expect(page.locator("#filter-state")).to_have_value("FAILED")
     failed = daemon.call(
-        ADMIN, "core.get_jobs", [["state", "=", "FAILED"], ["node", "=", "gamma"]], {"order_by": ["-id"], "select": ["id"]}
-    )
+        ADMIN, "core.get_jobs", [["state", "=", "FAILED"], ["node", "=", "gamma"]],
+        {"order_by": ["-id"], "select": ["id"]},
+    )  # fmt: skip
     assert 0 < len(failed) < PAGE
     expect(page.locator("#jobs-count")).to_have_text(f"{len(failed)} of {n(total)} jobs")
     wait_for_rows(page, failed[0]["id"])
