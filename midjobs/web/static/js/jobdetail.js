@@ -58,6 +58,8 @@ export class JobDetailView {
       finished: byId("job-finished"),
       duration: byId("job-duration"),
       owner: byId("job-owner"),
+      node: byId("job-node"),
+      nodeFact: byId("job-node-fact"),
       arguments: byId("job-arguments"),
       resultBox: byId("job-result-box"),
       result: byId("job-result"),
@@ -138,7 +140,7 @@ export class JobDetailView {
     e.stateBadge.hidden = true;
     e.abort.hidden = true;
     e.forceAbort.hidden = true;
-    for (const node of [e.method, e.description, e.started, e.finished, e.duration, e.owner, e.arguments,
+    for (const node of [e.method, e.description, e.started, e.finished, e.duration, e.owner, e.node, e.arguments,
       e.result, e.error, e.traceback, e.logsNote, e.abortNote]) {
       setText(node, "");
     }
@@ -170,6 +172,9 @@ export class JobDetailView {
     this.drawTimes(job);
     const owner = job.credentials?.data?.username;
     setText(e.owner, owner ?? (job.credentials === null ? "the daemon" : ""));
+    // The node of the cluster that ran it (records written before nodes were recorded have none).
+    setText(e.node, job.node ?? "");
+    e.nodeFact.hidden = !job.node;
     if ("arguments" in job) setText(e.arguments, displayJson(job.arguments));
     const finished = FINISHED.has(job.state);
     this.drawAbort(job, finished);

@@ -3,6 +3,12 @@
  * order, as the daemon answers them (jobstore.js), with the filter form, the
  * sortable column headers, the pager, the count and the summary above it.
  *
+ * In a cluster of daemons each job ran on one node: the list has a Node
+ * column and a node filter, and the cluster line above it lists the nodes
+ * (cluster.js).  They show once the page knows of more than one node (from
+ * `cluster.nodes` or from the jobs it listed), or the list is of one node: a
+ * daemon alone, whose jobs all ran on it, shows neither.
+ *
  * What the list shows is a {@link ListQuery}, kept in the URL's fragment:
  * every control writes the fragment, and the page shows what the fragment
  * says (main.js hands it to {@link JobListView#apply}).
@@ -13,6 +19,7 @@
  * @module joblist
  */
 
+import { ClusterLine } from "./cluster.js";
 import { byId, el, setText } from "./dom.js";
 import { dateMs, formatDuration, formatTime, isCutOff, jobDuration } from "./format.js";
 import { PAGE_SIZE, SORTS, isFiltered, queryHash, queryTitle } from "./listquery.js";
@@ -24,7 +31,7 @@ import { StateBadge, shownState } from "./states.js";
  * @typedef {{
  *   tr: HTMLElement, method: HTMLElement, description: HTMLElement, descText: HTMLElement, error: HTMLElement,
  *   state: StateBadge, progress: ProgressView, started: HTMLTimeElement, duration: HTMLElement,
- *   user: HTMLElement, startedMs: number | null
+ *   node: HTMLElement, user: HTMLElement, startedMs: number | null
  * }} Row
  * @typedef {import("./listquery.js").ListQuery} ListQuery
  */
@@ -32,7 +39,7 @@ import { StateBadge, shownState } from "./states.js";
 /** The column labels, shown beside each value when rows become cards at phone width. */
 const LABELS = {
   id: "ID", method: "Method", description: "Description", state: "State",
-  progress: "Progress", started: "Started", duration: "Duration", user: "Started by",
+  progress: "Progress", started: "Started", duration: "Duration", node: "Node", user: "Started by",
 };
 
 /** Columns sorted newest or largest first on their first click. */
@@ -103,6 +110,8 @@ export class JobListView {
     this.stateFilter = /** @type {HTMLSelectElement} */ (byId("filter-state"));
     this.methodFilter = /** @type {HTMLSelectElement} */ (byId("filter-method"));
     this.userFilter = /** @type {HTMLInputElement} */ (byId("filter-user"));
+    this.nodeFilter = /** @type {HTMLSelectElement} */ (byId("filter-node"));
+    this.nodeField = byId("filter-node-field");
     this.fromFilter = /** @type {HTMLInputElement} */ (byId("filter-from"));
     this.toFilter = /** @type {HTMLInputElement} */ (byId("filter-to"));
     this.search = /** @type {HTMLInputElement} */ (byId("filter-search"));
@@ -112,6 +121,12 @@ export class JobListView {
       waiting: /** @type {HTMLAnchorElement} */ (byId("summary-waiting")),
       failed: /** @type {HTMLAnchorElement} */ (byId("summary-failed")),
     };
+    this.summaryScope = byId("summary-scope");
+    this.cluster = new ClusterLine();
+    /** @type {import("./cluster.js").ClusterNode[]} the nodes of the cluster, as last fetched */
+    this.nodes = [];
+    /** @type {Set<string>} the node names the filter offers: the cluster's, and those of the jobs listed */
+    this.nodeNames = new Set();
     /** @type {Map<number, Row>} */
     this.rows = new Map();
     /** @type {Set<number>} the rows whose duration runs on */
@@ -122,7 +137,9 @@ export class JobListView {
     this.selected = null;
 
     store.listen((ids) => this.update(ids));
-    for (const control of [this.stateFilter, this.methodFilter, this.userFilter, this.fromFilter, this.toFilter]) {
+    for (const control of [
+      this.stateFilter, this.methodFilter, this.userFilter, this.nodeFilter, this.fromFilter, this.toFilter,
+    ]) {
       control.addEventListener("change", () => this.readFilters(false));
     }
     /** @type {number | null} */
@@ -140,7 +157,7 @@ export class JobListView {
       this.readFilters(false);
     });
     this.clear.addEventListener("click", () => {
-      this.navigate({ ...this.store.query, state: "", method: "", user: "", from: "", to: "", q: "", page: 0 });
+      this.navigate({ ...this.store.query, state: "", method: "", user: "", node: "", from: "", to: "", q: "", page: 0 });
     });
     for (const header of this.table.querySelectorAll("[data-sort]")) {
       const button = header.querySelector("button");
@@ -170,6 +187,9 @@ export class JobListView {
     if (query.method && !this.methods.has(query.method)) this.addMethod(query.method);
     this.methodFilter.value = query.method;
     if (document.activeElement !== this.userFilter) this.userFilter.value = query.user;
+    if (query.node && !this.nodeNames.has(query.node)) this.addNode(query.node);
+    this.nodeFilter.value = query.node;
+    this.showNodes(query);
     this.fromFilter.value = query.from;
     this.toFilter.value = query.to;
     if (document.activeElement !== this.search) this.search.value = query.q;
@@ -208,6 +228,7 @@ export class JobListView {
       state: this.stateFilter.value,
       method: this.methodFilter.value,
       user: this.userFilter.value.trim(),
+      node: this.nodeFilter.value,
       from: this.fromFilter.value,
       to: this.toFilter.value,
       q: this.search.value.trim(),
@@ -282,6 +303,11 @@ export class JobListView {
     setText(row.duration, durationText(job));
     const why = isCutOff(job) ? "Cut off when the daemon stopped: how long it ran is not known" : "";
     if (row.duration.title !== why) row.duration.title = why;
+    setText(row.node, job.node ?? "");
+    if (job.node && !this.nodeNames.has(job.node)) {
+      this.addNode(job.node);
+      this.showNodes(this.store.query);
+    }
     setText(row.user, job.credentials?.data?.username ?? (job.credentials ? "" : "the daemon"));
     row.tr.classList.toggle("selected", id === this.selected);
     if (job.state === "RUNNING") this.running.add(id);
@@ -320,12 +346,13 @@ export class JobListView {
     const started = /** @type {HTMLTimeElement} */ (el("time"));
     startedCell.append(started);
     const duration = cell("c-duration", LABELS.duration);
+    const node = cell("c-node", LABELS.node);
     const user = cell("c-user", LABELS.user);
-    tr.append(idCell, method, description, stateCell, progressCell, startedCell, duration, user);
+    tr.append(idCell, method, description, stateCell, progressCell, startedCell, duration, node, user);
     this.body.append(tr);
     /** @type {Row} */
     const row = {
-      tr, method, description, descText, error, state, progress, started, duration, user, startedMs: null,
+      tr, method, description, descText, error, state, progress, started, duration, node, user, startedMs: null,
     };
     this.rows.set(id, row);
     return row;
@@ -347,6 +374,39 @@ export class JobListView {
     option.value = method;
     const after = [...this.methodFilter.options].slice(1).find((o) => o.value > method);
     this.methodFilter.insertBefore(option, after ?? null);
+  }
+
+  /** @param {string} name */
+  addNode(name) {
+    this.nodeNames.add(name);
+    const option = /** @type {HTMLOptionElement} */ (el("option", "", name));
+    option.value = name;
+    const after = [...this.nodeFilter.options].slice(1).find((o) => o.value > name);
+    this.nodeFilter.insertBefore(option, after ?? null);
+  }
+
+  /**
+   * The nodes of the cluster (`cluster.nodes`): the filter offers them, the
+   * cluster line lists them.
+   * @param {import("./cluster.js").ClusterNode[]} nodes
+   */
+  setNodes(nodes) {
+    this.nodes = nodes;
+    for (const node of nodes) if (!this.nodeNames.has(node.name)) this.addNode(node.name);
+    this.nodeFilter.value = this.store.query.node;
+    this.showNodes(this.store.query);
+  }
+
+  /**
+   * The Node column, the node filter and the cluster line: shown once more
+   * than one node is known, or when the list is of one node.
+   * @param {ListQuery} query
+   */
+  showNodes(query) {
+    const shown = this.nodeNames.size > 1 || query.node !== "";
+    this.table.classList.toggle("with-node", shown);
+    this.nodeField.hidden = !shown;
+    this.cluster.show(this.nodes, query);
   }
 
   /**
@@ -412,7 +472,10 @@ export class JobListView {
     const summary = this.store.summary;
     byId("summary").hidden = summary === null;
     if (summary === null) return;
-    const base = { ...this.store.query, method: "", user: "", from: "", to: "", q: "", page: 0 };
+    // The counts are of the list's node, if it has one: so are the lists they link to.
+    this.summaryScope.hidden = summary.node === "";
+    setText(this.summaryScope, summary.node ? `On ${summary.node}:` : "");
+    const base = { ...this.store.query, method: "", user: "", node: summary.node, from: "", to: "", q: "", page: 0 };
     const link = (/** @type {HTMLAnchorElement} */ a, /** @type {number} */ n, /** @type {any} */ query) => {
       setText(/** @type {HTMLElement} */ (a.querySelector(".n")), num(n));
       const href = `#${queryHash(query)}`;

@@ -27,7 +27,7 @@ export { PAGE_SIZE };
 /** The fields the list needs; the store keeps only these for each job of the window. */
 export const LIST_FIELDS = [
   "id", "method", "description", "state", "progress", "time_started", "time_finished",
-  "abortable", "logs_path", "error", "exc_info", "credentials",
+  "abortable", "logs_path", "error", "exc_info", "credentials", "node",
 ];
 
 /** The least time between two fetches of the window and counts that events ask for (ms). */
@@ -75,7 +75,10 @@ export class JobStore {
     this.total = null;
     /** @type {number | null} how many jobs the user may see in all */
     this.all = null;
-    /** @type {{running: number, waiting: number, failed: number} | null} the summary's counts */
+    /**
+     * The summary's counts, of the jobs of one node when the list is of that node (else `node` is "").
+     * @type {{running: number, waiting: number, failed: number, node: string} | null}
+     */
     this.summary = null;
     /**
      * Whole records of the jobs a view watches (the open job, an upload's job).
@@ -247,20 +250,25 @@ export class JobStore {
     }
     this.news = true;
     this.schedule();
-    if (this.summary === null) await this.loadSummary();
+    if (this.summary === null || this.summary.node !== query.node) await this.loadSummary();
   }
 
   /**
    * The summary's counts: running, waiting, failed in the last 24 hours
-   * (whatever the list's filters).
+   * (whatever the list's other filters; of its node when it has one).
    */
   async loadSummary() {
-    const count = (/** @type {any[]} */ filters) => this.rpc.call("core.get_jobs", [filters, { count: true }]);
+    const node = this.query.node;
+    /** @type {any[]} */
+    const scope = node ? [["node", "=", node]] : [];
+    const count = (/** @type {any[]} */ filters) =>
+      this.rpc.call("core.get_jobs", [[...filters, ...scope], { count: true }]);
     const dayAgo = { $date: Date.now() - 86400_000 };
     const running = await count([["state", "=", "RUNNING"]]);
     const waiting = await count([["state", "=", "WAITING"]]);
     const failed = await count([["state", "=", "FAILED"], ["exc_info.errno", "!=", 103], ["time_started", ">=", dayAgo]]);
-    this.summary = { running, waiting, failed };
+    if (node !== this.query.node) return; // the list went to another node meanwhile: its own counts follow
+    this.summary = { running, waiting, failed, node };
     this.news = true;
     this.schedule();
   }
@@ -403,6 +411,7 @@ export class JobStore {
   summaryChanged(before, after) {
     const summary = this.summary;
     if (!summary || before === undefined) return;
+    if (summary.node && after.node !== summary.node) return;
     if (before === "RUNNING") summary.running = Math.max(0, summary.running - 1);
     if (before === "WAITING") summary.waiting = Math.max(0, summary.waiting - 1);
     if (after.state === "RUNNING") summary.running += 1;

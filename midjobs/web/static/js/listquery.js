@@ -16,9 +16,10 @@ export const DEFAULT_SORT = "-id";
 
 /**
  * @typedef {{
- *   state: string, method: string, user: string, from: string, to: string,
+ *   state: string, method: string, user: string, node: string, from: string, to: string,
  *   q: string, sort: string, page: number
  * }} ListQuery
+ * `node` is the name of a node of the cluster (the jobs that ran there);
  * `from` and `to` are local date-times as a `datetime-local` field gives them
  * (`2026-12-05T13:00`); `sort` is a column key, `-` first for descending;
  * `page` counts from 0.
@@ -36,11 +37,12 @@ export const SORTS = {
   state: { field: "state", label: "state" },
   started: { field: "time_started", label: "start time" },
   user: { field: "credentials.data.username", label: "user" },
+  node: { field: "node", label: "node" },
 };
 
 /** @returns {ListQuery} */
 export function emptyQuery() {
-  return { state: "", method: "", user: "", from: "", to: "", q: "", sort: DEFAULT_SORT, page: 0 };
+  return { state: "", method: "", user: "", node: "", from: "", to: "", q: "", sort: DEFAULT_SORT, page: 0 };
 }
 
 const STATES = new Set(["WAITING", "RUNNING", "SUCCESS", "FAILED", "ABORTED"]);
@@ -56,7 +58,7 @@ export function parseQuery(search) {
   const query = emptyQuery();
   const state = params.get("state") ?? "";
   if (STATES.has(state)) query.state = state;
-  for (const key of /** @type {const} */ (["method", "user", "q"])) query[key] = params.get(key) ?? "";
+  for (const key of /** @type {const} */ (["method", "user", "node", "q"])) query[key] = params.get(key) ?? "";
   for (const key of /** @type {const} */ (["from", "to"])) {
     const value = params.get(key) ?? "";
     if (/^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d)?$/.test(value)) query[key] = value;
@@ -75,7 +77,7 @@ export function parseQuery(search) {
  */
 export function queryHash(query) {
   const params = new URLSearchParams();
-  for (const key of /** @type {const} */ (["state", "method", "user", "from", "to", "q"])) {
+  for (const key of /** @type {const} */ (["state", "method", "user", "node", "from", "to", "q"])) {
     if (query[key]) params.set(key, query[key]);
   }
   if (query.sort !== DEFAULT_SORT) params.set("sort", query.sort);
@@ -90,7 +92,7 @@ export function queryHash(query) {
  * @returns {boolean}
  */
 export function isFiltered(query) {
-  return Boolean(query.state || query.method || query.user || query.from || query.to || query.q.trim());
+  return Boolean(query.state || query.method || query.user || query.node || query.from || query.to || query.q.trim());
 }
 
 /** `ECONNABORTED`, the errno of a cancelled upload (see states.js). */
@@ -116,7 +118,7 @@ function wireDate(value) {
 }
 
 /**
- * The filters of `core.get_jobs` for a query.  State, method and user are
+ * The filters of `core.get_jobs` for a query.  State, method, user and node are
  * plain conditions (state and method are answered from the store's
  * indexes); the search is an OR of case-insensitive RE2 searches for the
  * text taken literally.
@@ -137,6 +139,7 @@ export function queryFilters(query) {
   }
   if (query.method) filters.push(["method", "=", query.method]);
   if (query.user) filters.push(["credentials.data.username", "=", query.user]);
+  if (query.node) filters.push(["node", "=", query.node]);
   const from = query.from ? wireDate(query.from) : null;
   const to = query.to ? wireDate(query.to) : null;
   if (from) filters.push(["time_started", ">=", from]);
@@ -180,6 +183,7 @@ export function matches(query, job, shownState) {
   if (query.state && shownState(job) !== query.state) return false;
   if (query.method && job.method !== query.method) return false;
   if (query.user && job.credentials?.data?.username !== query.user) return false;
+  if (query.node && job.node !== query.node) return false;
   const started = typeof job.time_started?.$date === "number" ? job.time_started.$date : null;
   const from = query.from ? wireDate(query.from) : null;
   const to = query.to ? wireDate(query.to) : null;
@@ -216,6 +220,7 @@ export function queryTitle(query) {
   let title = query.state ? `${states[query.state]} jobs` : "Jobs";
   if (query.method) title += ` of ${query.method}`;
   if (query.user) title += ` started by ${query.user}`;
+  if (query.node) title += ` on ${query.node}`;
   if (query.from || query.to) title += " in a time range";
   if (query.q.trim()) title += ` matching “${query.q.trim()}”`;
   if (query.page > 0) title += `, page ${query.page + 1}`;

@@ -5,6 +5,7 @@
  * @module main
  */
 
+import { ClusterNodes } from "./cluster.js";
 import { DownloadView } from "./download.js";
 import { byId, setText } from "./dom.js";
 import { JobDetailView } from "./jobdetail.js";
@@ -24,6 +25,7 @@ class App {
     this.session = new Session(this.rpc);
     this.store = new JobStore(this.rpc);
     this.list = new JobListView(this.store, (query, replace) => this.navigate(query, replace));
+    this.nodes = new ClusterNodes(this.rpc, (nodes) => this.list.setNodes(nodes));
     /** The fragment of the list last shown (where "All jobs" goes back to). */
     this.listHash = "jobs";
     /**
@@ -176,6 +178,7 @@ class App {
       }
       const methods = await this.rpc.call("core.get_methods");
       this.list.setMethods(methods);
+      await this.nodes.start();
       this.upload.setMethods(methods, this.session.identity);
       this.download.setMethods(methods, this.session.identity);
       document.body.dataset.ready = "true";
@@ -196,6 +199,7 @@ class App {
    */
   async leave(message) {
     this.loggedIn = false;
+    this.nodes.stop();
     this.detail.hide();
     this.upload.job.stop();
     this.download.job.stop();
