@@ -42,6 +42,7 @@ from .notify import BackOff, Outbox, WebhookNotifier
 from .plugins import BUILTIN_SERVICES
 from .service import Service as MidjobsService
 from .store import apply_pending_restore
+from .store.errors import NewerSchema, Unavailable
 from .systemd import SystemdNotifier
 
 __all__ = ["Daemon", "Listener", "load_service_classes", "server_endpoint"]
@@ -228,7 +229,8 @@ class Daemon(MultiService):
         return f"Stopping: {jobs}" if stopping else jobs
 
     def _failed_to_start(self, failure: Any) -> None:
-        if failure.check(ConfigError):
+        if failure.check(ConfigError, NewerSchema, Unavailable):
+            # What the operator must change, or a database out of reach: one line.
             log.critical("midjobs could not start: {reason}", reason=str(failure.value))
         elif failure.check(OSError, sqlite3.Error):
             # The state directory or disk, not the code: one line says it all.

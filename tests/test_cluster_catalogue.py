@@ -20,10 +20,10 @@ from twisted.web.client import HTTPConnectionPool
 from midjobs.client import Client, connect
 from midjobs.errors import ENOTAUTHENTICATED
 
-from cluster_nodes import Node, NodeStarter
+from cluster_nodes import Node, NodeStarter, cluster_nodes  # noqa: F401 (fixture)
 from test_identities import refused
 
-pytest_plugins = ["postgres_server", "cluster_nodes"]
+pytest_plugins = ["postgres_server"]
 
 
 @pytest_twisted.async_yield_fixture

@@ -41,10 +41,10 @@ from midjobs.store.pg import PgDatabase
 from midjobs.store.pg_backup import BACKED_UP, copy_catalogue
 from midjobs.store.restore import PENDING_DIR
 
-from cluster_nodes import Node, NodeStarter
+from cluster_nodes import Node, NodeStarter, cluster_nodes  # noqa: F401 (fixture)
 from test_config_backup import curl_upload, files_under, integrity, leftovers, members, timeout, upload
 
-pytest_plugins = ["postgres_server", "cluster_nodes"]
+pytest_plugins = ["postgres_server"]
 
 CONFIG = "# a node of the cluster\n[jobs]\nkeep_finished = 400\n"
 

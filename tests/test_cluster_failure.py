@@ -17,18 +17,20 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
+import psycopg
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from midjobs.client import Client, ClientCallError, connect
+from midjobs.store.pg_schema import PARTS
 
-from cluster_nodes import Node, NodeStarter
+from cluster_nodes import Node, NodeStarter, cluster_nodes  # noqa: F401 (fixture)
 from postgres_server import PostgresServer
 from test_jobs import record, subscribed
 
-pytest_plugins = ["postgres_server", "cluster_nodes"]
+pytest_plugins = ["postgres_server"]
 
 #: Short enough for a test, long enough for a loaded 2-CPU machine.
 NODE_TIMEOUT = 4.0
@@ -157,3 +159,18 @@ def test_a_second_node_with_an_online_name_does_not_start(postgres_database: str
     assert second.wait(60) == 1, second.log_tail()
     assert "node n1 is already online (host " in second.log()
     assert first.health() == 200
+
+
+def test_a_node_refuses_a_database_newer_than_its_code(postgres_database: str, cluster_nodes: NodeStarter) -> None:
+    (first,) = cluster_nodes("n1", database_url=postgres_database)
+    first.stop()
+    with psycopg.connect(postgres_database) as conn:
+        conn.execute("UPDATE schema_version SET version = version + 1 WHERE name = 'cluster'")
+    newer = cluster_nodes.spawn("n2", database_url=postgres_database, node="n2")
+    assert newer.wait(60) == 1, newer.log_tail()
+    known = len(PARTS["cluster"])
+    assert (
+        f"midjobs could not start: schema 'cluster' is at version {known + 1}, newer than this code ({known}): "
+        "upgrade midjobs"
+    ) in newer.log()
+    assert "Traceback" not in newer.log()

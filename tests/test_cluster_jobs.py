@@ -15,11 +15,11 @@ import pytest_twisted
 
 from midjobs.client import Client, ClientCallError, connect
 
-from cluster_nodes import Node, NodeStarter
+from cluster_nodes import Node, NodeStarter, cluster_nodes  # noqa: F401 (fixture)
 from test_jobs import record, subscribed
 
 #: The fixtures postgres_server, postgres_database and cluster_nodes.
-pytest_plugins = ["postgres_server", "cluster_nodes"]
+pytest_plugins = ["postgres_server"]
 
 
 

@@ -63,7 +63,7 @@ def test_a_newer_database_is_refused(postgres_database: str) -> None:
     refused = midjobs_db("migrate", "--database", postgres_database)
     assert refused.returncode == 1
     assert refused.stderr.strip() == (
-        f"midjobs-db: schema 'cluster' is at version {known + 1}, newer than this code ({known})"
+        f"midjobs-db: schema 'cluster' is at version {known + 1}, newer than this code ({known}): upgrade midjobs"
     )
     status = midjobs_db("status", "--database", postgres_database)
     assert status.returncode == 0

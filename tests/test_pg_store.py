@@ -233,7 +233,7 @@ async def test_a_newer_database_is_refused(db: PgDatabase) -> None:
     known = len(PARTS["jobs"])
     with pytest.raises(RuntimeError) as error:
         await db.ensure_schema("jobs")
-    assert str(error.value) == f"schema 'jobs' is at version {known + 2}, newer than this code ({known})"
+    assert str(error.value) == f"schema 'jobs' is at version {known + 2}, newer than this code ({known}): upgrade midjobs"
     with pytest.raises(RuntimeError):
         await db.migrate()
     assert (await db.versions())["jobs"] == (known + 2, known)

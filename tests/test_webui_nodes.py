@@ -19,7 +19,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 import webui_nodes_history as history
@@ -44,10 +44,9 @@ from test_webui_list import cells, ids, n, wait_for_rows
 from midjobs.query import filter_list, validate_options
 from midjobs.store._sqlquery import translate
 
-if TYPE_CHECKING:
-    from cluster_nodes import Node, NodeStarter
+from cluster_nodes import Node, NodeStarter, cluster_nodes  # noqa: F401 (fixture)
 
-pytest_plugins = ["postgres_server", "cluster_nodes"]
+pytest_plugins = ["postgres_server"]
 
 #: Jobs in the store before the daemon starts (ids 1 to PAST), of L{history.NODES}.
 PAST = 400
@@ -276,7 +275,7 @@ def _local_call(node: Node, method: str, *params: Any) -> Any:
 
 @needs_chromium
 def test_the_cluster_line_lists_the_nodes(
-    browser: Any, postgres_database: str, cluster_nodes: NodeStarter  # noqa: F811
+    browser: Any, postgres_database: str, cluster_nodes: NodeStarter
 ) -> None:
     from playwright.sync_api import expect
 

@@ -25,7 +25,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorCore
 from twisted.internet.threads import deferToThreadPool
 from ..logs import logger
-from .errors import Conflict, MissingReference
+from .errors import Conflict, MissingReference, NewerSchema
 
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT_MS",
@@ -275,14 +275,14 @@ def apply_part(txn: Cursor, name: str, statements: Sequence[str]) -> int:
     C{schema_version} table: run the statements of part C{name} its version
     has not seen, and record the new version.  Fire with how many ran.
 
-    @raise RuntimeError: the database is at a version newer than C{statements}.
+    @raise NewerSchema: the database is at a version newer than C{statements}.
     """
     txn.execute("SELECT version FROM schema_version WHERE name = ?", (name,))
     row = txn.fetchone()
     version = row[0] if row else 0
     if version > len(statements):
-        raise RuntimeError(
-            f"schema {name!r} is at version {version}, newer than this code ({len(statements)})"
+        raise NewerSchema(
+            f"schema {name!r} is at version {version}, newer than this code ({len(statements)}): upgrade midjobs"
         )
     pending = statements[version:]
     for statement in pending:

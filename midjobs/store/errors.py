@@ -9,7 +9,7 @@ and never imports C{sqlite3} or C{psycopg}.
 
 from __future__ import annotations
 
-__all__ = ["Conflict", "MissingReference", "Unavailable"]
+__all__ = ["Conflict", "MissingReference", "NewerSchema", "Unavailable"]
 
 
 class Conflict(Exception):
@@ -34,4 +34,11 @@ class Unavailable(Exception):
     down or restarting, or no connection came free in time.  Nothing of the
     transaction was committed, or it cannot be known (a connection lost
     during the commit): try again later.
+    """
+
+
+class NewerSchema(RuntimeError):
+    """
+    The database was migrated by a newer midjobs than this one: its schema
+    has statements this code does not know.  Upgrade midjobs.
     """

@@ -170,7 +170,7 @@ def migrate_part(txn: Cursor, name: str) -> int:
     migration of the database has committed; return how many statements ran.
 
     @raise KeyError: PostgreSQL keeps no part of that name.
-    @raise RuntimeError: the database is at a version newer than this code.
+    @raise NewerSchema: the database is at a version newer than this code.
     """
     statements = PARTS.get(name)
     if statements is None:
