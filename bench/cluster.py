@@ -2,7 +2,7 @@
 Benchmark of issue 13: a cluster of nodes on PostgreSQL against one daemon on SQLite.
 
     /work/main/.venv/bin/python bench/cluster.py [--count 5000] [--clients 16] [--event-rate 1000]
-                                                 [--download-mib 1024]
+                                                 [--download-mib 1024] [--only sqlite_1,postgres_1]
 
 One run, side by side:
 
@@ -65,6 +65,8 @@ from conftest import subprocess_env  # noqa: E402  (tests/conftest.py)
 from postgres_server import PostgresServer, missing_binaries, start_postgres  # noqa: E402  (tests/postgres_server.py)
 
 PLUGINS = ("cluster_services", "download_services")
+#: The parts of the benchmark, in the order they run.
+PARTS = ("sqlite_1", "postgres_1", "postgres_3", "event_latency", "download")
 MiB = 1024 * 1024
 #: Calls one client has in flight at once, below the daemon's limit per connection (20).
 CALLS_IN_FLIGHT = 16
@@ -175,6 +177,8 @@ class Cluster:
         if server is not None and database is not None:
             server.psql(f"CREATE DATABASE {database} OWNER {server.user} TEMPLATE template0;")
         self.nodes = self.starter(*names, database_url=self.url, plugins=PLUGINS)
+        # For a profiler to attach to (py-spy record --pid).
+        print(f"{root.name}: " + ", ".join(f"{node.name} pid {node.pid}" for node in self.nodes), file=sys.stderr)
 
     def pids(self) -> list[int]:
         return [node.pid for node in self.nodes] + (postgres_pids(self.server) if self.server else [])
@@ -344,7 +348,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--event-seconds", type=float, default=10, help="how long the events flow (default: 10)")
     parser.add_argument("--download-mib", type=int, default=1024, help="the download's size in MiB (default: 1024)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, state)")
+    parser.add_argument("--only", type=lambda text: text.split(","), default=list(PARTS), metavar="PART,...",
+                        help=f"run only these parts, of {', '.join(PARTS)} (default: all)")
     args = parser.parse_args(argv)
+    if not set(args.only) <= set(PARTS):
+        parser.error(f"no such part: {', '.join(sorted(set(args.only) - set(PARTS)))}")
     if args.clients < 1 or args.count < args.clients:
         parser.error("need --clients >= 1 and --count >= --clients")
     return args
@@ -358,6 +366,9 @@ async def main(reactor: Any, argv: list[str]) -> None:
     server: PostgresServer | None = None
 
     async def with_cluster(name: str, names: list[str], database: str | None, work: Any) -> None:
+        if name not in args.only:
+            return
+
         async def run() -> Any:
             if database is not None and server is None:
                 raise NotRun(why_no_postgres)
@@ -375,7 +386,7 @@ async def main(reactor: Any, argv: list[str]) -> None:
         why_no_postgres = "this midjobs has no --database option yet"
     elif missing_binaries():
         why_no_postgres = f"PostgreSQL is not installed ({', '.join(missing_binaries())} missing)"
-    else:
+    elif set(args.only) - {"sqlite_1"}:
         server = start_postgres(settings={"fsync": "on", "synchronous_commit": "on"})
     try:
         await with_cluster("sqlite_1", ["n1"], None, trivial_jobs)
