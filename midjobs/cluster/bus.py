@@ -44,7 +44,7 @@ from ..store import IJobStore
 from ..store.database import Cursor, Pool
 from ..store.pg_listen import PgListener
 from .logs import CHUNKS_AT_ONCE, IJobLogChunks, LogShipper, read_chunks
-from .payloads import CATALOGUE_CHANNEL, JOBS_CHANNEL, ItemKind, JobItem, LogItem, node_channel, unpack
+from .payloads import CATALOGUE_CHANNEL, JOBS_CHANNEL, ItemKind, JobItem, LogItem, node_channel, sender, unpack
 from .publisher import JobPublisher
 
 __all__ = ["ABORT", "ClusterBus"]
@@ -349,6 +349,8 @@ class ClusterBus:
     # Hearing.
 
     def _received(self, text: str) -> None:
+        if sender(text) == self.node:
+            return
         try:
             payload = unpack(text)
         except (ValueError, KeyError) as e:

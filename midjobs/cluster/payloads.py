@@ -31,6 +31,7 @@ __all__ = [
     "Payload",
     "node_channel",
     "pack",
+    "sender",
     "unpack",
 ]
 
@@ -40,6 +41,10 @@ JOBS_CHANNEL = "midjobs_jobs"
 #: The channel that tells of users and API keys changed or deleted on a node:
 #: C{{"n": node, "k": "user" or "api_key", "i": id}}.
 CATALOGUE_CHANNEL = "midjobs_catalogue"
+
+#: How every payload begins: its sender's name, then (L{_ITEMS}) its items.
+_HEAD = '{"n":"'
+_ITEMS = ',"e":['
 
 #: The most bytes of one payload (PostgreSQL's limit is 8 000, less one).
 MAX_PAYLOAD = 7900
@@ -134,12 +139,19 @@ def pack(node: str, items: Iterable[Item], limit: int = MAX_PAYLOAD) -> list[str
     payloads: list[str] = []
     parts: list[str] = []
     size = 0
+    # A job added and ended since the last send has one record for both items: encoded once.
+    encoded: dict[int, str] = {}
     for item in items:
-        record = encode(item.record) if isinstance(item, JobItem) and item.record is not None else None
+        record = None
+        if isinstance(item, JobItem) and item.record is not None:
+            record = encoded.get(id(item.record))
+            if record is None:
+                record = encoded[id(item.record)] = encode(item.record)
         text = _item(item, record)
-        if len(text.encode()) > room:
+        # The wire JSON is ASCII (non-ASCII characters are escaped): as many bytes as characters.
+        if len(text) > room:
             text = _item(item, None)
-        length = len(text.encode()) + (1 if parts else 0)
+        length = len(text) + (1 if parts else 0)
         if parts and size + length > room:
             payloads.append(head + ",".join(parts) + "]}")
             parts, size = [], 0
@@ -149,6 +161,21 @@ def pack(node: str, items: Iterable[Item], limit: int = MAX_PAYLOAD) -> list[str
     if parts:
         payloads.append(head + ",".join(parts) + "]}")
     return payloads
+
+
+def sender(payload: str) -> str | None:
+    """
+    The node that sent C{payload}, read from its head alone (its items stay
+    unread): what a node needs to pass over its own notifications, which
+    PostgreSQL delivers to it too.  C{None} if the head is not one L{pack}
+    writes with a plain name (no escapes): then only L{unpack} can tell.
+    """
+    if not payload.startswith(_HEAD):
+        return None
+    end = payload.find('"', len(_HEAD))
+    if end < 0 or "\\" in payload[len(_HEAD) : end] or not payload.startswith(_ITEMS, end + 1):
+        return None
+    return payload[len(_HEAD) : end]
 
 
 def unpack(payload: str) -> Payload:

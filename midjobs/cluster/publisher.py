@@ -12,6 +12,7 @@ seconds, one transaction each, one at a time and in order.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import attrs
@@ -32,6 +33,9 @@ log = logger(__name__)
 
 #: The shortest time between two sends, in seconds.
 FLUSH_INTERVAL = 0.01
+
+#: The most payloads one statement sends (a statement takes up to 65535 parameters).
+_MAX_PAYLOADS = 1000
 
 #: How long a send that failed (the database is away) waits to be tried again.
 RETRY_DELAY = 1.0
@@ -58,9 +62,22 @@ class _Pending:
     log_final: bool = False
 
 
+@functools.lru_cache(maxsize=32)
+def _notify_sql(count: int) -> str:
+    """
+    One statement that sends C{count} payloads on L{JOBS_CHANNEL}, in the
+    order they are given (a scan of its C{VALUES}, row after row).  Each
+    payload is a parameter of its own: a text parameter goes out as it is,
+    where an array of them would be escaped character by character.
+    """
+    rows = ", ".join(["(?)"] * count)
+    return f"SELECT pg_notify('{JOBS_CHANNEL}', payload) FROM (VALUES {rows}) AS sent (payload)"
+
+
 def _notify(txn: Cursor, payloads: list[str]) -> None:
-    for payload in payloads:
-        txn.execute("SELECT pg_notify(?, ?)", (JOBS_CHANNEL, payload))
+    for start in range(0, len(payloads), _MAX_PAYLOADS):
+        chunk = payloads[start : start + _MAX_PAYLOADS]
+        txn.execute(_notify_sql(len(chunk)), chunk)
 
 
 @implementer(IJobObserver)

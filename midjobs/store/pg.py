@@ -7,7 +7,8 @@ on either engine.  Every statement runs in a thread of a Twisted
 L{ThreadPool} that only the database uses: the reactor's pool runs jobs, and
 a burst of thread jobs must not hold back the commits they wait for.  Each
 interaction checks a connection out of a C{psycopg_pool.ConnectionPool} and
-runs in one transaction, committed when it returns.
+runs in one transaction, committed when it returns; a connection is checked
+at checkout without a round trip (see L{_check_idle}).
 
 The engine's exceptions leave as those of L{midjobs.store.errors}:
 C{Conflict}, C{MissingReference} and C{Unavailable}.
@@ -16,6 +17,7 @@ C{Conflict}, C{MissingReference} and C{Unavailable}.
 from __future__ import annotations
 
 import functools
+import select
 from typing import Any, Callable, Concatenate, ParamSpec, Sequence, TypeVar
 
 import psycopg
@@ -92,6 +94,26 @@ def store_error(error: psycopg.Error, where: str) -> Exception | None:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             return Unavailable(f"The database {where} is unavailable: {reason}")
     return None
+
+
+def _check_idle(conn: psycopg.Connection[Row]) -> None:
+    """
+    The pool's check of a connection it is about to hand out: a round trip
+    only if the server said something since the connection went idle.
+
+    An idle connection hears nothing, unless the server is going away: it
+    sends its error (an administrator's shutdown, a terminated backend)
+    and closes, and the socket becomes readable.  Only then does
+    C{ConnectionPool.check_connection} run its query (and fail, so the pool
+    replaces the connection); a quiet connection costs no round trip.
+
+    @raise psycopg.Error: the connection is broken.
+    """
+    if conn.closed:
+        raise psycopg.OperationalError("the connection is closed")
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable:
+        ConnectionPool.check_connection(conn)
 
 
 class _Cursor:
@@ -194,7 +216,7 @@ class PgDatabase:
                 "application_name": application_name,
                 "options": f"-c statement_timeout={int(statement_timeout * 1000)}",
             },
-            check=ConnectionPool.check_connection,
+            check=_check_idle,
             reconnect_failed=self._reconnect_failed,
         )
         self._timeout = timeout
