@@ -122,10 +122,10 @@ class Payload:
 
 
 def _item(item: Item, record: str | None) -> str:
+    # The marks are letters and the rest numbers: written as they are, no encoder needed.
     if isinstance(item, LogItem):
-        return json.dumps([ItemKind.LOG.value, item.job_id, item.size, item.final])
-    head = json.dumps([item.kind.value, item.job_id, item.rev])
-    return f"{head[:-1]},{record if record is not None else 'null'}]"
+        return f'["{ItemKind.LOG.value}",{int(item.job_id)},{int(item.size)},{"true" if item.final else "false"}]'
+    return f'["{item.kind.value}",{int(item.job_id)},{int(item.rev)},{record if record is not None else "null"}]'
 
 
 def pack(node: str, items: Iterable[Item], limit: int = MAX_PAYLOAD) -> list[str]:

@@ -49,10 +49,14 @@ _GOING_AWAY = frozenset({"57P01", "57P02", "57P03"})
 @functools.lru_cache(maxsize=512)
 def pg_sql(sql: str) -> str:
     """
-    C{sql} with its C{?} placeholders as psycopg's C{%s}, and its C{%}
-    escaped.  The stores' SQL has no literal C{?}.
+    C{sql} with its C{?} placeholders numbered as PostgreSQL's own (C{$1},
+    C{$2}, ...), for psycopg's raw cursors, which send a statement as it is
+    instead of parsing it for C{%s} each time it runs (psycopg caches that
+    parse only for statements of at most 50 parameters: a batch of rows has
+    more).  The stores' SQL has no literal C{?}.
     """
-    return sql.replace("%", "%%").replace("?", "%s")
+    first, *rest = sql.split("?")
+    return first + "".join(f"${number}{text}" for number, text in enumerate(rest, 1))
 
 
 def safe_url(conninfo: str) -> str:
@@ -133,7 +137,7 @@ class _Cursor:
     def execute(self, sql: str, parameters: Sequence[object] | None = None, /) -> object:
         try:
             if parameters is None:
-                # psycopg reads placeholders (and %) only when given parameters.
+                # Nothing to number: the statement goes as it is.
                 self._cursor.execute(sql)
             else:
                 self._cursor.execute(pg_sql(sql), parameters)
@@ -287,7 +291,9 @@ class PgDatabase:
     ) -> _T:
         try:
             with self._pool.connection() as conn:
-                cursor = conn.cursor(name="midjobs_scan") if scan else conn.cursor()
+                cursor: psycopg.Cursor[Row] | psycopg.ServerCursor[Row] = (
+                    psycopg.RawServerCursor(conn, "midjobs_scan") if scan else psycopg.RawCursor(conn)
+                )
                 with cursor:
                     return interaction(_Cursor(cursor, self.safe_url), *args, **kwargs)
         except psycopg.Error as e:
