@@ -1,0 +1,99 @@
+"""
+The cheap paths of a PostgreSQL node under load, and that they keep what
+the dearer ones kept: a connection checked out without a round trip is
+still replaced when the server dropped it; one statement sends a flush's
+notifications in their order; a node passes over its own notifications
+from their head; a record told twice in a payload is encoded once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, AsyncIterator
+
+import psycopg
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
+from midjobs.cluster import payloads
+from midjobs.cluster.payloads import JOBS_CHANNEL, ItemKind, JobItem, LogItem, pack, sender, unpack
+from midjobs.cluster.publisher import _notify
+from midjobs.store.pg import PgDatabase
+
+pytest_plugins = ["postgres_server"]
+
+
+@pytest_twisted.async_yield_fixture
+async def db(postgres_database: str) -> AsyncIterator[PgDatabase]:
+    # One connection: the one the server drops is the one checked out next.
+    database = PgDatabase(postgres_database, reactor, size=1)
+    await database.open()
+    yield database
+    await database.close()
+
+
+async def backend_pid(db: PgDatabase) -> int:
+    rows = await db.runQuery("SELECT pg_backend_pid()")
+    return int(rows[0][0])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_the_server_dropped_is_replaced_at_checkout(db: PgDatabase, postgres_database: str) -> None:
+    first = await backend_pid(db)
+    with psycopg.connect(postgres_database, autocommit=True) as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", (first,)).fetchone() == (True,)
+        deadline = time.monotonic() + 10
+        while admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (first,)).fetchone() != (0,):
+            assert time.monotonic() < deadline, "the backend did not go"
+            await deferLater(reactor, 0.05, lambda: None)
+    # The idle connection's socket has the server's farewell: checked, found
+    # broken and replaced, the interaction does not see it.
+    second = await backend_pid(db)
+    assert second != first
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_flushs_notifications_go_in_one_statement_in_order(db: PgDatabase, postgres_database: str) -> None:
+    sent = [json.dumps({"n": "a", "i": i, "pad": "x" * (i * 50)}) for i in range(40)]
+    with psycopg.connect(postgres_database, autocommit=True) as listener:
+        listener.execute(f"LISTEN {JOBS_CHANNEL}")
+        await db.runInteraction(_notify, sent)
+        heard: list[str] = []
+        deadline = time.monotonic() + 10
+        while len(heard) < len(sent):
+            assert time.monotonic() < deadline, f"heard {len(heard)} of {len(sent)}"
+            heard += [notify.payload for notify in listener.notifies(timeout=0.1, stop_after=len(sent))]
+    assert heard == sent
+
+
+def test_the_sender_is_read_from_the_head() -> None:
+    record: dict[str, Any] = {"id": 7, "state": "SUCCESS", "result": "é"}
+    [payload] = pack("n-1", [JobItem(ItemKind.ADDED, 7, 1, record), LogItem(7, 10, True)])
+    assert sender(payload) == "n-1" == unpack(payload).node
+    # A name with escapes, or a payload that is not one: only unpack can tell.
+    [escaped] = pack('n"1', [LogItem(7, 10)])
+    assert sender(escaped) is None and unpack(escaped).node == 'n"1'
+    assert sender("") is None and sender('{"n":"a"}') is None and sender('{"n":"a","x":[') is None
+
+
+def test_a_record_told_twice_in_a_payload_is_encoded_once(monkeypatch: Any) -> None:
+    encoded: list[object] = []
+    real = payloads.encode
+
+    def counting(record: Any) -> str:
+        encoded.append(record)
+        return real(record)
+
+    monkeypatch.setattr(payloads, "encode", counting)
+    end = {"id": 7, "state": "SUCCESS", "result": "\u2603"}
+    [payload] = pack("a", [JobItem(ItemKind.ADDED, 7, 1, end), JobItem(ItemKind.ENDED, 7, 2, end)])
+    assert encoded == [end]
+    items = unpack(payload).items
+    assert [(item.kind, item.rev, item.record) for item in items if isinstance(item, JobItem)] == [
+        (ItemKind.ADDED, 1, end),
+        (ItemKind.ENDED, 2, end),
+    ]
+    # The wire JSON is ASCII: the limit, counted in characters, is one of bytes.
+    assert payload.isascii()
