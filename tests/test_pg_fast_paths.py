@@ -20,6 +20,7 @@ from twisted.internet.task import deferLater
 from midjobs.cluster import payloads
 from midjobs.cluster.payloads import JOBS_CHANNEL, ItemKind, JobItem, LogItem, pack, sender, unpack
 from midjobs.cluster.publisher import _notify
+from midjobs.store.jobs import encode
 from midjobs.store.pg import PgDatabase
 
 pytest_plugins = ["postgres_server"]
@@ -80,11 +81,10 @@ def test_the_sender_is_read_from_the_head() -> None:
 
 def test_a_record_told_twice_in_a_payload_is_encoded_once(monkeypatch: Any) -> None:
     encoded: list[object] = []
-    real = payloads.encode
 
     def counting(record: Any) -> str:
         encoded.append(record)
-        return real(record)
+        return encode(record)
 
     monkeypatch.setattr(payloads, "encode", counting)
     end = {"id": 7, "state": "SUCCESS", "result": "\u2603"}
