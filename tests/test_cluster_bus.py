@@ -73,6 +73,9 @@ class CountingStore:
 
         return self._store.get(job_id).addCallback(answered)
 
+    def query(self, filters: Any, options: Any, exclude_ids: Any) -> Deferred[Any]:
+        return self._store.query(filters, options, exclude_ids)
+
 
 class WorkService(Service):
     namespace = "work"
@@ -433,6 +436,29 @@ async def test_a_listener_back_resyncs_a_waiter(cluster: Cluster) -> None:
     await b.cut()
     final = await waited.addTimeout(10, reactor)
     assert final["state"] == "SUCCESS" and final["result"] == "done"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_listener_back_tells_subscribers_what_they_missed(cluster: Cluster) -> None:
+    a = await cluster.node("a", 1)
+    b = await cluster.node("b", 1000)
+    watching = b.subscribe(ADMIN)
+    ending = await _call(a, ALICE, "work.hold", "one")
+    await watching.wait_for(lambda n: n.id == ending.id and n.fields["state"] == "RUNNING")
+    # B is deaf: one job ends and another is added meanwhile.
+    await b.listener.unlisten(JOBS_CHANNEL)
+    a.work.release["one"].callback("done")
+    await ending.wait()
+    added = await _call(a, ALICE, "work.hold", "two")
+    await a.work.started("two")
+    await a.bus.publisher.flush()
+    # Back, B tells its subscribers the end and the new job, from the store.
+    await b.cut()
+    ended = await watching.wait_for(lambda n: n.id == ending.id and n.fields["state"] == "SUCCESS")
+    assert ended.fields["result"] == "done"
+    seen = await watching.wait_for(lambda n: n.id == added.id)
+    assert seen.msg == "added" and seen.fields["node"] == "a" and seen.fields["state"] == "RUNNING"
+    a.work.release["two"].callback("later")
 
 
 @pytest_twisted.ensureDeferred

@@ -40,6 +40,7 @@ from ..job import Job, JobsQueue
 from ..job_events import JobEvents
 from ..lifecycle import JobRecord, JobState
 from ..logs import logger
+from ..query import validate_options
 from ..store import IJobStore
 from ..store.database import Cursor, Pool
 from ..store.pg_listen import PgListener
@@ -340,11 +341,45 @@ class ClusterBus:
     def _resync(self) -> None:
         """
         The listener is back: what was notified while it was away is lost.
-        Read the records of the jobs waited for, and the commands addressed here.
+        Read the records of the jobs waited for, tell the subscribers what
+        became of the other nodes' jobs meanwhile (L{_catch_up}), and take
+        the commands addressed here.
         """
         for job_id in list(self._waiters):
             self._check(job_id)
+        self._catch_up().addErrback(
+            lambda failure: log.warn("Could not read the jobs of the other nodes: {error}", error=failure.getErrorMessage())
+        )
         self._take_commands()
+
+    def _catch_up(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._read_missed())
+
+    async def _read_missed(self) -> None:
+        """
+        The unfinished jobs of the other nodes, and the end of those told
+        unfinished before, as the store has them: each told as the
+        notifications would have told it.
+        """
+        known = list(self._revs)
+        unfinished: list[JobRecord] = await self._store.query(
+            [["state", "in", [JobState.WAITING.value, JobState.RUNNING.value]], ["node", "!=", self.node]],
+            validate_options(None),
+            (),
+        )
+        seen = {int(record["id"]) for record in unfinished}
+        gone = [job_id for job_id in known if job_id not in seen]
+        ended = await gatherResults([self._store.get(job_id) for job_id in gone], consumeErrors=True)
+        for record in unfinished:
+            job_id = int(record["id"])
+            kind = ItemKind.CHANGED if job_id in self._revs else ItemKind.ADDED
+            self._revs.setdefault(job_id, 0)
+            self._events.tell(kind.event, job_id, record)
+        for job_id, record in zip(gone, ended):
+            if record is not None and _finished(record) and job_id not in self._ended:
+                self._note_end(job_id)
+                self._events.tell(ItemKind.ENDED.event, job_id, record)
+                self._wake(job_id, record)
 
     # Hearing.
 
