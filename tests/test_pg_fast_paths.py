@@ -1,7 +1,8 @@
 """
 The cheap paths of a PostgreSQL node under load, and that they keep what
 the dearer ones kept: a connection checked out without a round trip is
-still replaced when the server dropped it; one statement sends a flush's
+still replaced when the server dropped it; statements run in autocommit
+leave the next interaction one transaction; one statement sends a flush's
 notifications in their order; a node passes over its own notifications
 from their head; a record told twice in a payload is encoded once.
 """
@@ -13,6 +14,7 @@ import time
 from typing import Any, AsyncIterator
 
 import psycopg
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
@@ -20,6 +22,8 @@ from twisted.internet.task import deferLater
 from midjobs.cluster import payloads
 from midjobs.cluster.payloads import JOBS_CHANNEL, ItemKind, JobItem, LogItem, pack, sender, unpack
 from midjobs.cluster.publisher import _notify
+from midjobs.store.database import Cursor
+from midjobs.store.errors import Conflict
 from midjobs.store.jobs import encode
 from midjobs.store.pg import PgDatabase
 
@@ -97,3 +101,22 @@ def test_a_record_told_twice_in_a_payload_is_encoded_once(monkeypatch: Any) -> N
     ]
     # The wire JSON is ASCII: the limit, counted in characters, is one of bytes.
     assert payload.isascii()
+
+
+@pytest_twisted.ensureDeferred
+async def test_statements_commit_one_by_one_and_the_next_interaction_is_one_transaction(db: PgDatabase) -> None:
+    await db.runOperation("CREATE TABLE t (id bigint PRIMARY KEY)")
+
+    def two_inserts(txn: Cursor) -> None:
+        txn.execute("INSERT INTO t (id) VALUES (?)", (1,))
+        txn.execute("INSERT INTO t (id) VALUES (?)", (1,))
+
+    # In autocommit the first insert stays, though the second fails.
+    with pytest.raises(Conflict):
+        await db.runStatements(two_inserts)
+    assert await db.runQuery("SELECT id FROM t") == [(1,)]
+    # The same (only) connection, checked out for a transaction: all or nothing again.
+    await db.runOperation("DELETE FROM t")
+    with pytest.raises(Conflict):
+        await db.runInteraction(two_inserts)
+    assert await db.runQuery("SELECT id FROM t") == []

@@ -197,7 +197,11 @@ class JobPublisher:
             return succeed(None)
         self._last_send = self._reactor.seconds()
         payloads = pack(self.node, self._items(pending))
-        sending = self._db.runInteraction(_notify, payloads)
+        if len(payloads) <= _MAX_PAYLOADS:
+            # One statement, a transaction of its own: one round trip.
+            sending = self._db.runOperation(_notify_sql(len(payloads)), payloads)
+        else:
+            sending = self._db.runInteraction(_notify, payloads)
         self._sending = sending
         sending.addCallbacks(self._sent, self._not_sent, errbackArgs=(pending,))
         return sending

@@ -16,6 +16,7 @@ C{Conflict}, C{MissingReference} and C{Unavailable}.
 
 from __future__ import annotations
 
+import enum
 import functools
 import select
 from typing import Any, Callable, Concatenate, ParamSpec, Sequence, TypeVar
@@ -118,6 +119,20 @@ def _check_idle(conn: psycopg.Connection[Row]) -> None:
     readable, _, _ = select.select([conn.fileno()], [], [], 0)
     if readable:
         ConnectionPool.check_connection(conn)
+
+
+class _Way(enum.Enum):
+    """
+    How an interaction runs.
+
+    @cvar TRANSACTION: in one transaction, committed when it returns.
+    @cvar SCAN: likewise, its query read through a server-side cursor.
+    @cvar STATEMENTS: in autocommit, each statement a transaction of its own.
+    """
+
+    TRANSACTION = "transaction"
+    SCAN = "scan"
+    STATEMENTS = "statements"
 
 
 class _Cursor:
@@ -287,12 +302,16 @@ class PgDatabase:
         return d
 
     def _transact(
-        self, scan: bool, interaction: Callable[..., _T], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, way: _Way, interaction: Callable[..., _T], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> _T:
         try:
             with self._pool.connection() as conn:
+                # Set at each checkout: a connection never keeps the last interaction's way.
+                autocommit = way is _Way.STATEMENTS
+                if conn.autocommit is not autocommit:
+                    conn.autocommit = autocommit
                 cursor: psycopg.Cursor[Row] | psycopg.ServerCursor[Row] = (
-                    psycopg.RawServerCursor(conn, "midjobs_scan") if scan else psycopg.RawCursor(conn)
+                    psycopg.RawServerCursor(conn, "midjobs_scan") if way is _Way.SCAN else psycopg.RawCursor(conn)
                 )
                 with cursor:
                     return interaction(_Cursor(cursor, self.safe_url), *args, **kwargs)
@@ -301,6 +320,9 @@ class PgDatabase:
             if translated is None:
                 raise
             raise translated from e
+
+    def _run(self, way: _Way, interaction: Callable[..., _T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Deferred[_T]:
+        return deferToThreadPool(self._reactor, self._threads, self._transact, way, interaction, args, kwargs)
 
     def runInteraction(
         self,
@@ -312,7 +334,22 @@ class PgDatabase:
         Call C{interaction} with a cursor in one transaction, in the
         database's threads; fire with its result once committed.
         """
-        return deferToThreadPool(self._reactor, self._threads, self._transact, False, interaction, args, kwargs)
+        return self._run(_Way.TRANSACTION, interaction, args, kwargs)
+
+    def runStatements(
+        self,
+        interaction: Callable[Concatenate[Cursor, _P], _T],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> Deferred[_T]:
+        """
+        Call C{interaction} with a cursor outside any transaction block (in
+        autocommit): each statement it runs is a transaction of its own,
+        committed (durable) when it returns.  For an interaction of one
+        statement: one round trip to the server instead of three (C{BEGIN},
+        the statement, C{COMMIT}).
+        """
+        return self._run(_Way.STATEMENTS, interaction, args, kwargs)
 
     def runScan(
         self,
@@ -326,7 +363,7 @@ class PgDatabase:
         as they are asked for, so a scan that stops early reads few, and a
         large answer never sits in memory whole.
         """
-        return deferToThreadPool(self._reactor, self._threads, self._transact, True, interaction, args, kwargs)
+        return self._run(_Way.SCAN, interaction, args, kwargs)
 
     def ensure_schema(self, name: str) -> Deferred[int]:
         """
@@ -357,15 +394,15 @@ class PgDatabase:
 
     def runQuery(self, sql: str, parameters: Sequence[object] | None = None, /) -> Deferred[list[Row]]:
         """
-        Fire with the rows of one query.
+        Fire with the rows of one query (a transaction of its own: L{runStatements}).
         """
-        return self.runInteraction(_query, sql, parameters)
+        return self.runStatements(_query, sql, parameters)
 
     def runOperation(self, sql: str, parameters: Sequence[object] | None = None, /) -> Deferred[None]:
         """
-        Run one statement that returns no rows.
+        Run one statement that returns no rows (a transaction of its own: L{runStatements}).
         """
-        return self.runInteraction(_operation, sql, parameters)
+        return self.runStatements(_operation, sql, parameters)
 
 
 def _query(txn: Cursor, sql: str, parameters: Sequence[object] | None) -> list[Row]:

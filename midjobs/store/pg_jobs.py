@@ -146,9 +146,11 @@ class PgJobStore(SqlJobStore):
     async def _commit_rows(self, rows: list[_NodeRow]) -> None:
         deadline = self._reactor.seconds() + self._write_timeout
         pause = _FIRST_RETRY
+        # Rows that fit in one statement: that statement is the transaction, one round trip.
+        write = self._db.runStatements if len(rows) <= _MAX_ROWS else self._db.runInteraction
         while True:
             try:
-                await self._pool.runInteraction(_write_rows, rows)
+                await write(_write_rows, rows)
                 return
             except Unavailable as e:
                 if self._reactor.seconds() + pause > deadline:
