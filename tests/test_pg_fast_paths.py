@@ -20,7 +20,15 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from midjobs.cluster import payloads
-from midjobs.cluster.payloads import JOBS_CHANNEL, ItemKind, JobItem, LogItem, pack, sender, unpack
+from midjobs.cluster.payloads import (
+    JOBS_CHANNEL,
+    ItemKind,
+    JobItem,
+    LogItem,
+    pack,
+    sender,
+    unpack,
+)
 from midjobs.cluster.publisher import _notify
 from midjobs.store.database import Cursor
 from midjobs.store.errors import Conflict
