@@ -7,8 +7,12 @@ on either engine.  Every statement runs in a thread of a Twisted
 L{ThreadPool} that only the database uses: the reactor's pool runs jobs, and
 a burst of thread jobs must not hold back the commits they wait for.  Each
 interaction checks a connection out of a C{psycopg_pool.ConnectionPool} and
-runs in one transaction, committed when it returns; a connection is checked
-at checkout without a round trip (see L{_check_idle}).
+runs in one transaction, committed when it returns, or (L{runStatements},
+and so L{runQuery} and L{runOperation}) in autocommit, each statement its
+own transaction: one round trip where C{BEGIN} and C{COMMIT} would make
+three.  A connection is checked at checkout without a round trip (see
+L{_check_idle}).  Statements go through psycopg's raw cursors, numbered
+C{$1}, C{$2} from the stores' C{?} once (L{pg_sql}), never parsed again.
 
 The engine's exceptions leave as those of L{midjobs.store.errors}:
 C{Conflict}, C{MissingReference} and C{Unavailable}.
