@@ -11,9 +11,10 @@ One run, side by side:
    loop (its C{LoadRun}, clients dealt over the nodes in turn): (a) one node
    on SQLite, (b) one node on PostgreSQL, (c) three nodes on PostgreSQL.
    Jobs per second, the ratios (b)/(a) (target >= 0.7) and (c)/(b) (target
-   >= 1; on 2 cores this shows the overhead, not a speed-up), and the CPU
+   >= 1; on 2 cores this shows the overhead, not a speed-up), the CPU
    per job of the nodes and of the PostgreSQL server's processes, read from
-   C{/proc/<pid>/stat} before and after.
+   C{/proc/<pid>/stat} before and after, and the transactions PostgreSQL
+   committed per job (C{pg_stat_database}: how well writes are grouped).
 2. Cross-node event latency: jobs on n1 change their progress
    C{--event-rate} times a second in all, each change stamped with
    C{time.time_ns()}; a C{core.get_jobs} subscriber on n2 takes arrival
@@ -25,7 +26,9 @@ One run, side by side:
 
 The PostgreSQL server is a private one (tests/postgres_server.py) with
 C{fsync} and C{synchronous_commit} on, so that its durability is that of
-SQLite's.  The nodes are C{twistd -n midjobs} subprocesses
+SQLite's.  C{--only} runs some parts (C{--only sqlite_1,postgres_1} for the
+ratio); each part names its nodes' pids on stderr, for a profiler
+(C{py-spy record --pid}).  The nodes are C{twistd -n midjobs} subprocesses
 (tests/cluster_nodes.py).  Parts this midjobs cannot run yet (no
 C{--database} option, no PostgreSQL programs, a node refusing to start) are
 reported as not run, with the reason.  Output: a Markdown table, then one
