@@ -17,7 +17,7 @@ import psycopg
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 
 from midjobs.cluster import payloads
 from midjobs.cluster.payloads import (
@@ -32,6 +32,7 @@ from midjobs.cluster.payloads import (
 from midjobs.cluster.publisher import _notify
 from midjobs.store.database import Cursor
 from midjobs.store.errors import Conflict
+from midjobs.store.ids import PgJobIds
 from midjobs.store.jobs import encode
 from midjobs.store.pg import PgDatabase
 
@@ -128,3 +129,46 @@ async def test_statements_commit_one_by_one_and_the_next_interaction_is_one_tran
     with pytest.raises(Conflict):
         await db.runInteraction(two_inserts)
     assert await db.runQuery("SELECT id FROM t") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_under_a_steady_load_the_block_of_ids_lasts_a_tenth_of_a_second(db: PgDatabase) -> None:
+    await db.migrate()
+    clock = Clock()
+    ids = PgJobIds(db, clock, block=16)  # type: ignore[arg-type]  # the clock is all the time it reads
+    await ids.start()
+
+    async def take_for(seconds: float, rate: int) -> None:
+        # rate ids a second, a tenth of a second at a time, never running
+        # out (that alone would grow the blocks): each arrival is calm.
+        for _ in range(round(seconds * 10)):
+            for _ in range(rate // 10):
+                while ids.at_hand <= 1 and ids._fetching is not None:
+                    await deferLater(reactor, 0.001, lambda: None)
+                assert ids.take() is not None
+            clock.advance(0.1)
+
+    # Within the first second nothing is known of the rate: calm blocks shrink to the least.
+    await take_for(0.5, 400)
+    deadline = time.monotonic() + 10
+    while ids._fetching is not None:
+        assert time.monotonic() < deadline
+        await deferLater(reactor, 0.01, lambda: None)
+    # A second and more at 400 ids a second: a block lasts a tenth of a second, 40 ids.
+    await take_for(1.5, 400)
+    while ids._fetching is not None:
+        assert time.monotonic() < deadline
+        await deferLater(reactor, 0.01, lambda: None)
+    assert ids.block >= 40
+    # Quiet again: a few ids a second, and the blocks shrink back to the least.
+    for _ in range(20):
+        clock.advance(1.5)
+        # Up to the next fetch, and never to the last id: a calm arrival.
+        while ids._fetching is None:
+            assert ids.take() is not None
+        while ids._fetching is not None:
+            assert time.monotonic() < deadline
+            await deferLater(reactor, 0.01, lambda: None)
+        if ids.block == 16:
+            break
+    assert ids.block == 16

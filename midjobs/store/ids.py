@@ -10,6 +10,7 @@ need, so that queueing a job costs no round trip.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,11 @@ log = logger(__name__)
 
 #: The largest block L{PgJobIds} takes at once.
 MAX_BLOCK = 256
+
+#: L{PgJobIds} keeps its blocks large enough to last this long (seconds) at
+#: the rate ids were taken over the last L{_RATE_WINDOW} seconds or more.
+_BLOCK_LASTS = 0.1
+_RATE_WINDOW = 1.0
 
 
 class _Waiters:
@@ -127,8 +133,11 @@ class PgJobIds:
     remain.  When the ids run out before it arrives (a burst), L{take}
     answers C{None} until it does, and the block size doubles, up to
     L{MAX_BLOCK}; a block that arrives before they ran out halves it again,
-    down to C{block}.  Ids are unique across the cluster and roughly in order;
-    those a node never gave are skipped (ids may have gaps).
+    down to C{block}, but not below what lasts L{_BLOCK_LASTS} seconds at
+    the rate ids were taken over the last second or more: under a steady
+    load, a fetch (a transaction) every tenth of a second at most, not one
+    every C{block} jobs.  Ids are unique across the cluster and roughly in
+    order; those a node never gave are skipped (ids may have gaps).
     """
 
     def __init__(self, db: PgDatabase, reactor: Any, block: int = 16) -> None:
@@ -148,6 +157,11 @@ class PgJobIds:
         #: Whether the ids ran out since the last block arrived.
         self._ran_out = False
         self._waiters = _Waiters()
+        #: Ids taken since C{_counted_from} (reactor seconds), and the rate
+        #: (ids a second) of the last window of at least L{_RATE_WINDOW}.
+        self._taken = 0
+        self._counted_from: float | None = None
+        self._rate = 0.0
 
     @property
     def at_hand(self) -> int:
@@ -167,6 +181,7 @@ class PgJobIds:
             self._fetch()
             return None
         job_id = self._ids.popleft()
+        self._taken += 1
         if len(self._ids) < self.block / 2:
             self._fetch()
         return job_id
@@ -195,8 +210,15 @@ class PgJobIds:
 
     def _fetched(self, rows: list[Row]) -> None:
         self._fetching = None
+        now = self._reactor.seconds()
+        if self._counted_from is None:
+            self._counted_from = now
+        elif now - self._counted_from >= _RATE_WINDOW:
+            self._rate = self._taken / (now - self._counted_from)
+            self._taken, self._counted_from = 0, now
         if not self._ran_out:
-            self.block = max(self.block // 2, self._least)
+            lasting = min(MAX_BLOCK, math.ceil(self._rate * _BLOCK_LASTS))
+            self.block = max(self.block // 2, self._least, lasting)
         self._ran_out = False
         self._ids.extend(sorted(int(job_id) for (job_id,) in rows))
         self._waiters.fire(None)
