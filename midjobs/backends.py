@@ -33,7 +33,9 @@ from .store.pg import PgDatabase
 from .store.pg_jobs import PgJobStore, abort_node_jobs
 from .store.pg_listen import PgListener
 from .cluster.bus import ClusterBus
+from .cluster.locks import PgLocks
 from .cluster.node import Node
+from .locks import ILockManager
 
 __all__ = ["ClusterBackends", "EmbeddedBackends", "IBackends", "migrate_database", "open_backends"]
 
@@ -51,6 +53,7 @@ class IBackends(Interface):
     )
     history = Attribute("The job history (L{JobHistory}), or C{None} when none is kept.")
     job_ids = Attribute("Where new jobs get their ids (L{IJobIds}), or C{None}: counted in memory.")
+    locks = Attribute("Who holds the job locks (L{ILockManager}), or C{None}: in memory (L{LocalLocks}).")
     store_check = Attribute(
         "A function starting a check that the job store takes writes (for C{/_health}), or C{None}."
     )
@@ -84,6 +87,7 @@ class EmbeddedBackends:
         self.history = history
         store = _job_store(history)
         self.job_ids: IJobIds | None = StoredJobIds(store) if store is not None else None
+        self.locks: ILockManager | None = None
         self.store_check: Callable[[], Deferred[Any]] | None = (
             history.store.check_writable if history is not None else None  # type: ignore[attr-defined]  # SQLiteJobStore's own probe
         )
@@ -143,6 +147,7 @@ class ClusterBackends:
         self.history = history
         self.local_database = local_database
         self.job_ids: IJobIds = PgJobIds(db, reactor, block=settings.id_block)
+        self.locks = PgLocks(db, reactor, node=node.name, listener=listener)
         store = history.store
         assert isinstance(store, PgJobStore)  # made by open below
         self.store_check: Callable[[], Deferred[Any]] | None = store.check_writable
@@ -192,6 +197,7 @@ class ClusterBackends:
         middleware.cluster = bus
         self.node.on_reaped(bus.reaped)
         await bus.start()
+        await self.locks.attach(middleware.jobs)
 
     def stop(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
@@ -199,6 +205,7 @@ class ClusterBackends:
     async def _stop(self) -> None:
         if self.bus is not None:
             await self.bus.stop()
+        await self.locks.stop()
         await self.history.stop()
         await self.node.leave()
         await self.listener.stop()
