@@ -34,6 +34,11 @@ commit:
     job's) and, if there were any, notifies C{midjobs_locks}
     (L{LOCKS_CHANNEL}) with the lock's name.
 
+A row whose job has its final record in C{jobs} no longer counts, even
+before its node deletes it: a job's end is recorded before it is told, so
+a caller who heard of the end finds the lock as free as on one daemon (and
+so do the others once the reaper recorded a dead node's jobs as aborted).
+
 Each node listens to that channel and asks its queue to try again
 (C{JobsQueue.lock_freed}); after its listener reconnects it does so for
 every lock it has jobs waiting for, since a notification may have been
@@ -77,6 +82,16 @@ _T = TypeVar("_T")
 #: The advisory lock of a job lock's name (C{?}), held until the commit.
 _SERIALISE = "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))"
 
+#: Whether the job of a row (C{job_id}) has its final record: its end is
+#: told, so its row no longer counts, even before its node deletes it.
+_ENDED = "EXISTS (SELECT 1 FROM jobs WHERE jobs.id = {0}.job_id AND jobs.state NOT IN ('WAITING', 'RUNNING'))"
+
+#: Whether a job holds the lock (C{?}).
+_HELD = f"EXISTS (SELECT 1 FROM job_locks WHERE job_locks.name = ? AND NOT {_ENDED.format('job_locks')})"
+
+#: The places of a lock's queue (C{?}) that count.
+_PLACES = f"job_lock_queue WHERE job_lock_queue.name = ? AND NOT {_ENDED.format('job_lock_queue')}"
+
 #: The database's clock, in seconds since the epoch.
 _NOW = "extract(epoch from clock_timestamp())::double precision"
 
@@ -105,10 +120,7 @@ def _admit(
         waited for.
     """
     txn.execute(_SERIALISE, (lock,))
-    txn.execute(
-        "SELECT EXISTS (SELECT 1 FROM job_locks WHERE name = ?), (SELECT count(*) FROM job_lock_queue WHERE name = ?)",
-        (lock, lock),
-    )
+    txn.execute(f"SELECT {_HELD}, (SELECT count(*) FROM {_PLACES})", (lock, lock))
     row = txn.fetchone()
     assert row is not None
     held, waiting = bool(row[0]), int(row[1])
@@ -116,7 +128,7 @@ def _admit(
         raise CallError(PERFORMED, errno.EBUSY)
     if queue_size and waiting >= queue_size:
         txn.execute(
-            "SELECT job_id, credentials FROM job_lock_queue WHERE name = ? AND job_id IS NOT NULL ORDER BY seq DESC",
+            f"SELECT job_id, credentials FROM {_PLACES} AND job_id IS NOT NULL ORDER BY seq DESC",
             (lock,),
         )
         return [(int(job_id), stored) for job_id, stored in txn.fetchall()]
@@ -142,15 +154,13 @@ def _acquire(txn: Cursor, lock: str, place: int, job_id: int, node: str) -> bool
     @raise LostPlace: the job's place is gone.
     """
     txn.execute(_SERIALISE, (lock,))
-    txn.execute(
-        "SELECT EXISTS (SELECT 1 FROM job_locks WHERE name = ?), "
-        "EXISTS (SELECT 1 FROM job_lock_queue WHERE name = ? AND seq < ?)",
-        (lock, lock, place),
-    )
+    txn.execute(f"SELECT {_HELD}, EXISTS (SELECT 1 FROM {_PLACES} AND seq < ?)", (lock, lock, place))
     row = txn.fetchone()
     assert row is not None
     if row[0] or row[1]:
         return False
+    # The row of a holder whose end is recorded, not deleted yet.
+    txn.execute("DELETE FROM job_locks WHERE name = ?", (lock,))
     txn.execute("DELETE FROM job_lock_queue WHERE name = ? AND seq = ?", (lock, place))
     if txn.rowcount == 0:
         raise LostPlace(f"its place in the queue of lock {lock} is gone: the node {node} was taken for dead")
