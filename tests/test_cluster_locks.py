@@ -300,6 +300,24 @@ async def test_the_lock_of_a_dead_node_freed_by_the_reaper_lets_the_next_job_sta
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_holder_whose_end_is_recorded_holds_the_lock_no_more(nodes: list[Node]) -> None:
+    """
+    Its end is told once recorded, before its node deletes its row: a
+    caller who heard of the end finds the lock free, as on one daemon.
+    """
+    _, b, _ = nodes
+    await b.db.runOperation("INSERT INTO job_locks (name, job_id, node, since) VALUES ('disk', 999, 'x', 0)")
+    with pytest.raises(CallError):
+        await b.jobs.add(locked_job(Runs(), "b0", lock_queue_size=0))
+    await b.db.runOperation(
+        "INSERT INTO jobs (id, method, state, record, node) VALUES (999, 't.x0', 'SUCCESS', '{}', 'x')"
+    )
+    job = await queued(b, locked_job(Runs(), "b1", lock_queue_size=0))
+    await ended(job)
+    assert job.state is JobState.SUCCESS
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_job_is_refused_with_the_reason_while_the_database_is_unavailable(
     postgres_server: PostgresServer, postgres_database: str
 ) -> None:
