@@ -39,17 +39,22 @@ before its node deletes it: a job's end is recorded before it is told, so
 a caller who heard of the end finds the lock as free as on one daemon (and
 so do the others once the reaper recorded a dead node's jobs as aborted).
 
-Each node listens to that channel and asks its queue to try again
+Each node listens to C{midjobs_locks} and asks its queue to try again
 (C{JobsQueue.lock_freed}); after its listener reconnects it does so for
 every lock it has jobs waiting for, since a notification may have been
 missed.  When a node is reaped, the reaper deletes its rows of
-C{job_locks} and of C{job_lock_queue} and notifies each of their locks.
+C{job_locks} and notifies each of their locks
+(L{midjobs.cluster.node}), and its places stop counting as the reaper
+records its jobs as aborted.
 
 One node asks the database about one lock one question at a time, in the
 order asked, and answers in that order: the jobs of one node are numbered,
 and so queued, in the order of their places.  A release that the database
 cannot take is tried again until it can, since a held lock is freed by
-nothing else as long as the node lives.
+nothing else as long as the node lives.  While the database cannot be
+reached a new locked job is refused with the store's message (C{ENOTCONN}),
+and a waiting job that cannot ask for its lock is aborted with it.  A caller
+handed a waiting job of another node gets its id (C{JobsQueue.remote_job}).
 """
 
 from __future__ import annotations
