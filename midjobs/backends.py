@@ -38,8 +38,10 @@ from .store.pg_jobs import PgJobStore, abort_node_jobs
 from .store.pg_listen import PgListener
 from .transfers import DownloadRelay
 from .cluster.bus import ClusterBus
+from .cluster.locks import PgLocks
 from .cluster.node import Node, NodeState
 from .cluster.secret import shared_secret
+from .locks import ILockManager
 
 __all__ = ["ClusterBackends", "EmbeddedBackends", "IBackends", "migrate_database", "open_backends"]
 
@@ -58,6 +60,7 @@ class IBackends(Interface):
     history = Attribute("The job history (L{JobHistory}), or C{None} when none is kept.")
     job_ids = Attribute("Where new jobs get their ids (L{IJobIds}), or C{None}: counted in memory.")
     tokens = Attribute("The short-lived tokens (L{ITokenStore}), or C{None}: in memory.")
+    locks = Attribute("Who holds the job locks (L{ILockManager}), or C{None}: in memory (L{LocalLocks}).")
     store_check = Attribute(
         "A function starting a check that the job store takes writes (for C{/_health}), or C{None}."
     )
@@ -93,6 +96,7 @@ class EmbeddedBackends:
         self.history = history
         self.job_ids: IJobIds | None = StoredJobIds(store) if store is not None else None
         self.tokens: ITokenStore | None = None
+        self.locks: ILockManager | None = None
         self.store_check: Callable[[], Deferred[Any]] | None = store.check_writable if store is not None else None
         self._pool = database
 
@@ -151,6 +155,7 @@ class ClusterBackends:
         self.history = history
         self.local_database = local_database
         self.job_ids: IJobIds = PgJobIds(db, reactor, block=settings.id_block)
+        self.locks = PgLocks(db, reactor, node=node.name, listener=listener)
         self.tokens = PgTokenStore(db, reactor)
         self._store = store
         self.bus: ClusterBus | None = None
@@ -225,6 +230,7 @@ class ClusterBackends:
         )
         self.tokens.startService()
         await bus.start()
+        await self.locks.attach(middleware.jobs)
 
     async def _locate_job(self, job_id: int) -> str | None:
         record = await self._store.get(job_id)
@@ -247,6 +253,7 @@ class ClusterBackends:
         if self.bus is not None:
             await self.bus.stop()
         await maybeDeferred(self.tokens.stopService)
+        await self.locks.stop()
         await self.history.stop()
         await self.node.leave()
         await self.listener.stop()

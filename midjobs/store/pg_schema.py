@@ -152,6 +152,19 @@ CLUSTER = (
     """,
     "CREATE INDEX tokens_user ON tokens (user_id)",
     "CREATE INDEX tokens_expires ON tokens (expires)",
+    # The jobs admitted for a lock that do not hold it yet (midjobs.cluster.locks).
+    """
+    CREATE TABLE job_lock_queue (
+        name text NOT NULL,
+        seq bigint NOT NULL,
+        node text NOT NULL,
+        job_id bigint,
+        credentials jsonb,
+        since double precision NOT NULL,
+        PRIMARY KEY (name, seq)
+    )
+    """,
+    "CREATE INDEX job_lock_queue_node ON job_lock_queue (node)",
 )
 
 #: Every part, in the order a fresh database gets them (a part may refer to
