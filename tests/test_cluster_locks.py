@@ -300,6 +300,27 @@ async def test_the_lock_of_a_dead_node_freed_by_the_reaper_lets_the_next_job_sta
 
 
 @pytest_twisted.ensureDeferred
+async def test_the_places_of_a_dead_node_freed_by_the_reaper_let_the_jobs_behind_them_start(
+    nodes: list[Node],
+) -> None:
+    a, b, c = nodes
+    runs = Runs()
+    gate: Deferred[None] = Deferred()
+    holder = await queued(c, locked_job(runs, "c0", gate))
+    dead = await queued(a, locked_job(runs, "a1"))
+    behind = await queued(b, locked_job(runs, "b2"))
+    await until_rows(a, "SELECT node FROM job_lock_queue ORDER BY seq", [("a",), ("b",)])
+    # Node a is taken for dead before its waiting job's record says so: the
+    # reaper's transaction gives up its place, and the job behind it moves up.
+    assert await c.db.runInteraction(_free_locks, "a") == ["disk"]
+    await until_rows(c, "SELECT node FROM job_lock_queue ORDER BY seq", [("b",)])
+    gate.callback(None)
+    await ended(holder, behind)
+    assert behind.state is JobState.SUCCESS and runs.started == ["c0", "b2"]
+    dead.abort("the node is gone")
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_holder_whose_end_is_recorded_holds_the_lock_no_more(nodes: list[Node]) -> None:
     """
     Its end is told once recorded, before its node deletes its row: a
