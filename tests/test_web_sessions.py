@@ -55,6 +55,10 @@ class Answer:
     set_cookie: list[str]
 
 
+#: What C{/_session/token} answers without a live session.
+NO_SESSION = Answer(200, {"token": None}, [])
+
+
 def basic(username: str, password: str) -> list[str]:
     return ["Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()]
 
@@ -136,6 +140,25 @@ async def test_the_cookie_is_traded_for_single_use_login_tokens(daemon: RunningD
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_logged_in_websocket_starts_a_session_with_a_token(
+    daemon: RunningDaemon, alice: dict[str, Any]
+) -> None:
+    # The page's way: the password goes over the WebSocket, a token to /_session.
+    client = await connect(daemon.ws_url, reactor=reactor)
+    try:
+        assert await client.login(*USER)
+        token = await client.call("auth.generate_token", 60, {}, True, True)
+    finally:
+        await client.close()
+    answer = await post(daemon, "/_session", Authorization=[f"Token {token}"])
+    assert answer.code == 200 and answer.body == {"username": "alice"}
+    secret = SimpleCookie(answer.set_cookie[0])["midjobs_session"].value
+    assert (await exchange(daemon, secret)).body["username"] == "alice"
+    # Single use: the token made one session.
+    assert (await post(daemon, "/_session", Authorization=[f"Token {token}"])).code == 401
+
+
+@pytest_twisted.ensureDeferred
 async def test_bad_logins_make_no_session(daemon: RunningDaemon, alice: dict[str, Any]) -> None:
     wrong = await post(daemon, "/_session", Authorization=basic("alice", "wrong"))
     assert (wrong.code, wrong.set_cookie) == (401, [])
@@ -143,8 +166,8 @@ async def test_bad_logins_make_no_session(daemon: RunningDaemon, alice: dict[str
     assert (await treq.post(f"{daemon.http_url}/_session", headers=XHR)).headers.getRawHeaders("WWW-Authenticate") is None
     assert (await post(daemon, "/_session")).code == 400
     assert (await post(daemon, "/_session", Authorization=["Basic !!"])).code == 400
-    # A token is for a WebSocket, not for a session.
-    assert (await post(daemon, "/_session", Authorization=["Token abc"])).code == 400
+    assert (await post(daemon, "/_session", Authorization=["Token not-a-token"])).code == 401
+    assert (await post(daemon, "/_session", Authorization=["Digest x"])).code == 400
     assert rows(daemon.state_dir) == []
 
 
@@ -164,8 +187,8 @@ async def test_requests_from_other_sites_are_refused(daemon: RunningDaemon, alic
     # The daemon's own origin is fine, and the session is still there.
     own = {"Origin": [daemon.http_url]}
     assert (await exchange(daemon, secret, **own)).code == 200
-    assert (await post(daemon, "/_session/token")).code == 401
-    assert (await exchange(daemon, "not-a-session")).code == 401
+    assert await post(daemon, "/_session/token") == NO_SESSION
+    assert await exchange(daemon, "not-a-session") == NO_SESSION
 
 
 @pytest_twisted.ensureDeferred
@@ -177,7 +200,7 @@ async def test_logout_ends_the_session_for_every_tab(daemon: RunningDaemon, alic
     cleared = SimpleCookie(answer.set_cookie[0])["midjobs_session"]
     assert cleared.value == "" and cleared["max-age"] == "0"
     # Every tab shares the cookie: none can trade it any more.
-    assert (await exchange(daemon, secret)).code == 401
+    assert await exchange(daemon, secret) == NO_SESSION
     # Another login (another browser) is another session.
     assert (await exchange(daemon, other)).code == 200
 
@@ -206,13 +229,13 @@ async def test_deleting_or_locking_the_user_ends_its_sessions(
     bob = await admin_client.call("user.create", {"username": "bob", "password": "bob-pass", "roles": []})
     alices, bobs = await log_in(daemon), await log_in(daemon, "bob", "bob-pass")
     await admin_client.call("user.update", alice["id"], {"locked": True})
-    assert (await exchange(daemon, alices)).code == 401
+    assert await exchange(daemon, alices) == NO_SESSION
     # Unlocked, the user logs in again: the old session stays ended.
     await admin_client.call("user.update", alice["id"], {"locked": False})
-    assert (await exchange(daemon, alices)).code == 401
+    assert await exchange(daemon, alices) == NO_SESSION
     assert (await exchange(daemon, bobs)).code == 200
     await admin_client.call("user.delete", bob["id"])
-    assert (await exchange(daemon, bobs)).code == 401
+    assert await exchange(daemon, bobs) == NO_SESSION
     assert rows(daemon.state_dir) == []
 
 
@@ -227,7 +250,7 @@ async def test_deleting_the_api_key_ends_its_sessions(
     password = await log_in(daemon)
     assert (await exchange(daemon, secret)).code == 200
     await admin_client.call("api_key.delete", key["id"])
-    assert (await exchange(daemon, secret)).code == 401
+    assert await exchange(daemon, secret) == NO_SESSION
     # The login by password is another session, untouched.
     assert (await exchange(daemon, password)).code == 200
 

@@ -3,13 +3,17 @@ C{/_session}: the web page's login, kept in an C{HttpOnly} cookie instead of
 a password in the browser (L{midjobs.auth.web_sessions}).
 
   - C{POST /_session} with C{Authorization: Basic} (a user name and
-    password) or C{Bearer} (an API key), as C{/_upload} takes them, logs in through the same throttled L{LoginGate} as the WebSocket, starts
-    a session and sets the cookie C{midjobs_session} (C{HttpOnly},
-    C{SameSite=Strict}, C{Path=/}, C{Secure} over TLS); answers
-    C{{"username"}}.
+    password), C{Bearer} (an API key) or C{Token} (a login token: the page
+    logs its WebSocket in, then makes a single-use token there), as
+    C{/_upload} takes them, logs in through the same throttled L{LoginGate}
+    as the WebSocket, starts a session and sets the cookie
+    C{midjobs_session} (C{HttpOnly}, C{SameSite=Strict}, C{Path=/},
+    C{Secure} over TLS); answers C{{"username"}}.
   - C{POST /_session/token} trades the cookie for a single-use login token
     (C{auth.login_with_token}) valid for L{TOKEN_TTL} seconds from the
-    caller's address; 401 if the session has ended.
+    caller's address: C{{"token", "username"}}, or C{{"token": null}} if
+    there is no live session (a page's first load: no error status, which
+    a browser would log as one).
   - C{DELETE /_session} ends the session, for every tab that shares the
     cookie, and clears it.
 
@@ -24,10 +28,9 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Final
 
-from twisted.cred.credentials import ICredentials, UsernamePassword
+from twisted.cred.credentials import ICredentials
 from twisted.cred.error import LoginFailed, UnauthorizedLogin, UnhandledCredentials
 
-from ..auth.api_keys import APIKeyCredentials
 from ..auth.avatar import AvatarId
 from ..auth.gate import LoginThrottled
 from ..auth.interfaces import IUser
@@ -77,15 +80,15 @@ def _header(request: Any, name: bytes) -> str | None:
 
 def _credentials(request: Any) -> ICredentials:
     """
-    The password or API key of a login: C{Authorization: Basic} or
-    C{Bearer}, as C{/_upload} takes them (no other route takes a body).
+    The credentials of a login: C{Authorization: Basic}, C{Bearer} or
+    C{Token}, as C{/_upload} takes them (no other route takes a body).
     """
     try:
         credentials = credentials_from(request)
     except AuthenticationFailed as e:
         raise _Refused(400, str(e)) from None
-    if not isinstance(credentials, (UsernamePassword, APIKeyCredentials)):
-        raise _Refused(400, "Log in with Authorization: Basic (a user name and password) or Bearer (an API key)")
+    if credentials is None:
+        raise _Refused(400, "Log in with Authorization: Basic, Bearer or Token")
     return credentials
 
 
@@ -122,6 +125,9 @@ class WebSessionRoutes:
         try:
             self._check_request(request)
             user = await self._session_user(request)
+            if user is None:
+                # What a page finds at its first load: no error (a browser would log one).
+                return _answer(request, 200, {"token": None})
             try:
                 token = await self.middleware.tokens.create(
                     user, TOKEN_TTL, single_use=True, match_origin=origin_of(request.getClientAddress())
@@ -179,18 +185,18 @@ class WebSessionRoutes:
             raise _Refused(400, "A web session is for a stored user")
         return user
 
-    async def _session_user(self, request: Any) -> IUser:
+    async def _session_user(self, request: Any) -> IUser | None:
         """
-        The user of the request's live session, as the user store has it now.
-        A session whose user is gone or locked ends.
+        The user of the request's live session, as the user store has it now,
+        or L{None} if there is none.  A session whose user is gone or locked ends.
         """
         secret = request.getCookie(COOKIE)
         store = self.middleware.web_sessions
         if not secret or store is None:
-            raise _Refused(401, "No session")
+            return None
         session = await store.use(secret.decode("latin-1"))
         if session is None:
-            raise _Refused(401, "The session has ended")
+            return None
         realm = getattr(self.middleware.portal, "realm", None)
         if not isinstance(realm, Realm):
             raise _Refused(401, "This daemon accepts no logins")
@@ -200,7 +206,7 @@ class WebSessionRoutes:
         except UnauthorizedLogin:
             # Its user is gone or locked.
             await store.end_of_user(session.user_id)
-            raise _Refused(401, "The session has ended") from None
+            return None
         return avatar
 
     @staticmethod
