@@ -24,13 +24,17 @@ import pytest_twisted
 import treq
 from twisted.internet import reactor, task
 
+from midjobs.auth.api_keys import ApiKeyStore
 from midjobs.auth.users import UserStore
 from midjobs.auth.web_sessions import MAX_SESSIONS_PER_USER, WebSessionStore
 from midjobs.client import connect
 from midjobs.config import Settings
 from midjobs.daemon import Daemon
+from midjobs.store.pg import PgDatabase
 
 from conftest import ADMIN, USER, RunningDaemon
+
+pytest_plugins = ["postgres_server"]
 
 XHR = {"X-Requested-With": ["midjobs"]}
 
@@ -305,3 +309,38 @@ async def test_a_user_holds_a_bounded_number_of_sessions(sessions: tuple[WebSess
     # The least recently used went.
     assert await store.use(first) is None
     assert await store.end_of_user(user_id) == MAX_SESSIONS_PER_USER
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_nodes_of_a_cluster_share_the_sessions(postgres_database: str) -> None:
+    """
+    On PostgreSQL, a session made through one node is good on another, and
+    goes with its API key and its user there too.
+    """
+    one, other = (PgDatabase(postgres_database, reactor, size=2) for _ in range(2))
+    await one.open()
+    await other.open()
+    try:
+        clock = task.Clock()
+        clock.advance(1_000_000)
+        here = WebSessionStore(one, clock, lifetime=100, idle_timeout=10)
+        there = WebSessionStore(other, clock, lifetime=100, idle_timeout=10)
+        # The schema is made at the first use, on either node.
+        assert await there.use("nobody") is None
+        users = UserStore(one)
+        user = await users.create({"username": "alice", "password": USER[1], "roles": []})
+        key = await ApiKeyStore(one).create({"name": "web", "username": "alice"})
+        by_password, by_key = await here.create(user["id"]), await here.create(user["id"], key["id"])
+        found = await there.use(by_key)
+        assert found is not None and (found.user_id, found.api_key_id) == (user["id"], key["id"])
+        await ApiKeyStore(other).delete(key["id"])
+        assert await there.use(by_key) is None
+        assert await there.use(by_password) is not None
+        clock.advance(10)
+        assert await here.use(by_password) is None
+        again = await there.create(user["id"])
+        await users.delete(user["id"])
+        assert await here.use(again) is None
+    finally:
+        await one.close()
+        await other.close()

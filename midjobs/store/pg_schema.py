@@ -177,8 +177,8 @@ PARTS: dict[str, Sequence[str]] = {
     "users": USERS,
     "api_keys": API_KEYS,
     "jobs": JOBS,
-    "cluster": CLUSTER,
     "web_sessions": WEB_SESSIONS,
+    "cluster": CLUSTER,
 }
 
 
