@@ -23,6 +23,7 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor, task
+from twisted.internet.utils import getProcessOutputAndValue
 
 from midjobs.auth.api_keys import ApiKeyStore
 from midjobs.auth.users import UserStore
@@ -32,7 +33,8 @@ from midjobs.config import Settings
 from midjobs.daemon import Daemon
 from midjobs.store.pg import PgDatabase
 
-from conftest import ADMIN, USER, RunningDaemon
+from conftest import USER, RunningDaemon
+from test_tls import make_pki
 
 pytest_plugins = ["postgres_server"]
 
@@ -132,6 +134,34 @@ async def test_login_sets_an_http_only_strict_cookie(daemon: RunningDaemon, alic
 
 
 @pytest_twisted.ensureDeferred
+async def test_over_tls_the_cookie_is_secure(settings: Settings, tmp_path: Path) -> None:
+    (tmp_path / "pki").mkdir()
+    pki = make_pki(tmp_path / "pki")
+    tls = attrs.evolve(
+        settings,
+        listen=("ssl:0:interface=127.0.0.1",),
+        tls_certificate=str(pki.certificate),
+        tls_private_key=str(pki.private_key),
+    )
+    daemon = await start(tls)
+    try:
+        await daemon.middleware.users.create({"username": USER[0], "password": USER[1], "roles": []})
+        out, err, code = await getProcessOutputAndValue(
+            "curl",
+            # HTTP/2: an empty body must say so (Content-Length: 0), as browsers' do.
+            ["-sS", "-i", "--data", "", "--cacert", str(pki.ca), "-H", "X-Requested-With: curl",
+             "-u", ":".join(USER), f"https://127.0.0.1:{daemon.port}/_session"],
+            reactor=reactor,
+        )  # fmt: skip
+        assert code == 0, err
+        (header,) = [line for line in out.decode().splitlines() if line.lower().startswith("set-cookie:")]
+        attributes = [part.strip().lower() for part in header.split(":", 1)[1].split(";")]
+        assert {"secure", "httponly", "samesite=strict", "path=/"} <= set(attributes)
+    finally:
+        await daemon.daemon.stopService()
+
+
+@pytest_twisted.ensureDeferred
 async def test_the_cookie_is_traded_for_single_use_login_tokens(daemon: RunningDaemon, alice: dict[str, Any]) -> None:
     secret = await log_in(daemon)
     first, second = await exchange(daemon, secret), await exchange(daemon, secret)
@@ -205,8 +235,11 @@ async def test_logout_ends_the_session_for_every_tab(daemon: RunningDaemon, alic
     assert cleared.value == "" and cleared["max-age"] == "0"
     # Every tab shares the cookie: none can trade it any more.
     assert await exchange(daemon, secret) == NO_SESSION
-    # Another login (another browser) is another session.
+    # Another login (another browser) is another session; the browsers' way out ends it.
     assert (await exchange(daemon, other)).code == 200
+    answer = await post(daemon, "/_session/logout", Cookie=cookie(other))
+    assert answer.code == 200 and answer.body == {"ended": True}
+    assert await exchange(daemon, other) == NO_SESSION
 
 
 @pytest_twisted.ensureDeferred

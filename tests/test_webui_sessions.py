@@ -112,11 +112,11 @@ def test_once_the_session_has_ended_a_reload_asks_for_the_password(daemon: Daemo
     page = pages()
     log_in(page, ALICE)
     # The session ends behind the page's back (its idle timeout, a tab that
-    # did not hear the logout): a DELETE from another page of the context.
+    # did not hear the logout): a logout from another page of the context.
     other = page.context.new_page()
     other.goto("/static/favicon.svg")
     status = other.evaluate(
-        "fetch('/_session', {method: 'DELETE', headers: {'X-Requested-With': 'test'}}).then(r => r.status)"
+        "fetch('/_session/logout', {method: 'POST', headers: {'X-Requested-With': 'test'}}).then(r => r.status)"
     )
     assert status == 200
     page.reload()

@@ -110,9 +110,12 @@ class HttpApp:
         return Deferred.fromCoroutine(self.web_sessions.token(request))
 
     @app.route("/_session", methods=["DELETE"])
+    @app.route("/_session/logout", methods=["POST"])
     def session_logout(self, request: IRequest) -> Deferred[bytes]:
         """
-        End the web page's session, in every tab.
+        End the web page's session, in every tab.  C{POST /_session/logout}
+        is for browsers, whose C{DELETE} without a body carries no
+        C{Content-Length}: over HTTP/2 that reads as a body, which this route refuses.
         """
         return Deferred.fromCoroutine(self.web_sessions.logout(request))
 

@@ -14,8 +14,9 @@ a password in the browser (L{midjobs.auth.web_sessions}).
     caller's address: C{{"token", "username"}}, or C{{"token": null}} if
     there is no live session (a page's first load: no error status, which
     a browser would log as one).
-  - C{DELETE /_session} ends the session, for every tab that shares the
-    cookie, and clears it.
+  - C{DELETE /_session} (or C{POST /_session/logout}, which a browser
+    sends with C{Content-Length: 0}, as HTTP/2 needs) ends the session, for
+    every tab that shares the cookie, and clears it.
 
 Each needs the header C{X-Requested-With} (a cross-site form cannot send it)
 and, when the browser sends an C{Origin}, one the WebSocket would accept
@@ -140,7 +141,8 @@ class WebSessionRoutes:
 
     async def logout(self, request: Any) -> bytes:
         """
-        C{DELETE /_session}: ends the session if there is one, and clears the cookie.
+        C{DELETE /_session} or C{POST /_session/logout}: ends the session if
+        there is one, and clears the cookie.
         """
         try:
             self._check_request(request)

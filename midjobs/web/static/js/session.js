@@ -6,7 +6,7 @@
  * SameSite=Strict).  Each new connection logs in with a single-use token the
  * cookie is traded for (`POST /_session/token`, then `auth.login_with_token`).  So a reload, a new
  * tab, a lost connection and a restart of the daemon find the login again
- * while the session lasts; logging out (`DELETE /_session`) ends it for every
+ * while the session lasts; logging out (`POST /_session/logout`) ends it for every
  * tab, which hear of it at once (a BroadcastChannel) or at their next login.
  * @module session
  */
@@ -131,7 +131,8 @@ export class Session extends EventTarget {
   async logout() {
     this.forget();
     try {
-      await sessionRequest("DELETE", SESSION_URL);
+      // POST, not DELETE: a browser's POST says its body is empty (Content-Length: 0), which HTTP/2 needs.
+      await sessionRequest("POST", `${SESSION_URL}/logout`);
     } catch {
       // The daemon is out of reach: the session ends with its idle timeout.
     }
