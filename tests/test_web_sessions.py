@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import attrs
-import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor, task
@@ -197,7 +196,8 @@ async def test_bad_logins_make_no_session(daemon: RunningDaemon, alice: dict[str
     wrong = await post(daemon, "/_session", Authorization=basic("alice", "wrong"))
     assert (wrong.code, wrong.set_cookie) == (401, [])
     # No browser prompt for a password.
-    assert (await treq.post(f"{daemon.http_url}/_session", headers=XHR)).headers.getRawHeaders("WWW-Authenticate") is None
+    unnamed = await treq.post(f"{daemon.http_url}/_session", headers=XHR)
+    assert unnamed.headers.getRawHeaders("WWW-Authenticate") is None
     assert (await post(daemon, "/_session")).code == 400
     assert (await post(daemon, "/_session", Authorization=["Basic !!"])).code == 400
     assert (await post(daemon, "/_session", Authorization=["Token not-a-token"])).code == 401
@@ -266,10 +266,12 @@ async def test_deleting_or_locking_the_user_ends_its_sessions(
     bob = await admin_client.call("user.create", {"username": "bob", "password": "bob-pass", "roles": []})
     alices, bobs = await log_in(daemon), await log_in(daemon, "bob", "bob-pass")
     await admin_client.call("user.update", alice["id"], {"locked": True})
-    assert await exchange(daemon, alices) == NO_SESSION
-    # Unlocked, the user logs in again: the old session stays ended.
+    # Unlocked before the session was used again: it stays ended.
     await admin_client.call("user.update", alice["id"], {"locked": False})
     assert await exchange(daemon, alices) == NO_SESSION
+    locked_later = await log_in(daemon)
+    await admin_client.call("user.update", alice["id"], {"locked": True})
+    assert await exchange(daemon, locked_later) == NO_SESSION
     assert (await exchange(daemon, bobs)).code == 200
     await admin_client.call("user.delete", bob["id"])
     assert await exchange(daemon, bobs) == NO_SESSION
