@@ -554,8 +554,9 @@ class Middleware:
         The stored user C{user_id} is now C{user} (a record of the user
         store), or is gone (L{None}): its logged-in sessions get its new name
         and roles, or lose their login if it is gone or locked, at once, on
-        every node of the cluster.  A gone user's tokens are revoked, and a gone or
-        locked user's web sessions end.  A UNIX-socket peer's rights do not come from the store and stay.
+        every node of the cluster.  A gone user's tokens are revoked, and a
+        gone or locked user's web sessions end.  A UNIX-socket peer's rights
+        do not come from the store and stay.
 
         @return: fires once the tokens are revoked (a failure is logged, never passed on).
         """

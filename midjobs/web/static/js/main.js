@@ -119,6 +119,8 @@ class App {
       return;
     }
     this.banner(null);
+    // The login form was sent meanwhile (after an idle close): it logged this connection in.
+    if (this.loggedIn && !wasIn) return;
     if (wasIn) await this.leave("Your session has expired: log in again.");
     else this.showLogin();
   }
