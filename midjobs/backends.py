@@ -30,6 +30,7 @@ from .middleware import Middleware
 from .store import READERS, JobHistory, SQLiteJobStore, close_database, open_database
 from .store.errors import Unavailable
 from .store.history import node_stopped
+from .lifecycle import JobRecord
 from .store._interfaces import IJobIds
 from .store.database import Pool
 from .store.ids import PgJobIds, StoredJobIds
@@ -127,6 +128,33 @@ class EmbeddedBackends:
         await close_database(self._pool)
 
 
+class _Reaped:
+    """
+    Where the node's reaper tells the final records it wrote: held until
+    the bus can tell them (the join reaps the node's previous run before
+    the bus exists), then passed on.
+    """
+
+    def __init__(self) -> None:
+        self._held: list[JobRecord] = []
+        self._told: Callable[[list[JobRecord]], object] | None = None
+
+    def __call__(self, records: list[JobRecord]) -> None:
+        if self._told is None:
+            self._held.extend(records)
+        else:
+            self._told(records)
+
+    def tell(self, told: Callable[[list[JobRecord]], object]) -> None:
+        """
+        Pass the records on to C{told} from now on, those held first.
+        """
+        held, self._held = self._held, []
+        self._told = told
+        if held:
+            told(held)
+
+
 @implementer(IBackends)
 class ClusterBackends:
     """
@@ -145,6 +173,7 @@ class ClusterBackends:
         store: PgJobStore,
         history: JobHistory,
         local_database: ConnectionPool,
+        reaped: _Reaped,
     ) -> None:
         self._settings = settings
         self._reactor = reactor
@@ -159,6 +188,7 @@ class ClusterBackends:
         self.tokens = PgTokenStore(db, reactor)
         self._store = store
         self.bus: ClusterBus | None = None
+        self._reaped = reaped
 
     def store_check(self) -> Deferred[None]:
         """
@@ -187,6 +217,10 @@ class ClusterBackends:
                 db, listener, reactor, name=name, advertise=advertise, node_timeout=settings.node_timeout,
                 store_abort=abort_node_jobs,
             )
+            # What the join records of the node's previous run is told once
+            # the bus is up (L{attach}).
+            reaped = _Reaped()
+            node.on_reaped(reaped)
             # The name first: another live node of that name must keep its jobs.
             await node.join()
             store = PgJobStore(db, reactor, node=name)
@@ -201,7 +235,7 @@ class ClusterBackends:
             raise
         local_database = open_database(str(settings.state_path / "midjobs.db"))
         log.info("node {node} of the cluster on {database}", node=name, database=settings.database_display)
-        return cls(settings, reactor, db, listener, node, store, history, local_database)
+        return cls(settings, reactor, db, listener, node, store, history, local_database, reaped)
 
     def listening(self, bound: dict[str, int]) -> Deferred[None]:
         """
@@ -223,7 +257,6 @@ class ClusterBackends:
             catalogue=middleware.catalogue_changed_elsewhere,
         )
         middleware.cluster = bus
-        self.node.on_reaped(bus.reaped)
         self.node.on_fenced(lambda: middleware.jobs.abort_all(node_stopped(self.node.name)))
         middleware.download_relay = DownloadRelay(
             self._reactor, self.node.name, await shared_secret(self._db), self._locate
@@ -231,6 +264,7 @@ class ClusterBackends:
         self.tokens.startService()
         await bus.start()
         await self.locks.attach(middleware.jobs)
+        self._reaped.tell(bus.reaped)
 
     async def _locate_job(self, job_id: int) -> str | None:
         record = await self._store.get(job_id)
