@@ -27,10 +27,9 @@ from midjobs.client import Client, ClientCallError, connect
 from midjobs.store.pg_schema import PARTS
 
 from cluster_nodes import Node, NodeStarter, cluster_nodes, restart_node  # noqa: F401 (fixture)
-from postgres_server import PostgresServer
+from postgres_server import PostgresServer, postgres_database, postgres_server  # noqa: F401 (fixture)
 from test_jobs import record, subscribed
 
-pytest_plugins = ["postgres_server"]
 
 #: Short enough for a test, long enough for a loaded 2-CPU machine.
 NODE_TIMEOUT = 4.0
