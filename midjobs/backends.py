@@ -30,6 +30,7 @@ from .middleware import Middleware
 from .store import READERS, JobHistory, SQLiteJobStore, close_database, open_database
 from .store.errors import Unavailable
 from .store.history import node_stopped
+from .lifecycle import JobRecord
 from .store._interfaces import IJobIds
 from .store.database import Pool
 from .store.ids import PgJobIds, StoredJobIds
@@ -38,8 +39,10 @@ from .store.pg_jobs import PgJobStore, abort_node_jobs
 from .store.pg_listen import PgListener
 from .transfers import DownloadRelay
 from .cluster.bus import ClusterBus
+from .cluster.locks import PgLocks
 from .cluster.node import Node, NodeState
 from .cluster.secret import shared_secret
+from .locks import ILockManager
 
 __all__ = ["ClusterBackends", "EmbeddedBackends", "IBackends", "migrate_database", "open_backends"]
 
@@ -58,6 +61,7 @@ class IBackends(Interface):
     history = Attribute("The job history (L{JobHistory}), or C{None} when none is kept.")
     job_ids = Attribute("Where new jobs get their ids (L{IJobIds}), or C{None}: counted in memory.")
     tokens = Attribute("The short-lived tokens (L{ITokenStore}), or C{None}: in memory.")
+    locks = Attribute("Who holds the job locks (L{ILockManager}), or C{None}: in memory (L{LocalLocks}).")
     store_check = Attribute(
         "A function starting a check that the job store takes writes (for C{/_health}), or C{None}."
     )
@@ -93,6 +97,7 @@ class EmbeddedBackends:
         self.history = history
         self.job_ids: IJobIds | None = StoredJobIds(store) if store is not None else None
         self.tokens: ITokenStore | None = None
+        self.locks: ILockManager | None = None
         self.store_check: Callable[[], Deferred[Any]] | None = store.check_writable if store is not None else None
         self._pool = database
 
@@ -123,6 +128,33 @@ class EmbeddedBackends:
         await close_database(self._pool)
 
 
+class _Reaped:
+    """
+    Where the node's reaper tells the final records it wrote: held until
+    the bus can tell them (the join reaps the node's previous run before
+    the bus exists), then passed on.
+    """
+
+    def __init__(self) -> None:
+        self._held: list[JobRecord] = []
+        self._told: Callable[[list[JobRecord]], object] | None = None
+
+    def __call__(self, records: list[JobRecord]) -> None:
+        if self._told is None:
+            self._held.extend(records)
+        else:
+            self._told(records)
+
+    def tell(self, told: Callable[[list[JobRecord]], object]) -> None:
+        """
+        Pass the records on to C{told} from now on, those held first.
+        """
+        held, self._held = self._held, []
+        self._told = told
+        if held:
+            told(held)
+
+
 @implementer(IBackends)
 class ClusterBackends:
     """
@@ -141,6 +173,7 @@ class ClusterBackends:
         store: PgJobStore,
         history: JobHistory,
         local_database: ConnectionPool,
+        reaped: _Reaped,
     ) -> None:
         self._settings = settings
         self._reactor = reactor
@@ -151,9 +184,11 @@ class ClusterBackends:
         self.history = history
         self.local_database = local_database
         self.job_ids: IJobIds = PgJobIds(db, reactor, block=settings.id_block)
+        self.locks = PgLocks(db, reactor, node=node.name, listener=listener)
         self.tokens = PgTokenStore(db, reactor)
         self._store = store
         self.bus: ClusterBus | None = None
+        self._reaped = reaped
 
     def store_check(self) -> Deferred[None]:
         """
@@ -182,6 +217,10 @@ class ClusterBackends:
                 db, listener, reactor, name=name, advertise=advertise, node_timeout=settings.node_timeout,
                 store_abort=abort_node_jobs,
             )
+            # What the join records of the node's previous run is told once
+            # the bus is up (L{attach}).
+            reaped = _Reaped()
+            node.on_reaped(reaped)
             # The name first: another live node of that name must keep its jobs.
             await node.join()
             store = PgJobStore(db, reactor, node=name)
@@ -196,7 +235,7 @@ class ClusterBackends:
             raise
         local_database = open_database(str(settings.state_path / "midjobs.db"))
         log.info("node {node} of the cluster on {database}", node=name, database=settings.database_display)
-        return cls(settings, reactor, db, listener, node, store, history, local_database)
+        return cls(settings, reactor, db, listener, node, store, history, local_database, reaped)
 
     def listening(self, bound: dict[str, int]) -> Deferred[None]:
         """
@@ -218,13 +257,14 @@ class ClusterBackends:
             catalogue=middleware.catalogue_changed_elsewhere,
         )
         middleware.cluster = bus
-        self.node.on_reaped(bus.reaped)
         self.node.on_fenced(lambda: middleware.jobs.abort_all(node_stopped(self.node.name)))
         middleware.download_relay = DownloadRelay(
             self._reactor, self.node.name, await shared_secret(self._db), self._locate
         )
         self.tokens.startService()
         await bus.start()
+        await self.locks.attach(middleware.jobs)
+        self._reaped.tell(bus.reaped)
 
     async def _locate_job(self, job_id: int) -> str | None:
         record = await self._store.get(job_id)
@@ -247,6 +287,7 @@ class ClusterBackends:
         if self.bus is not None:
             await self.bus.stop()
         await maybeDeferred(self.tokens.stopService)
+        await self.locks.stop()
         await self.history.stop()
         await self.node.leave()
         await self.listener.stop()

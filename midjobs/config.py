@@ -215,6 +215,8 @@ _KEYS = {
     ("auth", "login_attempts"): ("login_attempts", _positive_int),
     ("auth", "login_window"): ("login_window", _positive_int),
     ("auth", "login_cooldown"): ("login_cooldown", _positive_int),
+    ("auth", "session_lifetime"): ("session_lifetime", _positive_int),
+    ("auth", "session_idle_timeout"): ("session_idle_timeout", _positive_int),
     ("http", "trusted_proxies"): ("trusted_proxies", _addresses),
     ("filesystem", "allow_hard_links"): ("allow_hard_links", _bool),
     ("daemon", "log_format"): ("log_format", _log_format),
@@ -352,6 +354,9 @@ class Settings:
         fail at once for C{login_cooldown} seconds.
     @ivar login_window: see C{login_attempts}.
     @ivar login_cooldown: see C{login_attempts}.
+    @ivar session_lifetime: seconds a web session (the task manager's login,
+        L{midjobs.auth.web_sessions}) lasts from its login, whatever its use.
+    @ivar session_idle_timeout: seconds a web session lasts without use.
     @ivar log_format: C{"text"} (the default) or C{"json"}: one JSON object a line.
     @ivar metrics_listen: an endpoint string on which C{/metrics} is served
         without credentials, besides the daemon's listeners (where it needs
@@ -423,6 +428,8 @@ class Settings:
     login_attempts: int = 5
     login_window: int = 60
     login_cooldown: int = 60
+    session_lifetime: int = 12 * 3600
+    session_idle_timeout: int = 3600
     log_format: str = "text"
     metrics_listen: str | None = None
     drain_timeout: int = 30

@@ -288,6 +288,7 @@ class Daemon(MultiService):
             settings=settings,
             job_store=history.store if history is not None else None,
             job_ids=backends.job_ids,
+            locks=backends.locks,
             node=settings.node,
             store_check=backends.store_check,
         )

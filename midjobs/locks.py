@@ -16,9 +16,9 @@ answers may come later, as Deferreds: admission counts the waiting jobs of
 the lock on every node, in one transaction that also records this one as
 waiting (a row without a job id yet, whose id L{ILockManager.queued} fills
 in: a job still without one is not handed to another caller); acquisition
-inserts the holder's row; release is the deletion of that row
-in the transaction of the job's final record, so L{ILockManager.release}
-only forgets what the manager kept of the job.  When a job on another node
+inserts the holder's row; release deletes that row right after the
+job's final record is written (a holder whose job's end is recorded no
+longer counts, so nobody who heard of the end finds the lock held).  When a job on another node
 frees a lock, the manager's owner calls C{JobsQueue.lock_freed(lock)}, and
 the queue asks again for the jobs waiting for it.
 """

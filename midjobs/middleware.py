@@ -25,6 +25,7 @@ from .arguments import REDACTED, Signature, at_path, signature_of
 from .auth.gate import LoginGate
 from .auth.throttle import LoginThrottle
 from .auth.tokens import ITokenStore, TokenStore, token_store_of
+from .auth.web_sessions import WebSessionStore
 from .config import Settings
 from .drain import Drain
 from .errors import ENOMETHOD, ENOTAUTHENTICATED, CallError
@@ -209,6 +210,17 @@ class Middleware:
         #: Every login goes through it, throttled (C{None} without a portal).
         self.logins = (
             LoginGate(portal, _throttle(reactor, settings), counts=self.metrics) if portal is not None else None
+        )
+        #: The web page's logins, kept in the users' database (C{None} without a user store).
+        self.web_sessions = (
+            WebSessionStore(
+                users.pool,
+                reactor,
+                lifetime=_settings(settings).session_lifetime,
+                idle_timeout=_settings(settings).session_idle_timeout,
+            )
+            if users is not None
+            else None
         )
         #: The logged-in WebSocket sessions, so a change to a user reaches them at once.
         self.sessions: weakref.WeakSet[ISession] = weakref.WeakSet()
@@ -542,13 +554,22 @@ class Middleware:
         The stored user C{user_id} is now C{user} (a record of the user
         store), or is gone (L{None}): its logged-in sessions get its new name
         and roles, or lose their login if it is gone or locked, at once, on
-        every node of the cluster.  A gone user's tokens are revoked.  A
-        UNIX-socket peer's rights do not come from the store and stay.
+        every node of the cluster.  A gone user's tokens are revoked, and a
+        gone or locked user's web sessions end.  A UNIX-socket peer's rights
+        do not come from the store and stay.
 
         @return: fires once the tokens are revoked (a failure is logged, never passed on).
         """
         self.cluster.catalogue_changed(USER, user_id)
-        return self._user_changed_here(user_id, user)
+        changed = self._user_changed_here(user_id, user)
+        if self.web_sessions is None or user is None or not user["locked"]:
+            # A deleted user's web sessions went with its row.
+            return changed
+        # Shared by every node: ended here, once (a failure is logged; each use checks the user anyway).
+        ended = Deferred.fromCoroutine(self.web_sessions.end_of_user(user_id)).addErrback(
+            lambda failure: log.failure("User {user_id}: its web sessions", failure, user_id=user_id)
+        )
+        return changed.addCallback(lambda _: ended)
 
     def api_key_deleted(self, api_key_id: int) -> Deferred[None]:
         """

@@ -26,11 +26,10 @@ from twisted.internet.task import deferLater
 from midjobs.client import Client, ClientCallError, connect
 from midjobs.store.pg_schema import PARTS
 
-from cluster_nodes import Node, NodeStarter, cluster_nodes  # noqa: F401 (fixture)
-from postgres_server import PostgresServer
+from cluster_nodes import Node, NodeStarter, cluster_nodes, restart_node  # noqa: F401 (fixture)
+from postgres_server import PostgresServer, postgres_database, postgres_server  # noqa: F401 (fixture)
 from test_jobs import record, subscribed
 
-pytest_plugins = ["postgres_server"]
 
 #: Short enough for a test, long enough for a loaded 2-CPU machine.
 NODE_TIMEOUT = 4.0
@@ -174,3 +173,27 @@ def test_a_node_refuses_a_database_newer_than_its_code(postgres_database: str, c
         "upgrade midjobs"
     ) in newer.log()
     assert "Traceback" not in newer.log()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_back_before_it_was_reaped_tells_the_others_its_cut_jobs(
+    postgres_database: str, cluster_nodes: NodeStarter
+) -> None:
+    # A timeout longer than the test: only n1's own join can record the end.
+    n1, n2 = cluster_nodes("n1", "n2", database_url=postgres_database, config="[cluster]\nnode_timeout = 600\n")
+    one: Client = await connect(n1.unix_url)
+    two: Client = await connect(n2.unix_url)
+    try:
+        events = await subscribed(two)
+        running = await one.call("core.job_test", {"sleep": 120})
+        await events.state(running, "RUNNING")
+        await one.close()
+        n1.kill(signal.SIGKILL)
+        n1.wait(30)
+        restart_node(n1)
+        aborted = await events.wait_for(
+            lambda msg, id, fields: id == running and fields["state"] == "ABORTED", timeout=30
+        )
+        assert aborted["error"] == "The node n1 stopped while this job was running"
+    finally:
+        await two.close()

@@ -201,7 +201,7 @@ async def test_migrations_fresh_and_again(db: PgDatabase, postgres_database: str
     assert applied == {name: len(statements) for name, statements in PARTS.items()}
     assert tables(postgres_database) == {
         "schema_version", "users", "api_keys", "jobs", "nodes", "cluster_secret", "node_commands",
-        "job_locks", "job_log_chunks", "tokens",
+        "job_locks", "job_lock_queue", "job_log_chunks", "tokens", "web_sessions",
     }
     assert await db.versions() == {name: (len(s), len(s)) for name, s in PARTS.items()}
     assert await db.migrate() == {name: 0 for name in PARTS}

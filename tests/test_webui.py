@@ -558,9 +558,9 @@ def test_log_in_watch_a_job_reload_and_log_out(webui: DaemonProcess, pages: Page
     page.keyboard.press("Enter")
     expect(page.locator("body")).to_have_attribute("data-ready", "true")
     expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
-    # The browser keeps a token, never the password.
-    stored = page.evaluate("JSON.stringify({...sessionStorage, ...localStorage})")
-    assert ADMIN[1] not in stored and "midjobs.token" in stored
+    # The browser keeps a session cookie no script can read, never the password.
+    stored = page.evaluate("JSON.stringify({...sessionStorage, ...localStorage, cookie: document.cookie})")
+    assert ADMIN[1] not in stored and "midjobs_session" not in stored
 
     job_id = webui.call(ADMIN, "core.job_test", {"sleep": 3, "description": "Counting to three"})
     job = row(page, job_id)

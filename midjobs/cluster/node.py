@@ -160,14 +160,17 @@ def _holder(txn: Cursor, name: str) -> Row | None:
 
 def _free_locks(txn: Cursor, node: str) -> list[str]:
     """
-    Delete the job locks C{node} holds, and notify each: in the caller's
-    transaction, so the others hear of them at its commit.
+    Delete the job locks C{node} holds and its jobs' places in their
+    queues, and notify each lock: in the caller's transaction, so the
+    others hear of them at its commit.
     """
     txn.execute("DELETE FROM job_locks WHERE node = ? RETURNING name", (node,))
-    locks = [str(row[0]) for row in txn.fetchall()]
-    for lock in locks:
+    locks = {str(row[0]) for row in txn.fetchall()}
+    txn.execute("DELETE FROM job_lock_queue WHERE node = ? RETURNING name", (node,))
+    locks.update(str(row[0]) for row in txn.fetchall())
+    for lock in sorted(locks):
         txn.execute(f"SELECT pg_notify('{LOCKS_CHANNEL}', ?)", (lock,))
-    return locks
+    return sorted(locks)
 
 
 def _register(

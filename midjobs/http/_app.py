@@ -23,6 +23,7 @@ from ._health import serve_health
 from ._limits import RefusalLog
 from ._metrics import serve_metrics
 from ._request import SiteRequestFactory
+from ._web_session import WebSessionRoutes
 
 if TYPE_CHECKING:
     from ..middleware import Middleware
@@ -35,7 +36,7 @@ class HttpApp:
     The routes of one daemon: C{/api/current} (the WebSocket),
     C{/_download/<id>}, C{/_internal/download/<id>} (for the other nodes of
     a cluster), C{/metrics} (L{serve_metrics}), C{/_health} (L{serve_health}), and the web
-    task manager (C{/} and C{/static/...}).
+    task manager (C{/}, C{/static/...}, and its login C{/_session}: L{WebSessionRoutes}).
     C{POST /_upload} never reaches the app: see L{SiteRequestFactory}.
     """
 
@@ -48,6 +49,7 @@ class HttpApp:
         self.websocket: IResource = WebSocketResource(self.rpc_factory)  # type: ignore[no-untyped-call]
         self.static_files = StaticFiles()
         self.index_page = index_page(self.static_files)
+        self.web_sessions = WebSessionRoutes(middleware)
 
     @app.route("/api/current")
     def api_current(self, request: IRequest) -> IResource:
@@ -92,6 +94,30 @@ class HttpApp:
         with C{?full}, the reasons (for C{/metrics}'s readers).
         """
         return Deferred.fromCoroutine(serve_health(self.middleware, request))
+
+    @app.route("/_session", methods=["POST"])
+    def session_login(self, request: IRequest) -> Deferred[bytes]:
+        """
+        Log the web page in: a session cookie (L{WebSessionRoutes}).
+        """
+        return Deferred.fromCoroutine(self.web_sessions.login(request))
+
+    @app.route("/_session/token", methods=["POST"])
+    def session_token(self, request: IRequest) -> Deferred[bytes]:
+        """
+        Trade the session cookie for a WebSocket login token.
+        """
+        return Deferred.fromCoroutine(self.web_sessions.token(request))
+
+    @app.route("/_session", methods=["DELETE"])
+    @app.route("/_session/logout", methods=["POST"])
+    def session_logout(self, request: IRequest) -> Deferred[bytes]:
+        """
+        End the web page's session, in every tab.  C{POST /_session/logout}
+        is for browsers, whose C{DELETE} without a body carries no
+        C{Content-Length}: over HTTP/2 that reads as a body, which this route refuses.
+        """
+        return Deferred.fromCoroutine(self.web_sessions.logout(request))
 
     @app.route("/", methods=["GET", "HEAD"])
     def index(self, request: IRequest) -> IResource:

@@ -64,6 +64,13 @@ class App {
       this.login();
     });
     byId("logout").addEventListener("click", () => this.logout());
+    // Logged out in another tab: the session is over here too.
+    this.session.addEventListener("ended", () => {
+      if (!this.loggedIn) return;
+      this.leave("You logged out in another tab.")
+        .then(() => this.session.logoutConnection())
+        .catch(() => {});
+    });
     this.e.reconnect.addEventListener("click", () => this.rpc.reconnectNow());
     window.addEventListener("hashchange", () => this.route());
     // The page restores the list's scroll position itself, once its rows are in.
@@ -97,23 +104,23 @@ class App {
       if (!quiet) this.banner("Connecting…", false);
       return;
     }
-    // Open: log back in with the kept token, if there is one.
+    // Open: log in with the browser's session, if it has one that lasts.
     const wasIn = this.loggedIn;
-    if (this.session.hasToken) {
-      if (wasIn) this.banner("Reconnected; logging back in…", false);
-      let resumed = false;
-      try {
-        resumed = await this.session.resume();
-      } catch (error) {
-        if (error instanceof ConnectionLost) return;
-      }
-      if (resumed) {
-        this.banner(null);
-        await this.enter(wasIn);
-        return;
-      }
+    if (wasIn) this.banner("Reconnected; logging back in…", false);
+    let resumed = false;
+    try {
+      resumed = await this.session.resume();
+    } catch (error) {
+      if (error instanceof ConnectionLost) return;
+    }
+    if (resumed) {
+      this.banner(null);
+      await this.enter(wasIn);
+      return;
     }
     this.banner(null);
+    // The login form was sent meanwhile (after an idle close): it logged this connection in.
+    if (this.loggedIn && !wasIn) return;
     if (wasIn) await this.leave("Your session has expired: log in again.");
     else this.showLogin();
   }

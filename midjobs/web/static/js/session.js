@@ -1,18 +1,25 @@
 /**
- * Logging in and out.  The page never keeps a password: it logs in once with
- * `auth.login_ex`, then keeps a token from `auth.generate_token` in
- * sessionStorage (this tab only) to log back in after a reload or a lost
- * connection with `auth.login_with_token`.
+ * Logging in and out.  The page never keeps a password, nor anything else in
+ * the browser's storage: the password goes once to `auth.login_ex`, then a
+ * single-use token of that login starts a session (`POST /_session`), which
+ * gives the browser a cookie that scripts cannot read (HttpOnly,
+ * SameSite=Strict).  Each new connection logs in with a single-use token the
+ * cookie is traded for (`POST /_session/token`, then `auth.login_with_token`).  So a reload, a new
+ * tab, a lost connection and a restart of the daemon find the login again
+ * while the session lasts; logging out (`POST /_session/logout`) ends it for every
+ * tab, which hear of it at once (a BroadcastChannel) or at their next login.
  * @module session
  */
 
 import { Identity } from "./access.js";
+import { ConnectionLost } from "./rpc.js";
 
-const TOKEN_KEY = "midjobs.token";
-const USER_KEY = "midjobs.user";
+const SESSION_URL = "/_session";
+/** Tells the other tabs of the page that the session ended. */
+const CHANNEL = "midjobs.session";
 
-/** How long a session token lives, in seconds; it is renewed well before. */
-export const TOKEN_TTL = 3600;
+/** How long the token that starts a session lives, in seconds (it is single-use, and used at once). */
+const SESSION_TOKEN_TTL = 60;
 /** How long the token for one upload lives, in seconds (it is single-use). */
 const TRANSFER_TOKEN_TTL = 300;
 
@@ -24,37 +31,63 @@ export class LoginRefused extends Error {
   }
 }
 
-export class Session {
+/**
+ * A request to `/_session`: its status and JSON answer.
+ * @param {string} method
+ * @param {string} path
+ * @param {Record<string, string>} [headers]
+ * @returns {Promise<{status: number, body: any}>}
+ * @throws {ConnectionLost} the daemon could not be reached
+ */
+async function sessionRequest(method, path, headers = {}) {
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      // A page from another site cannot send this header (the daemon requires it).
+      headers: { "X-Requested-With": "midjobs", ...headers },
+      credentials: "same-origin",
+      cache: "no-store",
+    });
+  } catch {
+    throw new ConnectionLost();
+  }
+  let body = {};
+  try {
+    body = await response.json();
+  } catch {
+    // A proxy's error page: the status says enough.
+  }
+  return { status: response.status, body };
+}
+
+export class Session extends EventTarget {
   /**
    * @param {import("./rpc.js").RpcClient} rpc
-   * @param {Storage} [storage]
    */
-  constructor(rpc, storage = window.sessionStorage) {
+  constructor(rpc) {
+    super();
     this.rpc = rpc;
-    this.storage = storage;
     /** @type {string | null} who is logged in on the current connection */
     this.username = null;
     /** @type {Identity | null} their roles and user id (what the page may offer them) */
     this.identity = null;
-    /** @type {number | null} */
-    this.renewTimer = null;
-  }
-
-  /** Whether a token from an earlier login is kept. */
-  get hasToken() {
-    return this.storage.getItem(TOKEN_KEY) !== null;
-  }
-
-  /** The user name of the kept token's login, for display before it is used. */
-  get rememberedUser() {
-    return this.storage.getItem(USER_KEY);
+    /** @type {BroadcastChannel | null} */
+    this.channel = typeof BroadcastChannel === "function" ? new BroadcastChannel(CHANNEL) : null;
+    // Another tab logged out: so is this one ("ended" event).
+    this.channel?.addEventListener("message", (event) => {
+      if (event.data === "ended") this.dispatchEvent(new Event("ended"));
+    });
   }
 
   /**
-   * Log the connection in with a password, then keep a token instead of it.
+   * Log the connection in with a password, then start a session with a
+   * single-use token of that login (`POST /_session`), which keeps the
+   * login for the other tabs and the next connections.
    * @param {string} username
    * @param {string} password
    * @throws {LoginRefused}
+   * @throws {ConnectionLost}
    */
   async login(username, password) {
     const answer = await this.rpc.call("auth.login_ex", [
@@ -63,40 +96,27 @@ export class Session {
     if (answer?.response_type !== "SUCCESS") throw new LoginRefused();
     this.username = answer.user_info?.pw_name ?? username;
     this.identity = new Identity(answer.user_info);
-    this.storage.setItem(USER_KEY, this.username);
-    await this.renewToken();
+    const token = await this.rpc.call("auth.generate_token", [SESSION_TOKEN_TTL, {}, true, true]);
+    const { status, body } = await sessionRequest("POST", SESSION_URL, { Authorization: `Token ${token}` });
+    // Without a session this tab works on; a reload asks for the password again.
+    if (status !== 200) throw new Error(body.error ?? `HTTP ${status}`);
   }
 
   /**
-   * Log the connection in with the kept token (after a reload or a
-   * reconnection).  False, and the token forgotten, if it no longer works.
+   * Log the connection in with the session (after a load, a reload or a
+   * reconnection).  False if there is no session, or it has ended.
    * @returns {Promise<boolean>}
+   * @throws {ConnectionLost}
    */
   async resume() {
-    const token = this.storage.getItem(TOKEN_KEY);
-    if (token === null) return false;
-    const ok = await this.rpc.call("auth.login_with_token", [token]);
-    if (!ok) {
-      this.forget();
-      return false;
-    }
+    const { status, body } = await sessionRequest("POST", `${SESSION_URL}/token`);
+    if (status !== 200) throw new Error(body.error ?? `HTTP ${status}`);
+    if (!body.token) return false;
+    if (!(await this.rpc.call("auth.login_with_token", [body.token]))) return false;
     const me = await this.rpc.call("auth.me");
-    this.username = me?.pw_name ?? this.rememberedUser;
+    this.username = me?.pw_name ?? body.username;
     this.identity = new Identity(me);
-    await this.renewToken();
     return true;
-  }
-
-  /** Replace the kept token with a fresh one, and renew it again before it expires. */
-  async renewToken() {
-    const token = await this.rpc.call("auth.generate_token", [TOKEN_TTL]);
-    this.storage.setItem(TOKEN_KEY, token);
-    if (this.renewTimer !== null) clearTimeout(this.renewTimer);
-    this.renewTimer = setTimeout(() => {
-      this.renewTimer = null;
-      // A failure (a lost connection) is retried at the next login with the token.
-      this.renewToken().catch(() => {});
-    }, (TOKEN_TTL * 1000) / 3);
   }
 
   /**
@@ -107,13 +127,25 @@ export class Session {
     return this.rpc.call("auth.generate_token", [TRANSFER_TOKEN_TTL, {}, false, true]);
   }
 
-  /** Log out on the daemon (if connected) and forget the token. */
+  /** End the session (for every tab) and log the connection out. */
   async logout() {
     this.forget();
     try {
+      // POST, not DELETE: a browser's POST says its body is empty (Content-Length: 0), which HTTP/2 needs.
+      await sessionRequest("POST", `${SESSION_URL}/logout`);
+    } catch {
+      // The daemon is out of reach: the session ends with its idle timeout.
+    }
+    this.channel?.postMessage("ended");
+    await this.logoutConnection();
+  }
+
+  /** Log this connection out on the daemon (if connected). */
+  async logoutConnection() {
+    try {
       await this.rpc.call("auth.logout");
     } catch {
-      // Not connected: there is no session to end on the daemon.
+      // Not connected: there is no login to end on the daemon.
     }
   }
 
@@ -121,9 +153,5 @@ export class Session {
   forget() {
     this.username = null;
     this.identity = null;
-    this.storage.removeItem(TOKEN_KEY);
-    this.storage.removeItem(USER_KEY);
-    if (this.renewTimer !== null) clearTimeout(this.renewTimer);
-    this.renewTimer = null;
   }
 }
