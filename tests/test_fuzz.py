@@ -46,6 +46,7 @@ from collections import Counter
 from typing import Any
 
 import attrs
+import pytest
 import pytest_twisted
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
@@ -530,6 +531,19 @@ async def early_jobs(daemon: Any, conn: RawProtocol) -> None:
         job_id = await conn.call("core.job_test", {})
         await daemon.middleware.jobs.get(job_id).wait(timeout=BATCH_TIMEOUT)
     assert job_id == EARLY_JOBS
+
+
+@pytest.fixture(name="settings")
+def never_throttled(settings):
+    """
+    The daemon's settings with a login throttle that never trips: the
+    fuzzed logins fail often (with wrong passwords for the administrator
+    too), and the throttle would then refuse the fuzzer's own logging in
+    again after a fuzzed C{auth.logout}.  How many do depends on the
+    examples drawn, so it would fail one run and not another.  The
+    throttle has its own tests (test_bad_credentials, test_throttle_sources).
+    """
+    return attrs.evolve(settings, login_attempts=10**9)
 
 
 @pytest_twisted.async_yield_fixture
