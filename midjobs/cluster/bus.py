@@ -352,6 +352,15 @@ class ClusterBus:
         )
         self._take_commands()
 
+    def _hearing(self) -> bool:
+        """
+        Whether anyone here follows the other nodes' jobs: a subscriber of
+        C{core.get_jobs}, a waiter or a log follower.  Nobody: their
+        notifications are passed over unread (a subscriber who comes later
+        reads the list, then hears what changes from then on).
+        """
+        return bool(self._waiters or self._log_followers) or self._events.listening()
+
     def _catch_up(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._read_missed())
 
@@ -384,7 +393,7 @@ class ClusterBus:
     # Hearing.
 
     def _received(self, text: str) -> None:
-        if sender(text) == self.node:
+        if sender(text) == self.node or not self._hearing():
             return
         try:
             payload = unpack(text)
