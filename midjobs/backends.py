@@ -25,13 +25,13 @@ from zope.interface import Attribute, Interface, implementer
 from .auth import ITokenStore
 from .auth.pg_tokens import PgTokenStore
 from .config import ConfigError, Settings
+from .lifecycle import JobRecord
 from .logs import logger
 from .middleware import Middleware
 from .store import READERS, JobHistory, SQLiteJobStore, close_database, open_database
+from .store._interfaces import IJobIds
 from .store.errors import Unavailable
 from .store.history import node_stopped
-from .lifecycle import JobRecord
-from .store._interfaces import IJobIds
 from .store.database import Pool
 from .store.ids import PgJobIds, StoredJobIds
 from .store.pg import PgDatabase

@@ -15,13 +15,13 @@ from collections.abc import AsyncIterator
 import pytest_twisted
 import treq
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
 from twisted.web.client import HTTPConnectionPool
 
 from midjobs.client import Client, ClientCallError, connect
 from midjobs.errors import ENOTAUTHENTICATED
 
 from cluster_nodes import Node, NodeStarter, cluster_nodes  # noqa: F401 (fixture)
+from test_cluster_failure import until
 from test_identities import refused
 
 pytest_plugins = ["postgres_server"]
@@ -51,16 +51,15 @@ async def _get(url: str) -> tuple[int, bytes]:
         await pool.closeCachedConnections()
 
 
-async def _until_logged_out(client: Client, seconds: float = 5.0) -> None:
-    deadline = reactor.seconds() + seconds
-    while True:
-        try:
-            await client.call("auth.me")
-        except ClientCallError as error:
-            assert error.errno == ENOTAUTHENTICATED, error
-            return
-        assert reactor.seconds() < deadline, f"still logged in {seconds} s after the deletion"
-        await deferLater(reactor, 0.02, lambda: None)
+async def _logged_out(client: Client) -> ClientCallError | None:
+    """
+    The error a call of C{client} now gets, or C{None} while it is logged in.
+    """
+    try:
+        await client.call("auth.me")
+    except ClientCallError as error:
+        return error
+    return None
 
 
 @pytest_twisted.ensureDeferred
@@ -83,7 +82,8 @@ async def test_users_and_tokens_are_shared_and_a_deletion_logs_out_everywhere(
     await refused(on_n2.call("auth.me"), ENOTAUTHENTICATED)
     # n1 hears of it through the database's notification, a moment later:
     # its session is logged out without a call of its own touching the store.
-    await _until_logged_out(on_n1)
+    refusal = await until(lambda: _logged_out(on_n1), 5, "n1's session logged out")
+    assert refusal.errno == ENOTAUTHENTICATED, refusal
     fresh = await _client(n1, clients)
     assert await fresh.call("auth.login_with_token", token) is False
     assert await fresh.call("auth.login", "alice", "pw-alice") is False

@@ -38,7 +38,7 @@ CONFIG = f"[cluster]\nnode_timeout = {NODE_TIMEOUT}\n"
 _T = TypeVar("_T")
 
 
-async def _until(check: Callable[[], Awaitable[_T | None]], timeout: float, what: str) -> _T:
+async def until(check: Callable[[], Awaitable[_T | None]], timeout: float, what: str) -> _T:
     """
     Ask C{check} until it answers something other than C{None}: a condition
     only the passing of time brings (a node's reconnection), with a deadline.
@@ -109,7 +109,7 @@ async def test_a_database_restart_loses_nothing_and_the_nodes_go_on(
             return None  # not back yet: the error was a clear one, see the next test
         return job_id
 
-    after = [await _until(lambda: new_job(client), 30, "a new job taken") for client in (one, two)]
+    after = [await until(lambda: new_job(client), 30, "a new job taken") for client in (one, two)]
     for job_id, client in zip(after, (one, two)):
         assert await client.call_job("core.job_wait", job_id) is True
     for job_id in before + after:
@@ -133,7 +133,7 @@ async def test_a_node_cut_from_the_database_refuses_new_jobs_then_takes_them_aga
                     return error
             return None
 
-        error = await _until(refused, NODE_TIMEOUT * 3, "new jobs refused")
+        error = await until(refused, NODE_TIMEOUT * 3, "new jobs refused")
         assert "n1 is cut from the job database" in str(error)
         assert n1.health() == 503
         # What is not a new job is still served.
@@ -147,7 +147,7 @@ async def test_a_node_cut_from_the_database_refuses_new_jobs_then_takes_them_aga
         except ClientCallError:
             return None
 
-    job_id = await _until(accepted, 30, "new jobs taken again")
+    job_id = await until(accepted, 30, "new jobs taken again")
     assert await one.call_job("core.job_wait", job_id) is True
     assert n1.health() == 200
 

@@ -3,8 +3,8 @@ Job history across restarts: the store's start-up, its retention, and queries
 over the jobs in memory and those stored.
 
 L{JobHistory.open} readies a store when the daemon starts: jobs it recorded
-as C{WAITING} or C{RUNNING} were cut off and become C{ABORTED}, and the next
-job id follows the highest ever given.  While the daemon runs, finished jobs
+as C{WAITING} or C{RUNNING} were cut off and become C{ABORTED} (the next id
+comes from L{midjobs.store.ids}).  While the daemon runs, finished jobs
 older than C{keep_days} or beyond the newest C{keep_records} are pruned in
 the background, with their log files.  L{query_jobs} answers C{core.get_jobs}
 over the union of memory (fresh records of recent jobs) and the store.
@@ -54,14 +54,12 @@ class JobHistory:
     A job store opened for a running daemon, and the pruning of old jobs.
 
     @ivar store: the L{IJobStore}.
-    @ivar next_id: the id the daemon's first job gets.
     """
 
     def __init__(
         self, store: IJobStore, reactor: Any, logs_dir: Path, *, keep_days: float, keep_records: int
     ) -> None:
         self.store = store
-        self.next_id = 1
         self._reactor = reactor
         self._logs_dir = logs_dir
         self.keep_days = keep_days
@@ -81,8 +79,8 @@ class JobHistory:
         node: str | None = None,
     ) -> JobHistory:
         """
-        Set C{store} up, mark the jobs it holds as cut off, learn the next id,
-        and start pruning (the first time at once, in the background).
+        Set C{store} up, mark the jobs it holds as cut off, and start
+        pruning (the first time at once, in the background).
 
         @param node: this daemon's node in a store several daemons share:
             only its own jobs were cut off.
@@ -92,7 +90,6 @@ class JobHistory:
         aborted = await store.abort_unfinished(CUT_OFF, node)
         if aborted:
             log.warn("{count} job(s) were cut off when the daemon last stopped: now ABORTED", count=aborted)
-        history.next_id = await store.last_id() + 1
         history.start()
         return history
 
