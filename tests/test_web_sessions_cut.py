@@ -191,7 +191,7 @@ async def test_the_store_tells_which_sessions_it_ends(
     reporting: tuple[WebSessionStore, task.Clock, int, list[int]],
 ) -> None:
     store, clock, user_id, ended = reporting
-    logged_out, idle, pruned = (await store.create(user_id) for _ in range(3))
+    logged_out, idle, pruned = [await store.create(user_id) for _ in range(3)]
     ids = [await session_id(store, secret) for secret in (logged_out, idle, pruned)]
     assert ended == []
     assert await store.end(logged_out) is True

@@ -16,13 +16,23 @@ seconds without use.  Deleting its user or its API key deletes it
 (C{ON DELETE CASCADE}); locking the user ends it too
 (L{WebSessionStore.end_of_user}).  One user holds at most
 L{MAX_SESSIONS_PER_USER}: a new login past that ends the least recently used.
+
+A session's row id is its stable id (never reused, never secret): the
+tokens traded for its cookie carry it, and so do the logins made with them
+(L{midjobs.auth.interfaces.IUser.web_session_id}).  The store tells whoever
+made it (C{ended}) the ids of the sessions it ends: at a logout, when it
+finds one past its time (at its use, or when a login prunes them), when a
+login evicts one, when a user is locked.  Nothing is scheduled: a session
+past its time ends when it is noticed.  The sessions that go with their
+user's or API key's row are not told: the logins of that user or key end
+with them anyway.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import Final
+from typing import Callable, Final, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -100,11 +110,24 @@ class WebSessionStore:
         (C{[auth] session_idle_timeout}).
     """
 
-    def __init__(self, pool: Pool, clock: IReactorTime, *, lifetime: float, idle_timeout: float) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        clock: IReactorTime,
+        *,
+        lifetime: float,
+        idle_timeout: float,
+        ended: Callable[[Sequence[int]], object] = lambda ids: None,
+    ) -> None:
+        """
+        @param ended: called with the ids of the sessions this store ended,
+            once their rows are gone (see the module docstring).
+        """
         self._pool = pool
         self.clock = clock
         self.lifetime = lifetime
         self.idle_timeout = idle_timeout
+        self._ended = ended
         self._ready: Deferred[None] | None = None
 
     async def _setup(self) -> None:
@@ -134,11 +157,19 @@ class WebSessionStore:
         await self._setup()
         secret = secrets.token_urlsafe(SECRET_BYTES)
         now = self.clock.seconds()
-        await self._pool.runInteraction(self._insert, _digest(secret), user_id, api_key_id, now)
+        self._tell(await self._pool.runInteraction(self._insert, _digest(secret), user_id, api_key_id, now))
         return secret
 
-    def _insert(self, txn: Cursor, digest: str, user_id: int, api_key_id: int | None, now: float) -> None:
-        txn.execute("DELETE FROM web_sessions WHERE expires <= ? OR last_used <= ?", (now, now - self.idle_timeout))
+    def _insert(self, txn: Cursor, digest: str, user_id: int, api_key_id: int | None, now: float) -> list[int]:
+        """
+        Add the session; the ids of those it ended: past their time, or
+        the user's least recently used past L{MAX_SESSIONS_PER_USER}.
+        """
+        txn.execute(
+            "DELETE FROM web_sessions WHERE expires <= ? OR last_used <= ? RETURNING id",
+            (now, now - self.idle_timeout),
+        )
+        ended = _ids(txn)
         txn.execute(
             "INSERT INTO web_sessions (secret_hash, user_id, api_key_id, created, expires, last_used) "
             "VALUES (?, ?, ?, ?, ?, ?)",
@@ -146,9 +177,10 @@ class WebSessionStore:
         )
         txn.execute(
             "DELETE FROM web_sessions WHERE user_id = ? AND id NOT IN "
-            "(SELECT id FROM web_sessions WHERE user_id = ? ORDER BY last_used DESC, id DESC LIMIT ?)",
+            "(SELECT id FROM web_sessions WHERE user_id = ? ORDER BY last_used DESC, id DESC LIMIT ?) RETURNING id",
             (user_id, user_id, MAX_SESSIONS_PER_USER),
         )
+        return ended + _ids(txn)
 
     async def use(self, secret: str) -> WebSession | None:
         """
@@ -159,21 +191,28 @@ class WebSessionStore:
         if not secret or len(secret) > _MAX_SECRET:
             return None
         await self._setup()
-        return await self._pool.runInteraction(self._use, _digest(secret), self.clock.seconds())
+        session, ended = await self._pool.runInteraction(self._use, _digest(secret), self.clock.seconds())
+        self._tell(ended)
+        return session
 
-    def _use(self, txn: Cursor, digest: str, now: float) -> WebSession | None:
+    def _use(self, txn: Cursor, digest: str, now: float) -> tuple[WebSession | None, list[int]]:
+        """
+        The live session of C{digest}, now used, or L{None}; and the id of
+        the one found past its time, if it was.
+        """
         txn.execute(
             "SELECT id, user_id, api_key_id, expires, last_used FROM web_sessions WHERE secret_hash = ?", (digest,)
         )
         row = txn.fetchone()
         if row is None:
-            return None
+            return None, []
         id_, user_id, api_key_id, expires, last_used = row
         if now >= expires or now - last_used >= self.idle_timeout:
-            txn.execute("DELETE FROM web_sessions WHERE id = ?", (id_,))
-            return None
+            txn.execute("DELETE FROM web_sessions WHERE id = ? RETURNING id", (id_,))
+            return None, _ids(txn)
         txn.execute("UPDATE web_sessions SET last_used = ? WHERE id = ?", (now, id_))
-        return WebSession(int(id_), int(user_id), None if api_key_id is None else int(api_key_id), float(expires))
+        session = WebSession(int(id_), int(user_id), None if api_key_id is None else int(api_key_id), float(expires))
+        return session, []
 
     async def end(self, secret: str) -> bool:
         """
@@ -182,16 +221,31 @@ class WebSessionStore:
         if not secret or len(secret) > _MAX_SECRET:
             return False
         await self._setup()
-        return await self._pool.runInteraction(self._delete, "secret_hash", _digest(secret)) > 0
+        return bool(self._tell(await self._pool.runInteraction(self._delete, "secret_hash", _digest(secret))))
 
     async def end_of_user(self, user_id: int) -> int:
         """
         End every session of the stored user C{user_id}; how many there were.
         """
         await self._setup()
-        return await self._pool.runInteraction(self._delete, "user_id", user_id)
+        return len(self._tell(await self._pool.runInteraction(self._delete, "user_id", user_id)))
 
     @staticmethod
-    def _delete(txn: Cursor, column: str, value: object) -> int:
-        txn.execute(f"DELETE FROM web_sessions WHERE {column} = ?", (value,))
-        return txn.rowcount
+    def _delete(txn: Cursor, column: str, value: object) -> list[int]:
+        txn.execute(f"DELETE FROM web_sessions WHERE {column} = ? RETURNING id", (value,))
+        return _ids(txn)
+
+    def _tell(self, ended: list[int]) -> list[int]:
+        """
+        Tell of the sessions C{ended}, if any; return them.
+        """
+        if ended:
+            self._ended(ended)
+        return ended
+
+
+def _ids(txn: Cursor) -> list[int]:
+    """
+    The ids a C{... RETURNING id} just answered.
+    """
+    return [int(id_) for (id_,) in txn.fetchall()]
