@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import socket
 import ssl
+from pathlib import Path
 from typing import Any
 
 import h2.config
@@ -33,20 +34,25 @@ REFUSED = {"error": "This route takes no request body"}
 
 
 @pytest_twisted.ensureDeferred
-async def test_small_routes_answer_a_request_without_a_length(daemon: RunningDaemon, admin: Any, pki: Pki) -> None:  # noqa: F811
+async def test_small_routes_answer_a_request_without_a_length(
+    daemon: RunningDaemon, admin: Any, pki: Pki, tmp_path: Path  # noqa: F811
+) -> None:
     url = https_url(daemon)
+    jar = str(tmp_path / "cookies")
     for unset in ((), NO_LENGTH):
         assert await curl2(pki, *XHR, *unset, "-X", "POST", f"{url}/_session/token") == ("2", 200, {"token": None})
         assert await curl2(pki, *XHR, *unset, "-X", "POST", f"{url}/_session/logout") == ("2", 200, {"ended": False})
         assert await curl2(pki, *XHR, *unset, "-X", "DELETE", f"{url}/_session") == ("2", 200, {"ended": False})
-        # A login: answered, and its cookie works without a length either.
-        version, status, body = await curl2(
-            pki, *XHR, *unset, "-X", "POST", "-u", ":".join(ADMIN), "-c", "-", f"{url}/_session"
-        )
-        assert (version, status) == ("2", 200), body
         assert await curl2(pki, *XHR, *unset, "-X", "POST", f"{url}/_session") == (
             "2", 400, {"error": "Log in with Authorization: Basic, Bearer or Token"}
         )  # fmt: skip
+        # A login, a token and a logout of the session, none with a length.
+        login = await curl2(pki, *XHR, *unset, "-X", "POST", "-u", ":".join(ADMIN), "-c", jar, f"{url}/_session")
+        assert login == ("2", 200, {"username": ADMIN[0]})
+        version, status, body = await curl2(pki, *XHR, *unset, "-X", "POST", "-b", jar, f"{url}/_session/token")
+        assert (version, status, body["username"]) == ("2", 200, ADMIN[0]) and body["token"]
+        logout = await curl2(pki, *XHR, *unset, "-X", "POST", "-b", jar, f"{url}/_session/logout")
+        assert logout == ("2", 200, {"ended": True})
 
 
 @pytest_twisted.ensureDeferred
