@@ -23,9 +23,11 @@ import h2.events
 import pytest_twisted
 from twisted.internet import threads
 
+from chromium import CHROMIUM, CHROMIUM_ARGS
 from conftest import ADMIN, RunningDaemon
 from test_http2_upload import curl2, settings  # noqa: F401 (fixture)
 from test_tls import Pki, admin, https_url, pki  # noqa: F401 (fixtures)
+from test_webui import needs_chromium
 
 XHR = ("-H", "X-Requested-With: curl")
 #: curl sends no Content-Length at all.
@@ -125,3 +127,36 @@ async def test_a_refused_body_leaves_the_other_streams_alone(daemon: RunningDaem
     )
     assert answers[0] == (413, b'{"error": "This route takes no request body"}')
     assert [status for status, _ in answers[1:]] == [200, 200, 200]
+
+
+#: What the page's fetch sends, and what it is answered: [method, path, status, protocol].
+_FETCHES = """async () => {
+  const answers = [];
+  for (const [method, path] of [["DELETE", "/_session"], ["POST", "/_session/logout"], ["OPTIONS", "/_session"]]) {
+    const response = await fetch(path, {method, headers: {"X-Requested-With": "midjobs"}, cache: "no-store"});
+    answers.push([method, path, response.status]);
+  }
+  return [answers, performance.getEntriesByType("resource").map((entry) => entry.nextHopProtocol)];
+}"""
+
+
+def _fetch_in_chromium(url: str) -> Any:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = chromium.new_context(ignore_https_errors=True).new_page()
+            page.goto(url + "/_health")
+            return page.evaluate(_FETCHES)
+        finally:
+            chromium.close()
+
+
+@needs_chromium
+@pytest_twisted.ensureDeferred
+async def test_chromiums_bodiless_requests_over_http2(daemon: RunningDaemon, pki: Pki) -> None:  # noqa: F811
+    # Chromium sends a DELETE or an OPTIONS without a body with no Content-Length (a POST says 0).
+    answers, protocols = await threads.deferToThread(_fetch_in_chromium, https_url(daemon))
+    assert set(protocols) == {"h2"}
+    assert answers == [["DELETE", "/_session", 200], ["POST", "/_session/logout", 200], ["OPTIONS", "/_session", 405]]
