@@ -67,10 +67,15 @@ async def test_a_body_that_comes_without_a_length_is_refused(
     assert (await curl2(pki, f"{url}/_health"))[:2] == ("2", 200)
 
 
+#: A request's body that is not sent: its stream stays open (it waits for C{100 Continue}).
+HELD = b"held"
+
+
 def _exchange(port: int, ca: str, requests: list[tuple[list[tuple[str, str]], bytes | None]]) -> list[tuple[int, bytes]]:
     """
-    Send C{requests} (headers, and a body or L{None}) on streams of one
-    HTTP/2 connection at once; return each one's status and body, in order.
+    Send C{requests} (headers, and a body, L{None} for none or L{HELD}) on
+    streams of one HTTP/2 connection at once; return each one's final status
+    (0 after a C{100 Continue}, which no test expects) and body, in order.
     A body goes without a C{content-length}.
     """
     context = ssl.create_default_context(cafile=ca)
@@ -84,7 +89,7 @@ def _exchange(port: int, ca: str, requests: list[tuple[list[tuple[str, str]], by
             for headers, body in requests:
                 stream = connection.get_next_available_stream_id()
                 connection.send_headers(stream, headers, end_stream=body is None)
-                if body is not None:
+                if body is not None and body is not HELD:
                     connection.send_data(stream, body, end_stream=True)
                 streams.append(stream)
             tls.sendall(connection.data_to_send())
@@ -98,6 +103,8 @@ def _exchange(port: int, ca: str, requests: list[tuple[list[tuple[str, str]], by
                 for event in connection.receive_data(data):
                     if isinstance(event, h2.events.ResponseReceived):
                         statuses[event.stream_id] = int(dict(event.headers)[b":status"])
+                    elif isinstance(event, h2.events.InformationalResponseReceived):
+                        statuses[event.stream_id] = 0
                     elif isinstance(event, h2.events.DataReceived):
                         bodies[event.stream_id] += event.data
                         connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
@@ -123,10 +130,12 @@ async def test_a_refused_body_leaves_the_other_streams_alone(daemon: RunningDaem
             (request("POST", "/_session", login), None),
             (request("GET", "/_health"), None),
             (request("POST", "/_session/logout"), b""),
+            # It says it has a body to send: refused at once, and not invited to send it.
+            (request("POST", "/_session/logout", ("expect", "100-continue")), HELD),
         ],
     )
-    assert answers[0] == (413, b'{"error": "This route takes no request body"}')
-    assert [status for status, _ in answers[1:]] == [200, 200, 200]
+    assert answers[0] == answers[4] == (413, b'{"error": "This route takes no request body"}')
+    assert [status for status, _ in answers[1:4]] == [200, 200, 200]
 
 
 #: What the page's fetch sends, and what it is answered: [method, path, status, protocol].
