@@ -103,8 +103,12 @@ export class Session extends EventTarget {
     const { status, body } = await sessionRequest("POST", SESSION_URL, { Authorization: `Token ${token}` });
     // Without a session this tab works on; a reload asks for the password again.
     if (status !== 200) throw new Error(body.error ?? `HTTP ${status}`);
-    // This connection too goes with the session from now on (if that fails, it stays logged in by password).
-    await this.resume();
+    // This connection too goes with the session from now on.
+    try {
+      await this.resume();
+    } catch {
+      // It stays logged in by password (a lost connection logs in again through the session).
+    }
   }
 
   /**
