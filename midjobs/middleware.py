@@ -25,7 +25,7 @@ from .arguments import REDACTED, Signature, at_path, signature_of
 from .auth.gate import LoginGate
 from .auth.throttle import LoginThrottle
 from .auth.tokens import ITokenStore, TokenStore, token_store_of
-from .auth.web_sessions import WebSessionStore
+from .auth.web_sessions import WebSessionKeepAlive, WebSessionStore
 from .config import Settings
 from .drain import Drain
 from .errors import ENOMETHOD, ENOTAUTHENTICATED, CallError
@@ -226,6 +226,12 @@ class Middleware:
         )
         #: The logged-in WebSocket sessions, so a change to a user reaches them at once.
         self.sessions: weakref.WeakSet[ISession] = weakref.WeakSet()
+        #: Keeps the web sessions these sessions logged in through from going idle.
+        self.web_session_keep_alive = (
+            WebSessionKeepAlive(self.web_sessions, self._web_session_ids, reactor)
+            if self.web_sessions is not None
+            else None
+        )
         #: The downloads that core.download prepared and /_download serves.
         self.downloads = Downloads(reactor)
         #: How downloads cross between the nodes of a cluster (L{None}: one daemon, and
@@ -281,6 +287,8 @@ class Middleware:
         """
         await self.jobs.ids.start()
         self.metrics.start()
+        if self.web_session_keep_alive is not None:
+            self.web_session_keep_alive.start()
         # A store that writes in batches (midjobs.store.WriteBatch) times its commits.
         batch = getattr(self.job_store, "batch", None)
         if batch is not None and hasattr(batch, "on_commit"):
@@ -294,6 +302,8 @@ class Middleware:
         """
         self.jobs.abort_all(reason)
         self.metrics.stop()
+        if self.web_session_keep_alive is not None:
+            self.web_session_keep_alive.stop()
         for service in reversed(list(self.services.values())):
             await service.stop()
 
@@ -638,6 +648,13 @@ class Middleware:
         )
         self.log_out(lambda avatar: avatar.api_key_id == api_key_id, f"API key {api_key_id} was deleted")
         return revoked
+
+    def _web_session_ids(self) -> set[int]:
+        """
+        The web sessions this daemon's logged-in sessions logged in through.
+        """
+        users = (session.user for session in list(self.sessions))
+        return {user.web_session_id for user in users if user is not None and user.web_session_id is not None}
 
     def _web_session_ended_here(self, web_session_id: int) -> Deferred[None]:
         revoked = self.tokens.revoke_derived(web_session_id=web_session_id).addCallbacks(

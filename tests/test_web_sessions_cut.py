@@ -23,7 +23,7 @@ import pytest_twisted
 from twisted.internet import reactor, task
 
 from midjobs.auth.users import UserStore
-from midjobs.auth.web_sessions import MAX_SESSIONS_PER_USER, WebSessionStore
+from midjobs.auth.web_sessions import MAX_SESSIONS_PER_USER, WebSessionKeepAlive, WebSessionStore
 from midjobs.client import Client, ClientCallError, connect
 from midjobs.errors import ENOTAUTHENTICATED
 
@@ -127,6 +127,8 @@ async def test_an_idle_session_cuts_its_connections_when_its_end_is_noticed(
     first, stays = await tab(daemon, connections, idle), await tab(daemon, connections, used)
     clock.advance(idle_timeout - 1)
     await tab(daemon, connections, used)
+    # Its tab's connection did not keep it alive (the keep-alive did not run: a
+    # node cut from the database, say; see the tests of the keep-alive below).
     clock.advance(1)
     # Nobody noticed yet: nothing is scheduled.
     assert await who(first) == "alice"
@@ -220,3 +222,73 @@ async def test_the_store_tells_of_a_session_evicted_past_the_limit(
         clock.advance(0.01)
         await store.create(user_id)
     assert ended == [first_id]
+
+
+# A session in use by a live connection does not go idle.
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_session_a_live_connection_uses_does_not_go_idle(
+    daemon: RunningDaemon, connections: list[Client], alice: dict[str, Any]  # noqa: F811
+) -> None:
+    clock = sessions_clock(daemon)
+    idle_timeout = daemon.middleware.web_sessions.idle_timeout
+    keep_alive = daemon.middleware.web_session_keep_alive
+    open_tab, closed_tab = await log_in(daemon), await log_in(daemon)
+    stays = await tab(daemon, connections, open_tab)
+    goes = await tab(daemon, connections, closed_tab)
+    await goes.close()
+    for _ in range(3):
+        clock.advance(idle_timeout - 1)
+        await keep_alive.tell()
+    clock.advance(1)
+    assert (await exchange(daemon, open_tab)).code == 200 and await who(stays) == "alice"
+    assert await exchange(daemon, closed_tab) == NO_SESSION
+
+
+@pytest_twisted.ensureDeferred
+async def test_keeping_alive_revives_no_session_past_its_time(
+    reporting: tuple[WebSessionStore, task.Clock, int, list[int]],
+) -> None:
+    store, clock, user_id, ended = reporting
+    idle, old = await store.create(user_id), await store.create(user_id)
+    ids = [await session_id(store, secret) for secret in (idle, old)]
+    clock.advance(9)
+    await store.keep_alive(ids[1:])
+    clock.advance(1)
+    await store.keep_alive(ids)
+    # Past its idle time when told: it stays ended.
+    assert await store.use(idle) is None
+    for _ in range(10):
+        clock.advance(9)
+        await store.keep_alive(ids[1:])
+    # Kept alive, yet past its lifetime.
+    assert await store.use(old) is None
+    assert ended == ids
+
+
+def test_the_keep_alive_tells_four_times_per_idle_timeout(
+    reporting: tuple[WebSessionStore, task.Clock, int, list[int]],
+) -> None:
+    store, _, _, _ = reporting
+    told: list[set[int]] = []
+
+    class Store:
+        idle_timeout = store.idle_timeout
+
+        async def keep_alive(self, ids: set[int]) -> None:
+            told.append(ids)
+
+    clock = task.Clock()
+    in_use = {3, 4}
+    keep_alive = WebSessionKeepAlive(Store(), lambda: iter(in_use), clock)  # type: ignore[arg-type]  # a store in memory
+    keep_alive.start()
+    clock.advance(2.4)
+    assert told == []
+    clock.advance(0.1)
+    in_use.discard(4)
+    clock.advance(2.5)
+    assert told == [{3, 4}, {3}]
+    keep_alive.stop()
+    clock.advance(10)
+    assert len(told) == 2 and clock.getDelayedCalls() == []

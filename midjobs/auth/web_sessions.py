@@ -12,7 +12,8 @@ trades the cookie for a short-lived token to log its WebSocket in.
 The table is in the daemon's database, so sessions outlive a restart, and on
 PostgreSQL every node of a cluster shares them.  A session ends at its
 logout, after C{lifetime} seconds whatever its use, or after C{idle_timeout}
-seconds without use.  Deleting its user or its API key deletes it
+seconds without use: a trade of its cookie, or a live connection that logged
+in through it (L{WebSessionKeepAlive}).  Deleting its user or its API key deletes it
 (C{ON DELETE CASCADE}); locking the user ends it too
 (L{WebSessionStore.end_of_user}).  One user holds at most
 L{MAX_SESSIONS_PER_USER}: a new login past that ends the least recently used.
@@ -32,22 +33,28 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import Callable, Final, Sequence
+from typing import Callable, Collection, Final, Iterable, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
 
 from midjobs.auth.api_keys import API_KEYS_SCHEMA
 from midjobs.auth.users import USERS_SCHEMA
+from midjobs.logs import logger
 from midjobs.store.database import Cursor, Pool, ensure_schema
 
 __all__ = [
     "MAX_SESSIONS_PER_USER",
     "WEB_SESSIONS_SCHEMA",
     "WebSession",
+    "WebSessionKeepAlive",
     "WebSessionStore",
 ]
+
+log = logger(__name__)
 
 #: Live sessions one user may hold; a login past that ends the least recently used.
 MAX_SESSIONS_PER_USER: Final = 100
@@ -57,6 +64,12 @@ SECRET_BYTES: Final = 32
 
 #: Longest secret accepted from a cookie (anything longer is no secret of ours).
 _MAX_SECRET = 128
+
+#: Session ids in one statement of L{WebSessionStore.keep_alive}.
+_IDS_AT_ONCE = 500
+
+#: How many times per idle timeout L{WebSessionKeepAlive} tells of the sessions in use.
+KEEP_ALIVES_PER_IDLE_TIMEOUT: Final = 4
 
 #: The schema history of the C{web_sessions} part (see L{ensure_schema}).
 #: A session goes with its user and with the API key it came from.
@@ -214,6 +227,26 @@ class WebSessionStore:
         session = WebSession(int(id_), int(user_id), None if api_key_id is None else int(api_key_id), float(expires))
         return session, []
 
+    async def keep_alive(self, ids: Collection[int]) -> None:
+        """
+        The sessions C{ids} are in use by live connections that logged in
+        through them: their idle time starts again.  One past its time
+        stays so (it ends when that is noticed).
+        """
+        if not ids:
+            return
+        await self._setup()
+        await self._pool.runInteraction(self._touch, sorted(ids), self.clock.seconds())
+
+    def _touch(self, txn: Cursor, ids: list[int], now: float) -> None:
+        for start in range(0, len(ids), _IDS_AT_ONCE):
+            chunk = ids[start : start + _IDS_AT_ONCE]
+            marks = ", ".join("?" * len(chunk))
+            txn.execute(
+                f"UPDATE web_sessions SET last_used = ? WHERE id IN ({marks}) AND expires > ? AND last_used > ?",
+                (now, *chunk, now, now - self.idle_timeout),
+            )
+
     async def end(self, secret: str) -> bool:
         """
         End the session whose secret is C{secret}; whether there was one.
@@ -249,3 +282,44 @@ def _ids(txn: Cursor) -> list[int]:
     The ids a C{... RETURNING id} just answered.
     """
     return [int(id_) for (id_,) in txn.fetchall()]
+
+
+class WebSessionKeepAlive:
+    """
+    Keeps the sessions a daemon's live connections logged in through from
+    going idle: a tab that stays open uses its session, though it trades
+    the cookie only when it connects.  L{KEEP_ALIVES_PER_IDLE_TIMEOUT} times
+    per idle timeout, it tells the store the sessions in use
+    (L{WebSessionStore.keep_alive}); each node of a cluster tells of its own.
+    A failure is logged, and the next time tells again.
+    """
+
+    def __init__(self, store: WebSessionStore, in_use: Callable[[], Iterable[int]], clock: IReactorTime) -> None:
+        """
+        @param in_use: the ids of the sessions this daemon's live connections
+            logged in through (L{midjobs.auth.interfaces.IUser.web_session_id}).
+        @param clock: what the loop runs by (the reactor).
+        """
+        self._store = store
+        self._in_use = in_use
+        self._loop = LoopingCall(self.tell)
+        self._loop.clock = clock
+
+    def start(self) -> None:
+        self._loop.start(self._store.idle_timeout / KEEP_ALIVES_PER_IDLE_TIMEOUT, now=False)
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+    def tell(self) -> Deferred[None]:
+        """
+        Tell the store of the sessions in use now; fires when it knows.
+        """
+        ids = set(self._in_use())
+
+        def failed(failure: Failure) -> None:
+            log.warn("Could not keep {count} web sessions in use alive: {error}", count=len(ids),
+                     error=failure.getErrorMessage())  # fmt: skip
+
+        return Deferred.fromCoroutine(self._store.keep_alive(ids)).addErrback(failed)
