@@ -7,10 +7,14 @@ deleted user's is: its next call fails with C{ENOTAUTHENTICATED}, the
 connection stays open and may log in again.  Connections of another session
 of the same user, and password logins, stay.
 
+A session that a live connection logged in through does not go idle (the
+keep-alive); one past its time is not revived.
+
 End to end against a daemon in this process over real sockets; the
 sessions' clock is swapped for a L{task.Clock} where time must pass.  The
-store's report of the sessions it ends is tested against the store, with a
-L{task.Clock}.
+store's report of the sessions it ends, and its keep-alive, are tested
+against the store with a L{task.Clock}, on SQLite and on the private
+PostgreSQL.
 """
 
 from __future__ import annotations
@@ -26,9 +30,12 @@ from midjobs.auth.users import UserStore
 from midjobs.auth.web_sessions import MAX_SESSIONS_PER_USER, WebSessionKeepAlive, WebSessionStore
 from midjobs.client import Client, ClientCallError, connect
 from midjobs.errors import ENOTAUTHENTICATED
+from midjobs.store.pg import PgDatabase
 
 from conftest import USER, RunningDaemon
 from test_web_sessions import NO_SESSION, alice, cookie, exchange, log_in, post  # noqa: F401 (alice is a fixture)
+
+pytest_plugins = ["postgres_server"]
 
 
 async def tab(daemon: RunningDaemon, connections: list[Client], secret: str) -> Client:
@@ -292,3 +299,32 @@ def test_the_keep_alive_tells_four_times_per_idle_timeout(
     keep_alive.stop()
     clock.advance(10)
     assert len(told) == 2 and clock.getDelayedCalls() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_on_postgresql_a_node_keeps_alive_and_reports_the_ends(postgres_database: str) -> None:
+    one, other = (PgDatabase(postgres_database, reactor, size=2) for _ in range(2))
+    await one.open()
+    await other.open()
+    try:
+        clock = task.Clock()
+        clock.advance(1_000_000)
+        ended_here: list[int] = []
+        ended_there: list[int] = []
+        here = WebSessionStore(one, clock, lifetime=100, idle_timeout=10, ended=ended_here.extend)
+        there = WebSessionStore(other, clock, lifetime=100, idle_timeout=10, ended=ended_there.extend)
+        assert await there.use("nobody") is None
+        user = await UserStore(one).create({"username": "alice", "password": USER[1], "roles": []})
+        kept, idle = await here.create(user["id"]), await here.create(user["id"])
+        ids = [await session_id(here, secret) for secret in (kept, idle)]
+        clock.advance(9)
+        await there.keep_alive({ids[0], 12345})
+        clock.advance(9)
+        assert await there.use(kept) is not None
+        assert await there.use(idle) is None
+        assert (ended_here, ended_there) == ([], [ids[1]])
+        assert await here.end(kept) is True
+        assert (ended_here, ended_there) == ([ids[0]], [ids[1]])
+    finally:
+        await one.close()
+        await other.close()
