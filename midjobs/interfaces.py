@@ -112,7 +112,8 @@ class ICluster(Interface):
     def catalogue_changed(kind: str, identity: int) -> None:
         """
         Tell the other nodes that the user (C{kind} C{"user"}) or API key
-        (C{"api_key"}) numbered C{identity} changed or is gone, so that
+        (C{"api_key"}) numbered C{identity} changed or is gone, or that the
+        web session (C{"web_session"}) numbered C{identity} ended, so that
         they update or log out their sessions of it at once.
         """
 

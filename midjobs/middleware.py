@@ -25,7 +25,7 @@ from .arguments import REDACTED, Signature, at_path, signature_of
 from .auth.gate import LoginGate
 from .auth.throttle import LoginThrottle
 from .auth.tokens import ITokenStore, TokenStore, token_store_of
-from .auth.web_sessions import WebSessionStore
+from .auth.web_sessions import WebSessionKeepAlive, WebSessionStore
 from .config import Settings
 from .drain import Drain
 from .errors import ENOMETHOD, ENOTAUTHENTICATED, CallError
@@ -49,11 +49,12 @@ if TYPE_CHECKING:
     from .store import IJobStore
     from .store._interfaces import IJobIds
 
-__all__ = ["API_KEY", "USER", "Method", "Middleware", "MethodNotFound", "NotAuthenticated", "WATCHING_JOBS"]
+__all__ = ["API_KEY", "USER", "WEB_SESSION", "Method", "Middleware", "MethodNotFound", "NotAuthenticated", "WATCHING_JOBS"]
 
-#: What L{Middleware.catalogue_changed_elsewhere} is told changed: a user, an API key.
+#: What L{Middleware.catalogue_changed_elsewhere} is told changed: a user, an API key, a web session (ended).
 USER = "user"
 API_KEY = "api_key"
+WEB_SESSION = "web_session"
 
 log = logger(__name__)
 
@@ -218,12 +219,19 @@ class Middleware:
                 reactor,
                 lifetime=_settings(settings).session_lifetime,
                 idle_timeout=_settings(settings).session_idle_timeout,
+                ended=self.web_sessions_ended,
             )
             if users is not None
             else None
         )
         #: The logged-in WebSocket sessions, so a change to a user reaches them at once.
         self.sessions: weakref.WeakSet[ISession] = weakref.WeakSet()
+        #: Keeps the web sessions these sessions logged in through from going idle.
+        self.web_session_keep_alive = (
+            WebSessionKeepAlive(self.web_sessions, self._web_session_ids, reactor)
+            if self.web_sessions is not None
+            else None
+        )
         #: The downloads that core.download prepared and /_download serves.
         self.downloads = Downloads(reactor)
         #: How downloads cross between the nodes of a cluster (L{None}: one daemon, and
@@ -279,6 +287,8 @@ class Middleware:
         """
         await self.jobs.ids.start()
         self.metrics.start()
+        if self.web_session_keep_alive is not None:
+            self.web_session_keep_alive.start()
         # A store that writes in batches (midjobs.store.WriteBatch) times its commits.
         batch = getattr(self.job_store, "batch", None)
         if batch is not None and hasattr(batch, "on_commit"):
@@ -292,6 +302,8 @@ class Middleware:
         """
         self.jobs.abort_all(reason)
         self.metrics.stop()
+        if self.web_session_keep_alive is not None:
+            self.web_session_keep_alive.stop()
         for service in reversed(list(self.services.values())):
             await service.stop()
 
@@ -582,14 +594,27 @@ class Middleware:
         self.cluster.catalogue_changed(API_KEY, api_key_id)
         return self._api_key_deleted_here(api_key_id)
 
+    def web_sessions_ended(self, web_session_ids: Iterable[int]) -> None:
+        """
+        The web sessions C{web_session_ids} ended (L{WebSessionStore} tells):
+        revoke the tokens derived from them, and log out the sessions that
+        logged in through them, on every node of the cluster.
+        """
+        for web_session_id in web_session_ids:
+            self.cluster.catalogue_changed(WEB_SESSION, web_session_id)
+            self._web_session_ended_here(web_session_id)
+
     def catalogue_changed_elsewhere(self, kind: str, identity: int) -> Deferred[None]:
         """
-        Another node changed or deleted the user or API key C{identity}
-        (L{ICluster.catalogue_changed}): update or log out this node's
-        sessions of it, from what the store now holds.
+        Another node changed or deleted the user or API key C{identity}, or
+        ended the web session C{identity} (L{ICluster.catalogue_changed}):
+        update or log out this node's sessions of it, from what the store
+        now holds.
         """
         if kind == API_KEY:
             return self._api_key_deleted_here(identity)
+        if kind == WEB_SESSION:
+            return self._web_session_ended_here(identity)
         if kind != USER or self.users is None:
             return succeed(None)
         d: Deferred[None] = self.users.find(identity).addCallback(
@@ -622,6 +647,21 @@ class Middleware:
             lambda failure: log.failure("API key {api_key_id} is gone: its tokens", failure, api_key_id=api_key_id),
         )
         self.log_out(lambda avatar: avatar.api_key_id == api_key_id, f"API key {api_key_id} was deleted")
+        return revoked
+
+    def _web_session_ids(self) -> set[int]:
+        """
+        The web sessions this daemon's logged-in sessions logged in through.
+        """
+        users = (session.user for session in list(self.sessions))
+        return {user.web_session_id for user in users if user is not None and user.web_session_id is not None}
+
+    def _web_session_ended_here(self, web_session_id: int) -> Deferred[None]:
+        revoked = self.tokens.revoke_derived(web_session_id=web_session_id).addCallbacks(
+            lambda count: log.info("Web session {id} ended: {count} tokens revoked", id=web_session_id, count=count),
+            lambda failure: log.failure("Web session {id} ended: its tokens", failure, id=web_session_id),
+        )
+        self.log_out(lambda avatar: avatar.web_session_id == web_session_id, f"web session {web_session_id} ended")
         return revoked
 
     def log_out(self, which: Callable[[Any], bool], reason: str) -> None:

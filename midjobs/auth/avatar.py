@@ -40,6 +40,8 @@ class AvatarId:
         name (see L{midjobs.auth.realm.Realm}).
     @ivar api_key_id: the API key the login comes from (directly, or through
         tokens made from it), or L{None}.
+    @ivar web_session_id: the web session the login comes from (through
+        tokens traded for its cookie, or made from such a login), or L{None}.
     @ivar credentials_data: more about the login for the job record
         (L{User.to_credentials}), such as which API key was used; never a secret.
     """
@@ -49,6 +51,7 @@ class AvatarId:
     credentials_data: Mapping[str, Any] = attrs.field(factory=dict, hash=False, kw_only=True)
     user_id: int | None = attrs.field(default=None, kw_only=True)
     api_key_id: int | None = attrs.field(default=None, kw_only=True)
+    web_session_id: int | None = attrs.field(default=None, kw_only=True)
 
 
 @implementer(IUser)
@@ -66,6 +69,7 @@ class User:
         peer (an identity of its own: it owns no stored user's jobs, and no
         stored user owns its jobs, whatever their names).
     @ivar api_key_id: the API key the login comes from (see L{AvatarId}).
+    @ivar web_session_id: the web session the login comes from (see L{AvatarId}).
     @ivar local_peer: the user is the trusted local peer (a UNIX-socket login,
         or a token one made), whose rights come from the socket, not the store.
     """
@@ -76,6 +80,7 @@ class User:
     credentials_data: Mapping[str, Any] = attrs.field(factory=dict, hash=False, kw_only=True)
     user_id: int | None = attrs.field(default=None, kw_only=True)
     api_key_id: int | None = attrs.field(default=None, kw_only=True)
+    web_session_id: int | None = attrs.field(default=None, kw_only=True)
     local_peer: bool = attrs.field(
         default=attrs.Factory(lambda self: self.credentials_type == UNIX_SOCKET, takes_self=True),
         kw_only=True,

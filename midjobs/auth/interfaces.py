@@ -34,6 +34,11 @@ class IUser(Interface):
         "The API key (C{int} id) this login comes from, directly or through "
         "tokens made from it, or C{None}: deleting the key ends the login."
     )
+    web_session_id = Attribute(
+        "The web session (C{int} id, never reused) this login comes from, through "
+        "tokens traded for its cookie or made from such a login, or C{None}: the "
+        "session's end ends the login."
+    )
     roles = Attribute(
         "The roles held at login, a C{frozenset} of C{str}.  Read once: a change "
         "to the stored user takes effect at the next login."

@@ -18,7 +18,8 @@ The table (part C{cluster} of L{midjobs.store.pg_schema})::
             job_id bigint, expires double precision, data text)
 
 C{kind} is a L{TokenKind}; C{data} is JSON: the rest of the user the token
-stands for (L{User}'s fields), its attributes and its origin.
+stands for (L{User}'s fields, among them the API key and the web session it
+derives from), its attributes and its origin.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from .tokens import (
     Token,
     TooManyTokens,
     check_scope,
+    derived_from,
 )
 
 __all__ = ["PRUNE_INTERVAL", "PgTokenStore", "TokenKind", "digest_of"]
@@ -59,6 +61,13 @@ PRUNE_INTERVAL: Final = 60.0
 
 #: The database's clock, in seconds since the epoch.
 _NOW: Final = "extract(epoch from clock_timestamp())::float8"
+
+#: Where a row keeps each identity a token derives from (L{derived_from}).
+_DERIVED_FROM: Final = {
+    "user_id": "user_id = ?",
+    "api_key_id": "(data::jsonb ->> 'api_key_id')::bigint = ?",
+    "web_session_id": "(data::jsonb ->> 'web_session_id')::bigint = ?",
+}
 
 #: The columns a token is read from, in L{_token}'s order.
 _COLUMNS: Final = "kind, user_id, job_id, expires, data"
@@ -90,6 +99,7 @@ def _data(user: IUser, attributes: Mapping[str, Any], origin: str | None) -> str
             "credentials_type": user.credentials_type,
             "credentials_data": dict(getattr(user, "credentials_data", {})),
             "api_key_id": user.api_key_id,
+            "web_session_id": user.web_session_id,
             "local_peer": bool(user.local_peer),
             "attributes": dict(attributes),
             "origin": origin,
@@ -108,6 +118,8 @@ def _token(value: str, row: Row) -> Token:
         credentials_data=data["credentials_data"],
         user_id=user_id,
         api_key_id=data["api_key_id"],
+        # Absent from the rows of a node that knew no web sessions' ids.
+        web_session_id=data.get("web_session_id"),
         local_peer=data["local_peer"],
     )
     return Token(
@@ -219,13 +231,11 @@ class PgTokenStore(Service):
             return succeed(False)
         return self._db.runInteraction(_revoke, digest_of(value))
 
-    def revoke_derived(self, *, user_id: int | None = None, api_key_id: int | None = None) -> Deferred[int]:
-        if (user_id is None) == (api_key_id is None):
-            raise ValueError("Give a user id or an API key id")
-        if user_id is not None:
-            return self._db.runInteraction(_revoke_where, "user_id = ?", user_id)
-        assert api_key_id is not None
-        return self._db.runInteraction(_revoke_where, "(data::jsonb ->> 'api_key_id')::bigint = ?", api_key_id)
+    def revoke_derived(
+        self, *, user_id: int | None = None, api_key_id: int | None = None, web_session_id: int | None = None
+    ) -> Deferred[int]:
+        name, identity = derived_from(user_id=user_id, api_key_id=api_key_id, web_session_id=web_session_id)
+        return self._db.runInteraction(_revoke_where, _DERIVED_FROM[name], identity)
 
 
 # The interactions, each one transaction in the database's thread.

@@ -86,5 +86,6 @@ class Realm:
             credentials_data=data,
             user_id=user_id,
             api_key_id=avatarId.api_key_id,
+            web_session_id=avatarId.web_session_id,
         )
         return IUser, avatar, _logout

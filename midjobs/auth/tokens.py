@@ -9,9 +9,10 @@ Every operation returns a L{Deferred}.  A token is presented as L{TokenCredentia
 portal, where the L{TokenChecker} vouches for its user with an L{AvatarId} of
 kind L{TOKEN}; the realm then gives that user's current roles.
 
-A token remembers the identity it came from (the user's stable id, and the API
-key where the login was by key, through any chain of tokens made from tokens):
-deleting the user or the key revokes it (L{TokenStore.revoke_derived}).  One
+A token remembers the identity it came from (the user's stable id, the API key
+where the login was by key, and the web session whose cookie it was traded for,
+through any chain of tokens made from tokens): deleting the user or the key, or
+the session's end, revokes it (L{TokenStore.revoke_derived}).  One
 identity holds at most L{TokenStore.max_per_user} live tokens; past that,
 L{ITokenStore.create} fails with L{TooManyTokens} and evicts nothing.
 
@@ -55,6 +56,7 @@ __all__ = [
     "TokenStore",
     "TooManyTokens",
     "check_scope",
+    "derived_from",
     "origin_of",
     "token_store_of",
 ]
@@ -106,8 +108,8 @@ class Token:
     """
     What the store knows of one token.
 
-    @ivar user: the L{IUser} avatar the token was made for; its C{user_id}
-        and C{api_key_id} are the identity the token derives from.
+    @ivar user: the L{IUser} avatar the token was made for; its C{user_id},
+        C{api_key_id} and C{web_session_id} are the identity the token derives from.
     @ivar expires: the time at which it stops being valid, by the clock of its
         store (the reactor's for L{TokenStore}, the database's for a cluster).
     @ivar attributes: what its creator attached (a JSON-ready dict).
@@ -203,14 +205,16 @@ class ITokenStore(Interface):
         Forget the token C{value}; whether it was there.
         """
 
-    def revoke_derived(*, user_id: int | None = None, api_key_id: int | None = None) -> Deferred[int]:
+    def revoke_derived(
+        *, user_id: int | None = None, api_key_id: int | None = None, web_session_id: int | None = None
+    ) -> Deferred[int]:
         """
-        Forget every token derived from the stored user C{user_id} or from
-        the API key C{api_key_id} (the one that is given): those made for
-        them, and those made by logins with such tokens.  How many live ones
-        there were.
+        Forget every token derived from the stored user C{user_id}, the API
+        key C{api_key_id} or the web session C{web_session_id} (the one that
+        is given): those made for them, and those made by logins with such
+        tokens.  How many live ones there were.
 
-        @raise ValueError: at once, if neither or both are given.
+        @raise ValueError: at once, unless exactly one is given.
         """
 
     def count_of(user_id: int | None) -> Deferred[int]:
@@ -310,14 +314,15 @@ class TokenStore:
     def revoke(self, value: str) -> Deferred[bool]:
         return succeed(isinstance(value, str) and self._remove(value))
 
-    def revoke_derived(self, *, user_id: int | None = None, api_key_id: int | None = None) -> Deferred[int]:
-        if (user_id is None) == (api_key_id is None):
-            raise ValueError("Give a user id or an API key id")
+    def revoke_derived(
+        self, *, user_id: int | None = None, api_key_id: int | None = None, web_session_id: int | None = None
+    ) -> Deferred[int]:
+        name, identity = derived_from(user_id=user_id, api_key_id=api_key_id, web_session_id=web_session_id)
         self._prune()
-        if user_id is not None:
-            values = list(self._by_user.get(user_id, ()))
+        if name == "user_id":
+            values = list(self._by_user.get(identity, ()))
         else:
-            values = [v for v, token in self._tokens.items() if token.user.api_key_id == api_key_id]
+            values = [v for v, token in self._tokens.items() if getattr(token.user, name) == identity]
         for value in values:
             self._remove(value)
         return succeed(len(values))
@@ -347,6 +352,24 @@ class TokenStore:
             token = self._tokens.get(value)
             if token is not None and token.expires <= now:
                 self._remove(value)
+
+
+def derived_from(
+    *, user_id: int | None = None, api_key_id: int | None = None, web_session_id: int | None = None
+) -> tuple[str, int]:
+    """
+    The one identity given to L{ITokenStore.revoke_derived}: the name of the
+    L{IUser} attribute that holds it (C{"user_id"}, C{"api_key_id"} or
+    C{"web_session_id"}), and its value.
+
+    @raise ValueError: unless exactly one is given.
+    """
+    given = [(name, value) for name, value in
+             (("user_id", user_id), ("api_key_id", api_key_id), ("web_session_id", web_session_id))
+             if value is not None]  # fmt: skip
+    if len(given) != 1:
+        raise ValueError("Give one of a user id, an API key id and a web session id")
+    return given[0]
 
 
 class ITokenCredentials(ICredentials):
@@ -414,6 +437,7 @@ def _avatar_id(token: Token) -> AvatarId:
         trusted_peer=trusted_peer,
         user_id=user.user_id,
         api_key_id=user.api_key_id,
+        web_session_id=user.web_session_id,
     )
 
 

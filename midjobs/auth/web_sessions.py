@@ -12,32 +12,49 @@ trades the cookie for a short-lived token to log its WebSocket in.
 The table is in the daemon's database, so sessions outlive a restart, and on
 PostgreSQL every node of a cluster shares them.  A session ends at its
 logout, after C{lifetime} seconds whatever its use, or after C{idle_timeout}
-seconds without use.  Deleting its user or its API key deletes it
+seconds without use: a trade of its cookie, or a live connection that logged
+in through it (L{WebSessionKeepAlive}).  Deleting its user or its API key deletes it
 (C{ON DELETE CASCADE}); locking the user ends it too
 (L{WebSessionStore.end_of_user}).  One user holds at most
 L{MAX_SESSIONS_PER_USER}: a new login past that ends the least recently used.
+
+A session's row id is its stable id (never reused, never secret): the
+tokens traded for its cookie carry it, and so do the logins made with them
+(L{midjobs.auth.interfaces.IUser.web_session_id}).  The store tells whoever
+made it (C{ended}) the ids of the sessions it ends: at a logout, when it
+finds one past its time (at its use, or when a login prunes them), when a
+login evicts one, when a user is locked.  Nothing is scheduled: a session
+past its time ends when it is noticed.  The sessions that go with their
+user's or API key's row are not told: the logins of that user or key end
+with them anyway.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import Final
+from typing import Callable, Collection, Final, Iterable, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
 
 from midjobs.auth.api_keys import API_KEYS_SCHEMA
 from midjobs.auth.users import USERS_SCHEMA
+from midjobs.logs import logger
 from midjobs.store.database import Cursor, Pool, ensure_schema
 
 __all__ = [
     "MAX_SESSIONS_PER_USER",
     "WEB_SESSIONS_SCHEMA",
     "WebSession",
+    "WebSessionKeepAlive",
     "WebSessionStore",
 ]
+
+log = logger(__name__)
 
 #: Live sessions one user may hold; a login past that ends the least recently used.
 MAX_SESSIONS_PER_USER: Final = 100
@@ -47,6 +64,12 @@ SECRET_BYTES: Final = 32
 
 #: Longest secret accepted from a cookie (anything longer is no secret of ours).
 _MAX_SECRET = 128
+
+#: Session ids in one statement of L{WebSessionStore.keep_alive}.
+_IDS_AT_ONCE = 500
+
+#: How many times per idle timeout L{WebSessionKeepAlive} tells of the sessions in use.
+KEEP_ALIVES_PER_IDLE_TIMEOUT: Final = 4
 
 #: The schema history of the C{web_sessions} part (see L{ensure_schema}).
 #: A session goes with its user and with the API key it came from.
@@ -100,11 +123,24 @@ class WebSessionStore:
         (C{[auth] session_idle_timeout}).
     """
 
-    def __init__(self, pool: Pool, clock: IReactorTime, *, lifetime: float, idle_timeout: float) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        clock: IReactorTime,
+        *,
+        lifetime: float,
+        idle_timeout: float,
+        ended: Callable[[Sequence[int]], object] = lambda ids: None,
+    ) -> None:
+        """
+        @param ended: called with the ids of the sessions this store ended,
+            once their rows are gone (see the module docstring).
+        """
         self._pool = pool
         self.clock = clock
         self.lifetime = lifetime
         self.idle_timeout = idle_timeout
+        self._ended = ended
         self._ready: Deferred[None] | None = None
 
     async def _setup(self) -> None:
@@ -134,11 +170,19 @@ class WebSessionStore:
         await self._setup()
         secret = secrets.token_urlsafe(SECRET_BYTES)
         now = self.clock.seconds()
-        await self._pool.runInteraction(self._insert, _digest(secret), user_id, api_key_id, now)
+        self._tell(await self._pool.runInteraction(self._insert, _digest(secret), user_id, api_key_id, now))
         return secret
 
-    def _insert(self, txn: Cursor, digest: str, user_id: int, api_key_id: int | None, now: float) -> None:
-        txn.execute("DELETE FROM web_sessions WHERE expires <= ? OR last_used <= ?", (now, now - self.idle_timeout))
+    def _insert(self, txn: Cursor, digest: str, user_id: int, api_key_id: int | None, now: float) -> list[int]:
+        """
+        Add the session; the ids of those it ended: past their time, or
+        the user's least recently used past L{MAX_SESSIONS_PER_USER}.
+        """
+        txn.execute(
+            "DELETE FROM web_sessions WHERE expires <= ? OR last_used <= ? RETURNING id",
+            (now, now - self.idle_timeout),
+        )
+        ended = _ids(txn)
         txn.execute(
             "INSERT INTO web_sessions (secret_hash, user_id, api_key_id, created, expires, last_used) "
             "VALUES (?, ?, ?, ?, ?, ?)",
@@ -146,9 +190,10 @@ class WebSessionStore:
         )
         txn.execute(
             "DELETE FROM web_sessions WHERE user_id = ? AND id NOT IN "
-            "(SELECT id FROM web_sessions WHERE user_id = ? ORDER BY last_used DESC, id DESC LIMIT ?)",
+            "(SELECT id FROM web_sessions WHERE user_id = ? ORDER BY last_used DESC, id DESC LIMIT ?) RETURNING id",
             (user_id, user_id, MAX_SESSIONS_PER_USER),
         )
+        return ended + _ids(txn)
 
     async def use(self, secret: str) -> WebSession | None:
         """
@@ -159,21 +204,48 @@ class WebSessionStore:
         if not secret or len(secret) > _MAX_SECRET:
             return None
         await self._setup()
-        return await self._pool.runInteraction(self._use, _digest(secret), self.clock.seconds())
+        session, ended = await self._pool.runInteraction(self._use, _digest(secret), self.clock.seconds())
+        self._tell(ended)
+        return session
 
-    def _use(self, txn: Cursor, digest: str, now: float) -> WebSession | None:
+    def _use(self, txn: Cursor, digest: str, now: float) -> tuple[WebSession | None, list[int]]:
+        """
+        The live session of C{digest}, now used, or L{None}; and the id of
+        the one found past its time, if it was.
+        """
         txn.execute(
             "SELECT id, user_id, api_key_id, expires, last_used FROM web_sessions WHERE secret_hash = ?", (digest,)
         )
         row = txn.fetchone()
         if row is None:
-            return None
+            return None, []
         id_, user_id, api_key_id, expires, last_used = row
         if now >= expires or now - last_used >= self.idle_timeout:
-            txn.execute("DELETE FROM web_sessions WHERE id = ?", (id_,))
-            return None
+            txn.execute("DELETE FROM web_sessions WHERE id = ? RETURNING id", (id_,))
+            return None, _ids(txn)
         txn.execute("UPDATE web_sessions SET last_used = ? WHERE id = ?", (now, id_))
-        return WebSession(int(id_), int(user_id), None if api_key_id is None else int(api_key_id), float(expires))
+        session = WebSession(int(id_), int(user_id), None if api_key_id is None else int(api_key_id), float(expires))
+        return session, []
+
+    async def keep_alive(self, ids: Collection[int]) -> None:
+        """
+        The sessions C{ids} are in use by live connections that logged in
+        through them: their idle time starts again.  One past its time
+        stays so (it ends when that is noticed).
+        """
+        if not ids:
+            return
+        await self._setup()
+        await self._pool.runInteraction(self._touch, sorted(ids), self.clock.seconds())
+
+    def _touch(self, txn: Cursor, ids: list[int], now: float) -> None:
+        for start in range(0, len(ids), _IDS_AT_ONCE):
+            chunk = ids[start : start + _IDS_AT_ONCE]
+            marks = ", ".join("?" * len(chunk))
+            txn.execute(
+                f"UPDATE web_sessions SET last_used = ? WHERE id IN ({marks}) AND expires > ? AND last_used > ?",
+                (now, *chunk, now, now - self.idle_timeout),
+            )
 
     async def end(self, secret: str) -> bool:
         """
@@ -182,16 +254,72 @@ class WebSessionStore:
         if not secret or len(secret) > _MAX_SECRET:
             return False
         await self._setup()
-        return await self._pool.runInteraction(self._delete, "secret_hash", _digest(secret)) > 0
+        return bool(self._tell(await self._pool.runInteraction(self._delete, "secret_hash", _digest(secret))))
 
     async def end_of_user(self, user_id: int) -> int:
         """
         End every session of the stored user C{user_id}; how many there were.
         """
         await self._setup()
-        return await self._pool.runInteraction(self._delete, "user_id", user_id)
+        return len(self._tell(await self._pool.runInteraction(self._delete, "user_id", user_id)))
 
     @staticmethod
-    def _delete(txn: Cursor, column: str, value: object) -> int:
-        txn.execute(f"DELETE FROM web_sessions WHERE {column} = ?", (value,))
-        return txn.rowcount
+    def _delete(txn: Cursor, column: str, value: object) -> list[int]:
+        txn.execute(f"DELETE FROM web_sessions WHERE {column} = ? RETURNING id", (value,))
+        return _ids(txn)
+
+    def _tell(self, ended: list[int]) -> list[int]:
+        """
+        Tell of the sessions C{ended}, if any; return them.
+        """
+        if ended:
+            self._ended(ended)
+        return ended
+
+
+def _ids(txn: Cursor) -> list[int]:
+    """
+    The ids a C{... RETURNING id} just answered.
+    """
+    return [int(id_) for (id_,) in txn.fetchall()]
+
+
+class WebSessionKeepAlive:
+    """
+    Keeps the sessions a daemon's live connections logged in through from
+    going idle: a tab that stays open uses its session, though it trades
+    the cookie only when it connects.  L{KEEP_ALIVES_PER_IDLE_TIMEOUT} times
+    per idle timeout, it tells the store the sessions in use
+    (L{WebSessionStore.keep_alive}); each node of a cluster tells of its own.
+    A failure is logged, and the next time tells again.
+    """
+
+    def __init__(self, store: WebSessionStore, in_use: Callable[[], Iterable[int]], clock: IReactorTime) -> None:
+        """
+        @param in_use: the ids of the sessions this daemon's live connections
+            logged in through (L{midjobs.auth.interfaces.IUser.web_session_id}).
+        @param clock: what the loop runs by (the reactor).
+        """
+        self._store = store
+        self._in_use = in_use
+        self._loop = LoopingCall(self.tell)
+        self._loop.clock = clock
+
+    def start(self) -> None:
+        self._loop.start(self._store.idle_timeout / KEEP_ALIVES_PER_IDLE_TIMEOUT, now=False)
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+    def tell(self) -> Deferred[None]:
+        """
+        Tell the store of the sessions in use now; fires when it knows.
+        """
+        ids = set(self._in_use())
+
+        def failed(failure: Failure) -> None:
+            log.warn("Could not keep {count} web sessions in use alive: {error}", count=len(ids),
+                     error=failure.getErrorMessage())  # fmt: skip
+
+        return Deferred.fromCoroutine(self._store.keep_alive(ids)).addErrback(failed)

@@ -125,7 +125,8 @@ class ClusterBus:
         @param accepting: whether this node holds its place in the cluster
             and may take new jobs (its L{midjobs.cluster.node.Node} is online).
         @param catalogue: called with the kind and id of a user or API key
-            another node changed (L{ICluster.catalogue_changed}).
+            another node changed, or of a web session it ended
+            (L{ICluster.catalogue_changed}).
         """
         self.node = node
         self._db = db

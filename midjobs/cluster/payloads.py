@@ -38,8 +38,8 @@ __all__ = [
 #: The channel every node's job events go to.
 JOBS_CHANNEL = "midjobs_jobs"
 
-#: The channel that tells of users and API keys changed or deleted on a node:
-#: C{{"n": node, "k": "user" or "api_key", "i": id}}.
+#: The channel that tells of users and API keys changed or deleted, and web
+#: sessions ended, on a node: C{{"n": node, "k": "user", "api_key" or "web_session", "i": id}}.
 CATALOGUE_CHANNEL = "midjobs_catalogue"
 
 #: How every payload begins: its sender's name, then (L{_ITEMS}) its items.

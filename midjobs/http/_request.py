@@ -10,6 +10,13 @@ L{serve_upload<midjobs.http._upload.serve_upload>} once the headers are in.
 No other route takes a body: a request that brings one to another route,
 with a C{Content-Length} above zero or chunked, is answered 413 at once,
 before any of its body is read, and nothing of it is kept (L{refuse_body}).
+Over HTTP/2 a request need not tell its length (a browser's C{DELETE}, curl's
+C{POST} without data): its length is unknown until its stream ends, and such
+a request is no refused body.  Its stream is watched instead
+(L{SiteRequest.expect_no_body}): if it ends with nothing, twisted.web serves
+the request as usual; if a byte of body comes, or the request asks for
+C{100 Continue}, it is answered 413 and its stream reset after a while,
+while the connection's other streams go on.
 
 C{getClientAddress} is the client's address behind the trusted proxies
 (L{midjobs.addresses.client_address}): the access log, the login throttle
@@ -25,6 +32,8 @@ from functools import partial
 from typing import Callable, Sequence, cast
 
 from twisted.internet.interfaces import IAddress
+from twisted.python.failure import Failure
+from twisted.web import server
 from twisted.web.http import HTTPChannel
 from twisted.web.iweb import INonQueuedRequestFactory
 from zope.interface import implementer
@@ -32,7 +41,7 @@ from zope.interface import implementer
 from ..addresses import Network, client_address, proxy_networks
 from ..logs import logger
 from ..middleware import Middleware
-from ._body import RequestBody, StreamingRequest
+from ._body import BodyInterrupted, RequestBody, StreamingRequest
 from ._headers import add_security_headers
 from ._upload import UPLOAD_PATH, origin, serve_upload
 
@@ -54,7 +63,10 @@ def refuse_body(request: StreamingRequest, length: int | None, body: RequestBody
     Answer a request that brings a body to a route that takes none: 413 at
     once, and the rest of the body is dropped (L{RequestBody.drop_rest}).
     """
-    size = "a chunked body" if length is None else f"a body of {length} bytes"
+    if length is not None:
+        size = f"a body of {length} bytes"
+    else:
+        size = "a chunked body" if body.http11 else "a body of unknown length (HTTP/2)"
     log.info(
         "Refused {size} to {method} {path} from {address}: the route takes no body",
         size=size,
@@ -106,8 +118,47 @@ class SiteRequest(StreamingRequest):
             return partial(serve_upload, self._middleware, self)
         if length == 0:
             return None
+        if length is None and not isinstance(self.channel, HTTPChannel):
+            # HTTP/2 without a Content-Length: a body only if one comes.
+            return self.expect_no_body
         self._middleware.metrics.limit_hit("body")
         return partial(refuse_body, self, length)
+
+    def expect_no_body(self, body: RequestBody) -> None:
+        """
+        Serve a request of unknown length (HTTP/2) to a route that takes no
+        body once its stream ends with nothing; refuse it (L{refuse_body})
+        if a body comes, or if it waits for C{100 Continue} (it says it
+        has a body to send).
+        """
+
+        def came(data: bytes) -> None:
+            if data:
+                self._refuse_unknown(body)
+            else:
+                self._serve_as_usual()
+
+        def lost(failure: Failure) -> None:
+            # The stream was reset: nobody to answer.
+            failure.trap(BodyInterrupted)
+
+        if body.expects_continue:
+            self._refuse_unknown(body)
+        else:
+            body.read().addCallbacks(came, lost)
+
+    def _refuse_unknown(self, body: RequestBody) -> None:
+        self._middleware.metrics.limit_hit("body")
+        refuse_body(self, None, body)
+
+    def _serve_as_usual(self) -> None:
+        """
+        The stream ended with no body: hand the request to twisted.web as if
+        its body had never been taken over, with an empty body.
+        """
+        self.body = None
+        server.Request.gotLength(self, 0)
+        self.requestReceived(self.method, self.uri, self.clientproto)
 
     def write(self, data: bytes) -> None:
         """

@@ -14,9 +14,11 @@ a password in the browser (L{midjobs.auth.web_sessions}).
     caller's address: C{{"token", "username"}}, or C{{"token": null}} if
     there is no live session (a page's first load: no error status, which
     a browser would log as one).
-  - C{DELETE /_session} (or C{POST /_session/logout}, which a browser
-    sends with C{Content-Length: 0}, as HTTP/2 needs) ends the session, for
-    every tab that shares the cookie, and clears it.
+  - C{DELETE /_session} (or C{POST /_session/logout}) ends the session, for
+    every tab that shares the cookie, and clears it.  Every WebSocket logged
+    in through the session (with a token traded for the cookie, or made from
+    such a login) is logged out, on every node
+    (L{midjobs.middleware.Middleware.web_sessions_ended}).
 
 Each needs the header C{X-Requested-With} (a cross-site form cannot send it)
 and, when the browser sends an C{Origin}, one the WebSocket would accept
@@ -202,7 +204,9 @@ class WebSessionRoutes:
         realm = getattr(self.middleware.portal, "realm", None)
         if not isinstance(realm, Realm):
             raise _Refused(401, "This daemon accepts no logins")
-        avatar_id = AvatarId("", WEB_SESSION, user_id=session.user_id, api_key_id=session.api_key_id)
+        avatar_id = AvatarId(
+            "", WEB_SESSION, user_id=session.user_id, api_key_id=session.api_key_id, web_session_id=session.id
+        )
         try:
             _, avatar, _ = await realm.requestAvatar(avatar_id, None, IUser)
         except UnauthorizedLogin:

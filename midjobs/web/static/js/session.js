@@ -8,6 +8,9 @@
  * tab, a lost connection and a restart of the daemon find the login again
  * while the session lasts; logging out (`POST /_session/logout`) ends it for every
  * tab, which hear of it at once (a BroadcastChannel) or at their next login.
+ * Every connection, the one the password logged in included, logs in through
+ * the session, so its end (a logout, its expiry) logs them out on the daemon,
+ * whether or not their script runs.
  * @module session
  */
 
@@ -100,6 +103,12 @@ export class Session extends EventTarget {
     const { status, body } = await sessionRequest("POST", SESSION_URL, { Authorization: `Token ${token}` });
     // Without a session this tab works on; a reload asks for the password again.
     if (status !== 200) throw new Error(body.error ?? `HTTP ${status}`);
+    // This connection too goes with the session from now on.
+    try {
+      await this.resume();
+    } catch {
+      // It stays logged in by password (a lost connection logs in again through the session).
+    }
   }
 
   /**
@@ -131,7 +140,7 @@ export class Session extends EventTarget {
   async logout() {
     this.forget();
     try {
-      // POST, not DELETE: a browser's POST says its body is empty (Content-Length: 0), which HTTP/2 needs.
+      // The daemon logs out every connection that logged in through the session, in any tab.
       await sessionRequest("POST", `${SESSION_URL}/logout`);
     } catch {
       // The daemon is out of reach: the session ends with its idle timeout.
