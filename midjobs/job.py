@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import errno
+import functools
 import socket
 import threading
 import traceback
@@ -809,11 +810,9 @@ class Job:
         record = self.to_record()
         record["state"] = state.value
         record["time_finished"] = time_finished
-        recording = self._queue._job_ending(self, record) if self._queue is not None else None
-        if recording is None:
-            self._end(state, time_finished, record)
-        else:
-            recording.addBoth(lambda _: self._end(state, time_finished, record))
+        ended = functools.partial(self._end, state, time_finished, record)
+        if self._queue is None or not self._queue._job_ending(self, record, ended):
+            ended()
 
     def _end(self, state: JobState, time_finished: datetime.datetime, record: JobRecord) -> None:
         """
@@ -900,20 +899,25 @@ class StoreRecorder:
     def changed(self, job: Job) -> None:
         self.store.record_changed(job.id, job.to_record)
 
-    def ending(self, job: Job, record: JobRecord) -> Deferred[None]:
-        d: Deferred[None] = self.store.record_finished(record)
-        d.addErrback(self._end_not_recorded, job, record["state"])
-        return d
+    def ending(self, job: Job, record: JobRecord, ended: Callable[[], None]) -> None:
+        self.store.record_finished(record).addBoth(self._end_recorded, job, record["state"], ended)
 
-    def _end_not_recorded(self, failure: Failure, job: Job, state: str) -> None:
-        if isinstance(failure.value, StoreClosed):
+    @staticmethod
+    def _end_recorded(result: object, job: Job, state: str, ended: Callable[[], None]) -> None:
+        """
+        The end of C{job} is durable, or could not be recorded (logged): it ends all the same.
+        """
+        if not isinstance(result, Failure):
+            pass
+        elif isinstance(result.value, StoreClosed):
             # A thread job that ended after the daemon stopped: it reads as cut off at the next start.
             log.info("Job {job_id} ({method}) ended {state} after the job store closed", job_id=job.id, method=job.method, state=state)
-            return
-        log.error(
-            "Job {job_id} ({method}) ended {state}, but its end could not be recorded: {error}",
-            job_id=job.id, method=job.method, state=state, error=failure.getErrorMessage(),
-        )  # fmt: skip
+        else:
+            log.error(
+                "Job {job_id} ({method}) ended {state}, but its end could not be recorded: {error}",
+                job_id=job.id, method=job.method, state=state, error=result.getErrorMessage(),
+            )  # fmt: skip
+        ended()
 
 
 #: What an L{IJobObserver} is told of a job whose creation is being recorded, held back until it is.
@@ -1197,14 +1201,17 @@ class JobsQueue:
             self._recorder.changed(job)
         self._tell(job, "changed")
 
-    def _job_ending(self, job: Job, record: JobRecord) -> Deferred[None] | None:
+    def _job_ending(self, job: Job, record: JobRecord, ended: Callable[[], None]) -> bool:
         """
-        C{job} is L{JobPhase.ENDING} with the final C{record}: a Deferred
-        that fires once that is recorded, or C{None} if it is not recorded.
+        C{job} is L{JobPhase.ENDING} with the final C{record}: have it
+        recorded, and C{ended()} called once that is durable.
+
+        @return: whether it is recorded; if not, the caller calls C{ended()}.
         """
         if self._recorder is None or job.options.transient:
-            return None
-        return self._recorder.ending(job, record)
+            return False
+        self._recorder.ending(job, record, ended)
+        return True
 
     def _job_ended(self, job: Job, record: JobRecord) -> None:
         """

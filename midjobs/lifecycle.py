@@ -130,7 +130,7 @@ class IJobRecorder(Interface):
     """
     What makes jobs durable for a queue (the job store): told before any
     L{IJobObserver}, which hears of a job's creation and end only once the
-    Deferred of L{created} or L{ending} has fired.
+    Deferred of L{created} has fired, or L{ending} has called back.
     """
 
     def created(job: Any) -> Any:
@@ -144,9 +144,9 @@ class IJobRecorder(Interface):
         Note that C{job} changed; written later, with other writes.
         """
 
-    def ending(job: Any, record: JobRecord) -> Any:
+    def ending(job: Any, record: JobRecord, ended: Any) -> None:
         """
-        Record the final C{record} of C{job} (L{JobPhase.ENDING}).  A Deferred
-        firing once it is durable (it fires even if the write failed: the
-        job ends all the same, and the failure is logged).
+        Record the final C{record} of C{job} (L{JobPhase.ENDING}), and call
+        C{ended()} (no arguments) once it is durable; also if the write
+        failed (the job ends all the same, and the failure is logged).
         """
