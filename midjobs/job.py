@@ -51,8 +51,7 @@ from .log_files import log_file
 from .logs import logger
 from .pipe import Pipes
 from .reactor_loop import ReactorLoop
-from .store._batch import Written
-from .store._interfaces import IDurableWrites, IJobIds, IJobStore, StoreClosed
+from .store._interfaces import IDurableWrites, IJobIds, IJobStore, StoreClosed, Written
 from .store.ids import CountedJobIds
 
 if TYPE_CHECKING:
@@ -918,12 +917,10 @@ class StoreRecorder:
         """
         The end of C{job} is durable, or could not be recorded (logged): it ends all the same.
         """
-        if failure is None:
-            pass
-        elif isinstance(failure.value, StoreClosed):
+        if failure is not None and isinstance(failure.value, StoreClosed):
             # A thread job that ended after the daemon stopped: it reads as cut off at the next start.
             log.info("Job {job_id} ({method}) ended {state} after the job store closed", job_id=job.id, method=job.method, state=state)
-        else:
+        elif failure is not None:
             log.error(
                 "Job {job_id} ({method}) ended {state}, but its end could not be recorded: {error}",
                 job_id=job.id, method=job.method, state=state, error=failure.getErrorMessage(),

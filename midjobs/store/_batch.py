@@ -23,15 +23,11 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
 from ..logs import logger
-from ._interfaces import StoreClosed
+from ._interfaces import StoreClosed, Written
 
-__all__ = ["WriteBatch", "Written"]
+__all__ = ["WriteBatch"]
 
 log = logger(__name__)
-
-#: Told of a durable write (L{WriteBatch.add_durable}): with C{None} once it
-#: is durable, or with the L{Failure} that kept it from being written.
-Written = Callable[["Failure | None"], None]
 
 
 class WriteBatch:

@@ -9,13 +9,20 @@ queue, the middleware and C{core.get_jobs} only ever call these methods.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Container, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Container, Sequence
 
 from zope.interface import Attribute, Interface
 
 from ..lifecycle import JobRecord
 
-__all__ = ["IDurableWrites", "IJobIds", "IJobStore", "JobRecord", "StoreClosed"]
+if TYPE_CHECKING:
+    from twisted.python.failure import Failure
+
+#: Told of a durable write (L{IDurableWrites}): with C{None} once it is
+#: durable, or with the L{Failure} that kept it from being written.
+Written = Callable[["Failure | None"], None]
+
+__all__ = ["IDurableWrites", "IJobIds", "IJobStore", "JobRecord", "StoreClosed", "Written"]
 
 
 class StoreClosed(Exception):
@@ -159,12 +166,12 @@ class IDurableWrites(Interface):
     is not (L{StoreClosed} after L{IJobStore.stop}).
     """
 
-    def created(job_id: int, record: JobRecord | Callable[[], JobRecord], written: Any) -> None:
+    def created(job_id: int, record: JobRecord | Callable[[], JobRecord], written: Written) -> None:
         """
         L{IJobStore.record_created}, telling C{written}.
         """
 
-    def finished(record: JobRecord, written: Any) -> None:
+    def finished(record: JobRecord, written: Written) -> None:
         """
         L{IJobStore.record_finished}, telling C{written}.
         """

@@ -40,8 +40,8 @@ from ..log_excerpt import read_excerpt
 from ..log_files import log_file
 from ..logs import logger
 from ..query import QueryOptions
-from ._batch import WriteBatch, Written
-from ._interfaces import IDurableWrites, IJobStore, JobRecord
+from ._batch import WriteBatch
+from ._interfaces import IDurableWrites, IJobStore, JobRecord, Written
 from ._sqlquery import translate
 from .database import Cursor, Pool, Row, close_database, ensure_schema
 
