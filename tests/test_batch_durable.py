@@ -88,5 +88,5 @@ def test_a_closed_batch_refuses_on_the_next_turn() -> None:
 
 
 def test_the_sql_stores_tell_of_their_durable_writes_by_a_call() -> None:
-    assert verifyClass(IDurableWrites, SQLiteJobStore)
-    assert verifyClass(IDurableWrites, PgJobStore)
+    for store in (SQLiteJobStore, PgJobStore):
+        assert IDurableWrites.implementedBy(store) and verifyClass(IDurableWrites, store)
