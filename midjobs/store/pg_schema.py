@@ -88,6 +88,58 @@ JOBS = (
     "CREATE INDEX jobs_node_unfinished ON jobs (node) WHERE state IN ('WAITING', 'RUNNING')",
     "CREATE INDEX jobs_lock_queue ON jobs (lock_name, lock_seq) "
     "WHERE lock_name IS NOT NULL AND state IN ('WAITING', 'RUNNING')",
+    # Copies of the fields the task manager filters on (midjobs.store._sqlquery.copied_fields).
+    # C{job_node} is the record's C{node}; C{node} is the node that writes the row.
+    'ALTER TABLE jobs ADD COLUMN username text COLLATE "C"',
+    'ALTER TABLE jobs ADD COLUMN job_node text COLLATE "C"',
+    "ALTER TABLE jobs ADD COLUMN errno double precision",
+    # The rows there are get them from their record (text, which may not be
+    # valid JSON, or hold what a text column cannot): NULL where Python's
+    # copy would be NULL.
+    """
+    CREATE FUNCTION midjobs_copied_text(record text, path text[]) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE AS $body$
+    BEGIN
+        RETURN CASE WHEN json_typeof(record::json #> path) = 'string' THEN record::json #>> path END;
+    EXCEPTION WHEN others THEN
+        RETURN NULL;
+    END
+    $body$
+    """,
+    """
+    CREATE FUNCTION midjobs_copied_number(record text, path text[]) RETURNS double precision
+    LANGUAGE plpgsql IMMUTABLE AS $body$
+    DECLARE
+        value json := record::json #> path;
+        number text;
+    BEGIN
+        IF json_typeof(value) = 'boolean' THEN
+            RETURN CASE WHEN value::text = 'true' THEN 1 ELSE 0 END;
+        END IF;
+        IF json_typeof(value) IS DISTINCT FROM 'number' THEN
+            RETURN NULL;
+        END IF;
+        number := value #>> '{}';
+        IF number !~ '[.eE]' AND abs(number::numeric) > 9007199254740992 THEN
+            RETURN NULL;
+        END IF;
+        RETURN number::double precision;
+    EXCEPTION WHEN others THEN
+        RETURN NULL;
+    END
+    $body$
+    """,
+    """
+    UPDATE jobs SET
+        username = midjobs_copied_text(record, '{credentials,data,username}'),
+        job_node = midjobs_copied_text(record, '{node}'),
+        errno = midjobs_copied_number(record, '{exc_info,errno}')
+    """,
+    "DROP FUNCTION midjobs_copied_text(text, text[])",
+    "DROP FUNCTION midjobs_copied_number(text, text[])",
+    "CREATE INDEX jobs_username ON jobs (username, id)",
+    "CREATE INDEX jobs_job_node ON jobs (job_node, id)",
+    "CREATE INDEX jobs_time_started ON jobs (time_started)",
 )
 
 #: What the nodes of a cluster share besides the catalogue and the jobs.
