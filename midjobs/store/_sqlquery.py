@@ -343,13 +343,14 @@ def _like_piece(char: str, kin: frozenset[str]) -> str:
     return char.lower()
 
 
-def _like_pattern(text: str, kin: frozenset[str]) -> str | None:
+def _like_pattern(text: str, kin: frozenset[str], whole: bool = False) -> str | None:
     """
     A C{LIKE} pattern (escape C{\\}, in lower case) that the record's JSON
     text matches whenever one of its strings holds C{text} (case folded as
-    C{kin} tells); C{None} if it would keep no character.
+    C{kin} tells), or is C{text} if C{whole}; C{None} if it would keep no
+    character.
     """
-    pieces = ["%"]
+    pieces = ["%", '"'] if whole else ["%"]
     kept = 0
     for char in text[:MAX_LIKE_CHARACTERS]:
         piece = _like_piece(char, kin)
@@ -361,6 +362,8 @@ def _like_pattern(text: str, kin: frozenset[str]) -> str | None:
             kept += 1
     if kept == 0:
         return None
+    if whole and len(text) <= MAX_LIKE_CHARACTERS:
+        pieces.append('"')
     if pieces[-1] != "%":
         pieces.append("%")
     return "".join(pieces)
@@ -385,7 +388,7 @@ def _search(field: str, op: str, value: object, dialect: Dialect) -> _Sql | None
         return None
     if text is None:
         return None
-    pattern = _like_pattern(text, kin)
+    pattern = _like_pattern(text, kin, whole=op in ("rin", "Crin"))
     if pattern is None:
         return None
     return _Sql(f"{dialect.folded_record} LIKE ? ESCAPE '\\'", (pattern,), False)
@@ -409,7 +412,9 @@ def _filter(spec: object, dialect: Dialect) -> _Sql | None:
         return None
     column = COLUMNS.get(field)
     if column is not None:
-        return _column_condition(column, op, value)
+        sql = _column_condition(column, op, value)
+        if sql is not None:
+            return sql
     return _search(field, op, value, dialect)
 
 

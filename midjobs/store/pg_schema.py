@@ -97,12 +97,36 @@ JOBS = (
     # valid JSON, or hold what a text column cannot): NULL where Python's
     # copy would be NULL.
     """
+    CREATE FUNCTION midjobs_copied_value(record text, path text[]) RETURNS json
+    LANGUAGE plpgsql IMMUTABLE AS $body$
+    DECLARE
+        value json;
+    BEGIN
+        BEGIN
+            value := record::json #> path;
+        EXCEPTION WHEN untranslatable_character THEN
+            -- A NUL somewhere, which JSON carries and text cannot: read
+            -- past it; a string that held it has no copy.
+            value := replace(record, '\\u0000', '\\u0001')::json #> path;
+            IF json_typeof(value) = 'string' AND strpos(value::text, '\\u0001') > 0 THEN
+                RETURN NULL;
+            END IF;
+        END;
+        RETURN value;
+    EXCEPTION WHEN others THEN
+        RETURN NULL;  -- not JSON
+    END
+    $body$
+    """,
+    """
     CREATE FUNCTION midjobs_copied_text(record text, path text[]) RETURNS text
     LANGUAGE plpgsql IMMUTABLE AS $body$
+    DECLARE
+        value json := midjobs_copied_value(record, path);
     BEGIN
-        RETURN CASE WHEN json_typeof(record::json #> path) = 'string' THEN record::json #>> path END;
+        RETURN CASE WHEN json_typeof(value) = 'string' THEN value #>> '{}' END;
     EXCEPTION WHEN others THEN
-        RETURN NULL;
+        RETURN NULL;  -- a lone surrogate
     END
     $body$
     """,
@@ -110,7 +134,7 @@ JOBS = (
     CREATE FUNCTION midjobs_copied_number(record text, path text[]) RETURNS double precision
     LANGUAGE plpgsql IMMUTABLE AS $body$
     DECLARE
-        value json := record::json #> path;
+        value json := midjobs_copied_value(record, path);
         number text;
     BEGIN
         IF json_typeof(value) = 'boolean' THEN
@@ -119,13 +143,13 @@ JOBS = (
         IF json_typeof(value) IS DISTINCT FROM 'number' THEN
             RETURN NULL;
         END IF;
-        number := value #>> '{}';
+        number := value::text;
         IF number !~ '[.eE]' AND abs(number::numeric) > 9007199254740992 THEN
             RETURN NULL;
         END IF;
         RETURN number::double precision;
     EXCEPTION WHEN others THEN
-        RETURN NULL;
+        RETURN NULL;  -- beyond a double
     END
     $body$
     """,
@@ -137,6 +161,7 @@ JOBS = (
     """,
     "DROP FUNCTION midjobs_copied_text(text, text[])",
     "DROP FUNCTION midjobs_copied_number(text, text[])",
+    "DROP FUNCTION midjobs_copied_value(text, text[])",
     "CREATE INDEX jobs_username ON jobs (username, id)",
     "CREATE INDEX jobs_job_node ON jobs (job_node, id)",
     "CREATE INDEX jobs_time_started ON jobs (time_started)",
