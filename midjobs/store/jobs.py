@@ -455,9 +455,12 @@ class SqlJobStore(abc.ABC):
         wanted = 1 if options.get else options.limit
         if sql.ordered:
             if residual is None:
-                # SQL's rows are the answer: it skips and stops.
+                # SQL's rows are the answer: it skips and stops, over the
+                # ids alone (an order it sorts carries no records), then
+                # reads the page's records.
                 txn.execute(
-                    f"SELECT id, record FROM jobs {where} {sql.order} LIMIT ? OFFSET ?",
+                    f"SELECT id, record FROM jobs WHERE id IN "
+                    f"(SELECT id FROM jobs {where} {sql.order} LIMIT ? OFFSET ?) {sql.order}",
                     [*params, wanted or _NO_LIMIT, options.offset],
                 )
                 found = list(_matches(reader, None, logs_dir, wanted or _FETCH))
