@@ -49,11 +49,14 @@ class Dialect:
     @ivar excluded: the SQL of "the row's id is not in the ids of one
         parameter", that parameter made by C{ids}.
     @ivar ids: the parameter of C{excluded} for a list of ids.
+    @ivar like_any: the SQL of "the record matches one of C{n} C{LIKE}
+        patterns" (escape C{\\}, in lower case), one parameter each.
     """
 
     folded_record: str
     excluded: str
     ids: Callable[[Sequence[int]], object]
+    like_any: Callable[[int], str]
 
 
 def _json_ids(ids: Sequence[int]) -> str:
@@ -64,20 +67,32 @@ def _array_ids(ids: Sequence[int]) -> str:
     return "{" + ",".join(str(int(i)) for i in ids) + "}"
 
 
+def _sqlite_like_any(patterns: int) -> str:
+    test = " OR ".join(["record LIKE ? ESCAPE '\\'"] * patterns)
+    return f"({test})" if patterns > 1 else test
+
+
+def _pg_like_any(patterns: int) -> str:
+    # The record is folded once, whatever the number of patterns.
+    marks = ", ".join("?" * patterns)
+    return f'lower(record COLLATE "C") LIKE ANY (ARRAY[{marks}])'
+
+
 #: SQLite: C{LIKE} ignores the case of ASCII letters (and only theirs).
 SQLITE = Dialect(
     folded_record="record",
     excluded="id NOT IN (SELECT value FROM json_each(?))",
     ids=_json_ids,
+    like_any=_sqlite_like_any,
 )
 
-_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-#: PostgreSQL: ASCII letters folded by C{translate}, whatever the database's locale.
+#: PostgreSQL: C{lower} in the C{"C"} collation folds ASCII letters alone,
+#: whatever the database's locale.
 POSTGRESQL = Dialect(
-    folded_record=f"translate(record, '{_UPPER}', '{_UPPER.lower()}')",
+    folded_record='lower(record COLLATE "C")',
     excluded="id NOT IN (SELECT unnest(CAST(? AS bigint[])))",
     ids=_array_ids,
+    like_any=_pg_like_any,
 )
 
 
@@ -163,6 +178,8 @@ class _Sql:
     text: str
     params: tuple[object, ...]
     exact: bool
+    #: The C{LIKE} patterns of a search, which an C{OR} joins in one test.
+    patterns: tuple[str, ...] = ()
 
 
 #: The columns written from a record for queries alone, in L{copied_fields}' order.
@@ -391,7 +408,7 @@ def _search(field: str, op: str, value: object, dialect: Dialect) -> _Sql | None
     pattern = _like_pattern(text, kin, whole=op in ("rin", "Crin"))
     if pattern is None:
         return None
-    return _Sql(f"{dialect.folded_record} LIKE ? ESCAPE '\\'", (pattern,), False)
+    return _Sql(dialect.like_any(1), (pattern,), False, (pattern,))
 
 
 # Filters ------------------------------------------------------------------------
@@ -444,6 +461,7 @@ def _any(members: object, dialect: Dialect) -> _Sql | None:
     if not isinstance(members, (list, tuple)) or not members:
         return None
     parts: dict[tuple[str, tuple[object, ...]], _Sql] = {}
+    patterns: dict[str, None] = {}
     exact = True
     for member in members:
         if isinstance(member, (list, tuple)) and member and isinstance(member[0], (list, tuple)):
@@ -453,8 +471,17 @@ def _any(members: object, dialect: Dialect) -> _Sql | None:
         if part is None:
             return None  # a member SQL knows nothing of may match any row
         exact = exact and part.exact
-        # A search of several fields narrows each with the same LIKE: once is enough.
-        parts.setdefault((part.text, part.params), part)
+        if part.patterns:
+            # A search of several fields narrows each with the same LIKE: once is enough.
+            patterns.update(dict.fromkeys(part.patterns))
+        else:
+            parts.setdefault((part.text, part.params), part)
+    if patterns:
+        searched = tuple(patterns)
+        if not parts:
+            return _Sql(dialect.like_any(len(searched)), searched, exact, searched)
+        search = _Sql(dialect.like_any(len(searched)), searched, exact)
+        parts[(search.text, search.params)] = search
     if len(parts) == 1:
         [part] = parts.values()
         return _Sql(part.text, part.params, exact)
