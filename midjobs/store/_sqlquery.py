@@ -19,6 +19,7 @@ narrowing is never smaller than it); anything else is left to Python.
 from __future__ import annotations
 
 import datetime
+import enum
 import math
 from typing import Any, Callable, Mapping, Sequence
 
@@ -96,7 +97,7 @@ POSTGRESQL = Dialect(
 )
 
 
-class _Kind:
+class _Kind(enum.Enum):
     """
     The values a column holds, which decide the conditions it answers.
     """
@@ -114,7 +115,7 @@ class _Kind:
 @attrs.frozen
 class _Column:
     name: str
-    kind: str
+    kind: _Kind
 
 
 #: The columns that hold a copy of a record's field, by that field.
