@@ -237,6 +237,8 @@ def _id_value(value: object) -> bool:
 def _text(value: object) -> bool:
     if not isinstance(value, str) or "\0" in value:
         return False
+    if value.isascii():
+        return True
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
