@@ -598,3 +598,32 @@ async def test_the_daemons_stores_answer_the_page(kind: str, tmp_path: Path, req
         else:
             await db.close()
 
+
+
+def test_an_order_by_user_or_node_is_sqls_unless_a_value_is_not_a_string(
+    engine_store: Synchronous, stored: list[dict[str, Any]], decoded: list[int]
+) -> None:
+    """
+    The user's and the node's columns hold their strings: SQL sorts by them
+    (and reads only the page) unless a row to sort has a value of another
+    type there, which Python then sorts with the others as filter_list does.
+    """
+    memory = roundtrip(fresher(stored, MEMORY_IDS))
+    fresh = {r["id"]: r for r in memory}
+    union = [fresh.get(r["id"], r) for r in roundtrip(stored)]
+    strings = [["credentials.data.username", "in", ["alice", "bob", "Alice", "\u00e9lodie"]]]
+    for filters, order in (
+        (strings, ["credentials.data.username", "id"]),
+        (strings, ["-credentials.data.username", "-id"]),
+        ([["node", "in", ["alpha", "beta"]]], ["-node", "-id"]),
+        ([["node", "=", "gamma"]], ["nulls_first:node"]),
+    ):
+        options = {"order_by": order, "offset": 30, "limit": 10}
+        decoded.clear()
+        assert engine_store.query(memory, filters, options) == filter_list(union, filters, options), order
+        assert len(decoded) <= 10 + len(MEMORY_IDS), order
+    # Among all the jobs, some have a number or an object as their user: Python sorts.
+    options = {"order_by": ["credentials.data.username", "id"], "offset": 30, "limit": 10}
+    decoded.clear()
+    assert engine_store.query(memory, [], options) == filter_list(union, [], options)
+    assert len(decoded) == len(stored) - len(MEMORY_IDS)

@@ -52,12 +52,15 @@ class Dialect:
     @ivar ids: the parameter of C{excluded} for a list of ids.
     @ivar like_any: the SQL of "the record matches one of C{n} C{LIKE}
         patterns" (escape C{\\}, in lower case), one parameter each.
+    @ivar present: the SQL of "the record holds a value other than
+        C{null} at this path" (its keys).
     """
 
     folded_record: str
     excluded: str
     ids: Callable[[Sequence[int]], object]
     like_any: Callable[[int], str]
+    present: Callable[[tuple[str, ...]], str]
 
 
 def _json_ids(ids: Sequence[int]) -> str:
@@ -79,12 +82,23 @@ def _pg_like_any(patterns: int) -> str:
     return f'lower(record COLLATE "C") LIKE ANY (ARRAY[{marks}])'
 
 
+def _sqlite_present(keys: tuple[str, ...]) -> str:
+    path = "$." + ".".join(keys)
+    # json_type is NULL where the path is missing, 'null' for a JSON null.
+    return f"CASE WHEN json_valid(record) THEN json_type(record, '{path}') END NOT IN ('null')"
+
+
+def _pg_present(keys: tuple[str, ...]) -> str:
+    return f"midjobs_json_kind(record, '{{{','.join(keys)}}}') <> 'null'"
+
+
 #: SQLite: C{LIKE} ignores the case of ASCII letters (and only theirs).
 SQLITE = Dialect(
     folded_record="record",
     excluded="id NOT IN (SELECT value FROM json_each(?))",
     ids=_json_ids,
     like_any=_sqlite_like_any,
+    present=_sqlite_present,
 )
 
 #: PostgreSQL: C{lower} in the C{"C"} collation folds ASCII letters alone,
@@ -94,6 +108,7 @@ POSTGRESQL = Dialect(
     excluded="id NOT IN (SELECT unnest(CAST(? AS bigint[])))",
     ids=_array_ids,
     like_any=_pg_like_any,
+    present=_pg_present,
 )
 
 
@@ -134,6 +149,12 @@ COLUMNS: dict[str, _Column] = {
 #: that hold every non-null value of their field.
 _ORDER_COLUMNS = frozenset({"id", "method", "state", "time_started", "time_finished"})
 
+#: The fields whose column holds their strings (in SQL's order, which is
+#: Python's) and NULL for anything else: their SQL order is filter_list's
+#: unless a row to sort has a value that is not such a string
+#: (L{SqlQuery.guard}), as is rare.
+_GUARDED_ORDER_COLUMNS = {"credentials.data.username": ("credentials", "data", "username"), "node": ("node",)}
+
 #: Columns that hold only some values of their field (NULL for the others):
 #: they answer equality, not order (a string with a NUL orders with others in Python).
 _UNORDERED = frozenset({_Kind.NULLABLE_TEXT, _Kind.NUMBER})
@@ -154,6 +175,9 @@ class SqlQuery:
         first rows are the first answers); C{False} means id order.
     @ivar residual: what Python checks on each row SQL finds, or C{None}
         when SQL's answer is exact.
+    @ivar guard: C{None}, or a condition that no row SQL finds may meet for
+        C{order} to be the query's (a value of a sorted field its column
+        does not hold); when one does, the order is Python's.
     """
 
     where: str
@@ -161,6 +185,7 @@ class SqlQuery:
     order: str
     ordered: bool
     residual: Predicate | None
+    guard: str | None = None
 
     @property
     def exact(self) -> bool:
@@ -496,7 +521,7 @@ def _any(members: object, dialect: Dialect) -> _Sql | None:
 
 
 def _order(order_by: Sequence[OrderBy]) -> str | None:
-    if not all(o.field in _ORDER_COLUMNS for o in order_by):
+    if not all(o.field in _ORDER_COLUMNS or o.field in _GUARDED_ORDER_COLUMNS for o in order_by):
         return None
     terms = []
     for o in order_by:
@@ -509,6 +534,20 @@ def _order(order_by: Sequence[OrderBy]) -> str | None:
     else:
         terms.append("id ASC")
     return "ORDER BY " + ", ".join(terms)
+
+
+def _guard(order_by: Sequence[OrderBy], dialect: Dialect) -> str | None:
+    """
+    The rows whose value of a sorted field its column does not hold.
+    """
+    terms = []
+    for o in order_by:
+        if o.field == "id":
+            break
+        keys = _GUARDED_ORDER_COLUMNS.get(o.field)
+        if keys is not None:
+            terms.append(f"({COLUMNS[o.field].name} IS NULL AND {dialect.present(keys)})")
+    return " OR ".join(terms) if terms else None
 
 
 def translate(filters: Sequence[Any] | None, options: QueryOptions, dialect: Dialect = SQLITE) -> SqlQuery:
@@ -532,4 +571,5 @@ def translate(filters: Sequence[Any] | None, options: QueryOptions, dialect: Dia
         order=order or "ORDER BY id ASC",
         ordered=order is not None,
         residual=compile_filters(rest) if rest else None,
+        guard=_guard(options.order_by, dialect) if order is not None else None,
     )

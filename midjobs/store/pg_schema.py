@@ -153,6 +153,22 @@ JOBS = (
     END
     $body$
     """,
+    # What queries ask of a record whose copy is NULL (midjobs.store._sqlquery.POSTGRESQL):
+    # the JSON type of its value at a path, or NULL where the path is missing or it is not JSON.
+    """
+    CREATE FUNCTION midjobs_json_kind(record text, path text[]) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE AS $body$
+    BEGIN
+        BEGIN
+            RETURN json_typeof(record::json #> path);
+        EXCEPTION WHEN untranslatable_character THEN
+            RETURN json_typeof(replace(record, '\\u0000', '\\u0001')::json #> path);
+        END;
+    EXCEPTION WHEN others THEN
+        RETURN NULL;
+    END
+    $body$
+    """,
     """
     UPDATE jobs SET
         username = midjobs_copied_text(record, '{credentials,data,username}'),
