@@ -82,7 +82,7 @@ def queries(history: int, now: float) -> dict[str, tuple[list[Any], dict[str, An
     out[f"offset {deep}"] = ([], {**page, "offset": deep})
     out[f"user offset {deep // 3}"] = (filters["user"], {**page, "offset": deep // 3})
     out["by start time"] = ([], {**page, "order_by": ["-time_started", "-id"]})
-    # An order SQL does not give (the user's column holds only strings): every match is read.
+    # SQL's order while every user is a string (else Python sorts every match).
     out["by user"] = ([], {**page, "order_by": ["credentials.data.username", "id"]})
     return out
 
