@@ -540,7 +540,8 @@ def test_log_in_watch_a_job_reload_and_log_out(webui: DaemonProcess, pages: Page
     page.goto("/")
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
     expect(page.get_by_label("User name")).to_be_focused()
-    # A wrong password is refused and asked again.
+    # A wrong password is refused (POST /_session answers 401, which the browser logs) and asked again.
+    pages.allowed = (r"status of 401",)
     page.keyboard.type(ADMIN[0])
     page.keyboard.press("Tab")
     page.keyboard.type("wrong")
