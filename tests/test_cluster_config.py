@@ -130,7 +130,8 @@ async def test_save_through_another_node_backs_up_the_cluster_and_restores_on_sq
     assert all(pg_jobs[row[0]] == row for row in jobs if row[2] == "SUCCESS")
     # The SQLite schema of a single daemon, with the nodes' columns left behind.
     assert [name for (_, name, *_) in _sqlite_rows(db, "PRAGMA table_info(jobs)")] == [
-        "id", "method", "state", "time_started", "time_finished", "logs_path", "record",
+        "id", "method", "state", "time_started", "time_finished", "logs_path", "record", "username", "job_node",
+        "errno",
     ]
     assert {name for (name,) in _sqlite_rows(db, "SELECT name FROM sqlite_master WHERE type = 'table'")} == {
         "schema_version", "sqlite_sequence", "users", "api_keys", "jobs",

@@ -27,6 +27,7 @@ from midjobs.client import connect
 from midjobs.config import Settings
 from midjobs.query import validate_options
 from midjobs.store import READERS, SQLiteJobStore, close_database, open_database
+from midjobs.store.database import apply_part
 from midjobs.store.jobs import JOBS_SCHEMA, row_of
 from test_query_limits import BOB, bob  # noqa: F401 (a fixture)
 
@@ -43,8 +44,9 @@ def fill_history(database: Path, rows: int = _ROWS) -> None:
     """
     finished = datetime.datetime.fromtimestamp(time.time(), datetime.timezone.utc)
     with sqlite3.connect(database) as db:
-        for statement in JOBS_SCHEMA:
-            db.execute(statement)
+        # As the daemon's store does: the statements, and their version (a schema step may not run twice).
+        db.execute("CREATE TABLE schema_version (name TEXT PRIMARY KEY, version INTEGER NOT NULL, applied REAL NOT NULL)")
+        apply_part(db.cursor(), "jobs", JOBS_SCHEMA)
         db.executemany(
             "INSERT INTO jobs (id, method, state, time_started, time_finished, logs_path, record) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",

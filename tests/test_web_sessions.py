@@ -147,7 +147,7 @@ async def test_over_tls_the_cookie_is_secure(settings: Settings, tmp_path: Path)
         await daemon.middleware.users.create({"username": USER[0], "password": USER[1], "roles": []})
         out, err, code = await getProcessOutputAndValue(
             "curl",
-            # HTTP/2: an empty body must say so (Content-Length: 0), as browsers' do.
+            # Over TLS, where curl speaks HTTP/2: the cookie is Secure.
             ["-sS", "-i", "--data", "", "--cacert", str(pki.ca), "-H", "X-Requested-With: curl",
              "-u", ":".join(USER), f"https://127.0.0.1:{daemon.port}/_session"],
             reactor=reactor,

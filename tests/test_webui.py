@@ -540,7 +540,8 @@ def test_log_in_watch_a_job_reload_and_log_out(webui: DaemonProcess, pages: Page
     page.goto("/")
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
     expect(page.get_by_label("User name")).to_be_focused()
-    # A wrong password is refused and asked again.
+    # A wrong password is refused (POST /_session answers 401, which the browser logs) and asked again.
+    pages.allowed = (r"status of 401",)
     page.keyboard.type(ADMIN[0])
     page.keyboard.press("Tab")
     page.keyboard.type("wrong")
@@ -820,6 +821,52 @@ def test_phone_width(webui: DaemonProcess, pages: Pages) -> None:
     page.get_by_role("button", name="Abort job").click()
     page.get_by_role("dialog").get_by_role("button", name="Abort job").click()
     expect(page.locator("#job-state")).to_have_text("Aborted")
+
+
+def background_luminance(page: Any) -> float:
+    """
+    The relative luminance (0 black, 1 white) of the page's background (the root element's).
+    """
+    rgb = page.evaluate(
+        "getComputedStyle(document.documentElement).backgroundColor.match(/[\\d.]+/g).slice(0, 3).map(Number)"
+    )
+    linear = [c / 255 / 12.92 if c <= 10 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in rgb]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+@needs_chromium
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_view_fits_a_phone(webui: DaemonProcess, pages: Pages, scheme: str) -> None:
+    from playwright.sync_api import expect
+
+    page = pages(viewport=PHONE)
+    page.emulate_media(color_scheme=scheme)
+    suffix = "phone" if scheme == "light" else "phone-dark"
+    job_id = webui.call(ADMIN, "core.job_test", {"sleep": 120, "description": f"Seen on a {scheme} phone"})
+
+    def fits(view: str) -> None:
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], view
+        luminance = background_luminance(page)
+        assert (luminance < 0.2) if scheme == "dark" else (luminance > 0.8), (view, luminance)
+        screenshot(page, f"{view}-{suffix}", full_page=True)
+
+    page.goto("/")
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    fits("login")
+    log_in(page, ADMIN)
+    expect(row(page, job_id).locator(".state")).to_have_text("Running")
+    if scheme == "dark":
+        fits("jobs")  # the light one is test_phone_width's
+    page.goto(f"/#job/{job_id}")
+    expect(page.locator("#job-state")).to_have_text("Running")
+    fits("job")
+    page.get_by_role("link", name="Upload").click()
+    expect(page.get_by_role("heading", name="Upload")).to_be_visible()
+    fits("upload")
+    page.get_by_role("link", name="Download").click()
+    expect(page.get_by_role("heading", name="Download")).to_be_visible()
+    fits("download")
+    webui.call(ADMIN, "core.job_abort", job_id)
 
 
 @needs_chromium

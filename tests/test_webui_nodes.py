@@ -83,18 +83,18 @@ def past_of(node: str) -> list[int]:
 # -- The query -------------------------------------------------------------------
 
 
-def test_a_node_condition_is_checked_in_python_with_filter_lists_answer() -> None:
+def test_a_node_condition_is_answered_by_sql_with_filter_lists_answer() -> None:
     """
-    C{node} is a field of the record, not a column of the SQLite store: the
-    condition stays in the residual, which gives C{filter_list}'s answer.
+    C{node} is copied to the store's column C{job_node} (the record's node,
+    on both engines): the condition goes to SQL, whose answer is
+    C{filter_list}'s (the daemon's test below, and tests/test_sql_query.py).
     """
     options = validate_options({"order_by": ["-id"]})
     sql = translate([["node", "=", "beta"], ["state", "=", "FAILED"]], options)
-    assert sql.where == "WHERE state = ?" and sql.params == ("FAILED",)
-    assert sql.residual is not None
+    assert sql.where == "WHERE job_node = ? AND state = ?" and sql.params == ("beta", "FAILED")
+    assert sql.residual is None
     records = [history.record(i, 30, 0.0) for i in range(1, 31)]
-    kept = [r["id"] for r in records if sql.residual(r)]
-    assert kept == [i for i in range(1, 31) if history.node_of(i) == "beta"]
+    kept = [i for i in range(1, 31) if history.node_of(i) == "beta"]
     assert filter_list(records, [["node", "=", "beta"]], {"select": ["id"]}) == [{"id": i} for i in kept]
 
 

@@ -9,7 +9,7 @@ queue, the middleware and C{core.get_jobs} only ever call these methods.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Container, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Collection, Sequence
 
 from zope.interface import Attribute, Interface
 
@@ -114,7 +114,7 @@ class IJobStore(Interface):
         job must not be told before.
         """
 
-    def query(filters: Any, options: Any, exclude_ids: Container[int]) -> Any:
+    def query(filters: Any, options: Any, exclude_ids: Collection[int]) -> Any:
         """
         The stored records that match C{filters}, leaving out the ids in
         C{exclude_ids} (the jobs the caller has fresher records of).
@@ -122,10 +122,11 @@ class IJobStore(Interface):
         C{filters} are already valid (C{docs/protocol.rst}, "Querying"), C{options} a
         L{midjobs.query.QueryOptions}.  With C{options.count}, a Deferred
         firing with the number of matches.  Otherwise a Deferred firing with
-        a list of records in id order that contains at least every match that
-        could be among the first C{options.offset + options.limit} rows in
-        C{options.order_by} order (all matches when there is no limit): the
-        caller merges them with its own and applies C{options} to the whole.
+        a list, in id order, of the matches at positions C{options.offset}
+        to C{options.offset + options.limit} (C{+ 1} with C{options.get};
+        to the end without a limit) in C{options.order_by} order, ties by
+        id: the caller merges them with its own (L{midjobs.store.history}).
+        C{options.select} is not applied.
         """
 
     def prune(finished_before: float, max_records: int) -> Any:

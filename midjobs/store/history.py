@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
@@ -140,16 +141,42 @@ def _by_id(record: Mapping[str, Any]) -> int:
 MATCH_IN_THREAD = 64
 
 
-def _answer(records: Sequence[JobRecord], stored: Any, predicate: Predicate, options: QueryOptions) -> Any:
+def _window(options: QueryOptions, in_memory: int) -> QueryOptions:
+    """
+    What to ask the store for, so that its matches and the C{in_memory}
+    jobs (which it leaves out) give the query's rows exactly: the rows at
+    merged positions C{[offset, offset + limit)} are among the store's at
+    positions C{[max(0, offset - in_memory), offset + limit)}.  (A job in
+    memory that sorts before the store's first row there has fewer than
+    C{in_memory} jobs in memory and C{offset - in_memory} stored ones before
+    it: it is before C{offset}.)
+    """
+    start = max(0, options.offset - in_memory)
+    if options.get:
+        end = options.offset + 1
+    elif options.limit:
+        end = options.offset + options.limit
+    else:
+        end = 0
+    return QueryOptions(order_by=options.order_by, offset=start, limit=end - start if end else 0)
+
+
+def _answer(
+    records: Sequence[JobRecord], stored: Any, start: int, predicate: Predicate, options: QueryOptions
+) -> Any:
     """
     The answer to a query over C{records} (the jobs in memory, not matched
-    yet) and C{stored} (the store's matches, or their count).
+    yet) and C{stored} (the store's matches from position C{start} on, in
+    id order; or their count).
     """
     matched = [record for record in records if predicate(record)]
     if options.count:
         return len(matched) + stored
     rows = list(heapq.merge(sorted(matched, key=_by_id), stored, key=_by_id))
-    return filter_list(rows, None, options)
+    # Sorted, the first stored row is at position start + (jobs in memory
+    # before it), and every row after it at its place: the query's offset
+    # in this list is offset - start (memory rows before it are all before offset).
+    return filter_list(rows, None, attrs.evolve(options, offset=options.offset - start))
 
 
 async def query_jobs(
@@ -168,17 +195,23 @@ async def query_jobs(
     Bad filters or options fail before the store is asked.  Each row is
     matched once: the stored ones by the store (in its own threads), those in
     memory in C{threadpool} (on C{reactor}) when there are more than
-    L{MATCH_IN_THREAD} of them, else here.
+    L{MATCH_IN_THREAD} of them, else here.  The store is asked only for the
+    rows that may be on the page (L{_window}), however deep its offset.
 
     @param store: the job history, or C{None} for the jobs in memory only.
     """
     predicate = compile_filters(filters)
     opts: QueryOptions = validate_options(options)
+    start = 0
     if store is None:
         stored: Any = 0 if opts.count else []
     else:
         exclude = frozenset(record["id"] for record in records)
-        stored = await store.query(filters, opts, exclude)
+        asked = opts
+        if not opts.count:
+            asked = _window(opts, len(records))
+            start = asked.offset
+        stored = await store.query(filters, asked, exclude)
     if threadpool is not None and len(records) > MATCH_IN_THREAD:
-        return await deferToThreadPool(reactor, threadpool, _answer, records, stored, predicate, opts)
-    return _answer(records, stored, predicate, opts)
+        return await deferToThreadPool(reactor, threadpool, _answer, records, stored, start, predicate, opts)
+    return _answer(records, stored, start, predicate, opts)

@@ -25,8 +25,9 @@ import functools
 import math
 import os
 import time
+from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Container, Iterator, Protocol, Sequence, cast
+from typing import Any, Callable, Collection, Iterator, Protocol, Sequence, cast
 
 import attrs
 from twisted.enterprise.adbapi import ConnectionPool
@@ -39,10 +40,10 @@ from ..lifecycle import JobAborted
 from ..log_excerpt import read_excerpt
 from ..log_files import log_file
 from ..logs import logger
-from ..query import QueryOptions
+from ..query import Predicate, QueryOptions, filter_list
 from ._batch import WriteBatch
 from ._interfaces import IDurableWrites, IJobStore, JobRecord, Written
-from ._sqlquery import translate
+from ._sqlquery import SQLITE, Dialect, copied_fields, translate
 from .database import Cursor, Pool, Row, close_database, ensure_schema
 
 __all__ = [
@@ -77,6 +78,27 @@ JOBS_SCHEMA = (
     "CREATE INDEX IF NOT EXISTS jobs_method_state ON jobs (method, state, id)",
     "CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, id)",
     "CREATE INDEX IF NOT EXISTS jobs_time_finished ON jobs (time_finished)",
+    # Copies of the fields the task manager filters on (L{copied_fields}), filled in for the rows there are.
+    "ALTER TABLE jobs ADD COLUMN username TEXT",
+    "ALTER TABLE jobs ADD COLUMN job_node TEXT",
+    "ALTER TABLE jobs ADD COLUMN errno NUMERIC",
+    """
+    UPDATE jobs SET
+        username = CASE WHEN json_type(record, '$.credentials.data.username') = 'text'
+            THEN json_extract(record, '$.credentials.data.username') END,
+        job_node = CASE WHEN json_type(record, '$.node') = 'text' THEN json_extract(record, '$.node') END,
+        errno = CASE json_type(record, '$.exc_info.errno')
+            WHEN 'integer' THEN CASE WHEN abs(json_extract(record, '$.exc_info.errno')) <= 9007199254740992
+                THEN json_extract(record, '$.exc_info.errno') END
+            WHEN 'real' THEN json_extract(record, '$.exc_info.errno')
+            WHEN 'true' THEN 1
+            WHEN 'false' THEN 0
+        END
+    WHERE json_valid(record)
+    """,
+    "CREATE INDEX IF NOT EXISTS jobs_username ON jobs (username, id)",
+    "CREATE INDEX IF NOT EXISTS jobs_job_node ON jobs (job_node, id)",
+    "CREATE INDEX IF NOT EXISTS jobs_time_started ON jobs (time_started)",
 )
 
 
@@ -86,11 +108,13 @@ def _upsert(rows: int) -> str:
     One statement that writes C{rows} rows: the writer thread then gives up
     the GIL for SQLite once per batch, not once per row.
     """
-    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows)
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
     return (
-        f"INSERT INTO jobs (id, method, state, time_started, time_finished, logs_path, record) VALUES {values} "
+        "INSERT INTO jobs (id, method, state, time_started, time_finished, logs_path, record, username, job_node, "
+        f"errno) VALUES {values} "
         "ON CONFLICT (id) DO UPDATE SET state = excluded.state, time_started = excluded.time_started, "
-        "time_finished = excluded.time_finished, logs_path = excluded.logs_path, record = excluded.record"
+        "time_finished = excluded.time_finished, logs_path = excluded.logs_path, record = excluded.record, "
+        "username = excluded.username, job_node = excluded.job_node, errno = excluded.errno"
     )
 
 
@@ -100,9 +124,12 @@ def _upsert(rows: int) -> str:
 READERS = 4
 
 #: The most rows one statement writes (SQLite allows 32766 variables).
-_MAX_ROWS = 500
+_MAX_ROWS = 300
 
 _FINISHED = frozenset({"SUCCESS", "FAILED", "ABORTED"})
+
+#: A C{LIMIT} that keeps every row (both engines take a C{LIMIT} with an C{OFFSET}).
+_NO_LIMIT = 2**62
 
 #: Rows read from a cursor at once, and deleted by one pruning transaction.
 _FETCH = 256
@@ -111,8 +138,14 @@ _PRUNE_BATCH = 2000
 #: The most ids one L{SQLiteJobStore.delete} statement (and transaction) names.
 DELETE_BATCH = 500
 
-#: A row as the writer thread gets it: the record as columns, and its JSON.
-_Row = tuple[int, str, str, "float | None", "float | None", "str | None", str]
+#: The columns of a record (L{row_of}): its fields and its JSON.
+_RecordRow = tuple[int, str, str, "float | None", "float | None", "str | None", str]
+
+#: A row as the writer thread gets it: L{row_of}'s columns and the copied
+#: fields (L{copied_fields}).
+_Row = tuple[
+    int, str, str, "float | None", "float | None", "str | None", str, "str | None", "str | None", "int | float | None"
+]
 
 #: The key under which the batch holds the highest id taken by a job that is not stored.
 _TAKEN = "taken id"
@@ -169,7 +202,7 @@ def encode(record: JobRecord) -> str:
         return wire_json.dumps(_plain(record))
 
 
-def row_of(record: JobRecord) -> _Row:
+def row_of(record: JobRecord) -> _RecordRow:
     """
     The columns of C{record}'s row.  Its times go to the JSON and to their
     columns from one conversion.
@@ -265,8 +298,8 @@ def abort_unfinished_rows(txn: Cursor, rows: list[Row], error: str, now: float, 
                 record["logs_excerpt"] = read_excerpt(log_file(logs_dir, job_id))
             except OSError:
                 pass
-        updates.append(("ABORTED", _seconds(record["time_finished"]), encode(record), job_id))
-    txn.executemany("UPDATE jobs SET state = ?, time_finished = ?, record = ? WHERE id = ?", updates)
+        updates.append(("ABORTED", _seconds(record["time_finished"]), encode(record), copied_fields(record)[2], job_id))
+    txn.executemany("UPDATE jobs SET state = ?, time_finished = ?, record = ?, errno = ? WHERE id = ?", updates)
     return len(updates)
 
 
@@ -351,7 +384,8 @@ class SqlJobStore(abc.ABC):
             else:
                 # Encoded here, on the reactor thread: a record holds the
                 # job's own values (its result), which only this thread may read.
-                rows.append(row_of(value() if callable(value) else value))
+                record = value() if callable(value) else value
+                rows.append(row_of(record) + copied_fields(record))
         d = self._commit(rows, taken)
         d.addBoth(self._written)
         return d
@@ -386,49 +420,73 @@ class SqlJobStore(abc.ABC):
 
     # Reads.
 
-    def query(self, filters: Any, options: QueryOptions, exclude_ids: Container[int]) -> Deferred[Any]:
-        return self._reader.runInteraction(self._query, filters, options, exclude_ids, self._logs_dir)
+    #: The engine's SQL where it differs (L{midjobs.store._sqlquery.Dialect}).
+    dialect: Dialect = SQLITE
+
+    def query(self, filters: Any, options: QueryOptions, exclude_ids: Collection[int]) -> Deferred[Any]:
+        return self._reader.runInteraction(self._query, filters, options, exclude_ids, self._logs_dir, self.dialect)
 
     @staticmethod
     def _query(
-        txn: Cursor, filters: Any, options: QueryOptions, exclude_ids: Container[int], logs_dir: Path | None
+        txn: Cursor,
+        filters: Any,
+        options: QueryOptions,
+        exclude_ids: Collection[int],
+        logs_dir: Path | None,
+        dialect: Dialect = SQLITE,
     ) -> Any:
+        """
+        The matches at C{options.offset} and after (C{options.limit} of
+        them, C{1} with C{options.get}, or all), in C{options.order_by} order
+        (ties by id), as a list in id order; or, with C{options.count}, how
+        many match.  SQL counts and pages when it answers the filters
+        exactly in the query's order; else the rows it finds are checked
+        here, and only as many read as the answer needs.
+        """
         # Both engines' cursors read rows in blocks (adbapi's transaction passes fetchmany on).
         reader = cast(_ReadCursor, txn)
-        sql = translate(filters, options)
+        sql = translate(filters, options, dialect)
+        where, params = sql.where, list(sql.params)
+        if exclude_ids:
+            where = f"{where} AND {dialect.excluded}" if where else f"WHERE {dialect.excluded}"
+            params.append(dialect.ids(sorted(exclude_ids)))
         residual = sql.residual
-        if options.count and residual is None:
-            txn.execute(f"SELECT id FROM jobs {sql.where}", sql.params)
-            return sum(1 for rows in _batches(reader) for (job_id,) in rows if job_id not in exclude_ids)
-        need: int | None = None
-        if sql.ordered and not options.count:
-            if options.get:
-                need = options.offset + 1
-            elif options.limit:
-                need = options.offset + options.limit
-        txn.execute(f"SELECT id, record FROM jobs {sql.where} {sql.order}", sql.params)
-        found: list[JobRecord] = []
-        count = 0
-        for rows in _batches(reader, need or _FETCH):
-            for job_id, text in rows:
-                if job_id in exclude_ids:
-                    continue
-                record = _decode(job_id, text, logs_dir)
-                if record is None or (residual is not None and not residual(record)):
-                    continue
-                if options.count:
-                    count += 1
-                    continue
-                found.append(record)
-                if need is not None and len(found) >= need:
-                    break
-            else:
-                continue
-            break
         if options.count:
-            return count
-        if sql.ordered and options.order_by:
-            found.sort(key=_record_id)
+            if residual is None:
+                txn.execute(f"SELECT COUNT(*) FROM jobs {where}", params)
+                counted = txn.fetchone()
+                assert counted is not None  # COUNT(*) always answers one row
+                return int(counted[0])
+            txn.execute(f"SELECT id, record FROM jobs {where}", params)
+            return sum(1 for _ in _matches(reader, residual, logs_dir))
+        wanted = 1 if options.get else options.limit
+        ordered = sql.ordered
+        if ordered and sql.guard is not None:
+            txn.execute(f"SELECT 1 FROM jobs {where} {'AND' if where else 'WHERE'} ({sql.guard}) LIMIT 1", params)
+            if txn.fetchone() is not None:
+                ordered = False  # a value SQL cannot sort with the others: Python sorts
+                sql = attrs.evolve(sql, order="ORDER BY id ASC", ordered=False)
+        if ordered:
+            if residual is None:
+                # SQL's rows are the answer: it skips and stops, over the
+                # ids alone (an order it sorts carries no records), then
+                # reads the page's records.
+                txn.execute(
+                    f"SELECT id, record FROM jobs WHERE id IN "
+                    f"(SELECT id FROM jobs {where} {sql.order} LIMIT ? OFFSET ?) {sql.order}",
+                    [*params, wanted or _NO_LIMIT, options.offset],
+                )
+                found = list(_matches(reader, None, logs_dir, wanted or _FETCH))
+            else:
+                txn.execute(f"SELECT id, record FROM jobs {where} {sql.order}", params)
+                matches = _matches(reader, residual, logs_dir, options.offset + wanted if wanted else _FETCH)
+                found = list(islice(matches, options.offset, options.offset + wanted if wanted else None))
+        else:
+            # An order SQL does not give: every match, in filter_list's order here.
+            txn.execute(f"SELECT id, record FROM jobs {where} {sql.order}", params)
+            window = QueryOptions(order_by=options.order_by, offset=options.offset, limit=wanted)
+            found = cast(list[JobRecord], filter_list(list(_matches(reader, residual, logs_dir)), None, window))
+        found.sort(key=_record_id)
         return found
 
     # Deletion.
@@ -626,6 +684,20 @@ def _delete(rows: int) -> str:
     """
     marks = ", ".join(["?"] * rows)
     return f"DELETE FROM jobs WHERE id IN ({marks}) AND state IN ('SUCCESS', 'FAILED', 'ABORTED')"
+
+
+def _matches(
+    txn: _ReadCursor, residual: Predicate | None, logs_dir: Path | None, first: int = _FETCH
+) -> Iterator[JobRecord]:
+    """
+    The records of the rows of the last query (C{id, record}) that
+    C{residual} (if any) keeps; rows that are not a record are passed over.
+    """
+    for rows in _batches(txn, first):
+        for job_id, text in rows:
+            record = _decode(job_id, text, logs_dir)
+            if record is not None and (residual is None or residual(record)):
+                yield record
 
 
 def _batches(txn: _ReadCursor, first: int = _FETCH) -> Iterator[list[Row]]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import time
 from pathlib import Path
-from typing import Any, Container
+from typing import Any, Collection
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
@@ -29,6 +29,7 @@ from zope.interface import implementer
 from ..logs import logger
 from ..query import QueryOptions
 from ._interfaces import IJobStore, JobRecord
+from ._sqlquery import POSTGRESQL, copied_fields
 from .database import Cursor, Row
 from .errors import Unavailable
 from .jobs import SqlJobStore, abort, abort_unfinished_rows, parse, row_of, sync_finished_logs
@@ -38,15 +39,19 @@ __all__ = ["PgJobStore", "abort_node_jobs"]
 
 log = logger(__name__)
 
-#: The most rows one statement writes (8 parameters a row; PostgreSQL allows 65535).
+#: The most rows one statement writes (11 parameters a row; PostgreSQL allows 65535).
 _MAX_ROWS = 500
 
 #: The first and the longest pause between two attempts of a write.
 _FIRST_RETRY = 0.05
 _LONGEST_RETRY = 1.0
 
-#: A row as the writer thread gets it: the record's columns, its JSON, and the node.
-_NodeRow = tuple[int, str, str, "float | None", "float | None", "str | None", str, str]
+#: A row as the writer thread gets it: the record's columns, its JSON, the
+#: copied fields (L{copied_fields}), and the node.
+_NodeRow = tuple[
+    int, str, str, "float | None", "float | None", "str | None", str, "str | None", "str | None",
+    "int | float | None", str,
+]
 
 
 @functools.lru_cache(maxsize=64)
@@ -55,12 +60,13 @@ def _upsert(rows: int) -> str:
     One statement that writes C{rows} rows, each only over a row of the same
     node whose job is unfinished.
     """
-    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
     return (
-        "INSERT INTO jobs (id, method, state, time_started, time_finished, logs_path, record, node) "
-        f"VALUES {values} "
+        "INSERT INTO jobs (id, method, state, time_started, time_finished, logs_path, record, "
+        f"username, job_node, errno, node) VALUES {values} "
         "ON CONFLICT (id) DO UPDATE SET state = excluded.state, time_started = excluded.time_started, "
-        "time_finished = excluded.time_finished, logs_path = excluded.logs_path, record = excluded.record "
+        "time_finished = excluded.time_finished, logs_path = excluded.logs_path, record = excluded.record, "
+        "username = excluded.username, job_node = excluded.job_node, errno = excluded.errno "
         "WHERE jobs.state IN ('WAITING', 'RUNNING') AND jobs.node = excluded.node"
     )
 
@@ -87,9 +93,9 @@ def abort_node_jobs(txn: Cursor, error: str, now: float, node: str) -> list[JobR
             continue
         abort(record, error, now)
         _, _, state, _, finished, _, stored = row_of(record)
-        updates.append((state, finished, stored, job_id))
+        updates.append((state, finished, stored, copied_fields(record)[2], job_id))
         records.append(record)
-    txn.executemany("UPDATE jobs SET state = ?, time_finished = ?, record = ? WHERE id = ?", updates)
+    txn.executemany("UPDATE jobs SET state = ?, time_finished = ?, record = ?, errno = ? WHERE id = ?", updates)
     return records
 
 
@@ -162,9 +168,11 @@ class PgJobStore(SqlJobStore):
 
     # Reads.
 
-    def query(self, filters: Any, options: QueryOptions, exclude_ids: Container[int]) -> Deferred[Any]:
+    dialect = POSTGRESQL
+
+    def query(self, filters: Any, options: QueryOptions, exclude_ids: Collection[int]) -> Deferred[Any]:
         # The rows come from the server as the scan asks for them.
-        return self._db.runScan(self._query, filters, options, exclude_ids, self._logs_dir)
+        return self._db.runScan(self._query, filters, options, exclude_ids, self._logs_dir, self.dialect)
 
     # Health.
 

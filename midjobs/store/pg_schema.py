@@ -88,6 +88,99 @@ JOBS = (
     "CREATE INDEX jobs_node_unfinished ON jobs (node) WHERE state IN ('WAITING', 'RUNNING')",
     "CREATE INDEX jobs_lock_queue ON jobs (lock_name, lock_seq) "
     "WHERE lock_name IS NOT NULL AND state IN ('WAITING', 'RUNNING')",
+    # Copies of the fields the task manager filters on (midjobs.store._sqlquery.copied_fields).
+    # C{job_node} is the record's C{node}; C{node} is the node that writes the row.
+    'ALTER TABLE jobs ADD COLUMN username text COLLATE "C"',
+    'ALTER TABLE jobs ADD COLUMN job_node text COLLATE "C"',
+    "ALTER TABLE jobs ADD COLUMN errno double precision",
+    # The rows there are get them from their record (text, which may not be
+    # valid JSON, or hold what a text column cannot): NULL where Python's
+    # copy would be NULL.
+    """
+    CREATE FUNCTION midjobs_copied_value(record text, path text[]) RETURNS json
+    LANGUAGE plpgsql IMMUTABLE AS $body$
+    DECLARE
+        value json;
+    BEGIN
+        BEGIN
+            value := record::json #> path;
+        EXCEPTION WHEN untranslatable_character THEN
+            -- A NUL somewhere, which JSON carries and text cannot: read
+            -- past it; a string that held it has no copy.
+            value := replace(record, '\\u0000', '\\u0001')::json #> path;
+            IF json_typeof(value) = 'string' AND strpos(value::text, '\\u0001') > 0 THEN
+                RETURN NULL;
+            END IF;
+        END;
+        RETURN value;
+    EXCEPTION WHEN others THEN
+        RETURN NULL;  -- not JSON
+    END
+    $body$
+    """,
+    """
+    CREATE FUNCTION midjobs_copied_text(record text, path text[]) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE AS $body$
+    DECLARE
+        value json := midjobs_copied_value(record, path);
+    BEGIN
+        RETURN CASE WHEN json_typeof(value) = 'string' THEN value #>> '{}' END;
+    EXCEPTION WHEN others THEN
+        RETURN NULL;  -- a lone surrogate
+    END
+    $body$
+    """,
+    """
+    CREATE FUNCTION midjobs_copied_number(record text, path text[]) RETURNS double precision
+    LANGUAGE plpgsql IMMUTABLE AS $body$
+    DECLARE
+        value json := midjobs_copied_value(record, path);
+        number text;
+    BEGIN
+        IF json_typeof(value) = 'boolean' THEN
+            RETURN CASE WHEN value::text = 'true' THEN 1 ELSE 0 END;
+        END IF;
+        IF json_typeof(value) IS DISTINCT FROM 'number' THEN
+            RETURN NULL;
+        END IF;
+        number := value::text;
+        IF number !~ '[.eE]' AND abs(number::numeric) > 9007199254740992 THEN
+            RETURN NULL;
+        END IF;
+        RETURN number::double precision;
+    EXCEPTION WHEN others THEN
+        RETURN NULL;  -- beyond a double
+    END
+    $body$
+    """,
+    # What queries ask of a record whose copy is NULL (midjobs.store._sqlquery.POSTGRESQL):
+    # the JSON type of its value at a path, or NULL where the path is missing or it is not JSON.
+    """
+    CREATE FUNCTION midjobs_json_kind(record text, path text[]) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE AS $body$
+    BEGIN
+        BEGIN
+            RETURN json_typeof(record::json #> path);
+        EXCEPTION WHEN untranslatable_character THEN
+            RETURN json_typeof(replace(record, '\\u0000', '\\u0001')::json #> path);
+        END;
+    EXCEPTION WHEN others THEN
+        RETURN NULL;
+    END
+    $body$
+    """,
+    """
+    UPDATE jobs SET
+        username = midjobs_copied_text(record, '{credentials,data,username}'),
+        job_node = midjobs_copied_text(record, '{node}'),
+        errno = midjobs_copied_number(record, '{exc_info,errno}')
+    """,
+    "DROP FUNCTION midjobs_copied_text(text, text[])",
+    "DROP FUNCTION midjobs_copied_number(text, text[])",
+    "DROP FUNCTION midjobs_copied_value(text, text[])",
+    "CREATE INDEX jobs_username ON jobs (username, id)",
+    "CREATE INDEX jobs_job_node ON jobs (job_node, id)",
+    "CREATE INDEX jobs_time_started ON jobs (time_started)",
 )
 
 #: What the nodes of a cluster share besides the catalogue and the jobs.

@@ -85,9 +85,13 @@ class App {
   async connectionChanged({ state, attempt, delay, quiet }) {
     document.body.dataset.connection = state;
     if (state === "idle") {
-      // The daemon closed a connection that did not log in in time: the
-      // login form stays as it is, and submitting it connects again.
+      // The daemon closed a connection that was not logged in in time.
       this.banner(null);
+      // Logged in here, it was logged out there: the session ended (its
+      // time ran out, or its user was locked or deleted, or a page no tab
+      // hears of logged it out).  The list on screen is stale.
+      if (this.loggedIn) await this.leave("You were logged out: log in again.");
+      // Otherwise the login form stays as it is, and submitting it connects again.
       return;
     }
     if (state === "reconnecting") {

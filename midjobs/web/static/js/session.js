@@ -1,16 +1,15 @@
 /**
  * Logging in and out.  The page never keeps a password, nor anything else in
- * the browser's storage: the password goes once to `auth.login_ex`, then a
- * single-use token of that login starts a session (`POST /_session`), which
- * gives the browser a cookie that scripts cannot read (HttpOnly,
- * SameSite=Strict).  Each new connection logs in with a single-use token the
- * cookie is traded for (`POST /_session/token`, then `auth.login_with_token`).  So a reload, a new
+ * the browser's storage: the password goes once to `POST /_session` (HTTP
+ * Basic), which starts a session and gives the browser a cookie that scripts
+ * cannot read (HttpOnly, SameSite=Strict).  Each connection, the first one
+ * included, logs in with a single-use token the cookie is traded for
+ * (`POST /_session/token`, then `auth.login_with_token`).  So a reload, a new
  * tab, a lost connection and a restart of the daemon find the login again
- * while the session lasts; logging out (`POST /_session/logout`) ends it for every
- * tab, which hear of it at once (a BroadcastChannel) or at their next login.
- * Every connection, the one the password logged in included, logs in through
- * the session, so its end (a logout, its expiry) logs them out on the daemon,
- * whether or not their script runs.
+ * while the session lasts, and the session's end (a logout, its expiry) logs
+ * every connection out on the daemon, whether or not their script runs.
+ * Logging out (`POST /_session/logout`) ends it for every tab, which hear of
+ * it at once (a BroadcastChannel) or at their next login.
  * @module session
  */
 
@@ -21,8 +20,6 @@ const SESSION_URL = "/_session";
 /** Tells the other tabs of the page that the session ended. */
 const CHANNEL = "midjobs.session";
 
-/** How long the token that starts a session lives, in seconds (it is single-use, and used at once). */
-const SESSION_TOKEN_TTL = 60;
 /** How long the token for one upload lives, in seconds (it is single-use). */
 const TRANSFER_TOKEN_TTL = 300;
 
@@ -84,31 +81,22 @@ export class Session extends EventTarget {
   }
 
   /**
-   * Log the connection in with a password, then start a session with a
-   * single-use token of that login (`POST /_session`), which keeps the
-   * login for the other tabs and the next connections.
+   * Start a session with a password (`POST /_session`, HTTP Basic), then log
+   * the connection in through it, as every later connection of every tab
+   * does: the session's end (a logout, its expiry) logs them all out on the
+   * daemon, whether or not their script runs.
    * @param {string} username
    * @param {string} password
    * @throws {LoginRefused}
    * @throws {ConnectionLost}
    */
   async login(username, password) {
-    const answer = await this.rpc.call("auth.login_ex", [
-      { mechanism: "PASSWORD_PLAIN", username, password },
-    ]);
-    if (answer?.response_type !== "SUCCESS") throw new LoginRefused();
-    this.username = answer.user_info?.pw_name ?? username;
-    this.identity = new Identity(answer.user_info);
-    const token = await this.rpc.call("auth.generate_token", [SESSION_TOKEN_TTL, {}, true, true]);
-    const { status, body } = await sessionRequest("POST", SESSION_URL, { Authorization: `Token ${token}` });
-    // Without a session this tab works on; a reload asks for the password again.
+    const utf8 = new TextEncoder().encode(`${username}:${password}`);
+    const basic = btoa(Array.from(utf8, (byte) => String.fromCharCode(byte)).join(""));
+    const { status, body } = await sessionRequest("POST", SESSION_URL, { Authorization: `Basic ${basic}` });
+    if (status === 401) throw new LoginRefused();
     if (status !== 200) throw new Error(body.error ?? `HTTP ${status}`);
-    // This connection too goes with the session from now on.
-    try {
-      await this.resume();
-    } catch {
-      // It stays logged in by password (a lost connection logs in again through the session).
-    }
+    if (!(await this.resume())) throw new Error("the new session ended at once");
   }
 
   /**
