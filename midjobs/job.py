@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import errno
+import functools
 import socket
 import threading
 import traceback
@@ -50,7 +51,7 @@ from .log_files import log_file
 from .logs import logger
 from .pipe import Pipes
 from .reactor_loop import ReactorLoop
-from .store._interfaces import IJobIds, IJobStore, StoreClosed
+from .store._interfaces import IDurableWrites, IJobIds, IJobStore, StoreClosed, Written
 from .store.ids import CountedJobIds
 
 if TYPE_CHECKING:
@@ -809,11 +810,9 @@ class Job:
         record = self.to_record()
         record["state"] = state.value
         record["time_finished"] = time_finished
-        recording = self._queue._job_ending(self, record) if self._queue is not None else None
-        if recording is None:
-            self._end(state, time_finished, record)
-        else:
-            recording.addBoth(lambda _: self._end(state, time_finished, record))
+        ended = functools.partial(self._end, state, time_finished, record)
+        if self._queue is None or not self._queue._job_ending(self, record, ended):
+            ended()
 
     def _end(self, state: JobState, time_finished: datetime.datetime, record: JobRecord) -> None:
         """
@@ -886,34 +885,54 @@ def _no_remote_jobs(job_id: int, job: Job) -> Deferred[Any]:
 class StoreRecorder:
     """
     Records a queue's jobs in an L{IJobStore}: each job's creation and end
-    durably, its changes in batches.
+    durably, its changes in batches.  A store that provides
+    L{IDurableWrites} (the SQL stores) tells of its durable writes by a
+    call; any other is waited on through the Deferreds of its writes, which
+    fire later (the store's I/O is elsewhere).
     """
 
     def __init__(self, store: IJobStore) -> None:
         self.store = store
+        self._writes: IDurableWrites | None = IDurableWrites(store, None)
 
-    def created(self, job: Job) -> Deferred[None]:
+    def created(self, job: Job, written: Written) -> None:
         # Its record is built when it is written, so that the newest state is stored.
-        d: Deferred[None] = self.store.record_created(job.id, job.to_record)
-        return d
+        if self._writes is not None:
+            self._writes.created(job.id, job.to_record, written)
+        else:
+            self.store.record_created(job.id, job.to_record).addBoth(_tell_written, written)
 
     def changed(self, job: Job) -> None:
         self.store.record_changed(job.id, job.to_record)
 
-    def ending(self, job: Job, record: JobRecord) -> Deferred[None]:
-        d: Deferred[None] = self.store.record_finished(record)
-        d.addErrback(self._end_not_recorded, job, record["state"])
-        return d
+    def ending(self, job: Job, record: JobRecord, ended: Callable[[], None]) -> None:
+        written = functools.partial(self._end_recorded, job, record["state"], ended)
+        if self._writes is not None:
+            self._writes.finished(record, written)
+        else:
+            self.store.record_finished(record).addBoth(_tell_written, written)
 
-    def _end_not_recorded(self, failure: Failure, job: Job, state: str) -> None:
-        if isinstance(failure.value, StoreClosed):
+    @staticmethod
+    def _end_recorded(job: Job, state: str, ended: Callable[[], None], failure: Failure | None) -> None:
+        """
+        The end of C{job} is durable, or could not be recorded (logged): it ends all the same.
+        """
+        if failure is not None and isinstance(failure.value, StoreClosed):
             # A thread job that ended after the daemon stopped: it reads as cut off at the next start.
             log.info("Job {job_id} ({method}) ended {state} after the job store closed", job_id=job.id, method=job.method, state=state)
-            return
-        log.error(
-            "Job {job_id} ({method}) ended {state}, but its end could not be recorded: {error}",
-            job_id=job.id, method=job.method, state=state, error=failure.getErrorMessage(),
-        )  # fmt: skip
+        elif failure is not None:
+            log.error(
+                "Job {job_id} ({method}) ended {state}, but its end could not be recorded: {error}",
+                job_id=job.id, method=job.method, state=state, error=failure.getErrorMessage(),
+            )  # fmt: skip
+        ended()
+
+
+def _tell_written(result: object, written: Written) -> None:
+    """
+    Tell C{written} how the write whose Deferred fired with C{result} went.
+    """
+    written(result if isinstance(result, Failure) else None)
 
 
 #: What an L{IJobObserver} is told of a job whose creation is being recorded, held back until it is.
@@ -1130,27 +1149,22 @@ class JobsQueue:
                 # Before anyone hears of the job, so that its first record says why it waits.
                 job.note_waiting(job.lock_name)
         job._queue = self
-        recorded: Deferred[None] | None = None
+        caller: Deferred[Job] | None = None
         recorder = self._recorder
         if job.options.transient:
             self.ids.skipped(job_id)
         elif recorder is not None:
             self._recording[job_id] = ([], [])
+            # The caller's own Deferred, fired once the creation is durable
+            # (or at the job's end, if it ended first).
+            caller = Deferred()
             # Before it starts, so that its first record comes first.
-            recorded = recorder.created(job)
+            recorder.created(job, functools.partial(self._creation_written, job, caller))
         self._jobs[job_id] = job
         self._waiting.append(job)
         self._tell(job, "added")
         self._schedule()
-        if recorded is None:
-            return succeed(job)
-        # The caller's own Deferred, fired by the queue (not chained onto the
-        # store's): one Deferred fewer to chain through when the job ended first.
-        caller: Deferred[Job] = Deferred()
-        recorded.addCallbacks(
-            self._creation_recorded, self._not_recorded, callbackArgs=(job, caller), errbackArgs=(job, caller)
-        )
-        return caller
+        return succeed(job) if caller is None else caller
 
     def recorded(self, job: Job) -> Deferred[Job]:
         """
@@ -1164,7 +1178,14 @@ class JobsQueue:
         recording[0].append(d)
         return d
 
-    def _creation_recorded(self, _: object, job: Job, caller: Deferred[Job]) -> None:
+    def _creation_written(self, job: Job, caller: Deferred[Job], failure: Failure | None) -> None:
+        """
+        The creation of C{job} is durable (or could not be recorded: the job
+        is refused): tell of it what was held back, and its caller.
+        """
+        if failure is not None:
+            self._not_recorded(failure, job, caller)
+            return
         waiters, held = self._recording.pop(job.id)
         for kind, record in held:
             self._tell_observers(job, kind, record)
@@ -1197,14 +1218,17 @@ class JobsQueue:
             self._recorder.changed(job)
         self._tell(job, "changed")
 
-    def _job_ending(self, job: Job, record: JobRecord) -> Deferred[None] | None:
+    def _job_ending(self, job: Job, record: JobRecord, ended: Callable[[], None]) -> bool:
         """
-        C{job} is L{JobPhase.ENDING} with the final C{record}: a Deferred
-        that fires once that is recorded, or C{None} if it is not recorded.
+        C{job} is L{JobPhase.ENDING} with the final C{record}: have it
+        recorded, and C{ended()} called once that is durable.
+
+        @return: whether it is recorded; if not, the caller calls C{ended()}.
         """
         if self._recorder is None or job.options.transient:
-            return None
-        return self._recorder.ending(job, record)
+            return False
+        self._recorder.ending(job, record, ended)
+        return True
 
     def _job_ended(self, job: Job, record: JobRecord) -> None:
         """

@@ -129,14 +129,16 @@ class IJobObserver(Interface):
 class IJobRecorder(Interface):
     """
     What makes jobs durable for a queue (the job store): told before any
-    L{IJobObserver}, which hears of a job's creation and end only once the
-    Deferred of L{created} or L{ending} has fired.
+    L{IJobObserver}, which hears of a job's creation and end only once
+    L{created} and L{ending} have called back.
     """
 
-    def created(job: Any) -> Any:
+    def created(job: Any, written: Any) -> None:
         """
-        Record the new C{job}.  A Deferred firing once its record is durable,
-        or failing if it cannot be (the job is then aborted, never told of).
+        Record the new C{job}, and call C{written} later (never from within
+        this call) with C{None} once its record is durable, or with the
+        L{twisted.python.failure.Failure} why it cannot be (the job is then
+        aborted, never told of).
         """
 
     def changed(job: Any) -> None:
@@ -144,9 +146,9 @@ class IJobRecorder(Interface):
         Note that C{job} changed; written later, with other writes.
         """
 
-    def ending(job: Any, record: JobRecord) -> Any:
+    def ending(job: Any, record: JobRecord, ended: Any) -> None:
         """
-        Record the final C{record} of C{job} (L{JobPhase.ENDING}).  A Deferred
-        firing once it is durable (it fires even if the write failed: the
-        job ends all the same, and the failure is logged).
+        Record the final C{record} of C{job} (L{JobPhase.ENDING}), and call
+        C{ended()} (no arguments) once it is durable; also if the write
+        failed (the job ends all the same, and the failure is logged).
         """

@@ -18,7 +18,7 @@ seconds after it opened (or after it logged out) is closed with 1008,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
@@ -324,22 +324,31 @@ class RpcProtocol(WebSocketServerProtocol):
             )
         except Exception:
             d = fail()
-        d.addCallback(self._job_outcome, request)
-        d.addCallbacks(self._result_response, self._error_response, callbackArgs=(request,), errbackArgs=(request,))
-        d.addBoth(self._answer, request)
+        d.addCallbacks(self._returned, self._raised, callbackArgs=(request,), errbackArgs=(request,))
 
-    def _job_outcome(self, result: Any, request: Request) -> Any:
+    def _returned(self, result: Any, request: Request) -> None:
         """
-        What a call's answer carries: a job method's job id (legacy jobs) or,
-        once the job has ended, its result; any other method's result.
+        The call returned C{result}: answer with it or, for a job method's
+        job, with its id (legacy jobs) or, once the job has ended, its result.
         """
-        if not isinstance(result, Job):
-            return result
-        if self.session.legacy_jobs or request.is_notification:
-            return result.id
-        if result.state.finished:
-            return result.outcome(raise_error=True)
-        return result.wait(raise_error=True)
+        if isinstance(result, Job):
+            if self.session.legacy_jobs or request.is_notification:
+                result = result.id
+            elif not result.state.finished:
+                result.wait(raise_error=True).addCallbacks(
+                    self._returned, self._raised, callbackArgs=(request,), errbackArgs=(request,)
+                )
+                return
+            else:
+                try:
+                    result = result.outcome(raise_error=True)
+                except BaseException:
+                    self._raised(Failure(), request)
+                    return
+        self._answer(self._result_response, result, request)
+
+    def _raised(self, failure: Failure, request: Request) -> None:
+        self._answer(self._error_response, failure, request)
 
     def _result_response(self, result: Any, request: Request) -> str:
         try:
@@ -362,11 +371,13 @@ class RpcProtocol(WebSocketServerProtocol):
             return error_for(error, request.response_id).response()
         return failure  # type: ignore[return-value]
 
-    def _answer(self, response: str | Failure, request: Request) -> None:
+    def _answer(self, respond: Callable[[Any, Request], str | Failure], outcome: Any, request: Request) -> None:
         """
-        Send the answer (none to a notification); the call is no longer in flight.
+        Send the answer C{respond(outcome, request)} makes (none to a
+        notification); the call is no longer in flight.
         """
         try:
+            response = respond(outcome, request)
             if isinstance(response, Failure):
                 log.failure("Unhandled error answering {method}", response, method=request.method)
             elif not request.is_notification:

@@ -7,11 +7,15 @@ go.  At most one write is in flight; whatever arrives meanwhile waits for it
 and goes out next, together.  A durable write (one the caller waits for) is
 flushed as soon as the reactor has handled the events at hand, so the writes
 of jobs created in the same burst share a transaction; other writes wait up
-to C{interval} seconds, so a burst of progress events costs one write.
+to C{interval} seconds, so a burst of progress events costs one write.  Who
+makes a durable write is told it is durable by a Deferred (L{WriteBatch.add})
+or, for less work on the reactor thread, by a plain call
+(L{WriteBatch.add_durable}).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Hashable
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -19,7 +23,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
 from ..logs import logger
-from ._interfaces import StoreClosed
+from ._interfaces import StoreClosed, Written
 
 __all__ = ["WriteBatch"]
 
@@ -43,7 +47,8 @@ class WriteBatch:
         self._write = write
         self.interval = interval
         self._pending: dict[Hashable, Any] = {}
-        self._waiters: list[Deferred[None]] = []
+        #: Who is told once the pending durable writes are, in the order they were made.
+        self._waiters: list[Written] = []
         self._in_flight: Deferred[None] | None = None
         self._call: IDelayedCall | None = None
         self._call_soon = False
@@ -73,14 +78,31 @@ class WriteBatch:
         """
         if self._closed:
             return fail(StoreClosed("The job store is closed")) if durable else None
-        self._pending[key] = value
         if not durable:
+            self._pending[key] = value
             self._schedule(self.interval)
             return None
         d: Deferred[None] = Deferred()
-        self._waiters.append(d)
-        self._schedule(0)
+        self.add_durable(key, value, functools.partial(_fire, d))
         return d
+
+    def add_durable(self, key: Hashable, value: Any, written: Written) -> None:
+        """
+        Write C{value} for C{key}, replacing any value still pending for it,
+        and call C{written} once it (and everything written before it) is
+        durable, or failed: a durable write without a Deferred of its own.
+
+        C{written} is called on the reactor thread, in the order the writes
+        were made, and never from within this call: a closed batch refuses
+        the write (L{StoreClosed}) on the next turn of the reactor.
+        """
+        if self._closed:
+            refused = Failure(StoreClosed("The job store is closed"))  # type: ignore[no-untyped-call]  # not annotated in Twisted
+            self._reactor.callLater(0, written, refused)
+            return
+        self._pending[key] = value
+        self._waiters.append(written)
+        self._schedule(0)
 
     def _schedule(self, delay: float) -> None:
         if self._in_flight is not None:
@@ -109,17 +131,19 @@ class WriteBatch:
         finally:
             self._writing = False
 
-    def _flushed(self, result: Any, waiters: list[Deferred[None]], count: int, started: float) -> None:
+    def _flushed(self, result: Any, waiters: list[Written], count: int, started: float) -> None:
         if self.on_commit is not None:
             self.on_commit(self._reactor.seconds() - started)
         # Still in flight while its waiters run: what they write goes out next, together.
-        if isinstance(result, Failure):
-            log.failure("{count} job record(s) could not be written", result, count=count)
-            for waiter in waiters:
-                waiter.errback(result)
-        else:
-            for waiter in waiters:
-                waiter.callback(None)
+        failure = result if isinstance(result, Failure) else None
+        if failure is not None:
+            log.failure("{count} job record(s) could not be written", failure, count=count)
+        for written in waiters:
+            try:
+                written(failure)
+            except Exception:
+                # One who failed to hear of it keeps neither the others nor the next writes from going on.
+                log.failure("Telling of {count} written job record(s) failed", count=count)
         self._in_flight = None
         if self._waiters and not self._writing:
             self._flush()
@@ -146,3 +170,13 @@ class WriteBatch:
             self._flush()
             return self._drain()
         return succeed(None)
+
+
+def _fire(d: Deferred[None], failure: Failure | None) -> None:
+    """
+    Fire C{d}, the Deferred of a durable write, as L{Written} is told.
+    """
+    if failure is None:
+        d.callback(None)
+    else:
+        d.errback(failure)

@@ -9,13 +9,20 @@ queue, the middleware and C{core.get_jobs} only ever call these methods.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Collection, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Collection, Sequence
 
 from zope.interface import Attribute, Interface
 
 from ..lifecycle import JobRecord
 
-__all__ = ["IJobIds", "IJobStore", "JobRecord", "StoreClosed"]
+if TYPE_CHECKING:
+    from twisted.python.failure import Failure
+
+#: Told of a durable write (L{IDurableWrites}): with C{None} once it is
+#: durable, or with the L{Failure} that kept it from being written.
+Written = Callable[["Failure | None"], None]
+
+__all__ = ["IDurableWrites", "IJobIds", "IJobStore", "JobRecord", "StoreClosed", "Written"]
 
 
 class StoreClosed(Exception):
@@ -144,6 +151,30 @@ class IJobStore(Interface):
         """
         Write what is pending and refuse further writes (L{StoreClosed}).
         A Deferred firing once everything is written.
+        """
+
+
+class IDurableWrites(Interface):
+    """
+    L{IJobStore.record_created} and L{IJobStore.record_finished}, told by a
+    call instead of a Deferred: the job queue's way, where a Deferred for
+    each write is much of what recording a short job costs.  A store that
+    groups its writes (L{midjobs.store.WriteBatch}) provides it.
+
+    C{written} is called on the reactor thread, in the order the writes
+    were made, and never from within the method: with C{None} once the
+    record is durable, or with the L{twisted.python.failure.Failure} why it
+    is not (L{StoreClosed} after L{IJobStore.stop}).
+    """
+
+    def created(job_id: int, record: JobRecord | Callable[[], JobRecord], written: Written) -> None:
+        """
+        L{IJobStore.record_created}, telling C{written}.
+        """
+
+    def finished(record: JobRecord, written: Written) -> None:
+        """
+        L{IJobStore.record_finished}, telling C{written}.
         """
 
 

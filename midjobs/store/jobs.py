@@ -42,7 +42,7 @@ from ..log_files import log_file
 from ..logs import logger
 from ..query import Predicate, QueryOptions, filter_list
 from ._batch import WriteBatch
-from ._interfaces import IJobStore, JobRecord
+from ._interfaces import IDurableWrites, IJobStore, JobRecord, Written
 from ._sqlquery import SQLITE, Dialect, copied_fields, translate
 from .database import Cursor, Pool, Row, close_database, ensure_schema
 
@@ -314,6 +314,7 @@ class _ReadCursor(Cursor, Protocol):
         """
 
 
+@implementer(IDurableWrites)
 class SqlJobStore(abc.ABC):
     """
     What a job store on SQL is whatever its engine: the group commit of
@@ -356,6 +357,9 @@ class SqlJobStore(abc.ABC):
     def record_created(self, job_id: int, record: JobRecord | Callable[[], JobRecord]) -> Deferred[None]:
         return self._batch.add(job_id, record, durable=True)  # type: ignore[return-value]
 
+    def created(self, job_id: int, record: JobRecord | Callable[[], JobRecord], written: Written) -> None:
+        self._batch.add_durable(job_id, record, written)
+
     def record_changed(self, job_id: int, record: Callable[[], JobRecord]) -> None:
         pending = self._batch.pending(job_id)
         if pending is not None and (callable(pending) or pending["state"] in _FINISHED):
@@ -364,6 +368,9 @@ class SqlJobStore(abc.ABC):
 
     def record_finished(self, record: JobRecord) -> Deferred[None]:
         return self._batch.add(record["id"], record, durable=True)  # type: ignore[return-value]
+
+    def finished(self, record: JobRecord, written: Written) -> None:
+        self._batch.add_durable(record["id"], record, written)
 
     def note_id(self, job_id: int) -> None:
         self._batch.add(_TAKEN, _Taken(job_id), durable=False)
