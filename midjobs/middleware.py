@@ -56,6 +56,13 @@ USER = "user"
 API_KEY = "api_key"
 WEB_SESSION = "web_session"
 
+#: For the catalogue entries whose end ends the logins through them: the
+#: L{IUser} attribute that holds their id, and why those logins end.
+_ENDINGS: dict[str, tuple[str, str]] = {
+    API_KEY: ("api_key_id", "API key {} was deleted"),
+    WEB_SESSION: ("web_session_id", "web session {} ended"),
+}
+
 log = logger(__name__)
 
 #: Job methods that only wait for other jobs: clients may still call them
@@ -592,7 +599,7 @@ class Middleware:
         @return: fires once the tokens are revoked (a failure is logged, never passed on).
         """
         self.cluster.catalogue_changed(API_KEY, api_key_id)
-        return self._api_key_deleted_here(api_key_id)
+        return self._ended_here(API_KEY, api_key_id)
 
     def web_sessions_ended(self, web_session_ids: Iterable[int]) -> None:
         """
@@ -602,7 +609,7 @@ class Middleware:
         """
         for web_session_id in web_session_ids:
             self.cluster.catalogue_changed(WEB_SESSION, web_session_id)
-            self._web_session_ended_here(web_session_id)
+            self._ended_here(WEB_SESSION, web_session_id)
 
     def catalogue_changed_elsewhere(self, kind: str, identity: int) -> Deferred[None]:
         """
@@ -611,10 +618,8 @@ class Middleware:
         update or log out this node's sessions of it, from what the store
         now holds.
         """
-        if kind == API_KEY:
-            return self._api_key_deleted_here(identity)
-        if kind == WEB_SESSION:
-            return self._web_session_ended_here(identity)
+        if kind in _ENDINGS:
+            return self._ended_here(kind, identity)
         if kind != USER or self.users is None:
             return succeed(None)
         d: Deferred[None] = self.users.find(identity).addCallback(
@@ -627,12 +632,7 @@ class Middleware:
             return bool(avatar.user_id == user_id)
 
         if user is None:
-            revoked = self.tokens.revoke_derived(user_id=user_id).addCallbacks(
-                lambda count: log.info("User {user_id} is gone: {count} tokens revoked", user_id=user_id, count=count),
-                lambda failure: log.failure("User {user_id} is gone: its tokens", failure, user_id=user_id),
-            )
-            self.log_out(this_user, "its user is gone")
-            return revoked
+            return self._logins_end("user_id", user_id, f"user {user_id} is gone")
         if user["locked"]:
             self.log_out(this_user, "its user is locked")
             return succeed(None)
@@ -641,12 +641,28 @@ class Middleware:
                 session.user = attrs.evolve(session.user, username=user["username"], roles=frozenset(user["roles"]))
         return succeed(None)
 
-    def _api_key_deleted_here(self, api_key_id: int) -> Deferred[None]:
-        revoked = self.tokens.revoke_derived(api_key_id=api_key_id).addCallbacks(
-            lambda count: log.info("API key {api_key_id} is gone: {count} tokens revoked", api_key_id=api_key_id, count=count),
-            lambda failure: log.failure("API key {api_key_id} is gone: its tokens", failure, api_key_id=api_key_id),
+    def _ended_here(self, kind: str, identity: int) -> Deferred[None]:
+        """
+        The API key or web session (C{kind}, one of L{_ENDINGS}) C{identity}
+        is gone: so are the logins through it, here.
+        """
+        source, why = _ENDINGS[kind]
+        return self._logins_end(source, identity, why.format(identity))
+
+    def _logins_end(self, source: str, identity: int, why: str) -> Deferred[None]:
+        """
+        Revoke every token derived from the user, API key or web session
+        C{identity} (C{source} is the L{IUser} attribute that holds it:
+        C{"user_id"}, C{"api_key_id"} or C{"web_session_id"}), and log out
+        this daemon's sessions that logged in through it, saying C{why}.
+
+        @return: fires once the tokens are revoked (a failure is logged, never passed on).
+        """
+        revoked = self.tokens.revoke_derived(**{source: identity}).addCallbacks(
+            lambda count: log.info("{why}: {count} tokens revoked", why=why, count=count),
+            lambda failure: log.failure("{why}: its tokens", failure, why=why),
         )
-        self.log_out(lambda avatar: avatar.api_key_id == api_key_id, f"API key {api_key_id} was deleted")
+        self.log_out(lambda avatar: bool(getattr(avatar, source) == identity), why)
         return revoked
 
     def _web_session_ids(self) -> set[int]:
@@ -655,14 +671,6 @@ class Middleware:
         """
         users = (session.user for session in list(self.sessions))
         return {user.web_session_id for user in users if user is not None and user.web_session_id is not None}
-
-    def _web_session_ended_here(self, web_session_id: int) -> Deferred[None]:
-        revoked = self.tokens.revoke_derived(web_session_id=web_session_id).addCallbacks(
-            lambda count: log.info("Web session {id} ended: {count} tokens revoked", id=web_session_id, count=count),
-            lambda failure: log.failure("Web session {id} ended: its tokens", failure, id=web_session_id),
-        )
-        self.log_out(lambda avatar: avatar.web_session_id == web_session_id, f"web session {web_session_id} ended")
-        return revoked
 
     def log_out(self, which: Callable[[Any], bool], reason: str) -> None:
         """

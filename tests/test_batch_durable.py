@@ -18,22 +18,7 @@ from midjobs.store import SQLiteJobStore, StoreClosed
 from midjobs.store._batch import WriteBatch
 from midjobs.store._interfaces import IDurableWrites
 from midjobs.store.pg_jobs import PgJobStore
-
-
-class Writes:
-    """
-    The batch's write function: each call's Deferred fired by the test.
-    """
-
-    def __init__(self) -> None:
-        self.calls: list[list[Any]] = []
-        self.pending: list[Deferred[None]] = []
-
-    def __call__(self, values: list[Any]) -> Deferred[None]:
-        self.calls.append(values)
-        d: Deferred[None] = Deferred()
-        self.pending.append(d)
-        return d
+from test_history import Writes
 
 
 def test_writers_are_told_in_order_once_durable_with_deferred_writes_among_them() -> None:

@@ -557,6 +557,10 @@ async def test_history_off_keeps_jobs_in_memory_only(memory_only: Settings, rest
 
 
 class Writes:
+    """
+    A batch's write function: each call's Deferred fired by the test.
+    """
+
     def __init__(self) -> None:
         self.calls: list[list[Any]] = []
         self.pending: list[Deferred[None]] = []

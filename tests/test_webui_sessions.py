@@ -1,14 +1,17 @@
 """
 The web page's login in Chromium: a reload, a new tab and a restart of the
 daemon keep it while the session lasts; a logout in one tab ends it in the
-others; the browser keeps no password, and no secret a script can read.
+others, and the daemon itself logs out the page's connection when its session
+ends; the browser keeps no password, and no secret a script can read.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterator
 
 import pytest
+from playwright.sync_api import expect
 
 import webui_services
 from test_webui import (  # noqa: F401 (browser is a fixture)
@@ -154,3 +157,35 @@ def test_a_restart_of_the_daemon_keeps_the_login(browser: Any, daemon: DaemonPro
             relay.close()
             if restarted is not None:
                 restarted.stop()
+
+
+#: What the daemon logs when it logs out a connection of a web session that ended.
+CUT = re.compile(rf"<Session {ALICE[0]}@.*> logged out: web session \d+ ended")
+
+
+@pytest.fixture(scope="module")
+def quick_daemon() -> Iterator[DaemonProcess]:
+    """
+    A daemon that closes a connection not logged in after 2 s (30 by default).
+    """
+    with webui_daemon("mjwebcut", {ALICE: [webui_services.USER_ROLE]}, config="[limits]\nlogin_timeout = 2\n") as running:
+        yield running
+
+
+@needs_chromium
+def test_the_daemon_logs_out_the_page_when_its_session_ends(browser: Any, quick_daemon: DaemonProcess) -> None:  # noqa: F811
+    with pages_on(browser, quick_daemon.url) as pages:
+        page = pages()
+        log_in(page, ALICE)
+        # A page of the same browser with no script of ours: no tab hears of this logout.
+        other = page.context.new_page()
+        other.goto("/static/favicon.svg")
+        status = other.evaluate(
+            "fetch('/_session/logout', {method: 'POST', headers: {'X-Requested-With': 'test'}}).then(r => r.status)"
+        )
+        assert status == 200
+        # The daemon logs the page's connection out (the one the password logged in), then closes
+        # it at the login timeout; the page leaves its stale list for the login form.
+        expect(page.locator("#login-error")).to_have_text("You were logged out: log in again.", timeout=15_000)
+        expect(page.locator("body")).to_have_attribute("data-auth", "out")
+        assert any(CUT.search(line) for line in list(quick_daemon.output))
