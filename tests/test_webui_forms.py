@@ -433,12 +433,15 @@ def test_a_json_schema_description_gets_choices_groups_and_list_editors(daemon: 
                 {name: "retries", required: false, type: "integer", default: 3},
                 {name: "dry_run", required: false, type: "boolean", default: false},
             ]), "t");
-            const main = document.getElementById("main");
-            main.replaceChildren(form.root);
+            // Beside the page's views, which go on living (the list's counts may still come in).
+            const holder = document.createElement("section");
+            holder.id = "test-form";
+            holder.append(form.root);
+            document.getElementById("main").prepend(holder);
             window.testForm = form;
         }"""
     )
-    main = page.locator("#main")
+    main = page.locator("#test-form")
     expect(main.get_by_label("level")).to_have_js_property("tagName", "SELECT")
     expect(main.get_by_role("group", name="target")).to_be_visible()
     expect(main.get_by_label("host")).to_have_attribute("aria-required", "true")
