@@ -57,6 +57,20 @@ def assert_logged_in(page: Any) -> None:
     expect(page.get_by_role("heading", name="Log in")).to_be_hidden()
 
 
+def log_out_unheard(page: Any) -> None:
+    """
+    End the session of C{page}'s browser from another page of it that runs
+    no script of ours: no tab hears of this logout.
+    """
+    other = page.context.new_page()
+    other.goto("/static/favicon.svg")
+    status = other.evaluate(
+        "fetch('/_session/logout', {method: 'POST', headers: {'X-Requested-With': 'test'}}).then(r => r.status)"
+    )
+    assert status == 200
+    other.close()
+
+
 @needs_chromium
 def test_reload_and_a_new_tab_keep_the_login(daemon: DaemonProcess, pages: Pages) -> None:
     from playwright.sync_api import expect
@@ -114,14 +128,8 @@ def test_once_the_session_has_ended_a_reload_asks_for_the_password(daemon: Daemo
 
     page = pages()
     log_in(page, ALICE)
-    # The session ends behind the page's back (its idle timeout, a tab that
-    # did not hear the logout): a logout from another page of the context.
-    other = page.context.new_page()
-    other.goto("/static/favicon.svg")
-    status = other.evaluate(
-        "fetch('/_session/logout', {method: 'POST', headers: {'X-Requested-With': 'test'}}).then(r => r.status)"
-    )
-    assert status == 200
+    # The session ends behind the page's back (its idle timeout, a tab that did not hear the logout).
+    log_out_unheard(page)
     page.reload()
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
 
@@ -177,13 +185,7 @@ def test_the_daemon_logs_out_the_page_when_its_session_ends(browser: Any, quick_
     with pages_on(browser, quick_daemon.url) as pages:
         page = pages()
         log_in(page, ALICE)
-        # A page of the same browser with no script of ours: no tab hears of this logout.
-        other = page.context.new_page()
-        other.goto("/static/favicon.svg")
-        status = other.evaluate(
-            "fetch('/_session/logout', {method: 'POST', headers: {'X-Requested-With': 'test'}}).then(r => r.status)"
-        )
-        assert status == 200
+        log_out_unheard(page)
         # The daemon logs the page's connection out (the one the password logged in), then closes
         # it at the login timeout; the page leaves its stale list for the login form.
         expect(page.locator("#login-error")).to_have_text("You were logged out: log in again.", timeout=15_000)

@@ -336,7 +336,7 @@ class RpcProtocol(WebSocketServerProtocol):
                 result = result.id
             elif not result.state.finished:
                 result.wait(raise_error=True).addCallbacks(
-                    self._returned, self._raised, callbackArgs=(request,), errbackArgs=(request,)
+                    self._succeeded, self._raised, callbackArgs=(request,), errbackArgs=(request,)
                 )
                 return
             else:
@@ -345,6 +345,9 @@ class RpcProtocol(WebSocketServerProtocol):
                 except BaseException:
                     self._raised(Failure(), request)
                     return
+        self._succeeded(result, request)
+
+    def _succeeded(self, result: Any, request: Request) -> None:
         self._answer(self._result_response, result, request)
 
     def _raised(self, failure: Failure, request: Request) -> None:

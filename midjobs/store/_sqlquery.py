@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 import attrs
 
 from ..query import OrderBy, Predicate, QueryOptions, compile_filters
+from ..wire_json import to_wire
 
 __all__ = ["COLUMNS", "COPIED", "POSTGRESQL", "SQLITE", "Dialect", "SqlQuery", "copied_fields", "literal_of", "translate"]
 
@@ -280,12 +281,7 @@ def _seconds(value: object) -> float | None:
     """
     if not isinstance(value, datetime.datetime) or value.utcoffset() is None or value.microsecond % 1000:
         return None
-    milliseconds = (value - _EPOCH) // _MILLISECOND
-    return float(milliseconds / 1000)
-
-
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
-_MILLISECOND = datetime.timedelta(milliseconds=1)
+    return float(to_wire(value)["$date"] / 1000)
 
 
 def _parameter(column: _Column, value: object) -> tuple[bool, object]:

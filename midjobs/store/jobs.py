@@ -462,13 +462,12 @@ class SqlJobStore(abc.ABC):
             txn.execute(f"SELECT id, record FROM jobs {where}", params)
             return sum(1 for _ in _matches(reader, residual, logs_dir))
         wanted = 1 if options.get else options.limit
-        ordered = sql.ordered
-        if ordered and sql.guard is not None:
+        if sql.ordered and sql.guard is not None:
             txn.execute(f"SELECT 1 FROM jobs {where} {'AND' if where else 'WHERE'} ({sql.guard}) LIMIT 1", params)
             if txn.fetchone() is not None:
-                ordered = False  # a value SQL cannot sort with the others: Python sorts
+                # A value SQL cannot sort with the others: Python sorts.
                 sql = attrs.evolve(sql, order="ORDER BY id ASC", ordered=False)
-        if ordered:
+        if sql.ordered:
             if residual is None:
                 # SQL's rows are the answer: it skips and stops, over the
                 # ids alone (an order it sorts carries no records), then
