@@ -18,12 +18,15 @@ Reported: calls per second for both servers and their ratio (target: the
 daemon at >= 50% of the echo rate), also by tenths of the run; the CPU each
 process used during the timed window, as a share of a core and per call (a
 generator near 100% of one core is the bottleneck, and is flagged; so is a
-machine busy with other work); the daemon's RSS idle, before the run, after N/2
-and after N jobs, and its peak (VmHWM) (target: no growth from N/2 to N); the
-echo server's; and one JSON line with every figure.  See bench/README.md.
+machine busy with other work); the daemon's CPU split between its reactor
+thread and its other threads, and its job records per transaction; the
+daemon's RSS idle, before the run, after N/2 and after N jobs, and its peak
+(VmHWM) (target: no growth from N/2 to N); the echo server's; and one JSON
+line with every figure.  See bench/README.md.
 
-C{--profile FILE} runs the daemon under cProfile (slower: not for the figures)
-and prints its top functions.
+C{--no-history} runs the daemon without its job history.  C{--profile FILE}
+runs the daemon under cProfile (slower: not for the figures) and prints its
+top functions.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -38,7 +42,7 @@ import time
 from typing import Any
 
 from servers import HOST, Server  # noqa: E402  (bench/servers.py)
-from procstats import free_port, print_profile, proc_status, system_busy  # noqa: E402  (bench/procstats.py)
+from procstats import free_port, main_thread_cpu, print_profile, proc_status, system_busy  # noqa: E402  (bench/procstats.py)
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import defer
@@ -284,12 +288,14 @@ async def drive(
     await run.ready.addTimeout(60, reactor)
     samples["before"] = proc_status(server.pid)
     server_cpu = proc_cpu(server.pid)
+    main_cpu = main_thread_cpu(server.pid)
     busy = system_busy()
     run.start()
     marks.append((0, run.t_start, server_cpu))
     await run.done.addTimeout(120 + args.count / 20, reactor)
     busy = system_busy() - busy
     end_cpu = proc_cpu(server.pid)
+    main_cpu = main_thread_cpu(server.pid) - main_cpu
     marks.append((args.count, run.t_end, end_cpu))
     server_cpu = end_cpu - server_cpu
     # Calls/s and server CPU us per call over each tenth of the run.
@@ -304,6 +310,8 @@ async def drive(
         "calls_per_s": args.count / run.wall,
         "wall_s": run.wall,
         "server_cpu": server_cpu / run.wall,
+        # The reactor's thread; the rest of server_cpu is the server's other threads.
+        "main_thread_cpu": main_cpu / run.wall,
         "generator_cpu": run.generator_cpu / run.wall,
         # Whatever else ran on the machine meanwhile (other processes' share of the CPUs).
         "other_cpu": max(0.0, busy - server_cpu - run.generator_cpu) / run.wall,
@@ -405,6 +413,10 @@ async def bench_daemon(reactor: Any, args: argparse.Namespace, tmp: str, scrape:
         "--listen", f"tcp:{port}:interface={HOST}",
         "--socket", sock,
     ]  # fmt: skip
+    if args.no_history:
+        args.config = os.path.join(tmp, "no-history.ini")
+        with open(args.config, "w") as f:
+            f.write("[jobs]\nhistory = false\n")
     if args.config:
         argv += ["--config", args.config]
     server = Server("midjobs daemon", argv, os.path.join(tmp, "daemon.log"))
@@ -456,9 +468,26 @@ async def bench_daemon(reactor: Any, args: argparse.Namespace, tmp: str, scrape:
         finally:
             await admin.close()
         result["peak"] = proc_status(server.pid)["VmHWM"]
-        return result
     finally:
         server.stop()
+    result["history_writes"] = history_writes(server.log_tail(200))
+    return result
+
+
+#: What the daemon logs of its job history as it stops (midjobs.store.jobs).
+_HISTORY_WRITES = re.compile(r"Job store: (\d+) record\(s\) written in (\d+) transaction\(s\)")
+
+
+def history_writes(log: str) -> tuple[int, int] | None:
+    """
+    How many job records the daemon wrote, and in how many transactions, as
+    its C{log} says when it stops; C{None} without a job history.
+    """
+    found = _HISTORY_WRITES.findall(log)
+    if not found:
+        return None
+    records, transactions = found[-1]
+    return int(records), int(transactions)
 
 
 # Report.
@@ -467,6 +496,7 @@ async def bench_daemon(reactor: Any, args: argparse.Namespace, tmp: str, scrape:
 def report(args: argparse.Namespace, echo: dict[str, Any], daemon: dict[str, Any]) -> dict[str, Any]:
     for r in (echo, daemon):
         r["server_us"] = r["server_cpu"] * r["wall_s"] / args.count * 1e6
+        r["main_thread_us"] = r["main_thread_cpu"] * r["wall_s"] / args.count * 1e6
         r["generator_us"] = r["generator_cpu"] * r["wall_s"] / args.count * 1e6
     ratio = daemon["calls_per_s"] / echo["calls_per_s"]
     cpu_ratio = echo["server_us"] / daemon["server_us"]
@@ -487,6 +517,17 @@ def report(args: argparse.Namespace, echo: dict[str, Any], daemon: dict[str, Any
         )
     print("(CPU: share of one core during the timed calls, and CPU microseconds per call;")
     print(" 'others' is every other process on the machine meanwhile)")
+    threads = daemon["server_us"] - daemon["main_thread_us"]
+    print(
+        f"daemon us/call by thread:  reactor {daemon['main_thread_us']:.0f}, others {threads:.0f} "
+        "(the job history's writer, the thread pool)"
+    )
+    writes = daemon["history_writes"]
+    if writes is None:
+        print("job history: off" if args.no_history else "job history: the daemon did not log its writes")
+    else:
+        records, transactions = writes
+        print(f"job history: {records} records in {transactions} transactions ({records / max(transactions, 1):.1f} each)")
     for name, r in (("echo", echo), ("daemon", daemon)):
         print(f"{name + ' by tenths of N':24}" + " ".join(f"{rate:>6.0f}/s" for rate, _ in r["tenths"]))
         print(f"{'  server us/call':24}" + " ".join(f"{us:>8.0f}" for _, us in r["tenths"]))
@@ -537,6 +578,9 @@ def report(args: argparse.Namespace, echo: dict[str, Any], daemon: dict[str, Any
         "echo_peak_rss_mib": round(echo["peak"], 1),
         "daemon_jobs_listed": daemon["jobs_listed"],
         "daemon_cpu_us_per_job": round(daemon["server_us"], 1),
+        "daemon_reactor_us_per_job": round(daemon["main_thread_us"], 1),
+        "daemon_history": not args.no_history,
+        "daemon_records_per_commit": round(writes[0] / max(writes[1], 1), 1) if writes is not None else None,
         "echo_cpu_us_per_call": round(echo["server_us"], 1),
         "cpu_ratio": round(cpu_ratio, 4),
         "daemon_cpu": round(daemon["server_cpu"], 3),
@@ -562,7 +606,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         choices=["debug", "info", "warn", "error", "critical"],
         help="the daemon's log level (default: info, as deployed)",
     )
-    parser.add_argument("--config", metavar="FILE", help="a configuration file for the daemon (--config)")
+    configs = parser.add_mutually_exclusive_group()
+    configs.add_argument("--config", metavar="FILE", help="a configuration file for the daemon (--config)")
+    configs.add_argument(
+        "--no-history", action="store_true", help="run the daemon without its job history ([jobs] history = false)"
+    )
     parser.add_argument(
         "--scrape", action="store_true", help="GET the daemon's /metrics every second during the run (bench/metrics.py compares)"
     )

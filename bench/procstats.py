@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import socket
 
-__all__ = ["free_port", "print_profile", "proc_status", "system_busy"]
+__all__ = ["free_port", "main_thread_cpu", "print_profile", "proc_status", "system_busy"]
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -32,6 +32,17 @@ def proc_status(pid: int) -> dict[str, float]:
                 key, value = line.split(":", 1)
                 out[key] = int(value.split()[0]) / 1024
     return out
+
+
+def main_thread_cpu(pid: int) -> float:
+    """
+    CPU seconds (user + system) used so far by the main thread of C{pid}
+    (a Twisted server's reactor thread); the process's other threads are
+    the rest of its total.
+    """
+    with open(f"/proc/{pid}/task/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def system_busy() -> float:
