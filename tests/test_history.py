@@ -307,7 +307,7 @@ async def opened_store(
         path = str(tmp_path / "jobs.db")
         pool = open_database(path)
         prepare(pool)
-        sqlite = SQLiteJobStore(pool, reactor, reader=open_database(path))
+        sqlite = SQLiteJobStore(pool, reactor, reader=open_database(path, reads_only=True))
         try:
             await sqlite.setup(tmp_path)
             yield sqlite

@@ -156,6 +156,10 @@ async def test_a_slow_scan_leaves_other_readers_free(tmp_path: Path, filled_hist
     pool = open_database(str(path))
     store = SQLiteJobStore(pool, reactor, reader=open_database(str(path), connections=READERS))
     try:
+        # As the daemon does: the writer opens the database first.  Readers
+        # that are the first to open a WAL database at once may fail ("database
+        # is locked": SQLite sets up its shared memory without waiting).
+        await store.setup(tmp_path / "jobs")
         order: list[str] = []
         scan = [["arguments.0.sleep", "=", 5]]
         scans = [in_order(order, f"scan {i}", store.query(scan, validate_options(None), ())) for i in range(2)]

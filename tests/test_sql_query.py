@@ -568,7 +568,7 @@ async def test_the_daemons_stores_answer_the_page(kind: str, tmp_path: Path, req
     store: SqlJobStore
     if kind == "sqlite":
         pool = open_database(str(tmp_path / "jobs.db"))
-        store = SQLiteJobStore(pool, reactor, reader=open_database(str(tmp_path / "jobs.db")))
+        store = SQLiteJobStore(pool, reactor, reader=open_database(str(tmp_path / "jobs.db"), reads_only=True))
     else:
         db = PgDatabase(request.getfixturevalue("postgres_database"), reactor, size=3)
         await db.open()

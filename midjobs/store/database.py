@@ -3,10 +3,15 @@ Open the daemon's SQLite database and migrate its schema.
 
 The pool that writes has one connection in one thread: SQLite allows one
 writer at a time, so serialising every statement in that thread costs nothing
-and rules out C{SQLITE_BUSY} between our own connections.  A pool that only
-reads may have several (in WAL mode readers never wait for each other or for
-the writer), so that one long query does not hold back the others.  Nothing
-here touches SQLite on the reactor thread.
+and rules out C{SQLITE_BUSY} between our own connections.  Its transactions
+are explicit: each interaction is one, begun with C{BEGIN IMMEDIATE} (what it
+reads, no other process changes before it commits), and a statement run
+outside any (L{ConnectionPool.runWithConnection}) is a transaction of its
+own, which SQLite commits without a C{BEGIN} and a C{COMMIT} (the job
+history's batches).  A pool that only reads may have several connections (in
+WAL mode readers never wait for each other or for the writer), so that one
+long query does not hold back the others.  Nothing here touches SQLite on the
+reactor thread.
 
 The pools' transactions raise L{midjobs.store.errors}' exceptions for
 violated constraints, as L{midjobs.store.pg}'s do on PostgreSQL, so the
@@ -182,12 +187,33 @@ def _integrity_error(error: sqlite3.IntegrityError) -> Exception:
     return error
 
 
+class _WriteTransaction(_Transaction):
+    """
+    A transaction of the writer's pool, whose connection commits each
+    statement on its own unless told otherwise: it holds the write lock
+    from its start (adbapi commits it at the interaction's end, or rolls
+    it back).
+    """
+
+    def __init__(self, pool: ConnectionPool, connection: object) -> None:
+        super().__init__(pool, connection)  # type: ignore[no-untyped-call]  # adbapi is not annotated
+        self.execute("BEGIN IMMEDIATE")
+
+
 class _SQLitePool(ConnectionPool):
     """
     adbapi's pool, whose transactions raise the store's exceptions.
     """
 
     transactionFactory = _Transaction
+
+
+class _SQLiteWriterPool(_SQLitePool):
+    """
+    The pool that writes: its interactions are explicit transactions.
+    """
+
+    transactionFactory = _WriteTransaction
 
 
 def _configure_connection(connection: sqlite3.Connection, busy_timeout_ms: int, path: str) -> None:
@@ -208,6 +234,7 @@ def open_database(
     busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
     reactor: IReactorCore | None = None,
     connections: int = 1,
+    reads_only: bool = False,
 ) -> ConnectionPool:
     """
     A pool on the SQLite database at C{path} (created if missing).
@@ -218,13 +245,19 @@ def open_database(
 
     @param connections: how many connections (each in its own thread) the
         pool has.  Only a pool that never writes may have more than one.
+    @param reads_only: a pool for queries alone (any pool of more than one
+        connection is): its interactions take no write lock.
     """
     if connections < 1:
         raise ValueError(f"a pool needs at least one connection, not {connections}")
-    pool: ConnectionPool = _SQLitePool(  # type: ignore[no-untyped-call]  # adbapi is not annotated
+    writer = connections == 1 and not reads_only
+    pool_type = _SQLiteWriterPool if writer else _SQLitePool
+    pool: ConnectionPool = pool_type(  # type: ignore[no-untyped-call]  # adbapi is not annotated
         "sqlite3",
         path,
         check_same_thread=False,
+        # The writer's transactions are explicit (_WriteTransaction); a reader's never write.
+        isolation_level=None if writer else "",
         cp_min=1,
         cp_max=connections,
         cp_noisy=False,
@@ -259,14 +292,6 @@ def close_database(pool: ConnectionPool) -> Deferred[None]:
     d: Deferred[None] = deferToThreadPool(pool._reactor, pool.threadpool, close_connection)
     d.addBoth(stop)
     return d
-
-
-def _migrate(txn: Cursor, name: str, statements: Sequence[str]) -> int:
-    txn.execute(_SCHEMA_VERSION_TABLE)
-    # Take the write lock before reading the version, so two processes cannot
-    # both apply the same statements.
-    txn.execute("BEGIN IMMEDIATE")
-    return apply_part(txn, name, statements)
 
 
 def apply_part(txn: Cursor, name: str, statements: Sequence[str]) -> int:
@@ -308,5 +333,9 @@ def ensure_schema(pool: Pool, name: str, statements: Sequence[str]) -> Deferred[
     """
     if isinstance(pool, SchemaOwner):
         return pool.ensure_schema(name)
-    return pool.runInteraction(_migrate, name, tuple(statements))
+    # The versions' table first, in a transaction of its own: it stays if a
+    # part's statements fail.  The part's transaction holds the write lock
+    # before it reads the version, so two processes cannot both apply them.
+    created = pool.runOperation(_SCHEMA_VERSION_TABLE)
+    return created.addCallback(lambda _: pool.runInteraction(apply_part, name, tuple(statements)))
 

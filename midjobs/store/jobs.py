@@ -10,8 +10,8 @@ SQLite and PostgreSQL alike, see L{midjobs.store.pg_jobs}); L{SQLiteJobStore}
 adds SQLite's writes, ids and start-up.
 
 Writes go through a L{WriteBatch} to the daemon's one-connection pool, so
-every burst of writes is one transaction and SQL never runs on the reactor
-thread.  Reads may use a second pool on the same file, of L{READERS}
+every burst of writes is one transaction (most often one statement, which
+SQLite commits as it runs it) and SQL never runs on the reactor thread.  Reads may use a second pool on the same file, of L{READERS}
 connections: in WAL mode a reader never waits for the writer or for other
 readers, so a long scan holds back neither the commits that jobs wait for nor
 the other queries.
@@ -305,6 +305,17 @@ def abort_unfinished_rows(txn: Cursor, rows: list[Row], error: str, now: float, 
     return len(updates)
 
 
+class _Connection(Protocol):
+    """
+    The connection L{ConnectionPool.runWithConnection} hands a function.
+    """
+
+    def cursor(self) -> Cursor:
+        """
+        A cursor on the connection.
+        """
+
+
 class _ReadCursor(Cursor, Protocol):
     """
     A L{Cursor} that also reads rows in blocks (the queries' cursor).
@@ -576,6 +587,8 @@ class SQLiteJobStore(SqlJobStore):
         super().__init__(pool, reactor, reader=reader or pool, flush_interval=flush_interval)
         #: The pool the store made for its queries, which it closes when it stops.
         self._own_reader = reader
+        #: C{pool}, as adbapi's: the batches are written outside its interactions.
+        self._writer = pool
 
     # Start-up.
 
@@ -604,21 +617,37 @@ class SQLiteJobStore(SqlJobStore):
     # Writes.
 
     def _commit(self, rows: list[_Row], taken: int) -> Deferred[None]:
-        return self._pool.runInteraction(self._write_rows, rows, taken)
+        # Outside an interaction's transaction: a batch of one statement is a transaction of its own.
+        return self._writer.runWithConnection(self._write_rows, rows, taken)  # type: ignore[no-untyped-call, no-any-return]  # adbapi is not annotated
 
     @staticmethod
-    def _write_rows(txn: Cursor, rows: list[_Row], taken: int) -> None:
+    def _write_rows(connection: _Connection, rows: list[_Row], taken: int) -> None:
+        """
+        Write C{rows}, and C{taken}, in one transaction: one statement when
+        it can be (most batches), which SQLite commits as it runs it; else
+        C{BEGIN IMMEDIATE} and the statements, which the pool commits or
+        rolls back.
+        """
         # The log of a job that ended is on disk before its end is recorded.
         sync_finished_logs(rows)
-        for start in range(0, len(rows), _MAX_ROWS):
-            chunk = rows[start : start + _MAX_ROWS]
-            txn.execute(_upsert(len(chunk)), [value for row in chunk for value in row])
+        statements: list[tuple[str, Sequence[object]]] = [
+            (_upsert(len(chunk)), [value for row in chunk for value in row])
+            for chunk in (rows[start : start + _MAX_ROWS] for start in range(0, len(rows), _MAX_ROWS))
+        ]
         if taken:
-            txn.execute(
-                "INSERT INTO sqlite_sequence (name, seq) SELECT 'jobs', 0 "
-                "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'jobs')"
-            )
-            txn.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'jobs'", (taken,))
+            statements += [
+                (
+                    "INSERT INTO sqlite_sequence (name, seq) SELECT 'jobs', 0 "
+                    "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'jobs')",
+                    (),
+                ),
+                ("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'jobs'", (taken,)),
+            ]
+        cursor = connection.cursor()
+        if len(statements) > 1:
+            cursor.execute("BEGIN IMMEDIATE")
+        for sql, parameters in statements:
+            cursor.execute(sql, parameters)
 
     # Health.
 
@@ -639,17 +668,14 @@ class SQLiteJobStore(SqlJobStore):
 
     @staticmethod
     def _probe_write(txn: Cursor, commit: bool) -> None:
-        txn.execute("BEGIN IMMEDIATE")
-        try:
-            txn.execute("PRAGMA user_version")
-            answer = txn.fetchone()
-            assert answer is not None  # the pragma always answers one row
-            (version,) = answer
-            txn.execute(f"PRAGMA user_version = {int(version)}")
-        except BaseException:
+        # The writer's transaction took the write lock as it began (a locked database failed there).
+        txn.execute("PRAGMA user_version")
+        answer = txn.fetchone()
+        assert answer is not None  # the pragma always answers one row
+        (version,) = answer
+        txn.execute(f"PRAGMA user_version = {int(version)}")
+        if not commit:
             txn.execute("ROLLBACK")
-            raise
-        txn.execute("COMMIT" if commit else "ROLLBACK")
 
     def stop(self) -> Deferred[None]:
         d = super().stop()
