@@ -23,6 +23,7 @@ from twisted.python.threadable import isInIOThread
 from .access import AccessDenied, check_job_access, may_call, may_see_job, owns_or_administers, visible_jobs_filter
 from .arguments import REDACTED, Signature, at_path, signature_of
 from .auth.gate import LoginGate
+from .auth.realm import ended_logins_of
 from .auth.throttle import LoginThrottle
 from .auth.tokens import ITokenStore, TokenStore, token_store_of
 from .auth.web_sessions import WebSessionKeepAlive, WebSessionStore
@@ -215,6 +216,8 @@ class Middleware:
         # and the log followers (midjobs.log_events) register themselves.
         self.jobs.observe(self.metrics)
         self.jobs.observe(JobEvents(self.events))
+        #: Tells the portal's realm of the logins that end, so that none being checked outlives them.
+        self._ended_logins = ended_logins_of(portal)
         #: Every login goes through it, throttled (C{None} without a portal).
         self.logins = (
             LoginGate(portal, _throttle(reactor, settings), counts=self.metrics) if portal is not None else None
@@ -658,6 +661,8 @@ class Middleware:
 
         @return: fires once the tokens are revoked (a failure is logged, never passed on).
         """
+        if self._ended_logins is not None:
+            self._ended_logins.end(source, identity)
         revoked = self.tokens.revoke_derived(**{source: identity}).addCallbacks(
             lambda count: log.info("{why}: {count} tokens revoked", why=why, count=count),
             lambda failure: log.failure("{why}: its tokens", failure, why=why),

@@ -12,11 +12,12 @@ from twisted.internet.defer import Deferred
 from zope.interface import Interface, implementer
 
 from midjobs.auth.avatar import UNIX_SOCKET, AvatarId, User
+from midjobs.auth.endings import EndedLogins
 from midjobs.auth.interfaces import IUser
 from midjobs.auth.roles import FULL_ADMIN
 from midjobs.auth.users import UserStore
 
-__all__ = ["Realm"]
+__all__ = ["Realm", "ended_logins_of"]
 
 AvatarTuple = tuple[type[Interface], User, Callable[[], None]]
 
@@ -43,10 +44,15 @@ class Realm:
     An avatar id with no user id (from a checker that knows only a name, or a
     token made for an avatar built by hand) gets the roles of the user of that
     name, but no identity: it owns no job and is owned by no one.
+
+    A login whose user, API key or web session ended while it was checked
+    (C{ended_logins}, which the daemon tells) fails.
     """
 
     def __init__(self, users: UserStore) -> None:
         self._users = users
+        #: The logins that ended lately (L{midjobs.middleware.Middleware} says which).
+        self.ended_logins = EndedLogins()
 
     def requestAvatar(  # type: ignore[override]  # twisted.cred's annotations say an avatar id is bytes; any value goes
         self, avatarId: AvatarId, mind: object, *interfaces: type[Interface]
@@ -79,6 +85,10 @@ class Realm:
             user_id = avatarId.user_id
         if user is None or user["locked"]:
             raise UnauthorizedLogin(f"user {avatarId.username!r} is gone or locked")
+        if self.ended_logins.ended(
+            user_id=user_id, api_key_id=avatarId.api_key_id, web_session_id=avatarId.web_session_id
+        ):
+            raise UnauthorizedLogin(f"the login of {avatarId.username!r} ended while it was checked")
         avatar = User(
             user["username"],
             frozenset(user["roles"]),
@@ -89,3 +99,11 @@ class Realm:
             web_session_id=avatarId.web_session_id,
         )
         return IUser, avatar, _logout
+
+
+def ended_logins_of(portal: object) -> EndedLogins | None:
+    """
+    The logins that ended lately, as the L{Realm} of C{portal} knows them, if it is one.
+    """
+    realm = getattr(portal, "realm", None)
+    return realm.ended_logins if isinstance(realm, Realm) else None
