@@ -637,8 +637,12 @@ class Middleware:
         if user is None:
             return self._logins_end("user_id", user_id, f"user {user_id} is gone")
         if user["locked"]:
+            if self._ended_logins is not None:
+                self._ended_logins.end("user_id", user_id)
             self.log_out(this_user, "its user is locked")
             return succeed(None)
+        if self._ended_logins is not None:
+            self._ended_logins.forget("user_id", user_id)  # unlocked, if it was locked
         for session in list(self.sessions):
             if session.user is not None and this_user(session.user):
                 session.user = attrs.evolve(session.user, username=user["username"], roles=frozenset(user["roles"]))

@@ -137,3 +137,28 @@ async def test_a_login_checked_before_its_source_ended_fails(
     other = Deferred.fromCoroutine(middleware.logins.login(UsernamePassword(b"alice", b"pw"), "peer", "token"))
     checker.let_go()
     assert (await other).user_id == alice["id"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_login_checked_before_its_user_was_locked_fails(users: UserStore, tmp_path: Path) -> None:
+    alice = await users.create({"username": "alice", "password": "pw"})
+    checker = HeldChecker(AvatarId("alice", LOGIN_PASSWORD, user_id=alice["id"]))
+    middleware = Middleware(reactor, tmp_path, users=users, portal=Portal(Realm(users), [checker]))
+    assert middleware.logins is not None
+
+    def log_in() -> Deferred[Any]:
+        assert middleware.logins is not None
+        return Deferred.fromCoroutine(middleware.logins.login(UsernamePassword(b"alice", b"pw"), "peer", "password"))
+
+    # The lock is told while the login is checked; the realm reads the user
+    # as it was (the store is not changed here, as if read just before).
+    in_flight = log_in()
+    await middleware.user_changed(alice["id"], {**alice, "locked": True})
+    checker.let_go()
+    with pytest.raises(UnauthorizedLogin):
+        await in_flight
+    # Unlocked, the user logs in again.
+    await middleware.user_changed(alice["id"], {**alice, "locked": False})
+    again = log_in()
+    checker.let_go()
+    assert (await again).user_id == alice["id"]

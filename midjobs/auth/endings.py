@@ -23,8 +23,9 @@ class EndedLogins:
     then its user).  One whose user, key or session ends meanwhile would
     complete after the daemon logged out the others; the realm asks here as
     it completes (L{midjobs.auth.Realm}).  Their ids are never given again,
-    so what ended stays ended: remembering it longer than a login takes to
-    be checked costs memory, nothing else.
+    so what ended stays ended (but a locked user, until it is unlocked):
+    remembering it longer than a login takes to be checked costs memory,
+    nothing else.
     """
 
     def __init__(self, remember: float = 600.0, most: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
@@ -48,6 +49,12 @@ class EndedLogins:
         self._ended[key] = self._clock()
         while len(self._ended) > self._most:
             self._ended.popitem(last=False)
+
+    def forget(self, source: str, identity: int) -> None:
+        """
+        The logins from C{identity} may complete again (its user was unlocked).
+        """
+        self._ended.pop((source, identity), None)
 
     def ended(self, *, user_id: int | None, api_key_id: int | None, web_session_id: int | None) -> bool:
         """
