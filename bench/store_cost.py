@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import react
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -62,6 +62,18 @@ class NextTurnPool:
         self._reactor.callLater(0, d.callback, None)
         return d
 
+    #: How the store writes its batches of records.
+    runWithConnection = runInteraction
+
+
+class NullStore(SQLiteJobStore):
+    """
+    The real store on a L{NextTurnPool}, whose history is empty.
+    """
+
+    def last_id(self) -> Deferred[int]:
+        return succeed(0)
+
 
 def process_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -71,13 +83,15 @@ def process_cpu() -> float:
 async def run_jobs(reactor: Any, variant: str, count: int, callers: int, state_dir: Path) -> dict[str, float]:
     store = pool = None
     if variant == "null":
-        store = SQLiteJobStore(NextTurnPool(reactor), reactor)  # type: ignore[arg-type]
+        store = NullStore(NextTurnPool(reactor), reactor)  # type: ignore[arg-type]
     elif variant == "sqlite":
         pool = open_database(str(state_dir / "midjobs.db"), reactor=reactor)
         store = SQLiteJobStore(pool, reactor)
         await store.setup()
     middleware = Middleware(reactor, state_dir, job_store=store)
     middleware.add_service(CoreService)
+    # As the daemon does: job ids at hand (from the store, if there is one).
+    await middleware.start()
     left = count
     finished: Deferred[None] = Deferred()
     running = callers
