@@ -81,7 +81,8 @@ def process_cpu() -> float:
 
 
 async def run_jobs(reactor: Any, variant: str, count: int, callers: int, state_dir: Path) -> dict[str, float]:
-    store = pool = None
+    store: SQLiteJobStore | None = None
+    pool = None
     if variant == "null":
         store = NullStore(NextTurnPool(reactor), reactor)  # type: ignore[arg-type]
     elif variant == "sqlite":
