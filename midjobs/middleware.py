@@ -23,6 +23,7 @@ from twisted.python.threadable import isInIOThread
 from .access import AccessDenied, check_job_access, may_call, may_see_job, owns_or_administers, visible_jobs_filter
 from .arguments import REDACTED, Signature, at_path, signature_of
 from .auth.gate import LoginGate
+from .auth.endings import EndedLogins
 from .auth.realm import ended_logins_of
 from .auth.throttle import LoginThrottle
 from .auth.tokens import ITokenStore, TokenStore, token_store_of
@@ -216,8 +217,9 @@ class Middleware:
         # and the log followers (midjobs.log_events) register themselves.
         self.jobs.observe(self.metrics)
         self.jobs.observe(JobEvents(self.events))
-        #: Tells the portal's realm of the logins that end, so that none being checked outlives them.
-        self._ended_logins = ended_logins_of(portal)
+        #: The logins that end, which the portal's realm refuses to complete if it is checking them.
+        ended_logins = ended_logins_of(portal)
+        self._ended_logins = ended_logins if ended_logins is not None else EndedLogins()
         #: Every login goes through it, throttled (C{None} without a portal).
         self.logins = (
             LoginGate(portal, _throttle(reactor, settings), counts=self.metrics) if portal is not None else None
@@ -637,12 +639,10 @@ class Middleware:
         if user is None:
             return self._logins_end("user_id", user_id, f"user {user_id} is gone")
         if user["locked"]:
-            if self._ended_logins is not None:
-                self._ended_logins.end("user_id", user_id)
+            self._ended_logins.end("user_id", user_id)
             self.log_out(this_user, "its user is locked")
             return succeed(None)
-        if self._ended_logins is not None:
-            self._ended_logins.forget("user_id", user_id)  # unlocked, if it was locked
+        self._ended_logins.forget("user_id", user_id)  # unlocked, if it was locked
         for session in list(self.sessions):
             if session.user is not None and this_user(session.user):
                 session.user = attrs.evolve(session.user, username=user["username"], roles=frozenset(user["roles"]))
@@ -665,8 +665,7 @@ class Middleware:
 
         @return: fires once the tokens are revoked (a failure is logged, never passed on).
         """
-        if self._ended_logins is not None:
-            self._ended_logins.end(source, identity)
+        self._ended_logins.end(source, identity)
         revoked = self.tokens.revoke_derived(**{source: identity}).addCallbacks(
             lambda count: log.info("{why}: {count} tokens revoked", why=why, count=count),
             lambda failure: log.failure("{why}: its tokens", failure, why=why),

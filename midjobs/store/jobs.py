@@ -11,10 +11,10 @@ adds SQLite's writes, ids and start-up.
 
 Writes go through a L{WriteBatch} to the daemon's one-connection pool, so
 every burst of writes is one transaction (most often one statement, which
-SQLite commits as it runs it) and SQL never runs on the reactor thread.  Reads may use a second pool on the same file, of L{READERS}
-connections: in WAL mode a reader never waits for the writer or for other
-readers, so a long scan holds back neither the commits that jobs wait for nor
-the other queries.
+SQLite commits as it runs it) and SQL never runs on the reactor thread.
+Reads may use a second pool on the same file, of L{READERS} connections: in
+WAL mode a reader never waits for the writer or for other readers, so a long
+scan holds back neither the commits that jobs wait for nor the other queries.
 """
 
 from __future__ import annotations
