@@ -255,6 +255,7 @@ class ClusterBackends:
             store=self._store, events=middleware.events, nodes=self.node.nodes,
             accepting=lambda: self.node.state is NodeState.ONLINE,
             catalogue=middleware.catalogue_changed_elsewhere,
+            catalogue_missed=middleware.catalogue_missed,
         )
         middleware.cluster = bus
         self.node.on_fenced(lambda: middleware.jobs.abort_all(node_stopped(self.node.name)))

@@ -9,6 +9,7 @@ a thread, L{Middleware.call_sync}.
 
 from __future__ import annotations
 
+import errno
 import inspect
 import weakref
 from pathlib import Path
@@ -23,6 +24,7 @@ from twisted.python.threadable import isInIOThread
 from .access import AccessDenied, check_job_access, may_call, may_see_job, owns_or_administers, visible_jobs_filter
 from .arguments import REDACTED, Signature, at_path, signature_of
 from .auth.gate import LoginGate
+from .auth.api_keys import api_key_store_of
 from .auth.endings import EndedLogins
 from .auth.realm import ended_logins_of
 from .auth.throttle import LoginThrottle
@@ -631,6 +633,35 @@ class Middleware:
             lambda user: self._user_changed_here(identity, user)
         )
         return d.addErrback(lambda failure: log.failure("User {user_id} changed elsewhere", failure, user_id=identity))
+
+    def catalogue_missed(self) -> Deferred[None]:
+        """
+        What other nodes told of their users, API keys and web sessions may
+        have gone unheard (this node's listener was away,
+        L{ICluster.catalogue_changed}): check each login held here against
+        the store, as if each had been told.  A failure is logged.
+        """
+        checked = Deferred.fromCoroutine(self._check_logins())
+        return checked.addErrback(lambda failure: log.failure("Checking the logins held here", failure))
+
+    async def _check_logins(self) -> None:
+        users = [session.user for session in list(self.sessions) if session.user is not None]
+        for user_id in sorted({user.user_id for user in users if user.user_id is not None}):
+            await self.catalogue_changed_elsewhere(USER, user_id)
+        keys = api_key_store_of(self.portal)
+        for api_key_id in sorted({user.api_key_id for user in users if user.api_key_id is not None}):
+            if keys is None:
+                break
+            try:
+                await keys.get(api_key_id)
+            except CallError as e:
+                if e.errno != errno.ENOENT:
+                    raise
+                await self._ended_here(API_KEY, api_key_id)
+        if self.web_sessions is not None:
+            in_use = self._web_session_ids()
+            for web_session_id in sorted(in_use - await self.web_sessions.live(in_use)):
+                await self._ended_here(WEB_SESSION, web_session_id)
 
     def _user_changed_here(self, user_id: int, user: Mapping[str, Any] | None) -> Deferred[None]:
         def this_user(avatar: Any) -> bool:

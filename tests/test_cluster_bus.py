@@ -23,6 +23,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import deferLater
 
+from midjobs.auth import ApiKeyStore, UserStore, make_portal
 from midjobs.auth.avatar import User
 from midjobs.auth.roles import FULL_ADMIN
 from midjobs.cluster.bus import ClusterBus
@@ -186,7 +187,11 @@ class Cluster:
         self.tmp_path = tmp_path
         self.nodes: list[Node] = []
 
-    async def node(self, name: str, first_job_id: int) -> Node:
+    async def node(self, name: str, first_job_id: int, *, logins: bool = False) -> Node:
+        """
+        A node; with C{logins}, its middleware has the cluster's users, API
+        keys and web sessions, and a portal on them.
+        """
         db = PgDatabase(self.url, reactor, size=2, application_name=f"midjobs {name}")
         await db.open()
         listener = PgListener(self.url, reactor, application_name=f"midjobs {name}")
@@ -202,7 +207,17 @@ class Cluster:
         )
         await member.join()
         store = PgJobStore(db, reactor, node=name, flush_interval=0.05)
-        middleware = Middleware(reactor, self.tmp_path / name, job_store=store, job_ids=CountedJobIds(first_job_id), node=name)
+        users = portal = None
+        if logins:
+            users = UserStore(db)
+            await users.setup()
+            api_keys = ApiKeyStore(db)
+            await api_keys.setup()
+            portal = make_portal(users, set(), api_keys=api_keys)
+        middleware = Middleware(
+            reactor, self.tmp_path / name, job_store=store, job_ids=CountedJobIds(first_job_id), node=name,
+            users=users, portal=portal,
+        )  # fmt: skip
         await store.setup(middleware.logs_dir)
         middleware.add_services([CoreService, WorkService])
         counting = CountingStore(store)
@@ -217,6 +232,7 @@ class Cluster:
             nodes=member.nodes,
             accepting=lambda: member.state is NodeState.ONLINE,
             catalogue=middleware.catalogue_changed_elsewhere,
+            catalogue_missed=middleware.catalogue_missed,
         )
         middleware.cluster = bus
         member.on_reaped(bus.reaped)

@@ -247,6 +247,29 @@ class WebSessionStore:
                 (now, *chunk, now, now - self.idle_timeout),
             )
 
+    async def live(self, ids: Collection[int]) -> set[int]:
+        """
+        Those of the sessions C{ids} that have not ended: still stored, and
+        not past their time.
+        """
+        if not ids:
+            return set()
+        await self._setup()
+        live: set[int] = await self._pool.runInteraction(self._live, sorted(ids), self.clock.seconds())
+        return live
+
+    def _live(self, txn: Cursor, ids: list[int], now: float) -> set[int]:
+        live: set[int] = set()
+        for start in range(0, len(ids), _IDS_AT_ONCE):
+            chunk = ids[start : start + _IDS_AT_ONCE]
+            marks = ", ".join("?" * len(chunk))
+            txn.execute(
+                f"SELECT id FROM web_sessions WHERE id IN ({marks}) AND expires > ? AND last_used > ?",
+                (*chunk, now, now - self.idle_timeout),
+            )
+            live.update(_ids(txn))
+        return live
+
     async def end(self, secret: str) -> bool:
         """
         End the session whose secret is C{secret}; whether there was one.

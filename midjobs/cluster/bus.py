@@ -114,6 +114,7 @@ class ClusterBus:
         nodes: Callable[[], Deferred[Any]],
         accepting: Callable[[], bool],
         catalogue: Callable[[str, int], object],
+        catalogue_missed: Callable[[], object],
     ) -> None:
         """
         @param db: the cluster's database (L{midjobs.store.pg.PgDatabase}).
@@ -127,6 +128,8 @@ class ClusterBus:
         @param catalogue: called with the kind and id of a user or API key
             another node changed, or of a web session it ended
             (L{ICluster.catalogue_changed}).
+        @param catalogue_missed: called when what C{catalogue} would have
+            been told may have gone unheard (the listener was away).
         """
         self.node = node
         self._db = db
@@ -137,6 +140,7 @@ class ClusterBus:
         self._nodes = nodes
         self._accepting = accepting
         self._catalogue = catalogue
+        self._catalogue_missed = catalogue_missed
         self.publisher = JobPublisher(reactor, node, db)
         #: Copies this node's job logs to the database.
         self.logs = LogShipper(reactor, db, self.publisher)
@@ -343,8 +347,9 @@ class ClusterBus:
         """
         The listener is back: what was notified while it was away is lost.
         Read the records of the jobs waited for, tell the subscribers what
-        became of the other nodes' jobs meanwhile (L{_catch_up}), and take
-        the commands addressed here.
+        became of the other nodes' jobs meanwhile (L{_catch_up}), take the
+        commands addressed here, and have the logins held here checked
+        against the catalogue.
         """
         for job_id in list(self._waiters):
             self._check(job_id)
@@ -352,6 +357,7 @@ class ClusterBus:
             lambda failure: log.warn("Could not read the jobs of the other nodes: {error}", error=failure.getErrorMessage())
         )
         self._take_commands()
+        self._catalogue_missed()
 
     def _hearing(self) -> bool:
         """
