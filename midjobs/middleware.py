@@ -649,15 +649,14 @@ class Middleware:
         for user_id in sorted({user.user_id for user in users if user.user_id is not None}):
             await self.catalogue_changed_elsewhere(USER, user_id)
         keys = api_key_store_of(self.portal)
-        for api_key_id in sorted({user.api_key_id for user in users if user.api_key_id is not None}):
-            if keys is None:
-                break
-            try:
-                await keys.get(api_key_id)
-            except CallError as e:
-                if e.errno != errno.ENOENT:
-                    raise
-                await self._ended_here(API_KEY, api_key_id)
+        if keys is not None:
+            for api_key_id in sorted({user.api_key_id for user in users if user.api_key_id is not None}):
+                try:
+                    await keys.get(api_key_id)
+                except CallError as e:
+                    if e.errno != errno.ENOENT:
+                        raise
+                    await self._ended_here(API_KEY, api_key_id)
         if self.web_sessions is not None:
             in_use = self._web_session_ids()
             for web_session_id in sorted(in_use - await self.web_sessions.live(in_use)):
