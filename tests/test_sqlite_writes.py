@@ -9,8 +9,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
+import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
@@ -55,52 +56,59 @@ class Statements:
         return run
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_batch_of_records_is_one_statement(tmp_path: Path) -> None:
+@attrs.frozen
+class Traced:
+    store: SQLiteJobStore
+    statements: Statements
+
+
+@pytest_twisted.async_yield_fixture
+async def traced(tmp_path: Path) -> AsyncIterator[Traced]:
+    """
+    A job store on a new database, whose writer's statements are traced.
+    """
     pool = open_database(str(tmp_path / "jobs.db"))
     store = SQLiteJobStore(pool, reactor)
     try:
         await store.setup(tmp_path / "jobs")
         statements = Statements()
         await statements.trace(pool)
-        # Three jobs' ends in one turn: one write.
-        written = [store.record_finished(record(job_id)) for job_id in (1, 2, 3)]
-        for d in written:
-            await d
-        assert statements.taken() == ["INSERT INTO jobs"]
-        assert [r["id"] for r in await store.query([], _all(), ())] == [1, 2, 3]
+        yield Traced(store, statements)
     finally:
         await store.stop()
         await close_database(pool)
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_batch_of_two_statements_is_one_transaction(tmp_path: Path) -> None:
+async def test_a_batch_of_records_is_one_statement(traced: Traced) -> None:
+    store = traced.store
+    # Three jobs' ends in one turn: one write.
+    written = [store.record_finished(record(job_id)) for job_id in (1, 2, 3)]
+    for d in written:
+        await d
+    assert traced.statements.taken() == ["INSERT INTO jobs"]
+    assert [r["id"] for r in await store.query([], _all(), ())] == [1, 2, 3]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_batch_of_two_statements_is_one_transaction(traced: Traced) -> None:
     """
     A batch larger than one statement commits all of its rows or none:
     a row the second statement cannot write undoes the first's.
     """
-    pool = open_database(str(tmp_path / "jobs.db"))
-    store = SQLiteJobStore(pool, reactor)
-    try:
-        await store.setup(tmp_path / "jobs")
-        statements = Statements()
-        await statements.trace(pool)
-        rows = [record(job_id) for job_id in range(1, 400)]
-        rows[-1]["method"] = None  # NOT NULL: the second statement fails
-        written = [store.record_finished(r) for r in rows]
-        with pytest.raises(sqlite3.IntegrityError):
-            await written[0]
-        for d in written[1:]:
-            d.addErrback(lambda failure: failure.trap(sqlite3.IntegrityError))
-        assert statements.taken() == ["BEGIN IMMEDIATE", "INSERT INTO jobs", "INSERT INTO jobs", "ROLLBACK"]
-        assert await store.query([], _all(count=True), ()) == 0
-        # And the next batch goes through.
-        await store.record_finished(record(500))
-        assert await store.query([], _all(count=True), ()) == 1
-    finally:
-        await store.stop()
-        await close_database(pool)
+    store = traced.store
+    rows = [record(job_id) for job_id in range(1, 400)]
+    rows[-1]["method"] = None  # NOT NULL: the second statement fails
+    written = [store.record_finished(r) for r in rows]
+    with pytest.raises(sqlite3.IntegrityError):
+        await written[0]
+    for d in written[1:]:
+        d.addErrback(lambda failure: failure.trap(sqlite3.IntegrityError))
+    assert traced.statements.taken() == ["BEGIN IMMEDIATE", "INSERT INTO jobs", "INSERT INTO jobs", "ROLLBACK"]
+    assert await store.query([], _all(count=True), ()) == 0
+    # And the next batch goes through.
+    await store.record_finished(record(500))
+    assert await store.query([], _all(count=True), ()) == 1
 
 
 @pytest_twisted.ensureDeferred
