@@ -10,6 +10,7 @@ B's listener was away.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import inspect
 from collections.abc import Callable
@@ -192,55 +193,64 @@ class Cluster:
         A node; with C{logins}, its middleware has the cluster's users, API
         keys and web sessions, and a portal on them.
         """
-        db = PgDatabase(self.url, reactor, size=2, application_name=f"midjobs {name}")
-        await db.open()
-        listener = PgListener(self.url, reactor, application_name=f"midjobs {name}")
-        await listener.start()
-        member = ClusterNode(
-            db,
-            listener,
-            reactor,
-            name=name,
-            advertise=f"http://{name}.example:6000",
-            node_timeout=NODE_TIMEOUT,
-            store_abort=abort_node_jobs,
-        )
-        await member.join()
-        store = PgJobStore(db, reactor, node=name, flush_interval=0.05)
-        users = portal = None
-        if logins:
-            users = UserStore(db)
-            await users.setup()
-            api_keys = ApiKeyStore(db)
-            await api_keys.setup()
-            portal = make_portal(users, set(), api_keys=api_keys)
-        middleware = Middleware(
-            reactor, self.tmp_path / name, job_store=store, job_ids=CountedJobIds(first_job_id), node=name,
-            users=users, portal=portal,
-        )  # fmt: skip
-        await store.setup(middleware.logs_dir)
-        middleware.add_services([CoreService, WorkService])
-        counting = CountingStore(store)
-        bus = ClusterBus(
-            reactor,
-            name,
-            db=db,
-            listener=listener,
-            jobs=middleware.jobs,
-            store=counting,
-            events=middleware.events,
-            nodes=member.nodes,
-            accepting=lambda: member.state is NodeState.ONLINE,
-            catalogue=middleware.catalogue_changed_elsewhere,
-            catalogue_missed=middleware.catalogue_missed,
-        )
-        middleware.cluster = bus
-        member.on_reaped(bus.reaped)
-        await bus.start()
-        await middleware.start()
-        node = Node(name, middleware, listener, bus, db, member, counting)
-        self.nodes.append(node)
-        return node
+        # What is started so far is stopped if the node cannot be made: no
+        # connection or thread outlives a failed test (the process would hang).
+        async with contextlib.AsyncExitStack() as undo:
+            db = PgDatabase(self.url, reactor, size=2, application_name=f"midjobs {name}")
+            await db.open()
+            undo.push_async_callback(db.close)
+            listener = PgListener(self.url, reactor, application_name=f"midjobs {name}")
+            await listener.start()
+            undo.push_async_callback(listener.stop)
+            member = ClusterNode(
+                db,
+                listener,
+                reactor,
+                name=name,
+                advertise=f"http://{name}.example:6000",
+                node_timeout=NODE_TIMEOUT,
+                store_abort=abort_node_jobs,
+            )
+            await member.join()
+            undo.push_async_callback(member.leave)
+            store = PgJobStore(db, reactor, node=name, flush_interval=0.05)
+            users = portal = None
+            if logins:
+                users = UserStore(db)
+                await users.setup()
+                api_keys = ApiKeyStore(db)
+                await api_keys.setup()
+                portal = make_portal(users, set(), api_keys=api_keys)
+            middleware = Middleware(
+                reactor, self.tmp_path / name, job_store=store, job_ids=CountedJobIds(first_job_id), node=name,
+                users=users, portal=portal,
+            )  # fmt: skip
+            await store.setup(middleware.logs_dir)
+            middleware.add_services([CoreService, WorkService])
+            counting = CountingStore(store)
+            bus = ClusterBus(
+                reactor,
+                name,
+                db=db,
+                listener=listener,
+                jobs=middleware.jobs,
+                store=counting,
+                events=middleware.events,
+                nodes=member.nodes,
+                accepting=lambda: member.state is NodeState.ONLINE,
+                catalogue=middleware.catalogue_changed_elsewhere,
+                catalogue_missed=middleware.catalogue_missed,
+            )
+            middleware.cluster = bus
+            member.on_reaped(bus.reaped)
+            await bus.start()
+            undo.push_async_callback(bus.stop)
+            await middleware.start()
+            node = Node(name, middleware, listener, bus, db, member, counting)
+            # Made: the cluster stops it (L{stop}).
+            undo.pop_all()
+            self.nodes.append(node)
+            return node
 
     async def stop(self) -> None:
         for node in self.nodes:
