@@ -646,7 +646,9 @@ class Middleware:
 
     async def _check_logins(self) -> None:
         users = [session.user for session in list(self.sessions) if session.user is not None]
-        for user_id in sorted({user.user_id for user in users if user.user_id is not None}):
+        # And the users remembered as locked, which may have been unlocked meanwhile.
+        user_ids = {user.user_id for user in users if user.user_id is not None}
+        for user_id in sorted(user_ids.union(self._ended_logins.remembered("user_id"))):
             await self.catalogue_changed_elsewhere(USER, user_id)
         keys = api_key_store_of(self.portal)
         if keys is not None:
@@ -654,9 +656,10 @@ class Middleware:
                 try:
                     await keys.get(api_key_id)
                 except CallError as e:
-                    if e.errno != errno.ENOENT:
-                        raise
-                    await self._ended_here(API_KEY, api_key_id)
+                    if e.errno == errno.ENOENT:
+                        await self._ended_here(API_KEY, api_key_id)
+                    else:
+                        log.warn("API key {api_key_id}: {error}", api_key_id=api_key_id, error=e.errmsg)
         if self.web_sessions is not None:
             in_use = self._web_session_ids()
             for web_session_id in sorted(in_use - await self.web_sessions.live(in_use)):

@@ -11,6 +11,7 @@ from typing import Any
 import pytest_twisted
 
 from midjobs.auth import LOGIN_PASSWORD, ApiKeyStore, User, api_key_store_of
+from midjobs.auth.realm import ended_logins_of
 from midjobs.cluster.payloads import CATALOGUE_CHANNEL
 
 from test_cluster_bus import Cluster, cluster, until  # noqa: F401 (fixture)
@@ -74,3 +75,25 @@ async def test_a_listener_back_logs_out_what_ended_meanwhile(cluster: Cluster) -
     await until(lambda: through_session.user is None and through_key.user is None and locked.user is None)
     assert by_password.user is not None and by_password.user.username == "alice"
     await until(lambda: renamed.user is not None and renamed.user.username == "caroline")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_listener_back_hears_of_an_unlock_it_missed(cluster: Cluster) -> None:  # noqa: F811
+    """
+    A user locked, as B heard, then unlocked while B was away: B logs it in
+    again once its listener is back, though it held no login of that user.
+    """
+    a = await cluster.node("a", 1, logins=True)
+    b = await cluster.node("b", 1000, logins=True)
+    assert a.middleware.users is not None
+    bob = await a.middleware.users.create({"username": "bob", "password": "pw"})
+    ended = ended_logins_of(b.middleware.portal)
+    assert ended is not None
+    locked = await a.middleware.users.update(bob["id"], {"locked": True})
+    await a.middleware.user_changed(bob["id"], locked)
+    await until(lambda: ended.ended(user_id=bob["id"], api_key_id=None, web_session_id=None))
+    await b.listener.unlisten(CATALOGUE_CHANNEL)
+    unlocked = await a.middleware.users.update(bob["id"], {"locked": False})
+    await a.middleware.user_changed(bob["id"], unlocked)
+    await b.cut()
+    await until(lambda: not ended.ended(user_id=bob["id"], api_key_id=None, web_session_id=None))

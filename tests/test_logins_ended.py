@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from midjobs.auth import LOGIN_PASSWORD, AvatarId, IUser, Realm, UserStore
-from midjobs.auth.endings import EndedLogins
+from midjobs.auth.endings import EndedLogins, LoginEnded
 from midjobs.middleware import Middleware
 from midjobs.store import close_database, open_database
 
@@ -56,6 +56,20 @@ def test_ended_logins_keep_the_newest() -> None:
     assert len(ended) == 3
 
 
+def test_each_kind_has_room_of_its_own() -> None:
+    """
+    Many sessions ending at once (expired ones pruned by a login) do not push
+    out a user's deletion.
+    """
+    ended = EndedLogins(remember=60, most=3, clock=Now())
+    ended.end("user_id", 1)
+    for web_session_id in range(100):
+        ended.end("web_session_id", web_session_id)
+    assert ended.ended(user_id=1, api_key_id=None, web_session_id=None)
+    assert ended.remembered("user_id") == [1]
+    assert ended.remembered("web_session_id") == [97, 98, 99]
+
+
 def test_only_what_a_login_comes_from() -> None:
     with pytest.raises(ValueError):
         EndedLogins().end("username", 1)
@@ -79,7 +93,7 @@ async def test_the_realm_refuses_what_ended(users: UserStore) -> None:
     def avatar_id(**ids: Any) -> AvatarId:
         return AvatarId("alice", LOGIN_PASSWORD, user_id=alice["id"], **ids)
 
-    with pytest.raises(UnauthorizedLogin):
+    with pytest.raises(LoginEnded):
         await realm.requestAvatar(avatar_id(web_session_id=7), None, IUser)
     _, avatar, _ = await realm.requestAvatar(avatar_id(web_session_id=8), None, IUser)
     assert avatar.web_session_id == 8

@@ -17,7 +17,7 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from midjobs.store import SQLiteJobStore, close_database, open_database
-from midjobs.store.database import Cursor
+from midjobs.store.database import Cursor, ensure_schema
 
 
 def record(job_id: int, method: Any = "core.job_test") -> dict[str, Any]:
@@ -157,3 +157,17 @@ def _all(count: bool = False) -> Any:
     from midjobs.query import QueryOptions
 
     return QueryOptions(count=count)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_schema_is_migrated_through_the_writer(tmp_path: Path) -> None:
+    """
+    A reader's pool would run a part's statements one by one, without the
+    migration lock: it is refused.
+    """
+    reader = open_database(str(tmp_path / "state.db"), reads_only=True)
+    try:
+        with pytest.raises(ValueError, match="writer"):
+            await ensure_schema(reader, "part", ["CREATE TABLE t (x)"])
+    finally:
+        await close_database(reader)

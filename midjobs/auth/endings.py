@@ -8,16 +8,25 @@ import time
 from collections import OrderedDict
 from typing import Callable
 
-__all__ = ["SOURCES", "EndedLogins"]
+from twisted.cred.error import UnauthorizedLogin
+
+__all__ = ["SOURCES", "EndedLogins", "LoginEnded"]
 
 #: What a login comes from: the L{IUser} attributes that name it.
-SOURCES = frozenset({"user_id", "api_key_id", "web_session_id"})
+SOURCES = ("user_id", "api_key_id", "web_session_id")
+
+
+class LoginEnded(UnauthorizedLogin):
+    """
+    The user, API key or web session of a login ended while the login was
+    checked: this login fails, nothing more ends because of it.
+    """
 
 
 class EndedLogins:
     """
     The users, API keys and web sessions whose logins ended in the last
-    C{remember} seconds (the newest C{most} of them).
+    C{remember} seconds (the newest C{most} of each kind).
 
     A login is checked in steps that wait for the database (its credentials,
     then its user).  One whose user, key or session ends meanwhile would
@@ -25,53 +34,64 @@ class EndedLogins:
     it completes (L{midjobs.auth.Realm}).  Their ids are never given again,
     so what ended stays ended (but a locked user, until it is unlocked):
     remembering it longer than a login takes to be checked costs memory,
-    nothing else.
+    nothing else.  Each kind has room of its own, so that many sessions
+    ending at once do not push out a user's deletion.
     """
 
     def __init__(self, remember: float = 600.0, most: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
         self._remember = remember
         self._most = most
         self._clock = clock
-        #: When each (source, id) ended, oldest first.
-        self._ended: OrderedDict[tuple[str, int], float] = OrderedDict()
+        #: When each id of each kind ended, oldest first.
+        self._ended: dict[str, OrderedDict[int, float]] = {source: OrderedDict() for source in SOURCES}
 
     def __len__(self) -> int:
-        return len(self._ended)
+        return sum(len(ended) for ended in self._ended.values())
 
     def end(self, source: str, identity: int) -> None:
         """
         The logins from C{identity} (of C{source}, one of L{SOURCES}) ended.
         """
-        if source not in SOURCES:
-            raise ValueError(f"a login does not come from a {source!r}")
-        key = (source, identity)
-        self._ended.pop(key, None)
-        self._ended[key] = self._clock()
-        while len(self._ended) > self._most:
-            self._ended.popitem(last=False)
+        ended = self._of(source)
+        ended.pop(identity, None)
+        ended[identity] = self._clock()
+        while len(ended) > self._most:
+            ended.popitem(last=False)
 
     def forget(self, source: str, identity: int) -> None:
         """
         The logins from C{identity} may complete again (its user was unlocked).
         """
-        self._ended.pop((source, identity), None)
+        self._of(source).pop(identity, None)
+
+    def remembered(self, source: str) -> list[int]:
+        """
+        The ids of C{source} whose logins ended lately.
+        """
+        self._forget_old()
+        return list(self._of(source))
 
     def ended(self, *, user_id: int | None, api_key_id: int | None, web_session_id: int | None) -> bool:
         """
         Whether a login from these ended lately.
         """
-        self._forget()
-        ended = self._ended
-        return (
-            (user_id is not None and ("user_id", user_id) in ended)
-            or (api_key_id is not None and ("api_key_id", api_key_id) in ended)
-            or (web_session_id is not None and ("web_session_id", web_session_id) in ended)
+        self._forget_old()
+        return any(
+            identity is not None and identity in self._ended[source]
+            for source, identity in zip(SOURCES, (user_id, api_key_id, web_session_id))
         )
 
-    def _forget(self) -> None:
+    def _of(self, source: str) -> OrderedDict[int, float]:
+        ended = self._ended.get(source)
+        if ended is None:
+            raise ValueError(f"a login does not come from a {source!r}")
+        return ended
+
+    def _forget_old(self) -> None:
         oldest = self._clock() - self._remember
-        while self._ended:
-            key, when = next(iter(self._ended.items()))
-            if when >= oldest:
-                return
-            del self._ended[key]
+        for ended in self._ended.values():
+            while ended:
+                identity, when = next(iter(ended.items()))
+                if when >= oldest:
+                    break
+                del ended[identity]

@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import Interface, implementer
 
 from midjobs.auth.avatar import UNIX_SOCKET, AvatarId, User
-from midjobs.auth.endings import EndedLogins
+from midjobs.auth.endings import EndedLogins, LoginEnded
 from midjobs.auth.interfaces import IUser
 from midjobs.auth.roles import FULL_ADMIN
 from midjobs.auth.users import UserStore
@@ -46,7 +46,7 @@ class Realm:
     name, but no identity: it owns no job and is owned by no one.
 
     A login whose user, API key or web session ended while it was checked
-    (C{ended_logins}, which the daemon tells) fails.
+    (C{ended_logins}, which the daemon tells) fails with L{LoginEnded}.
     """
 
     def __init__(self, users: UserStore) -> None:
@@ -88,7 +88,7 @@ class Realm:
         if self.ended_logins.ended(
             user_id=user_id, api_key_id=avatarId.api_key_id, web_session_id=avatarId.web_session_id
         ):
-            raise UnauthorizedLogin(f"the login of {avatarId.username!r} ended while it was checked")
+            raise LoginEnded(f"the login of {avatarId.username!r} ended while it was checked")
         avatar = User(
             user["username"],
             frozenset(user["roles"]),

@@ -35,6 +35,7 @@ from twisted.cred.credentials import ICredentials
 from twisted.cred.error import LoginFailed, UnauthorizedLogin, UnhandledCredentials
 
 from ..auth.avatar import AvatarId
+from ..auth.endings import LoginEnded
 from ..auth.gate import LoginThrottled
 from ..auth.interfaces import IUser
 from ..auth.realm import Realm
@@ -209,6 +210,9 @@ class WebSessionRoutes:
         )
         try:
             _, avatar, _ = await realm.requestAvatar(avatar_id, None, IUser)
+        except LoginEnded:
+            # Its user, key or session ended as it was read: the ending ends the sessions it must.
+            return None
         except UnauthorizedLogin:
             # Its user is gone or locked.
             await store.end_of_user(session.user_id)

@@ -26,7 +26,7 @@ import time
 from typing import Any, Callable, Concatenate, ParamSpec, Protocol, Sequence, TypeVar, runtime_checkable
 
 from twisted.enterprise.adbapi import ConnectionPool, Transaction
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorCore
 from twisted.internet.threads import deferToThreadPool
 from ..logs import logger
@@ -333,6 +333,9 @@ def ensure_schema(pool: Pool, name: str, statements: Sequence[str]) -> Deferred[
     """
     if isinstance(pool, SchemaOwner):
         return pool.ensure_schema(name)
+    if isinstance(pool, _SQLitePool) and not isinstance(pool, _SQLiteWriterPool):
+        # Its statements would commit one by one, with no migration lock.
+        return fail(ValueError("a schema is migrated through the writer's pool, not a reader's"))
     # The versions' table first, in a transaction of its own: it stays if a
     # part's statements fail.  The part's transaction holds the write lock
     # before it reads the version, so two processes cannot both apply them.
