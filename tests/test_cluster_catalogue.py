@@ -51,7 +51,7 @@ async def _get(url: str) -> tuple[int, bytes]:
         await pool.closeCachedConnections()
 
 
-async def _logged_out(client: Client) -> ClientCallError | None:
+async def logged_out(client: Client) -> ClientCallError | None:
     """
     The error a call of C{client} now gets, or C{None} while it is logged in.
     """
@@ -82,7 +82,7 @@ async def test_users_and_tokens_are_shared_and_a_deletion_logs_out_everywhere(
     await refused(on_n2.call("auth.me"), ENOTAUTHENTICATED)
     # n1 hears of it through the database's notification, a moment later:
     # its session is logged out without a call of its own touching the store.
-    refusal = await until(lambda: _logged_out(on_n1), 5, "n1's session logged out")
+    refusal = await until(lambda: logged_out(on_n1), 5, "n1's session logged out")
     assert refusal.errno == ENOTAUTHENTICATED, refusal
     fresh = await _client(n1, clients)
     assert await fresh.call("auth.login_with_token", token) is False

@@ -18,10 +18,11 @@ import treq
 from twisted.internet import reactor
 from twisted.web.client import HTTPConnectionPool
 
-from midjobs.client import Client, ClientCallError, connect
+from midjobs.client import Client, connect
 from midjobs.errors import ENOTAUTHENTICATED
 
 from cluster_nodes import Node, NodeStarter, cluster_nodes  # noqa: F401 (fixture)
+from test_cluster_catalogue import logged_out
 from test_cluster_failure import until
 
 pytest_plugins = ["postgres_server"]
@@ -64,14 +65,6 @@ async def _tab(node: Node, secret: str, clients: list[Client]) -> Client:
     return client
 
 
-async def _logged_out(client: Client) -> ClientCallError | None:
-    try:
-        await client.call("auth.me")
-    except ClientCallError as error:
-        return error
-    return None
-
-
 @pytest_twisted.ensureDeferred
 async def test_a_logout_on_n1_cuts_the_sessions_tab_on_n2(two_nodes: tuple[Node, Node, list[Client]]) -> None:
     n1, n2, clients = two_nodes
@@ -85,9 +78,9 @@ async def test_a_logout_on_n1_cuts_the_sessions_tab_on_n2(two_nodes: tuple[Node,
 
     code, body, _ = await _post(n1, "/_session/logout", Cookie=[f"midjobs_session={secret}"])
     assert (code, body) == (200, {"ended": True})
-    refusal = await _logged_out(on_n1)
+    refusal = await logged_out(on_n1)
     assert refusal is not None and refusal.errno == ENOTAUTHENTICATED
     # n2 hears of it through the database's notification, a moment later.
-    refusal = await until(lambda: _logged_out(on_n2), 5, "n2's tab logged out")
+    refusal = await until(lambda: logged_out(on_n2), 5, "n2's tab logged out")
     assert refusal.errno == ENOTAUTHENTICATED, refusal
     assert (await stays.call("auth.me"))["pw_name"] == ALICE[0]

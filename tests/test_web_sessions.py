@@ -346,36 +346,53 @@ async def test_a_user_holds_a_bounded_number_of_sessions(sessions: tuple[WebSess
     assert await store.end_of_user(user_id) == MAX_SESSIONS_PER_USER
 
 
-@pytest_twisted.ensureDeferred
-async def test_the_nodes_of_a_cluster_share_the_sessions(postgres_database: str) -> None:
+@pytest_twisted.async_yield_fixture
+async def two_databases(postgres_database: str) -> AsyncIterator[tuple[PgDatabase, PgDatabase]]:
     """
-    On PostgreSQL, a session made through one node is good on another, and
-    goes with its API key and its user there too.
+    Two nodes' connections to one PostgreSQL database.
     """
     one, other = (PgDatabase(postgres_database, reactor, size=2) for _ in range(2))
     await one.open()
     await other.open()
     try:
-        clock = task.Clock()
-        clock.advance(1_000_000)
-        here = WebSessionStore(one, clock, lifetime=100, idle_timeout=10)
-        there = WebSessionStore(other, clock, lifetime=100, idle_timeout=10)
-        # The schema is made at the first use, on either node.
-        assert await there.use("nobody") is None
-        users = UserStore(one)
-        user = await users.create({"username": "alice", "password": USER[1], "roles": []})
-        key = await ApiKeyStore(one).create({"name": "web", "username": "alice"})
-        by_password, by_key = await here.create(user["id"]), await here.create(user["id"], key["id"])
-        found = await there.use(by_key)
-        assert found is not None and (found.user_id, found.api_key_id) == (user["id"], key["id"])
-        await ApiKeyStore(other).delete(key["id"])
-        assert await there.use(by_key) is None
-        assert await there.use(by_password) is not None
-        clock.advance(10)
-        assert await here.use(by_password) is None
-        again = await there.create(user["id"])
-        await users.delete(user["id"])
-        assert await here.use(again) is None
+        yield one, other
     finally:
         await one.close()
         await other.close()
+
+
+def far_clock() -> task.Clock:
+    """
+    A clock the sessions expire by, far from the epoch.
+    """
+    clock = task.Clock()
+    clock.advance(1_000_000)
+    return clock
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_nodes_of_a_cluster_share_the_sessions(two_databases: tuple[PgDatabase, PgDatabase]) -> None:
+    """
+    On PostgreSQL, a session made through one node is good on another, and
+    goes with its API key and its user there too.
+    """
+    one, other = two_databases
+    clock = far_clock()
+    here = WebSessionStore(one, clock, lifetime=100, idle_timeout=10)
+    there = WebSessionStore(other, clock, lifetime=100, idle_timeout=10)
+    # The schema is made at the first use, on either node.
+    assert await there.use("nobody") is None
+    users = UserStore(one)
+    user = await users.create({"username": "alice", "password": USER[1], "roles": []})
+    key = await ApiKeyStore(one).create({"name": "web", "username": "alice"})
+    by_password, by_key = await here.create(user["id"]), await here.create(user["id"], key["id"])
+    found = await there.use(by_key)
+    assert found is not None and (found.user_id, found.api_key_id) == (user["id"], key["id"])
+    await ApiKeyStore(other).delete(key["id"])
+    assert await there.use(by_key) is None
+    assert await there.use(by_password) is not None
+    clock.advance(10)
+    assert await here.use(by_password) is None
+    again = await there.create(user["id"])
+    await users.delete(user["id"])
+    assert await here.use(again) is None

@@ -33,7 +33,16 @@ from midjobs.errors import ENOTAUTHENTICATED
 from midjobs.store.pg import PgDatabase
 
 from conftest import USER, RunningDaemon
-from test_web_sessions import NO_SESSION, alice, cookie, exchange, log_in, post  # noqa: F401 (alice is a fixture)
+from test_web_sessions import (  # noqa: F401 (alice and two_databases are fixtures)
+    NO_SESSION,
+    alice,
+    cookie,
+    exchange,
+    far_clock,
+    log_in,
+    post,
+    two_databases,
+)
 
 pytest_plugins = ["postgres_server"]
 
@@ -302,29 +311,24 @@ def test_the_keep_alive_tells_four_times_per_idle_timeout(
 
 
 @pytest_twisted.ensureDeferred
-async def test_on_postgresql_a_node_keeps_alive_and_reports_the_ends(postgres_database: str) -> None:
-    one, other = (PgDatabase(postgres_database, reactor, size=2) for _ in range(2))
-    await one.open()
-    await other.open()
-    try:
-        clock = task.Clock()
-        clock.advance(1_000_000)
-        ended_here: list[int] = []
-        ended_there: list[int] = []
-        here = WebSessionStore(one, clock, lifetime=100, idle_timeout=10, ended=ended_here.extend)
-        there = WebSessionStore(other, clock, lifetime=100, idle_timeout=10, ended=ended_there.extend)
-        assert await there.use("nobody") is None
-        user = await UserStore(one).create({"username": "alice", "password": USER[1], "roles": []})
-        kept, idle = await here.create(user["id"]), await here.create(user["id"])
-        ids = [await session_id(here, secret) for secret in (kept, idle)]
-        clock.advance(9)
-        await there.keep_alive({ids[0], 12345})
-        clock.advance(9)
-        assert await there.use(kept) is not None
-        assert await there.use(idle) is None
-        assert (ended_here, ended_there) == ([], [ids[1]])
-        assert await here.end(kept) is True
-        assert (ended_here, ended_there) == ([ids[0]], [ids[1]])
-    finally:
-        await one.close()
-        await other.close()
+async def test_on_postgresql_a_node_keeps_alive_and_reports_the_ends(
+    two_databases: tuple[PgDatabase, PgDatabase],  # noqa: F811
+) -> None:
+    one, other = two_databases
+    clock = far_clock()
+    ended_here: list[int] = []
+    ended_there: list[int] = []
+    here = WebSessionStore(one, clock, lifetime=100, idle_timeout=10, ended=ended_here.extend)
+    there = WebSessionStore(other, clock, lifetime=100, idle_timeout=10, ended=ended_there.extend)
+    assert await there.use("nobody") is None
+    user = await UserStore(one).create({"username": "alice", "password": USER[1], "roles": []})
+    kept, idle = await here.create(user["id"]), await here.create(user["id"])
+    ids = [await session_id(here, secret) for secret in (kept, idle)]
+    clock.advance(9)
+    await there.keep_alive({ids[0], 12345})
+    clock.advance(9)
+    assert await there.use(kept) is not None
+    assert await there.use(idle) is None
+    assert (ended_here, ended_there) == ([], [ids[1]])
+    assert await here.end(kept) is True
+    assert (ended_here, ended_there) == ([ids[0]], [ids[1]])
