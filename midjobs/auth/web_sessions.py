@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import Callable, Collection, Final, Iterable, Sequence
+from typing import Callable, Collection, Final, Iterable, Iterator, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -65,7 +65,7 @@ SECRET_BYTES: Final = 32
 #: Longest secret accepted from a cookie (anything longer is no secret of ours).
 _MAX_SECRET = 128
 
-#: Session ids in one statement of L{WebSessionStore.keep_alive}.
+#: Session ids in one statement (L{WebSessionStore.keep_alive}, L{WebSessionStore.live}).
 _IDS_AT_ONCE = 500
 
 #: How many times per idle timeout L{WebSessionKeepAlive} tells of the sessions in use.
@@ -239,9 +239,7 @@ class WebSessionStore:
         await self._pool.runInteraction(self._touch, sorted(ids), self.clock.seconds())
 
     def _touch(self, txn: Cursor, ids: list[int], now: float) -> None:
-        for start in range(0, len(ids), _IDS_AT_ONCE):
-            chunk = ids[start : start + _IDS_AT_ONCE]
-            marks = ", ".join("?" * len(chunk))
+        for chunk, marks in _in_chunks(ids):
             txn.execute(
                 f"UPDATE web_sessions SET last_used = ? WHERE id IN ({marks}) AND expires > ? AND last_used > ?",
                 (now, *chunk, now, now - self.idle_timeout),
@@ -260,9 +258,7 @@ class WebSessionStore:
 
     def _live(self, txn: Cursor, ids: list[int], now: float) -> set[int]:
         live: set[int] = set()
-        for start in range(0, len(ids), _IDS_AT_ONCE):
-            chunk = ids[start : start + _IDS_AT_ONCE]
-            marks = ", ".join("?" * len(chunk))
+        for chunk, marks in _in_chunks(ids):
             txn.execute(
                 f"SELECT id FROM web_sessions WHERE id IN ({marks}) AND expires > ? AND last_used > ?",
                 (*chunk, now, now - self.idle_timeout),
@@ -298,6 +294,15 @@ class WebSessionStore:
         if ended:
             self._ended(ended)
         return ended
+
+
+def _in_chunks(ids: list[int]) -> Iterator[tuple[list[int], str]]:
+    """
+    C{ids} in chunks of at most L{_IDS_AT_ONCE}, each with its C{?} marks.
+    """
+    for start in range(0, len(ids), _IDS_AT_ONCE):
+        chunk = ids[start : start + _IDS_AT_ONCE]
+        yield chunk, ", ".join("?" * len(chunk))
 
 
 def _ids(txn: Cursor) -> list[int]:
