@@ -587,8 +587,6 @@ class SQLiteJobStore(SqlJobStore):
         super().__init__(pool, reactor, reader=reader or pool, flush_interval=flush_interval)
         #: The pool the store made for its queries, which it closes when it stops.
         self._own_reader = reader
-        #: C{pool}, as adbapi's: the batches are written outside its interactions.
-        self._writer = pool
 
     # Start-up.
 
@@ -618,7 +616,8 @@ class SQLiteJobStore(SqlJobStore):
 
     def _commit(self, rows: list[_Row], taken: int) -> Deferred[None]:
         # Outside an interaction's transaction: a batch of one statement is a transaction of its own.
-        return self._writer.runWithConnection(self._write_rows, rows, taken)  # type: ignore[no-untyped-call, no-any-return]  # adbapi is not annotated
+        writer = cast(ConnectionPool, self._pool)  # the pool this store was made with
+        return writer.runWithConnection(self._write_rows, rows, taken)  # type: ignore[no-untyped-call, no-any-return]  # adbapi is not annotated
 
     @staticmethod
     def _write_rows(connection: _Connection, rows: list[_Row], taken: int) -> None:
