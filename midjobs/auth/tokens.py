@@ -39,6 +39,7 @@ from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
 from midjobs.auth.avatar import UNIX_SOCKET, AvatarId
+from midjobs.auth.endings import SOURCES
 from midjobs.auth.interfaces import IUser
 from midjobs.errors import CallError
 from midjobs.metrics._counts import NO_COUNTS, ICounts
@@ -364,9 +365,7 @@ def derived_from(
 
     @raise ValueError: unless exactly one is given.
     """
-    given = [(name, value) for name, value in
-             (("user_id", user_id), ("api_key_id", api_key_id), ("web_session_id", web_session_id))
-             if value is not None]  # fmt: skip
+    given = [(name, value) for name, value in zip(SOURCES, (user_id, api_key_id, web_session_id)) if value is not None]
     if len(given) != 1:
         raise ValueError("Give one of a user id, an API key id and a web session id")
     return given[0]
