@@ -1,7 +1,7 @@
 """
 How the embedded store writes: each interaction of the writer's pool is one
-transaction that holds the write lock from its start, and a batch of job
-records is one statement that SQLite commits on its own.
+transaction that holds the write lock from its start; a lone statement (a
+query, a batch of job records) is one that SQLite commits on its own.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
+from midjobs.auth import UserStore
 from midjobs.store import SQLiteJobStore, close_database, open_database
 from midjobs.store.database import Cursor, ensure_schema
+from midjobs.store.errors import Conflict
 
 
 def record(job_id: int, method: Any = "core.job_test") -> dict[str, Any]:
@@ -150,6 +152,41 @@ async def test_an_interaction_holds_the_write_lock_from_its_start(tmp_path: Path
             await pool.runInteraction(fails)
         assert await pool.runQuery("SELECT n FROM counter") == [(1,)]
     finally:
+        await close_database(pool)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lookup_does_not_wait_for_another_writer(tmp_path: Path) -> None:
+    """
+    A query of the writer's pool (a login's lookup of its user) is one
+    statement that SQLite runs on its own: it reads beside another
+    process's write transaction instead of waiting for the write lock.  A
+    lone statement that writes is its own transaction, and still raises the
+    store's exceptions.
+    """
+    path = str(tmp_path / "state.db")
+    pool = open_database(path, busy_timeout_ms=50)
+    users = UserStore(pool)
+    other = sqlite3.connect(path, timeout=0)
+    try:
+        await users.setup()
+        await users.create({"username": "alice", "password": "a-long-password"})
+        statements = Statements()
+        await statements.trace(pool)
+        other.execute("BEGIN IMMEDIATE")
+        found = await users.get_by_username("alice")
+        assert found is not None and found["username"] == "alice"
+        assert statements.taken() == ["SELECT id, username, full_name, roles, locked FROM users WHERE username = 'alice'"]
+        other.rollback()
+
+        await pool.runOperation("CREATE TABLE names (name TEXT UNIQUE)")
+        await pool.runOperation("INSERT INTO names VALUES (?)", ("a",))
+        with pytest.raises(Conflict):
+            await pool.runOperation("INSERT INTO names VALUES (?)", ("a",))
+        # No BEGIN, no COMMIT: each is a transaction of its own.
+        assert statements.taken() == ["CREATE TABLE names", "INSERT INTO names VALUES", "INSERT INTO names VALUES"]
+    finally:
+        other.close()
         await close_database(pool)
 
 

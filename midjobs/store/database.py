@@ -6,9 +6,10 @@ writer at a time, so serialising every statement in that thread costs nothing
 and rules out C{SQLITE_BUSY} between our own connections.  Its transactions
 are explicit: each interaction is one, begun with C{BEGIN IMMEDIATE} (what it
 reads, no other process changes before it commits), and a statement run
-outside any (L{ConnectionPool.runWithConnection}) is a transaction of its
-own, which SQLite commits without a C{BEGIN} and a C{COMMIT} (the job
-history's batches).  A pool that only reads may have several connections (in
+outside any (C{runQuery}, C{runOperation}, the job history's batches through
+L{ConnectionPool.runWithConnection}) is a transaction of its own, which
+SQLite commits without a C{BEGIN} and a C{COMMIT}: a query takes no write
+lock.  A pool that only reads may have several connections (in
 WAL mode readers never wait for each other or for the writer), so that one
 long query does not hold back the others.  Nothing here touches SQLite on the
 reactor thread.
@@ -210,10 +211,34 @@ class _SQLitePool(ConnectionPool):
 
 class _SQLiteWriterPool(_SQLitePool):
     """
-    The pool that writes: its interactions are explicit transactions.
+    The pool that writes: its interactions are explicit transactions, and
+    its lone statements (L{runQuery}, L{runOperation}) are not, as on
+    PostgreSQL: SQLite runs each on its own, so a query reads beside another
+    process's write transaction instead of waiting for the write lock.
     """
 
     transactionFactory = _WriteTransaction
+
+    def runQuery(self, sql: str, parameters: Sequence[object] = (), /) -> Deferred[list[Row]]:
+        return self.runWithConnection(_run_alone, sql, parameters, True)  # type: ignore[no-any-return, no-untyped-call]  # adbapi is not annotated
+
+    def runOperation(self, sql: str, parameters: Sequence[object] = (), /) -> Deferred[None]:
+        return self.runWithConnection(_run_alone, sql, parameters, False)  # type: ignore[no-any-return, no-untyped-call]  # idem
+
+
+def _run_alone(connection: Any, sql: str, parameters: Sequence[object], rows: bool) -> list[Row] | None:
+    """
+    Run one statement outside any transaction: SQLite commits it as it runs.
+    """
+    cursor = connection.cursor()
+    try:
+        try:
+            cursor.execute(sql, parameters)
+        except sqlite3.IntegrityError as e:
+            raise _integrity_error(e) from e
+        return cursor.fetchall() if rows else None
+    finally:
+        cursor.close()
 
 
 def _configure_connection(connection: sqlite3.Connection, busy_timeout_ms: int, path: str) -> None:
