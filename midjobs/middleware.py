@@ -41,6 +41,7 @@ from .local_cluster import LocalCluster
 from .store.ids import CountedJobIds, StoredJobIds
 from .metrics import Metrics
 from .pipe import Pipe, Pipes
+from .read_order import NewestReads
 from .decorators import MethodSpec, method_spec
 from .transfers import DownloadRelay, Downloads
 
@@ -222,6 +223,8 @@ class Middleware:
         #: The logins that end, which the portal's realm refuses to complete if it is checking them.
         ended_logins = ended_logins_of(portal)
         self._ended_logins = ended_logins if ended_logins is not None else EndedLogins()
+        #: The reads of users told changed elsewhere: a stale one must not undo a lock.
+        self._user_reads = NewestReads()
         #: Every login goes through it, throttled (C{None} without a portal).
         self.logins = (
             LoginGate(portal, _throttle(reactor, settings), counts=self.metrics) if portal is not None else None
@@ -587,6 +590,7 @@ class Middleware:
         @return: fires once the tokens are revoked (a failure is logged, never passed on).
         """
         self.cluster.catalogue_changed(USER, user_id)
+        self._user_reads.learnt(user_id)
         changed = self._user_changed_here(user_id, user)
         if self.web_sessions is None or user is None or not user["locked"]:
             # A deleted user's web sessions went with its row.
@@ -629,8 +633,9 @@ class Middleware:
             return self._ended_here(kind, identity)
         if kind != USER or self.users is None:
             return succeed(None)
-        d: Deferred[None] = self.users.find(identity).addCallback(
-            lambda user: self._user_changed_here(identity, user)
+        users = self.users
+        d = self._user_reads.read(
+            identity, lambda: users.find(identity), lambda user: self._user_changed_here(identity, user)
         )
         return d.addErrback(lambda failure: log.failure("User {user_id} changed elsewhere", failure, user_id=identity))
 

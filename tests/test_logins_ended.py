@@ -176,3 +176,51 @@ async def test_a_login_checked_before_its_user_was_locked_fails(users: UserStore
     again = log_in()
     checker.let_go()
     assert (await again).user_id == alice["id"]
+
+
+class HeldReads:
+    """
+    A user store whose reads of a user (C{find}) the test answers, in the
+    order it chooses: reads through a pool of several connections may come
+    back in another order than they started.
+    """
+
+    def __init__(self, users: UserStore) -> None:
+        self._users = users
+        self.reads: list[Deferred[Any]] = []
+
+    def find(self, id: int) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.reads.append(d)
+        return d
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._users, name)
+
+
+@pytest.mark.parametrize("newer", ["read", "told here"])
+@pytest_twisted.ensureDeferred
+async def test_a_stale_read_does_not_unlock(users: UserStore, tmp_path: Path, newer: str) -> None:
+    """
+    A read of a user that started before the user was locked, and comes back
+    after the lock was learnt (from a newer read, or told by this node),
+    does not undo it: the login checked meanwhile still fails.
+    """
+    alice = await users.create({"username": "alice", "password": "pw"})
+    checker = HeldChecker(AvatarId("alice", LOGIN_PASSWORD, user_id=alice["id"]))
+    held = HeldReads(users)
+    middleware = Middleware(reactor, tmp_path, users=held, portal=Portal(Realm(users), [checker]))  # type: ignore[arg-type]  # a stand-in
+    assert middleware.logins is not None
+    in_flight = Deferred.fromCoroutine(middleware.logins.login(UsernamePassword(b"alice", b"pw"), "peer", "password"))
+    stale = middleware.catalogue_changed_elsewhere("user", alice["id"])
+    if newer == "read":
+        fresh = middleware.catalogue_changed_elsewhere("user", alice["id"])
+        held.reads[1].callback({**alice, "locked": True})
+        await fresh
+    else:
+        await middleware.user_changed(alice["id"], {**alice, "locked": True})
+    held.reads[0].callback(alice)
+    await stale
+    checker.let_go()
+    with pytest.raises(UnauthorizedLogin):
+        await in_flight
