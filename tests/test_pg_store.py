@@ -29,7 +29,9 @@ from midjobs.store.database import Cursor
 from midjobs.store.errors import Conflict, MissingReference, Unavailable
 from midjobs.store.pg import PgDatabase, pg_sql, safe_url
 from midjobs.store.history import node_stopped
+from midjobs.store.jobs import row_of
 from midjobs.store.pg_jobs import PgJobStore, abort_node_jobs
+from midjobs.query import QueryOptions
 from midjobs.store.pg_schema import PARTS
 
 if TYPE_CHECKING:
@@ -371,6 +373,49 @@ async def test_abort_unfinished_is_the_nodes_own(db: PgDatabase, nodes: tuple[Pg
                                 4: ("RUNNING", "n2")}
     assert await n1.abort_unfinished(CUT_OFF, node="n2") == 2
     assert {state for state, _ in (await stored(db)).values()} == {"ABORTED"}
+
+
+async def copies(db: PgDatabase) -> dict[int, tuple[Any, ...]]:
+    rows = await db.runQuery("SELECT id, username, job_node, errno FROM jobs ORDER BY id")
+    return {job_id: tuple(copied) for job_id, *copied in rows}
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_rows_an_older_node_wrote_get_their_copies(db: PgDatabase, tmp_path: Path) -> None:
+    """
+    During a rolling upgrade, a node still on older code writes rows without
+    the columns the task manager filters on (C{username}, C{job_node},
+    C{errno}).  A node that reaps its jobs writes them; a node that starts
+    fills them in for the finished rows, so no job escapes the filters once
+    the last node is upgraded.
+    """
+    # The first node upgraded migrated the schema.
+    first = PgJobStore(db, reactor, node="first")
+    await first.setup(tmp_path)
+    await first.stop()
+    alice = {"type": "LOGIN_PASSWORD", "data": {"username": "alice"}}
+    failed = job(10, "FAILED", credentials=alice, node="old", exc_info={"type": "CallError", "errno": 5})
+    running = job(11, credentials=alice, node="old")
+    for record in (failed, running):
+        # The older code's statement: no copied columns.
+        _, method, state, started, finished, logs_path, text = row_of(record)
+        await db.runOperation(
+            "INSERT INTO jobs (id, method, state, time_started, time_finished, logs_path, record, node) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (record["id"], method, state, started, finished, logs_path, text, "old"),
+        )
+    assert await copies(db) == {10: (None, None, None), 11: (None, None, None)}
+    # The old node is gone: a new one reaps its unfinished job.
+    (reaped,) = await db.runInteraction(abort_node_jobs, node_stopped("old"), time.time(), "old")
+    assert (await copies(db))[11] == ("alice", "old", reaped["exc_info"]["errno"])
+    store = PgJobStore(db, reactor, node="new")
+    await store.setup(tmp_path)
+    try:
+        assert (await copies(db))[10] == ("alice", "old", 5)
+        found = await store.query([["credentials.data.username", "=", "alice"], ["node", "=", "old"]], QueryOptions(), ())
+        assert [r["id"] for r in found] == [10, 11]
+    finally:
+        await store.stop()
 
 
 @pytest_twisted.ensureDeferred

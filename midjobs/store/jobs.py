@@ -158,16 +158,6 @@ class _Taken:
     job_id: int
 
 
-def _seconds(value: Any) -> float | None:
-    """
-    A record's time as the column holds it: the wire's milliseconds, in seconds.
-    """
-    if value is None:
-        return None
-    milliseconds: int = wire_json.to_wire(value)["$date"]
-    return milliseconds / 1000
-
-
 def _date(value: Any) -> Any:
     """
     A time in its wire form (what C{wire_json} would write), if it is a datetime.
@@ -288,7 +278,7 @@ def abort_unfinished_rows(txn: Cursor, rows: list[Row], error: str, now: float, 
     C{logs_excerpt} of its log file under C{logs_dir} if it kept logs.
     Return how many there were.
     """
-    updates = []
+    records = []
     for job_id, text in rows:
         record = _decode(job_id, text, logs_dir)
         if record is None:
@@ -300,9 +290,24 @@ def abort_unfinished_rows(txn: Cursor, rows: list[Row], error: str, now: float, 
                 record["logs_excerpt"] = read_excerpt(log_file(logs_dir, job_id))
             except OSError:
                 pass
-        updates.append(("ABORTED", _seconds(record["time_finished"]), encode(record), copied_fields(record)[2], job_id))
-    txn.executemany("UPDATE jobs SET state = ?, time_finished = ?, record = ?, errno = ? WHERE id = ?", updates)
-    return len(updates)
+        records.append(record)
+    rewrite_rows(txn, records)
+    return len(records)
+
+
+def rewrite_rows(txn: Cursor, records: Sequence[JobRecord]) -> None:
+    """
+    Write C{records} over their rows: the state, the end, the JSON and the
+    copied columns (L{copied_fields}); what else a row holds stays.
+    """
+    updates = []
+    for record in records:
+        _, _, state, _, finished, _, text = row_of(record)
+        updates.append((state, finished, text, *copied_fields(record), record["id"]))
+    txn.executemany(
+        "UPDATE jobs SET state = ?, time_finished = ?, record = ?, username = ?, job_node = ?, errno = ? WHERE id = ?",
+        updates,
+    )
 
 
 class _Connection(Protocol):

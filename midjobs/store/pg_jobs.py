@@ -32,7 +32,7 @@ from ._interfaces import IJobStore, JobRecord
 from ._sqlquery import POSTGRESQL, copied_fields
 from .database import Cursor, Row
 from .errors import Unavailable
-from .jobs import SqlJobStore, abort, abort_unfinished_rows, parse, row_of, sync_finished_logs
+from .jobs import SqlJobStore, abort, abort_unfinished_rows, parse, rewrite_rows, sync_finished_logs
 from .pg import PgDatabase
 
 __all__ = ["PgJobStore", "abort_node_jobs"]
@@ -86,16 +86,13 @@ def abort_node_jobs(txn: Cursor, error: str, now: float, node: str) -> list[JobR
         (node,),
     )
     records = []
-    updates = []
     for job_id, text in txn.fetchall():
         record = parse(job_id, text)
         if record is None:
             continue
         abort(record, error, now)
-        _, _, state, _, finished, _, stored = row_of(record)
-        updates.append((state, finished, stored, copied_fields(record)[2], job_id))
         records.append(record)
-    txn.executemany("UPDATE jobs SET state = ?, time_finished = ?, record = ?, errno = ? WHERE id = ?", updates)
+    rewrite_rows(txn, records)
     return records
 
 
@@ -129,6 +126,23 @@ class PgJobStore(SqlJobStore):
         self._write_timeout = write_timeout
 
     # Start-up.
+
+    def setup(self, logs_dir: Path | None = None) -> Deferred[int]:
+        """
+        Bring the schema up to date, then copy the filtered fields of the
+        finished rows that lack them (L{fill_copies}).
+        """
+        migrated = super().setup(logs_dir)
+        return migrated.addCallback(lambda ran: Deferred.fromCoroutine(self._fill_copies()).addCallback(lambda _: ran))
+
+    async def _fill_copies(self) -> None:
+        after: int | None = 0
+        filled = 0
+        while after is not None:
+            after, count = await self._pool.runInteraction(fill_copies, after, _MAX_ROWS)
+            filled += count
+        if filled:
+            log.info("Job store: the filtered fields of {count} job(s) an older node wrote are copied", count=filled)
 
     def last_id(self) -> Deferred[int]:
         return self._pool.runInteraction(_last_id)
@@ -203,6 +217,31 @@ def _abort_unfinished(txn: Cursor, error: str, now: float, node: str, logs_dir: 
         (node,),
     )
     return abort_unfinished_rows(txn, txn.fetchall(), error, now, logs_dir)
+
+
+def fill_copies(txn: Cursor, after: int, most: int) -> tuple[int | None, int]:
+    """
+    Copy the filtered fields (L{copied_fields}) of up to C{most} finished
+    rows after the id C{after} that have none: rows a node still on older
+    code wrote during a rolling upgrade (every record this code writes names
+    its node).  Unfinished rows are left to their node's last write, or to
+    the reaping of their node (L{abort_node_jobs}).
+
+    @return: the last id read (C{None} once there are no more), and how many
+        rows got their copies.
+    """
+    txn.execute(
+        "SELECT id, record FROM jobs WHERE job_node IS NULL AND state NOT IN ('WAITING', 'RUNNING') AND id > ? "
+        "ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED",
+        (after, most),
+    )
+    rows = txn.fetchall()
+    records = [record for record in (parse(job_id, text) for job_id, text in rows) if record is not None]
+    txn.executemany(
+        "UPDATE jobs SET username = ?, job_node = ?, errno = ? WHERE id = ?",
+        [(*copied_fields(record), record["id"]) for record in records],
+    )
+    return (rows[-1][0] if len(rows) == most else None), len(records)
 
 
 def _write_rows(txn: Cursor, rows: list[_NodeRow]) -> None:
