@@ -29,7 +29,7 @@ RAW = {"extra": {"raw_result": True}}
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return attrs.evolve(settings, plugins=(*settings.plugins, "result_secret_services"))
+    return attrs.evolve(settings, plugins=(*settings.plugins, "result_secret_services", "download_services"))
 
 
 
@@ -102,6 +102,30 @@ async def test_bulk_hides_the_secrets_of_the_results_it_forwards(
     bulk = (await admin_client.call("core.get_jobs", [["method", "=", "core.bulk"]], {"order_by": ["-id"]}))[0]
     assert [entry["result"] for entry in bulk["result"]] == [REDACTED]
     assert token not in repr(await ro.call("core.get_jobs"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_bulk_hides_the_download_urls_it_makes(
+    daemon: RunningDaemon, admin_client: Client, connections: list[Client]
+) -> None:
+    """
+    A download URL carries its token: made through C{core.bulk}, it is a
+    secret of the bulk job's record, which a read-only administrator sees.
+    """
+    await create_user(admin_client, "ro", ["READONLY_ADMIN"])
+    ro = await log_in(daemon, connections, "ro")
+    made = await admin_client.call_job("core.bulk", "core.download", [["dl.async_write", [10], "x", True]])
+    assert made[0]["error"] is None
+    job_id, url = made[0]["result"]
+    assert await admin_client.call_job("sample.logging_job", 3) == 3
+    (logged,) = await admin_client.call("core.get_jobs", [["method", "=", "sample.logging_job"]])
+    made = await admin_client.call_job("core.bulk", "core.job_download_logs", [[logged["id"], "x.log", True]])
+    assert made[0]["error"] is None
+    logs_url = made[0]["result"]
+    bulks = await ro.call("core.get_jobs", [["method", "=", "core.bulk"]], {"order_by": ["id"]})
+    assert [entry["result"] for bulk in bulks for entry in bulk["result"]] == [[job_id, REDACTED], REDACTED]
+    for made_url in (url, logs_url):
+        assert "auth_token=" in made_url and made_url.split("auth_token=")[1] not in repr(bulks)
 
 
 @pytest_twisted.ensureDeferred

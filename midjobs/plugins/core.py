@@ -32,7 +32,7 @@ from ..pipe import Pipes
 from ..query import compile_filters, validate_options
 from ..store import query_jobs
 from ..store._slots import Slots
-from ..service import Service, forwards, job, no_auth_required, no_authz_required, pass_app, private
+from ..service import Service, forwards, job, no_auth_required, no_authz_required, pass_app, private, secret_result
 from .job_deletion import JobDeletion
 
 _SESSION_OPTIONS = ("legacy_jobs", "private_methods", "py_exceptions")
@@ -603,6 +603,7 @@ class CoreService(Service):
 
     @no_authz_required
     @forwards("method", "args")
+    @secret_result("1")  # the URL carries the token
     @pass_app
     async def download(
         self, app: ISession | None, method: str, args: list[Any], filename: str, buffered: bool = False
@@ -629,6 +630,7 @@ class CoreService(Service):
         return await self._start_download(app, start, filename, buffered)
 
     @no_authz_required
+    @secret_result()  # the URL carries the token
     @pass_app
     async def job_download_logs(
         self, app: ISession | None, id: int, filename: str, buffered: bool = False
