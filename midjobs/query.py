@@ -554,8 +554,13 @@ class QueryOptions:
 _OPTION_KEYS = frozenset(["select", "order_by", "offset", "limit", "count", "get", "extra"])
 
 
+#: The largest offset or limit: JSON's largest exact integer (so that an
+#: offset and a limit added up still fit a SQL integer).
+MAX_COUNT = 2**53
+
+
 def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
 
 
 def _validate_options(options: Any, errors: ValidationErrors) -> QueryOptions:
@@ -583,7 +588,7 @@ def _validate_options(options: Any, errors: ValidationErrors) -> QueryOptions:
             if _is_count(value):
                 values[key] = value
             else:
-                errors.add(attribute, "Must be an integer of 0 or more")
+                errors.add(attribute, f"Must be an integer from 0 to {MAX_COUNT}")
         elif key in ("count", "get"):
             if isinstance(value, bool):
                 values[key] = value

@@ -763,6 +763,9 @@ class TestOptionsValidation:
             ({"offset": "1"}, "options.offset"),
             ({"offset": False}, "options.offset"),
             ({"offset": [1]}, "options.offset"),
+            # Past what any list holds, and past SQL's integers.
+            ({"offset": 10**30}, "options.offset"),
+            ({"limit": 2**63}, "options.limit"),
             ({"count": 1}, "options.count"),
             ({"count": "true"}, "options.count"),
             ({"get": 0}, "options.get"),
