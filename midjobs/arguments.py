@@ -29,10 +29,15 @@ import attrs
 from . import wire_json
 from .errors import ValidationError, ValidationErrors
 
-__all__ = ["REDACTED", "Signature", "at_path", "signature_of"]
+__all__ = ["MAX_CALL_SIZE", "REDACTED", "Signature", "at_path", "signature_of"]
 
 #: What a secret argument is shown as wherever a call is recorded.
 REDACTED = "********"
+
+#: The largest call a logged-in client sends, its method and arguments as
+#: JSON: a WebSocket message, an upload's C{data} part.  A finished job the
+#: daemon keeps holds its arguments (C{docs/limits.rst}).
+MAX_CALL_SIZE = 64 * 1024
 
 _SIMPLE_TYPES: dict[object, tuple[type, ...]] = {
     int: (int,),

@@ -107,6 +107,11 @@ ABORT_GRACE = 10.0
 #: The progress description of a job waiting behind a held lock.
 WAITING_FOR_LOCK = "Waiting for lock {lock}"
 
+#: The most characters of each text a job's record derives from its
+#: arguments or its error (C{description}, C{error}, C{exception},
+#: C{exc_info.repr}): a longer one is cut in the middle (L{cut}).
+MAX_TEXT = 16 * 1024
+
 
 #: The C{progress.extra} keys of a job that moves bytes: C{bytes} moved so
 #: far, C{total_bytes} when known, C{rate} in bytes per second (smoothed)
@@ -164,6 +169,18 @@ class PipeNotOpen(CallError, ValueError):
 
 #: Results that always have a JSON form.
 _PLAIN_RESULTS = frozenset({bool, int, str, type(None)})
+
+
+def cut(text: str, most: int = MAX_TEXT) -> str:
+    """
+    C{text}, or if it is longer than C{most} characters, its start and its
+    end with C{"…"} between them, C{most} characters in all: how it begins
+    and how it ends (an error's message, a traceback's last line) both show.
+    """
+    if len(text) <= most:
+        return text
+    head = (most - 1) // 2
+    return text[:head] + "…" + text[len(text) - (most - 1 - head):]
 
 
 def _now() -> datetime.datetime:
@@ -303,10 +320,11 @@ class Job:
         if not self.options.description:
             return None
         try:
-            return self.options.description(*self.arguments)
+            description = self.options.description(*self.arguments)
         except Exception:
             log.failure("Error setting the description of a {method} job", method=self.method, level=LogLevel.warn)
             return None
+        return cut(description) if isinstance(description, str) else description
 
     @property
     def aborted(self) -> AbortFlag:
@@ -426,6 +444,8 @@ class Job:
         if _in_thread():
             self.reactor.callFromThread(self.set_description, description)
             return
+        if isinstance(description, str):
+            description = cut(description)
         if description != self.description and not self.ending:
             self.description = description
             self._changed()
@@ -732,11 +752,11 @@ class Job:
         error = failure.value
         assert error is not None
         self._error = error
-        self.error = str(error)
+        self.error = cut(str(error))
         trace = failure.getTracebackObject()  # type: ignore[no-untyped-call]  # not annotated in Twisted
-        self.exception = "".join(traceback.format_exception(type(error), error, trace))
+        self.exception = cut("".join(traceback.format_exception(type(error), error, trace)))
         self.exc_info = {
-            "repr": repr(error),
+            "repr": cut(repr(error)),
             "type": "VALIDATION" if isinstance(error, ValidationErrors) else type(error).__name__,
             "errno": getattr(error, "errno", None),
             "extra": getattr(error, "extra", None),
@@ -760,9 +780,9 @@ class Job:
         recorded; then it ends (L{_end}).
         """
         if state is JobState.ABORTED:
-            self.error = str(self._error.errmsg if isinstance(self._error, CallError) else "Job aborted")
+            self.error = cut(str(self._error.errmsg if isinstance(self._error, CallError) else "Job aborted"))
             code = self._error.errno if isinstance(self._error, JobAborted) else errno.ECANCELED
-            self.exc_info = {"repr": repr(self._error), "type": "JobAborted", "errno": code, "extra": None}
+            self.exc_info = {"repr": cut(repr(self._error)), "type": "JobAborted", "errno": code, "extra": None}
         self.phase = JobPhase.ENDING
         for call in (self._time_limit_call, self._grace_call):
             if call is not None and call.active():

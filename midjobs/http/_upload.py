@@ -52,6 +52,7 @@ from twisted.web.iweb import IRequest
 
 from .. import wire_json
 from ..access import AccessDenied
+from ..arguments import MAX_CALL_SIZE
 from ..auth import IUser
 from ..errors import CallError
 from ..job import Job, JobState
@@ -74,8 +75,8 @@ _T = TypeVar("_T")
 UPLOAD_PATH = b"/_upload"
 #: The most C{file} parts one upload may carry.
 MAX_FILES = 5
-#: The largest C{data} part (it is held in memory to be parsed).
-MAX_DATA_SIZE = 1024 * 1024
+#: The largest C{data} part (it is held in memory to be parsed): the largest call.
+MAX_DATA_SIZE = MAX_CALL_SIZE
 #: How much body may come before the first part starts (a multipart
 #: preamble); past it, the body is taken for something else than multipart.
 MAX_PREAMBLE = 64 * 1024

@@ -28,6 +28,7 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, ISSLTranspo
 from twisted.python.failure import Failure
 
 from ..addresses import client_address, proxy_networks
+from ..arguments import MAX_CALL_SIZE
 from ..auth import login, peer_credentials
 from ..config import Settings
 from ..job import Job
@@ -48,7 +49,7 @@ log = logger(__name__)
 
 #: Largest message before and after login (C{docs/limits.rst}, "The table").
 MAX_MESSAGE_ANONYMOUS = 8 * 1024
-MAX_MESSAGE_AUTHENTICATED = 64 * 1024
+MAX_MESSAGE_AUTHENTICATED = MAX_CALL_SIZE
 #: Calls one connection may have in flight.
 MAX_CALLS_IN_FLIGHT = 20
 #: Bytes of one connection's input handled in one turn of the reactor; the

@@ -1,0 +1,54 @@
+"""
+What a job's record derives from its arguments and its error (its
+description, error, exception and C{exc_info}) is bounded, so that a call
+with large arguments cannot make every finished job the daemon keeps many
+times larger than the call.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest_twisted
+from twisted.internet import reactor
+
+from midjobs.errors import CallError
+from midjobs.job import MAX_TEXT, Job
+from midjobs.middleware import Middleware
+from midjobs.service import Service, job
+
+
+class EchoService(Service):
+    namespace = "echo"
+
+    @job(description=lambda text: f"Echo {text}")
+    async def fail(self, job: Job, text: str) -> None:
+        raise CallError(f"Cannot echo {text}")
+
+    @job()
+    async def describe(self, job: Job, text: str) -> None:
+        job.set_description(text)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_texts_of_a_record_are_bounded(tmp_path: Path) -> None:
+    middleware = Middleware(reactor, tmp_path)
+    middleware.add_service(EchoService)
+    await middleware.start()
+    try:
+        text = "x" * 1_000_000 + "END"
+        failed = await middleware.call("echo.fail", text)
+        await failed.wait()
+        record: dict[str, Any] = failed.to_record()
+        for field in (record["description"], record["error"], record["exception"], record["exc_info"]["repr"]):
+            assert len(field) <= MAX_TEXT
+            # Cut in the middle: where it starts and how it ends both show.
+            assert "…" in field and "END" in field[-100:]
+        assert record["error"].startswith("[EFAULT] Cannot echo xxx")
+        assert record["exception"].startswith("Traceback")
+        described = await middleware.call("echo.describe", text)
+        await described.wait()
+        assert len(described.to_record()["description"]) == MAX_TEXT
+    finally:
+        await middleware.stop()
