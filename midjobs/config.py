@@ -231,6 +231,7 @@ _KEYS = {
     ("limits", "subscriptions"): ("max_subscriptions", _positive_int),
     ("limits", "event_queue"): ("max_event_queue", _positive_int),
     ("limits", "tokens_per_user"): ("max_tokens_per_user", _positive_int),
+    ("limits", "jobs_per_user"): ("max_jobs_per_user", _positive_int),
     ("limits", "token_attrs"): ("max_token_attrs", _positive_int),
     ("limits", "history_queries"): ("max_history_queries", _positive_int),
     ("notify", "webhooks"): ("webhooks", _webhooks),
@@ -379,6 +380,7 @@ class Settings:
     @ivar max_event_queue: bytes of events queued for one connection that is
         not reading; past it the connection is closed.
     @ivar max_tokens_per_user: live tokens one user may hold.
+    @ivar max_jobs_per_user: unfinished jobs one user may have on this node.
     @ivar max_token_attrs: bytes of the JSON attributes of one token.
     @ivar max_history_queries: history queries one user may have running at
         once, over all their connections; more wait their turn.
@@ -444,6 +446,7 @@ class Settings:
     max_subscriptions: int = 100
     max_event_queue: int = 8 * 1024 * 1024
     max_tokens_per_user: int = 1000
+    max_jobs_per_user: int = 1000
     max_token_attrs: int = 4096
     max_history_queries: int = 2
     webhooks: tuple[Webhook, ...] = ()

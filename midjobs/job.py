@@ -49,6 +49,7 @@ from .locks import Admission, ILockManager, LocalLocks, Share
 from .log_excerpt import read_excerpt
 from .log_files import log_file
 from .logs import logger
+from .metrics._counts import NO_COUNTS, ICounts
 from .pipe import Pipes
 from .reactor_loop import ReactorLoop
 from .store._interfaces import IDurableWrites, IJobIds, IJobStore, StoreClosed, Written
@@ -894,6 +895,15 @@ def _same_credentials(new: Job, credentials: dict[str, Any] | None) -> bool:
     return new.credentials is None or new.credentials == credentials
 
 
+def _owner_id(job: Job) -> int | None:
+    """
+    The id of the stored user who started C{job}, or C{None} (the daemon, the
+    trusted local peer): whose unfinished jobs it counts among.
+    """
+    user_id = getattr(job.owner, "user_id", None)
+    return user_id if isinstance(user_id, int) else None
+
+
 def _no_remote_jobs(job_id: int, job: Job) -> Deferred[Any]:
     """
     The default L{RemoteJobs}: a daemon alone has no other node's jobs.
@@ -1035,6 +1045,12 @@ class JobsQueue:
         self._granted: set[Job] = set()
         self._scheduling = False
         self._reschedule = False
+        #: How many unfinished jobs one stored user may have (C{[limits] jobs_per_user}; C{None}: no limit).
+        self.max_per_user: int | None = None
+        #: The unfinished jobs of each stored user, by user id.
+        self._unfinished: dict[int, int] = {}
+        #: Where a refusal is counted (C{limit_hit("jobs_per_user")}).
+        self.counts: ICounts = NO_COUNTS
 
     def observe(self, observer: IJobObserver) -> None:
         """
@@ -1114,6 +1130,10 @@ class JobsQueue:
             or its queue is full of jobs the caller may not share (from a
             lock manager that answers later: as the Deferred's failure).
         """
+        owner = _owner_id(job)
+        if owner is not None and self.max_per_user is not None and self._unfinished.get(owner, 0) >= self.max_per_user:
+            self.counts.limit_hit("jobs_per_user")
+            raise CallError(f"Too many unfinished jobs ({self.max_per_user}) for this user", errno.EBUSY)
         if job.lock_name is None:
             job_id = self.ids.take()
             if job_id is not None:
@@ -1169,6 +1189,9 @@ class JobsQueue:
                 # Before anyone hears of the job, so that its first record says why it waits.
                 job.note_waiting(job.lock_name)
         job._queue = self
+        owner = _owner_id(job)
+        if owner is not None:
+            self._unfinished[owner] = self._unfinished.get(owner, 0) + 1
         caller: Deferred[Job] | None = None
         recorder = self._recorder
         if job.options.transient:
@@ -1401,6 +1424,11 @@ class JobsQueue:
     def _job_finished(self, job: Job) -> None:
         if self._waiting and job in self._waiting:
             self._waiting.remove(job)
+        owner = _owner_id(job)
+        if owner is not None:
+            left = self._unfinished.pop(owner) - 1
+            if left:
+                self._unfinished[owner] = left
         if job.lock_name is not None:
             self.locks.release(job)
         if job.options.transient or job.id in self._unlisted:

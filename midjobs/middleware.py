@@ -213,8 +213,10 @@ class Middleware:
         self.methods: dict[str, Method] = {}
         #: What the daemon measures (C{/metrics}); its lower layers count through it (L{midjobs.metrics.ICounts}).
         self.metrics = Metrics(reactor, jobs=lambda: self.jobs, methods=self.methods)
-        # The token store counts its refusals (tokens_per_user) here.
+        # The token store counts its refusals (tokens_per_user) here, the queue its own (jobs_per_user).
         self.tokens.counts = self.metrics
+        self.jobs.counts = self.metrics
+        self.jobs.max_per_user = _settings(settings).max_jobs_per_user
         # The job lifecycle's observers, in this order: the metrics count a job's
         # end before its subscribers hear of it.  The webhooks (midjobs.notify)
         # and the log followers (midjobs.log_events) register themselves.

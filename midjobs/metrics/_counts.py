@@ -23,6 +23,7 @@ LIMITS: Final = (
     "subscriptions",
     "event_queue",
     "tokens_per_user",
+    "jobs_per_user",
     "token_attrs",
     "history_queries",
     "body",
