@@ -585,8 +585,8 @@ class Middleware:
         The stored user C{user_id} is now C{user} (a record of the user
         store), or is gone (L{None}): its logged-in sessions get its new name
         and roles, or lose their login if it is gone or locked, at once, on
-        every node of the cluster.  A gone user's tokens are revoked, and a
-        gone or locked user's web sessions end.  A UNIX-socket peer's rights
+        every node of the cluster.  A gone or locked user's tokens are
+        revoked and its web sessions end.  A UNIX-socket peer's rights
         do not come from the store and stay.
 
         @return: fires once the tokens are revoked (a failure is logged, never passed on).
@@ -673,18 +673,13 @@ class Middleware:
                 await self._ended_here(WEB_SESSION, web_session_id)
 
     def _user_changed_here(self, user_id: int, user: Mapping[str, Any] | None) -> Deferred[None]:
-        def this_user(avatar: Any) -> bool:
-            return bool(avatar.user_id == user_id)
-
         if user is None:
             return self._logins_end("user_id", user_id, f"user {user_id} is gone")
         if user["locked"]:
-            self._ended_logins.end("user_id", user_id)
-            self.log_out(this_user, "its user is locked")
-            return succeed(None)
+            return self._logins_end("user_id", user_id, f"user {user_id} is locked")
         self._ended_logins.forget("user_id", user_id)  # unlocked, if it was locked
         for session in list(self.sessions):
-            if session.user is not None and this_user(session.user):
+            if session.user is not None and session.user.user_id == user_id:
                 session.user = attrs.evolve(session.user, username=user["username"], roles=frozenset(user["roles"]))
         return succeed(None)
 

@@ -224,3 +224,18 @@ async def test_a_stale_read_does_not_unlock(users: UserStore, tmp_path: Path, ne
     checker.let_go()
     with pytest.raises(UnauthorizedLogin):
         await in_flight
+
+
+@pytest_twisted.ensureDeferred
+async def test_locking_a_user_revokes_its_tokens(users: UserStore, tmp_path: Path) -> None:
+    """
+    Its tokens go, as its web sessions do: once unlocked, a token made
+    before the lock does not log in again.
+    """
+    alice = await users.create({"username": "alice", "password": "pw"})
+    middleware = Middleware(reactor, tmp_path, users=users)
+    _, avatar, _ = await Realm(users).requestAvatar(AvatarId("alice", LOGIN_PASSWORD, user_id=alice["id"]), None, IUser)
+    token = await middleware.tokens.create(avatar, 300)
+    await middleware.user_changed(alice["id"], {**alice, "locked": True})
+    await middleware.user_changed(alice["id"], {**alice, "locked": False})
+    assert await middleware.tokens.lookup(token) is None
