@@ -253,6 +253,8 @@ class Job:
         self._waiters: list[Deferred[None]] = []
         self._error: BaseException | None = None
         self._progress_listeners: list[Callable[[dict[str, Any]], None]] = []
+        #: The jobs this one waits for now (L{wait} C{by} it).
+        self._waiting_for: list[Job] = []
 
         self.id: int = 0
         self.node = ""
@@ -487,6 +489,8 @@ class Job:
         timeout: float | None = None,
         raise_error: bool = False,
         raise_error_forward_classes: ErrorClasses = FORWARDED_ERRORS,
+        *,
+        by: Job | None = None,
     ) -> Deferred[Any]:
         """
         A Deferred that fires with the job's result when it ends.
@@ -499,11 +503,17 @@ class Job:
             (by default C{CallError} and its subclasses, such as
             C{ValidationErrors} and L{JobAborted}); any other becomes a
             C{CallError} with its message.
+        @param by: the job that waits (L{wrap} says so): it may not wait for
+            a job that waits for it, directly or through others.
+        @raise CallError: C{EDEADLK}, this job waits for C{by}.
         """
         waiter: Deferred[None] = Deferred(lambda d: self._waiters.remove(d))
         if self.state.finished:
             waiter.callback(None)
         else:
+            if by is not None:
+                by._start_waiting_for(self)
+                waiter.addBoth(by._stop_waiting_for, self)
             self._waiters.append(waiter)
         result: Deferred[Any] = waiter.addCallback(
             lambda _: self.outcome(raise_error, raise_error_forward_classes)
@@ -517,6 +527,8 @@ class Job:
         timeout: float | None = None,
         raise_error: bool = False,
         raise_error_forward_classes: ErrorClasses = FORWARDED_ERRORS,
+        *,
+        by: Job | None = None,
     ) -> Any:
         """
         L{wait} for a thread job: block the calling thread until the job ends.
@@ -527,7 +539,9 @@ class Job:
         if not _in_thread():
             raise RuntimeError("wait_sync would block the reactor: use wait()")
         try:
-            return blockingCallFromThread(self.reactor, self.wait, timeout, raise_error, raise_error_forward_classes)
+            return blockingCallFromThread(
+                self.reactor, lambda: self.wait(timeout, raise_error, raise_error_forward_classes, by=by)
+            )
         except DeferredTimeoutError:
             raise TimeoutError(f"Job {self.id} did not end in {timeout} seconds") from None
 
@@ -550,9 +564,10 @@ class Job:
         result (raising its error as L{wait} does).  A sub-job that was
         aborted raises L{JobAborted}: unless caught, this job ends ABORTED too.
         """
+        waited = subjob.wait(raise_error=True, raise_error_forward_classes=raise_error_forward_classes, by=self)
         self._follow(subjob)
         try:
-            return await subjob.wait(raise_error=True, raise_error_forward_classes=raise_error_forward_classes)
+            return await waited
         finally:
             subjob._progress_listeners.remove(self.copy_progress)
 
@@ -562,9 +577,31 @@ class Job:
         """
         self.reactor.callFromThread(self._follow, subjob)
         try:
-            return subjob.wait_sync(raise_error=True, raise_error_forward_classes=raise_error_forward_classes)
+            return subjob.wait_sync(raise_error=True, raise_error_forward_classes=raise_error_forward_classes, by=self)
         finally:
             self.reactor.callFromThread(subjob._progress_listeners.remove, self.copy_progress)
+
+    def _start_waiting_for(self, other: Job) -> None:
+        """
+        This job waits for C{other} from now on, unless C{other} waits for
+        it (directly or through the jobs it waits for): then neither would end.
+
+        @raise CallError: C{EDEADLK}.
+        """
+        seen: set[int] = set()
+        waiting = [other]
+        while waiting:
+            job = waiting.pop()
+            if job is self:
+                raise CallError(f"Job {self.id} cannot wait for job {other.id}, which waits for it", errno.EDEADLK)
+            if id(job) not in seen:
+                seen.add(id(job))
+                waiting.extend(job._waiting_for)
+        self._waiting_for.append(other)
+
+    def _stop_waiting_for(self, result: object, other: Job) -> object:
+        self._waiting_for.remove(other)
+        return result
 
     def _follow(self, subjob: Job) -> None:
         subjob._progress_listeners.append(self.copy_progress)

@@ -581,7 +581,7 @@ class CoreService(Service):
                     outcome = await self.middleware.call(method, *call_params)
                 if isinstance(outcome, Job):
                     status["job_id"] = outcome.id
-                    outcome = await outcome.wait(raise_error=True)
+                    outcome = await outcome.wait(raise_error=True, by=job)
                 status["result"] = outcome
             except Exception as e:
                 status["error"] = e.errmsg if isinstance(e, CallError) else str(e)
