@@ -23,6 +23,7 @@ what its method returns later is ignored.
 
 from __future__ import annotations
 
+import copy
 import datetime
 import errno
 import functools
@@ -168,8 +169,22 @@ class PipeNotOpen(CallError, ValueError):
         CallError.__init__(self, f"Pipe {pipe!r} is not open", errno.EINVAL)
 
 
-#: Results that always have a JSON form.
-_PLAIN_RESULTS = frozenset({bool, int, str, type(None)})
+#: Values that always have a JSON form, and that nothing changes in place.
+_PLAIN_VALUES = frozenset({bool, int, str, type(None)})
+
+
+def _snapshot(arguments: Sequence[Any]) -> list[Any]:
+    """
+    A copy of C{arguments} that what the job's method does to them leaves
+    alone: a deep copy, unless each is a plain value (most calls) or one
+    cannot be copied (an internal call's object: it is shown as it is).
+    """
+    if all(type(argument) in _PLAIN_VALUES for argument in arguments):
+        return list(arguments)
+    try:
+        return copy.deepcopy(list(arguments))
+    except Exception:
+        return list(arguments)
 
 
 def cut(text: str, most: int = MAX_TEXT) -> str:
@@ -261,8 +276,9 @@ class Job:
         self.method = method
         self.options = options
         self.arguments = list(arguments)
-        #: The arguments as records show them: with secrets redacted.
-        self.recorded_arguments = self.arguments if recorded_arguments is None else list(recorded_arguments)
+        #: The arguments as records show them: with secrets redacted, as the
+        #: job was called (what its method does to them is not recorded).
+        self.recorded_arguments = _snapshot(self.arguments if recorded_arguments is None else recorded_arguments)
         #: Makes the result as records show it: with secrets redacted.
         self.redact_result = redact_result
         self.owner = owner
@@ -766,7 +782,7 @@ class Job:
                 method=self.method,
             )
             self._error = None
-        if type(result) not in _PLAIN_RESULTS:
+        if type(result) not in _PLAIN_VALUES:
             try:
                 wire_json.dumps(result)
             except (TypeError, ValueError) as e:
