@@ -536,7 +536,13 @@ class Job:
         )
         if timeout is not None:
             result.addTimeout(timeout, self.reactor)
+            result.addErrback(self._timed_out, timeout)
         return result
+
+    def _timed_out(self, failure: Failure, timeout: float) -> Failure:
+        if isinstance(failure.value, DeferredTimeoutError):
+            raise TimeoutError(f"Job {self.id} did not end in {timeout:g} seconds")
+        return failure
 
     def wait_sync(
         self,
@@ -554,12 +560,9 @@ class Job:
         """
         if not _in_thread():
             raise RuntimeError("wait_sync would block the reactor: use wait()")
-        try:
-            return blockingCallFromThread(
-                self.reactor, lambda: self.wait(timeout, raise_error, raise_error_forward_classes, by=by)
-            )
-        except DeferredTimeoutError:
-            raise TimeoutError(f"Job {self.id} did not end in {timeout} seconds") from None
+        return blockingCallFromThread(
+            self.reactor, lambda: self.wait(timeout, raise_error, raise_error_forward_classes, by=by)
+        )
 
     def outcome(self, raise_error: bool = False, raise_error_forward_classes: ErrorClasses = FORWARDED_ERRORS) -> Any:
         """

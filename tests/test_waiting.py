@@ -78,3 +78,27 @@ async def test_a_waiting_job_shows_its_lock_until_it_runs(admin_client: Client) 
     # The first event already said why it waited; nothing more until it ran.
     assert [(msg, f["state"]) for msg, f in events.of(waiter)][:2] == [("added", "WAITING"), ("changed", "RUNNING")]
     assert events.of(waiter)[0][1]["progress"]["description"] == "Waiting for lock W"
+
+
+def test_a_wait_that_times_out_raises_the_builtin_timeout_error() -> None:
+    """
+    As its docstring says: a plugin's C{except TimeoutError} (or
+    C{asyncio.TimeoutError}) catches it; the job goes on.
+    """
+    reactor = MemoryReactorClock()
+    gate: Deferred[None] = Deferred()
+
+    async def hold(job: Job) -> None:
+        await gate
+
+    held = Job(reactor, "t.hold", JobOptions(), hold, [], is_async=True)
+    JobsQueue().add(held)
+    waited = held.wait(timeout=5)
+    reactor.advance(5)
+    failure = waited.result
+    waited.addErrback(lambda _: None)
+    assert type(failure.value) is TimeoutError
+    assert str(failure.value) == f"Job {held.id} did not end in 5 seconds"
+    assert held.state is JobState.RUNNING
+    gate.callback(None)
+    assert held.state is JobState.SUCCESS
