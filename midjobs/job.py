@@ -422,9 +422,6 @@ class Job:
         event; C{on_progress_cb}, if any, hears of every report.  Safe to
         call from the job's thread.
         """
-        if _in_thread():
-            self.reactor.callFromThread(self.set_progress, percent, description, extra)
-            return
         if self.ending:
             # A method still running after its job was recorded ABORTED.
             return
@@ -437,7 +434,19 @@ class Job:
             # The transfer fields an upload or download keeps stay (midjobs.progress).
             progress["extra"] = keep_transfer_keys(progress["extra"], extra) if isinstance(extra, dict) else extra
         changed = progress != self.progress
+        # At once, from a thread too: the job reads back what it reported.
         self.progress = progress
+        if _in_thread():
+            self.reactor.callFromThread(self._tell_progress, progress, changed)
+        else:
+            self._tell_progress(progress, changed)
+
+    def _tell_progress(self, progress: dict[str, Any], changed: bool) -> None:
+        """
+        Tell who listens of the progress the job reported (on the reactor thread).
+        """
+        if self.ending:
+            return
         if self.on_progress_cb is not None:
             self._tell_progress_cb(self.on_progress_cb)
         if changed:
@@ -460,14 +469,15 @@ class Job:
         """
         Change what the job says it is doing.  Safe to call from the job's thread.
         """
-        if _in_thread():
-            self.reactor.callFromThread(self.set_description, description)
-            return
         if isinstance(description, str):
             description = cut(description)
         if description != self.description and not self.ending:
+            # At once, from a thread too: the job reads back what it set.
             self.description = description
-            self._changed()
+            if _in_thread():
+                self.reactor.callFromThread(self._changed)
+            else:
+                self._changed()
 
     def add_message_id(self, message_id: Any) -> None:
         """

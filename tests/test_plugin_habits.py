@@ -1,7 +1,8 @@
 """
-A job's record shows its arguments as it was called with them: what the
-method does to them afterwards (the plugins' habit of C{data.pop(...)})
-changes nothing recorded, as in the original daemon.
+What a ported plugin's job method does with its arguments and its job
+behaves as in the original daemon: a record shows the arguments the job was
+called with, whatever the method does to them afterwards (the plugins' habit
+of C{data.pop(...)}); a thread job reads back the progress it reported.
 """
 
 from __future__ import annotations
@@ -49,5 +50,35 @@ async def test_what_a_job_does_to_its_arguments_is_not_recorded(tmp_path: Path, 
         (data,) = called.to_record()["arguments"]
         shown = "********" if method == "with_secret" else "p"
         assert data == {"name": "x", "password": shown, "options": {}}
+    finally:
+        await middleware.stop()
+
+
+class ReportingService(Service):
+    namespace = "reporting"
+
+    @job()
+    def read_back(self, job: Job) -> list[Any]:
+        job.set_progress(30, "step one")
+        seen = [job.progress["percent"], job.progress["description"]]
+        job.set_progress(description="step two")
+        seen += [job.progress["percent"], job.progress["description"]]
+        job.set_description("described")
+        return [*seen, job.description]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_thread_job_reads_back_what_it_reported(tmp_path: Path) -> None:
+    """
+    As in the original daemon: a thread job's C{set_progress} and
+    C{set_description} change the job before they return (its events are
+    sent from the reactor thread).
+    """
+    middleware = Middleware(reactor, tmp_path)
+    middleware.add_service(ReportingService)
+    await middleware.start()
+    try:
+        called = await middleware.call("reporting.read_back")
+        assert await called.wait(raise_error=True) == [30, "step one", 30, "step two", "described"]
     finally:
         await middleware.stop()
