@@ -10,6 +10,8 @@ the first into JSON-RPC error -32001 and the second into -32602
 from __future__ import annotations
 
 import errno
+import shlex
+import subprocess
 from typing import Any, Iterable, Iterator, Mapping
 
 #: The daemon's own errno values, beside those of :mod:`errno`.
@@ -50,6 +52,28 @@ class CallError(Exception):
 
     def __repr__(self) -> str:
         return f"CallError({self.errmsg!r}, {self.errno!r}, {self.extra!r})"
+
+
+def adapted(error: BaseException) -> BaseException:
+    """
+    The error a caller is told of for C{error}: a failed command
+    (C{subprocess.CalledProcessError}, from C{run(..., check=True)}) becomes
+    a L{CallError} that names the command, its exit code and what it wrote,
+    as in the original daemon; any other error is itself.
+    """
+    if not isinstance(error, subprocess.CalledProcessError):
+        return error
+    command = shlex.join(str(part) for part in error.cmd) if isinstance(error.cmd, (list, tuple)) else str(error.cmd)
+    output = "".join(_text(stream) for stream in (error.stdout, error.stderr)).rstrip()
+    failed = CallError(f"Command {command} failed (code {error.returncode}):\n{output}")
+    failed.__cause__ = error
+    return failed.with_traceback(error.__traceback__)
+
+
+def _text(stream: str | bytes | None) -> str:
+    if isinstance(stream, bytes):
+        return stream.decode("utf-8", "replace")
+    return stream or ""
 
 
 class ValidationError(CallError):

@@ -44,7 +44,7 @@ from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
 
 from . import wire_json
-from .errors import CallError, ValidationErrors
+from .errors import CallError, ValidationErrors, adapted
 from .lifecycle import IJobObserver, IJobRecorder, JobAborted, JobCancelledException, JobPhase, JobRecord, JobState
 from .locks import Admission, ILockManager, LocalLocks, Share
 from .log_excerpt import read_excerpt
@@ -816,8 +816,8 @@ class Job:
                 self._error = raised if isinstance(raised, JobAborted) else JobAborted()
             self._finish(JobState.ABORTED)
             return
-        error = failure.value
-        assert error is not None
+        assert failure.value is not None
+        error = adapted(failure.value)
         self._error = error
         self.error = cut(str(error))
         trace = failure.getTracebackObject()  # type: ignore[no-untyped-call]  # not annotated in Twisted

@@ -7,6 +7,9 @@ of C{data.pop(...)}); a thread job reads back the progress it reported.
 
 from __future__ import annotations
 
+import errno
+import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,9 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
+from midjobs.errors import CallError
 from midjobs.job import Job
+from midjobs.rpc._jsonrpc import error_for
 from midjobs.middleware import Middleware
 from midjobs.service import Service, job, secret
 
@@ -52,6 +57,44 @@ async def test_what_a_job_does_to_its_arguments_is_not_recorded(tmp_path: Path, 
         assert data == {"name": "x", "password": shown, "options": {}}
     finally:
         await middleware.stop()
+
+
+COMMAND = ["sh", "-c", "echo out; echo err >&2; exit 3"]
+
+
+class CommandService(Service):
+    namespace = "command"
+
+    @job()
+    def run(self, job: Job) -> None:
+        subprocess.run(COMMAND, check=True, capture_output=True)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_command_says_what_it_wrote(tmp_path: Path) -> None:
+    """
+    A C{subprocess.CalledProcessError} (C{run(..., check=True)}) reaches the
+    caller as a C{CallError} naming the command, its exit code and its
+    output, as in the original daemon: a job's error, a method's answer.
+    """
+    middleware = Middleware(reactor, tmp_path)
+    middleware.add_service(CommandService)
+    await middleware.start()
+    try:
+        called = await middleware.call("command.run")
+        await called.wait()
+        said = "Command sh -c 'echo out; echo err >&2; exit 3' failed (code 3):\nout\nerr"
+        assert called.error == f"[EFAULT] {said}"
+        assert called.exc_info["type"] == "CallError"
+        assert "CalledProcessError" in called.exception
+    finally:
+        await middleware.stop()
+    try:
+        subprocess.run(COMMAND, check=True, capture_output=True)
+    except subprocess.CalledProcessError as e:
+        data = json.loads(error_for(e, 1).response())["error"]["data"]
+    assert (data["error"], data["reason"]) == (errno.EFAULT, said)
+    assert "CalledProcessError" in data["trace"]["formatted"]
 
 
 class ReportingService(Service):
