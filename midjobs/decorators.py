@@ -16,7 +16,7 @@ may be called.  The middleware reads them through :func:`method_spec`.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar, overload
 
 import attrs
 
@@ -111,6 +111,8 @@ class MethodSpec:
     job: JobOptions | None = None
     private: bool = False
     pass_app: bool = False
+    pass_message_id: bool = False
+    app_required: bool = False
     no_auth_required: bool = False
     no_authz_required: bool = False
     read_only: bool = False
@@ -118,6 +120,22 @@ class MethodSpec:
     secrets: tuple[str, ...] = ()
     result_secrets: tuple[tuple[str, ...], ...] = ()
     forwards: Forwarding | None = None
+
+    @property
+    def passes_message_id(self) -> bool:
+        """
+        Whether the method gets its request's id after the session (a job
+        never does, as in the original daemon).
+        """
+        return self.pass_app and self.pass_message_id and self.job is None
+
+    @property
+    def filled_parameters(self) -> int:
+        """
+        How many parameters after C{self} the daemon fills: the session, the
+        request's id, the job.
+        """
+        return self.pass_app + self.passes_message_id + (self.job is not None)
 
 
 def method_spec(func: Callable[..., Any]) -> MethodSpec:
@@ -211,13 +229,30 @@ def private(func: F) -> F:
     return _amend(func, private=True)
 
 
-def pass_app(func: F) -> F:
-    """
-    Give the method the calling session as its first argument after C{self}.
+@overload
+def pass_app(func: F, /) -> F: ...
 
-    The session is C{None} when the daemon itself calls the method.
+
+@overload
+def pass_app(*, message_id: bool = False, require: bool = False) -> Callable[[F], F]: ...
+
+
+def pass_app(func: F | None = None, /, *, message_id: bool = False, require: bool = False) -> F | Callable[[F], F]:
     """
-    return _amend(func, pass_app=True)
+    Give the method the calling session as its first argument after C{self}:
+    C{@pass_app}, or as the original daemon writes it, C{@pass_app()}.
+
+    The session is C{None} when the daemon itself calls the method, unless
+    C{require}: then such a call fails with C{CallError} "`app` is
+    required".  With C{message_id}, a method that is not a job gets the id
+    of the caller's request (C{None} for the daemon's own calls) after the
+    session.
+    """
+
+    def decorate(func: F) -> F:
+        return _amend(func, pass_app=True, pass_message_id=message_id, app_required=require)
+
+    return decorate if func is None else decorate(func)
 
 
 def no_auth_required(func: F) -> F:

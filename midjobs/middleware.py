@@ -123,11 +123,18 @@ class Method:
     def doc(self) -> str | None:
         return inspect.getdoc(self.run)
 
-    def leading(self, app: ISession | None) -> list[Any]:
+    def leading(self, app: ISession | None, message_id: Any = None) -> list[Any]:
         """
         What the daemon passes before the caller's arguments (not the job).
+
+        @raise CallError: the method requires a session, and there is none.
         """
-        return [app] if self.spec.pass_app else []
+        spec = self.spec
+        if not spec.pass_app:
+            return []
+        if spec.app_required and app is None:
+            raise CallError("`app` is required")
+        return [app, message_id] if spec.passes_message_id else [app]
 
 
 class Middleware:
@@ -272,7 +279,7 @@ class Middleware:
         self.services[namespace] = service
         for name, func in service_class.exposed_methods():
             spec = method_spec(func)
-            skip = 1 + spec.pass_app + (spec.job is not None)
+            skip = 1 + spec.filled_parameters
             self.methods[f"{namespace}.{name}"] = Method(
                 name=f"{namespace}.{name}",
                 run=getattr(service, name),
@@ -453,7 +460,7 @@ class Middleware:
     ) -> Deferred[Any]:
         params = list(params)
         method.signature.check(params)
-        leading = method.leading(app)
+        leading = method.leading(app, message_id)
         if method.spec.job is not None:
             return self._queue_job(method, params, leading, app, pipes, message_id, on_progress_cb)
         if method.is_async:

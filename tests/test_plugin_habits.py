@@ -21,7 +21,7 @@ from midjobs.errors import CallError
 from midjobs.job import Job
 from midjobs.rpc._jsonrpc import error_for
 from midjobs.middleware import Middleware
-from midjobs.service import Service, job, secret
+from midjobs.service import Service, job, pass_app, secret
 
 
 class MutatingService(Service):
@@ -123,5 +123,50 @@ async def test_a_thread_job_reads_back_what_it_reported(tmp_path: Path) -> None:
     try:
         called = await middleware.call("reporting.read_back")
         assert await called.wait(raise_error=True) == [30, "step one", 30, "step two", "described"]
+    finally:
+        await middleware.stop()
+
+
+class AppService(Service):
+    namespace = "app"
+
+    @pass_app()
+    async def called(self, app: Any, x: int) -> list[Any]:
+        return [app, x]
+
+    @pass_app(require=True)
+    async def required(self, app: Any) -> bool:
+        return True
+
+    @pass_app(message_id=True)
+    async def numbered(self, app: Any, message_id: Any, x: int) -> list[Any]:
+        return [app, message_id, x]
+
+    @pass_app(message_id=True)
+    @job()
+    async def numbered_job(self, app: Any, job: Job, x: int) -> list[Any]:
+        # As in the original: a job gets no message id.
+        return [app, x]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_forms_of_pass_app(tmp_path: Path) -> None:
+    """
+    C{@pass_app()}, C{@pass_app(require=True)} and
+    C{@pass_app(message_id=True)} mean what they mean in the original.
+    """
+    middleware = Middleware(reactor, tmp_path)
+    middleware.add_service(AppService)
+    await middleware.start()
+    try:
+        assert await middleware.call("app.called", 1) == [None, 1]
+        with pytest.raises(CallError, match="`app` is required"):
+            await middleware.call("app.required")
+        assert await middleware.call("app.numbered", 2) == [None, None, 2]
+        numbered = await middleware.call("app.numbered_job", 3)
+        assert await numbered.wait(raise_error=True) == [None, 3]
+        # What callers send is what follows them.
+        for name in ("app.numbered", "app.numbered_job"):
+            assert [p.name for p in middleware.methods[name].signature.parameters] == ["x"]
     finally:
         await middleware.stop()
