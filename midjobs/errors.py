@@ -188,3 +188,16 @@ class ValidationErrors(CallError):
 
     def __repr__(self) -> str:
         return f"ValidationErrors({self.errors!r})"
+
+
+def validation_errors(error: BaseException) -> ValidationErrors | None:
+    """
+    The validation errors C{error} reports, if it reports some: itself, or
+    a lone L{ValidationError} raised on its own (the original daemon reports
+    it as it does a L{ValidationErrors} of one).
+    """
+    if isinstance(error, ValidationErrors):
+        return error
+    if isinstance(error, ValidationError):
+        return ValidationErrors([error])
+    return None

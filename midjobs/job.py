@@ -44,7 +44,7 @@ from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
 
 from . import wire_json
-from .errors import CallError, ValidationErrors, adapted
+from .errors import CallError, adapted, validation_errors
 from .lifecycle import IJobObserver, IJobRecorder, JobAborted, JobCancelledException, JobPhase, JobRecord, JobState
 from .locks import Admission, ILockManager, LocalLocks, Share
 from .log_excerpt import read_excerpt
@@ -822,11 +822,12 @@ class Job:
         self.error = cut(str(error))
         trace = failure.getTracebackObject()  # type: ignore[no-untyped-call]  # not annotated in Twisted
         self.exception = cut("".join(traceback.format_exception(type(error), error, trace)))
+        invalid = validation_errors(error)
         self.exc_info = {
             "repr": cut(repr(error)),
-            "type": "VALIDATION" if isinstance(error, ValidationErrors) else type(error).__name__,
+            "type": "VALIDATION" if invalid is not None else type(error).__name__,
             "errno": getattr(error, "errno", None),
-            "extra": getattr(error, "extra", None),
+            "extra": getattr(invalid or error, "extra", None),
         }
         if self.logs_fd is not None:
             self.logs_fd.write(self.exception.encode("utf-8", "replace"))

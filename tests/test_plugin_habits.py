@@ -17,7 +17,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from midjobs.errors import CallError
+from midjobs.errors import CallError, ValidationError
 from midjobs.job import Job
 from midjobs.rpc._jsonrpc import error_for
 from midjobs.middleware import Middleware
@@ -170,3 +170,34 @@ async def test_the_forms_of_pass_app(tmp_path: Path) -> None:
             assert [p.name for p in middleware.methods[name].signature.parameters] == ["x"]
     finally:
         await middleware.stop()
+
+
+class ValidatingService(Service):
+    namespace = "validating"
+
+    @job()
+    async def job(self, job: Job) -> None:
+        raise ValidationError("data.name", "Bad name")
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_validation_error_is_a_validation_error(tmp_path: Path) -> None:
+    """
+    A single C{ValidationError} raised (not in a C{ValidationErrors}) is
+    reported as validation errors are, as in the original daemon: the job's
+    C{exc_info} says C{VALIDATION} with its C{[attribute, errmsg, errno]},
+    a method's answer is C{-32602}.
+    """
+    middleware = Middleware(reactor, tmp_path)
+    middleware.add_service(ValidatingService)
+    await middleware.start()
+    try:
+        failed = await middleware.call("validating.job")
+        await failed.wait()
+        assert failed.exc_info["type"] == "VALIDATION"
+        assert failed.exc_info["extra"] == [["data.name", "Bad name", errno.EINVAL]]
+    finally:
+        await middleware.stop()
+    answer = json.loads(error_for(ValidationError("data.name", "Bad name"), 1).response())["error"]
+    assert answer["code"] == -32602
+    assert answer["data"]["extra"] == [["data.name", "Bad name", errno.EINVAL]]

@@ -14,7 +14,7 @@ import attrs
 from zope.interface import implementer
 
 from .. import wire_json
-from ..errors import ENOMETHOD, ENOTAUTHENTICATED, CallError, ValidationErrors, adapted, errno_name
+from ..errors import ENOMETHOD, ENOTAUTHENTICATED, CallError, adapted, errno_name, validation_errors
 from ..events import IEventSerializer, Notification
 
 PARSE_ERROR = -32700
@@ -166,8 +166,9 @@ def error_for(error: BaseException, request_id: Any, formatted: str | None = Non
     The error response for an exception raised by a call.
     """
     error = adapted(error)
-    if isinstance(error, ValidationErrors):
-        return RpcError(INVALID_PARAMS, data=error_data(error, errno.EINVAL, with_trace=False), id=request_id)
+    invalid = validation_errors(error)
+    if invalid is not None:
+        return RpcError(INVALID_PARAMS, data=error_data(invalid, errno.EINVAL, with_trace=False), id=request_id)
     if isinstance(error, CallError):
         if error.errno == ENOMETHOD:
             return RpcError(METHOD_NOT_FOUND, data=error_data(error, ENOMETHOD, with_trace=False), id=request_id)
