@@ -640,8 +640,10 @@ class Job:
         """
         Show C{progress}, another job's (a record's C{progress} dict), as
         this job's own: a job that waits for or wraps another follows it.
+        Its empty description or C{extra} is no report (as in the original
+        daemon's C{wrap}): this job keeps its own.
         """
-        self.set_progress(progress["percent"], progress["description"], progress["extra"])
+        self.set_progress(progress["percent"], progress["description"] or None, progress["extra"] or None)
 
     # Life cycle, driven by the queue.
 

@@ -201,3 +201,33 @@ async def test_one_validation_error_is_a_validation_error(tmp_path: Path) -> Non
     answer = json.loads(error_for(ValidationError("data.name", "Bad name"), 1).response())["error"]
     assert answer["code"] == -32602
     assert answer["data"]["extra"] == [["data.name", "Bad name", errno.EINVAL]]
+
+
+class WrappingService(Service):
+    namespace = "wrapping"
+
+    @job()
+    async def child(self, job: Job, percent: int) -> None:
+        job.set_progress(percent)
+
+    @job()
+    async def parent(self, job: Job) -> str:
+        job.set_progress(5, "Parent step")
+        await job.wrap(await self.middleware.call("wrapping.child", 50))
+        return str(job.progress["description"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_wrap_keeps_the_description_a_sub_job_does_not_give(tmp_path: Path) -> None:
+    """
+    As in the original daemon, where an empty description is no report: a
+    sub-job without one leaves the wrapping job's own.
+    """
+    middleware = Middleware(reactor, tmp_path)
+    middleware.add_service(WrappingService)
+    await middleware.start()
+    try:
+        parent = await middleware.call("wrapping.parent")
+        assert await parent.wait(raise_error=True) == "Parent step"
+    finally:
+        await middleware.stop()
