@@ -426,7 +426,8 @@ class Middleware:
     ) -> Any:
         """
         L{call} from a thread job: block that thread until the result (or the
-        L{Job}) is there.
+        L{Job}) is there.  A plain method (neither a job nor a coroutine) runs
+        in the calling thread.
 
         @param background: do not wait: start the call in the reactor and
             return C{None} at once; its failure is logged.
@@ -437,6 +438,13 @@ class Middleware:
         if background:
             self.reactor.callFromThread(self._call_in_background, name, params, app)
             return None
+        method = self.method(name)
+        if method.spec.job is None and not method.is_async:
+            # In this thread, as the original does: a thread job calling it
+            # needs no other thread of the pool, which may have none free.
+            arguments = list(params)
+            method.signature.check(arguments)
+            return method.run(*method.leading(app), *arguments)
         return blockingCallFromThread(
             self.reactor, self.call, name, *params, app=app, pipes=pipes, job_on_progress_cb=job_on_progress_cb
         )

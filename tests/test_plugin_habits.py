@@ -231,3 +231,35 @@ async def test_wrap_keeps_the_description_a_sub_job_does_not_give(tmp_path: Path
         assert await parent.wait(raise_error=True) == "Parent step"
     finally:
         await middleware.stop()
+
+
+class NestedService(Service):
+    namespace = "nested"
+
+    def plain(self, x: int) -> int:
+        return x + 1
+
+    @job()
+    def outer(self, job: Job) -> int:
+        return int(self.middleware.call_sync("nested.plain", 1))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_thread_job_calls_a_plain_method_in_its_own_thread(tmp_path: Path) -> None:
+    """
+    As in the original daemon: C{call_sync} of a plain (not job, not async)
+    method runs it in the calling thread, so a thread job that does so
+    needs no other thread of the pool, even when the pool has no other.
+    """
+    pool = reactor.getThreadPool()
+    sizes = (pool.min, pool.max)
+    pool.adjustPoolsize(1, 1)
+    middleware = Middleware(reactor, tmp_path)
+    middleware.add_service(NestedService)
+    await middleware.start()
+    try:
+        outer = await middleware.call("nested.outer")
+        assert await outer.wait(timeout=10, raise_error=True) == 2
+    finally:
+        await middleware.stop()
+        pool.adjustPoolsize(*sizes)
