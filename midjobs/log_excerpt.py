@@ -22,13 +22,17 @@ _CHUNK = 64 * 1024
 
 def logs_excerpt(text: str, lines: int = EXCERPT_LINES) -> str:
     """
-    The first and last C{lines} lines of C{text}, with a count of those between.
+    The first and last C{lines} lines of C{text}, each with its line break,
+    and a line that counts those between, as the original daemon writes it.
     """
-    all_lines = text.splitlines()
+    all_lines = text.splitlines(keepends=True)
     if len(all_lines) <= 2 * lines:
-        return "\n".join(all_lines)
-    skipped = len(all_lines) - 2 * lines
-    return "\n".join(all_lines[:lines] + [f"... {skipped} more lines ..."] + all_lines[-lines:])
+        return text
+    return _joined(all_lines[:lines], len(all_lines) - 2 * lines, all_lines[-lines:])
+
+
+def _joined(first: list[str], between: int, last: list[str]) -> str:
+    return "".join(first) + f"... {between} more lines ...\n" + "".join(last)
 
 
 def read_excerpt(path: str | os.PathLike[str], lines: int = EXCERPT_LINES) -> str:
@@ -50,13 +54,13 @@ def read_excerpt(path: str | os.PathLike[str], lines: int = EXCERPT_LINES) -> st
         between = _count_breaks(f, tail_start - len(head))
         f.seek(tail_start)
         tail = f.read()
-    first = head.decode("utf-8", "replace").splitlines()
-    last = tail.decode("utf-8", "replace").splitlines()
+    first = head.decode("utf-8", "replace").splitlines(keepends=True)
+    last = tail.decode("utf-8", "replace").splitlines(keepends=True)
     if len(first) < lines or len(last) < lines or between == 0:
         # Very long lines: too few at either end to tell them apart from the middle.
         with open(path, "rb") as f:
             return logs_excerpt(f.read().decode("utf-8", "replace"), lines)
-    return "\n".join(first + [f"... {between} more lines ..."] + last)
+    return _joined(first, between, last)
 
 
 def _head(f: BinaryIO, lines: int) -> bytes:

@@ -273,7 +273,7 @@ def test_logs_fd_write(reactor: ThreadReactor, tmp_path: Any) -> None:
     # Its log's excerpt is read in the thread pool too: run it.
     on_result, func, args = reactor.threads.calls[-1]
     on_result(True, func(*args))
-    assert job.logs_excerpt == "one line"
+    assert job.logs_excerpt == "one line\n"
 
 
 def test_the_originals_names_on_input_pipes(reactor: ThreadReactor) -> None:

@@ -263,3 +263,16 @@ async def test_a_thread_job_calls_a_plain_method_in_its_own_thread(tmp_path: Pat
     finally:
         await middleware.stop()
         pool.adjustPoolsize(*sizes)
+
+
+def test_a_log_excerpt_is_written_as_the_original_writes_it() -> None:
+    """
+    The first and last ten lines with their line breaks, and a line that
+    counts those between.
+    """
+    from midjobs.log_excerpt import logs_excerpt
+
+    assert logs_excerpt("one\ntwo\n") == "one\ntwo\n"
+    text = "".join(f"line {i}\n" for i in range(25))
+    expected = "".join(f"line {i}\n" for i in range(10)) + "... 5 more lines ...\n"
+    assert logs_excerpt(text) == expected + "".join(f"line {i}\n" for i in range(15, 25))

@@ -207,7 +207,7 @@ async def test_killed_during_a_burst_of_job_creation(tmp_path: Path, short_tmp: 
         if job["method"] == "sample.logging_job" and job["state"] == "SUCCESS":
             lines = [f"line {i}" for i in range(5)]
             assert Path(job["logs_path"]).read_text().splitlines() == lines
-            assert job["logs_excerpt"] == "\n".join(lines)
+            assert job["logs_excerpt"] == "".join(f"{line}\n" for line in lines)
     for job_id in succeeded:
         assert jobs[job_id] == told.records[job_id]
     # Each new-style answer was the end of a job that is SUCCESS.
