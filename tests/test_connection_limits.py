@@ -243,6 +243,19 @@ def test_trickled_headers_meet_the_deadline(
     assert line["address"] == "192.0.2.7"
 
 
+@pytest.mark.parametrize("line", [b"GET /" + b"a" * 20_000 + b" HTTP/1.1", b"X-Big: " + b"a" * 20_000])
+def test_a_line_too_long_is_answered(http_connection: HttpConnection, line: bytes) -> None:
+    """
+    A request line or header line past twisted.web's 16 KiB gets a 431
+    before the connection is closed, not a silent close.
+    """
+    conn = http_connection
+    head = line + b"\r\n" if line.startswith(b"GET") else b"GET / HTTP/1.1\r\n" + line + b"\r\n"
+    conn.receive(head)
+    assert conn.transport.value().startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert conn.closing()
+
+
 def test_silent_connection_meets_the_deadline(http_connection: HttpConnection) -> None:
     conn = http_connection
     conn.clock.advance(0.99)

@@ -1,8 +1,10 @@
 """
-What a ported plugin's job method does with its arguments and its job
-behaves as in the original daemon: a record shows the arguments the job was
-called with, whatever the method does to them afterwards (the plugins' habit
-of C{data.pop(...)}); a thread job reads back the progress it reported.
+What a plugin ported from the original daemon does behaves as it did there:
+a record shows the arguments the job was called with, whatever the method
+does to them afterwards (the plugins' habit of C{data.pop(...)}); a thread
+job reads back the progress it reported; a failed command, a lone
+validation error, C{@pass_app(...)}, C{call_sync} of a plain method from a
+thread job, C{wrap} and the log excerpt are what the original makes them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from twisted.internet import reactor
 
 from midjobs.errors import CallError, ValidationError
 from midjobs.job import Job
+from midjobs.log_excerpt import logs_excerpt
 from midjobs.rpc._jsonrpc import error_for
 from midjobs.middleware import Middleware
 from midjobs.service import Service, job, pass_app, secret
@@ -270,8 +273,6 @@ def test_a_log_excerpt_is_written_as_the_original_writes_it() -> None:
     The first and last ten lines with their line breaks, and a line that
     counts those between.
     """
-    from midjobs.log_excerpt import logs_excerpt
-
     assert logs_excerpt("one\ntwo\n") == "one\ntwo\n"
     text = "".join(f"line {i}\n" for i in range(25))
     expected = "".join(f"line {i}\n" for i in range(10)) + "... 5 more lines ...\n"

@@ -40,6 +40,7 @@ from ._limits import RefusalLog
 __all__ = ["Channel", "ChannelState", "Site"]
 
 _TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+_LINE_TOO_LONG = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 class ChannelState(Enum):
@@ -81,6 +82,16 @@ class Channel(HTTPChannel):
         if self.state is ChannelState.IDLE and data:
             self._start_deadline()
         super().dataReceived(data)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """
+        A request or header line longer than C{MAX_LENGTH} (16 KiB): answer
+        C{431} and close, where twisted.web closes without a word.
+        """
+        self.stop_deadline()
+        if self.transport is not None:
+            self.transport.write(_LINE_TOO_LONG)
+            self.transport.loseConnection()
 
     def allHeadersReceived(self) -> None:
         self.stop_deadline()
