@@ -268,6 +268,8 @@ class Job:
         self._waiters: list[Deferred[None]] = []
         self._error: BaseException | None = None
         self._progress_listeners: list[Callable[[dict[str, Any]], None]] = []
+        #: Held while a report changes C{progress}, from either thread.
+        self._progress_lock = threading.Lock()
         #: The jobs this one waits for now (L{wait} C{by} it).
         self._waiting_for: list[Job] = []
 
@@ -422,20 +424,22 @@ class Job:
         event; C{on_progress_cb}, if any, hears of every report.  Safe to
         call from the job's thread.
         """
-        if self.ending:
-            # A method still running after its job was recorded ABORTED.
-            return
-        progress = dict(self.progress)
-        if percent is not None:
-            progress["percent"] = max(0, min(100, int(percent)))
-        if description is not None:
-            progress["description"] = description
-        if extra is not None:
-            # The transfer fields an upload or download keeps stay (midjobs.progress).
-            progress["extra"] = keep_transfer_keys(progress["extra"], extra) if isinstance(extra, dict) else extra
-        changed = progress != self.progress
-        # At once, from a thread too: the job reads back what it reported.
-        self.progress = progress
+        # At once, from a thread too (the job reads back what it reported),
+        # and whole: the reactor thread reports too (a transfer's figures).
+        with self._progress_lock:
+            if self.ending:
+                # A method still running after its job was recorded ABORTED.
+                return
+            progress = dict(self.progress)
+            if percent is not None:
+                progress["percent"] = max(0, min(100, int(percent)))
+            if description is not None:
+                progress["description"] = description
+            if extra is not None:
+                # The transfer fields an upload or download keeps stay (midjobs.progress).
+                progress["extra"] = keep_transfer_keys(progress["extra"], extra) if isinstance(extra, dict) else extra
+            changed = progress != self.progress
+            self.progress = progress
         if _in_thread():
             self.reactor.callFromThread(self._tell_progress, progress, changed)
         else:

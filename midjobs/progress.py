@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
+from twisted.internet.threads import blockingCallFromThread
 from twisted.python.threadable import isInIOThread
 
 from .job import TRANSFER_KEYS, Job, keep_transfer_keys
@@ -87,12 +88,13 @@ class Throttle:
 
     def flush(self) -> None:
         """
-        Serve a waiting request now.
+        Serve a waiting request now.  From another thread, return once it
+        is served: what that thread reports next comes after it.
         """
         if isInIOThread():  # type: ignore[no-untyped-call]  # not annotated in Twisted
             self._flush()
         else:
-            self._reactor.callFromThread(self._flush)
+            blockingCallFromThread(self._reactor, self._flush)
 
     def cancel(self) -> None:
         """
