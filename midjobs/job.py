@@ -50,7 +50,7 @@ from .locks import Admission, ILockManager, LocalLocks, Share
 from .log_excerpt import read_excerpt
 from .log_files import log_file
 from .logs import logger
-from .metrics._counts import NO_COUNTS, ICounts
+from .counts import NO_COUNTS, ICounts
 from .pipe import Pipes
 from .reactor_loop import ReactorLoop
 from .store._interfaces import IDurableWrites, IJobIds, IJobStore, StoreClosed, Written

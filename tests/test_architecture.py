@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Iterable, Mapping, NamedTuple
 
@@ -430,3 +432,31 @@ def test_no_upward_imports(graph: tuple[list[str], list[Import]]) -> None:
     _, imports = graph
     wrong = upward(imports, LAYERS, APART)
     assert not wrong, "imports of a higher layer:\n" + "\n".join(wrong)
+
+
+_IMPORT_EACH_FIRST = """
+import importlib, sys
+failed = []
+for name in sys.argv[1:]:
+    for loaded in [m for m in sys.modules if m == "midjobs" or m.startswith("midjobs.")]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except Exception as e:
+        failed.append(f"{name}: {type(e).__name__}: {e}")
+print("\\n".join(failed))
+"""
+
+
+def test_every_module_imports_first() -> None:
+    """
+    Each module can be the first of the package a program imports (a
+    plugin's test starting with C{from midjobs.job import Job}): a package's
+    C{__init__} importing back into a half-loaded module is a cycle the
+    graph above does not see.
+    """
+    names = sorted(_modules(ROOT, PACKAGE))
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_EACH_FIRST, *names], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert done.stdout.strip() == ""

@@ -24,7 +24,7 @@ from zope.interface.verify import verifyObject
 from midjobs.auth import LOGIN_PASSWORD, TOKEN, UNIX_SOCKET, InvalidToken, ITokenStore, TokenChecker, TokenCredentials, TokenStore, User
 from midjobs.auth.pg_tokens import PRUNE_INTERVAL, PgTokenStore, digest_of
 from midjobs.auth.tokens import TokenAvatarId, TooManyTokens
-from midjobs.metrics._counts import NO_COUNTS
+from midjobs.counts import NO_COUNTS
 from midjobs.store.pg import PgDatabase
 from midjobs.store.pg_schema import PARTS, migrate_part
 

@@ -12,7 +12,7 @@ from twisted.cred.error import LoginFailed, UnauthorizedLogin
 from twisted.cred.portal import Portal
 
 from ..logs import logger
-from ..metrics._counts import NO_COUNTS, ICounts
+from ..counts import NO_COUNTS, ICounts
 from .interfaces import IPeerCredentials, IUser
 from .throttle import Key, LoginThrottle, source_key, user_key
 

@@ -37,7 +37,7 @@ from twisted.internet.task import LoopingCall
 from zope.interface import implementer
 
 from ..logs import logger
-from ..metrics._counts import NO_COUNTS, ICounts
+from ..counts import NO_COUNTS, ICounts
 from ..store.database import Cursor, Pool, Row
 from .avatar import User
 from .interfaces import IUser

@@ -42,7 +42,7 @@ from midjobs.auth.avatar import UNIX_SOCKET, AvatarId
 from midjobs.auth.endings import SOURCES
 from midjobs.auth.interfaces import IUser
 from midjobs.errors import CallError
-from midjobs.metrics._counts import NO_COUNTS, ICounts
+from midjobs.counts import NO_COUNTS, ICounts
 
 __all__ = [
     "MAX_TOKEN_LENGTH",

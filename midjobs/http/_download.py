@@ -30,7 +30,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from ..auth import TokenCredentials, origin_of
-from ..metrics import NO_COUNTS, ICounts
+from ..counts import NO_COUNTS, ICounts
 from ..errors import CallError
 from ..logs import logger
 from ..store.errors import Unavailable

@@ -40,7 +40,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from ..logs import logger
-from ..metrics._counts import NO_COUNTS, ICounts
+from ..counts import NO_COUNTS, ICounts
 
 if TYPE_CHECKING:
     from zope.interface import Interface

@@ -57,7 +57,7 @@ from ..auth import IUser
 from ..errors import CallError
 from ..job import Job, JobState
 from ..logs import logger
-from ..metrics import NO_COUNTS, ICounts
+from ..counts import NO_COUNTS, ICounts
 from ..middleware import Method, MethodNotFound, Middleware, NotAuthenticated
 from ..pipe import InputPipes, Pipe, PipeBrokenError, Pipes
 from ..transfer_progress import TransferProgress, transfer_progress

@@ -2,7 +2,7 @@
 What the daemon measures, for Prometheus: see C{docs/operations.rst}.
 """
 
-from ._counts import LIMITS, NO_COUNTS, ICounts, NoCounts
+from ..counts import LIMITS, NO_COUNTS, ICounts, NoCounts
 from ._lag import ReactorLag
 from ._metrics import OUTCOMES, TRANSPORTS, UNKNOWN_METHOD, Metrics, lock_label
 

@@ -32,7 +32,7 @@ from zope.interface import implementer
 from ..job import Job
 from ..lifecycle import IJobObserver, JobRecord, JobState
 from ..notify._interfaces import DELIVERY_OUTCOMES, IDeliveryCounts
-from ._counts import LIMITS, ICounts
+from ..counts import LIMITS, ICounts
 from ._lag import ReactorLag
 
 __all__ = ["Metrics", "UNKNOWN_METHOD", "OUTCOMES", "TRANSPORTS"]

@@ -33,7 +33,7 @@ from ..auth import login, peer_credentials
 from ..config import Settings
 from ..job import Job
 from ..logs import logger
-from ..metrics import NO_COUNTS
+from ..counts import NO_COUNTS
 from ..security_headers import security_header_lines
 from ._jsonrpc import TOO_MANY_CONCURRENT_CALLS, Request, RpcError, error_for, parse_request, result_response
 from ..origins import OriginPolicy
