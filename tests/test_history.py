@@ -401,6 +401,21 @@ def test_indexed_conditions_go_to_sql() -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_sparse_record_is_cut_off_too(job_store: SqlJobStore) -> None:
+    """
+    A stored record that lacks fields (a restored backup may hold anything)
+    is recorded ABORTED at start like any other, instead of stopping it.
+    """
+    (record,) = synthetic(1)
+    record["state"] = "RUNNING"
+    await job_store.record_created(record["id"], record)
+    await job_store._pool.runOperation("UPDATE jobs SET record = ? WHERE id = ?", ('{"state": "RUNNING"}', record["id"]))
+    assert await job_store.abort_unfinished(CUT_OFF) == 1
+    (row,) = await job_store.query([], validate_options({}), ())
+    assert (row["state"], row["error"]) == ("ABORTED", CUT_OFF)
+
+
+@pytest_twisted.ensureDeferred
 async def test_store_ids_and_cut_off_jobs(job_store: SqlJobStore, engine: str, tmp_path: Path) -> None:
     store = job_store
     assert await store.last_id() == 0

@@ -165,6 +165,13 @@ def _date(value: Any) -> Any:
     return wire_json.to_wire(value) if isinstance(value, datetime.datetime) else value
 
 
+def _column(time: Any) -> float | None:
+    """
+    A time's column: the seconds of its wire form (L{_date}), or C{None}.
+    """
+    return time["$date"] / 1000 if isinstance(time, dict) else None
+
+
 def _plain(value: Any) -> Any:
     """
     A JSON-safe copy of C{value}: what has no wire form becomes its C{repr}.
@@ -205,8 +212,8 @@ def row_of(record: JobRecord) -> _RecordRow:
         record["id"],
         record["method"],
         record["state"],
-        started["$date"] / 1000 if isinstance(started, dict) else None,
-        finished["$date"] / 1000 if isinstance(finished, dict) else None,
+        _column(started),
+        _column(finished),
         record["logs_path"],
         encode(body),
     )
@@ -302,8 +309,9 @@ def rewrite_rows(txn: Cursor, records: Sequence[JobRecord]) -> None:
     """
     updates = []
     for record in records:
-        _, _, state, _, finished, _, text = row_of(record)
-        updates.append((state, finished, text, *copied_fields(record), record["id"]))
+        finished = _date(record.get("time_finished"))
+        text = encode(dict(record, time_finished=finished))
+        updates.append((record.get("state"), _column(finished), text, *copied_fields(record), record["id"]))
     txn.executemany(
         "UPDATE jobs SET state = ?, time_finished = ?, record = ?, username = ?, job_node = ?, errno = ? WHERE id = ?",
         updates,
