@@ -270,6 +270,8 @@ class Job:
         self._progress_listeners: list[Callable[[dict[str, Any]], None]] = []
         #: Held while a report changes C{progress}, from either thread.
         self._progress_lock = threading.Lock()
+        #: The user among whose unfinished jobs its queue counts it (C{JobsQueue.max_per_user}).
+        self._counted_for: int | None = None
         #: The jobs this one waits for now (L{wait} C{by} it).
         self._waiting_for: list[Job] = []
 
@@ -1203,22 +1205,57 @@ class JobsQueue:
             or its queue is full of jobs the caller may not share (from a
             lock manager that answers later: as the Deferred's failure).
         """
-        owner = _owner_id(job)
-        if owner is not None and self.max_per_user is not None and self._unfinished.get(owner, 0) >= self.max_per_user:
-            self.counts.limit_hit("jobs_per_user")
-            raise CallError(f"Too many unfinished jobs ({self.max_per_user}) for this user", errno.EBUSY)
-        if job.lock_name is None:
-            job_id = self.ids.take()
-            if job_id is not None:
-                return self._queue(job, job_id, False)
-            return self._admitted(Admission.FREE, job)
-        admission = self.locks.admit(
-            job, job.options.lock_queue_size, lambda credentials: self._may_share(job, credentials)
-        )
+        self._count(job)
+        try:
+            if job.lock_name is None:
+                job_id = self.ids.take()
+                if job_id is not None:
+                    return self._queue(job, job_id, False)
+                return self._admitted(Admission.FREE, job)
+            admission = self.locks.admit(
+                job, job.options.lock_queue_size, lambda credentials: self._may_share(job, credentials)
+            )
+        except BaseException:
+            self._uncount(job)
+            raise
         if isinstance(admission, Deferred):
-            admitted: Deferred[Any] = admission.addCallback(self._admitted, job)
+            admitted: Deferred[Any] = admission.addCallbacks(
+                self._admitted, self._not_admitted, callbackArgs=(job,), errbackArgs=(job,)
+            )
             return admitted
         return self._admitted(admission, job)
+
+    def _count(self, job: Job) -> None:
+        """
+        Count C{job} among its user's unfinished jobs from its call on (so
+        that calls waiting for their admission count too), or refuse it.
+
+        @raise CallError: C{EBUSY}, the user has C{max_per_user} already.
+        """
+        owner = _owner_id(job)
+        if owner is None:
+            return
+        unfinished = self._unfinished.get(owner, 0)
+        if self.max_per_user is not None and unfinished >= self.max_per_user:
+            self.counts.limit_hit("jobs_per_user")
+            raise CallError(f"Too many unfinished jobs ({self.max_per_user}) for this user", errno.EBUSY)
+        self._unfinished[owner] = unfinished + 1
+        job._counted_for = owner
+
+    def _uncount(self, job: Job) -> None:
+        """
+        C{job} ended, or was never queued (its caller was handed another
+        job, or refused): its user has one unfinished job less.
+        """
+        owner, job._counted_for = job._counted_for, None
+        if owner is not None:
+            left = self._unfinished.pop(owner) - 1
+            if left:
+                self._unfinished[owner] = left
+
+    def _not_admitted(self, failure: Failure, job: Job) -> Failure:
+        self._uncount(job)
+        return failure
 
     def _admitted(self, admission: Admission | Share, job: Job) -> Deferred[Any]:
         """
@@ -1226,6 +1263,7 @@ class JobsQueue:
         caller the job it shares.
         """
         if isinstance(admission, Share):
+            self._uncount(job)
             shared = self._jobs.get(admission.job_id)
             if shared is None:
                 return self.remote_job(admission.job_id, job)
@@ -1243,6 +1281,7 @@ class JobsQueue:
         """
         No id came for the admitted C{job}: it waits for its lock no more.
         """
+        self._uncount(job)
         if job.lock_name is not None:
             self.locks.release(job)
         return failure
@@ -1262,9 +1301,6 @@ class JobsQueue:
                 # Before anyone hears of the job, so that its first record says why it waits.
                 job.note_waiting(job.lock_name)
         job._queue = self
-        owner = _owner_id(job)
-        if owner is not None:
-            self._unfinished[owner] = self._unfinished.get(owner, 0) + 1
         caller: Deferred[Job] | None = None
         recorder = self._recorder
         if job.options.transient:
@@ -1497,11 +1533,7 @@ class JobsQueue:
     def _job_finished(self, job: Job) -> None:
         if self._waiting and job in self._waiting:
             self._waiting.remove(job)
-        owner = _owner_id(job)
-        if owner is not None:
-            left = self._unfinished.pop(owner) - 1
-            if left:
-                self._unfinished[owner] = left
+        self._uncount(job)
         if job.lock_name is not None:
             self.locks.release(job)
         if job.options.transient or job.id in self._unlisted:
