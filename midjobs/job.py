@@ -175,9 +175,9 @@ _PLAIN_VALUES = frozenset({bool, int, str, type(None)})
 
 def _snapshot(arguments: Sequence[Any]) -> list[Any]:
     """
-    A copy of C{arguments} that what the job's method does to them leaves
-    alone: a deep copy, unless each is a plain value (most calls) or one
-    cannot be copied (an internal call's object: it is shown as it is).
+    A copy of C{arguments} for the job's method, which it may change: a
+    deep copy, unless each is a plain value (most calls) or one cannot be
+    copied (an internal call's object: the method gets it as it is).
     """
     if all(type(argument) in _PLAIN_VALUES for argument in arguments):
         return list(arguments)
@@ -185,6 +185,34 @@ def _snapshot(arguments: Sequence[Any]) -> list[Any]:
         return copy.deepcopy(list(arguments))
     except Exception:
         return list(arguments)
+
+
+def _packed(values: list[Any] | str) -> list[Any] | str:
+    """
+    C{values} as their wire JSON, unless each is a plain value (as small as
+    its JSON) or one has no JSON form (an internal call's object).
+    """
+    if isinstance(values, str) or all(type(value) in _PLAIN_VALUES for value in values):
+        return values
+    try:
+        return wire_json.dumps(values)
+    except (TypeError, ValueError):
+        return values
+
+
+def _forget_frames(error: BaseException | None) -> None:
+    """
+    Drop the tracebacks of C{error} and of the errors it was raised from.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        error.__traceback__ = None
+        error = error.__cause__ or error.__context__
+
+
+def _unpacked(values: list[Any] | str) -> list[Any]:
+    return wire_json.loads(values) if isinstance(values, str) else values
 
 
 def cut(text: str, most: int = MAX_TEXT) -> str:
@@ -279,10 +307,13 @@ class Job:
         self.node = ""
         self.method = method
         self.options = options
-        self.arguments = list(arguments)
-        #: The arguments as records show them: with secrets redacted, as the
-        #: job was called (what its method does to them is not recorded).
-        self.recorded_arguments = _snapshot(self.arguments if recorded_arguments is None else recorded_arguments)
+        # The arguments as the job was called (its method gets a copy, L{start})
+        # and as records show them, if that differs (secrets redacted): lists
+        # while it runs, their JSON once it ended (L{_pack}).
+        self._arguments: list[Any] | str = list(arguments)
+        self._recorded_arguments: list[Any] | str | None = (
+            None if recorded_arguments is None else list(recorded_arguments)
+        )
         #: Makes the result as records show it: with secrets redacted.
         self.redact_result = redact_result
         self.owner = owner
@@ -371,6 +402,20 @@ class Job:
         C{method}, by the original daemon's name.
         """
         return self.method
+
+    @property
+    def arguments(self) -> list[Any]:
+        """
+        The arguments the job was called with.
+        """
+        return _unpacked(self._arguments)
+
+    @property
+    def recorded_arguments(self) -> list[Any]:
+        """
+        The arguments as records show them: with secrets redacted.
+        """
+        return _unpacked(self._arguments if self._recorded_arguments is None else self._recorded_arguments)
 
     @property
     def args(self) -> list[Any]:
@@ -773,7 +818,9 @@ class Job:
             self.logs_fd = open(path, "wb", buffering=0)
             self.logs_path = str(path)
         self._changed()
-        args = [*self._leading, self, *self.arguments]
+        # A copy, as the original daemon gives: what the method does to its
+        # arguments changes neither C{arguments} nor the record.
+        args = [*self._leading, self, *_snapshot(self.arguments)]
         if self._is_async:
             try:
                 self._deferred = Deferred.fromCoroutine(self._run(*args))
@@ -839,6 +886,9 @@ class Job:
         }
         if self.logs_fd is not None:
             self.logs_fd.write(self.exception.encode("utf-8", "replace"))
+        # Its text is kept: the frames (and their locals, the arguments
+        # among them) need not be, for as long as the job is.
+        _forget_frames(error)
         if isinstance(error, CallError):
             log.warn(
                 "Job {job_id} ({method}) failed: {error}", job_id=self.id, method=self.method, error=self.error
@@ -918,6 +968,11 @@ class Job:
         self.state = state
         self.time_finished = time_finished
         self.phase = JobPhase.ENDED
+        # Kept for a while as a finished job: as JSON, which holds far less
+        # than the objects of a call made of many small ones.
+        self._arguments = _packed(self._arguments)
+        if self._recorded_arguments is not None:
+            self._recorded_arguments = _packed(self._recorded_arguments)
         if self._queue is not None:
             self._queue._job_ended(self, record)
         waiters, self._waiters = self._waiters, []

@@ -58,6 +58,8 @@ async def test_what_a_job_does_to_its_arguments_is_not_recorded(tmp_path: Path, 
         (data,) = called.to_record()["arguments"]
         shown = "********" if method == "with_secret" else "p"
         assert data == {"name": "x", "password": shown, "options": {}}
+        # The method got a copy, as in the original: the job's own arguments stay too.
+        assert called.args == [{"name": "x", "password": "p", "options": {}}]
     finally:
         await middleware.stop()
 

@@ -7,6 +7,8 @@ times larger than the call.
 
 from __future__ import annotations
 
+import json
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -50,5 +52,42 @@ async def test_the_texts_of_a_record_are_bounded(tmp_path: Path) -> None:
         described = await middleware.call("echo.describe", text)
         await described.wait()
         assert len(described.to_record()["description"]) == MAX_TEXT
+    finally:
+        await middleware.stop()
+
+
+class TakeService(Service):
+    namespace = "take"
+
+    @job()
+    async def anything(self, job: Job, data: Any) -> None:
+        raise CallError("not this")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_finished_job_keeps_its_arguments_compactly(tmp_path: Path) -> None:
+    """
+    64 KiB of JSON made of small objects (C{[{}, {}, ...]}) is over a
+    megabyte of Python objects: a finished job the daemon keeps holds its
+    arguments as their JSON, and still shows them.
+    """
+    middleware = Middleware(reactor, tmp_path)
+    middleware.add_service(TakeService)
+    await middleware.start()
+    try:
+        argument_json = "[" + ",".join(["{}"] * 21_000) + "]"
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(10):
+                called = await middleware.call("take.anything", json.loads(argument_json))
+                await called.wait()
+            kept = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        # As objects, about 1.6 MB a job; as JSON, 63 KB.
+        assert kept < 10 * 300_000, kept
+        assert called.to_record()["arguments"] == [[{}] * 21_000]
+        assert called.args == [[{}] * 21_000]
     finally:
         await middleware.stop()
