@@ -9,11 +9,12 @@ thread job, C{wrap} and the log excerpt are what the original makes them.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import pytest
 import pytest_twisted
@@ -25,6 +26,21 @@ from midjobs.log_excerpt import logs_excerpt
 from midjobs.rpc._jsonrpc import error_for
 from midjobs.middleware import Middleware
 from midjobs.service import Service, job, pass_app, secret
+
+
+@contextlib.asynccontextmanager
+async def running(tmp_path: Path, *services: type[Service]) -> AsyncIterator[Middleware]:
+    """
+    A started middleware with C{services}, stopped after the block.
+    """
+    middleware = Middleware(reactor, tmp_path)
+    for service in services:
+        middleware.add_service(service)
+    await middleware.start()
+    try:
+        yield middleware
+    finally:
+        await middleware.stop()
 
 
 class MutatingService(Service):
@@ -49,10 +65,7 @@ class MutatingService(Service):
 @pytest.mark.parametrize("method", ["coroutine", "thread", "with_secret"])
 @pytest_twisted.ensureDeferred
 async def test_what_a_job_does_to_its_arguments_is_not_recorded(tmp_path: Path, method: str) -> None:
-    middleware = Middleware(reactor, tmp_path)
-    middleware.add_service(MutatingService)
-    await middleware.start()
-    try:
+    async with running(tmp_path, MutatingService) as middleware:
         called = await middleware.call(f"mutating.{method}", {"name": "x", "password": "p", "options": {}})
         await called.wait(raise_error=True)
         (data,) = called.to_record()["arguments"]
@@ -60,8 +73,6 @@ async def test_what_a_job_does_to_its_arguments_is_not_recorded(tmp_path: Path, 
         assert data == {"name": "x", "password": shown, "options": {}}
         # The method got a copy, as in the original: the job's own arguments stay too.
         assert called.args == [{"name": "x", "password": "p", "options": {}}]
-    finally:
-        await middleware.stop()
 
 
 COMMAND = ["sh", "-c", "echo out; echo err >&2; exit 3"]
@@ -82,18 +93,13 @@ async def test_a_failed_command_says_what_it_wrote(tmp_path: Path) -> None:
     caller as a C{CallError} naming the command, its exit code and its
     output, as in the original daemon: a job's error, a method's answer.
     """
-    middleware = Middleware(reactor, tmp_path)
-    middleware.add_service(CommandService)
-    await middleware.start()
-    try:
+    async with running(tmp_path, CommandService) as middleware:
         called = await middleware.call("command.run")
         await called.wait()
         said = "Command sh -c 'echo out; echo err >&2; exit 3' failed (code 3):\nout\nerr"
         assert called.error == f"[EFAULT] {said}"
         assert called.exc_info["type"] == "CallError"
         assert "CalledProcessError" in called.exception
-    finally:
-        await middleware.stop()
     try:
         subprocess.run(COMMAND, check=True, capture_output=True)
     except subprocess.CalledProcessError as e:
@@ -122,14 +128,9 @@ async def test_a_thread_job_reads_back_what_it_reported(tmp_path: Path) -> None:
     C{set_description} change the job before they return (its events are
     sent from the reactor thread).
     """
-    middleware = Middleware(reactor, tmp_path)
-    middleware.add_service(ReportingService)
-    await middleware.start()
-    try:
+    async with running(tmp_path, ReportingService) as middleware:
         called = await middleware.call("reporting.read_back")
         assert await called.wait(raise_error=True) == [30, "step one", 30, "step two", "described"]
-    finally:
-        await middleware.stop()
 
 
 class AppService(Service):
@@ -160,10 +161,7 @@ async def test_the_forms_of_pass_app(tmp_path: Path) -> None:
     C{@pass_app()}, C{@pass_app(require=True)} and
     C{@pass_app(message_id=True)} mean what they mean in the original.
     """
-    middleware = Middleware(reactor, tmp_path)
-    middleware.add_service(AppService)
-    await middleware.start()
-    try:
+    async with running(tmp_path, AppService) as middleware:
         assert await middleware.call("app.called", 1) == [None, 1]
         with pytest.raises(CallError, match="`app` is required"):
             await middleware.call("app.required")
@@ -173,8 +171,6 @@ async def test_the_forms_of_pass_app(tmp_path: Path) -> None:
         # What callers send is what follows them.
         for name in ("app.numbered", "app.numbered_job"):
             assert [p.name for p in middleware.methods[name].signature.parameters] == ["x"]
-    finally:
-        await middleware.stop()
 
 
 class ValidatingService(Service):
@@ -193,16 +189,11 @@ async def test_one_validation_error_is_a_validation_error(tmp_path: Path) -> Non
     C{exc_info} says C{VALIDATION} with its C{[attribute, errmsg, errno]},
     a method's answer is C{-32602}.
     """
-    middleware = Middleware(reactor, tmp_path)
-    middleware.add_service(ValidatingService)
-    await middleware.start()
-    try:
+    async with running(tmp_path, ValidatingService) as middleware:
         failed = await middleware.call("validating.job")
         await failed.wait()
         assert failed.exc_info["type"] == "VALIDATION"
         assert failed.exc_info["extra"] == [["data.name", "Bad name", errno.EINVAL]]
-    finally:
-        await middleware.stop()
     answer = json.loads(error_for(ValidationError("data.name", "Bad name"), 1).response())["error"]
     assert answer["code"] == -32602
     assert answer["data"]["extra"] == [["data.name", "Bad name", errno.EINVAL]]
@@ -228,14 +219,9 @@ async def test_wrap_keeps_the_description_a_sub_job_does_not_give(tmp_path: Path
     As in the original daemon, where an empty description is no report: a
     sub-job without one leaves the wrapping job's own.
     """
-    middleware = Middleware(reactor, tmp_path)
-    middleware.add_service(WrappingService)
-    await middleware.start()
-    try:
+    async with running(tmp_path, WrappingService) as middleware:
         parent = await middleware.call("wrapping.parent")
         assert await parent.wait(raise_error=True) == "Parent step"
-    finally:
-        await middleware.stop()
 
 
 class NestedService(Service):
@@ -259,14 +245,11 @@ async def test_a_thread_job_calls_a_plain_method_in_its_own_thread(tmp_path: Pat
     pool = reactor.getThreadPool()
     sizes = (pool.min, pool.max)
     pool.adjustPoolsize(1, 1)
-    middleware = Middleware(reactor, tmp_path)
-    middleware.add_service(NestedService)
-    await middleware.start()
     try:
-        outer = await middleware.call("nested.outer")
-        assert await outer.wait(timeout=10, raise_error=True) == 2
+        async with running(tmp_path, NestedService) as middleware:
+            outer = await middleware.call("nested.outer")
+            assert await outer.wait(timeout=10, raise_error=True) == 2
     finally:
-        await middleware.stop()
         pool.adjustPoolsize(*sizes)
 
 

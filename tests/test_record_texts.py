@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest_twisted
-from twisted.internet import reactor
 
 from midjobs.errors import CallError
 from midjobs.job import MAX_TEXT, Job
-from midjobs.middleware import Middleware
 from midjobs.service import Service, job
+
+from test_plugin_habits import running
 
 
 class EchoService(Service):
@@ -35,10 +35,7 @@ class EchoService(Service):
 
 @pytest_twisted.ensureDeferred
 async def test_the_texts_of_a_record_are_bounded(tmp_path: Path) -> None:
-    middleware = Middleware(reactor, tmp_path)
-    middleware.add_service(EchoService)
-    await middleware.start()
-    try:
+    async with running(tmp_path, EchoService) as middleware:
         text = "x" * 1_000_000 + "END"
         failed = await middleware.call("echo.fail", text)
         await failed.wait()
@@ -52,8 +49,6 @@ async def test_the_texts_of_a_record_are_bounded(tmp_path: Path) -> None:
         described = await middleware.call("echo.describe", text)
         await described.wait()
         assert len(described.to_record()["description"]) == MAX_TEXT
-    finally:
-        await middleware.stop()
 
 
 class TakeService(Service):
@@ -71,10 +66,7 @@ async def test_a_finished_job_keeps_its_arguments_compactly(tmp_path: Path) -> N
     megabyte of Python objects: a finished job the daemon keeps holds its
     arguments as their JSON, and still shows them.
     """
-    middleware = Middleware(reactor, tmp_path)
-    middleware.add_service(TakeService)
-    await middleware.start()
-    try:
+    async with running(tmp_path, TakeService) as middleware:
         argument_json = "[" + ",".join(["{}"] * 21_000) + "]"
         tracemalloc.start()
         try:
@@ -89,5 +81,3 @@ async def test_a_finished_job_keeps_its_arguments_compactly(tmp_path: Path) -> N
         assert kept < 10 * 300_000, kept
         assert called.to_record()["arguments"] == [[{}] * 21_000]
         assert called.args == [[{}] * 21_000]
-    finally:
-        await middleware.stop()
