@@ -173,16 +173,17 @@ class PipeNotOpen(CallError, ValueError):
 _PLAIN_VALUES = frozenset({bool, int, str, type(None)})
 
 
-def _snapshot(arguments: Sequence[Any]) -> list[Any]:
+def _snapshot(arguments: list[Any] | str) -> list[Any]:
     """
     A copy of C{arguments} for the job's method, which it may change: a
     deep copy, unless each is a plain value (most calls) or one cannot be
     copied (an internal call's object: the method gets it as it is).
     """
-    if all(type(argument) in _PLAIN_VALUES for argument in arguments):
+    arguments = _unpacked(arguments)
+    if not arguments or all(type(argument) in _PLAIN_VALUES for argument in arguments):
         return list(arguments)
     try:
-        return copy.deepcopy(list(arguments))
+        return copy.deepcopy(arguments)
     except Exception:
         return list(arguments)
 
@@ -192,7 +193,7 @@ def _packed(values: list[Any] | str) -> list[Any] | str:
     C{values} as their wire JSON, unless each is a plain value (as small as
     its JSON) or one has no JSON form (an internal call's object).
     """
-    if isinstance(values, str) or all(type(value) in _PLAIN_VALUES for value in values):
+    if not values or isinstance(values, str) or all(type(value) in _PLAIN_VALUES for value in values):
         return values
     try:
         return wire_json.dumps(values)
@@ -820,7 +821,7 @@ class Job:
         self._changed()
         # A copy, as the original daemon gives: what the method does to its
         # arguments changes neither C{arguments} nor the record.
-        args = [*self._leading, self, *_snapshot(self.arguments)]
+        args = [*self._leading, self, *_snapshot(self._arguments)]
         if self._is_async:
             try:
                 self._deferred = Deferred.fromCoroutine(self._run(*args))
@@ -998,7 +999,7 @@ class Job:
             "id": self.id,
             "message_ids": list(self.message_ids),
             "method": self.method,
-            "arguments": self.recorded_arguments,
+            "arguments": _unpacked(self._arguments if self._recorded_arguments is None else self._recorded_arguments),
             "transient": self.options.transient,
             "description": self.description,
             "abortable": self.options.abortable,
@@ -1023,15 +1024,6 @@ def _same_credentials(new: Job, credentials: dict[str, Any] | None) -> bool:
     The default L{SharePolicy}: the daemon's own calls, or the same credentials.
     """
     return new.credentials is None or new.credentials == credentials
-
-
-def _owner_id(job: Job) -> int | None:
-    """
-    The id of the stored user who started C{job}, or C{None} (the daemon, the
-    trusted local peer): whose unfinished jobs it counts among.
-    """
-    user_id = getattr(job.owner, "user_id", None)
-    return user_id if isinstance(user_id, int) else None
 
 
 def _no_remote_jobs(job_id: int, job: Job) -> Deferred[Any]:
@@ -1287,9 +1279,9 @@ class JobsQueue:
 
         @raise CallError: C{EBUSY}, the user has C{max_per_user} already.
         """
-        owner = _owner_id(job)
-        if owner is None:
-            return
+        owner = getattr(job.owner, "user_id", None)
+        if not isinstance(owner, int):
+            return  # The daemon's own call, or the trusted local peer's.
         unfinished = self._unfinished.get(owner, 0)
         if self.max_per_user is not None and unfinished >= self.max_per_user:
             self.counts.limit_hit("jobs_per_user")
