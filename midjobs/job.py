@@ -311,7 +311,8 @@ class Job:
         # The arguments as the job was called (its method gets a copy, L{start})
         # and as records show them, if that differs (secrets redacted): lists
         # while it runs, their JSON once it ended (L{_pack}).
-        self._arguments: list[Any] | str = list(arguments)
+        called_with = list(arguments)
+        self._arguments: list[Any] | str = called_with
         self._recorded_arguments: list[Any] | str | None = (
             None if recorded_arguments is None else list(recorded_arguments)
         )
@@ -320,9 +321,9 @@ class Job:
         self.owner = owner
         self.credentials = credentials
         self.pipes = pipes or Pipes()
-        self.lock_name = self._lock_name()
+        self.lock_name = self._lock_name(called_with)
         self.message_ids: list[Any] = []
-        self.description = self._initial_description()
+        self.description = self._initial_description(called_with)
         self.progress: dict[str, Any] = {"percent": 0, "description": "", "extra": None}
         self.state = JobState.WAITING
         self.result: Any = None
@@ -354,7 +355,7 @@ class Job:
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.method} {self.state.value}>"
 
-    def _lock_name(self) -> str | None:
+    def _lock_name(self, arguments: list[Any]) -> str | None:
         """
         The lock the job takes, from the decorator's C{lock} (a callable of
         the arguments, maybe).
@@ -362,12 +363,12 @@ class Job:
         @raise CallError: C{EINVAL}, the callable raised (logged).
         """
         try:
-            return self.options.lock_name(self.arguments)
+            return self.options.lock_name(arguments)
         except Exception as e:
             log.failure("Error handling the job lock of {method}", method=self.method, level=LogLevel.warn)
             raise CallError(f"Error handling job lock: {e}", errno.EINVAL) from None
 
-    def _initial_description(self) -> str | None:
+    def _initial_description(self, arguments: list[Any]) -> str | None:
         """
         The decorator's C{description} of the arguments; C{None} (and a log
         line) if it raises: the job runs all the same.
@@ -375,7 +376,7 @@ class Job:
         if not self.options.description:
             return None
         try:
-            description = self.options.description(*self.arguments)
+            description = self.options.description(*arguments)
         except Exception:
             log.failure("Error setting the description of a {method} job", method=self.method, level=LogLevel.warn)
             return None
@@ -999,7 +1000,7 @@ class Job:
             "id": self.id,
             "message_ids": list(self.message_ids),
             "method": self.method,
-            "arguments": _unpacked(self._arguments if self._recorded_arguments is None else self._recorded_arguments),
+            "arguments": self.recorded_arguments,
             "transient": self.options.transient,
             "description": self.description,
             "abortable": self.options.abortable,
