@@ -109,6 +109,12 @@ ABORT_GRACE = 10.0
 #: The progress description of a job waiting behind a held lock.
 WAITING_FOR_LOCK = "Waiting for lock {lock}"
 
+#: The most bytes of arguments (as JSON) the finished jobs kept in memory
+#: hold together: past it the oldest leave memory (and are read from the
+#: history), whatever C{keep_finished} allows.  A call of 64 KiB made of
+#: small objects is over a megabyte of Python objects.
+KEEP_FINISHED_ARGUMENTS = 2 * 1024 * 1024
+
 #: The most characters of each text a job's record derives from its
 #: arguments or its error (C{description}, C{error}, C{exception},
 #: C{exc_info.repr}): a longer one is cut in the middle (L{cut}).
@@ -173,47 +179,18 @@ class PipeNotOpen(CallError, ValueError):
 _PLAIN_VALUES = frozenset({bool, int, str, type(None)})
 
 
-def _snapshot(arguments: list[Any] | str) -> list[Any]:
+def _snapshot(arguments: list[Any]) -> list[Any]:
     """
     A copy of C{arguments} for the job's method, which it may change: a
     deep copy, unless each is a plain value (most calls) or one cannot be
     copied (an internal call's object: the method gets it as it is).
     """
-    arguments = _unpacked(arguments)
     if not arguments or all(type(argument) in _PLAIN_VALUES for argument in arguments):
         return list(arguments)
     try:
         return copy.deepcopy(arguments)
     except Exception:
         return list(arguments)
-
-
-def _packed(values: list[Any] | str) -> list[Any] | str:
-    """
-    C{values} as their wire JSON, unless each is a plain value (as small as
-    its JSON) or one has no JSON form (an internal call's object).
-    """
-    if not values or isinstance(values, str) or all(type(value) in _PLAIN_VALUES for value in values):
-        return values
-    try:
-        return wire_json.dumps(values)
-    except (TypeError, ValueError):
-        return values
-
-
-def _forget_frames(error: BaseException | None) -> None:
-    """
-    Drop the tracebacks of C{error} and of the errors it was raised from.
-    """
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        error.__traceback__ = None
-        error = error.__cause__ or error.__context__
-
-
-def _unpacked(values: list[Any] | str) -> list[Any]:
-    return wire_json.loads(values) if isinstance(values, str) else values
 
 
 def cut(text: str, most: int = MAX_TEXT) -> str:
@@ -308,14 +285,10 @@ class Job:
         self.node = ""
         self.method = method
         self.options = options
-        # The arguments as the job was called (its method gets a copy, L{start})
-        # and as records show them, if that differs (secrets redacted): lists
-        # while it runs, their JSON once it ended (L{_pack}).
-        called_with = list(arguments)
-        self._arguments: list[Any] | str = called_with
-        self._recorded_arguments: list[Any] | str | None = (
-            None if recorded_arguments is None else list(recorded_arguments)
-        )
+        #: The arguments the job was called with (its method gets a copy, L{start}).
+        self.arguments = called_with = list(arguments)
+        #: The arguments as records show them: with secrets redacted.
+        self.recorded_arguments = called_with if recorded_arguments is None else list(recorded_arguments)
         #: Makes the result as records show it: with secrets redacted.
         self.redact_result = redact_result
         self.owner = owner
@@ -404,20 +377,6 @@ class Job:
         C{method}, by the original daemon's name.
         """
         return self.method
-
-    @property
-    def arguments(self) -> list[Any]:
-        """
-        The arguments the job was called with.
-        """
-        return _unpacked(self._arguments)
-
-    @property
-    def recorded_arguments(self) -> list[Any]:
-        """
-        The arguments as records show them: with secrets redacted.
-        """
-        return _unpacked(self._arguments if self._recorded_arguments is None else self._recorded_arguments)
 
     @property
     def args(self) -> list[Any]:
@@ -822,7 +781,7 @@ class Job:
         self._changed()
         # A copy, as the original daemon gives: what the method does to its
         # arguments changes neither C{arguments} nor the record.
-        args = [*self._leading, self, *_snapshot(self._arguments)]
+        args = [*self._leading, self, *_snapshot(self.arguments)]
         if self._is_async:
             try:
                 self._deferred = Deferred.fromCoroutine(self._run(*args))
@@ -888,9 +847,6 @@ class Job:
         }
         if self.logs_fd is not None:
             self.logs_fd.write(self.exception.encode("utf-8", "replace"))
-        # Its text is kept: the frames (and their locals, the arguments
-        # among them) need not be, for as long as the job is.
-        _forget_frames(error)
         if isinstance(error, CallError):
             log.warn(
                 "Job {job_id} ({method}) failed: {error}", job_id=self.id, method=self.method, error=self.error
@@ -970,11 +926,6 @@ class Job:
         self.state = state
         self.time_finished = time_finished
         self.phase = JobPhase.ENDED
-        # Kept for a while as a finished job: as JSON, which holds far less
-        # than the objects of a call made of many small ones.
-        self._arguments = _packed(self._arguments)
-        if self._recorded_arguments is not None:
-            self._recorded_arguments = _packed(self._recorded_arguments)
         if self._queue is not None:
             self._queue._job_ended(self, record)
         waiters, self._waiters = self._waiters, []
@@ -1025,6 +976,20 @@ def _same_credentials(new: Job, credentials: dict[str, Any] | None) -> bool:
     The default L{SharePolicy}: the daemon's own calls, or the same credentials.
     """
     return new.credentials is None or new.credentials == credentials
+
+
+def _argument_bytes(job: Job) -> int:
+    """
+    How much a finished C{job}'s arguments weigh: the bytes of their JSON
+    (their characters for plain values; nothing for what has no JSON form).
+    """
+    arguments = job.recorded_arguments
+    if all(type(argument) in _PLAIN_VALUES for argument in arguments):
+        return sum(len(argument) for argument in arguments if type(argument) is str)
+    try:
+        return len(wire_json.dumps(arguments))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _no_remote_jobs(job_id: int, job: Job) -> Deferred[Any]:
@@ -1153,6 +1118,9 @@ class JobsQueue:
         self._unlisted: set[int] = set()
         self._jobs: dict[int, Job] = {}
         self._finished: deque[int] = deque()
+        #: The bytes of arguments of each kept finished job that has some (L{_argument_bytes}), and their sum.
+        self._finished_bytes: dict[int, int] = {}
+        self._kept_bytes = 0
         self._waiting: list[Job] = []
         #: Where new jobs get their ids.
         self.ids: IJobIds = ids if ids is not None else CountedJobIds()
@@ -1233,7 +1201,7 @@ class JobsQueue:
         for job_id in job_ids:
             job = self._jobs.get(job_id)
             if job is not None and job.state.finished:
-                del self._jobs[job_id]
+                self._drop_finished(job_id)
                 dropped.append(job_id)
         if dropped:
             gone = set(dropped)
@@ -1589,10 +1557,21 @@ class JobsQueue:
             self._unlisted.discard(job.id)
         else:
             self._finished.append(job.id)
-            while len(self._finished) > self._keep_finished:
-                self._jobs.pop(self._finished.popleft(), None)
+            size = _argument_bytes(job)
+            if size:
+                self._finished_bytes[job.id] = size
+                self._kept_bytes += size
+            while len(self._finished) > self._keep_finished or self._kept_bytes > KEEP_FINISHED_ARGUMENTS:
+                self._drop_finished(self._finished.popleft())
         if self._waiting:
             self._schedule()
+
+    def _drop_finished(self, job_id: int) -> None:
+        """
+        The finished job C{job_id} leaves memory (its history keeps it).
+        """
+        self._jobs.pop(job_id, None)
+        self._kept_bytes -= self._finished_bytes.pop(job_id, 0)
 
     def abort_all(self, reason: str) -> None:
         """
