@@ -17,7 +17,6 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-from twisted.internet.threads import blockingCallFromThread
 from twisted.python.threadable import isInIOThread
 
 from .job import TRANSFER_KEYS, Job, keep_transfer_keys
@@ -88,13 +87,12 @@ class Throttle:
 
     def flush(self) -> None:
         """
-        Serve a waiting request now.  From another thread, return once it
-        is served: what that thread reports next comes after it.
+        Serve a waiting request now.
         """
         if isInIOThread():  # type: ignore[no-untyped-call]  # not annotated in Twisted
             self._flush()
         else:
-            blockingCallFromThread(self._reactor, self._flush)
+            self._reactor.callFromThread(self._flush)
 
     def cancel(self) -> None:
         """
@@ -175,8 +173,11 @@ class JobProgressBuffer:
 
     def flush(self) -> None:
         """
-        Send the held-back report now.
+        Send the held-back report now, from the calling thread (a job's
+        report changes it at once): what that thread reports next comes
+        after it.
         """
+        self._send()
         self._throttle.flush()
 
     def cancel(self) -> None:
