@@ -7,6 +7,7 @@ left, the merge with a job's own keys, a stalled transfer, the job's end.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any, Callable
 
 import pytest
@@ -264,3 +265,27 @@ def test_a_jobs_own_extra_keeps_the_transfer_fields() -> None:
     assert job.progress["extra"] == {"files": 3, "bytes": 20, "rate": 5.0}
     job.set_progress(extra=[1, 2])
     assert job.progress["extra"] == [1, 2]
+
+
+def test_a_flush_from_a_thread_does_not_wait_for_the_reactor() -> None:
+    """
+    A thread job flushing its reports while the reactor is busy (or
+    stopping, waiting for that very thread) goes on at once: its flush
+    must not wait for the reactor thread.
+    """
+    from twisted.internet import reactor as running_reactor
+
+    throttle = Throttle(running_reactor, lambda: None)
+    returned = threading.Event()
+
+    def job_thread() -> None:
+        throttle.request()
+        throttle.flush()
+        returned.set()
+
+    # A daemon thread: were the flush to wait for the reactor, a failure here would not hang the run.
+    thread = threading.Thread(target=job_thread, daemon=True)
+    thread.start()
+    # The reactor thread is held here, as a stopping reactor waits for its pool.
+    assert returned.wait(10)
+    thread.join()
