@@ -30,6 +30,7 @@ import functools
 import socket
 import threading
 import traceback
+import types
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
@@ -273,6 +274,8 @@ class Job:
         self._deferred: Deferred[Any] | None = None
         self._waiters: list[Deferred[None]] = []
         self._error: BaseException | None = None
+        #: Where the method raised C{_error}, for those it is raised to again (L{outcome}).
+        self._error_traceback: types.TracebackType | None = None
         self._progress_listeners: list[Callable[[dict[str, Any]], None]] = []
         #: Held while a report changes C{progress}, from either thread.
         self._progress_lock = threading.Lock()
@@ -593,7 +596,9 @@ class Job:
         """
         if raise_error and self.state in (JobState.FAILED, JobState.ABORTED):
             if isinstance(self._error, raise_error_forward_classes):
-                raise self._error
+                # From where the job failed each time: each waiter's raise
+                # does not add to the frames the next one sees.
+                raise self._error.with_traceback(self._error_traceback)
             raise CallError(self.error or "Job failed")
         return self.result
 
@@ -835,6 +840,7 @@ class Job:
         assert failure.value is not None
         error = adapted(failure.value)
         self._error = error
+        self._error_traceback = error.__traceback__
         self.error = cut(str(error))
         trace = failure.getTracebackObject()  # type: ignore[no-untyped-call]  # not annotated in Twisted
         self.exception = cut("".join(traceback.format_exception(type(error), error, trace)))
@@ -1223,23 +1229,22 @@ class JobsQueue:
         """
         self._count(job)
         try:
+            queued: Deferred[Any]
             if job.lock_name is None:
                 job_id = self.ids.take()
-                if job_id is not None:
-                    return self._queue(job, job_id, False)
-                return self._admitted(Admission.FREE, job)
-            admission = self.locks.admit(
-                job, job.options.lock_queue_size, lambda credentials: self._may_share(job, credentials)
-            )
+                queued = self._queue(job, job_id, False) if job_id is not None else self._admitted(Admission.FREE, job)
+            else:
+                admission = self.locks.admit(
+                    job, job.options.lock_queue_size, lambda credentials: self._may_share(job, credentials)
+                )
+                if isinstance(admission, Deferred):
+                    queued = admission.addCallback(self._admitted, job)
+                else:
+                    queued = self._admitted(admission, job)
         except BaseException:
             self._uncount(job)
             raise
-        if isinstance(admission, Deferred):
-            admitted: Deferred[Any] = admission.addCallbacks(
-                self._admitted, self._not_admitted, callbackArgs=(job,), errbackArgs=(job,)
-            )
-            return admitted
-        return self._admitted(admission, job)
+        return queued.addErrback(self._not_queued, job)
 
     def _count(self, job: Job) -> None:
         """
@@ -1269,8 +1274,13 @@ class JobsQueue:
             if left:
                 self._unfinished[owner] = left
 
-    def _not_admitted(self, failure: Failure, job: Job) -> Failure:
-        self._uncount(job)
+    def _not_queued(self, failure: Failure, job: Job) -> Failure:
+        """
+        The call of C{job} failed: if the job was never queued (its lock's
+        admission or its id failed), its place among its user's is free.
+        """
+        if job._queue is None:
+            self._uncount(job)
         return failure
 
     def _admitted(self, admission: Admission | Share, job: Job) -> Deferred[Any]:
@@ -1297,7 +1307,6 @@ class JobsQueue:
         """
         No id came for the admitted C{job}: it waits for its lock no more.
         """
-        self._uncount(job)
         if job.lock_name is not None:
             self.locks.release(job)
         return failure

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import json
 import subprocess
+import traceback
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -262,3 +263,34 @@ def test_a_log_excerpt_is_written_as_the_original_writes_it() -> None:
     text = "".join(f"line {i}\n" for i in range(25))
     expected = "".join(f"line {i}\n" for i in range(10)) + "... 5 more lines ...\n"
     assert logs_excerpt(text) == expected + "".join(f"line {i}\n" for i in range(15, 25))
+
+
+class FailingService(Service):
+    namespace = "failing"
+
+    @job()
+    async def deep(self, job: Job) -> None:
+        _raise_deep()
+
+
+def _raise_deep() -> None:
+    raise CallError("deep down")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_job_raises_from_where_it_failed(tmp_path: Path) -> None:
+    """
+    Each waiter gets the job's error with the frames where the method
+    raised it, and the waiters before add none to it.
+    """
+    async with running(tmp_path, FailingService) as middleware:
+        failed = await middleware.call("failing.deep")
+        await failed.wait()
+        depths = []
+        for _ in range(3):
+            with pytest.raises(CallError) as raised:
+                failed.outcome(raise_error=True)
+            frames = traceback.extract_tb(raised.value.__traceback__)
+            assert frames[-1].name == "_raise_deep"
+            depths.append(len(frames))
+        assert depths[0] == depths[1] == depths[2]
