@@ -990,6 +990,8 @@ def _argument_bytes(job: Job) -> int:
     (their characters for plain values; nothing for what has no JSON form).
     """
     arguments = job.recorded_arguments
+    if not arguments:
+        return 0
     if all(type(argument) in _PLAIN_VALUES for argument in arguments):
         return sum(len(argument) for argument in arguments if type(argument) is str)
     try:
@@ -1238,13 +1240,13 @@ class JobsQueue:
                     job, job.options.lock_queue_size, lambda credentials: self._may_share(job, credentials)
                 )
                 if isinstance(admission, Deferred):
-                    queued = admission.addCallback(self._admitted, job)
+                    queued = admission.addCallback(self._admitted, job).addErrback(self._not_queued, job)
                 else:
                     queued = self._admitted(admission, job)
         except BaseException:
             self._uncount(job)
             raise
-        return queued.addErrback(self._not_queued, job)
+        return queued
 
     def _count(self, job: Job) -> None:
         """
@@ -1277,7 +1279,8 @@ class JobsQueue:
     def _not_queued(self, failure: Failure, job: Job) -> Failure:
         """
         The call of C{job} failed: if the job was never queued (its lock's
-        admission or its id failed), its place among its user's is free.
+        admission, or what followed it, failed), its place among its user's
+        is free.
         """
         if job._queue is None:
             self._uncount(job)
@@ -1305,8 +1308,10 @@ class JobsQueue:
 
     def _not_numbered(self, failure: Failure, job: Job) -> Failure:
         """
-        No id came for the admitted C{job}: it waits for its lock no more.
+        No id came for the admitted C{job}: it waits for its lock no more,
+        and its place among its user's is free.
         """
+        self._uncount(job)
         if job.lock_name is not None:
             self.locks.release(job)
         return failure
