@@ -45,13 +45,13 @@ from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
 
 from . import wire_json
+from .counts import NO_COUNTS, ICounts
 from .errors import CallError, adapted, validation_errors
 from .lifecycle import IJobObserver, IJobRecorder, JobAborted, JobCancelledException, JobPhase, JobRecord, JobState
 from .locks import Admission, ILockManager, LocalLocks, Share
 from .log_excerpt import read_excerpt
 from .log_files import log_file
 from .logs import logger
-from .counts import NO_COUNTS, ICounts
 from .pipe import Pipes
 from .reactor_loop import ReactorLoop
 from .store._interfaces import IDurableWrites, IJobIds, IJobStore, StoreClosed, Written
