@@ -56,6 +56,7 @@ from .pipe import Pipes
 from .reactor_loop import ReactorLoop
 from .store._interfaces import IDurableWrites, IJobIds, IJobStore, StoreClosed, Written
 from .store.ids import CountedJobIds
+from .texts import cut
 
 if TYPE_CHECKING:
     from .decorators import JobOptions
@@ -115,12 +116,6 @@ WAITING_FOR_LOCK = "Waiting for lock {lock}"
 #: history), whatever C{keep_finished} allows.  A call of 64 KiB made of
 #: small objects is over a megabyte of Python objects.
 KEEP_FINISHED_ARGUMENTS = 2 * 1024 * 1024
-
-#: The most characters of each text a job's record derives from its
-#: arguments or its error (C{description}, C{error}, C{exception},
-#: C{exc_info.repr}): a longer one is cut in the middle (L{cut}).
-MAX_TEXT = 16 * 1024
-
 
 #: The C{progress.extra} keys of a job that moves bytes: C{bytes} moved so
 #: far, C{total_bytes} when known, C{rate} in bytes per second (smoothed)
@@ -192,18 +187,6 @@ def _snapshot(arguments: list[Any]) -> list[Any]:
         return copy.deepcopy(arguments)
     except Exception:
         return list(arguments)
-
-
-def cut(text: str, most: int = MAX_TEXT) -> str:
-    """
-    C{text}, or if it is longer than C{most} characters, its start and its
-    end with C{"…"} between them, C{most} characters in all: how it begins
-    and how it ends (an error's message, a traceback's last line) both show.
-    """
-    if len(text) <= most:
-        return text
-    head = (most - 1) // 2
-    return text[:head] + "…" + text[len(text) - (most - 1 - head):]
 
 
 def _now() -> datetime.datetime:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from typing import BinaryIO
 
+from .texts import cut
+
 __all__ = ["EXCERPT_LINES", "logs_excerpt", "read_excerpt"]
 
 #: How many lines an excerpt keeps at each end.
@@ -18,6 +20,12 @@ EXCERPT_LINES = 10
 
 #: Bytes read at once: the head and the tail are read a chunk at a time.
 _CHUNK = 64 * 1024
+#: Bytes of each end read at most, however long its lines.
+_LONGEST = 4 * _CHUNK
+#: A file this small is read whole; up to L{_WHOLE}, whole when its lines
+#: are too long to tell its ends from its middle.
+_SMALL = 4 * _CHUNK
+_WHOLE = 16 * _CHUNK
 
 
 def logs_excerpt(text: str, lines: int = EXCERPT_LINES) -> str:
@@ -38,26 +46,32 @@ def _joined(first: list[str], between: int, last: list[str]) -> str:
 def read_excerpt(path: str | os.PathLike[str], lines: int = EXCERPT_LINES) -> str:
     """
     L{logs_excerpt} of the log file at C{path}, decoded as UTF-8 (bad bytes
-    replaced), without reading the whole file into memory: a file larger
-    than a few chunks is read as its head, its tail, and a count of the line
-    breaks (C{\\n}) between.
+    replaced) and cut to L{midjobs.texts.MAX_TEXT} characters (its start and its end),
+    without reading the whole file into memory: a file larger than a few
+    chunks is read as its head, its tail, and a count of the line breaks
+    (C{\\n}) between, each end at most C{_LONGEST} bytes.
 
     @raise OSError: the file cannot be read.
     """
+    return cut(_excerpt(path, lines))
+
+
+def _excerpt(path: str | os.PathLike[str], lines: int) -> str:
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        if size <= 4 * _CHUNK:
+        if size <= _SMALL:
             return logs_excerpt(f.read().decode("utf-8", "replace"), lines)
         head = _head(f, lines)
-        tail_start = _tail_start(f, size, lines)
+        tail_start = max(_tail_start(f, size, lines), len(head))
         f.seek(len(head))
         between = _count_breaks(f, tail_start - len(head))
         f.seek(tail_start)
         tail = f.read()
     first = head.decode("utf-8", "replace").splitlines(keepends=True)
     last = tail.decode("utf-8", "replace").splitlines(keepends=True)
-    if len(first) < lines or len(last) < lines or between == 0:
-        # Very long lines: too few at either end to tell them apart from the middle.
+    if (len(first) < lines or len(last) < lines or between == 0) and size <= _WHOLE:
+        # Long lines: too few at either end to tell them apart from the
+        # middle.  A file this small is read whole, for the exact excerpt.
         with open(path, "rb") as f:
             return logs_excerpt(f.read().decode("utf-8", "replace"), lines)
     return _joined(first, between, last)
@@ -68,7 +82,7 @@ def _head(f: BinaryIO, lines: int) -> bytes:
     The first C{lines} lines of C{f}, each with its line break.
     """
     data = b""
-    while data.count(b"\n") < lines:
+    while data.count(b"\n") < lines and len(data) < _LONGEST:
         chunk = f.read(_CHUNK)
         if not chunk:
             break
@@ -89,7 +103,7 @@ def _tail_start(f: BinaryIO, size: int, lines: int) -> int:
     wanted = lines if not _ends_with_break(f, size) else lines + 1
     position = size
     found = 0
-    while position > 0:
+    while position > 0 and size - position < _LONGEST:
         start = max(0, position - _CHUNK)
         f.seek(start)
         chunk = f.read(position - start)
@@ -102,7 +116,7 @@ def _tail_start(f: BinaryIO, size: int, lines: int) -> int:
             if found == wanted:
                 return start + index + 1
         position = start
-    return 0
+    return position
 
 
 def _ends_with_break(f: BinaryIO, size: int) -> bool:

@@ -9,6 +9,7 @@ job's log is read in the thread pool, head and tail only.
 from __future__ import annotations
 
 import os
+import tracemalloc
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,6 +23,7 @@ from midjobs import log_excerpt
 from midjobs.job import Job, JobPhase, JobsQueue, JobState, StoreRecorder
 from midjobs.job_events import JobEvents
 from midjobs.lifecycle import IJobObserver, IJobRecorder, JobRecord
+from midjobs.texts import MAX_TEXT
 from midjobs.log_excerpt import logs_excerpt, read_excerpt
 from midjobs.service import JobOptions
 
@@ -366,3 +368,25 @@ def test_the_excerpt_matches_the_whole_text_s_at_every_size(tmp_path: Path, monk
         path.write_bytes(text.encode())
         assert read_excerpt(path) == logs_excerpt(text), (count, text)
     os.unlink(path)
+
+
+@pytest.mark.parametrize("line", [20_000_000, 2_000_000])
+def test_the_excerpt_of_a_log_of_long_lines_is_bounded(tmp_path: Path, line: int) -> None:
+    """
+    A log of a few very long lines (one line of 20 MB; twenty of 2 MB) is
+    not read into memory whole, and its excerpt, which a record carries, is
+    at most L{MAX_TEXT} characters: its start and its end.
+    """
+    path = tmp_path / "long.log"
+    with open(path, "w") as f:
+        for n in range(20_000_000 // line):
+            f.write(f"{n}" + "x" * (line - 20) + f"end of line {n}\n")
+    tracemalloc.start()
+    try:
+        excerpt = read_excerpt(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4_000_000, peak
+    assert len(excerpt) <= MAX_TEXT
+    assert excerpt.startswith("0xxx") and excerpt.rstrip().endswith(f"end of line {20_000_000 // line - 1}")

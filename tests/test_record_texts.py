@@ -16,7 +16,8 @@ from typing import Any
 import pytest_twisted
 
 from midjobs.errors import CallError
-from midjobs.job import KEEP_FINISHED_ARGUMENTS, MAX_TEXT, Job
+from midjobs.job import KEEP_FINISHED_ARGUMENTS, Job
+from midjobs.texts import MAX_TEXT
 from midjobs.service import Service, job
 
 from test_plugin_habits import running
