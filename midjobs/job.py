@@ -175,13 +175,20 @@ class PipeNotOpen(CallError, ValueError):
 _PLAIN_VALUES = frozenset({bool, int, str, type(None)})
 
 
+def _plain(arguments: list[Any]) -> bool:
+    """
+    Whether each of C{arguments} is a plain value (L{_PLAIN_VALUES}).
+    """
+    return all(type(argument) in _PLAIN_VALUES for argument in arguments)
+
+
 def _snapshot(arguments: list[Any]) -> list[Any]:
     """
     A copy of C{arguments} for the job's method, which it may change: a
     deep copy, unless each is a plain value (most calls) or one cannot be
     copied (an internal call's object: the method gets it as it is).
     """
-    if not arguments or all(type(argument) in _PLAIN_VALUES for argument in arguments):
+    if not arguments or _plain(arguments):
         return list(arguments)
     try:
         return copy.deepcopy(arguments)
@@ -975,7 +982,7 @@ def _argument_bytes(job: Job) -> int:
     arguments = job.recorded_arguments
     if not arguments:
         return 0
-    if all(type(argument) in _PLAIN_VALUES for argument in arguments):
+    if _plain(arguments):
         return sum(len(argument) for argument in arguments if type(argument) is str)
     try:
         return len(wire_json.dumps(arguments))

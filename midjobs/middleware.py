@@ -136,6 +136,17 @@ class Method:
             raise CallError("`app` is required")
         return [app, message_id] if spec.passes_message_id else [app]
 
+    def prepare(self, params: Sequence[Any], app: ISession | None, message_id: Any = None) -> tuple[list[Any], list[Any]]:
+        """
+        What the daemon passes before the caller's arguments (L{leading}),
+        and those arguments, checked against the method's signature.
+
+        @raise ValidationErrors: they do not match it.
+        """
+        arguments = list(params)
+        self.signature.check(arguments)
+        return self.leading(app, message_id), arguments
+
 
 class Middleware:
     """
@@ -442,9 +453,8 @@ class Middleware:
         if method.spec.job is None and not method.is_async:
             # In this thread, as the original does: a thread job calling it
             # needs no other thread of the pool, which may have none free.
-            arguments = list(params)
-            method.signature.check(arguments)
-            return method.run(*method.leading(app), *arguments)
+            leading, arguments = method.prepare(params, app)
+            return method.run(*leading, *arguments)
         return blockingCallFromThread(
             self.reactor, self.call, name, *params, app=app, pipes=pipes, job_on_progress_cb=job_on_progress_cb
         )
@@ -466,14 +476,12 @@ class Middleware:
         message_id: Any,
         on_progress_cb: ProgressCallback | None = None,
     ) -> Deferred[Any]:
-        params = list(params)
-        method.signature.check(params)
-        leading = method.leading(app, message_id)
+        leading, arguments = method.prepare(params, app, message_id)
         if method.spec.job is not None:
-            return self._queue_job(method, params, leading, app, pipes, message_id, on_progress_cb)
+            return self._queue_job(method, arguments, leading, app, pipes, message_id, on_progress_cb)
         if method.is_async:
-            return Deferred.fromCoroutine(method.run(*leading, *params))
-        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), method.run, *leading, *params)
+            return Deferred.fromCoroutine(method.run(*leading, *arguments))
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), method.run, *leading, *arguments)
 
     def _queue_job(
         self,

@@ -220,25 +220,22 @@ class _SQLiteWriterPool(_SQLitePool):
     transactionFactory = _WriteTransaction
 
     def runQuery(self, sql: str, parameters: Sequence[object] = (), /) -> Deferred[list[Row]]:
-        return self.runWithConnection(_run_alone, sql, parameters, True)  # type: ignore[no-any-return, no-untyped-call]  # adbapi is not annotated
+        return self.runWithConnection(self._run_alone, sql, parameters, True)  # type: ignore[no-any-return, no-untyped-call]  # adbapi is not annotated
 
     def runOperation(self, sql: str, parameters: Sequence[object] = (), /) -> Deferred[None]:
-        return self.runWithConnection(_run_alone, sql, parameters, False)  # type: ignore[no-any-return, no-untyped-call]  # idem
+        return self.runWithConnection(self._run_alone, sql, parameters, False)  # type: ignore[no-any-return, no-untyped-call]  # idem
 
-
-def _run_alone(connection: Any, sql: str, parameters: Sequence[object], rows: bool) -> list[Row] | None:
-    """
-    Run one statement outside any transaction: SQLite commits it as it runs.
-    """
-    cursor = connection.cursor()
-    try:
+    def _run_alone(self, connection: object, sql: str, parameters: Sequence[object], rows: bool) -> list[Row] | None:
+        """
+        Run one statement outside any transaction (through the readers'
+        kind, which begins none): SQLite commits it as it runs.
+        """
+        statement = _Transaction(self, connection)  # type: ignore[no-untyped-call]  # adbapi is not annotated
         try:
-            cursor.execute(sql, parameters)
-        except sqlite3.IntegrityError as e:
-            raise _integrity_error(e) from e
-        return cursor.fetchall() if rows else None
-    finally:
-        cursor.close()
+            statement.execute(sql, parameters)
+            return statement.fetchall() if rows else None
+        finally:
+            statement.close()  # type: ignore[no-untyped-call]  # idem
 
 
 def _configure_connection(connection: sqlite3.Connection, busy_timeout_ms: int, path: str) -> None:
